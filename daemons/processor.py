@@ -1,0 +1,306 @@
+"""processor: ticks in, latest price / history / candles / SMA signals out.
+
+A durable JetStream consumer of ``md.tick.>``. Each batch of ticks becomes one Redis
+MULTI/EXEC transaction (quote hash, history list, candle sets, signal list, and the
+per-symbol stream sequence used for dedup); only after EXEC succeeds are the ticks
+acknowledged and the quotes and signals published on core NATS. A crash between
+EXEC and ack leads to redelivery, which the stored stream sequence turns into a no-op,
+so nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import msgspec
+import nats.js.errors
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from redis.exceptions import RedisError
+
+from stockctl import names
+from stockctl.processing import Applied, SymbolState, Verdict, candle_of
+from stockctl.service import (
+    StateLog,
+    StatusFile,
+    backoff_sleep,
+    connect_nats,
+    ensure_tick_stream,
+    main,
+    redis_client,
+    shutdown_event,
+    wait_redis,
+)
+from stockctl.settings import Settings
+from stockctl.wire import Tick, candle_decoder, encode, point_decoder, tick_decoder
+
+log = logging.getLogger("stockctl.processor")
+
+
+@dataclass
+class Plan:
+    """The Redis writes and NATS publishes one batch of ticks adds up to."""
+
+    touched: dict[str, SymbolState] = field(default_factory=dict)
+    new_symbols: set[str] = field(default_factory=set)
+    points: dict[str, list[bytes]] = field(default_factory=dict)
+    candles: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)
+    signals: dict[str, list[bytes]] = field(default_factory=dict)
+    outbox: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def add(self, state: SymbolState, applied: Applied) -> None:
+        sym = state.symbol
+        self.touched[sym] = state
+        self.points.setdefault(sym, []).append(encode(applied.point))
+        for iv, candle in applied.candles:
+            # Later ticks in the same bucket overwrite: only the final candle is written.
+            by_start = self.candles.setdefault((sym, iv), {})
+            by_start[candle.start] = encode(candle_of(sym, iv, candle))
+        self.outbox.append((names.quote_subject(sym), encode(applied.quote)))
+        if applied.signal is not None:
+            data = encode(applied.signal)
+            self.signals.setdefault(sym, []).append(data)
+            self.outbox.append((names.signal_subject(sym), data))
+
+
+class Processor:
+    """Applies batches of tick messages to per-symbol state and commits them to Redis."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        nc: NATS,
+        js: JetStreamContext,
+        r: aioredis.Redis,
+        status: StatusFile,
+        stop: asyncio.Event,
+    ) -> None:
+        self.s, self.nc, self.js, self.r = settings, nc, js, r
+        self.status, self.stop = status, stop
+        self.states: dict[str, SymbolState] = {}
+        self.redis_state = StateLog(log, "Redis")
+
+    # --- state ------------------------------------------------------------------------
+
+    async def load(self, symbol: str) -> SymbolState:
+        """Restore one symbol's state from Redis (empty state for a new symbol)."""
+        s = self.s
+        raw = await self.r.hgetall(names.quote_key(symbol))
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        history = [point_decoder.decode(b) for b in await self.r.lrange(names.history_key(symbol), 0, -1)]
+        last_candles = {}
+        for iv in s.candle_intervals:
+            newest = await self.r.zrange(names.candles_key(symbol, iv), -1, -1)
+            if newest:
+                last_candles[iv] = candle_decoder.decode(newest[0])
+        return SymbolState.restore(symbol, s.sma_fast, s.sma_slow, s.candle_intervals, fields, history, last_candles)
+
+    async def restore_all(self) -> None:
+        self.states.clear()
+        for raw in await self.r.smembers(names.SYMBOLS_KEY):
+            sym = raw.decode()
+            self.states[sym] = await self.load(sym)
+
+    async def check_stream_epoch(self, info: api.StreamInfo) -> None:
+        """A recreated tick stream restarts stream sequences: forget the old dedup points."""
+        epoch = info.created.isoformat() if info.created else str(info.config.name)
+        stored = await self.r.get(names.STREAM_EPOCH_KEY)
+        if stored is not None and stored.decode() != epoch:
+            log.warning("tick stream was recreated; resetting dedup sequence numbers")
+            async with self.r.pipeline(transaction=True) as pipe:
+                for sym in self.states:
+                    pipe.hset(names.quote_key(sym), mapping={"seq": 0, "sseq": 0})
+                await pipe.execute()
+            for st in self.states.values():
+                st.last_seq = st.last_sseq = 0
+        await self.r.set(names.STREAM_EPOCH_KEY, epoch)
+
+    # --- one batch --------------------------------------------------------------------
+
+    async def handle(self, batch: list[Msg]) -> None:
+        """Apply, commit, ack, publish. Retries the whole batch until Redis takes it."""
+        attempt = 0
+        while True:
+            try:
+                plan = await self._plan(batch)
+                await self._commit(plan)
+                self.redis_state.set("ok")
+                break
+            except RedisError as exc:
+                # In-memory state may be ahead of Redis now: reload it after the outage.
+                self.redis_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying batch")
+                self.status.incr("redis_errors")
+                await backoff_sleep(attempt, self.stop)
+                attempt += 1
+                if self.stop.is_set():
+                    return  # not acked: redelivered to the next run
+                with contextlib.suppress(RedisError):
+                    await self.restore_all()
+        for msg in batch:
+            await msg.ack()
+        for subject, data in plan.outbox:
+            await self.nc.publish(subject, data)
+        self.status.incr("batches")
+
+    async def _plan(self, batch: list[Msg]) -> Plan:
+        plan = Plan()
+        for msg in batch:
+            try:
+                tick = tick_decoder.decode(msg.data)
+            except msgspec.ValidationError as exc:
+                log.error("dropping malformed tick on %s: %s", msg.subject, exc)
+                self.status.incr("malformed")
+                await msg.term()
+                continue
+            sseq = msg.metadata.sequence.stream
+            state = self.states.get(tick.symbol)
+            if state is None:
+                state = self.states[tick.symbol] = await self.load(tick.symbol)
+                plan.new_symbols.add(tick.symbol)
+            verdict = state.classify(tick, sseq)
+            if verdict is Verdict.GAP:
+                await self._fill_gap(state, tick, sseq, plan)
+                verdict = Verdict.APPLY
+            elif verdict is Verdict.RESET:
+                log.warning("%s: publisher restarted its sequence at 1", tick.symbol)
+                verdict = Verdict.APPLY
+            if verdict is Verdict.APPLY:
+                plan.add(state, state.apply(tick, sseq))
+                self.status.incr("ticks")
+            else:
+                self.status.incr(verdict.value)
+        return plan
+
+    async def _fill_gap(self, state: SymbolState, tick: Tick, sseq: int, plan: Plan) -> None:
+        """Fetch the missing ticks of this symbol from the stream (redelivery can reorder)."""
+        subject = names.tick_subject(tick.symbol)
+        cursor = state.last_sseq + 1
+        while cursor < sseq:
+            try:
+                raw = await self.js.get_msg(names.TICK_STREAM, seq=cursor, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            if raw.seq is None or raw.seq >= sseq:
+                break
+            missing = tick_decoder.decode(raw.data)
+            if state.last_seq < missing.seq < tick.seq:
+                plan.add(state, state.apply(missing, raw.seq))
+                self.status.incr("ticks")
+                self.status.incr("gap_filled")
+            cursor = raw.seq + 1
+        lost = tick.seq - state.last_seq - 1
+        if lost > 0:
+            log.warning("%s: %d ticks before seq %d are no longer in the stream", tick.symbol, lost, tick.seq)
+            self.status.incr("gap_lost", lost)
+
+    async def _commit(self, plan: Plan) -> None:
+        if not plan.touched:
+            return
+        s = self.s
+        async with self.r.pipeline(transaction=True) as pipe:
+            if plan.new_symbols:
+                pipe.sadd(names.SYMBOLS_KEY, *plan.new_symbols)
+            for sym, state in plan.touched.items():
+                pipe.hset(names.quote_key(sym), mapping=state.quote_fields())
+            for sym, points in plan.points.items():
+                key = names.history_key(sym)
+                pipe.rpush(key, *points)
+                pipe.ltrim(key, -s.history_limit, -1)
+            for (sym, iv), by_start in plan.candles.items():
+                key = names.candles_key(sym, iv)
+                for start, data in by_start.items():
+                    score = start // 1_000_000_000  # seconds: exact as a Redis double
+                    pipe.zremrangebyscore(key, score, score)
+                    pipe.zadd(key, {data: score})
+                pipe.zremrangebyrank(key, 0, -(s.candle_limit + 1))
+            for sym, signals in plan.signals.items():
+                key = names.signals_key(sym)
+                pipe.rpush(key, *signals)
+                pipe.ltrim(key, -s.signal_limit, -1)
+            await pipe.execute()
+
+
+async def _setup_stream(js: JetStreamContext, settings: Settings, stop: asyncio.Event) -> api.StreamInfo | None:
+    attempt = 0
+    while not stop.is_set():
+        try:
+            return await ensure_tick_stream(js, settings)
+        except Exception as exc:
+            if attempt == 0:
+                log.warning("JetStream not ready (%s); retrying", exc)
+            await backoff_sleep(attempt, stop)
+            attempt += 1
+    return None
+
+
+async def run(settings: Settings) -> None:
+    stop = shutdown_event()
+    status = StatusFile(settings, "processor")
+    async with AsyncExitStack() as stack:
+        # --- startup ---------------------------------------------------------------
+        r = redis_client(settings)
+        stack.push_async_callback(r.aclose)
+        if not await wait_redis(r, stop, log, settings.effective_redis_url):
+            return
+        nc = await connect_nats(settings, "processor", stop, log)
+        if nc is None:
+            return
+        stack.push_async_callback(nc.drain)
+        js = nc.jetstream()
+        info = await _setup_stream(js, settings, stop)
+        if info is None:
+            return
+        proc = Processor(settings, nc, js, r, status, stop)
+        await proc.restore_all()
+        await proc.check_stream_epoch(info)
+        log.info("restored %d symbols from Redis", len(proc.states))
+
+        inbox: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_msg(msg: Msg) -> None:
+            inbox.put_nowait(msg)
+
+        await js.subscribe(
+            names.TICK_SUBJECTS,
+            durable=names.PROCESSOR_DURABLE,
+            stream=names.TICK_STREAM,
+            cb=on_msg,
+            manual_ack=True,
+            config=api.ConsumerConfig(
+                ack_policy=api.AckPolicy.EXPLICIT,
+                deliver_policy=api.DeliverPolicy.ALL,
+                max_ack_pending=20_000,
+                ack_wait=30.0,
+            ),
+        )
+        status.ready = True
+        status.info = {"symbols": len(proc.states)}
+        status_task = asyncio.create_task(status.run(stop))
+        stack.callback(status.remove)
+
+        # --- main loop -------------------------------------------------------------
+        limit = settings.processor_batch
+        while not stop.is_set():
+            try:
+                first = await asyncio.wait_for(inbox.get(), 0.5)
+            except TimeoutError:
+                continue
+            batch = [first]
+            while len(batch) < limit and not inbox.empty():
+                batch.append(inbox.get_nowait())
+            await proc.handle(batch)
+            status.info["symbols"] = len(proc.states)
+
+        # --- shutdown --------------------------------------------------------------
+        # Whatever is still queued is unacked and will be redelivered to the next run.
+        await status_task
+
+
+if __name__ == "__main__":
+    main("processor", run)

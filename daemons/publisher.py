@@ -1,0 +1,263 @@
+"""publisher: simulated (GBM) or replayed (CSV) ticks onto JetStream ``md.tick.<SYM>``.
+
+Each tick carries a per-symbol sequence number that continues across restarts (read
+back from the stream) and a ``Nats-Msg-Id`` of ``<SYM>:<seq>``, so a publish retried
+after a NATS outage is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from contextlib import AsyncExitStack
+
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from stockctl import names
+from stockctl.gbm import make_walks
+from stockctl.money import from_units, to_units
+from stockctl.replay import ReplayError, read_rows, validate
+from stockctl.service import (
+    StateLog,
+    StatusFile,
+    backoff_sleep,
+    connect_nats,
+    ensure_tick_stream,
+    main,
+    shutdown_event,
+)
+from stockctl.settings import Settings
+from stockctl.wire import Tick, encode, tick_decoder
+
+log = logging.getLogger("stockctl.publisher")
+
+EXIT_CONFIG = 78  # EX_CONFIG: the supervisor does not restart a daemon that exits with this
+MSG_ID = "Nats-Msg-Id"
+
+
+class TickPublisher:
+    """Pipelined JetStream publishes with in-order retry of anything unconfirmed."""
+
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, stop: asyncio.Event, status: StatusFile, window: int = 2000
+    ) -> None:
+        self._nc, self._js, self._stop, self._status = nc, js, stop, status
+        self._window = window
+        self._pending: deque[tuple[asyncio.Future | None, str, bytes, dict[str, str]]] = deque()
+        self._state = StateLog(log, "JetStream publish")
+
+    async def publish(self, tick: Tick) -> None:
+        subject = names.tick_subject(tick.symbol)
+        payload = encode(tick)
+        headers = {MSG_ID: f"{tick.symbol}:{tick.seq}"}
+        fut: asyncio.Future | None
+        try:
+            fut = await self._js.publish_async(subject, payload, headers=headers, wait_stall=5.0)
+        except Exception:
+            fut = None
+        self._pending.append((fut, subject, payload, headers))
+        self._status.incr("ticks")
+        if len(self._pending) >= self._window:
+            await self.confirm(len(self._pending) // 2)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def confirm(self, count: int | None = None) -> None:
+        """Wait for the oldest ``count`` (default all) publishes to be stored."""
+        count = len(self._pending) if count is None else max(0, min(count, len(self._pending)))
+        for _ in range(count):
+            fut, *_ = self._pending[0]
+            ok = False
+            if fut is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), 5.0)
+                    ok = True
+                except Exception:
+                    ok = False
+            if not ok:
+                await self._republish_all()
+                return
+            self._pending.popleft()
+        self._state.set("ok")
+
+    async def _republish_all(self) -> None:
+        """Publish everything unconfirmed again, in order; the stream de-duplicates by id."""
+        attempt = 0
+        deadline = None
+        while self._pending:
+            _, subject, payload, headers = self._pending[0]
+            try:
+                await self._js.publish(subject, payload, headers=headers, timeout=2.0)
+            except Exception as exc:
+                self._state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying")
+                if self._stop.is_set():
+                    # Shutting down with NATS away: give it a little while, then give up loudly.
+                    deadline = deadline or time.monotonic() + 5.0
+                    if time.monotonic() > deadline:
+                        log.error("dropping %d unconfirmed ticks at shutdown", len(self._pending))
+                        self._pending.clear()
+                        return
+                await backoff_sleep(attempt, asyncio.Event() if self._stop.is_set() else self._stop)
+                attempt += 1
+                continue
+            self._pending.popleft()
+            self._state.set("ok")
+            attempt = 0
+
+
+async def resume_points(js: JetStreamContext, symbols: list[str]) -> dict[str, Tick]:
+    """The last stored tick of each symbol, so sequences and prices carry on after a restart."""
+    last: dict[str, Tick] = {}
+    for sym in symbols:
+        try:
+            raw = await js.get_last_msg(names.TICK_STREAM, names.tick_subject(sym))
+        except nats.js.errors.NotFoundError:
+            continue
+        last[sym] = tick_decoder.decode(raw.data)
+    return last
+
+
+async def simulate(settings: Settings, pub: TickPublisher, stop: asyncio.Event, last: dict[str, Tick]) -> None:
+    """GBM ticks at ``settings.rate`` per symbol, paced against the clock, not by sleeps alone."""
+    symbols = settings.symbols
+    walks = make_walks(
+        symbols, settings.rate, settings.sim_speed, settings.seed, {s: to_units(t.price) for s, t in last.items()}
+    )
+    seqs = {s: (last[s].seq if s in last else 0) for s in symbols}
+    limit = settings.publish_limit
+    loop = asyncio.get_running_loop()
+    period = 1.0 / settings.rate
+    t0, rounds, sent = loop.time(), 0, 0
+    behind = StateLog(log, "pace")
+    while not stop.is_set():
+        now = loop.time()
+        due = int((now - t0) / period) + 1 - rounds
+        if due > settings.rate + 1:
+            # More than a second behind: skip ahead instead of bursting to catch up.
+            behind.set("behind", f"skipping {due - 1} rounds; lower the rate")
+            t0 = now - (rounds - 1) * period
+            due = 1
+        elif due > 0:
+            behind.set("on time")
+        for _ in range(max(due, 0)):
+            ts = time.time_ns()
+            for sym in symbols:
+                walk = walks[sym]
+                seqs[sym] += 1
+                await pub.publish(Tick(sym, from_units(walk.step()), ts, seqs[sym], walk.volume()))
+            rounds += 1
+            sent += 1
+            if limit is not None and sent >= limit:
+                await pub.confirm()
+                log.info("published %d ticks per symbol (limit reached)", sent)
+                return
+        await pub.confirm(pub.pending - 100)  # keep a bounded number in flight
+        delay = t0 + rounds * period - loop.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        else:
+            await asyncio.sleep(0)
+
+
+async def replay(settings: Settings, pub: TickPublisher, stop: asyncio.Event, last: dict[str, Tick]) -> None:
+    """Publish the CSV's rows at ``replay_speed`` times their original pace, resuming after a restart."""
+    path = settings.replay_csv
+    assert path is not None
+    origin_prefix = f"csv:{path.name}:"
+    done_line = max(
+        (int(t.origin.rsplit(":", 1)[1]) for t in last.values() if t.origin.startswith(origin_prefix)),
+        default=0,
+    )
+    if done_line:
+        log.info("resuming replay of %s after line %d", path.name, done_line)
+    seqs = {s: t.seq for s, t in last.items()}
+    loop = asyncio.get_running_loop()
+    start_wall = start_ts = None
+    rows = 0
+    for row in read_rows(path):
+        if stop.is_set():
+            break
+        if row.line <= done_line:
+            continue
+        if start_ts is None:
+            start_wall, start_ts = loop.time(), row.ts
+        if settings.replay_speed > 0:
+            delay = start_wall + (row.ts - start_ts) / 1e9 / settings.replay_speed - loop.time()
+            if delay > 0:
+                await pub.confirm()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    break
+        seqs[row.symbol] = seqs.get(row.symbol, 0) + 1
+        await pub.publish(
+            Tick(row.symbol, from_units(row.units), row.ts, seqs[row.symbol], row.volume, f"{origin_prefix}{row.line}")
+        )
+        rows += 1
+    await pub.confirm()
+    log.info("replay of %s finished: %d rows published", path.name, rows)
+
+
+async def run(settings: Settings) -> None:
+    stop = shutdown_event()
+    status = StatusFile(settings, "publisher")
+    if settings.replay_csv is not None:
+        try:
+            count = validate(settings.replay_csv)
+        except ReplayError as exc:
+            log.error("cannot replay: %s", exc)
+            raise SystemExit(EXIT_CONFIG) from None
+        log.info("replaying %s (%d rows) at speed %s", settings.replay_csv, count, settings.replay_speed)
+
+    async with AsyncExitStack() as stack:
+        # --- startup ---------------------------------------------------------------
+        nc = await connect_nats(settings, "publisher", stop, log)
+        if nc is None:
+            return
+        stack.push_async_callback(nc.drain)
+        js = nc.jetstream(publish_async_max_pending=4000)
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await ensure_tick_stream(js, settings)
+                last = await resume_points(js, settings.symbols)
+                break
+            except Exception as exc:
+                if attempt == 0:
+                    log.warning("JetStream not ready (%s); retrying", exc)
+                await backoff_sleep(attempt, stop)
+                attempt += 1
+        else:
+            return
+        status.ready = True
+        status.info = {
+            "mode": "replay" if settings.replay_csv else "simulate",
+            "symbols": len(settings.symbols),
+            "rate": settings.rate,
+        }
+        status_task = asyncio.create_task(status.run(stop))
+        stack.callback(status.remove)
+
+        # --- main loop -------------------------------------------------------------
+        pub = TickPublisher(nc, js, stop, status)
+        if settings.replay_csv is not None:
+            await replay(settings, pub, stop, last)
+        else:
+            await simulate(settings, pub, stop, last)
+        await stop.wait()  # finished publishing (limit or end of file): stay up until told to stop
+
+        # --- shutdown --------------------------------------------------------------
+        await pub.confirm()
+        await status_task
+
+
+if __name__ == "__main__":
+    main("publisher", run)

@@ -1,0 +1,3 @@
+"""stockctl: a terminal-first market and exchange sandbox."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""The ``stockctl`` command line: one module per command group, joined here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stockctl.cli import bench, market, system
+from stockctl.cli.common import err_console
+from stockctl.errors import StockctlError
+
+app = typer.Typer(
+    name="stockctl",
+    help="A terminal-first market and exchange sandbox. Start with [bold]stockctl up[/].",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", envvar="STOCKCTL_HOME", help="State dir of the instance to use.", show_default=False),
+    ] = None,
+) -> None:
+    if home is not None:
+        os.environ["STOCKCTL_HOME"] = str(home.expanduser().resolve())
+
+
+app.add_typer(system.app)
+app.add_typer(market.app)
+app.add_typer(bench.app, name="bench", help="Measure the system on this machine.")
+
+
+@app.command("tui")
+def tui_cmd() -> None:
+    """Open the trading terminal (Textual)."""
+    from stockctl.cli.common import get_settings
+    from tui.app import make_app
+
+    make_app(get_settings()).run()
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and an exit code."""
+    try:
+        app()
+    except StockctlError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

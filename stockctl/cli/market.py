@@ -1,0 +1,298 @@
+"""``prices``, ``price``, ``history``, ``candles``, ``signals``, ``watch``: market data commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import sys
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from stockctl.cli.common import (
+    JsonOpt,
+    console,
+    fmt_time,
+    get_settings,
+    iso_time,
+    print_json,
+    signed_style,
+)
+from stockctl.client import MarketClient, normalise_symbol, stream_updates
+from stockctl.errors import UsageError
+from stockctl.wire import Quote, Signal
+
+app = typer.Typer()
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def quote_doc(q: Quote) -> dict:
+    return {**msgspec.to_builtins(q), "ts_ns": q.ts, "ts": iso_time(q.ts)}
+
+
+def sparkline(prices: list[str], width: int = 30) -> str:
+    values = [Decimal(p) for p in prices[-width:]]
+    if len(values) < 2:
+        return ""
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return SPARK[3] * len(values)
+    scale = (len(SPARK) - 1) / (hi - lo)
+    return "".join(SPARK[int((v - lo) * scale)] for v in values)
+
+
+def _signal_cell(side: str | None) -> str:
+    if side == "BUY":
+        return "[bold green]BUY[/]"
+    if side == "SELL":
+        return "[bold red]SELL[/]"
+    return "-"
+
+
+@app.command()
+def prices(
+    json_out: JsonOpt = False,
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or csv (for scripts).")] = Format.table,
+) -> None:
+    """Latest price of every symbol: last, change, change %, day range, time."""
+    with MarketClient(get_settings()) as client:
+        quotes = client.quotes()
+    if json_out or fmt is Format.json:
+        print_json([quote_doc(q) for q in quotes])
+        return
+    if fmt is Format.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["symbol", "price", "change", "change_pct", "open", "high", "low", "volume", "ts"])
+        for q in quotes:
+            writer.writerow(
+                [q.symbol, q.price, q.change, q.change_pct, q.open, q.high, q.low, q.volume, iso_time(q.ts)]
+            )
+        return
+    if not quotes:
+        console.print("no prices yet: is the publisher running? `stockctl status`")
+        return
+    table = Table(header_style="bold")
+    for col in (
+        "symbol",
+        "last",
+        "change",
+        "change %",
+        "high",
+        "low",
+        "volume",
+        "SMA fast",
+        "SMA slow",
+        "signal",
+        "time",
+    ):
+        table.add_column(col, justify="left" if col in ("symbol", "signal") else "right")
+    for q in quotes:
+        table.add_row(
+            q.symbol,
+            q.price,
+            signed_style(q.change),
+            signed_style(q.change_pct) + "%",
+            q.high,
+            q.low,
+            f"{q.volume:,}",
+            q.sma_fast or "-",
+            q.sma_slow or "-",
+            _signal_cell(q.signal),
+            fmt_time(q.ts),
+        )
+    console.print(table)
+
+
+@app.command()
+def price(symbol: str, json_out: JsonOpt = False) -> None:
+    """Latest quote of one symbol."""
+    with MarketClient(get_settings()) as client:
+        q = client.quote(symbol)
+    if json_out:
+        print_json(quote_doc(q))
+        return
+    console.print(
+        f"[bold]{q.symbol}[/] {q.price}  {signed_style(q.change)} ({signed_style(q.change_pct)}%)"
+        f"  high {q.high}  low {q.low}  open {q.open}  vol {q.volume:,}  at {fmt_time(q.ts)}"
+        f"  seq {q.seq}"
+    )
+
+
+@app.command()
+def history(
+    symbol: str,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Most recent points to show.")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recent price points of a symbol, oldest first."""
+    with MarketClient(get_settings()) as client:
+        points = client.history(symbol, limit)
+    if json_out:
+        print_json([{"price": p.price, "ts": iso_time(p.ts), "ts_ns": p.ts, "seq": p.seq} for p in points])
+        return
+    table = Table(header_style="bold", title=f"{normalise_symbol(symbol)}: last {len(points)} prices")
+    table.add_column("time")
+    table.add_column("seq", justify="right")
+    table.add_column("price", justify="right")
+    for p in points:
+        table.add_row(fmt_time(p.ts), str(p.seq), p.price)
+    console.print(table)
+
+
+@app.command()
+def candles(
+    symbol: str,
+    interval: Annotated[str, typer.Option("--interval", "-i", help="Candle interval, e.g. 1s or 1m.")] = "1m",
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Most recent candles to show.")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """OHLCV candles of a symbol, oldest first."""
+    with MarketClient(get_settings()) as client:
+        rows = client.candles(symbol, interval, limit)
+    if json_out:
+        print_json([{**msgspec.to_builtins(c), "start_ns": c.start, "start": iso_time(c.start)} for c in rows])
+        return
+    table = Table(header_style="bold", title=f"{normalise_symbol(symbol)} {interval} candles")
+    for col in ("start", "open", "high", "low", "close", "volume", "ticks"):
+        table.add_column(col, justify="left" if col == "start" else "right")
+    for c in rows:
+        style = "green" if Decimal(c.close) >= Decimal(c.open) else "red"
+        table.add_row(
+            fmt_time(c.start)[:8], c.open, c.high, c.low, f"[{style}]{c.close}[/]", f"{c.volume:,}", str(c.count)
+        )
+    console.print(table)
+
+
+@app.command()
+def signals(
+    symbol: str,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Most recent signals to show.")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """SMA crossover signals of a symbol (BUY: fast crossed above slow)."""
+    with MarketClient(get_settings()) as client:
+        rows = client.signals(symbol, limit)
+    if json_out:
+        print_json([{**msgspec.to_builtins(s), "ts_ns": s.ts, "ts": iso_time(s.ts)} for s in rows])
+        return
+    table = Table(header_style="bold", title=f"{normalise_symbol(symbol)} SMA signals")
+    for col in ("time", "side", "price", "SMA fast", "SMA slow"):
+        table.add_column(col)
+    for s in rows:
+        table.add_row(fmt_time(s.ts), _signal_cell(s.side), s.price, s.sma_fast, s.sma_slow)
+    console.print(table)
+
+
+class WatchBoard:
+    """Rows of the live ``watch`` table, updated in place from quotes and signals."""
+
+    def __init__(self, symbols: list[str]) -> None:
+        self.symbols = symbols
+        self.quotes: dict[str, Quote] = {}
+        self.prices: dict[str, list[str]] = {s: [] for s in symbols}
+        self.last_signal: dict[str, Signal] = {}
+
+    def seed(self, client: MarketClient) -> None:
+        for sym in self.symbols:
+            self.quotes[sym] = client.quote(sym)
+            self.prices[sym] = [p.price for p in client.history(sym, 30)]
+            sigs = client.signals(sym, 1)
+            if sigs:
+                self.last_signal[sym] = sigs[-1]
+
+    def update(self, item: Quote | Signal) -> None:
+        if isinstance(item, Signal):
+            self.last_signal[item.symbol] = item
+            return
+        self.quotes[item.symbol] = item
+        series = self.prices[item.symbol]
+        series.append(item.price)
+        del series[:-30]
+
+    def render(self) -> Table:
+        table = Table(header_style="bold", title="live quotes (Ctrl-C to stop)", title_justify="left")
+        for col in ("symbol", "last", "change", "change %", "trend", "SMA fast", "SMA slow", "last signal", "time"):
+            table.add_column(col, justify="left" if col in ("symbol", "trend", "last signal") else "right")
+        for sym in self.symbols:
+            q = self.quotes.get(sym)
+            if q is None:
+                table.add_row(sym, "-", "", "", "", "", "", "", "")
+                continue
+            sig = self.last_signal.get(sym)
+            sig_cell = f"{_signal_cell(sig.side)} @ {sig.price} {fmt_time(sig.ts)[:8]}" if sig else "-"
+            table.add_row(
+                sym,
+                f"[bold]{q.price}[/]",
+                signed_style(q.change),
+                signed_style(q.change_pct) + "%",
+                sparkline(self.prices[sym]),
+                q.sma_fast or "-",
+                q.sma_slow or "-",
+                sig_cell,
+                fmt_time(q.ts),
+            )
+        return table
+
+
+@app.command()
+def watch(
+    symbols: Annotated[list[str], typer.Argument(help="Symbols to watch.")],
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many updates.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print each update as one JSON line.")] = False,
+) -> None:
+    """Live table of quotes: price, change, sparkline, SMA fast/slow, last signal."""
+    syms = [normalise_symbol(s) for s in symbols]
+    if len(set(syms)) != len(syms):
+        raise UsageError("a symbol is given twice")
+    client = MarketClient(get_settings())
+    board = WatchBoard(syms)
+    with client:
+        board.seed(client)  # also checks every symbol exists, with the list of known ones
+
+    async def follow() -> None:
+        seen = 0
+        with (
+            Live(board.render(), console=console, refresh_per_second=8, transient=False)
+            if not json_out
+            else _NoLive() as live
+        ):
+            async for item in stream_updates(client.nats_url, syms):
+                if json_out:
+                    doc = msgspec.to_builtins(item)
+                    doc["type"] = "signal" if isinstance(item, Signal) else "quote"
+                    sys.stdout.write(json.dumps(doc) + "\n")
+                    sys.stdout.flush()
+                else:
+                    board.update(item)
+                    live.update(board.render())
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow())
+
+
+class _NoLive:
+    def __enter__(self) -> _NoLive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, *_: object) -> None:
+        return None

@@ -1,0 +1,357 @@
+"""``up``, ``down``, ``status``, ``logs``, ``restart``: control of the local instance."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from stockctl import infra
+from stockctl.cli.common import JsonOpt, console, err_console, fmt_duration, get_settings, print_json
+from stockctl.errors import NotRunningError, StartupError, UsageError
+from stockctl.replay import ReplayError, validate
+from stockctl.settings import Settings
+from stockctl.supervisor import read_state, run_foreground, supervisor_pid
+
+app = typer.Typer()
+
+STATE_STYLE = {
+    "running": "green",
+    "starting": "yellow",
+    "backoff": "red",
+    "failed": "bold red",
+    "stopping": "yellow",
+    "stopped": "dim",
+}
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            return fh.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _last_log_line(settings: Settings, name: str) -> str:
+    """The most telling line of a component's last run: its last error, else its last line."""
+    lines = _tail(settings.log_dir / f"{name}.log", 200)
+    starts = [i for i, line in enumerate(lines) if line.startswith("--- ")]
+    run = [line.strip() for line in lines[starts[-1] + 1 if starts else 0 :] if line.strip()]
+    telling = re.compile(r"error|fatal|fail|not defined|in use|denied|cannot", re.I)
+    for line in reversed(run):
+        if telling.search(line):
+            return line
+    return run[-1] if run else "no log output"
+
+
+def status_rows(settings: Settings) -> list[dict[str, Any]]:
+    state = read_state(settings) or {}
+    now = time.time()
+    rows = []
+    for comp in state.get("components", []):
+        running = comp["state"] in ("running", "starting") and comp.get("started")
+        rows.append({**comp, "uptime_s": round(now - comp["started"], 1) if running else None})
+    return rows
+
+
+def render_status(settings: Settings, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"stockctl @ {settings.home}", title_justify="left", header_style="bold")
+    for col, justify in (
+        ("component", "left"),
+        ("pid", "right"),
+        ("state", "left"),
+        ("uptime", "right"),
+        ("restarts", "right"),
+        ("address", "left"),
+        ("rate/s", "right"),
+        ("message", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        style = STATE_STYLE.get(r["state"], "")
+        rate = "-" if r.get("rate") is None else f"{r['rate']:,.1f}"
+        table.add_row(
+            r["name"],
+            str(r["pid"] or "-"),
+            f"[{style}]{r['state']}[/]",
+            fmt_duration(r["uptime_s"]),
+            str(r["restarts"]),
+            r["address"] or "-",
+            rate,
+            r.get("message") or "",
+        )
+    console.print(table)
+
+
+@app.command()
+def up(
+    attach: Annotated[bool, typer.Option("--attach", help="Stay in the foreground; Ctrl-C stops everything.")] = False,
+    only: Annotated[
+        str | None, typer.Option(help="Start only these components, comma separated (nats,redis,publisher,processor).")
+    ] = None,
+    nats_url: Annotated[
+        str | None, typer.Option(help="Use this NATS server instead of starting one.", envvar="STOCKCTL_NATS_URL")
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Use this Redis server instead of starting one.", envvar="STOCKCTL_REDIS_URL")
+    ] = None,
+    nats_port: Annotated[int | None, typer.Option(help="Port of the embedded nats-server.")] = None,
+    nats_monitor_port: Annotated[int | None, typer.Option(help="Monitoring port of the embedded nats-server.")] = None,
+    redis_port: Annotated[int | None, typer.Option(help="Port of the embedded valkey-server.")] = None,
+    symbols: Annotated[str | None, typer.Option(help="Simulated symbols, comma separated.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Simulated ticks per second per symbol.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for a reproducible price stream.")] = None,
+    replay: Annotated[
+        Path | None, typer.Option(help="Replay this CSV (timestamp,symbol,price[,volume]) instead of simulating.")
+    ] = None,
+    replay_speed: Annotated[float | None, typer.Option(help="Replay speed factor (0: as fast as possible).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start NATS, Redis and the daemons; return once all are ready."""
+    settings = get_settings(
+        only=only,
+        nats_url=nats_url,
+        redis_url=redis_url,
+        nats_port=nats_port,
+        nats_monitor_port=nats_monitor_port,
+        redis_port=redis_port,
+        symbols=symbols,
+        rate=rate,
+        seed=seed,
+        replay_csv=replay.expanduser().resolve() if replay else None,
+        replay_speed=replay_speed,
+    )
+    settings.ensure_dirs()
+    pid = supervisor_pid(settings)
+    if pid is not None:
+        err_console.print(f"stockctl is already running in {settings.home} (supervisor pid {pid})")
+        _show_status(settings, json_out)
+        return
+    comps = settings.components()
+    ports = {}
+    if "nats" in comps:
+        ports |= {"nats_port": settings.nats_port, "nats_monitor_port": settings.nats_monitor_port}
+        infra.nats_server_binary()
+    if "redis" in comps:
+        ports["redis_port"] = settings.redis_port
+        infra.redis_server_binary()
+    infra.check_ports(settings.host, ports)
+    if settings.replay_csv is not None:
+        try:
+            validate(settings.replay_csv)
+        except ReplayError as exc:
+            raise UsageError(f"cannot replay: {exc}") from None
+    if attach:
+        err_console.print(f"stockctl running in the foreground ({settings.home}); Ctrl-C stops it")
+        run_foreground(settings)
+        return
+    _spawn_supervisor(settings)
+    _show_status(settings, json_out)
+
+
+def _spawn_supervisor(settings: Settings) -> None:
+    log = (settings.log_dir / "supervisor.log").open("ab")
+    env = {**os.environ, **settings.to_env()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stockctl.supervisor"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env=env,
+        start_new_session=True,
+        cwd=str(settings.home),
+    )
+    deadline = time.monotonic() + settings.start_timeout
+    with console.status("starting stockctl...", spinner="dots") as spinner:
+        while True:
+            if proc.poll() is not None:
+                tail = " / ".join(_tail(settings.log_dir / "supervisor.log", 3)) or "no output"
+                raise StartupError(
+                    f"the supervisor exited with {proc.returncode}: {tail}", "see `stockctl logs supervisor`"
+                )
+            state = read_state(settings)
+            comps = (state or {}).get("components", [])
+            waiting = [c["name"] for c in comps if c["state"] != "running"]
+            bad = [c for c in comps if c["state"] in ("failed", "backoff")]
+            if bad:
+                name = bad[0]["name"]
+                why = _last_log_line(settings, name)
+                _stop_supervisor(settings, proc.pid, quiet=True)
+                raise StartupError(f"{name} failed to start: {why}", f"see `stockctl logs {name}`")
+            if comps and not waiting:
+                return
+            if time.monotonic() > deadline:
+                _stop_supervisor(settings, proc.pid, quiet=True)
+                raise StartupError(
+                    f"not ready after {settings.start_timeout:.0f}s: {', '.join(waiting)}",
+                    f"see `stockctl logs {waiting[0] if waiting else 'supervisor'}`",
+                )
+            spinner.update(f"starting stockctl... waiting for {', '.join(waiting) or 'supervisor'}")
+            time.sleep(0.1)
+
+
+def _show_status(settings: Settings, json_out: bool) -> None:
+    rows = status_rows(settings)
+    if json_out:
+        print_json(rows)
+    else:
+        render_status(settings, rows)
+
+
+def _stop_supervisor(settings: Settings, pid: int, quiet: bool = False) -> None:
+    """SIGTERM the supervisor and wait for it; it stops its children in order."""
+    n = len((read_state(settings) or {}).get("components", [])) or 4
+    budget = settings.stop_timeout * (n + 1) + 5
+    if pid > 0:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + budget
+    with console.status("stopping stockctl...", spinner="dots") if not quiet else _null():
+        while supervisor_pid(settings) is not None:
+            if time.monotonic() > deadline:
+                if pid > 0:
+                    os.killpg(pid, signal.SIGKILL)
+                raise StartupError(f"the supervisor (pid {pid}) did not stop within {budget:.0f}s; killed it")
+            time.sleep(0.1)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _kill_leftovers(settings: Settings) -> int:
+    """After a supervisor crash, stop the children it left (those still named in state.json)."""
+    killed = 0
+    for comp in (read_state(settings) or {}).get("components", []):
+        pid = comp.get("pid")
+        if not pid:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            killed += 1
+        except (ProcessLookupError, PermissionError):
+            continue
+    (settings.run_dir / "state.json").unlink(missing_ok=True)
+    (settings.run_dir / "instance.json").unlink(missing_ok=True)
+    return killed
+
+
+@app.command()
+def down() -> None:
+    """Stop everything gracefully (SIGTERM, then SIGKILL after the stop timeout)."""
+    settings = get_settings()
+    pid = supervisor_pid(settings)
+    if pid is None:
+        killed = _kill_leftovers(settings)
+        if killed:
+            console.print(f"stopped {killed} processes left by a crashed supervisor")
+        else:
+            console.print("stockctl is not running")
+        return
+    _stop_supervisor(settings, pid)
+    console.print("stockctl stopped")
+
+
+@app.command()
+def status(json_out: JsonOpt = False) -> None:
+    """Components with pid, state, uptime, restarts, address and message rate (exit 3 if down)."""
+    settings = get_settings()
+    if supervisor_pid(settings) is None:
+        if json_out:
+            print_json([])
+            raise typer.Exit(3)
+        raise NotRunningError(str(settings.home))
+    _show_status(settings, json_out)
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Component: nats, redis, publisher, processor or supervisor.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines of history to show.")] = 50,
+) -> None:
+    """Show a component's log."""
+    settings = get_settings()
+    known = ("supervisor", "nats", "redis", "publisher", "processor")
+    if name not in known:
+        raise UsageError(f"unknown component {name!r}", f"choose one of {', '.join(known)}")
+    path = settings.log_dir / f"{name}.log"
+    if not path.exists():
+        raise UsageError(f"no log for {name} yet in {settings.log_dir}", "start it with `stockctl up`")
+    for line in _tail(path, lines):
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    if not follow:
+        return
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        while True:
+            chunk = fh.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            else:
+                if path.stat().st_size < fh.tell():  # truncated: start over
+                    fh.seek(0)
+                time.sleep(0.2)
+
+
+@app.command()
+def restart(
+    name: Annotated[str | None, typer.Argument(help="Component to restart; all when omitted.")] = None,
+) -> None:
+    """Restart one component (the supervisor brings it back), or the whole instance."""
+    settings = get_settings()
+    if supervisor_pid(settings) is None:
+        raise NotRunningError(str(settings.home))
+    if name is None:
+        down()
+        up(
+            attach=False,
+            only=None,
+            nats_url=None,
+            redis_url=None,
+            nats_port=None,
+            nats_monitor_port=None,
+            redis_port=None,
+            symbols=None,
+            rate=None,
+            seed=None,
+            replay=None,
+            replay_speed=None,
+            json_out=False,
+        )
+        return
+    rows = {r["name"]: r for r in status_rows(settings)}
+    if name not in rows:
+        raise UsageError(f"unknown component {name!r}", f"running: {', '.join(rows)}")
+    old = rows[name]["pid"]
+    if old:
+        os.killpg(old, signal.SIGTERM)
+    deadline = time.monotonic() + settings.stop_timeout + settings.start_timeout
+    with console.status(f"restarting {name}...", spinner="dots"):
+        while time.monotonic() < deadline:
+            row = {r["name"]: r for r in status_rows(settings)}.get(name)
+            if row and row["state"] == "running" and row["pid"] and row["pid"] != old:
+                console.print(f"{name} restarted (pid {row['pid']})")
+                return
+            time.sleep(0.1)
+    raise StartupError(f"{name} did not come back within {deadline:.0f}s", f"see `stockctl logs {name}`")

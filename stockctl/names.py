@@ -1,0 +1,65 @@
+"""Every NATS subject, JetStream name and Redis key, built in one place.
+
+No other module spells a subject or a key: they call these, so a rename is one edit
+and a grep for a function finds every reader and writer.
+"""
+
+from __future__ import annotations
+
+# --- JetStream -------------------------------------------------------------------------
+
+TICK_STREAM = "MD_TICKS"
+"""Stream holding raw ticks, bounded by age and size."""
+
+TICK_SUBJECTS = "md.tick.>"
+QUOTE_SUBJECTS = "md.quote.>"
+SIGNAL_SUBJECTS = "md.signal.>"
+
+PROCESSOR_DURABLE = "processor"
+"""Durable consumer of the tick stream shared by processor instances."""
+
+
+def tick_subject(symbol: str) -> str:
+    return f"md.tick.{symbol}"
+
+
+def quote_subject(symbol: str) -> str:
+    return f"md.quote.{symbol}"
+
+
+def signal_subject(symbol: str) -> str:
+    return f"md.signal.{symbol}"
+
+
+def symbol_of(subject: str) -> str:
+    """The symbol token of an ``md.<kind>.<SYM>`` subject."""
+    return subject.rsplit(".", 1)[-1]
+
+
+# --- Redis -----------------------------------------------------------------------------
+
+SYMBOLS_KEY = "md:symbols"
+"""Set of every symbol the processor has seen."""
+
+STREAM_EPOCH_KEY = "md:stream-epoch"
+"""Creation time of the tick stream the processor's dedup state belongs to."""
+
+
+def quote_key(symbol: str) -> str:
+    """Hash: latest price, day open/high/low, SMA values, dedup sequence numbers."""
+    return f"md:quote:{symbol}"
+
+
+def history_key(symbol: str) -> str:
+    """List of the last N price points, oldest first."""
+    return f"md:hist:{symbol}"
+
+
+def candles_key(symbol: str, interval: str) -> str:
+    """Sorted set of candles scored by bucket start (ns)."""
+    return f"md:candles:{symbol}:{interval}"
+
+
+def signals_key(symbol: str) -> str:
+    """List of SMA crossover signals, oldest first."""
+    return f"md:signals:{symbol}"

@@ -1,0 +1,217 @@
+"""The processor's pure logic: per-symbol state, what a tick changes, and dedup rules.
+
+No I/O here: the daemon feeds ticks in, writes what comes out to Redis in one
+transaction, and only then acknowledges the ticks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+from stockctl.candles import CandleBuilder, CandleState, parse_interval
+from stockctl.money import from_units, mean_str, pct_change_str, to_units
+from stockctl.sma import SmaCrossover
+from stockctl.wire import Candle, PricePoint, Quote, Signal, Tick
+
+DAY_NS = 86_400_000_000_000
+
+
+class Verdict(Enum):
+    """What to do with a delivered tick, given what has been applied so far."""
+
+    APPLY = "apply"
+    DUPLICATE = "duplicate"  # already applied (a redelivery): ack and skip
+    GAP = "gap"  # ticks are missing before it: fetch them from the stream first
+    RESET = "reset"  # the publisher started its sequence again at 1
+    STALE = "stale"  # older than what was applied, yet newer in the stream: skip, count
+
+
+@dataclass(slots=True)
+class Applied:
+    """Everything one tick changed."""
+
+    quote: Quote
+    point: PricePoint
+    candles: list[tuple[str, CandleState]]
+    signal: Signal | None
+
+
+@dataclass(slots=True)
+class SymbolState:
+    """What the processor knows about one symbol; restorable from Redis."""
+
+    symbol: str
+    crossover: SmaCrossover
+    candles: dict[str, CandleBuilder]
+    last_seq: int = 0
+    last_sseq: int = 0
+    day: int = -1
+    open: int = 0
+    high: int = 0
+    low: int = 0
+    volume: int = 0
+    last_signal: Literal["BUY", "SELL"] | None = None
+    last_quote: Quote | None = field(default=None)
+
+    @classmethod
+    def new(cls, symbol: str, fast: int, slow: int, intervals: list[str]) -> SymbolState:
+        return cls(
+            symbol,
+            SmaCrossover(fast, slow),
+            {iv: CandleBuilder(parse_interval(iv)) for iv in intervals},
+        )
+
+    def classify(self, tick: Tick, sseq: int) -> Verdict:
+        """Dedup by stream sequence (monotonic, never reused); gaps by tick sequence."""
+        if sseq <= self.last_sseq:
+            return Verdict.DUPLICATE
+        if self.last_seq == 0 or tick.seq == self.last_seq + 1:
+            return Verdict.APPLY
+        if tick.seq > self.last_seq + 1:
+            return Verdict.GAP
+        if tick.seq == 1:
+            return Verdict.RESET
+        return Verdict.STALE
+
+    def apply(self, tick: Tick, sseq: int) -> Applied:
+        units = to_units(tick.price)
+        self.last_seq, self.last_sseq = tick.seq, sseq
+        day = tick.ts // DAY_NS
+        if day != self.day:
+            # A new (UTC) trading day: open, high, low and volume start again.
+            self.day, self.open, self.high, self.low, self.volume = day, units, units, units, 0
+        else:
+            self.high = max(self.high, units)
+            self.low = min(self.low, units)
+        self.volume += tick.volume
+
+        side = self.crossover.push(units)
+        fast, slow = self.crossover.fast, self.crossover.slow
+        sma_fast = mean_str(fast.total, fast.window) if fast.ready else None
+        sma_slow = mean_str(slow.total, slow.window) if slow.ready else None
+        signal = None
+        if side is not None:
+            self.last_signal = side
+            assert sma_fast is not None and sma_slow is not None
+            signal = Signal(self.symbol, side, tick.price, tick.ts, tick.seq, sma_fast, sma_slow)
+
+        changed = []
+        for iv, builder in self.candles.items():
+            candle = builder.add(tick.ts, units, tick.volume)
+            if candle is not None:
+                changed.append((iv, candle))
+
+        quote = Quote(
+            symbol=self.symbol,
+            price=tick.price,
+            ts=tick.ts,
+            seq=tick.seq,
+            open=from_units(self.open),
+            high=from_units(self.high),
+            low=from_units(self.low),
+            change=from_units(units - self.open),
+            change_pct=pct_change_str(self.open, units),
+            volume=self.volume,
+            sma_fast=sma_fast,
+            sma_slow=sma_slow,
+            signal=self.last_signal,
+        )
+        self.last_quote = quote
+        return Applied(quote, PricePoint(tick.price, tick.ts, tick.seq), changed, signal)
+
+    def quote_fields(self) -> dict[str, str | int]:
+        """The Redis hash that holds the latest quote and this state's restart point."""
+        q = self.last_quote
+        assert q is not None
+        fields: dict[str, str | int] = {
+            "symbol": q.symbol,
+            "price": q.price,
+            "ts": q.ts,
+            "seq": q.seq,
+            "sseq": self.last_sseq,
+            "open": q.open,
+            "high": q.high,
+            "low": q.low,
+            "change": q.change,
+            "change_pct": q.change_pct,
+            "volume": q.volume,
+            "day": self.day,
+            "sma_fast": q.sma_fast or "",
+            "sma_slow": q.sma_slow or "",
+            "signal": q.signal or "",
+        }
+        return fields
+
+    @classmethod
+    def restore(
+        cls,
+        symbol: str,
+        fast: int,
+        slow: int,
+        intervals: list[str],
+        fields: dict[str, str],
+        history: list[PricePoint],
+        last_candles: dict[str, Candle],
+    ) -> SymbolState:
+        """Rebuild from the quote hash, the stored history and the newest candle per interval."""
+        state = cls.new(symbol, fast, slow, intervals)
+        if not fields:
+            return state
+        state.last_seq = int(fields["seq"])
+        state.last_sseq = int(fields["sseq"])
+        state.day = int(fields["day"])
+        state.open, state.high, state.low = (to_units(fields[k]) for k in ("open", "high", "low"))
+        state.volume = int(fields["volume"])
+        state.last_signal = fields.get("signal") or None  # type: ignore[assignment]
+        # The SMA windows and the crossover side come from replaying history, so a
+        # restart neither invents nor misses a crossover.
+        for point in history:
+            state.crossover.push(to_units(point.price))
+        for iv, candle in last_candles.items():
+            if iv in state.candles:
+                state.candles[iv].current = CandleState(
+                    candle.start,
+                    to_units(candle.open),
+                    to_units(candle.high),
+                    to_units(candle.low),
+                    to_units(candle.close),
+                    candle.volume,
+                    candle.count,
+                )
+        state.last_quote = quote_from_fields(fields)
+        return state
+
+
+def quote_from_fields(fields: dict[str, str]) -> Quote:
+    """A Quote from the Redis quote hash (decoded to str)."""
+    return Quote(
+        symbol=fields["symbol"],
+        price=fields["price"],
+        ts=int(fields["ts"]),
+        seq=int(fields["seq"]),
+        open=fields["open"],
+        high=fields["high"],
+        low=fields["low"],
+        change=fields["change"],
+        change_pct=fields["change_pct"],
+        volume=int(fields.get("volume") or 0),
+        sma_fast=fields.get("sma_fast") or None,
+        sma_slow=fields.get("sma_slow") or None,
+        signal=fields.get("signal") or None,  # type: ignore[arg-type]
+    )
+
+
+def candle_of(symbol: str, interval: str, c: CandleState) -> Candle:
+    return Candle(
+        symbol,
+        interval,
+        c.start,
+        from_units(c.open),
+        from_units(c.high),
+        from_units(c.low),
+        from_units(c.close),
+        c.volume,
+        c.count,
+    )

@@ -1,0 +1,108 @@
+"""CSV replay: ``timestamp,symbol,price[,volume]`` rows that drive the system with real data.
+
+Timestamps are ISO 8601 (naive means UTC) or epoch seconds / milliseconds / nanoseconds.
+A header row is allowed. Every bad row raises :class:`ReplayError` naming file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stockctl.money import PriceError, to_units
+from stockctl.settings import SYMBOL_RE
+
+HEADER = ("timestamp", "symbol", "price", "volume")
+
+
+class ReplayError(ValueError):
+    """A CSV row that cannot be replayed; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRow:
+    line: int
+    ts: int  # ns since epoch
+    symbol: str
+    units: int
+    volume: int
+
+
+def parse_timestamp(text: str) -> int:
+    """ISO 8601 or epoch (s, ms, us or ns, told apart by magnitude) -> ns since epoch."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty timestamp")
+    if text.replace(".", "", 1).isdigit():
+        if "." in text:
+            whole, frac = text.split(".")
+            ns = int(whole) * 1_000_000_000 + int(frac[:9].ljust(9, "0"))
+            return ns
+        value = int(text)
+        for limit, factor in ((10**11, 10**9), (10**14, 10**6), (10**17, 10**3)):
+            if value < limit:
+                return value * factor
+        return value
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"bad timestamp {text!r}: use ISO 8601 or epoch seconds") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def parse_row(fields: list[str], line: int, where: str) -> ReplayRow:
+    """Validate one CSV row."""
+
+    def fail(reason: str) -> ReplayError:
+        return ReplayError(f"{where}:{line}: {reason}")
+
+    if len(fields) not in (3, 4):
+        raise fail(f"expected timestamp,symbol,price[,volume], got {len(fields)} fields")
+    try:
+        ts = parse_timestamp(fields[0])
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    symbol = fields[1].strip().upper()
+    if not SYMBOL_RE.match(symbol):
+        raise fail(f"bad symbol {fields[1]!r}: use 1-32 of A-Z, 0-9 and _ starting with a letter")
+    try:
+        units = to_units(fields[2])
+    except PriceError as exc:
+        raise fail(str(exc)) from None
+    volume = 0
+    if len(fields) == 4 and fields[3].strip():
+        vol = fields[3].strip()
+        if not vol.isdigit() or len(vol) > 15:
+            raise fail(f"bad volume {fields[3]!r}: a whole number of shares")
+        volume = int(vol)
+    return ReplayRow(line, ts, symbol, units, volume)
+
+
+def read_rows(path: Path) -> Iterator[ReplayRow]:
+    """Rows of a replay CSV in file order; timestamps must not go backwards."""
+    where = path.name
+    last_ts = None
+    with path.open(newline="", encoding="utf-8") as fh:
+        for line, fields in enumerate(csv.reader(fh), start=1):
+            if not fields or all(not f.strip() for f in fields) or fields[0].lstrip().startswith("#"):
+                continue
+            if line == 1 and fields[0].strip().lower() == "timestamp":
+                continue
+            row = parse_row(fields, line, where)
+            if last_ts is not None and row.ts < last_ts:
+                raise ReplayError(f"{where}:{line}: timestamp goes backwards; sort the file by time")
+            last_ts = row.ts
+            yield row
+
+
+def validate(path: Path) -> int:
+    """Read the whole file once, so a bad row fails at start-up, not mid-replay. Returns row count."""
+    if not path.is_file():
+        raise ReplayError(f"{path}: no such file")
+    return sum(1 for _ in read_rows(path))

@@ -1,0 +1,243 @@
+"""What every daemon needs: logging, signals, status file, NATS and Redis with reconnects.
+
+A daemon module exposes ``async def run(settings) -> None``; :func:`main` wraps it with
+logging and ``asyncio.run`` so ``python -m daemons <name>`` is the whole entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext, api
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from stockctl import names
+from stockctl.settings import Settings, mask_url
+
+log = logging.getLogger("stockctl")
+
+
+def configure_logging(name: str, level: str) -> logging.Logger:
+    """Plain line logs on stderr; the supervisor sends them to ``logs/<name>.log``."""
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s %(levelname)-7s {name}: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # nats-py logs every reconnect attempt at ERROR; we log state changes ourselves.
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    return logging.getLogger(f"stockctl.{name}")
+
+
+def shutdown_event() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: the daemon's cue to drain and exit 0."""
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, event.set)
+    return event
+
+
+class StateLog:
+    """Logs a connection's state only when it changes, never once per retry."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log, self._what, self._state = logger, what, None
+
+    HEALTHY = frozenset({"connected", "reconnected", "ok", "on time"})
+
+    def set(self, state: str, detail: str = "") -> None:
+        previous, self._state = self._state, state
+        if state == previous:
+            return
+        if state in self.HEALTHY:
+            if previous is None and state != "connected":
+                return  # healthy from the start: nothing worth a line
+            level = logging.INFO
+        else:
+            level = logging.WARNING
+        self._log.log(level, "%s %s%s", self._what, state, f": {detail}" if detail else "")
+
+    @property
+    def state(self) -> str | None:
+        return self._state
+
+
+class StatusFile:
+    """``run/<name>.json``: readiness, counters and rates, rewritten every second.
+
+    The supervisor waits on ``ready`` and ``stockctl status`` shows the rates.
+    """
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.path: Path = settings.run_dir / f"{name}.json"
+        self.name = name
+        self.ready = False
+        self.counters: dict[str, int] = {}
+        self.info: dict[str, Any] = {}
+        self._rates: dict[str, float] = {}
+        self._last: tuple[float, dict[str, int]] = (time.monotonic(), {})
+        self.started = time.time()
+
+    def incr(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def write(self) -> None:
+        now = time.monotonic()
+        then, before = self._last
+        if now - then >= 0.5:
+            self._rates = {k: round((v - before.get(k, 0)) / (now - then), 1) for k, v in self.counters.items()}
+            self._last = (now, dict(self.counters))
+        doc = {
+            "name": self.name,
+            "pid": os.getpid(),
+            "ready": self.ready,
+            "started": self.started,
+            "updated": time.time(),
+            "counters": self.counters,
+            "rates": self._rates,
+            "info": self.info,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(self.path)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.write()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+async def backoff_sleep(attempt: int, stop: asyncio.Event, cap: float = 5.0) -> None:
+    """Sleep ``min(cap, 0.1 * 2**attempt)`` seconds, or less if asked to stop."""
+    delay = min(cap, 0.1 * (2 ** min(attempt, 10)))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+
+
+async def connect_nats(settings: Settings, name: str, stop: asyncio.Event, logger: logging.Logger) -> NATS | None:
+    """Connect, retrying with backoff until it works or ``stop`` is set (then None).
+
+    Once connected nats-py reconnects by itself forever; the callbacks only log
+    state changes.
+    """
+    state = StateLog(logger, f"NATS {mask_url(settings.effective_nats_url)}")
+
+    async def disconnected() -> None:
+        if not stop.is_set():  # draining at shutdown also disconnects
+            state.set("disconnected", "retrying")
+
+    async def reconnected() -> None:
+        state.set("reconnected")
+
+    async def error(exc: Exception) -> None:
+        logger.debug("nats error: %s", exc)
+
+    attempt = 0
+    while not stop.is_set():
+        try:
+            nc = await nats.connect(
+                settings.effective_nats_url,
+                name=f"stockctl-{name}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                allow_reconnect=True,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+                pending_size=64 * 1024 * 1024,
+            )
+        except Exception as exc:
+            state.set("unreachable", f"{exc.__class__.__name__}: {exc}; retrying")
+            await backoff_sleep(attempt, stop)
+            attempt += 1
+            continue
+        state.set("connected")
+        return nc
+    return None
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    """A pooled async Redis client that retries commands across brief outages."""
+    return aioredis.Redis.from_url(
+        settings.effective_redis_url,
+        decode_responses=False,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+    )
+
+
+async def wait_redis(client: aioredis.Redis, stop: asyncio.Event, logger: logging.Logger, url: str) -> bool:
+    """Block until Redis answers PING (True) or ``stop`` is set (False)."""
+    state = StateLog(logger, f"Redis {mask_url(url)}")
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await client.ping()
+        except Exception as exc:
+            state.set("unreachable", f"{exc.__class__.__name__}: {exc}; retrying")
+            await backoff_sleep(attempt, stop)
+            attempt += 1
+            continue
+        state.set("connected")
+        return True
+    return False
+
+
+async def ensure_tick_stream(js: JetStreamContext, settings: Settings) -> api.StreamInfo:
+    """Create or update the tick stream: file storage, bounded by age and size."""
+    config = api.StreamConfig(
+        name=names.TICK_STREAM,
+        subjects=[names.TICK_SUBJECTS],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.OLD,
+        max_age=float(settings.tick_max_age_s),
+        max_bytes=settings.tick_max_bytes,
+        duplicate_window=120.0,
+    )
+    try:
+        return await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        # Exists with other limits (settings changed): bring it in line.
+        return await js.update_stream(config)
+
+
+def main(name: str, run: Callable[[Settings], Awaitable[None]]) -> None:
+    """Entry point of a daemon process."""
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"{name}: bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+        sys.exit(2)
+    settings.ensure_dirs()
+    logger = configure_logging(name, settings.log_level)
+    logger.info("starting (pid %d)", os.getpid())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings))
+    logger.info("stopped")

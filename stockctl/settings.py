@@ -1,0 +1,250 @@
+"""The one settings object shared by the CLI, the supervisor, the daemons and the TUI.
+
+Every field reads from an environment variable ``STOCKCTL_<FIELD>`` (for example
+``STOCKCTL_NATS_PORT``); CLI flags override the environment. The supervisor hands
+its effective settings to the daemons through the same variables (:meth:`Settings.to_env`),
+so a daemon started by hand on another host is configured exactly the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "STOCKCTL_"
+
+#: Symbols are NATS subject tokens and Redis key parts: no dots, spaces or wildcards.
+SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
+
+DAEMONS: tuple[str, ...] = ("publisher", "processor")
+"""Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
+
+SERVERS: tuple[str, ...] = ("nats", "redis")
+
+
+def default_home() -> Path:
+    """The per-user state dir: ``$XDG_STATE_HOME/stockctl`` or ``~/.local/state/stockctl``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "stockctl"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide the password part of a ``scheme://user:pass@host`` URL."""
+    if not url:
+        return url
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+class Settings(BaseSettings):
+    """Typed configuration for every stockctl component (env prefix ``STOCKCTL_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        use_attribute_docstrings=True,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    home: Path = Field(default_factory=default_home)
+    """State dir: pid files, logs, server data, secrets. One running instance per home."""
+
+    host: str = "127.0.0.1"
+    """Address every listener binds to. Loopback unless you mean to expose it."""
+
+    nats_url: str | None = None
+    """Use an existing NATS server (JetStream enabled) instead of starting one."""
+
+    redis_url: str | None = None
+    """Use an existing Redis/Valkey server instead of starting one."""
+
+    nats_port: int = Field(14222, ge=1, le=65535)
+    """Port of the embedded nats-server."""
+
+    nats_monitor_port: int = Field(18222, ge=1, le=65535)
+    """HTTP monitoring port of the embedded nats-server (health, varz)."""
+
+    redis_port: int = Field(16379, ge=1, le=65535)
+    """Port of the embedded valkey/redis server."""
+
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["AAPL", "GOOGL", "AMZN", "MSFT", "TSLA"])
+    """Simulated ticker symbols (comma separated in the environment)."""
+
+    rate: float = Field(1.0, gt=0, le=100_000)
+    """Simulated ticks per second, per symbol."""
+
+    seed: int | None = None
+    """Seed for a reproducible simulated price stream."""
+
+    sim_speed: float = Field(60.0, gt=0, le=1e7)
+    """Simulated market seconds per real second (60: one real second moves prices like a minute)."""
+
+    replay_csv: Path | None = None
+    """Replay this CSV (timestamp,symbol,price[,volume]) instead of simulating prices."""
+
+    replay_speed: float = Field(1.0, ge=0)
+    """Replay speed factor: 1 is real time, 10 ten times faster, 0 as fast as possible."""
+
+    publish_limit: int | None = Field(None, ge=1)
+    """Stop publishing after this many ticks per symbol (tests and benchmarks)."""
+
+    history_limit: int = Field(1000, ge=1, le=1_000_000)
+    """Price points kept per symbol in Redis history."""
+
+    sma_fast: int = Field(20, ge=1, le=10_000)
+    """Fast simple-moving-average window, in ticks."""
+
+    sma_slow: int = Field(50, ge=2, le=10_000)
+    """Slow simple-moving-average window, in ticks."""
+
+    candle_intervals: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["1s", "1m"])
+    """OHLCV candle intervals kept by the processor (comma separated: 1s, 5s, 1m, 5m, 1h...)."""
+
+    candle_limit: int = Field(500, ge=1, le=100_000)
+    """Candles kept per symbol and interval."""
+
+    signal_limit: int = Field(500, ge=1, le=100_000)
+    """SMA crossover signals kept per symbol."""
+
+    tick_max_age_s: int = Field(6 * 3600, ge=60)
+    """Ticks older than this leave the JetStream tick stream."""
+
+    tick_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
+    """Size bound of the JetStream tick stream."""
+
+    processor_batch: int = Field(512, ge=1, le=100_000)
+    """Most ticks the processor writes to Redis in one pipelined transaction."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the daemons."""
+
+    stop_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds a component gets to stop after SIGTERM before it is killed."""
+
+    start_timeout: float = Field(60.0, gt=0, le=600)
+    """Seconds ``stockctl up`` waits for every component to become ready."""
+
+    only: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Run only these components (servers and/or daemons); empty means all."""
+
+    # --- validation -----------------------------------------------------------------
+
+    @field_validator("symbols", "candle_intervals", "only", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        out = []
+        for sym in value:
+            sym = sym.strip().upper()
+            if not SYMBOL_RE.match(sym):
+                raise ValueError(f"bad symbol {sym!r}: use 1-32 of A-Z, 0-9 and _ starting with a letter")
+            if sym not in out:
+                out.append(sym)
+        if not out:
+            raise ValueError("at least one symbol is needed")
+        return out
+
+    @field_validator("candle_intervals")
+    @classmethod
+    def _intervals(cls, value: list[str]) -> list[str]:
+        from stockctl.candles import parse_interval  # local: avoid an import cycle
+
+        for iv in value:
+            parse_interval(iv)
+        return value
+
+    @field_validator("only")
+    @classmethod
+    def _only(cls, value: list[str]) -> list[str]:
+        known = (*SERVERS, *DAEMONS)
+        for name in value:
+            if name not in known:
+                raise ValueError(f"unknown component {name!r}; known: {', '.join(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _windows(self) -> Settings:
+        if self.sma_fast >= self.sma_slow:
+            raise ValueError(f"sma_fast ({self.sma_fast}) must be below sma_slow ({self.sma_slow})")
+        if self.history_limit < self.sma_slow:
+            raise ValueError(
+                f"history_limit ({self.history_limit}) must be at least sma_slow ({self.sma_slow}):"
+                " the processor rebuilds its SMA windows from history"
+            )
+        return self
+
+    # --- derived ----------------------------------------------------------------------
+
+    def __repr_args__(self):  # secrets and credentials never reach logs
+        for key, value in super().__repr_args__():
+            if key in ("nats_url", "redis_url"):
+                value = mask_url(value)
+            yield key, value
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def effective_nats_url(self) -> str:
+        return self.nats_url or f"nats://{self.host}:{self.nats_port}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://{self.host}:{self.redis_port}/0"
+
+    def components(self) -> list[str]:
+        """Servers and daemons this instance runs, in start order."""
+        names: list[str] = []
+        if not self.nats_url:
+            names.append("nats")
+        if not self.redis_url:
+            names.append("redis")
+        names.extend(DAEMONS)
+        if self.only:
+            names = [n for n in names if n in self.only]
+        return names
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as ``STOCKCTL_*`` variables, for child processes."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            env[ENV_PREFIX + name.upper()] = str(value)
+        return env
+
+    def ensure_dirs(self) -> None:
+        """Create the state dir tree, private to this user."""
+        for path in (self.home, self.run_dir, self.log_dir, self.data_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o700)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with CLI overrides (``None`` means not given)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,352 @@
+"""The supervisor: starts the servers and daemons of one instance, watches, restarts, stops them.
+
+``stockctl up`` runs it as a detached process (``python -m stockctl.supervisor``);
+``stockctl up --attach`` runs it in the foreground. It holds ``run/supervisor.lock``
+for its lifetime, so a second ``up`` sees it, and writes ``run/state.json`` (one
+document per half second) that ``status`` and ``up`` read.
+
+Children run in their own process groups (a Ctrl-C reaches only the supervisor, which
+then stops them in order) and get SIGTERM from the kernel if the supervisor dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from stockctl import infra
+from stockctl.client import instance_path, write_instance
+from stockctl.settings import Settings, mask_url
+
+log = logging.getLogger("stockctl.supervisor")
+
+EXIT_CONFIG = 78
+STABLE_AFTER = 30.0  # a component that ran this long before dying starts its backoff afresh
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM me when the supervisor dies (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Component:
+    """One supervised process."""
+
+    name: str
+    kind: str  # "server" or "daemon"
+    argv: list[str]
+    address: str
+    ready: Callable[[Component], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    proc: asyncio.subprocess.Process | None = None
+    state: str = "stopped"
+    started: float = 0.0
+    restarts: int = 0
+    failures: int = 0  # consecutive, for the backoff
+    next_start: float = 0.0
+    last_exit: int | None = None
+    message: str = ""
+    rate: float | None = None
+    _counter: tuple[float, int] | None = None
+    _log: IO[bytes] | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "pid": self.proc.pid if self.proc and self.proc.returncode is None else None,
+            "state": self.state,
+            "started": self.started or None,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "address": self.address,
+            "message": self.message,
+            "rate": self.rate,
+        }
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.run_dir / "state.json"
+
+
+def lock_path(settings: Settings) -> Path:
+    return settings.run_dir / "supervisor.lock"
+
+
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    try:
+        return json.loads(state_path(settings).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def supervisor_pid(settings: Settings) -> int | None:
+    """Pid of the live supervisor of this home, or None (decided by its lock, not a pid file)."""
+    path = lock_path(settings)
+    if not path.exists():
+        return None
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
+class Supervisor:
+    """Owns the components of one instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.components = self._plan()
+        self.stopping = asyncio.Event()
+        self.started = time.time()
+
+    # --- plan -----------------------------------------------------------------------
+
+    def _plan(self) -> list[Component]:
+        s = self.s
+        child_env = {**os.environ, **s.to_env(), "PYTHONUNBUFFERED": "1"}
+        comps: list[Component] = []
+        for name in s.components():
+            if name == "nats":
+                store = s.data_dir / "nats"
+                store.mkdir(parents=True, exist_ok=True)
+                comps.append(
+                    Component(
+                        "nats",
+                        "server",
+                        infra.nats_argv(s.host, s.nats_port, s.nats_monitor_port, store),
+                        f"{s.host}:{s.nats_port}",
+                        lambda c: infra.nats_ready(s.host, s.nats_monitor_port),
+                    )
+                )
+            elif name == "redis":
+                data = s.data_dir / "redis"
+                data.mkdir(parents=True, exist_ok=True)
+                comps.append(
+                    Component(
+                        "redis",
+                        "server",
+                        infra.redis_argv(s.host, s.redis_port, data),
+                        f"{s.host}:{s.redis_port}",
+                        lambda c: infra.redis_ready(s.host, s.redis_port),
+                    )
+                )
+            else:
+                comps.append(
+                    Component(
+                        name, "daemon", [sys.executable, "-m", "daemons", name], "", self._daemon_ready, env=child_env
+                    )
+                )
+        return comps
+
+    def _daemon_ready(self, comp: Component) -> bool:
+        try:
+            doc = json.loads((self.s.run_dir / f"{comp.name}.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(doc.get("ready")) and comp.proc is not None and doc.get("pid") == comp.proc.pid
+
+    # --- process control ------------------------------------------------------------
+
+    async def _spawn(self, comp: Component) -> None:
+        if comp._log is None:
+            comp._log = (self.s.log_dir / f"{comp.name}.log").open("ab", buffering=0)
+        comp._log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {comp.name}\n".encode())
+        if comp.kind == "daemon":
+            (self.s.run_dir / f"{comp.name}.json").unlink(missing_ok=True)
+        try:
+            comp.proc = await asyncio.create_subprocess_exec(
+                *comp.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=comp._log,
+                stderr=comp._log,
+                env=comp.env or None,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                cwd=str(self.s.home),
+            )
+        except OSError as exc:
+            comp.state, comp.message = "failed", f"cannot start: {exc}"
+            log.error("%s: %s", comp.name, comp.message)
+            return
+        comp.state, comp.started, comp.message = "starting", time.time(), ""
+        log.info("%s started (pid %d)", comp.name, comp.proc.pid)
+
+    async def _stop(self, comp: Component) -> None:
+        proc = comp.proc
+        if proc is None or proc.returncode is not None:
+            comp.state = "stopped"
+            return
+        comp.state = "stopping"
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.s.stop_timeout)
+        except TimeoutError:
+            log.warning("%s did not stop within %.0fs; killing it", comp.name, self.s.stop_timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        comp.state, comp.last_exit = "stopped", proc.returncode
+        log.info("%s stopped (exit %s)", comp.name, proc.returncode)
+
+    def _reap(self, comp: Component, now: float) -> None:
+        """Notice a component that exited by itself and schedule its restart."""
+        proc = comp.proc
+        if proc is None or proc.returncode is None or comp.state in ("stopping", "stopped", "failed", "backoff"):
+            return
+        comp.last_exit = proc.returncode
+        if proc.returncode == EXIT_CONFIG:
+            comp.state = "failed"
+            comp.message = f"exited with a configuration error; see `stockctl logs {comp.name}`"
+            log.error("%s: %s", comp.name, comp.message)
+            return
+        ran = time.time() - comp.started
+        comp.failures = 1 if ran > STABLE_AFTER else comp.failures + 1
+        delay = min(30.0, 0.5 * 2 ** (comp.failures - 1))
+        comp.state, comp.next_start = "backoff", now + delay
+        comp.message = f"exited with {proc.returncode}; restarting in {delay:.1f}s"
+        log.warning("%s %s", comp.name, comp.message)
+
+    def _sample_rate(self, comp: Component, now: float) -> None:
+        s = self.s
+        if comp.kind == "daemon":
+            with contextlib.suppress(OSError, ValueError):
+                doc = json.loads((s.run_dir / f"{comp.name}.json").read_text())
+                comp.rate = (doc.get("rates") or {}).get("ticks")
+            return
+        value = (
+            infra.nats_msg_counter(s.host, s.nats_monitor_port)
+            if comp.name == "nats"
+            else infra.redis_cmd_counter(s.host, s.redis_port)
+        )
+        if value is None:
+            return
+        if comp._counter is not None and now > comp._counter[0]:
+            comp.rate = round((value - comp._counter[1]) / (now - comp._counter[0]), 1)
+        comp._counter = (now, value)
+
+    def write_state(self) -> None:
+        doc = {
+            "supervisor": {"pid": os.getpid(), "started": self.started},
+            "instance": {
+                "home": str(self.s.home),
+                "nats_url": mask_url(self.s.effective_nats_url),
+                "redis_url": mask_url(self.s.effective_redis_url),
+            },
+            "components": [c.snapshot() for c in self.components],
+        }
+        path = state_path(self.s)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(path)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        write_instance(self.s)
+        try:
+            await self._start_all()
+            await self._watch()
+        finally:
+            for comp in reversed(self.components):
+                await self._stop(comp)
+                self.write_state()
+            state_path(self.s).unlink(missing_ok=True)
+            instance_path(self.s).unlink(missing_ok=True)
+            for comp in self.components:
+                if comp._log:
+                    comp._log.close()
+
+    async def _start_all(self) -> None:
+        """Start in order; servers must be ready before the daemons that need them start."""
+        for comp in self.components:
+            if self.stopping.is_set():
+                return
+            await self._spawn(comp)
+            self.write_state()
+            if comp.kind != "server":
+                continue
+            deadline = time.monotonic() + self.s.start_timeout
+            while not self.stopping.is_set() and time.monotonic() < deadline:
+                if comp.proc and comp.proc.returncode is not None:
+                    break
+                if comp.ready(comp):
+                    comp.state = "running"
+                    break
+                await asyncio.sleep(0.05)
+            self.write_state()
+
+    async def _watch(self) -> None:
+        last_sample = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            for comp in self.components:
+                self._reap(comp, now)
+                if comp.state == "backoff" and now >= comp.next_start:
+                    comp.restarts += 1
+                    await self._spawn(comp)
+                elif comp.state == "starting" and comp.ready(comp):
+                    comp.state, comp.message = "running", ""
+                    log.info("%s ready", comp.name)
+            if now - last_sample >= 1.0:
+                for comp in self.components:
+                    if comp.state == "running":
+                        self._sample_rate(comp, now)
+                last_sample = now
+            self.write_state()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.25)
+
+
+def run_foreground(settings: Settings) -> None:
+    """Hold the lock and run the supervisor until SIGINT/SIGTERM."""
+    settings.ensure_dirs()
+    lock = lock_path(settings).open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("stockctl is already running in this state dir", file=sys.stderr)
+        sys.exit(1)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    try:
+        asyncio.run(Supervisor(settings).run())
+    finally:
+        lock.seek(0)
+        lock.truncate()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s supervisor: %(message)s")
+    run_foreground(Settings())
+
+
+if __name__ == "__main__":
+    main()
