@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -42,6 +43,11 @@ from stockctl.wire import Tick, candle_decoder, encode, point_decoder, tick_deco
 
 log = logging.getLogger("stockctl.processor")
 
+GAP_GRACE_S = 15.0
+"""How long a missing tick may still turn up (a publisher retrying after a NATS outage
+publishes it behind newer ones) before the processor gives up on it and moves on."""
+HOLD_DELAY_S = 0.2
+
 
 @dataclass
 class Plan:
@@ -53,6 +59,8 @@ class Plan:
     candles: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)
     signals: dict[str, list[bytes]] = field(default_factory=dict)
     outbox: list[tuple[str, bytes]] = field(default_factory=list)
+    held: list[Msg] = field(default_factory=list)
+    """Ticks that arrived before a missing one: not acked, redelivered after a short delay."""
 
     def add(self, state: SymbolState, applied: Applied) -> None:
         sym = state.symbol
@@ -85,6 +93,7 @@ class Processor:
         self.status, self.stop = status, stop
         self.states: dict[str, SymbolState] = {}
         self.redis_state = StateLog(log, "Redis")
+        self.gap_since: dict[str, float] = {}
 
     # --- state ------------------------------------------------------------------------
 
@@ -142,8 +151,12 @@ class Processor:
                     return  # not acked: redelivered to the next run
                 with contextlib.suppress(RedisError):
                     await self.restore_all()
+        held = {id(m) for m in plan.held}
         for msg in batch:
-            await msg.ack()
+            if id(msg) in held:
+                await msg.nak(delay=HOLD_DELAY_S)
+            else:
+                await msg.ack()
         for subject, data in plan.outbox:
             await self.nc.publish(subject, data)
         self.status.incr("batches")
@@ -166,22 +179,37 @@ class Processor:
             verdict = state.classify(tick, sseq)
             if verdict is Verdict.GAP:
                 await self._fill_gap(state, tick, sseq, plan)
+                if state.last_seq + 1 < tick.seq and not self._give_up_waiting(state, tick):
+                    plan.held.append(msg)
+                    self.status.incr("held")
+                    continue
                 verdict = Verdict.APPLY
             elif verdict is Verdict.RESET:
                 log.warning("%s: publisher restarted its sequence at 1", tick.symbol)
                 verdict = Verdict.APPLY
             if verdict is Verdict.APPLY:
                 plan.add(state, state.apply(tick, sseq))
+                self.gap_since.pop(tick.symbol, None)
                 self.status.incr("ticks")
             else:
                 self.status.incr(verdict.value)
         return plan
 
+    def _give_up_waiting(self, state: SymbolState, tick: Tick) -> bool:
+        """True once a gap has lasted past the grace period: those ticks are not coming."""
+        since = self.gap_since.setdefault(tick.symbol, time.monotonic())
+        if time.monotonic() - since < GAP_GRACE_S:
+            return False
+        lost = tick.seq - state.last_seq - 1
+        log.warning("%s: giving up on %d missing ticks before seq %d", tick.symbol, lost, tick.seq)
+        self.status.incr("gap_lost", lost)
+        return True
+
     async def _fill_gap(self, state: SymbolState, tick: Tick, sseq: int, plan: Plan) -> None:
-        """Fetch the missing ticks of this symbol from the stream (redelivery can reorder)."""
+        """Apply missing ticks of this symbol that the stream holds (redelivery can reorder)."""
         subject = names.tick_subject(tick.symbol)
         cursor = state.last_sseq + 1
-        while cursor < sseq:
+        while cursor < sseq and state.last_seq + 1 < tick.seq:
             try:
                 raw = await self.js.get_msg(names.TICK_STREAM, seq=cursor, subject=subject, next=True)
             except nats.js.errors.NotFoundError:
@@ -189,15 +217,11 @@ class Processor:
             if raw.seq is None or raw.seq >= sseq:
                 break
             missing = tick_decoder.decode(raw.data)
-            if state.last_seq < missing.seq < tick.seq:
+            if missing.seq == state.last_seq + 1:
                 plan.add(state, state.apply(missing, raw.seq))
                 self.status.incr("ticks")
                 self.status.incr("gap_filled")
             cursor = raw.seq + 1
-        lost = tick.seq - state.last_seq - 1
-        if lost > 0:
-            log.warning("%s: %d ticks before seq %d are no longer in the stream", tick.symbol, lost, tick.seq)
-            self.status.incr("gap_lost", lost)
 
     async def _commit(self, plan: Plan) -> None:
         if not plan.touched:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 import nats.js.errors
@@ -50,8 +51,21 @@ class TickPublisher:
         self._window = window
         self._pending: deque[tuple[asyncio.Future | None, str, bytes, dict[str, str]]] = deque()
         self._state = StateLog(log, "JetStream publish")
+        self._resend = False
+
+    def reconnected(self) -> None:
+        """After a reconnect, resend what is unconfirmed before anything new.
+
+        A tick written just before the server went away may be lost while the ones
+        buffered after it are delivered; resending at once keeps the gap short and
+        the processor waits for the missing tick instead of skipping it.
+        """
+        self._resend = True
 
     async def publish(self, tick: Tick) -> None:
+        if self._resend:
+            self._resend = False
+            await self._republish_all()
         subject = names.tick_subject(tick.symbol)
         payload = encode(tick)
         headers = {MSG_ID: f"{tick.symbol}:{tick.seq}"}
@@ -110,6 +124,16 @@ class TickPublisher:
             self._pending.popleft()
             self._state.set("ok")
             attempt = 0
+
+
+class _Hook:
+    """A callback whose target is set once the object it calls exists."""
+
+    target: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        if self.target is not None:
+            self.target()
 
 
 async def resume_points(js: JetStreamContext, symbols: list[str]) -> dict[str, Tick]:
@@ -219,7 +243,8 @@ async def run(settings: Settings) -> None:
 
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
-        nc = await connect_nats(settings, "publisher", stop, log)
+        reconnect_hook = _Hook()
+        nc = await connect_nats(settings, "publisher", stop, log, on_reconnect=reconnect_hook)
         if nc is None:
             return
         stack.push_async_callback(nc.drain)
@@ -248,6 +273,7 @@ async def run(settings: Settings) -> None:
 
         # --- main loop -------------------------------------------------------------
         pub = TickPublisher(nc, js, stop, status)
+        reconnect_hook.target = pub.reconnected
         if settings.replay_csv is not None:
             await replay(settings, pub, stop, last)
         else:

@@ -22,10 +22,9 @@ class Verdict(Enum):
     """What to do with a delivered tick, given what has been applied so far."""
 
     APPLY = "apply"
-    DUPLICATE = "duplicate"  # already applied (a redelivery): ack and skip
-    GAP = "gap"  # ticks are missing before it: fetch them from the stream first
+    DUPLICATE = "duplicate"  # already applied (a redelivery or a retried publish): ack and skip
+    GAP = "gap"  # ticks are missing before it: fetch them from the stream, or wait for them
     RESET = "reset"  # the publisher started its sequence again at 1
-    STALE = "stale"  # older than what was applied, yet newer in the stream: skip, count
 
 
 @dataclass(slots=True)
@@ -64,20 +63,24 @@ class SymbolState:
         )
 
     def classify(self, tick: Tick, sseq: int) -> Verdict:
-        """Dedup by stream sequence (monotonic, never reused); gaps by tick sequence."""
-        if sseq <= self.last_sseq:
-            return Verdict.DUPLICATE
+        """Order by the publisher's per-symbol sequence; tell a restarted sequence by the stream's.
+
+        Redelivery and a publisher's retry after an outage can bring ticks out of stream
+        order, so the tick sequence (consecutive per symbol) decides; the stream sequence
+        (monotonic, never reused) only separates a publisher that started again at 1 from
+        a late duplicate of the original tick 1.
+        """
         if self.last_seq == 0 or tick.seq == self.last_seq + 1:
             return Verdict.APPLY
         if tick.seq > self.last_seq + 1:
             return Verdict.GAP
-        if tick.seq == 1:
+        if tick.seq == 1 and sseq > self.last_sseq:
             return Verdict.RESET
-        return Verdict.STALE
+        return Verdict.DUPLICATE
 
     def apply(self, tick: Tick, sseq: int) -> Applied:
         units = to_units(tick.price)
-        self.last_seq, self.last_sseq = tick.seq, sseq
+        self.last_seq, self.last_sseq = tick.seq, max(self.last_sseq, sseq)
         day = tick.ts // DAY_NS
         if day != self.day:
             # A new (UTC) trading day: open, high, low and volume start again.
@@ -141,6 +144,7 @@ class SymbolState:
             "sma_fast": q.sma_fast or "",
             "sma_slow": q.sma_slow or "",
             "signal": q.signal or "",
+            "sma_relation": self.crossover.relation,
         }
         return fields
 
@@ -169,6 +173,9 @@ class SymbolState:
         # restart neither invents nor misses a crossover.
         for point in history:
             state.crossover.push(to_units(point.price))
+        # History where fast == slow throughout cannot tell which side fast was on; the
+        # stored side can (else the next crossover after restart would be missed).
+        state.crossover.seed_relation(int(fields.get("sma_relation") or 0))
         for iv, candle in last_candles.items():
             if iv in state.candles:
                 state.candles[iv].current = CandleState(

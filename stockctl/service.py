@@ -134,7 +134,13 @@ async def backoff_sleep(attempt: int, stop: asyncio.Event, cap: float = 5.0) -> 
         await asyncio.wait_for(stop.wait(), delay)
 
 
-async def connect_nats(settings: Settings, name: str, stop: asyncio.Event, logger: logging.Logger) -> NATS | None:
+async def connect_nats(
+    settings: Settings,
+    name: str,
+    stop: asyncio.Event,
+    logger: logging.Logger,
+    on_reconnect: Callable[[], None] | None = None,
+) -> NATS | None:
     """Connect, retrying with backoff until it works or ``stop`` is set (then None).
 
     Once connected nats-py reconnects by itself forever; the callbacks only log
@@ -148,6 +154,8 @@ async def connect_nats(settings: Settings, name: str, stop: asyncio.Event, logge
 
     async def reconnected() -> None:
         state.set("reconnected")
+        if on_reconnect is not None:
+            on_reconnect()
 
     async def error(exc: Exception) -> None:
         logger.debug("nats error: %s", exc)

@@ -1,0 +1,238 @@
+"""Fixtures: real nats-server and valkey-server on free ports, daemons as real processes.
+
+No mocks of NATS or Redis anywhere: the servers are the same binaries, started the same
+way (stockctl.infra), that ``stockctl up`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import pytest
+import redis
+
+from stockctl import infra, names
+from stockctl.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> object:
+    """Poll until ``predicate()`` is truthy; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Server:
+    """A real server process on a free loopback port."""
+
+    name: str
+    argv: list[str]
+    port: int
+    ready: Callable[[], bool]
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL)
+        wait_for(self.ready, 20, what=f"{self.name} ready")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@dataclass
+class Servers:
+    nats: Server
+    redis: Server
+    host: str = "127.0.0.1"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.nats.port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis.port}/0"
+
+    def stop(self) -> None:
+        self.nats.stop()
+        self.redis.stop()
+
+
+def start_servers(base: Path) -> Servers:
+    host = "127.0.0.1"
+    base.mkdir(parents=True, exist_ok=True)
+    nats_port, mon_port, redis_port = infra.free_port(), infra.free_port(), infra.free_port()
+    (base / "nats").mkdir(exist_ok=True)
+    (base / "redis").mkdir(exist_ok=True)
+    nats_srv = Server(
+        "nats",
+        infra.nats_argv(host, nats_port, mon_port, base / "nats"),
+        nats_port,
+        lambda: infra.nats_ready(host, mon_port),
+        base / "nats.log",
+    )
+    redis_srv = Server(
+        "redis",
+        infra.redis_argv(host, redis_port, base / "redis"),
+        redis_port,
+        lambda: infra.redis_ready(host, redis_port),
+        base / "redis.log",
+    )
+    nats_srv.start()
+    redis_srv.start()
+    return Servers(nats_srv, redis_srv, host)
+
+
+async def _delete_stream(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(names.TICK_STREAM)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """One nats-server and one valkey-server for the session; state is wiped per test."""
+    srv = start_servers(tmp_path_factory.mktemp("servers"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def own_servers(tmp_path: Path) -> Iterator[Servers]:
+    """Servers of this test alone, for tests that stop and restart them."""
+    srv = start_servers(tmp_path / "servers")
+    yield srv
+    srv.stop()
+
+
+def make_settings(srv: Servers, home: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "home": home,
+        "nats_url": srv.nats_url,
+        "redis_url": srv.redis_url,
+        "symbols": ["AAPL", "MSFT"],
+        "log_level": "DEBUG",
+    }
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    settings.ensure_dirs()
+    return settings
+
+
+@pytest.fixture
+def clean(servers: Servers) -> Servers:
+    """The session servers with an empty Redis and no tick stream."""
+    redis.Redis.from_url(servers.redis_url).flushall()
+    asyncio.run(_delete_stream(servers.nats_url))
+    return servers
+
+
+@dataclass
+class Daemon:
+    """A daemon running as a real child process (``python -m daemons NAME``)."""
+
+    name: str
+    settings: Settings
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.settings.log_dir / f"{self.name}.log"
+
+    @property
+    def status_path(self) -> Path:
+        return self.settings.run_dir / f"{self.name}.json"
+
+    def start(self, wait_ready: bool = True) -> Daemon:
+        env = {**os.environ, **self.settings.to_env(), **self.env_overrides, "PYTHONUNBUFFERED": "1"}
+        self.status_path.unlink(missing_ok=True)
+        with self.log_path.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "daemons", self.name],
+                stdout=fh,
+                stderr=fh,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=REPO,
+            )
+        if wait_ready:
+            wait_for(self.is_ready, 30, what=f"{self.name} ready")
+        return self
+
+    def is_ready(self) -> bool:
+        import json
+
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            doc = json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(doc.get("ready")) and doc.get("pid") == self.proc.pid  # type: ignore[union-attr]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., Daemon]]:
+    """Factory of daemon processes; every one is stopped at the end of the test."""
+    started: list[Daemon] = []
+
+    def factory(name: str, settings: Settings, start: bool = True, wait_ready: bool = True) -> Daemon:
+        d = Daemon(name, settings)
+        started.append(d)
+        if start:
+            d.start(wait_ready=wait_ready)
+        return d
+
+    yield factory
+    for d in started:
+        if d.proc and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()

@@ -1,0 +1,193 @@
+"""The CLI as a user runs it: a subprocess, a temp STOCKCTL_HOME, embedded servers on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stockctl import infra
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class Cli:
+    """Runs ``stockctl`` against one state dir."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")},
+            "STOCKCTL_HOME": str(home),
+            "STOCKCTL_NATS_PORT": str(infra.free_port()),
+            "STOCKCTL_NATS_MONITOR_PORT": str(infra.free_port()),
+            "STOCKCTL_REDIS_PORT": str(infra.free_port()),
+            "STOCKCTL_RATE": "20",
+            "COLUMNS": "200",
+        }
+
+    def run(self, *args: str, timeout: float = 90, check: bool = False) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "stockctl", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check:
+            assert proc.returncode == 0, f"stockctl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def json(self, *args: str) -> object:
+        return json.loads(self.run(*args, "--json", check=True).stdout)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is gone for our purposes.
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    c = Cli(tmp_path / "home")
+    yield c
+    c.run("down", timeout=120)
+
+
+def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:
+    # Act: up
+    up = cli.run("up", check=True)
+    assert "running" in up.stdout
+
+    # Assert: prices arrive for every seed symbol
+    def priced() -> list[dict]:
+        rows = cli.json("prices")
+        return rows if len(rows) == 5 else []
+
+    rows = wait_for(priced, 30, what="prices for 5 symbols")
+    assert {r["symbol"] for r in rows} == {"AAPL", "GOOGL", "AMZN", "MSFT", "TSLA"}
+    assert all(r["price"] and r["ts"] for r in rows)
+
+    status = cli.json("status")
+    assert [s["name"] for s in status] == ["nats", "redis", "publisher", "processor"]
+    assert all(s["state"] == "running" and s["pid"] for s in status)
+    pids = [s["pid"] for s in status]
+
+    hist = wait_for(lambda: [h for h in cli.json("history", "AAPL", "--limit", "3") if h] or None, 10)
+    assert 1 <= len(hist) <= 3 and all("price" in h and "ts" in h for h in hist)
+    assert cli.json("price", "aapl")["symbol"] == "AAPL"
+    assert isinstance(cli.json("candles", "AAPL", "--interval", "1s", "--limit", "5"), list)
+
+    # Act: a second up does not start a second copy
+    again = cli.run("up")
+    assert again.returncode == 0 and "already running" in again.stderr
+    assert [s["pid"] for s in cli.json("status")] == pids
+
+    # Act: down
+    down = cli.run("down", check=True)
+    assert "stopped" in down.stdout
+
+    # Assert: no process left, and commands say the instance is down
+    assert not [p for p in pids if pid_alive(p)]
+    gone = cli.run("status")
+    assert gone.returncode == 3 and "not running" in gone.stderr
+    again = cli.run("down")
+    assert again.returncode == 0 and "not running" in again.stdout
+
+
+def test_supervisor_restarts_a_crashed_daemon(cli: Cli) -> None:
+    cli.run("up", check=True)
+    before = {s["name"]: s for s in cli.json("status")}
+
+    os.kill(before["processor"]["pid"], 9)
+
+    def restarted() -> dict | None:
+        now = {s["name"]: s for s in cli.json("status")}["processor"]
+        return now if now["state"] == "running" and now["restarts"] == 1 else None
+
+    after = wait_for(restarted, 30, what="processor restarted")
+    assert after["pid"] != before["processor"]["pid"]
+    assert after["last_exit"] == -9
+
+
+def test_port_in_use_is_one_line_naming_port_and_setting(cli: Cli) -> None:
+    port = int(cli.env["STOCKCTL_REDIS_PORT"])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+
+        result = cli.run("up")
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(port) in lines[0] and "--redis-port" in lines[0] and "STOCKCTL_REDIS_PORT" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_read_commands_when_down_fail_with_one_clear_line(cli: Cli) -> None:
+    for args in (["prices"], ["price", "AAPL"], ["history", "AAPL"], ["watch", "AAPL"]):
+        result = cli.run(*args)
+        assert result.returncode == 3, args
+        assert result.stderr.count("\n") == 1 and "stockctl up" in result.stderr, result.stderr
+
+
+def test_bad_input_is_rejected_without_traceback(cli: Cli) -> None:
+    cli.run("up", check=True)
+    wait_for(lambda: len(cli.json("prices")) == 5, 30)
+
+    cases = {
+        ("price", "NOPE"): "unknown symbol NOPE",
+        ("price", "A.B>"): "bad symbol",
+        ("history", "AAPL", "--limit", "0"): "limit",
+        ("candles", "AAPL", "--interval", "7m"): "no 7m candles",
+        ("logs", "nosuch"): "unknown component",
+    }
+    for args, needle in cases.items():
+        result = cli.run(*args)
+        assert result.returncode != 0, args
+        assert needle in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+    bad_env = dict(cli.env, STOCKCTL_RATE="NaN")
+    proc = subprocess.run(
+        [sys.executable, "-m", "stockctl", "prices"], capture_output=True, text=True, env=bad_env, timeout=30
+    )
+    assert proc.returncode == 2 and "rate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_watch_streams_live_quotes_as_json_lines(cli: Cli) -> None:
+    cli.run("up", check=True)
+    wait_for(lambda: len(cli.json("prices")) == 5, 30)
+
+    result = cli.run("watch", "AAPL", "MSFT", "--json", "--count", "6", timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(docs) == 6
+    assert {d["symbol"] for d in docs} == {"AAPL", "MSFT"}
+    seqs = [d["seq"] for d in docs if d["symbol"] == "AAPL" and d["type"] == "quote"]
+    assert seqs == sorted(seqs)
+
+
+def test_logs_show_the_component_log(cli: Cli) -> None:
+    cli.run("up", check=True)
+
+    result = cli.run("logs", "processor", "-n", "20", check=True)
+
+    assert "processor: starting" in result.stdout
