@@ -25,6 +25,7 @@ from stockctl.cli.common import (
     print_json,
     signed_style,
 )
+from stockctl.cli.tables import Col, fitted_table
 from stockctl.client import MarketClient, normalise_symbol, stream_updates
 from stockctl.errors import UsageError
 from stockctl.wire import Quote, Signal
@@ -85,25 +86,10 @@ def prices(
     if not quotes:
         console.print("no prices yet: is the publisher running? `stockctl status`")
         return
-    table = Table(header_style="bold")
-    for col in (
-        "symbol",
-        "last",
-        "change",
-        "change %",
-        "high",
-        "low",
-        "volume",
-        "SMA fast",
-        "SMA slow",
-        "signal",
-        "time",
-    ):
-        table.add_column(col, justify="left" if col in ("symbol", "signal") else "right")
-    for q in quotes:
-        table.add_row(
+    rows = [
+        [
             q.symbol,
-            q.price,
+            f"[bold]{q.price}[/]",
             signed_style(q.change),
             signed_style(q.change_pct) + "%",
             q.high,
@@ -113,8 +99,25 @@ def prices(
             q.sma_slow or "-",
             _signal_cell(q.signal),
             fmt_time(q.ts),
-        )
-    console.print(table)
+        ]
+        for q in quotes
+    ]
+    console.print(fitted_table(PRICE_COLS, rows, console.width))
+
+
+PRICE_COLS = [
+    Col("symbol", "left"),
+    Col("last"),
+    Col("change"),
+    Col("chg %"),
+    Col("high", priority=3),
+    Col("low", priority=3),
+    Col("volume", priority=5),
+    Col("SMA fast", priority=4),
+    Col("SMA slow", priority=4),
+    Col("signal", "left", priority=2),
+    Col("time", priority=1),
+]
 
 
 @app.command()
@@ -224,28 +227,41 @@ class WatchBoard:
         del series[:-30]
 
     def render(self) -> Table:
-        table = Table(header_style="bold", title="live quotes (Ctrl-C to stop)", title_justify="left")
-        for col in ("symbol", "last", "change", "change %", "trend", "SMA fast", "SMA slow", "last signal", "time"):
-            table.add_column(col, justify="left" if col in ("symbol", "trend", "last signal") else "right")
+        rows = []
         for sym in self.symbols:
             q = self.quotes.get(sym)
             if q is None:
-                table.add_row(sym, "-", "", "", "", "", "", "", "")
+                rows.append([sym, "-", "", "", "", "", "", "", ""])
                 continue
             sig = self.last_signal.get(sym)
-            sig_cell = f"{_signal_cell(sig.side)} @ {sig.price} {fmt_time(sig.ts)[:8]}" if sig else "-"
-            table.add_row(
-                sym,
-                f"[bold]{q.price}[/]",
-                signed_style(q.change),
-                signed_style(q.change_pct) + "%",
-                sparkline(self.prices[sym]),
-                q.sma_fast or "-",
-                q.sma_slow or "-",
-                sig_cell,
-                fmt_time(q.ts),
+            sig_cell = f"{_signal_cell(sig.side)} {sig.price} {fmt_time(sig.ts)[:8]}" if sig else "-"
+            rows.append(
+                [
+                    sym,
+                    f"[bold]{q.price}[/]",
+                    signed_style(q.change),
+                    signed_style(q.change_pct) + "%",
+                    f"[cyan]{sparkline(self.prices[sym], 20)}[/]",
+                    q.sma_fast or "-",
+                    q.sma_slow or "-",
+                    sig_cell,
+                    fmt_time(q.ts),
+                ]
             )
-        return table
+        return fitted_table(WATCH_COLS, rows, console.width, title="live quotes (Ctrl-C to stop)")
+
+
+WATCH_COLS = [
+    Col("symbol", "left"),
+    Col("last"),
+    Col("change", priority=2),
+    Col("chg %"),
+    Col("trend", "left", priority=1),
+    Col("SMA fast", priority=4),
+    Col("SMA slow", priority=4),
+    Col("last signal", "left", priority=3),
+    Col("time", priority=5),
+]
 
 
 @app.command()

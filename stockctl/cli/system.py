@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from stockctl import infra
 from stockctl.cli.common import JsonOpt, console, err_console, fmt_duration, get_settings, print_json
+from stockctl.cli.tables import Col, fitted_table
 from stockctl.errors import NotRunningError, StartupError, UsageError
 from stockctl.replay import ReplayError, validate
 from stockctl.settings import Settings
@@ -66,33 +66,36 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+STATUS_COLS = [
+    Col("component", "left"),
+    Col("pid"),
+    Col("state", "left"),
+    Col("uptime"),
+    Col("restarts", priority=2),
+    Col("address", "left", priority=3),
+    Col("rate/s", priority=1),
+    Col("message", "left", priority=4),
+]
+
+
 def render_status(settings: Settings, rows: list[dict[str, Any]]) -> None:
-    table = Table(title=f"stockctl @ {settings.home}", title_justify="left", header_style="bold")
-    for col, justify in (
-        ("component", "left"),
-        ("pid", "right"),
-        ("state", "left"),
-        ("uptime", "right"),
-        ("restarts", "right"),
-        ("address", "left"),
-        ("rate/s", "right"),
-        ("message", "left"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table_rows = []
     for r in rows:
         style = STATE_STYLE.get(r["state"], "")
         rate = "-" if r.get("rate") is None else f"{r['rate']:,.1f}"
-        table.add_row(
-            r["name"],
-            str(r["pid"] or "-"),
-            f"[{style}]{r['state']}[/]",
-            fmt_duration(r["uptime_s"]),
-            str(r["restarts"]),
-            r["address"] or "-",
-            rate,
-            r.get("message") or "",
+        table_rows.append(
+            [
+                r["name"],
+                str(r["pid"] or "-"),
+                f"[{style}]{r['state']}[/]",
+                fmt_duration(r["uptime_s"]),
+                str(r["restarts"]),
+                r["address"] or "-",
+                rate,
+                r.get("message") or "",
+            ]
         )
-    console.print(table)
+    console.print(fitted_table(STATUS_COLS, table_rows, console.width, title=f"stockctl @ {settings.home}"))
 
 
 @app.command()
