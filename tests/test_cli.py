@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -191,3 +192,43 @@ def test_logs_show_the_component_log(cli: Cli) -> None:
     result = cli.run("logs", "processor", "-n", "20", check=True)
 
     assert "processor: starting" in result.stdout
+
+
+def test_up_attach_stops_everything_on_ctrl_c(cli: Cli) -> None:
+    # Arrange: the supervisor in the foreground, as `stockctl up --attach` in a terminal.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stockctl", "up", "--attach"],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def all_running() -> list[dict] | None:
+            rows = json.loads(cli.run("status", "--json").stdout or "[]")
+            return rows if len(rows) == 4 and all(r["state"] == "running" for r in rows) else None
+
+        rows = wait_for(all_running, 60, what="attached instance running")
+        pids = [r["pid"] for r in rows]
+
+        # Act: Ctrl-C
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    # Assert: clean exit, every child gone, the instance is down.
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+    assert not [p for p in pids if pid_alive(p)]
+    assert cli.run("status").returncode == 3
+
+
+def test_up_only_starts_a_subset_against_given_servers(clean, cli: Cli) -> None:
+    up = cli.run("up", "--only", "processor", "--nats-url", clean.nats_url, "--redis-url", clean.redis_url, check=True)
+
+    rows = cli.json("status")
+
+    assert [r["name"] for r in rows] == ["processor"], up.stdout
+    assert rows[0]["state"] == "running"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -158,6 +159,7 @@ def up(
             raise UsageError(f"cannot replay: {exc}") from None
     if attach:
         err_console.print(f"stockctl running in the foreground ({settings.home}); Ctrl-C stops it")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s supervisor: %(message)s")
         run_foreground(settings)
         return
     _spawn_supervisor(settings)
