@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 _UNITS_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
-_IV_RE = re.compile(r"^(\d{1,4})([smhd])$")
+_IV_RE = re.compile(r"^(\d{1,4})([smhd])$", re.ASCII)
 
 
 def parse_interval(text: str) -> int:

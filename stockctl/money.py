@@ -13,7 +13,7 @@ PRICE_DP = 8
 SCALE = 10**PRICE_DP
 MAX_UNITS = 10**15 * SCALE  # a quadrillion per share is absurd; anything above is bad input
 
-_PRICE_RE = re.compile(r"^(\d{1,16})(?:\.(\d{1,8}))?$")
+_PRICE_RE = re.compile(r"^(\d{1,16})(?:\.(\d{1,8}))?$", re.ASCII)
 
 
 class PriceError(ValueError):
@@ -24,7 +24,7 @@ def to_units(text: str) -> int:
     """Parse ``"189.25"`` into integer units, rejecting signs, exponents, NaN and excess decimals."""
     m = _PRICE_RE.match(text.strip())
     if not m:
-        if re.match(r"^\d+\.\d{9,}$", text.strip()):
+        if re.match(r"^\d+\.\d{9,}$", text.strip(), re.ASCII):
             raise PriceError(f"too many decimals in {text!r} (at most {PRICE_DP})")
         raise PriceError(f"not a positive decimal price: {text!r}")
     whole, frac = m.group(1), (m.group(2) or "")
@@ -49,7 +49,8 @@ def from_units(units: int, min_dp: int = 2) -> str:
 def ratio_str(numerator: int, denominator: int, dp: int = 4) -> str:
     """``numerator / denominator`` (both in units) rounded half-even to ``dp`` decimals."""
     q = Decimal(numerator) / Decimal(denominator)
-    return str(q.quantize(Decimal(1).scaleb(-dp), rounding=ROUND_HALF_EVEN))
+    q = q.quantize(Decimal(1).scaleb(-dp), rounding=ROUND_HALF_EVEN)
+    return str(q.copy_abs() if q.is_zero() else q)  # never "-0.00"
 
 
 def mean_str(total_units: int, count: int, dp: int = 4) -> str:

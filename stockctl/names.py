@@ -63,3 +63,32 @@ def candles_key(symbol: str, interval: str) -> str:
 def signals_key(symbol: str) -> str:
     """List of SMA crossover signals, oldest first."""
     return f"md:signals:{symbol}"
+
+
+# --- accounts (auth daemon) -------------------------------------------------------------
+
+USERS_KEY = "auth:users"
+"""Set of every registered (normalised) email."""
+
+DISABLED_KEY = "auth:disabled"
+"""Set of disabled emails: they cannot log in or refresh, and the gateway refuses them."""
+
+
+def user_key(email: str) -> str:
+    """Hash: email, argon2 hash, created, disabled."""
+    return f"auth:user:{email}"
+
+
+def refresh_key(token_hash: str) -> str:
+    """String: the email a refresh token (by its SHA-256) belongs to; expires with the token."""
+    return f"auth:refresh:{token_hash}"
+
+
+def sessions_key(email: str) -> str:
+    """Set of a user's live refresh-token hashes, to revoke them all at once."""
+    return f"auth:sessions:{email}"
+
+
+def login_failures_key(kind: str, value: str) -> str:
+    """Counter of failed logins per ``email`` or ``ip`` within the throttle window."""
+    return f"auth:fail:{kind}:{value}"

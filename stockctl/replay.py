@@ -36,7 +36,7 @@ def parse_timestamp(text: str) -> int:
     text = text.strip()
     if not text:
         raise ValueError("empty timestamp")
-    if text.replace(".", "", 1).isdigit():
+    if text.isascii() and text.replace(".", "", 1).isdigit():
         if "." in text:
             whole, frac = text.split(".")
             ns = int(whole) * 1_000_000_000 + int(frac[:9].ljust(9, "0"))
@@ -78,7 +78,7 @@ def parse_row(fields: list[str], line: int, where: str) -> ReplayRow:
     volume = 0
     if len(fields) == 4 and fields[3].strip():
         vol = fields[3].strip()
-        if not vol.isdigit() or len(vol) > 15:
+        if not (vol.isascii() and vol.isdigit()) or len(vol) > 15:
             raise fail(f"bad volume {fields[3]!r}: a whole number of shares")
         volume = int(vol)
     return ReplayRow(line, ts, symbol, units, volume)
@@ -88,8 +88,17 @@ def read_rows(path: Path) -> Iterator[ReplayRow]:
     """Rows of a replay CSV in file order; timestamps must not go backwards."""
     where = path.name
     last_ts = None
-    with path.open(newline="", encoding="utf-8") as fh:
-        for line, fields in enumerate(csv.reader(fh), start=1):
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: tolerate a BOM from spreadsheets
+        reader = enumerate(csv.reader(fh), start=1)
+        while True:
+            try:
+                line, fields = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as exc:
+                raise ReplayError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            except csv.Error as exc:
+                raise ReplayError(f"{where}: {exc}") from None
             if not fields or all(not f.strip() for f in fields) or fields[0].lstrip().startswith("#"):
                 continue
             if line == 1 and fields[0].strip().lower() == "timestamp":

@@ -125,6 +125,42 @@ class Settings(BaseSettings):
     processor_batch: int = Field(512, ge=1, le=100_000)
     """Most ticks the processor writes to Redis in one pipelined transaction."""
 
+    gateway_port: int = Field(8700, ge=1, le=65535)
+    """HTTP + WebSocket port of the gateway (the port clients use)."""
+
+    auth_port: int = Field(8701, ge=1, le=65535)
+    """HTTP port of the auth daemon."""
+
+    auth_url: str | None = None
+    """Where the auth daemon is, if not on this host (the gateway fetches its JWKS there)."""
+
+    access_token_ttl_s: int = Field(300, ge=10, le=86_400)
+    """Lifetime of an access token (JWT). A disabled user is locked out within this time."""
+
+    refresh_token_ttl_s: int = Field(7 * 86_400, ge=60, le=365 * 86_400)
+    """Lifetime of a refresh token; each use rotates it."""
+
+    login_max_failures: int = Field(5, ge=1, le=1000)
+    """Failed logins allowed per email within ``login_window_s`` before 429."""
+
+    login_max_failures_per_ip: int = Field(30, ge=1, le=100_000)
+    """Failed logins allowed per client address within ``login_window_s`` before 429."""
+
+    login_window_s: int = Field(300, ge=1, le=86_400)
+    """Window of the login throttles."""
+
+    ws_queue_size: int = Field(512, ge=8, le=100_000)
+    """Outgoing messages buffered per WebSocket client before quotes are conflated."""
+
+    ws_max_message_bytes: int = Field(16 * 1024, ge=256, le=1024 * 1024)
+    """Largest message a WebSocket client may send."""
+
+    ws_max_messages_per_s: float = Field(50.0, gt=0, le=10_000)
+    """Messages a WebSocket client may send per second (burst: twice that)."""
+
+    ws_ping_interval_s: float = Field(20.0, gt=0, le=3600)
+    """Server heartbeat period; a client that misses two is closed."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the daemons."""
 
@@ -215,6 +251,18 @@ class Settings(BaseSettings):
     def effective_redis_url(self) -> str:
         return self.redis_url or f"redis://{self.host}:{self.redis_port}/0"
 
+    @property
+    def effective_auth_url(self) -> str:
+        return self.auth_url or f"http://{self.host}:{self.auth_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
     def components(self) -> list[str]:
         """Servers and daemons this instance runs, in start order."""
         names: list[str] = []
@@ -240,7 +288,7 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         """Create the state dir tree, private to this user."""
-        for path in (self.home, self.run_dir, self.log_dir, self.data_dir):
+        for path in (self.home, self.run_dir, self.log_dir, self.data_dir, self.secrets_dir):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o700)
 

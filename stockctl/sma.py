@@ -47,6 +47,16 @@ class SmaCrossover:
         self.slow = SlidingSma(slow)
         self._relation = 0  # sign of (fast - slow) at the last tick where both were ready
 
+    @property
+    def relation(self) -> int:
+        """-1, 0 or 1: the side fast was on at the last tick where the two differed (0: not yet)."""
+        return self._relation
+
+    def seed_relation(self, relation: int) -> None:
+        """Restore the stored side when replayed history could not tell it (every window equal)."""
+        if self._relation == 0:
+            self._relation = (relation > 0) - (relation < 0)
+
     def push(self, units: int) -> Side | None:
         """Add a price; return the signal this tick produces, if any."""
         self.fast.push(units)
