@@ -40,7 +40,7 @@ def test_a_csv_that_is_not_utf8_is_a_replay_error_naming_the_file(tmp_path: Path
     path = tmp_path / "latin1.csv"
     path.write_bytes("2024-01-02T10:00:00Z,IBM,10.5\n2024-01-02T10:00:01Z,CAF\xc9,10.5\n".encode("latin-1"))
 
-    with pytest.raises(ReplayError, match="latin1.csv: not UTF-8"):
+    with pytest.raises(ReplayError, match=r"latin1\.csv: not UTF-8"):
         list(read_rows(path))
 
 
@@ -48,5 +48,5 @@ def test_epoch_timestamps_with_non_ascii_digits_are_a_replay_error(tmp_path: Pat
     path = tmp_path / "digits.csv"
     path.write_text("１７００００００００,IBM,10.5\n", encoding="utf-8")
 
-    with pytest.raises(ReplayError, match="digits.csv:1"):
+    with pytest.raises(ReplayError, match=r"digits\.csv:1"):
         list(read_rows(path))
