@@ -41,7 +41,15 @@ def write_instance(settings: Settings) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({"nats_url": settings.effective_nats_url, "redis_url": settings.effective_redis_url}, fh)
+        json.dump(
+            {
+                "nats_url": settings.effective_nats_url,
+                "redis_url": settings.effective_redis_url,
+                "auth_url": settings.effective_auth_url,
+                "gateway_url": settings.gateway_url,
+            },
+            fh,
+        )
     tmp.replace(path)
 
 
@@ -55,6 +63,27 @@ def resolve_urls(settings: Settings) -> tuple[str, str]:
     except (OSError, ValueError):
         raise NotRunningError(str(settings.home)) from None
     return nats_url or doc["nats_url"], redis_url or doc["redis_url"]
+
+
+def resolve_gateway_url(settings: Settings) -> str:
+    """Base URL of the gateway of the running instance (``STOCKCTL_GATEWAY_URL`` wins)."""
+    explicit = os.environ.get("STOCKCTL_GATEWAY_URL")
+    if explicit:
+        return explicit.rstrip("/")
+    try:
+        doc = json.loads(instance_path(settings).read_text())
+    except (OSError, ValueError):
+        raise NotRunningError(str(settings.home)) from None
+    return str(doc.get("gateway_url") or settings.gateway_url).rstrip("/")
+
+
+def resolve_auth_url(settings: Settings) -> str:
+    """Base URL of the auth daemon of the running instance."""
+    try:
+        doc = json.loads(instance_path(settings).read_text())
+    except (OSError, ValueError):
+        raise NotRunningError(str(settings.home)) from None
+    return str(doc.get("auth_url") or settings.effective_auth_url).rstrip("/")
 
 
 def normalise_symbol(text: str) -> str:
