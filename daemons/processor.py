@@ -26,6 +26,7 @@ from nats.js import JetStreamContext, api
 from redis.exceptions import RedisError
 
 from stockctl import names
+from stockctl.candles import CandleState
 from stockctl.processing import Applied, SymbolState, Verdict, candle_of
 from stockctl.service import (
     StateLog,
@@ -56,9 +57,11 @@ class Plan:
     touched: dict[str, SymbolState] = field(default_factory=dict)
     new_symbols: set[str] = field(default_factory=set)
     points: dict[str, list[bytes]] = field(default_factory=dict)
-    candles: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)
+    candles: dict[tuple[str, str], dict[int, CandleState]] = field(default_factory=dict)
+    """The builders' own candle objects: they hold the bucket's final state by commit time."""
     signals: dict[str, list[bytes]] = field(default_factory=dict)
     outbox: list[tuple[str, bytes]] = field(default_factory=list)
+    encoded: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)
     held: list[Msg] = field(default_factory=list)
     """Ticks that arrived before a missing one: not acked, redelivered after a short delay."""
 
@@ -67,14 +70,19 @@ class Plan:
         self.touched[sym] = state
         self.points.setdefault(sym, []).append(encode(applied.point))
         for iv, candle in applied.candles:
-            # Later ticks in the same bucket overwrite: only the final candle is written.
-            by_start = self.candles.setdefault((sym, iv), {})
-            by_start[candle.start] = encode(candle_of(sym, iv, candle))
+            # Encoded once at commit, not per tick: later ticks of the bucket mutate it.
+            self.candles.setdefault((sym, iv), {})[candle.start] = candle
         self.outbox.append((names.quote_subject(sym), encode(applied.quote)))
         if applied.signal is not None:
             data = encode(applied.signal)
             self.signals.setdefault(sym, []).append(data)
             self.outbox.append((names.signal_subject(sym), data))
+
+    def encoded_candles(self) -> dict[tuple[str, str], dict[int, bytes]]:
+        return {
+            (sym, iv): {start: encode(candle_of(sym, iv, c)) for start, c in by_start.items()}
+            for (sym, iv), by_start in self.candles.items()
+        }
 
 
 class Processor:
@@ -159,6 +167,8 @@ class Processor:
                 await msg.ack()
         for subject, data in plan.outbox:
             await self.nc.publish(subject, data)
+        for (sym, iv), by_start in plan.encoded.items():
+            await self.nc.publish(names.candle_subject(sym, iv), by_start[max(by_start)])
         self.status.incr("batches")
 
     async def _plan(self, batch: list[Msg]) -> Plan:
@@ -236,7 +246,8 @@ class Processor:
                 key = names.history_key(sym)
                 pipe.rpush(key, *points)
                 pipe.ltrim(key, -s.history_limit, -1)
-            for (sym, iv), by_start in plan.candles.items():
+            plan.encoded = plan.encoded_candles()
+            for (sym, iv), by_start in plan.encoded.items():
                 key = names.candles_key(sym, iv)
                 for start, data in by_start.items():
                     score = start // 1_000_000_000  # seconds: exact as a Redis double

@@ -1,34 +1,36 @@
-"""Read-side client of a running instance: latest prices, history, candles, signals, live quotes.
+"""Client of a running instance, through its gateway: REST reads and live WebSocket channels.
 
-The CLI uses it; so can a bot. It finds the instance from the state dir
-(``run/instance.json``, written by the supervisor) unless URLs are given.
+The CLI uses it; so can a bot::
+
+    from stockctl.client import GatewayClient, stream
+    from stockctl.settings import Settings
+
+    settings = Settings()
+    with GatewayClient(settings) as gw:          # token from `stockctl login`
+        print(gw.quote("AAPL").price)
+    async for kind, channel, data in stream(settings, ["quotes:AAPL"]):
+        ...
+
+The instance is found from the state dir (``run/instance.json``, written by the
+supervisor); ``STOCKCTL_GATEWAY_URL`` / ``STOCKCTL_WS_URL`` point elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
-import nats
-import redis
-from nats.aio.client import Client as NATS
+import httpx
+import msgspec
+import websockets
 
-from stockctl import names
-from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable
-from stockctl.processing import quote_from_fields
-from stockctl.settings import SYMBOL_RE, Settings, mask_url
-from stockctl.wire import (
-    Candle,
-    PricePoint,
-    Quote,
-    Signal,
-    candle_decoder,
-    point_decoder,
-    quote_decoder,
-    signal_decoder,
-)
+from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable, UsageError
+from stockctl.settings import SYMBOL_RE, Settings
+from stockctl.wire import Candle, PricePoint, Quote, Signal
 
 
 def instance_path(settings: Settings) -> Path:
@@ -47,6 +49,7 @@ def write_instance(settings: Settings) -> None:
                 "redis_url": settings.effective_redis_url,
                 "auth_url": settings.effective_auth_url,
                 "gateway_url": settings.gateway_url,
+                "ws_url": settings.ws_url,
             },
             fh,
         )
@@ -89,117 +92,151 @@ def resolve_auth_url(settings: Settings) -> str:
 def normalise_symbol(text: str) -> str:
     sym = text.strip().upper()
     if not SYMBOL_RE.match(sym):
-        from stockctl.errors import UsageError
-
         raise UsageError(f"bad symbol {text!r}", "symbols are 1-32 of A-Z, 0-9 and _, starting with a letter")
     return sym
 
 
-class MarketClient:
-    """Synchronous reads from the processor's Redis state."""
+def resolve_ws_url(settings: Settings) -> str:
+    explicit = os.environ.get("STOCKCTL_WS_URL")
+    if explicit:
+        return explicit
+    try:
+        doc = json.loads(instance_path(settings).read_text())
+    except (OSError, ValueError):
+        raise NotRunningError(str(settings.home)) from None
+    return str(doc.get("ws_url") or settings.ws_url)
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.nats_url, self.redis_url = resolve_urls(settings)
-        self._r = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=5)
+
+def _raise_for(resp: httpx.Response) -> None:
+    """Turn a gateway error into the CLI's one-line errors, keeping the server's reason."""
+    if resp.status_code < 400:
+        return
+    try:
+        body = resp.json()
+        detail = body.get("detail") or body.get("error") or resp.text
+    except ValueError:
+        detail = resp.text.strip() or resp.reason_phrase
+    if resp.status_code == 401:
+        from stockctl.credentials import NotLoggedIn
+
+        raise NotLoggedIn(detail if isinstance(detail, str) else str(detail))
+    if resp.status_code == 404:
+        raise NotFound(str(detail))
+    if resp.status_code in (400, 409, 413, 422, 429):
+        raise UsageError(str(detail))
+    raise ServiceUnavailable(f"gateway error {resp.status_code}: {detail}")
+
+
+class GatewayClient:
+    """Synchronous REST client of the gateway, authenticated with the stored login."""
+
+    def __init__(self, settings: Settings, token: str | None = None) -> None:
+        from stockctl.credentials import access_token
+
+        self.base_url = resolve_gateway_url(settings)
+        self.token = token or access_token(settings)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=10, headers={"Authorization": f"Bearer {self.token}"}
+        )
 
     def close(self) -> None:
-        self._r.close()
+        self._http.close()
 
-    def __enter__(self) -> MarketClient:
+    def __enter__(self) -> GatewayClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, fn, *args):
+    def _get(self, path: str, type_: Any, **params: Any) -> Any:
         try:
-            return fn(*args)
-        except redis.ConnectionError as exc:
+            resp = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
+        except httpx.HTTPError as exc:
             raise ServiceUnavailable(
-                f"cannot reach Redis at {mask_url(self.redis_url)} ({exc})",
+                f"cannot reach the gateway at {self.base_url} ({exc.__class__.__name__})",
                 "is the instance up? `stockctl status`",
             ) from None
+        _raise_for(resp)
+        return msgspec.json.decode(resp.content, type=type_)
 
     def symbols(self) -> list[str]:
-        return sorted(s.decode() for s in self._call(self._r.smembers, names.SYMBOLS_KEY))
-
-    def _known(self, symbol: str) -> str:
-        sym = normalise_symbol(symbol)
-        if not self._call(self._r.sismember, names.SYMBOLS_KEY, sym):
-            known = ", ".join(self.symbols()) or "none yet"
-            raise NotFound(f"unknown symbol {sym}", f"known symbols: {known}")
-        return sym
+        return self._get("/api/v1/symbols", list[str])
 
     def quotes(self) -> list[Quote]:
-        syms = self.symbols()
-        pipe = self._r.pipeline(transaction=False)
-        for sym in syms:
-            pipe.hgetall(names.quote_key(sym))
-        out = []
-        for raw in self._call(pipe.execute):
-            if raw and b"price" in raw:
-                out.append(quote_from_fields({k.decode(): v.decode() for k, v in raw.items()}))
-        return out
+        return self._get("/api/v1/prices", list[Quote])
 
     def quote(self, symbol: str) -> Quote:
-        sym = self._known(symbol)
-        raw = self._call(self._r.hgetall, names.quote_key(sym))
-        return quote_from_fields({k.decode(): v.decode() for k, v in raw.items()})
+        return self._get(f"/api/v1/prices/{normalise_symbol(symbol)}", Quote)
 
     def history(self, symbol: str, limit: int) -> list[PricePoint]:
-        sym = self._known(symbol)
-        raw = self._call(self._r.lrange, names.history_key(sym), -limit, -1)
-        return [point_decoder.decode(b) for b in raw]
+        return self._get(f"/api/v1/history/{normalise_symbol(symbol)}", list[PricePoint], limit=limit)
 
     def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
-        sym = self._known(symbol)
-        if interval not in self.settings.candle_intervals:
-            from stockctl.errors import UsageError
-
-            raise UsageError(
-                f"no {interval} candles are kept", f"kept intervals: {', '.join(self.settings.candle_intervals)}"
-            )
-        raw = self._call(self._r.zrange, names.candles_key(sym, interval), -limit, -1)
-        return [candle_decoder.decode(b) for b in raw]
+        return self._get(
+            f"/api/v1/candles/{normalise_symbol(symbol)}", list[Candle], interval=interval, limit=limit
+        )
 
     def signals(self, symbol: str, limit: int) -> list[Signal]:
-        sym = self._known(symbol)
-        raw = self._call(self._r.lrange, names.signals_key(sym), -limit, -1)
-        return [signal_decoder.decode(b) for b in raw]
+        return self._get(f"/api/v1/signals/{normalise_symbol(symbol)}", list[Signal], limit=limit)
 
 
-async def stream_updates(nats_url: str, symbols: list[str]) -> AsyncIterator[Quote | Signal]:
-    """Live quotes and signals of ``symbols`` from NATS, until the caller stops iterating."""
-    try:
-        nc: NATS = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1, allow_reconnect=True)
-    except Exception as exc:
-        raise ServiceUnavailable(
-            f"cannot reach NATS at {mask_url(nats_url)} ({exc})", "is the instance up? `stockctl status`"
-        ) from None
-    try:
-        subs = []
-        for sym in symbols:
-            subs.append(await nc.subscribe(names.quote_subject(sym)))
-            subs.append(await nc.subscribe(names.signal_subject(sym)))
-        import asyncio
+class Frame(msgspec.Struct):
+    """A server frame on the WebSocket."""
 
-        queue: asyncio.Queue = asyncio.Queue()
+    type: str
+    channel: str | None = None
+    data: msgspec.Raw = msgspec.Raw(b"")
+    error: str | None = None
+    detail: str | None = None
 
-        async def pump(sub) -> None:
-            async for msg in sub.messages:
-                await queue.put(msg)
 
-        tasks = [asyncio.create_task(pump(sub)) for sub in subs]
+_frame_decoder = msgspec.json.Decoder(Frame)
+
+
+async def stream(
+    settings: Settings,
+    channels: list[str],
+    reconnect: bool = True,
+    token: str | Callable[[], str] | None = None,
+) -> AsyncIterator[tuple[str, str, msgspec.Raw]]:
+    """Yield ``(type, channel, raw JSON data)`` for snapshots and updates of ``channels``.
+
+    Reconnects (with a fresh token) and resubscribes by itself when the gateway goes
+    away; an error frame about a channel (say, an unknown symbol) is raised.
+    """
+    if isinstance(token, str):
+        fixed = token
+        get_token: Callable[[], str] = lambda: fixed  # noqa: E731
+    elif token is not None:
+        get_token = token
+    else:
+        from stockctl.credentials import access_token
+
+        get_token = lambda: access_token(settings)  # noqa: E731
+    url = resolve_ws_url(settings)
+    attempt = 0
+    while True:
         try:
-            while True:
-                msg = await queue.get()
-                if msg.subject.startswith("md.signal."):
-                    yield signal_decoder.decode(msg.data)
-                else:
-                    yield quote_decoder.decode(msg.data)
-        finally:
-            for t in tasks:
-                t.cancel()
-    finally:
-        await nc.close()
+            async with websockets.connect(url, open_timeout=5, max_size=2**22) as ws:
+                await ws.send(json.dumps({"op": "auth", "token": get_token()}))
+                await ws.send(json.dumps({"op": "subscribe", "channels": channels, "id": 1}))
+                attempt = 0
+                async for raw in ws:
+                    f = _frame_decoder.decode(raw)
+                    if f.type == "error":
+                        raise UsageError(f.detail or f.error or "gateway error")
+                    if f.channel is not None and len(f.data):
+                        yield f.type, f.channel, f.data
+        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            close = getattr(exc, "rcvd", None)
+            if close is not None and close.code in (4401, 4403):
+                from stockctl.credentials import NotLoggedIn
+
+                raise NotLoggedIn(close.reason or "the gateway refused the token") from None
+            if not reconnect or attempt >= 30:
+                raise ServiceUnavailable(
+                    f"cannot reach the gateway at {url} ({exc.__class__.__name__})",
+                    "is the instance up? `stockctl status`",
+                ) from None
+            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+            attempt += 1

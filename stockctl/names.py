@@ -31,6 +31,11 @@ def signal_subject(symbol: str) -> str:
     return f"md.signal.{symbol}"
 
 
+def candle_subject(symbol: str, interval: str) -> str:
+    """Core NATS: the current candle after each processor batch that changed it."""
+    return f"md.candle.{symbol}.{interval}"
+
+
 def symbol_of(subject: str) -> str:
     """The symbol token of an ``md.<kind>.<SYM>`` subject."""
     return subject.rsplit(".", 1)[-1]
@@ -92,3 +97,9 @@ def sessions_key(email: str) -> str:
 def login_failures_key(kind: str, value: str) -> str:
     """Counter of failed logins per ``email`` or ``ip`` within the throttle window."""
     return f"auth:fail:{kind}:{value}"
+
+
+def used_refresh_key(token_hash: str) -> str:
+    """String: the email of a refresh token already rotated away, kept until it would have
+    expired; presenting it again is token theft, so all of that user's sessions are revoked."""
+    return f"auth:refresh-used:{token_hash}"

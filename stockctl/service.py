@@ -14,12 +14,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import redis.asyncio as aioredis
+import uvicorn
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from redis.backoff import ExponentialBackoff
@@ -249,3 +250,39 @@ def main(name: str, run: Callable[[Settings], Awaitable[None]]) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))
     logger.info("stopped")
+
+
+class UvicornServer(uvicorn.Server):
+    """uvicorn driven by the daemon's shutdown event instead of its own signal handlers.
+
+    uvicorn re-raises a captured SIGTERM after serving, which would turn a graceful
+    stop into death by signal; the daemon owns signals and sets ``should_exit``.
+    """
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        super().__init__(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                server_header=False,
+                ws="none",
+                limit_concurrency=20_000,
+                timeout_graceful_shutdown=5,
+            )
+        )
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def wait_started(self, task: asyncio.Task[None]) -> None:
+        """Return once listening; re-raise why not if serving ended first (a port in use)."""
+        while not self.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("HTTP server stopped before it started")
+            await asyncio.sleep(0.02)

@@ -21,7 +21,7 @@ ENV_PREFIX = "STOCKCTL_"
 #: Symbols are NATS subject tokens and Redis key parts: no dots, spaces or wildcards.
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 
-DAEMONS: tuple[str, ...] = ("publisher", "processor")
+DAEMONS: tuple[str, ...] = ("publisher", "processor", "auth", "gateway")
 """Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
 
 SERVERS: tuple[str, ...] = ("nats", "redis")
@@ -127,6 +127,9 @@ class Settings(BaseSettings):
 
     gateway_port: int = Field(8700, ge=1, le=65535)
     """HTTP + WebSocket port of the gateway (the port clients use)."""
+
+    ws_port: int = Field(8702, ge=1, le=65535)
+    """WebSocket port of the gateway (``ws://HOST:PORT/ws``)."""
 
     auth_port: int = Field(8701, ge=1, le=65535)
     """HTTP port of the auth daemon."""
@@ -258,6 +261,10 @@ class Settings(BaseSettings):
     @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws_port}/ws"
 
     @property
     def secrets_dir(self) -> Path:

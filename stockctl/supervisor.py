@@ -151,11 +151,12 @@ class Supervisor:
                     )
                 )
             else:
-                comps.append(
-                    Component(
-                        name, "daemon", [sys.executable, "-m", "daemons", name], "", self._daemon_ready, env=child_env
-                    )
-                )
+                address = {
+                    "auth": f"{s.host}:{s.auth_port}",
+                    "gateway": f"{s.host}:{s.gateway_port} ws:{s.ws_port}",
+                }.get(name, "")
+                argv = [sys.executable, "-m", "daemons", name]
+                comps.append(Component(name, "daemon", argv, address, self._daemon_ready, env=child_env))
         return comps
 
     def _daemon_ready(self, comp: Component) -> bool:
@@ -232,7 +233,9 @@ class Supervisor:
         if comp.kind == "daemon":
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads((s.run_dir / f"{comp.name}.json").read_text())
-                comp.rate = (doc.get("rates") or {}).get("ticks")
+                rates = doc.get("rates") or {}
+                # The rate that tells whether the daemon is doing its job.
+                comp.rate = rates.get("ticks", rates.get("frames", rates.get("requests")))
             return
         value = (
             infra.nats_msg_counter(s.host, s.nats_monitor_port)

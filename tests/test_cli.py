@@ -18,6 +18,8 @@ from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
+PASSWORD = "correct horse battery staple"
+
 
 class Cli:
     """Runs ``stockctl`` against one state dir."""
@@ -30,22 +32,35 @@ class Cli:
             "STOCKCTL_NATS_PORT": str(infra.free_port()),
             "STOCKCTL_NATS_MONITOR_PORT": str(infra.free_port()),
             "STOCKCTL_REDIS_PORT": str(infra.free_port()),
+            "STOCKCTL_GATEWAY_PORT": str(infra.free_port()),
+            "STOCKCTL_WS_PORT": str(infra.free_port()),
+            "STOCKCTL_AUTH_PORT": str(infra.free_port()),
+            "XDG_CONFIG_HOME": str(home.parent / "config"),
             "STOCKCTL_RATE": "20",
             "COLUMNS": "200",
         }
 
-    def run(self, *args: str, timeout: float = 90, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 90, check: bool = False, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "stockctl", *args],
             capture_output=True,
             text=True,
             env=self.env,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            input=input if input is not None else "",
         )
         if check:
             assert proc.returncode == 0, f"stockctl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         return proc
+
+    def register(self, email: str = "ada@example.com") -> None:
+        self.run("register", email, "--password-stdin", input=PASSWORD + "\n", check=True)
+
+    def up(self) -> None:
+        self.run("up", check=True)
+        self.register()
 
     def json(self, *args: str) -> object:
         return json.loads(self.run(*args, "--json", check=True).stdout)
@@ -74,6 +89,7 @@ def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:
     # Act: up
     up = cli.run("up", check=True)
     assert "running" in up.stdout
+    cli.register()
 
     # Assert: prices arrive for every seed symbol
     def priced() -> list[dict]:
@@ -85,7 +101,7 @@ def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:
     assert all(r["price"] and r["ts"] for r in rows)
 
     status = cli.json("status")
-    assert [s["name"] for s in status] == ["nats", "redis", "publisher", "processor"]
+    assert [s["name"] for s in status] == ["nats", "redis", "publisher", "processor", "auth", "gateway"]
     assert all(s["state"] == "running" and s["pid"] for s in status)
     pids = [s["pid"] for s in status]
 
@@ -149,7 +165,7 @@ def test_read_commands_when_down_fail_with_one_clear_line(cli: Cli) -> None:
 
 
 def test_bad_input_is_rejected_without_traceback(cli: Cli) -> None:
-    cli.run("up", check=True)
+    cli.up()
     wait_for(lambda: len(cli.json("prices")) == 5, 30)
 
     cases = {
@@ -173,7 +189,7 @@ def test_bad_input_is_rejected_without_traceback(cli: Cli) -> None:
 
 
 def test_watch_streams_live_quotes_as_json_lines(cli: Cli) -> None:
-    cli.run("up", check=True)
+    cli.up()
     wait_for(lambda: len(cli.json("prices")) == 5, 30)
 
     result = cli.run("watch", "AAPL", "MSFT", "--json", "--count", "6", timeout=60)
@@ -207,7 +223,7 @@ def test_up_attach_stops_everything_on_ctrl_c(cli: Cli) -> None:
 
         def all_running() -> list[dict] | None:
             rows = json.loads(cli.run("status", "--json").stdout or "[]")
-            return rows if len(rows) == 4 and all(r["state"] == "running" for r in rows) else None
+            return rows if len(rows) == 6 and all(r["state"] == "running" for r in rows) else None
 
         rows = wait_for(all_running, 60, what="attached instance running")
         pids = [r["pid"] for r in rows]
@@ -232,3 +248,14 @@ def test_up_only_starts_a_subset_against_given_servers(clean, cli: Cli) -> None:
 
     assert [r["name"] for r in rows] == ["processor"], up.stdout
     assert rows[0]["state"] == "running"
+
+
+def test_logged_out_watch_is_one_clear_line(cli: Cli) -> None:
+    cli.up()
+    assert cli.json("whoami")["email"] == "ada@example.com"
+
+    cli.run("logout", check=True)
+    result = cli.run("watch", "AAPL")
+
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "stockctl login" in result.stderr, result.stderr

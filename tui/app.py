@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Footer, Header
 
-from stockctl.client import MarketClient
+from stockctl.client import GatewayClient
 from stockctl.errors import StockctlError
 from stockctl.settings import Settings
 
@@ -35,7 +35,7 @@ class StockApp(App[None]):
     def refresh_board(self) -> None:
         table = self.query_one(DataTable)
         try:
-            with MarketClient(self.settings) as client:
+            with GatewayClient(self.settings) as client:
                 quotes = client.quotes()
         except StockctlError as exc:
             self.sub_title = str(exc)

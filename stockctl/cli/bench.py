@@ -21,7 +21,9 @@ def _num(value: float | None, fmt: str = ",.0f") -> str:
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
 def _ok(flag: bool) -> str:
@@ -118,26 +120,31 @@ def render(result: BenchResult) -> None:
     console.print(table)
 
     cpu = Table(title="CPU cores used per rate", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("offered/s", "ticks/batch", "processor", "nats-server", "valkey", "bench"):
+    for col in ("offered/s", "ticks/batch", "processor", "nats-server", "valkey", "bench", "other"):
         cpu.add_column(col, justify="right")
     for s in result.steps:
         cpu.add_row(
             _num(s.offered_per_s) + ("[dim]*[/]" if s.probe else ""),
             _num(s.avg_batch, ",.1f"),
-            *(_num(s.cpu.get(k), ".2f") for k in ("processor", "nats", "valkey", "bench")),
+            *(_num(s.cpu.get(k), ".2f") for k in ("processor", "nats", "valkey", "bench", "other")),
         )
     console.print(cpu)
     if any(s.probe for s in result.steps):
         console.print("[dim]* probe: a rate just below what the first saturated rate delivered[/]")
+    if result.skipped_rates:
+        skipped = ", ".join(f"{r:,}" for r in result.skipped_rates)
+        console.print(f"[dim]not run: {skipped} ticks/s (a lower rate already fell behind)[/]")
 
     b = result.baseline
     console.print(
         f"sustained pipeline   [bold]{result.sustained:,.0f}[/] ticks/s (max delivered {result.max_delivered:,.0f};"
         f" kept up = quotes >= {KEEP_UP_FRACTION:.0%} of offered and backlog drained)"
     )
+    rounds = f"best of {', '.join(f'{r:,.0f}' for r in b.rounds)}; " if len(b.rounds) > 1 else ""
+    lost = f"; [red]{b.lost:,} lost[/]" if b.lost else ""
     console.print(
-        f"raw nats-py baseline [bold]{b.msgs_per_s:,.0f}[/] msgs/s ({b.messages:,} x {b.payload_bytes} B core"
-        " publish -> subscribe, same server, same run)"
+        f"raw nats-py baseline [bold]{b.msgs_per_s:,.0f}[/] msgs/s ({rounds}{b.messages:,} x {b.payload_bytes} B"
+        f" core publish -> subscribe, same server, same run{lost})"
     )
     console.print(f"ratio                [bold]{result.ratio:.3f}[/]")
     targets = result.targets()

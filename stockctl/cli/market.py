@@ -26,9 +26,9 @@ from stockctl.cli.common import (
     signed_style,
 )
 from stockctl.cli.tables import Col, fitted_table
-from stockctl.client import MarketClient, normalise_symbol, stream_updates
+from stockctl.client import GatewayClient, normalise_symbol, stream
 from stockctl.errors import UsageError
-from stockctl.wire import Quote, Signal
+from stockctl.wire import Quote, Signal, quote_decoder, signal_decoder
 
 app = typer.Typer()
 
@@ -70,7 +70,7 @@ def prices(
     fmt: Annotated[Format, typer.Option("--format", help="table, json or csv (for scripts).")] = Format.table,
 ) -> None:
     """Latest price of every symbol: last, change, change %, day range, time."""
-    with MarketClient(get_settings()) as client:
+    with GatewayClient(get_settings()) as client:
         quotes = client.quotes()
     if json_out or fmt is Format.json:
         print_json([quote_doc(q) for q in quotes])
@@ -123,7 +123,7 @@ PRICE_COLS = [
 @app.command()
 def price(symbol: str, json_out: JsonOpt = False) -> None:
     """Latest quote of one symbol."""
-    with MarketClient(get_settings()) as client:
+    with GatewayClient(get_settings()) as client:
         q = client.quote(symbol)
     if json_out:
         print_json(quote_doc(q))
@@ -142,18 +142,14 @@ def history(
     json_out: JsonOpt = False,
 ) -> None:
     """Recent price points of a symbol, oldest first."""
-    with MarketClient(get_settings()) as client:
+    with GatewayClient(get_settings()) as client:
         points = client.history(symbol, limit)
     if json_out:
         print_json([{"price": p.price, "ts": iso_time(p.ts), "ts_ns": p.ts, "seq": p.seq} for p in points])
         return
-    table = Table(header_style="bold", title=f"{normalise_symbol(symbol)}: last {len(points)} prices")
-    table.add_column("time")
-    table.add_column("seq", justify="right")
-    table.add_column("price", justify="right")
-    for p in points:
-        table.add_row(fmt_time(p.ts), str(p.seq), p.price)
-    console.print(table)
+    rows = [[fmt_time(p.ts), str(p.seq), p.price] for p in points]
+    title = f"{normalise_symbol(symbol)}: last {len(points)} prices"
+    console.print(fitted_table([Col("time", "left"), Col("seq"), Col("price")], rows, console.width, title))
 
 
 @app.command()
@@ -164,20 +160,30 @@ def candles(
     json_out: JsonOpt = False,
 ) -> None:
     """OHLCV candles of a symbol, oldest first."""
-    with MarketClient(get_settings()) as client:
+    with GatewayClient(get_settings()) as client:
         rows = client.candles(symbol, interval, limit)
     if json_out:
         print_json([{**msgspec.to_builtins(c), "start_ns": c.start, "start": iso_time(c.start)} for c in rows])
         return
-    table = Table(header_style="bold", title=f"{normalise_symbol(symbol)} {interval} candles")
-    for col in ("start", "open", "high", "low", "close", "volume", "ticks"):
-        table.add_column(col, justify="left" if col == "start" else "right")
+    if not rows:
+        console.print(f"no {interval} candles for {normalise_symbol(symbol)} yet")
+        return
+    table_rows = []
     for c in rows:
         style = "green" if Decimal(c.close) >= Decimal(c.open) else "red"
-        table.add_row(
-            fmt_time(c.start)[:8], c.open, c.high, c.low, f"[{style}]{c.close}[/]", f"{c.volume:,}", str(c.count)
+        table_rows.append(
+            [fmt_time(c.start)[:8], c.open, c.high, c.low, f"[{style}]{c.close}[/]", f"{c.volume:,}", str(c.count)]
         )
-    console.print(table)
+    cols = [
+        Col("start", "left"),
+        Col("open"),
+        Col("high"),
+        Col("low"),
+        Col("close"),
+        Col("volume", priority=1),
+        Col("ticks", priority=2),
+    ]
+    console.print(fitted_table(cols, table_rows, console.width, f"{normalise_symbol(symbol)} {interval} candles"))
 
 
 @app.command()
@@ -187,17 +193,19 @@ def signals(
     json_out: JsonOpt = False,
 ) -> None:
     """SMA crossover signals of a symbol (BUY: fast crossed above slow)."""
-    with MarketClient(get_settings()) as client:
+    with GatewayClient(get_settings()) as client:
         rows = client.signals(symbol, limit)
     if json_out:
         print_json([{**msgspec.to_builtins(s), "ts_ns": s.ts, "ts": iso_time(s.ts)} for s in rows])
         return
-    table = Table(header_style="bold", title=f"{normalise_symbol(symbol)} SMA signals")
-    for col in ("time", "side", "price", "SMA fast", "SMA slow"):
-        table.add_column(col)
-    for s in rows:
-        table.add_row(fmt_time(s.ts), _signal_cell(s.side), s.price, s.sma_fast, s.sma_slow)
-    console.print(table)
+    if not rows:
+        console.print(
+            f"no SMA crossovers for {normalise_symbol(symbol)} yet (the slow SMA needs its full window first)"
+        )
+        return
+    table_rows = [[fmt_time(s.ts), _signal_cell(s.side), s.price, s.sma_fast, s.sma_slow] for s in rows]
+    cols = [Col("time", "left"), Col("side", "left"), Col("price"), Col("SMA fast"), Col("SMA slow")]
+    console.print(fitted_table(cols, table_rows, console.width, f"{normalise_symbol(symbol)} SMA signals"))
 
 
 class WatchBoard:
@@ -209,7 +217,7 @@ class WatchBoard:
         self.prices: dict[str, list[str]] = {s: [] for s in symbols}
         self.last_signal: dict[str, Signal] = {}
 
-    def seed(self, client: MarketClient) -> None:
+    def seed(self, client: GatewayClient) -> None:
         for sym in self.symbols:
             self.quotes[sym] = client.quote(sym)
             self.prices[sym] = [p.price for p in client.history(sym, 30)]
@@ -274,22 +282,23 @@ def watch(
     syms = [normalise_symbol(s) for s in symbols]
     if len(set(syms)) != len(syms):
         raise UsageError("a symbol is given twice")
-    client = MarketClient(get_settings())
+    settings = get_settings()
     board = WatchBoard(syms)
-    with client:
+    with GatewayClient(settings) as client:
         board.seed(client)  # also checks every symbol exists, with the list of known ones
+    channels = [f"{kind}:{sym}" for sym in syms for kind in ("quotes", "signals")]
 
     async def follow() -> None:
         seen = 0
-        with (
-            Live(board.render(), console=console, refresh_per_second=8, transient=False)
-            if not json_out
-            else _NoLive() as live
-        ):
-            async for item in stream_updates(client.nats_url, syms):
+        live_ctx = _NoLive() if json_out else Live(board.render(), console=console, refresh_per_second=8)
+        with live_ctx as live:
+            async for kind, _channel, data in stream(settings, channels):
+                if kind == "snapshot":
+                    continue  # seeded from REST already; a reconnect's snapshot adds nothing
+                item: Quote | Signal = (quote_decoder if kind == "quote" else signal_decoder).decode(data)
                 if json_out:
                     doc = msgspec.to_builtins(item)
-                    doc["type"] = "signal" if isinstance(item, Signal) else "quote"
+                    doc["type"] = kind
                     sys.stdout.write(json.dumps(doc) + "\n")
                     sys.stdout.flush()
                 else:

@@ -19,7 +19,7 @@ from stockctl.cli.common import JsonOpt, console, err_console, fmt_duration, get
 from stockctl.cli.tables import Col, fitted_table
 from stockctl.errors import NotRunningError, StartupError, UsageError
 from stockctl.replay import ReplayError, validate
-from stockctl.settings import Settings
+from stockctl.settings import DAEMONS, SERVERS, Settings
 from stockctl.supervisor import read_state, run_foreground, supervisor_pid
 
 app = typer.Typer()
@@ -151,6 +151,10 @@ def up(
     if "redis" in comps:
         ports["redis_port"] = settings.redis_port
         infra.redis_server_binary()
+    if "auth" in comps:
+        ports["auth_port"] = settings.auth_port
+    if "gateway" in comps:
+        ports |= {"gateway_port": settings.gateway_port, "ws_port": settings.ws_port}
     infra.check_ports(settings.host, ports)
     if settings.replay_csv is not None:
         try:
@@ -295,7 +299,7 @@ def logs(
 ) -> None:
     """Show a component's log."""
     settings = get_settings()
-    known = ("supervisor", "nats", "redis", "publisher", "processor")
+    known = ("supervisor", *SERVERS, *DAEMONS)
     if name not in known:
         raise UsageError(f"unknown component {name!r}", f"choose one of {', '.join(known)}")
     path = settings.log_dir / f"{name}.log"

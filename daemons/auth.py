@@ -1,0 +1,610 @@
+"""auth: accounts, logins and access tokens over HTTP (FastAPI on uvicorn).
+
+Endpoints (all JSON; OpenAPI at ``/auth/openapi.json``, docs at ``/auth/docs``):
+
+* ``POST /auth/register`` {email, password} -> 201 tokens
+* ``POST /auth/login`` {email, password} -> 200 tokens
+* ``POST /auth/refresh`` {refresh_token} -> 200 tokens with a new refresh token
+* ``POST /auth/logout`` {refresh_token} -> 204
+* ``GET /auth/me`` (Bearer) -> {email, created, disabled}
+* ``GET /.well-known/jwks.json`` and ``GET /auth/jwks.json``: the public signing key
+* ``GET /healthz``
+
+Every error is ``{"error": code, "detail": reason}`` with a 4xx status, except 503 while
+Redis is unreachable. Users, sessions and throttles live in Redis (:mod:`stockctl.accounts`);
+the Ed25519 signing key lives in ``secrets/jwt-ed25519.pem`` (:mod:`stockctl.tokens`).
+
+The daemon drives ``uvicorn.Server`` itself on a socket it binds first: uvicorn's own
+signal handling is switched off, and SIGINT/SIGTERM set the service's shutdown event,
+which asks uvicorn to finish in-flight requests and stop (exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stockctl.accounts import (
+    MAX_PASSWORD_CHARS,
+    InvalidEmail,
+    Refresh,
+    UserStore,
+    WeakPassword,
+    check_password_policy,
+    hash_password,
+    needs_rehash,
+    normalise_email,
+    verify_password,
+)
+from stockctl.service import StateLog, StatusFile, main, redis_client, shutdown_event, wait_redis
+from stockctl.settings import Settings
+from stockctl.tokens import TokenError, TokenSigner, TokenVerifier
+
+log = logging.getLogger("stockctl.auth")
+
+MAX_BODY_BYTES = 16 * 1024
+"""Larger request bodies get 413 before they are parsed."""
+
+JWKS_CACHE = "public, max-age=300"
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, short code, readable detail."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+def error_body(error: str, detail: str) -> bytes:
+    return json.dumps({"error": error, "detail": detail}, separators=(",", ":")).encode()
+
+
+def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+
+
+# --- wire models ----------------------------------------------------------------------------
+
+
+class CredentialsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    email: str = Field(description="Email address; stored lower-cased.", examples=["ada@example.com"])
+    password: str = Field(description="10-128 characters, not a common password, not the email.")
+
+
+class RefreshIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    refresh_token: str
+
+
+class TokensOut(BaseModel):
+    email: str
+    access_token: str = Field(description="EdDSA-signed JWT; send as `Authorization: Bearer ...`.")
+    refresh_token: str = Field(description="Opaque; spend it at /auth/refresh for a new pair (single use).")
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class MeOut(BaseModel):
+    email: str
+    created: str = Field(description="Registration time, ISO 8601 UTC.")
+    disabled: bool
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="Short machine-readable code.")
+    detail: str = Field(description="What went wrong, readable.")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorOut} for code in codes}
+
+
+# --- client address --------------------------------------------------------------------------
+
+
+def client_address(peer: str | None, forwarded: list[str] | None = None) -> str:
+    """The address login throttles count against.
+
+    The socket peer, unless the peer is loopback (the gateway on this host) and sent
+    ``X-Forwarded-For``: then the last address in that header, the one the proxy saw.
+    """
+    if not peer:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if forwarded and ip.is_loopback:
+        hops = [h.strip() for h in ",".join(forwarded).split(",") if h.strip()]
+        if hops:
+            with contextlib.suppress(ValueError):
+                return str(ipaddress.ip_address(hops[-1]))
+    return str(ip)
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+class AuthService:
+    """Everything the endpoints share: settings, store, keys, counters, Redis health."""
+
+    def __init__(self, settings: Settings, store: UserStore, signer: TokenSigner, status: StatusFile) -> None:
+        self.s, self.store, self.signer, self.status = settings, store, signer, status
+        self.verifier = TokenVerifier(signer.jwks(), audience=signer.audience, issuer=signer.issuer)
+        # Argon2id takes ~64 MiB and tens of ms per hash: bound how many run at once.
+        self.hash_slots = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+        self.dummy_hash = ""
+        self.redis_up = True
+        self.redis_state = StateLog(log, "Redis")
+
+    async def prepare(self) -> None:
+        # Unknown emails are checked against this, so they take as long as known ones.
+        self.dummy_hash = await asyncio.to_thread(hash_password, os.urandom(16).hex())
+
+    async def hash(self, password: str) -> str:
+        async with self.hash_slots:
+            return await asyncio.to_thread(hash_password, password)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        async with self.hash_slots:
+            return await asyncio.to_thread(verify_password, password_hash, password)
+
+    # --- Redis health ---------------------------------------------------------------------
+
+    def need_redis(self) -> None:
+        if not self.redis_up:
+            raise ApiError(
+                503, "unavailable", "the account store is unreachable; try again shortly", {"Retry-After": "2"}
+            )
+
+    def redis_failed(self, exc: Exception) -> None:
+        self.redis_up = False
+        self.redis_state.set("unreachable", f"{exc.__class__.__name__}: {exc}")
+        self.status.incr("redis_errors")
+
+    async def watch_redis(self, stop: asyncio.Event) -> None:
+        """Ping Redis every second; requests fail fast with 503 while it is down."""
+        while not stop.is_set():
+            try:
+                await self.store.r.ping()
+            except Exception as exc:
+                self.redis_failed(exc)
+            else:
+                self.redis_up = True
+                self.redis_state.set("ok")
+            self.status.info["redis"] = "ok" if self.redis_up else "unreachable"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def email(text: str) -> str:
+        try:
+            return normalise_email(text)
+        except InvalidEmail as exc:
+            raise ApiError(422, "invalid_email", f"email: {exc}") from None
+
+    async def tokens_for(self, email: str) -> TokensOut:
+        refresh = await self.store.new_session(email, self.s.refresh_token_ttl_s)
+        if refresh is None:
+            raise ApiError(403, "account_disabled", "account disabled; ask the operator to enable it")
+        now = int(time.time())
+        access, exp = self.signer.issue(email, now)
+        return TokensOut(email=email, access_token=access, refresh_token=refresh, expires_in=exp - now)
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    async def register(self, body: CredentialsIn) -> TokensOut:
+        email = self.email(body.email)
+        try:
+            check_password_policy(body.password, email)
+        except WeakPassword as exc:
+            raise ApiError(422, "weak_password", f"password: {exc}") from None
+        self.need_redis()
+        taken = ApiError(409, "email_taken", f"an account for {email} already exists; log in instead")
+        if await self.store.get(email) is not None:
+            raise taken
+        if await self.store.create(email, await self.hash(body.password)) is None:
+            raise taken
+        log.info("registered %s", email)
+        self.status.incr("registered")
+        return await self.tokens_for(email)
+
+    async def login(self, body: CredentialsIn, ip: str) -> TokensOut:
+        email = self.email(body.email)
+        self.need_redis()
+        s = self.s
+        throttle = await self.store.reserve_login(
+            email, ip, s.login_max_failures, s.login_max_failures_per_ip, s.login_window_s
+        )
+        if throttle.kind is not None:
+            self.status.incr("throttled")
+            log.warning("login for %s from %s refused: too many failures per %s", email, ip, throttle.kind)
+            who = "for this account" if throttle.kind == "email" else "from your address"
+            raise ApiError(
+                429,
+                "too_many_attempts",
+                f"too many failed logins {who}; try again in {throttle.retry_after} s",
+                {"Retry-After": str(throttle.retry_after)},
+            )
+        user = await self.store.get(email)
+        password = body.password
+        if len(password) > 4 * MAX_PASSWORD_CHARS:
+            password = ""  # could never have been registered; do not feed it to Argon2
+        good = await self.verify(user.password_hash if user else self.dummy_hash, password)
+        if user is None or not good or not password:
+            self.status.incr("login_failures")
+            log.info("failed login for %s from %s", email, ip)
+            raise ApiError(401, "invalid_credentials", "invalid email or password")
+        await self.store.login_succeeded(email, ip)
+        if await self.store.is_disabled(email):
+            log.info("login for disabled account %s from %s refused", email, ip)
+            raise ApiError(403, "account_disabled", "account disabled; ask the operator to enable it")
+        if needs_rehash(user.password_hash):
+            await self.store.set_hash(email, await self.hash(password))
+        tokens = await self.tokens_for(email)
+        self.status.incr("logins")
+        log.info("login %s from %s", email, ip)
+        return tokens
+
+    async def refresh(self, body: RefreshIn) -> TokensOut:
+        self.need_redis()
+        result = await self.store.rotate(body.refresh_token, self.s.refresh_token_ttl_s)
+        if result.status is Refresh.REUSED:
+            self.status.incr("reuse_detected")
+            log.warning("spent refresh token presented again for %s: revoked %d sessions", result.email, result.revoked)
+            raise ApiError(
+                401,
+                "token_reused",
+                "refresh token was already used; every session of this account is revoked; log in again",
+            )
+        if result.status is Refresh.DISABLED:
+            raise ApiError(403, "account_disabled", "account disabled; ask the operator to enable it")
+        if result.status is not Refresh.OK or result.email is None or result.token is None:
+            raise ApiError(401, "invalid_token", "refresh token is invalid, expired or revoked; log in again")
+        now = int(time.time())
+        access, exp = self.signer.issue(result.email, now)
+        self.status.incr("refreshes")
+        return TokensOut(email=result.email, access_token=access, refresh_token=result.token, expires_in=exp - now)
+
+    async def logout(self, body: RefreshIn) -> None:
+        self.need_redis()
+        email = await self.store.revoke(body.refresh_token)
+        if email is not None:
+            self.status.incr("logouts")
+            log.info("logout %s", email)
+
+    async def me(self, creds: HTTPAuthorizationCredentials | None) -> MeOut:
+        if creds is None or not creds.credentials:
+            raise ApiError(401, "unauthorized", "missing bearer token", UNAUTHORIZED_HEADERS)
+        try:
+            claims = self.verifier.verify(creds.credentials)
+        except TokenError as exc:
+            raise ApiError(401, "invalid_token", f"invalid token: {exc.reason}", UNAUTHORIZED_HEADERS) from None
+        self.need_redis()
+        user = await self.store.get(claims.email)
+        if user is None:
+            raise ApiError(401, "invalid_token", "invalid token: unknown account", UNAUTHORIZED_HEADERS)
+        if await self.store.is_disabled(claims.email):
+            raise ApiError(403, "account_disabled", "account disabled; ask the operator to enable it")
+        created = datetime.fromtimestamp(user.created, UTC).isoformat(timespec="seconds")
+        return MeOut(email=user.email, created=created, disabled=False)
+
+
+# --- ASGI guard: body size and type -------------------------------------------------------------
+
+
+class BodyGuard:
+    """413 for bodies over ``limit`` (declared or streamed), 415 for non-JSON POSTs under /auth."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await self._reply(send, 400, "bad_request", "bad Content-Length header")
+                return
+            if size > self.limit:
+                await self._too_large(send)
+                return
+        if scope["method"] == "POST" and scope["path"].startswith("/auth/"):
+            media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if media != b"application/json" and not media.endswith(b"+json"):
+                await self._reply(
+                    send, 415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json"
+                )
+                return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await self._reply(send, 413, "body_too_large", f"request body is larger than {self.limit} bytes")
+
+    @staticmethod
+    async def _reply(send: Send, status: int, error: str, detail: str) -> None:
+        body = error_body(error, detail)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def _validation_detail(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            return 400, "invalid_json", "request body is not valid JSON"
+    parts = []
+    for err in errors[:3]:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        field = ".".join(loc)
+        msg = str(err.get("msg", "invalid"))
+        if not field and err.get("type") == "missing":
+            parts.append("request body is required (a JSON object)")
+        elif not field:
+            parts.append(f"body: {msg}")
+        else:
+            parts.append(f"{field}: {msg}")
+    return 422, "invalid_request", "; ".join(parts) or "invalid request"
+
+
+def create_app(svc: AuthService) -> FastAPI:
+    app = FastAPI(
+        title="stockctl auth",
+        version="1",
+        description="Accounts, logins and access tokens of a stockctl instance.",
+        openapi_url="/auth/openapi.json",
+        docs_url="/auth/docs",
+        redoc_url=None,
+    )
+    bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login.")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, error, detail = _validation_detail(list(exc.errors()))
+        return error_response(status, error, detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 404:
+            detail = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        status = exc.status_code if 400 <= exc.status_code < 500 else 400
+        return error_response(status, codes.get(exc.status_code, "bad_request"), detail, exc.headers)
+
+    @app.exception_handler(RedisError)
+    async def _redis(request: Request, exc: RedisError) -> JSONResponse:
+        svc.redis_failed(exc)
+        return error_response(
+            503, "unavailable", "the account store is unreachable; try again shortly", {"Retry-After": "2"}
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal", "internal error")
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        svc.status.incr("requests")
+        if response.status_code >= 400:
+            svc.status.incr(f"http_{response.status_code}")
+        return response
+
+    app.add_middleware(BodyGuard, limit=MAX_BODY_BYTES)
+
+    def ip_of(request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.getlist("x-forwarded-for"))
+
+    @app.post("/auth/register", status_code=201, response_model=TokensOut, responses=_errors(400, 409, 413, 415, 422))
+    async def register(body: CredentialsIn) -> TokensOut:
+        """Create an account and log it in."""
+        return await svc.register(body)
+
+    @app.post("/auth/login", response_model=TokensOut, responses=_errors(400, 401, 403, 413, 415, 422, 429))
+    async def login(body: CredentialsIn, request: Request) -> TokensOut:
+        """Exchange email and password for an access token and a refresh token."""
+        return await svc.login(body, ip_of(request))
+
+    @app.post("/auth/refresh", response_model=TokensOut, responses=_errors(400, 401, 403, 413, 415, 422))
+    async def refresh(body: RefreshIn) -> TokensOut:
+        """Spend a refresh token for a new pair. A spent token presented again revokes every session."""
+        return await svc.refresh(body)
+
+    @app.post("/auth/logout", status_code=204, response_class=Response, responses=_errors(400, 413, 415, 422))
+    async def logout(body: RefreshIn) -> Response:
+        """Revoke a refresh token (access tokens expire on their own)."""
+        await svc.logout(body)
+        return Response(status_code=204)
+
+    @app.get("/auth/me", response_model=MeOut, responses=_errors(401, 403))
+    async def me(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> MeOut:
+        """The account an access token belongs to."""
+        return await svc.me(creds)
+
+    def jwks() -> JSONResponse:
+        return JSONResponse(svc.signer.jwks(), headers={"Cache-Control": JWKS_CACHE})
+
+    app.get("/.well-known/jwks.json", summary="Public signing keys (JWKS)")(jwks)
+    app.get("/auth/jwks.json", summary="Public signing keys (JWKS), under /auth")(jwks)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """200 while the account store answers, 503 otherwise."""
+        up = svc.redis_up
+        return JSONResponse(
+            {"status": "ok" if up else "degraded", "redis": "ok" if up else "unreachable"}, 200 if up else 503
+        )
+
+    return app
+
+
+# --- process ----------------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the daemon's shutdown event stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or SystemExit(1) with a clear line in the log."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc)
+        raise SystemExit(1) from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        log.error("cannot listen on %s:%d: %s; choose another port with STOCKCTL_AUTH_PORT", host, port, exc)
+        raise SystemExit(1) from None
+    return sock
+
+
+async def run(settings: Settings) -> None:
+    stop = shutdown_event()
+    status = StatusFile(settings, "auth")
+    async with AsyncExitStack() as stack:
+        # --- startup ---------------------------------------------------------------
+        try:
+            signer = TokenSigner.for_settings(settings)
+        except (TokenError, OSError, ValueError) as exc:
+            log.error("cannot load the signing key in %s: %s", settings.secrets_dir, exc)
+            raise SystemExit(1) from None
+        r = redis_client(settings)
+        stack.push_async_callback(r.aclose)
+        if not await wait_redis(r, stop, log, settings.effective_redis_url):
+            return
+        sock = bind(settings.host, settings.auth_port)
+        svc = AuthService(settings, UserStore(r), signer, status)
+        await svc.prepare()
+        config = uvicorn.Config(
+            create_app(svc),
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,  # X-Forwarded-For is trusted only from loopback, by client_address
+            server_header=False,
+            lifespan="off",
+            timeout_graceful_shutdown=max(1, int(settings.stop_timeout) - 2),
+        )
+        server = _Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not serving.done() and not stop.is_set():
+            await asyncio.sleep(0.02)
+        if serving.done():
+            await serving
+            raise SystemExit(1)
+        status.ready = True
+        status.info = {"url": f"http://{settings.host}:{settings.auth_port}", "kid": signer.kid, "redis": "ok"}
+        stack.callback(status.remove)
+        status_task = asyncio.create_task(status.run(stop))
+        health_task = asyncio.create_task(svc.watch_redis(stop))
+        log.info("listening on %s (signing key %s)", status.info["url"], signer.kid)
+
+        # --- main loop -------------------------------------------------------------
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
+        crashed = serving.done() and not stop.is_set()
+
+        # --- shutdown --------------------------------------------------------------
+        stop.set()
+        server.should_exit = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(serving), settings.stop_timeout)
+        if not serving.done():
+            server.force_exit = True
+            await serving
+        await asyncio.gather(status_task, health_task, stopping)
+        if crashed:
+            log.error("the HTTP server stopped on its own")
+            raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main("auth", run)

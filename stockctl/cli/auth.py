@@ -1,0 +1,182 @@
+"""``register``, ``login``, ``logout``, ``whoami`` and the operator's ``users list/disable/enable``."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from stockctl.accounts import list_users, set_disabled
+from stockctl.cli.common import JsonOpt, console, get_settings, print_json
+from stockctl.credentials import (
+    AuthClient,
+    AuthError,
+    NotLoggedIn,
+    Session,
+    access_token,
+    base_url,
+    clear,
+    load,
+    refresh_session,
+    save,
+)
+from stockctl.errors import ServiceUnavailable, StockctlError, UsageError
+
+app = typer.Typer()
+users_app = typer.Typer(
+    no_args_is_help=True,
+    help="Accounts of the local instance (operator commands: they talk to its Redis directly).",
+)
+
+EmailArg = Annotated[str, typer.Argument(help="Email address of the account.", show_default=False)]
+PasswordStdin = Annotated[
+    bool,
+    typer.Option("--password-stdin", help="Read the password from the first line of stdin instead of prompting."),
+]
+
+
+def read_password(from_stdin: bool, confirm: bool) -> str:
+    """The password, from stdin or a hidden prompt (twice when ``confirm``). Never echoed."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError(
+                "no password on stdin", "pipe one line in, e.g. `... | stockctl login EMAIL --password-stdin`"
+            )
+        return password
+    return typer.prompt(
+        "Password", hide_input=True, confirmation_prompt="Repeat password" if confirm else False, err=True
+    )
+
+
+def _session_doc(session: Session) -> dict[str, Any]:
+    return {"email": session.email, "base_url": session.base_url, "expires_in": int(session.expires_in())}
+
+
+def _start_session(email: str, password_stdin: bool, json_out: bool, new_account: bool) -> None:
+    settings = get_settings()
+    url = base_url(settings)
+    password = read_password(password_stdin, confirm=new_account)
+    previous = load(settings)
+    with AuthClient(url) as client:
+        doc = client.register(email, password) if new_account else client.login(email, password)
+        if previous is not None and previous.base_url == url:
+            with contextlib.suppress(StockctlError):  # best effort: do not leave the old session alive
+                client.logout(previous.refresh_token)
+    session = Session.from_tokens(url, doc)
+    save(settings, session)
+    if json_out:
+        print_json(_session_doc(session))
+        return
+    verb = "registered and logged in" if new_account else "logged in"
+    console.print(f"{verb} as [bold]{session.email}[/] at {url}")
+
+
+@app.command()
+def register(email: EmailArg, password_stdin: PasswordStdin = False, json_out: JsonOpt = False) -> None:
+    """Create an account on the instance and log in (asks for the password twice)."""
+    _start_session(email, password_stdin, json_out, new_account=True)
+
+
+@app.command()
+def login(email: EmailArg, password_stdin: PasswordStdin = False, json_out: JsonOpt = False) -> None:
+    """Log in; the session is kept for this instance in your config dir (mode 0600)."""
+    _start_session(email, password_stdin, json_out, new_account=False)
+
+
+@app.command()
+def logout() -> None:
+    """Revoke the session on the instance and forget it here."""
+    settings = get_settings()
+    session = load(settings)
+    if session is None:
+        console.print("not logged in")
+        return
+    try:
+        with AuthClient(session.base_url) as client:
+            client.logout(session.refresh_token)
+    except ServiceUnavailable as exc:
+        clear(settings)
+        raise ServiceUnavailable(
+            f"forgot the local session, but could not revoke it on the server: {exc.message}",
+            "it expires on its own; log out again when the instance is up to revoke it now",
+        ) from None
+    clear(settings)
+    console.print(f"logged out {session.email}")
+
+
+@app.command()
+def whoami(json_out: JsonOpt = False) -> None:
+    """The account this CLI is logged in as, checked with the server."""
+    settings = get_settings()
+    token = access_token(settings)
+    session = load(settings)
+    url = session.base_url if session else base_url(settings)
+    with AuthClient(url) as client:
+        try:
+            me = client.me(token)
+        except AuthError as exc:
+            if exc.status != 401:
+                raise
+            # The server no longer takes this token (key rotated, clock skew): refresh once.
+            try:
+                me = client.me(refresh_session(settings, force=True).access_token)
+            except AuthError as again:
+                if again.status != 401:
+                    raise
+                raise NotLoggedIn(again.message) from None
+    if json_out:
+        print_json({**me, "base_url": url})
+        return
+    console.print(f"[bold]{me['email']}[/] at {url} (registered {me.get('created', '-')})")
+
+
+# --- operator -----------------------------------------------------------------------------------
+
+
+def _when(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso
+
+
+@users_app.command("list")
+def users_list(json_out: JsonOpt = False) -> None:
+    """Every account: email, registration time, disabled, live sessions."""
+    users = [u.doc() for u in list_users(get_settings())]
+    if json_out:
+        print_json(users)
+        return
+    if not users:
+        console.print("no accounts yet: `stockctl register EMAIL`")
+        return
+    table = Table(header_style="bold")
+    for col, justify in (("email", "left"), ("registered", "left"), ("state", "left"), ("sessions", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for u in users:
+        state = "[red]disabled[/]" if u["disabled"] else "[green]active[/]"
+        table.add_row(u["email"], _when(u["created"]), state, str(u["sessions"]))
+    console.print(table)
+
+
+@users_app.command()
+def disable(email: EmailArg) -> None:
+    """Lock an account out: no login or refresh, sessions revoked, access tokens die on expiry."""
+    settings = get_settings()
+    info = set_disabled(settings, email, True)
+    console.print(
+        f"disabled [bold]{info.email}[/]; its sessions are revoked and its access tokens expire"
+        f" within {settings.access_token_ttl_s} s"
+    )
+
+
+@users_app.command()
+def enable(email: EmailArg) -> None:
+    """Let a disabled account log in again."""
+    info = set_disabled(get_settings(), email, False)
+    console.print(f"enabled [bold]{info.email}[/]")

@@ -1,0 +1,257 @@
+"""The CLI's login, one per instance, and a small client of the auth API.
+
+A session is kept in ``$XDG_CONFIG_HOME/stockctl/credentials/<key>.json`` (default
+``~/.config``), mode 0600 in a 0700 directory, where ``<key>`` is a short SHA-256 of the
+instance's base URL and state dir: logins to two instances never mix. The access token
+is refreshed through ``{base}/auth/refresh`` when it has less than 30 s to live; each
+refresh rotates the stored refresh token (under a file lock, so two commands refreshing
+at once do not spend the same refresh token twice, which the server treats as theft).
+
+The base URL is the gateway's (``stockctl.client.resolve_gateway_url``), which proxies
+``/auth/*``; ``STOCKCTL_AUTH_BASE_URL`` overrides it (tests, or an auth daemon reached
+directly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stockctl.errors import ServiceUnavailable, StockctlError, UsageError
+from stockctl.settings import Settings
+
+ENV_BASE_URL = "STOCKCTL_AUTH_BASE_URL"
+REFRESH_MARGIN_S = 30
+"""Refresh the access token when it expires within this many seconds."""
+
+
+class NotLoggedIn(StockctlError):
+    """No usable session for this instance."""
+
+    exit_code = 4
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(f"not logged in ({reason})" if reason else "not logged in", "run `stockctl login EMAIL`")
+
+
+class AuthError(StockctlError):
+    """The auth service refused a request; the message is the server's reason."""
+
+    def __init__(self, message: str, status: int, error: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.status, self.error = status, error
+
+
+# --- HTTP client ------------------------------------------------------------------------------
+
+
+class AuthClient:
+    """Synchronous client of ``/auth/*``; HTTP errors become one-line StockctlErrors."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AuthClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"cannot reach {self.base_url} ({exc.__class__.__name__})", "is the instance up? `stockctl status`"
+            ) from None
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        return resp
+
+    def _error(self, resp: httpx.Response) -> StockctlError:
+        try:
+            body = resp.json()
+            error = str(body.get("error", ""))
+            detail = str(body.get("detail") or error or resp.reason_phrase)
+        except (ValueError, AttributeError):
+            error, detail = "", (resp.text.strip().splitlines() or [resp.reason_phrase])[0][:200]
+        status = resp.status_code
+        if status in (400, 413, 415, 422):
+            return UsageError(detail)
+        if status == 404:
+            return ServiceUnavailable(
+                f"no auth service at {self.base_url} ({detail})", f"check {ENV_BASE_URL} or `stockctl status`"
+            )
+        if status >= 500:
+            return ServiceUnavailable(f"auth service error {status} at {self.base_url}: {detail}")
+        return AuthError(detail, status, error)
+
+    def _tokens(self, path: str, body: dict[str, str]) -> dict[str, Any]:
+        return self._send("POST", path, json=body).json()
+
+    def register(self, email: str, password: str) -> dict[str, Any]:
+        return self._tokens("/auth/register", {"email": email, "password": password})
+
+    def login(self, email: str, password: str) -> dict[str, Any]:
+        return self._tokens("/auth/login", {"email": email, "password": password})
+
+    def refresh(self, refresh_token: str) -> dict[str, Any]:
+        return self._tokens("/auth/refresh", {"refresh_token": refresh_token})
+
+    def logout(self, refresh_token: str) -> None:
+        self._send("POST", "/auth/logout", json={"refresh_token": refresh_token})
+
+    def me(self, access_token: str) -> dict[str, Any]:
+        return self._send("GET", "/auth/me", headers={"Authorization": f"Bearer {access_token}"}).json()
+
+
+# --- stored session ----------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    base_url: str
+    email: str
+    access_token: str
+    access_exp: float
+    """Unix time the access token expires (local clock: now + the server's expires_in)."""
+    refresh_token: str
+
+    @classmethod
+    def from_tokens(cls, base_url: str, doc: dict[str, Any]) -> Session:
+        return cls(
+            base_url=base_url,
+            email=str(doc["email"]),
+            access_token=str(doc["access_token"]),
+            access_exp=time.time() + float(doc["expires_in"]),
+            refresh_token=str(doc["refresh_token"]),
+        )
+
+    def expires_in(self) -> float:
+        return self.access_exp - time.time()
+
+    def __repr__(self) -> str:  # tokens never reach logs or tracebacks
+        return f"Session(base_url={self.base_url!r}, email={self.email!r})"
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "stockctl"
+
+
+def base_url(settings: Settings) -> str:
+    """Where the CLI reaches ``/auth/*``: ``STOCKCTL_AUTH_BASE_URL``, else the gateway."""
+    explicit = os.environ.get(ENV_BASE_URL)
+    if explicit:
+        return explicit.rstrip("/")
+    from stockctl.client import resolve_gateway_url
+
+    return resolve_gateway_url(settings)
+
+
+def instance_key(url: str, home: Path) -> str:
+    return hashlib.sha256(f"{url}\n{home.expanduser().resolve()}".encode()).hexdigest()[:16]
+
+
+def credentials_path(settings: Settings, url: str | None = None) -> Path:
+    url = url or base_url(settings)
+    return config_dir() / "credentials" / f"{instance_key(url, settings.home)}.json"
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def save(settings: Settings, session: Session) -> Path:
+    """Write the session atomically, readable by this user only."""
+    path = credentials_path(settings, session.base_url)
+    _private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(asdict(session), fh)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load(settings: Settings) -> Session | None:
+    """The stored session of this instance, or None (also for an unreadable file)."""
+    path = credentials_path(settings)
+    try:
+        doc = json.loads(path.read_text())
+        return Session(
+            base_url=str(doc["base_url"]),
+            email=str(doc["email"]),
+            access_token=str(doc["access_token"]),
+            access_exp=float(doc["access_exp"]),
+            refresh_token=str(doc["refresh_token"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def clear(settings: Settings) -> bool:
+    """Forget the stored session; whether there was one."""
+    path = credentials_path(settings)
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    _private_dir(path.parent)
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def refresh_session(settings: Settings, force: bool = False) -> Session:
+    """The stored session with a fresh access token (rotating the refresh token)."""
+    path = credentials_path(settings)
+    with _locked(path):
+        session = load(settings)  # again, under the lock: another command may have refreshed
+        if session is None:
+            raise NotLoggedIn()
+        if not force and session.expires_in() > REFRESH_MARGIN_S:
+            return session
+        try:
+            with AuthClient(session.base_url) as client:
+                doc = client.refresh(session.refresh_token)
+        except AuthError as exc:
+            clear(settings)
+            raise NotLoggedIn(exc.message) from None
+        fresh = Session.from_tokens(session.base_url, doc)
+        save(settings, fresh)
+        return fresh
+
+
+def access_token(settings: Settings) -> str:
+    """A valid access token for this instance, refreshed if it is about to expire."""
+    session = load(settings)
+    if session is None:
+        raise NotLoggedIn()
+    if session.expires_in() > REFRESH_MARGIN_S:
+        return session.access_token
+    return refresh_session(settings).access_token

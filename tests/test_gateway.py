@@ -1,0 +1,325 @@
+"""The gateway over real sockets: REST with tokens, WebSocket channels, slow clients, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from stockctl import infra
+from stockctl.settings import Settings
+from tests.conftest import make_settings, wait_for
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    daemons: dict
+
+    @property
+    def base(self) -> str:
+        return self.settings.gateway_url
+
+    @property
+    def ws(self) -> str:
+        return self.settings.ws_url
+
+
+def stack_settings(servers, home: Path, **overrides) -> Settings:
+    ports = {
+        "gateway_port": infra.free_port(),
+        "ws_port": infra.free_port(),
+        "auth_port": infra.free_port(),
+    }
+    return make_settings(servers, home, **{"rate": 20, "seed": 1, **ports, **overrides})
+
+
+@pytest.fixture
+def stack(clean, tmp_path: Path, daemons) -> Stack:
+    settings = stack_settings(clean, tmp_path / "home")
+    started = {name: daemons(name, settings) for name in ("processor", "publisher", "auth", "gateway")}
+    s = Stack(settings, started)
+    wait_for(lambda: len(get(s, "/api/v1/prices", token(s)).json()) == 2, 20, what="prices via gateway")
+    return s
+
+
+_tokens: dict[str, str] = {}
+
+
+def register(s: Stack, email: str) -> dict:
+    resp = httpx.post(f"{s.base}/auth/register", json={"email": email, "password": PASSWORD}, timeout=10)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def token(s: Stack, email: str = "ada@example.com") -> str:
+    key = f"{s.base}|{email}"
+    if key not in _tokens:
+        resp = httpx.post(f"{s.base}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
+        if resp.status_code == 401:
+            _tokens[key] = register(s, email)["access_token"]
+        else:
+            assert resp.status_code == 200, resp.text
+            _tokens[key] = resp.json()["access_token"]
+    return _tokens[key]
+
+
+def get(s: Stack, path: str, tok: str | None, base: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+    return httpx.get(f"{base or s.base}{path}", headers=headers, timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _forget_tokens() -> None:
+    _tokens.clear()
+
+
+# --- REST ---------------------------------------------------------------------------------
+
+
+def test_rest_needs_a_token_and_serves_market_data(stack: Stack) -> None:
+    tok = token(stack)
+
+    assert get(stack, "/api/v1/prices", None).status_code == 401
+    assert get(stack, "/api/v1/prices", "not.a.token").status_code == 401
+    prices = get(stack, "/api/v1/prices", tok).json()
+    assert {p["symbol"] for p in prices} == {"AAPL", "MSFT"}
+    one = get(stack, "/api/v1/prices/aapl", tok).json()
+    assert one["symbol"] == "AAPL" and one["price"]
+    wait_for(lambda: len(get(stack, "/api/v1/history/AAPL?limit=3", tok).json()) == 3, 10)
+    hist = get(stack, "/api/v1/history/AAPL?limit=3", tok).json()
+    assert [p[2] for p in hist] == sorted(p[2] for p in hist)
+    assert isinstance(get(stack, "/api/v1/candles/AAPL?interval=1s&limit=5", tok).json(), list)
+    assert isinstance(get(stack, "/api/v1/signals/AAPL", tok).json(), list)
+
+
+def test_seed_002_aliases(stack: Stack) -> None:
+    tok = token(stack)
+
+    assert len(get(stack, "/prices", tok).json()) == 2
+    assert get(stack, "/price/MSFT", tok).json()["symbol"] == "MSFT"
+    wait_for(lambda: len(get(stack, "/price/history/MSFT/2", tok).json()) == 2, 10)
+
+
+def test_rest_errors_are_4xx_json_with_a_reason(stack: Stack) -> None:
+    tok = token(stack)
+    cases = {
+        "/api/v1/prices/NOPE": (404, "known symbols: AAPL, MSFT"),
+        "/api/v1/prices/A.B": (400, "bad symbol"),
+        "/api/v1/history/AAPL?limit=0": (422, "limit"),
+        "/api/v1/history/AAPL?limit=abc": (422, "limit"),
+        "/api/v1/candles/AAPL?interval=7m": (400, "no 7m candles"),
+        "/api/v1/candles/AAPL?interval=NaN": (400, "bad candle interval"),
+        "/api/v1/nowhere": (404, "Not Found"),
+    }
+    for path, (status, needle) in cases.items():
+        resp = get(stack, path, tok)
+        assert resp.status_code == status, (path, resp.text)
+        assert needle in resp.json()["detail"], (path, resp.text)
+
+
+def test_openapi_spec_is_served(stack: Stack) -> None:
+    spec = httpx.get(f"{stack.base}/openapi.json", timeout=10).json()
+
+    assert "/api/v1/prices" in spec["paths"]
+
+
+def test_two_gateways_serve_the_same_data(stack: Stack, daemons, tmp_path: Path) -> None:
+    other = stack.settings.model_copy(update={"gateway_port": infra.free_port(), "ws_port": infra.free_port()})
+    other = Settings(**{**other.model_dump(), "home": tmp_path / "home2"})
+    other.ensure_dirs()
+    daemons("gateway", other)
+    tok = token(stack)
+
+    a = {q["symbol"] for q in get(stack, "/api/v1/prices", tok).json()}
+    b = {q["symbol"] for q in get(stack, "/api/v1/prices", tok, base=other.gateway_url).json()}
+
+    assert a == b == {"AAPL", "MSFT"}
+
+
+# --- WebSocket ----------------------------------------------------------------------------
+
+
+async def recv_json(ws, timeout: float = 5.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws, pred, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await recv_json(ws, max(0.1, deadline - time.monotonic()))
+        if pred(msg):
+            return msg
+
+
+def test_ws_auth_subscribe_snapshot_updates_unsubscribe(stack: Stack) -> None:
+    tok = token(stack)
+
+    async def scenario() -> None:
+        async with websockets.connect(stack.ws) as ws:
+            await ws.send(json.dumps({"op": "auth", "token": tok}))
+            assert (await recv_json(ws))["type"] == "welcome"
+            await ws.send(json.dumps({"op": "subscribe", "channels": ["quotes:AAPL"], "id": 7}))
+            first = await recv_until(ws, lambda m: m["type"] in ("snapshot", "subscribed"))
+            got = [first, await recv_until(ws, lambda m: m["type"] in ("snapshot", "subscribed"))]
+            snap = next(m for m in got if m["type"] == "snapshot")
+            ack = next(m for m in got if m["type"] == "subscribed")
+            assert snap["channel"] == "quotes:AAPL" and snap["data"]["symbol"] == "AAPL"
+            assert ack["id"] == 7 and ack["channels"] == ["quotes:AAPL"]
+            q1 = await recv_until(ws, lambda m: m["type"] == "quote")
+            q2 = await recv_until(ws, lambda m: m["type"] == "quote")
+            assert q2["data"]["seq"] > q1["data"]["seq"] >= snap["data"]["seq"]
+
+            await ws.send(json.dumps({"op": "unsubscribe", "channels": ["quotes:AAPL"]}))
+            await recv_until(ws, lambda m: m["type"] == "unsubscribed")
+            with pytest.raises(TimeoutError):
+                await recv_until(ws, lambda m: m["type"] == "quote", timeout=0.5)
+
+    asyncio.run(scenario())
+
+
+def test_ws_token_in_header_and_ping_pong(stack: Stack) -> None:
+    tok = token(stack)
+
+    async def scenario() -> None:
+        async with websockets.connect(stack.ws, additional_headers={"Authorization": f"Bearer {tok}"}) as ws:
+            assert (await recv_json(ws))["type"] == "welcome"
+            await ws.send(json.dumps({"op": "ping", "id": "x"}))
+            assert await recv_json(ws) == {"type": "pong", "id": "x"}
+
+    asyncio.run(scenario())
+
+
+def test_ws_bad_frames_get_error_frames_and_the_connection_stays(stack: Stack) -> None:
+    tok = token(stack)
+    bad = [
+        "not json",
+        json.dumps({"op": "subscribe", "channels": ["weather:AAPL"]}),
+        json.dumps({"op": "subscribe", "channels": ["quotes:NOPE"]}),
+        json.dumps({"op": "subscribe", "channels": ["candles:AAPL:7m"]}),
+        json.dumps({"op": "fly"}),
+        json.dumps({"op": "subscribe", "channels": "quotes:AAPL"}),
+        json.dumps({"op": "subscribe", "channels": [], "extra": 1}),
+        json.dumps([1, 2, 3]),
+    ]
+
+    async def scenario() -> list[dict]:
+        errors = []
+        async with websockets.connect(stack.ws) as ws:
+            await ws.send(json.dumps({"op": "auth", "token": tok}))
+            await recv_json(ws)
+            for msg in bad:
+                await ws.send(msg)
+                errors.append(await recv_until(ws, lambda m: m["type"] == "error"))
+            await ws.send(json.dumps({"op": "ping"}))
+            assert (await recv_until(ws, lambda m: m["type"] == "pong"))["type"] == "pong"
+        return errors
+
+    errors = asyncio.run(scenario())
+
+    assert len(errors) == len(bad)
+    assert all(e["detail"] for e in errors)
+    assert "known symbols" in errors[2]["detail"]
+
+
+def test_ws_without_valid_token_is_closed_4401(stack: Stack) -> None:
+    async def close_code(first: str | None, headers: dict | None = None) -> int:
+        async with websockets.connect(stack.ws, additional_headers=headers or {}) as ws:
+            if first is not None:
+                await ws.send(first)
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 15)
+            return info.value.rcvd.code
+
+    assert asyncio.run(close_code(json.dumps({"op": "subscribe", "channels": ["quotes:AAPL"]}))) == 4401
+    assert asyncio.run(close_code(json.dumps({"op": "auth", "token": "x.y.z"}))) == 4401
+    assert asyncio.run(close_code(None, {"Authorization": "Bearer nope"})) == 4401
+
+
+def test_ws_oversized_message_closes_with_1009(stack: Stack) -> None:
+    tok = token(stack)
+
+    async def scenario() -> int:
+        async with websockets.connect(stack.ws) as ws:
+            await ws.send(json.dumps({"op": "auth", "token": tok}))
+            await recv_json(ws)
+            await ws.send(json.dumps({"op": "ping", "id": "x" * (stack.settings.ws_max_message_bytes + 10)}))
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            return info.value.rcvd.code
+
+    assert asyncio.run(scenario()) == 1009
+
+
+def test_a_slow_client_does_not_delay_a_fast_one(clean, tmp_path: Path, daemons) -> None:
+    # Arrange: a busy market, one client that reads nothing, one that reads everything.
+    settings = stack_settings(clean, tmp_path / "home", rate=400, symbols=["AAPL", "MSFT", "TSLA"])
+    for name in ("processor", "publisher", "auth", "gateway"):
+        daemons(name, settings)
+    s = Stack(settings, {})
+    wait_for(lambda: len(get(s, "/api/v1/prices", token(s)).json()) == 3, 20)
+    tok = token(s)
+    channels = ["quotes:AAPL", "quotes:MSFT", "quotes:TSLA"]
+
+    async def scenario() -> tuple[list[float], int]:
+        async with (
+            websockets.connect(s.ws, max_queue=1) as slow,
+            websockets.connect(s.ws, max_queue=None) as fast,
+        ):
+            for ws in (slow, fast):
+                await ws.send(json.dumps({"op": "auth", "token": tok}))
+                await ws.send(json.dumps({"op": "subscribe", "channels": channels}))
+            # Stop reading `slow`: its socket buffers fill and the gateway must queue for it.
+            slow.transport.pause_reading()
+            latencies: list[float] = []
+            end = time.monotonic() + 6
+            while time.monotonic() < end:
+                msg = json.loads(await asyncio.wait_for(fast.recv(), 5))
+                if msg["type"] == "quote":
+                    latencies.append((time.time_ns() - msg["data"]["ts"]) / 1e6)
+            return latencies, 0
+
+    latencies, _ = asyncio.run(scenario())
+
+    latencies.sort()
+    assert len(latencies) > 1000  # ~1,200 quotes/s offered
+    p99 = latencies[int(len(latencies) * 0.99)]
+    assert p99 < 250, f"fast client p99 {p99:.1f} ms while a slow client stalls"
+
+
+def test_stream_client_reconnects_after_a_gateway_restart(stack: Stack, tmp_path: Path) -> None:
+    from stockctl.client import stream, write_instance
+
+    write_instance(stack.settings)  # what the supervisor does: the client finds the gateway here
+    tok = token(stack)
+
+    async def scenario() -> list[int]:
+        seqs: list[int] = []
+        restarted = False
+        async for kind, _channel, data in stream(stack.settings, ["quotes:MSFT"], token=tok):
+            if kind != "quote":
+                continue
+            seqs.append(json.loads(bytes(data))["seq"])
+            if len(seqs) == 3 and not restarted:
+                restarted = True
+                gw = stack.daemons["gateway"]
+                gw.terminate()
+                gw.start()
+            if len(seqs) >= 6:
+                return seqs
+        return seqs
+
+    seqs = asyncio.run(asyncio.wait_for(scenario(), 60))
+
+    assert len(seqs) >= 6 and seqs == sorted(seqs)
