@@ -135,9 +135,7 @@ class GatewayClient:
 
         self.base_url = resolve_gateway_url(settings)
         self.token = token or access_token(settings)
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=10, headers={"Authorization": f"Bearer {self.token}"}
-        )
+        self._http = httpx.Client(base_url=self.base_url, timeout=10, headers={"Authorization": f"Bearer {self.token}"})
 
     def close(self) -> None:
         self._http.close()
@@ -172,9 +170,7 @@ class GatewayClient:
         return self._get(f"/api/v1/history/{normalise_symbol(symbol)}", list[PricePoint], limit=limit)
 
     def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
-        return self._get(
-            f"/api/v1/candles/{normalise_symbol(symbol)}", list[Candle], interval=interval, limit=limit
-        )
+        return self._get(f"/api/v1/candles/{normalise_symbol(symbol)}", list[Candle], interval=interval, limit=limit)
 
     def signals(self, symbol: str, limit: int) -> list[Signal]:
         return self._get(f"/api/v1/signals/{normalise_symbol(symbol)}", list[Signal], limit=limit)
