@@ -234,8 +234,21 @@ async def ensure_tick_stream(js: JetStreamContext, settings: Settings) -> api.St
         return await js.update_stream(config)
 
 
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one (a gateway holds a socket per client)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
 def main(name: str, run: Callable[[Settings], Awaitable[None]]) -> None:
     """Entry point of a daemon process."""
+    raise_fd_limit()
     from pydantic import ValidationError
 
     try:
