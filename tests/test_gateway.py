@@ -323,3 +323,28 @@ def test_stream_client_reconnects_after_a_gateway_restart(stack: Stack, tmp_path
     seqs = asyncio.run(asyncio.wait_for(scenario(), 60))
 
     assert len(seqs) >= 6 and seqs == sorted(seqs)
+
+
+def test_a_disabled_user_is_refused_at_once_on_rest_and_websocket(stack: Stack) -> None:
+    from stockctl.accounts import set_disabled
+    from stockctl.client import write_instance
+
+    tok = token(stack, "eve@example.com")
+    assert get(stack, "/api/v1/prices", tok).status_code == 200
+    write_instance(stack.settings)  # the operator command finds the instance's Redis here
+
+    set_disabled(stack.settings, "eve@example.com", True)
+
+    resp = get(stack, "/api/v1/prices", tok)
+    assert resp.status_code == 403 and "disabled" in resp.json()["detail"]
+
+    async def close_code() -> int:
+        async with websockets.connect(stack.ws) as ws:
+            await ws.send(json.dumps({"op": "auth", "token": tok}))
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 10)
+            return info.value.rcvd.code
+
+    assert asyncio.run(close_code()) == 4403
+    set_disabled(stack.settings, "eve@example.com", False)
+    assert get(stack, "/api/v1/prices", tok).status_code == 200
