@@ -21,13 +21,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import msgspec
+import nats.errors
 import redis.asyncio as aioredis
 import websockets
 from fastapi import FastAPI, Query, Request
@@ -43,6 +47,8 @@ from websockets.http11 import Response as WsResponse
 
 from stockctl import names
 from stockctl.errors import NotFound, StockctlError, UsageError
+from stockctl.exchange.wire import Cancel, CancelAll, Fund, Place, Trade, event_decoder
+from stockctl.exchange.wire import encode as ex_encode
 from stockctl.marketstore import MarketStore, check_symbol
 from stockctl.service import (
     StatusFile,
@@ -127,6 +133,212 @@ class Forbidden(StockctlError):
     """A valid token of a user who may not do this."""
 
 
+# --- exchange -----------------------------------------------------------------------------
+
+COID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
+    """An order as a client submits it (REST body or WebSocket ``place``)."""
+
+    market: str
+    side: str
+    qty: str
+    price: str | None = None
+    type: str | None = None  # default: limit when a price is given, else market
+    tif: str = "gtc"
+    post_only: bool = False
+    client_order_id: str | None = None
+
+
+class ExchangeApi:
+    """Commands to the matching daemon through JetStream; outcomes from its stored events."""
+
+    def __init__(self, settings: Settings, nc: NATS, js: Any, r: aioredis.Redis) -> None:
+        self.s, self.nc, self.js, self.r = settings, nc, js, r
+        self.funded: set[str] = set()
+        self.markets: dict[str, dict[str, Any]] = {}
+        self._waiters: dict[str, asyncio.Future[bytes]] = {}
+        self._prefix = ""
+        self._ids = itertools.count(1)
+
+    async def start(self) -> None:
+        self._prefix = self.nc.new_inbox()
+        await self.nc.subscribe(self._prefix + ".*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._waiters.pop(msg.subject, None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg.data)
+
+    async def query(self, what: str, payload: dict[str, Any]) -> bytes:
+        try:
+            resp = await self.nc.request(names.query_subject(what), encode(payload), timeout=3)
+        except Exception as exc:  # no responders or timeout: matching is down
+            raise ExchangeUnavailable(
+                f"the matching engine is not answering ({exc.__class__.__name__})", "try again in a moment"
+            ) from None
+        return resp.data
+
+    async def all_markets(self) -> list[str]:
+        if not self.markets:
+            specs = msgspec.json.decode(await self.query("markets", {}))
+            self.markets = {m["symbol"]: m for m in specs}
+        return sorted(self.markets)
+
+    async def known_market(self, market: str) -> str:
+        mkt = check_symbol(market)
+        if mkt not in await self.all_markets():
+            raise NotFound(f"unknown market {mkt}", f"known markets: {', '.join(sorted(self.markets))}")
+        return mkt
+
+    async def submit(self, market: str, cmd: Any, key: str, user: str) -> list[dict[str, Any]]:
+        """Store a command; return its events once the matching daemon has stored them."""
+        inbox = f"{self._prefix}.{next(self._ids)}"
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiters[inbox] = fut
+        headers = {"Nats-Msg-Id": f"{user}:{key}", names.REPLY_HEADER: inbox}
+        try:
+            ack = await self.js.publish(names.order_subject(market), ex_encode(cmd), headers=headers, timeout=5)
+            if ack.duplicate:
+                # A retry of a command already stored: answer with its recorded outcome.
+                self._waiters.pop(inbox, None)
+                for _ in range(50):
+                    data = await self.query("outcome", {"user": user, "client_order_id": key})
+                    if data != b"null":
+                        return msgspec.json.decode(data)
+                    await asyncio.sleep(0.1)
+                raise ExchangeUnavailable("the order is stored but not processed yet", "check `stockctl orders`")
+            data = await asyncio.wait_for(fut, 10)
+        except TimeoutError:
+            raise ExchangeUnavailable(
+                "the order is stored; the matching engine has not answered yet",
+                "it will be processed when matching is back: check `stockctl orders`",
+            ) from None
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+            raise ExchangeUnavailable(f"could not store the order ({exc.__class__.__name__})", "retry") from None
+        finally:
+            self._waiters.pop(inbox, None)
+        return msgspec.json.decode(data)
+
+    async def ensure_funded(self, user: str) -> None:
+        """A new account's demo balances, once (the engine ignores a second funding)."""
+        if user in self.funded:
+            return
+        cmd = Fund(user=user, request_id="fund", amounts=dict(self.s.demo_balances), ts=time.time_ns())
+        await self.submit(names.ACCOUNTS_MARKET, cmd, "fund", user)
+        self.funded.add(user)
+
+    async def place(self, user: str, order: OrderIn) -> list[dict[str, Any]]:
+        market = await self.known_market(order.market)
+        coid = order.client_order_id or uuid.uuid4().hex
+        if not COID_RE.match(coid):
+            raise UsageError("bad client_order_id", "use 1-64 of A-Z, a-z, 0-9, _ . -")
+        otype = order.type or ("limit" if order.price is not None else "market")
+        if (
+            otype not in ("limit", "market")
+            or order.side not in ("buy", "sell")
+            or order.tif not in ("gtc", "ioc", "fok")
+        ):
+            raise UsageError("bad order", "side is buy or sell, type limit or market, tif gtc, ioc or fok")
+        await self.ensure_funded(user)
+        cmd = Place(
+            user=user,
+            client_order_id=coid,
+            market=market,
+            side=order.side,
+            type=otype,  # type: ignore[arg-type]
+            qty=order.qty,
+            ts=time.time_ns(),
+            price=order.price,
+            tif=order.tif,  # type: ignore[arg-type]
+            post_only=order.post_only,
+        )
+        return await self.submit(market, cmd, coid, user)
+
+    async def cancel(self, user: str, market: str, order_id: int) -> list[dict[str, Any]]:
+        market = await self.known_market(market)
+        key = f"cancel-{uuid.uuid4().hex}"
+        cmd = Cancel(user=user, request_id=key, market=market, order_id=order_id, ts=time.time_ns())
+        return await self.submit(market, cmd, key, user)
+
+    async def cancel_all(self, user: str, market: str) -> list[dict[str, Any]]:
+        market = await self.known_market(market)
+        key = f"cancel-all-{uuid.uuid4().hex}"
+        return await self.submit(
+            market, CancelAll(user=user, request_id=key, market=market, ts=time.time_ns()), key, user
+        )
+
+    async def recent_trades(self, market: str, limit: int) -> list[Any]:
+        market = await self.known_market(market)
+        raw = await self.r.lrange(names.trades_key(market), -limit, -1)
+        return [msgspec.json.decode(b) for b in raw]
+
+    async def fills(self, user: str, limit: int) -> list[dict[str, Any]]:
+        raw = await self.r.lrange(names.fills_key(user), -limit, -1)
+        return [fill_view(user, msgspec.json.decode(b)) for b in raw]
+
+    async def order_history(self, user: str, limit: int) -> list[Any]:
+        raw = await self.r.lrange(names.orders_key(user), -limit, -1)
+        return [msgspec.json.decode(b) for b in raw]
+
+
+class ExchangeUnavailable(StockctlError):
+    """The matching daemon did not answer in time."""
+
+
+def fill_view(user: str, t: dict[str, Any]) -> dict[str, Any]:
+    """A trade from one side's point of view."""
+    taker = t["taker_user"] == user
+    side = t["taker_side"] if taker else ("sell" if t["taker_side"] == "buy" else "buy")
+    return {
+        "ts": t["ts"],
+        "market": t["market"],
+        "side": side,
+        "qty": t["qty"],
+        "price": t["price"],
+        "fee": t["taker_fee"] if taker else t["maker_fee"],
+        "liquidity": "taker" if taker else "maker",
+        "order_id": t["taker_order_id"] if taker else t["maker_order_id"],
+        "client_order_id": t["taker_client_order_id"] if taker else t["maker_client_order_id"],
+        "trade_id": t["trade_id"],
+    }
+
+
+def order_result(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """HTTP status and body for a command's events: 201/200 with status, or 422 with the reason."""
+    first = events[0] if events else {}
+    if first.get("event") == "rejected":
+        return 422, {"error": first["code"], "detail": first["reason"], "events": events}
+    accepted = next((e for e in events if e.get("event") == "accepted"), None)
+    body: dict[str, Any] = {"events": events}
+    if accepted is not None:
+        oid = accepted["order_id"]
+        fills = [e for e in events if e.get("event") == "trade" and oid in (e["maker_order_id"], e["taker_order_id"])]
+        cancelled = next((e for e in events if e.get("event") == "cancelled" and e["order_id"] == oid), None)
+        remaining = fills[-1]["taker_remaining"] if fills else accepted["qty"]
+        if cancelled is not None:
+            status = "cancelled" if not fills else "partially_filled_cancelled"
+        elif fills and _is_zero(remaining):
+            status = "filled"
+        elif fills:
+            status = "partially_filled"
+        else:
+            status = "open"
+        body |= {
+            "order_id": oid,
+            "client_order_id": accepted["client_order_id"],
+            "status": status,
+            "filled": [{"qty": f["qty"], "price": f["price"], "fee": f["taker_fee"]} for f in fills],
+        }
+        return 201, body
+    return 200, body
+
+
+def _is_zero(text: str) -> bool:
+    return text.strip("0.") == ""
+
+
 # --- WebSocket ----------------------------------------------------------------------------
 
 
@@ -137,6 +349,9 @@ class ClientMsg(msgspec.Struct, forbid_unknown_fields=True):
     channels: list[str] = []
     token: str | None = None
     id: int | str | None = None
+    order: OrderIn | None = None
+    order_id: int | None = None
+    market: str | None = None
 
 
 client_msg_decoder = msgspec.json.Decoder(ClientMsg)
@@ -233,64 +448,101 @@ class Client:
 CONFLATED = ("quotes", "candles")
 
 
+@dataclass(frozen=True)
+class Channel:
+    """A parsed channel name: ``quotes:AAPL``, ``candles:AAPL:1m``, ``book:TATA_INR``, ``orders``."""
+
+    name: str
+    kind: str
+    subject: str
+    symbol: str = ""
+    interval: str = ""
+
+
 class Hub:
     """Channels -> clients, with one NATS subscription per channel while anyone listens."""
 
-    def __init__(self, nc: NATS, store: MarketStore, status: StatusFile) -> None:
-        self.nc, self.store, self.status = nc, store, status
+    def __init__(self, nc: NATS, store: MarketStore, exchange: ExchangeApi, status: StatusFile) -> None:
+        self.nc, self.store, self.exchange, self.status = nc, store, exchange, status
         self.members: dict[str, set[Client]] = {}
         self.nats_subs: dict[str, Any] = {}
         self.clients: set[Client] = set()
+        self.by_user: dict[str, set[Client]] = {}  # subscribers of their own `orders` channel
 
-    def parse(self, channel: str) -> tuple[str, str, str]:
-        """``quotes:AAPL`` -> (kind, symbol, subject); raises UsageError naming the forms."""
+    def parse(self, channel: str) -> Channel:
+        """Validate a channel name; raises UsageError naming the accepted forms."""
         parts = channel.split(":")
         kind = parts[0]
         if kind in ("quotes", "signals") and len(parts) == 2:
             sym = check_symbol(parts[1])
             subject = names.quote_subject(sym) if kind == "quotes" else names.signal_subject(sym)
-            return kind, sym, subject
+            return Channel(f"{kind}:{sym}", kind, subject, sym)
         if kind == "candles" and len(parts) == 3:
             sym = check_symbol(parts[1])
             iv = self.store.check_interval(parts[2])
-            return kind, sym, names.candle_subject(sym, iv)
-        raise UsageError(f"unknown channel {channel[:60]!r}", "channels: quotes:SYM, signals:SYM, candles:SYM:INTERVAL")
+            return Channel(f"candles:{sym}:{iv}", kind, names.candle_subject(sym, iv), sym, iv)
+        if kind in ("book", "trades") and len(parts) == 2:
+            mkt = check_symbol(parts[1])
+            subject = names.book_subject(mkt) if kind == "book" else names.event_subject(mkt)
+            return Channel(f"{kind}:{mkt}", kind, subject, mkt)
+        if channel == "orders":
+            return Channel("orders", "orders", names.EVENT_SUBJECTS)
+        raise UsageError(
+            f"unknown channel {channel[:60]!r}",
+            "channels: quotes:SYM, signals:SYM, candles:SYM:INTERVAL, book:MKT, trades:MKT, orders",
+        )
 
     async def subscribe(self, client: Client, channel: str) -> None:
-        kind, sym, subject = self.parse(channel)
-        await self.store.known(sym)
-        channel = f"{kind}:{sym}" + (f":{channel.split(':')[2]}" if kind == "candles" else "")
-        if channel in client.channels:
+        ch = self.parse(channel)
+        if ch.name in client.channels:
             return
-        client.channels.add(channel)
-        members = self.members.setdefault(channel, set())
-        members.add(client)
-        if subject not in self.nats_subs:
-            self.nats_subs[subject] = await self.nc.subscribe(subject, cb=self._fan_out(channel, kind))
-        await self._snapshot(client, kind, sym, channel)
+        if ch.kind in ("book", "trades"):
+            await self.exchange.known_market(ch.symbol)
+        elif ch.kind != "orders":
+            await self.store.known(ch.symbol)
+        client.channels.add(ch.name)
+        self.members.setdefault(ch.name, set()).add(client)
+        if ch.kind == "orders":
+            self.by_user.setdefault(client.email, set()).add(client)
+        if ch.subject not in self.nats_subs:
+            self.nats_subs[ch.subject] = await self.nc.subscribe(ch.subject, cb=self._fan_out(ch))
+        await self._snapshot(client, ch)
 
-    async def _snapshot(self, client: Client, kind: str, sym: str, channel: str) -> None:
-        if kind == "quotes":
-            data = encode(await self.store.quote(sym))
-        elif kind == "signals":
-            data = encode(await self.store.signals(sym, SNAPSHOT_LIMIT))
+    async def _snapshot(self, client: Client, ch: Channel) -> None:
+        if ch.kind == "quotes":
+            data = encode(await self.store.quote(ch.symbol))
+        elif ch.kind == "signals":
+            data = encode(await self.store.signals(ch.symbol, SNAPSHOT_LIMIT))
+        elif ch.kind == "candles":
+            data = encode(await self.store.candles(ch.symbol, ch.interval, SNAPSHOT_LIMIT))
+        elif ch.kind == "book":
+            data = await self.exchange.query("book", {"market": ch.symbol, "depth": 20})
+        elif ch.kind == "trades":
+            data = encode(await self.exchange.recent_trades(ch.symbol, SNAPSHOT_LIMIT))
         else:
-            data = encode(await self.store.candles(sym, channel.split(":")[2], SNAPSHOT_LIMIT))
-        client.offer(f"#snap:{channel}", frame("snapshot", channel, data))
+            data = await self.exchange.query("orders", {"user": client.email})
+        client.offer(f"#snap:{ch.name}", frame("snapshot", ch.name, data))
 
     async def unsubscribe(self, client: Client, channel: str) -> None:
-        kind, sym, subject = self.parse(channel)
-        channel = f"{kind}:{sym}" + (f":{channel.split(':')[2]}" if kind == "candles" else "")
-        client.channels.discard(channel)
-        members = self.members.get(channel)
+        ch = self.parse(channel)
+        client.channels.discard(ch.name)
+        if ch.kind == "orders":
+            mine = self.by_user.get(client.email)
+            if mine is not None:
+                mine.discard(client)
+                if not mine:
+                    del self.by_user[client.email]
+        members = self.members.get(ch.name)
         if members is not None:
             members.discard(client)
             if not members:
-                del self.members[channel]
-                sub = self.nats_subs.pop(subject, None)
-                if sub is not None:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                del self.members[ch.name]
+                # `trades:MKT` and `orders` may share a subject with another channel.
+                if not any(self.parse(c).subject == ch.subject for c in self.members):
+                    sub = self.nats_subs.pop(ch.subject, None)
+                    if sub is not None:
+                        with contextlib.suppress(Exception):
+                            await sub.unsubscribe()
 
     async def drop(self, client: Client) -> None:
         for channel in list(client.channels):
@@ -298,26 +550,48 @@ class Hub:
                 await self.unsubscribe(client, channel)
         self.clients.discard(client)
 
-    def _fan_out(self, channel: str, kind: str) -> Callable[[Msg], Any]:
-        kind_name = kind[:-1]  # quotes -> quote, signals -> signal, candles -> candle
-        conflate = kind in CONFLATED
+    def _send(self, members: set[Client], key: str | None, data: bytes) -> None:
+        """One frame to many clients: direct writes for those keeping up, backlog for the rest."""
+        fast = []
+        for client in members:
+            if client.fast():
+                fast.append(client.ws)
+            else:
+                client.offer(key or f"#{next(Client._unique)}", data)
+        if fast:
+            broadcast(fast, data, text=True)
+        self.status.incr("frames", len(members))
+
+    def _fan_out(self, ch: Channel) -> Callable[[Msg], Any]:
+        if ch.kind == "orders" or ch.kind == "trades":
+            return self._route_events
+        kind_name = {"quotes": "quote", "signals": "signal", "candles": "candle", "book": "book"}[ch.kind]
+        conflate = ch.kind in CONFLATED
 
         async def deliver(msg: Msg) -> None:
-            members = self.members.get(channel)
-            if not members:
-                return
-            data = frame(kind_name, channel, msg.data)
-            fast = []
-            for client in members:
-                if client.fast():
-                    fast.append(client.ws)
-                else:
-                    client.offer(channel if conflate else f"#{next(Client._unique)}", data)
-            if fast:
-                broadcast(fast, data, text=True)
-            self.status.incr("frames", len(members))
+            members = self.members.get(ch.name)
+            if members:
+                self._send(members, ch.name if conflate else None, frame(kind_name, ch.name, msg.data))
 
         return deliver
+
+    async def _route_events(self, msg: Msg) -> None:
+        """Exchange events: trades to ``trades:MKT``; each user's own events to their ``orders``."""
+        data = msg.data
+        market = names.symbol_of(msg.subject)
+        is_trade = data.startswith(b'{"event":"trade"')
+        if is_trade:
+            members = self.members.get(f"trades:{market}")
+            if members:
+                self._send(members, None, frame("trade", f"trades:{market}", data))
+        if not self.by_user:
+            return
+        ev = event_decoder.decode(data)
+        users = {ev.maker_user, ev.taker_user} if isinstance(ev, Trade) else {ev.user}
+        for user in users:
+            mine = self.by_user.get(user)
+            if mine:
+                self._send(mine, None, frame("order_event", "orders", data))
 
 
 class WsServer:
@@ -400,12 +674,24 @@ class WsServer:
                     else:
                         await self.hub.unsubscribe(client, channel)
                 client.send_now({"type": f"{msg.op}d", "channels": sorted(client.channels), **reply})
+            elif msg.op == "place":
+                if msg.order is None:
+                    raise UsageError("place needs an order", '{"op":"place","order":{"market":..,"side":..,"qty":..}}')
+                code, doc = order_result(await self.hub.exchange.place(client.email, msg.order))
+                client.send_now({"type": "order_result", "code": code, **doc, **reply})
+            elif msg.op == "cancel":
+                if msg.order_id is None or msg.market is None:
+                    raise UsageError("cancel needs order_id and market")
+                code, doc = order_result(await self.hub.exchange.cancel(client.email, msg.market, msg.order_id))
+                client.send_now({"type": "order_result", "code": code, **doc, **reply})
             elif msg.op == "auth":
                 client.claims = await check_user(self.r, self.keys, f"Bearer {msg.token or ''}")
                 client.send_now({"type": "welcome", "email": client.claims.email, "expires": client.claims.exp})
             else:
-                raise UsageError(f"unknown op {msg.op[:40]!r}", "ops: auth, subscribe, unsubscribe, ping")
-        except (UsageError, NotFound, Unauthorized) as exc:
+                raise UsageError(
+                    f"unknown op {msg.op[:40]!r}", "ops: auth, subscribe, unsubscribe, ping, place, cancel"
+                )
+        except (UsageError, NotFound, Unauthorized, ExchangeUnavailable) as exc:
             client.send_now({"type": "error", "error": exc.__class__.__name__.lower(), "detail": str(exc), **reply})
         except Forbidden as exc:
             client.close_later(CLOSE_FORBIDDEN, str(exc))
@@ -436,7 +722,12 @@ def error_response(status: int, error: str, detail: str, headers: dict[str, str]
 
 
 def build_app(
-    settings: Settings, store: MarketStore, keys: KeyRing, r: aioredis.Redis, http: httpx.AsyncClient
+    settings: Settings,
+    store: MarketStore,
+    exchange: ExchangeApi,
+    keys: KeyRing,
+    r: aioredis.Redis,
+    http: httpx.AsyncClient,
 ) -> FastAPI:
     app = FastAPI(
         title="stockctl gateway",
@@ -446,7 +737,9 @@ def build_app(
 
     @app.exception_handler(StockctlError)
     async def _stockctl_error(_: Request, exc: StockctlError) -> JSONResponse:
-        status = {UsageError: 400, NotFound: 404, Unauthorized: 401, Forbidden: 403}.get(type(exc), 400)
+        status = {UsageError: 400, NotFound: 404, Unauthorized: 401, Forbidden: 403, ExchangeUnavailable: 503}.get(
+            type(exc), 400
+        )
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return error_response(status, type(exc).__name__.lower(), str(exc), headers)
 
@@ -512,6 +805,94 @@ def build_app(
         await user(request)
         return json_response(await store.signals(symbol, limit))
 
+    # --- exchange -----------------------------------------------------------------
+
+    @app.get("/api/v1/markets")
+    async def markets(request: Request) -> Response:
+        """Exchange markets with tick size, lot size and order size limits."""
+        await user(request)
+        return Response(await exchange.query("markets", {}), media_type="application/json")
+
+    @app.post("/api/v1/orders", status_code=201)
+    async def place(request: Request) -> Response:
+        """Place an order; the answer comes from the stored events (accepted + fills, or rejected)."""
+        claims = await user(request)
+        body = await request.body()
+        if len(body) > 4096:
+            return error_response(413, "too_large", "order body over 4 KiB")
+        try:
+            order = msgspec.json.decode(body, type=OrderIn)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return error_response(422, "invalid", str(exc))
+        status, doc = order_result(await exchange.place(claims.email, order))
+        return json_response(doc, status)
+
+    @app.delete("/api/v1/orders/{order_id}")
+    async def cancel(request: Request, order_id: int, market: str | None = None) -> Response:
+        """Cancel one of your open orders (market optional: it is looked up)."""
+        claims = await user(request)
+        if market is None:
+            opens = msgspec.json.decode(await exchange.query("orders", {"user": claims.email}))
+            mine = next((o for o in opens if o["order_id"] == order_id), None)
+            if mine is None:
+                raise NotFound(f"no open order {order_id}", "see `stockctl orders`")
+            market = mine["market"]
+        events = await exchange.cancel(claims.email, market, order_id)
+        status, doc = order_result(events)
+        if status == 422:
+            return error_response(404, doc["error"], doc["detail"])
+        return json_response(doc, 200)
+
+    @app.delete("/api/v1/orders")
+    async def cancel_all(request: Request, market: str | None = None) -> Response:
+        """Cancel all your open orders, in one market or everywhere."""
+        claims = await user(request)
+        targets = [await exchange.known_market(market)] if market else await exchange.all_markets()
+        events: list[dict[str, Any]] = []
+        for mkt in targets:
+            events.extend(await exchange.cancel_all(claims.email, mkt))
+        cancelled = [e for e in events if e.get("event") == "cancelled"]
+        return json_response({"cancelled": len(cancelled), "events": events})
+
+    @app.get("/api/v1/orders")
+    async def orders(
+        request: Request, market: str | None = None, all: bool = False, limit: int = Query(100, ge=1, le=1000)
+    ) -> Response:
+        """Your open orders; with ``all=true`` also your order history (newest last)."""
+        claims = await user(request)
+        if market is not None:
+            market = await exchange.known_market(market)
+        opens = msgspec.json.decode(await exchange.query("orders", {"user": claims.email, "market": market}))
+        if not all:
+            return json_response(opens)
+        history = await exchange.order_history(claims.email, limit)
+        return json_response({"open": opens, "history": [h for h in history if market in (None, h.get("market"))]})
+
+    @app.get("/api/v1/fills")
+    async def fills(request: Request, limit: int = Query(100, ge=1, le=1000)) -> Response:
+        """Your fills, oldest first: time, market, side, qty, price, fee, order id."""
+        claims = await user(request)
+        return json_response(await exchange.fills(claims.email, limit))
+
+    @app.get("/api/v1/balances")
+    async def balances(request: Request) -> Response:
+        """Available and reserved per asset (a new account is funded on first use)."""
+        claims = await user(request)
+        await exchange.ensure_funded(claims.email)
+        return Response(await exchange.query("balances", {"user": claims.email}), media_type="application/json")
+
+    @app.get("/api/v1/book/{market}")
+    async def book(request: Request, market: str, depth: int = Query(20, ge=1, le=500)) -> Response:
+        """Depth ladder: bids and asks as [price, qty, orders], best first."""
+        await user(request)
+        market = await exchange.known_market(market)
+        return Response(await exchange.query("book", {"market": market, "depth": depth}), media_type="application/json")
+
+    @app.get("/api/v1/trades/{market}")
+    async def trades(request: Request, market: str, limit: int = Query(50, ge=1, le=1000)) -> Response:
+        await user(request)
+        return json_response(await exchange.recent_trades(market, limit))
+
     async def proxy(request: Request, path: str) -> Response:
         body = await request.body()
         if len(body) > 64 * 1024:
@@ -564,7 +945,9 @@ async def run(settings: Settings) -> None:
         http = httpx.AsyncClient(base_url=settings.effective_auth_url, timeout=10)
         stack.push_async_callback(http.aclose)
         store = MarketStore(r, settings.candle_intervals)
-        hub = Hub(nc, store, status)
+        exchange = ExchangeApi(settings, nc, nc.jetstream(), r)
+        await exchange.start()
+        hub = Hub(nc, store, exchange, status)
         ws_server = WsServer(settings, hub, keys, r, status)
         ws = await websockets.serve(
             ws_server.handler,
@@ -579,7 +962,9 @@ async def run(settings: Settings) -> None:
         )
         stack.push_async_callback(ws.wait_closed)
         stack.callback(ws.close)
-        http_server = UvicornServer(build_app(settings, store, keys, r, http), settings.host, settings.gateway_port)
+        http_server = UvicornServer(
+            build_app(settings, store, exchange, keys, r, http), settings.host, settings.gateway_port
+        )
         serve_task = asyncio.create_task(http_server.serve())
         await http_server.wait_started(serve_task)
         status.ready = True

@@ -175,6 +175,61 @@ class GatewayClient:
     def signals(self, symbol: str, limit: int) -> list[Signal]:
         return self._get(f"/api/v1/signals/{normalise_symbol(symbol)}", list[Signal], limit=limit)
 
+    # --- exchange -------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, json_body: Any = None, **params: Any) -> Any:
+        try:
+            resp = self._http.request(
+                method, path, json=json_body, params={k: v for k, v in params.items() if v is not None}
+            )
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"cannot reach the gateway at {self.base_url} ({exc.__class__.__name__})",
+                "is the instance up? `stockctl status`",
+            ) from None
+        if resp.status_code == 422:
+            body = resp.json()
+            raise OrderRejected(body.get("detail") or "rejected", code=body.get("error", ""))
+        _raise_for(resp)
+        return resp.json()
+
+    def place(self, order: dict[str, Any]) -> dict[str, Any]:
+        return self._send("POST", "/api/v1/orders", order)
+
+    def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]:
+        return self._send("DELETE", f"/api/v1/orders/{order_id}", market=market)
+
+    def cancel_all(self, market: str | None = None) -> dict[str, Any]:
+        return self._send("DELETE", "/api/v1/orders", market=market)
+
+    def orders(self, market: str | None = None, history: bool = False, limit: int = 100) -> Any:
+        return self._send("GET", "/api/v1/orders", market=market, all="true" if history else None, limit=limit)
+
+    def fills(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._send("GET", "/api/v1/fills", limit=limit)
+
+    def balances(self) -> dict[str, dict[str, str]]:
+        return self._send("GET", "/api/v1/balances")
+
+    def book(self, market: str, depth: int = 20) -> dict[str, Any]:
+        return self._send("GET", f"/api/v1/book/{normalise_symbol(market)}", depth=depth)
+
+    def trades(self, market: str, limit: int = 50) -> list[dict[str, Any]]:
+        return self._send("GET", f"/api/v1/trades/{normalise_symbol(market)}", limit=limit)
+
+    def markets(self) -> list[dict[str, Any]]:
+        return self._send("GET", "/api/v1/markets")
+
+
+class OrderRejected(UsageError):
+    """The exchange refused an order or cancel; the message is its reason."""
+
+    exit_code = 5
+
+    def __init__(self, reason: str, code: str = "") -> None:
+        super().__init__(f"rejected: {reason}")
+        self.code = code
+
 
 class Frame(msgspec.Struct):
     """A server frame on the WebSocket."""

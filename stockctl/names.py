@@ -103,3 +103,57 @@ def used_refresh_key(token_hash: str) -> str:
     """String: the email of a refresh token already rotated away, kept until it would have
     expired; presenting it again is token theft, so all of that user's sessions are revoked."""
     return f"auth:refresh-used:{token_hash}"
+
+
+# --- exchange (matching daemon) ----------------------------------------------------------
+
+ORDER_STREAM = "EX_ORDERS"
+"""Stream of commands (place, cancel, fund), de-duplicated by ``Nats-Msg-Id``."""
+
+EVENT_STREAM = "EX_EVENTS"
+"""Stream of every outcome: the exchange's durable record."""
+
+ORDER_SUBJECTS = "ex.order.>"
+EVENT_SUBJECTS = "ex.event.>"
+ACCOUNTS_MARKET = "ACCOUNTS"
+"""Pseudo-market of account commands and events (funding)."""
+
+REPLY_HEADER = "Stockctl-Reply"
+"""Header of a command naming the inbox that gets the command's events once they are stored."""
+
+
+def order_subject(market: str) -> str:
+    return f"ex.order.{market}"
+
+
+def event_subject(market: str) -> str:
+    return f"ex.event.{market}"
+
+
+def book_subject(market: str) -> str:
+    """Core NATS: depth snapshots and sequence-numbered deltas."""
+    return f"ex.book.{market}"
+
+
+def query_subject(what: str) -> str:
+    """Core NATS request/reply to the matching daemon: ``balances``, ``orders``, ``book``."""
+    return f"ex.query.{what}"
+
+
+SNAPSHOT_KEY = "ex:snapshot"
+"""Hash: the engine snapshot and the command stream sequence it includes."""
+
+
+def fills_key(user: str) -> str:
+    """List of a user's fills, oldest first (bounded)."""
+    return f"ex:fills:{user}"
+
+
+def trades_key(market: str) -> str:
+    """List of a market's recent trades, oldest first (bounded)."""
+    return f"ex:trades:{market}"
+
+
+def orders_key(user: str) -> str:
+    """List of a user's finished orders (filled or cancelled), oldest first (bounded)."""
+    return f"ex:orders:{user}"

@@ -115,7 +115,7 @@ class StatusFile:
             "info": self.info,
         }
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
+        tmp.write_text(json.dumps(doc, default=str))
         tmp.replace(self.path)
 
     async def run(self, stop: asyncio.Event) -> None:

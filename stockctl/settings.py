@@ -21,7 +21,7 @@ ENV_PREFIX = "STOCKCTL_"
 #: Symbols are NATS subject tokens and Redis key parts: no dots, spaces or wildcards.
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 
-DAEMONS: tuple[str, ...] = ("publisher", "processor", "auth", "gateway")
+DAEMONS: tuple[str, ...] = ("publisher", "processor", "matching", "auth", "gateway", "liquidity")
 """Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
 
 SERVERS: tuple[str, ...] = ("nats", "redis")
@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     ws_ping_interval_s: float = Field(20.0, gt=0, le=3600)
     """Server heartbeat period; a client that misses two is closed."""
 
+    demo_balances: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"INR": "1000000", "TATA": "1000", "JIO": "1000"}
+    )
+    """What a new account is credited with, per asset (``INR=1000000,TATA=1000`` in the environment)."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the daemons."""
 
@@ -172,6 +177,9 @@ class Settings(BaseSettings):
 
     start_timeout: float = Field(60.0, gt=0, le=600)
     """Seconds ``stockctl up`` waits for every component to become ready."""
+
+    liquidity: bool = True
+    """Run the simulated market makers (``stockctl up --no-liquidity`` for a quiet book)."""
 
     only: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Run only these components (servers and/or daemons); empty means all."""
@@ -182,6 +190,19 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("demo_balances", mode="before")
+    @classmethod
+    def _balances(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            out = {}
+            for part in _split_csv(value):
+                asset, sep, amount = part.partition("=")
+                if not sep:
+                    raise ValueError(f"bad balance {part!r}: use ASSET=AMOUNT, e.g. INR=1000000")
+                out[asset.strip().upper()] = amount.strip()
+            return out
+        return value
 
     @field_validator("symbols")
     @classmethod
@@ -277,7 +298,7 @@ class Settings(BaseSettings):
             names.append("nats")
         if not self.redis_url:
             names.append("redis")
-        names.extend(DAEMONS)
+        names.extend(d for d in DAEMONS if d != "liquidity" or self.liquidity)
         if self.only:
             names = [n for n in names if n in self.only]
         return names
@@ -290,6 +311,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, list):
                 value = ",".join(str(v) for v in value)
+            elif isinstance(value, dict):
+                value = ",".join(f"{k}={v}" for k, v in value.items())
             env[ENV_PREFIX + name.upper()] = str(value)
         return env
 

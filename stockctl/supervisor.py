@@ -235,7 +235,9 @@ class Supervisor:
                 doc = json.loads((s.run_dir / f"{comp.name}.json").read_text())
                 rates = doc.get("rates") or {}
                 # The rate that tells whether the daemon is doing its job.
-                comp.rate = rates.get("ticks", rates.get("frames", rates.get("requests")))
+                comp.rate = next(
+                    (rates[k] for k in ("ticks", "commands", "frames", "requests", "quotes") if k in rates), None
+                )
             return
         value = (
             infra.nats_msg_counter(s.host, s.nats_monitor_port)

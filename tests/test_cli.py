@@ -19,6 +19,7 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery staple"
+SEED = {"AAPL", "GOOGL", "AMZN", "MSFT", "TSLA"}
 
 
 class Cli:
@@ -37,6 +38,7 @@ class Cli:
             "STOCKCTL_AUTH_PORT": str(infra.free_port()),
             "XDG_CONFIG_HOME": str(home.parent / "config"),
             "STOCKCTL_RATE": "20",
+            "STOCKCTL_LIQUIDITY": "false",  # a quiet exchange unless a test wants market makers
             "COLUMNS": "200",
         }
 
@@ -86,22 +88,31 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
 
 
 def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:
-    # Act: up
-    up = cli.run("up", check=True)
+    # Act: up, with everything (market makers included)
+    up = cli.run("up", "--liquidity", check=True)
     assert "running" in up.stdout
     cli.register()
 
     # Assert: prices arrive for every seed symbol
     def priced() -> list[dict]:
         rows = cli.json("prices")
-        return rows if len(rows) == 5 else []
+        return rows if {r["symbol"] for r in rows} >= SEED else []
 
     rows = wait_for(priced, 30, what="prices for 5 symbols")
-    assert {r["symbol"] for r in rows} == {"AAPL", "GOOGL", "AMZN", "MSFT", "TSLA"}
+    assert {r["symbol"] for r in rows} >= SEED
     assert all(r["price"] and r["ts"] for r in rows)
 
     status = cli.json("status")
-    assert [s["name"] for s in status] == ["nats", "redis", "publisher", "processor", "auth", "gateway"]
+    assert [s["name"] for s in status] == [
+        "nats",
+        "redis",
+        "publisher",
+        "processor",
+        "matching",
+        "auth",
+        "gateway",
+        "liquidity",
+    ]
     assert all(s["state"] == "running" and s["pid"] for s in status)
     pids = [s["pid"] for s in status]
 
@@ -166,7 +177,7 @@ def test_read_commands_when_down_fail_with_one_clear_line(cli: Cli) -> None:
 
 def test_bad_input_is_rejected_without_traceback(cli: Cli) -> None:
     cli.up()
-    wait_for(lambda: len(cli.json("prices")) == 5, 30)
+    wait_for(lambda: {r["symbol"] for r in cli.json("prices")} >= SEED, 30)
 
     cases = {
         ("price", "NOPE"): "unknown symbol NOPE",
@@ -190,7 +201,7 @@ def test_bad_input_is_rejected_without_traceback(cli: Cli) -> None:
 
 def test_watch_streams_live_quotes_as_json_lines(cli: Cli) -> None:
     cli.up()
-    wait_for(lambda: len(cli.json("prices")) == 5, 30)
+    wait_for(lambda: {r["symbol"] for r in cli.json("prices")} >= SEED, 30)
 
     result = cli.run("watch", "AAPL", "MSFT", "--json", "--count", "6", timeout=60)
 
@@ -223,7 +234,7 @@ def test_up_attach_stops_everything_on_ctrl_c(cli: Cli) -> None:
 
         def all_running() -> list[dict] | None:
             rows = json.loads(cli.run("status", "--json").stdout or "[]")
-            return rows if len(rows) == 6 and all(r["state"] == "running" for r in rows) else None
+            return rows if len(rows) == 7 and all(r["state"] == "running" for r in rows) else None
 
         rows = wait_for(all_running, 60, what="attached instance running")
         pids = [r["pid"] for r in rows]

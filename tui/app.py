@@ -1,55 +1,586 @@
-"""The Textual app. Until the TUI issue lands it shows a live price board from Redis."""
+"""``stockctl tui``: the Textual trading terminal. It talks to the gateway only.
+
+Data arrives through workers that post typed messages (``tui.messages``): REST calls run
+in thread workers, the WebSocket feed in an async worker that reconnects and
+resubscribes by itself. Widgets merge what arrives and redraw at most 20 times a second.
+"""
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
-from textual.widgets import DataTable, Footer, Header
+from collections.abc import Callable, Iterable
+from functools import partial, wraps
+from typing import Any, TypeVar
 
-from stockctl.client import GatewayClient
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Container, Horizontal
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+
 from stockctl.errors import StockctlError
 from stockctl.settings import Settings
+from tui.messages import (
+    AuthState,
+    BalancesLoaded,
+    BookChanged,
+    ChartLoaded,
+    ConnectionChanged,
+    FeedProblem,
+    FillsLoaded,
+    Initial,
+    InitialLoaded,
+    OpenOrdersSnapshot,
+    OrderEventArrived,
+    QuoteArrived,
+    SignalsArrived,
+    TradesArrived,
+)
+from tui.router import FrameRouter
+from tui.screens.login import LoginScreen
+from tui.source import FrozenData, FrozenSource, GatewaySource, Source
+from tui.widgets.balances_table import BalancesTable
+from tui.widgets.fills_table import FillsTable, fill_from_trade
+from tui.widgets.open_orders import OpenOrders
+from tui.widgets.order_book import OrderBook
+from tui.widgets.order_entry import OrderEntry
+from tui.widgets.price_chart import RANGES, PriceChart
+from tui.widgets.signals_log import SignalsLog
+from tui.widgets.ticker_board import TickerBoard
+from tui.widgets.trade_tape import TradeTape
+
+W = TypeVar("W", bound=Widget)
+
+NARROW_BELOW = 120
+"""Terminal width under which the screen shows the board and one panel at a time."""
+
+VIEWS = ("chart", "signals", "book", "order", "orders", "fills", "balances")
+TAB_VIEWS = ("book", "order", "orders", "fills", "balances")
+SPARK_POINTS = 12
+RETRY_S = 2.0
+
+STATE_LABEL = {
+    "starting": "○ starting",
+    "connecting": "◌ connecting",
+    "live": "● live",
+    "disconnected": "✕ disconnected",
+    "frozen": "■ frozen data",
+    "logged out": "○ logged out",
+}
+
+
+def _while_open(handler: Callable[..., None]) -> Callable[..., None]:
+    """Drop data that arrives while the app is shutting down (its panels are gone)."""
+
+    @wraps(handler)
+    def guarded(self: StockApp, message: Any) -> None:
+        if self._closing or not self.main_screen.is_attached:
+            return
+        handler(self, message)
+
+    return guarded
 
 
 class StockApp(App[None]):
-    """Live board of the latest prices (placeholder for the full trading terminal)."""
+    """The trading terminal: ticker board, chart, signals, book and tape, orders, fills, balances."""
 
     TITLE = "stockctl"
-    BINDINGS = [("q", "quit", "Quit")]
+    AUTO_FOCUS = "#board"
+    CSS = """
+    #main { layout: grid; grid-size: 2 2; grid-columns: 1fr 1fr; grid-rows: 1fr 1fr; }
+    #main > * { border: round $primary 50%; border-title-color: $text; }
+    #main > *:focus-within { border: round $accent; }
+    #main.narrow { grid-size: 1 2; grid-columns: 1fr; grid-rows: 10 1fr; }
+    #main.narrow > #chart, #main.narrow > #signals, #main.narrow > #tabs { display: none; }
+    #main.narrow.view-chart > #chart { display: block; }
+    #main.narrow.view-signals > #signals { display: block; }
+    #main.narrow.view-tabs > #tabs { display: block; }
+    #tabs { height: 1fr; }
+    #tabs TabPane { padding: 0; }
+    #book-row { height: 1fr; }
+    #book-row > OrderBook { width: 3fr; }
+    #book-row > TradeTape { width: 2fr; }
+    Screen.disconnected Header { background: $error 60%; }
+    """
 
-    def __init__(self, settings: Settings) -> None:
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("s", "sort", "Sort"),
+        Binding("left_square_bracket", "range(-1)", "Range-", key_display="["),
+        Binding("right_square_bracket", "range(1)", "Range+", key_display="]"),
+        Binding("i", "interval", "Interval"),
+        Binding("ctrl+s", "submit_order", "Submit order", priority=True),
+        Binding("x", "cancel_order", "Cancel order"),
+        Binding("v", "next_view", "Panel"),
+        Binding("t", "toggle_theme", "Theme"),
+        Binding("r", "reload", "Reload", show=False),
+        Binding("1", "view('chart')", "Chart", show=False),
+        Binding("2", "view('signals')", "Signals", show=False),
+        Binding("3", "view('book')", "Book", show=False),
+        Binding("4", "view('order')", "Order entry", show=False),
+        Binding("5", "view('orders')", "Orders", show=False),
+        Binding("6", "view('fills')", "Fills", show=False),
+        Binding("7", "view('balances')", "Balances", show=False),
+    ]
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: Source | None = None,
+        token: str | None = None,
+        stale_after: float = 10.0,
+    ) -> None:
         super().__init__()
         self.settings = settings
+        self.source: Source = source or GatewaySource(settings, token)
+        self.stale_after = stale_after
+        self.router = FrameRouter()
+        self.connection = "starting"
+        self.connection_detail = ""
+        self.ever_live = False
+        self.user: str | None = None
+        self.markets: list[dict[str, Any]] = []
+        self.symbols: list[str] = []
+        self.selected = ""
+        self.modes = ["ticks", *settings.candle_intervals]
+        self.view = "chart"
+        self.balances_due = False
+        self.feed_started = False
+        self._panels: dict[type, Widget] = {}
+
+    # --- layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header(show_clock=True)
-        yield DataTable(id="board", cursor_type="row")
+        yield Header(show_clock=self.source.live)
+        with Container(id="main"):
+            yield TickerBoard(now_ns=self.source.now_ns, stale_after=self.stale_after, id="ticker")
+            yield PriceChart(self.settings.sma_fast, self.settings.sma_slow, id="chart")
+            yield SignalsLog(id="signals")
+            with TabbedContent(id="tabs", initial="tab-book"):
+                with TabPane("Book", id="tab-book"), Horizontal(id="book-row"):
+                    yield OrderBook(id="book")
+                    yield TradeTape(id="tape")
+                with TabPane("Order", id="tab-order"):
+                    yield OrderEntry(id="entry")
+                with TabPane("Orders", id="tab-orders"):
+                    yield OpenOrders(id="orders")
+                with TabPane("Fills", id="tab-fills"):
+                    yield FillsTable(id="fills")
+                with TabPane("Balances", id="tab-balances"):
+                    yield BalancesTable(id="balances")
         yield Footer()
 
+    def panel(self, kind: type[W]) -> W:
+        """The one widget of this type on the main screen (also while the login screen is up)."""
+        found = self._panels.get(kind)
+        if found is None:
+            found = self._panels[kind] = self.main_screen.query_one(kind)
+        return found  # type: ignore[return-value]
+
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for col in ("symbol", "last", "change", "change %", "high", "low"):
-            table.add_column(col, key=col)
-        self.set_interval(1.0, self.refresh_board)
-        self.refresh_board()
+        self.main_screen = self.screen
+        self._show_state("starting", "")
+        self._layout(self.size.width)
+        self.set_interval(0.5, self._maybe_reload_balances)
+        self.set_interval(RETRY_S, self._refresh_candles)
+        self._start_when_mounted()
 
-    def refresh_board(self) -> None:
-        table = self.query_one(DataTable)
+    def _start_when_mounted(self) -> None:
+        """Start loading once every panel (tab panes mount late) can receive data."""
         try:
-            with GatewayClient(self.settings) as client:
-                quotes = client.quotes()
-        except StockctlError as exc:
-            self.sub_title = str(exc)
+            for kind in (TickerBoard, PriceChart, SignalsLog, OrderBook, TradeTape, OrderEntry, OpenOrders):
+                self.panel(kind)
+            self.panel(FillsTable)
+            self.panel(BalancesTable)
+        except NoMatches:
+            self.set_timer(0.02, self._start_when_mounted)
             return
-        self.sub_title = ""
-        for q in quotes:
-            cells = (q.symbol, q.price, q.change, q.change_pct, q.high, q.low)
-            if q.symbol in table.rows:
-                for col, value in zip(("last", "change", "change %", "high", "low"), cells[1:], strict=True):
-                    table.update_cell(q.symbol, col, value)
-            else:
-                table.add_row(*cells, key=q.symbol)
+        self._check_login()
+
+    def on_resize(self, event: Any) -> None:
+        if hasattr(self, "main_screen"):
+            self._layout(event.size.width)
+
+    def _layout(self, width: int) -> None:
+        main = self.main_screen.query_one("#main")
+        main.set_class(width < NARROW_BELOW, "narrow")
+        for v in ("chart", "signals", "tabs"):
+            main.remove_class(f"view-{v}")
+        main.add_class("view-tabs" if self.view in TAB_VIEWS else f"view-{self.view}")
+
+    # --- start: login, REST, feed ---------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="login")
+    def _check_login(self) -> None:
+        try:
+            self.source.check_login()
+        except StockctlError as exc:
+            self.post_message(AuthState(False, str(exc)))
+            return
+        self.post_message(AuthState(True))
+
+    def on_auth_state(self, message: AuthState) -> None:
+        if message.ok:
+            self._load_initial()
+            return
+        self._show_state("logged out", message.detail)
+        if not isinstance(self.screen, LoginScreen):
+            self.push_screen(LoginScreen(self.settings, message.detail), self._logged_in)
+
+    def _logged_in(self, email: str | None) -> None:
+        self.user = email
+        self._load_initial()
+
+    @work(thread=True, exclusive=True, group="initial")
+    def _load_initial(self) -> None:
+        from stockctl.credentials import NotLoggedIn
+
+        try:
+            api = self.source.api()
+            try:
+                quotes = api.quotes()
+                history = {q.symbol: [p.price for p in api.history(q.symbol, SPARK_POINTS)] for q in quotes}
+                initial = Initial(quotes, history)
+                try:
+                    initial.markets = api.markets()
+                except StockctlError as exc:
+                    initial.markets_error = str(exc)
+            finally:
+                api.close()
+        except NotLoggedIn as exc:
+            self.post_message(AuthState(False, str(exc)))
+            return
+        except StockctlError as exc:
+            self.post_message(ConnectionChanged("disconnected", str(exc)))
+            self.call_from_thread(self.set_timer, RETRY_S, self._load_initial)
+            return
+        self.post_message(InitialLoaded(initial))
+
+    @_while_open
+    def on_initial_loaded(self, message: InitialLoaded) -> None:
+        init = message.initial
+        self.markets = init.markets
+        market_syms = [m["symbol"] for m in init.markets if "symbol" in m]
+        self.symbols = sorted({q.symbol for q in init.quotes} | set(market_syms))
+        board = self.panel(TickerBoard)
+        board.seed(init.quotes, init.history, extra=market_syms)
+        entry = self.panel(OrderEntry)
+        entry.set_markets(init.markets)
+        entry.revalidate()
+        if init.markets_error:
+            self.panel(OrderBook).border_subtitle = "exchange unavailable"
+            self.notify(f"exchange: {init.markets_error}", severity="warning", timeout=4)
+        if not self.selected and self.symbols:
+            self.select_symbol(board.visible_symbols()[0] if board.visible_symbols() else self.symbols[0])
+        self._load_account()
+        if not self.feed_started:
+            self.feed_started = True
+            self._run_feed(self._channel_groups())
+
+    def _channel_groups(self) -> list[list[str]]:
+        quotes = [q for q in self.symbols if q not in {m.get("symbol") for m in self.markets}]
+        groups = [[f"quotes:{s}" for s in self.symbols] + [f"signals:{s}" for s in quotes]]
+        for m in self.markets:
+            groups.append([f"book:{m['symbol']}", f"trades:{m['symbol']}"])
+        if self.markets:
+            groups.append(["orders"])
+        return groups
+
+    @work(exclusive=True, group="feed")
+    async def _run_feed(self, groups: list[list[str]]) -> None:
+        from stockctl.credentials import NotLoggedIn
+
+        def on_frame(kind: str, channel: str, data: bytes) -> None:
+            for msg in self.router.route(kind, channel, data):
+                self.post_message(msg)
+
+        def on_state(state: str, detail: str) -> None:
+            self.post_message(ConnectionChanged(state, detail))
+
+        def on_error(text: str) -> None:
+            self.post_message(FeedProblem(text))
+
+        try:
+            await self.source.feed(groups, on_frame, on_state, on_error)
+        except NotLoggedIn as exc:
+            self.feed_started = False
+            self.post_message(AuthState(False, str(exc)))
+        except Exception as exc:  # a bug must not kill the terminal: say it, keep the screen
+            self.post_message(FeedProblem(f"live feed stopped: {exc.__class__.__name__}: {exc}", "error"))
+
+    # --- connection state ---------------------------------------------------------------
+
+    def _show_state(self, state: str, detail: str) -> None:
+        self.connection, self.connection_detail = state, detail
+        label = STATE_LABEL.get(state, state)
+        who = f" · {self.user}" if self.user and state == "live" else ""
+        self.sub_title = f"{label}{who}" + (f" — {detail}" if detail and state != "live" else "")
+        self.main_screen.set_class(state == "disconnected", "disconnected")
+
+    @_while_open
+    def on_connection_changed(self, message: ConnectionChanged) -> None:
+        previous = self.connection
+        if message.state == "live" and message.detail:
+            self.user = message.detail
+        if message.state == "connecting" and previous == "disconnected":
+            self._show_state("disconnected", f"reconnecting ({message.detail})")
+            return
+        self._show_state(message.state, "" if message.state == "live" else message.detail)
+        if message.state == "live":
+            if self.ever_live and previous != "live":
+                self.notify("reconnected to the gateway; resubscribed", timeout=3)
+                self._reload_after_gap()
+            self.ever_live = True
+        elif message.state == "disconnected" and previous == "live":
+            self.notify(f"gateway connection lost: {message.detail}", severity="warning", timeout=4)
+
+    @_while_open
+    def on_feed_problem(self, message: FeedProblem) -> None:
+        self.notify(message.text, severity=message.severity, timeout=5)  # type: ignore[arg-type]
+
+    def _reload_after_gap(self) -> None:
+        if self.selected:
+            self._load_chart(self.selected, self.panel(PriceChart).mode)
+        self._load_account()
+
+    # --- market data --------------------------------------------------------------------
+
+    @_while_open
+    def on_quote_arrived(self, message: QuoteArrived) -> None:
+        q = message.quote
+        self.panel(TickerBoard).update_quote(q)
+        self.panel(PriceChart).add_price(q.symbol, q.price, q.seq)
+
+    @_while_open
+    def on_signals_arrived(self, message: SignalsArrived) -> None:
+        self.panel(SignalsLog).add_signals(message.signals)
+
+    @_while_open
+    def on_book_changed(self, message: BookChanged) -> None:
+        self.panel(OrderBook).update_book(message.market, message.bids, message.asks, message.last, message.seq)
+
+    @_while_open
+    def on_trades_arrived(self, message: TradesArrived) -> None:
+        self.panel(TradeTape).add_trades(message.market, message.trades)
+
+    @_while_open
+    @on(TickerBoard.Selected)
+    def _board_selected(self, message: TickerBoard.Selected) -> None:
+        self.select_symbol(message.symbol)
+
+    def select_symbol(self, symbol: str) -> None:
+        """Chart ``symbol``; show its book and preselect it for orders if it is a market."""
+        if symbol == self.selected:
+            return
+        self.selected = symbol
+        chart = self.panel(PriceChart)
+        chart.symbol = symbol
+        chart.prices = []
+        chart.loading = True
+        chart.border_title = f"{symbol} · loading…"
+        chart.refresh()
+        self._load_chart(symbol, chart.mode)
+        if any(m.get("symbol") == symbol for m in self.markets):
+            self.panel(OrderBook).show(symbol)
+            self.panel(TradeTape).show(symbol)
+            self.panel(OrderEntry).choose_market(symbol)
+
+    @work(thread=True, exclusive=True, group="chart")
+    def _load_chart(self, symbol: str, mode: str) -> None:
+        chart = self.panel(PriceChart)
+        try:
+            api = self.source.api()
+            try:
+                if mode == "ticks":
+                    points = [(p.ts, p.price) for p in api.history(symbol, chart.wanted)]
+                else:
+                    points = [(c.start, c.close) for c in api.candles(symbol, mode, chart.wanted)]
+            finally:
+                api.close()
+        except StockctlError as exc:
+            self.post_message(FeedProblem(f"chart {symbol}: {exc}"))
+            return
+        self.post_message(ChartLoaded(symbol, mode, points))
+
+    @_while_open
+    def on_chart_loaded(self, message: ChartLoaded) -> None:
+        if message.symbol == self.selected:
+            self.panel(PriceChart).set_series(message.symbol, message.mode, [p for _, p in message.points])
+
+    def _refresh_candles(self) -> None:
+        chart = self.panel(PriceChart)
+        if chart.mode != "ticks" and self.selected and self.source.live and self.connection == "live":
+            self._load_chart(self.selected, chart.mode)
+
+    # --- account ------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="account")
+    def _load_account(self) -> None:
+        if not self.markets:
+            return
+        try:
+            api = self.source.api()
+            try:
+                balances = api.balances()
+                fills = api.fills(100)
+            finally:
+                api.close()
+        except StockctlError as exc:
+            self.post_message(FeedProblem(f"account: {exc}"))
+            return
+        self.post_message(BalancesLoaded(balances))
+        self.post_message(FillsLoaded(fills))
+
+    @_while_open
+    def on_balances_loaded(self, message: BalancesLoaded) -> None:
+        self.panel(BalancesTable).set_balances(message.balances)
+
+    @_while_open
+    def on_fills_loaded(self, message: FillsLoaded) -> None:
+        self.panel(FillsTable).add_fills(message.fills)
+
+    @_while_open
+    def on_open_orders_snapshot(self, message: OpenOrdersSnapshot) -> None:
+        self.panel(OpenOrders).set_orders(message.orders)
+
+    @_while_open
+    def on_order_event_arrived(self, message: OrderEventArrived) -> None:
+        ev = message.event
+        self.panel(OpenOrders).apply_event(ev, self.user)
+        kind = ev.get("event")
+        if kind == "trade" and self.user:
+            fill = fill_from_trade(ev, self.user)
+            if fill and self.panel(FillsTable).add_fills([fill]):
+                self.notify(f"filled: {fill['side']} {fill['qty']} {fill['market']} @ {fill['price']}", timeout=4)
+        elif kind == "rejected":
+            self.notify(f"rejected: {ev.get('reason', '')}", severity="error", timeout=5)
+        self.balances_due = True
+
+    def _maybe_reload_balances(self) -> None:
+        if self.balances_due:
+            self.balances_due = False
+            self._load_account()
+
+    @on(OrderEntry.Submit)
+    def _submit(self, message: OrderEntry.Submit) -> None:
+        self._place(message.order)
+
+    @work(thread=True, group="orders")
+    def _place(self, order: dict[str, Any]) -> None:
+        entry = self.panel(OrderEntry)
+        try:
+            api = self.source.api()
+            try:
+                doc = api.place(order)
+            finally:
+                api.close()
+        except StockctlError as exc:
+            self.call_from_thread(entry.show_result, str(exc), True)
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=5)
+            return
+        fills = ", ".join(f"{f['qty']}@{f['price']}" for f in doc.get("filled", []))
+        text = f"order {doc.get('order_id', '?')}: {doc.get('status', 'done')}" + (
+            f" (filled {fills})" if fills else ""
+        )
+        self.call_from_thread(entry.show_result, text)
+        self.call_from_thread(self.notify, text, timeout=3)
+        self.balances_due = True
+
+    @on(OpenOrders.CancelRequested)
+    def _cancel_requested(self, message: OpenOrders.CancelRequested) -> None:
+        self._cancel(message.order_id, message.market)
+
+    @work(thread=True, group="orders")
+    def _cancel(self, order_id: int, market: str) -> None:
+        try:
+            api = self.source.api()
+            try:
+                api.cancel(order_id, market or None)
+            finally:
+                api.close()
+        except StockctlError as exc:
+            self.call_from_thread(self.notify, f"cancel {order_id}: {exc}", severity="error", timeout=5)
+            return
+        self.call_from_thread(self.notify, f"order {order_id} cancelled", timeout=3)
+        self.balances_due = True
+
+    # --- actions ------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        """Filter the ticker board by symbol."""
+        self.panel(TickerBoard).action_filter()
+
+    def action_sort(self) -> None:
+        """Sort the ticker board by the next column."""
+        self.panel(TickerBoard).action_cycle_sort()
+
+    def action_range(self, step: int) -> None:
+        """Show fewer or more points on the chart."""
+        chart = self.panel(PriceChart)
+        chart.range_index = max(0, min(len(RANGES) - 1, chart.range_index + step))
+        if self.selected:
+            self._load_chart(self.selected, chart.mode)
+
+    def action_interval(self) -> None:
+        """Switch the chart between ticks and each candle interval."""
+        chart = self.panel(PriceChart)
+        chart.mode = (
+            self.modes[(self.modes.index(chart.mode) + 1) % len(self.modes)] if chart.mode in self.modes else "ticks"
+        )
+        chart.border_title = f"{self.selected} · {chart.mode} · loading…"
+        if self.selected:
+            self._load_chart(self.selected, chart.mode)
+
+    def action_submit_order(self) -> None:
+        """Submit the order in the order entry form."""
+        self.action_view("order")
+        self.panel(OrderEntry).submit()
+
+    def action_cancel_order(self) -> None:
+        """Cancel the selected open order."""
+        self.action_view("orders")
+        self.panel(OpenOrders).action_cancel_selected()
+
+    def action_toggle_theme(self) -> None:
+        """Switch between the light and the dark theme."""
+        self.theme = "textual-light" if self.theme != "textual-light" else "textual-dark"
+
+    def action_reload(self) -> None:
+        """Reload quotes, markets, chart and account over REST."""
+        self._load_initial()
+        if self.selected:
+            self._load_chart(self.selected, self.panel(PriceChart).mode)
+
+    def action_view(self, view: str) -> None:
+        """Show a panel: chart, signals, book, order, orders, fills or balances."""
+        if view not in VIEWS:
+            return
+        self.view = view
+        if view in TAB_VIEWS:
+            self.panel(TabbedContent).active = f"tab-{view}"
+        self._layout(self.size.width)
+
+    def action_next_view(self) -> None:
+        """Show the next panel (on a narrow terminal, one panel is shown under the board)."""
+        self.action_view(VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)])
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            if binding.action == "quit":
+                continue
+            doc = getattr(self, "action_" + binding.action.split("(")[0], None)
+            help_text = (doc.__doc__ or "").strip() if doc else ""
+            yield SystemCommand(binding.description, help_text, partial(self.run_action, binding.action))
 
 
-def make_app(settings: Settings) -> StockApp:
-    """The app, for the CLI and for tests."""
-    return StockApp(settings)
+def make_app(
+    settings: Settings, token: str | None = None, data: FrozenData | None = None, stale_after: float = 10.0
+) -> StockApp:
+    """The app, for the CLI and for tests: ``token`` skips the stored login, ``data`` the network."""
+    source = FrozenSource(data) if data is not None else GatewaySource(settings, token)
+    return StockApp(settings, source=source, stale_after=stale_after)

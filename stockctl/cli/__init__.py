@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from stockctl.cli import auth, bench, market, system
+from stockctl.cli import auth, bench, exchange, market, system
 from stockctl.cli.common import err_console
 from stockctl.errors import StockctlError
 
@@ -36,18 +36,29 @@ def _root(
 
 app.add_typer(system.app)
 app.add_typer(market.app)
+app.add_typer(exchange.app)
 app.add_typer(auth.app)
 app.add_typer(auth.users_app, name="users", help="Operator commands: list, disable, enable accounts.")
 app.add_typer(bench.app, name="bench", help="Measure the system on this machine.")
 
 
 @app.command("tui")
-def tui_cmd() -> None:
-    """Open the trading terminal (Textual)."""
+def tui_cmd(
+    web: Annotated[bool, typer.Option("--web", help="Serve the terminal in a browser (loopback only).")] = False,
+    port: Annotated[int, typer.Option(help="Port for --web.")] = 8703,
+) -> None:
+    """Open the trading terminal (Textual); --web serves it in a browser."""
     from stockctl.cli.common import get_settings
+
+    settings = get_settings()
+    if web:
+        from tui.web import serve
+
+        serve(settings, settings.host, port)
+        return
     from tui.app import make_app
 
-    make_app(get_settings()).run()
+    make_app(settings).run()
 
 
 def main() -> None:

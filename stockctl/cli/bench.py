@@ -12,6 +12,8 @@ from stockctl.cli.common import JsonOpt, console, err_console, print_json
 
 if TYPE_CHECKING:
     from stockctl.bench import BenchResult
+    from stockctl.bench_matching import MatchingBenchResult
+    from stockctl.bench_ws import WsBenchResult
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -155,4 +157,215 @@ def render(result: BenchResult) -> None:
         f"verdict: rate >= {TARGET_RATIO:g} x baseline {_ok(targets['ratio_met'])} ({result.ratio:.3f});"
         f" p99 < {TARGET_P99_MS:g} ms at {at} ticks/s {_ok(targets['p99_met'])} ({p99})"
         f" [dim]in {result.elapsed_s:.0f}s[/]"
+    )
+
+
+@app.command(
+    "ws",
+    help="Many authenticated WebSocket clients on the gateway: connect time, delivery rate and latency, drops.\n\n"
+    "Starts a private nats-server, valkey-server and the processor, publisher, auth and gateway daemons"
+    " in a temporary directory (a running instance is not touched), registers a bench user, connects"
+    " --clients clients from --workers processes, each subscribed to quotes, and times every quote"
+    " from its tick's timestamp to the client for --seconds. Every process it starts is stopped.",
+)
+def ws(
+    clients: Annotated[
+        int | None,
+        typer.Option("--clients", min=1, max=100_000, help="WebSocket clients.", show_default="1000"),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--seconds", min=0.5, max=3600, help="Measurement window, after all are connected.", show_default="20"
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", min=0.1, max=1000, help="Ticks (so quotes) per second per symbol.", show_default="5"),
+    ] = None,
+    symbols: Annotated[
+        str | None,
+        typer.Option(
+            "--symbols",
+            help="Symbols published, comma separated; clients are spread over them round-robin.",
+            show_default="AAPL,GOOGL,AMZN,MSFT,TSLA",
+        ),
+    ] = None,
+    channels_per_client: Annotated[
+        int, typer.Option("--channels-per-client", min=1, help="quotes:SYM channels each client subscribes to.")
+    ] = 1,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, max=64, help="Client processes.", show_default="2")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency",
+            min=1,
+            max=10_000,
+            help="Connections being opened at once, all workers together"
+            " (above ~100 the gateway's Redis pool refuses some authentications).",
+            show_default="50",
+        ),
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A short run (50 clients, 4 s) for smoke tests.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Many authenticated WebSocket clients on the gateway: connect time, delivery rate and latency, drops."""
+    from stockctl.bench_ws import WsBenchOptions, parse_symbols, run_ws_bench
+
+    opts = WsBenchOptions.quick() if quick else WsBenchOptions()
+    if clients is not None:
+        opts.clients = clients
+    if seconds is not None:
+        opts.seconds = seconds
+    if rate is not None:
+        opts.rate = rate
+    if symbols is not None:
+        opts.symbols = parse_symbols(symbols)
+    opts.channels_per_client = channels_per_client
+    if workers is not None:
+        opts.workers = workers
+    if concurrency is not None:
+        opts.concurrency = concurrency
+
+    with err_console.status("benchmarking...", spinner="dots") as status:
+        result = run_ws_bench(opts, progress=lambda text: status.update(f"bench ws: {text}"))
+
+    if json_out:
+        print_json(result.to_doc())
+        return
+    render_ws(result)
+
+
+def render_ws(r: WsBenchResult) -> None:
+    """Connections, delivery and latency, where the CPU went, and a verdict against the target."""
+    from stockctl.bench_ws import KEEP_UP_FRACTION, TARGET_CLIENTS, TARGET_P99_MS, TARGET_RATE
+
+    per = f" x {r.channels_per_client} channels" if r.channels_per_client > 1 else ""
+    table = Table(
+        title=f"bench ws: {r.clients:,} clients{per}, {len(r.symbols)} symbols at {r.rate:g} quotes/s,"
+        f" {r.seconds:g}s window",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_header=False,
+    )
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_column("note", style="dim")
+    ratio = r.delivered_ratio
+    table.add_row("connected", f"{r.connected:,} / {r.clients:,}", f"{r.workers} workers, {r.concurrency:,} at once")
+    table.add_row("connect time", f"{r.connect_s:.2f} s", "connect+auth+subscribe")
+    table.add_row(
+        "  each p50/p99/max", f"{_ms(r.connect_p50_ms)} / {_ms(r.connect_p99_ms)} / {_ms(r.connect_max_ms)} ms", ""
+    )
+    table.add_row("delivered", f"{r.msgs_per_s:,.0f} msgs/s", f"{r.quotes:,} quote frames")
+    table.add_row(
+        "expected",
+        f"{r.expected_msgs_per_s:,.0f} msgs/s",
+        f"{_num(ratio * 100 if ratio is not None else None, '.1f')}% delivered",
+    )
+    if r.gateway_frames_per_s is not None:
+        table.add_row("gateway frames", f"{r.gateway_frames_per_s:,.0f} /s", "its own counter")
+    table.add_row("latency p50/p99/max", f"{_ms(r.p50_ms)} / {_ms(r.p99_ms)} / {_ms(r.max_ms)} ms", "tick ts -> client")
+    table.add_row(
+        "client lag p99/max",
+        f"{_ms(r.client_lag_p99_ms)} / {_ms(r.client_lag_max_ms)} ms",
+        "clients' own delay",
+    )
+    table.add_row(
+        "dropped",
+        f"[red]{r.dropped:,}[/]" if r.dropped else "0",
+        f"{r.failed:,} not connected, {r.closed:,} closed",
+    )
+    console.print(table)
+    for title, reasons in (("connect failures", r.fail_reasons), ("closed", r.close_reasons)):
+        if reasons:
+            text = "; ".join(f"{n:,} x {why}" for why, n in reasons.items())
+            console.print(f"[red]{title}:[/] {text}")
+
+    names = {"gateway": "gateway", "workers": "client workers", "processor": "processor", "publisher": "publisher"}
+    names.update({"auth": "auth", "nats": "nats-server", "valkey": "valkey", "bench": "bench"})
+    names.update({"irq": "kernel irq/softirq", "other": "other"})
+    used = ", ".join(f"{label} {r.cpu[key]:.2f}" for key, label in names.items() if key in r.cpu)
+    console.print(f"CPU cores used in the window: {used or '-'}")
+
+    t = r.targets()
+    console.print(
+        f"verdict: {TARGET_CLIENTS:,} clients {_ok(t['clients_met'])} ({r.connected:,});"
+        f" {TARGET_RATE:g} quotes/s per symbol {_ok(t['rate_met'])} ({r.rate:g});"
+        f" p99 < {TARGET_P99_MS:g} ms {_ok(t['p99_met'])} ({_ms(r.p99_ms)} ms);"
+        f" none dropped {_ok(t['dropped_met'])} ({r.dropped:,});"
+        f" delivered >= {KEEP_UP_FRACTION:.0%} {_ok(t['kept_up_met'])}"
+        f" [dim]in {r.elapsed_s:.0f}s[/]"
+    )
+
+
+@app.command(
+    "matching",
+    help="The matching engine alone, in process: orders/s and per-order latency on a seeded order stream.\n\n"
+    "Generates a seeded stream (about 60% limit orders near a drifting mid, 20% market orders, 20% cancels"
+    " of live orders, over several funded users and every default market), then applies it to fresh"
+    " engines: back to back for throughput (best of 3 runs) and one command at a time for latency."
+    " Nothing is started and nothing is touched.",
+)
+def matching(
+    orders: Annotated[
+        int | None,
+        typer.Option("--orders", min=1, max=10_000_000, help="Commands in the stream.", show_default="200000"),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the order stream.")] = 4,
+    users: Annotated[int, typer.Option("--users", min=1, max=10_000, help="Funded users placing orders.")] = 8,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A short run (20,000 orders, one throughput run) for smoke tests.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The matching engine alone, in process: orders/s and per-order latency on a seeded order stream."""
+    from stockctl.bench_matching import DEFAULT_ORDERS, QUICK_ORDERS, run_matching_bench
+
+    count = orders if orders is not None else QUICK_ORDERS if quick else DEFAULT_ORDERS
+    with err_console.status("benchmarking...", spinner="dots") as status:
+        result = run_matching_bench(
+            count, seed, users, rounds=1 if quick else 3, progress=lambda text: status.update(f"bench matching: {text}")
+        )
+
+    if json_out:
+        print_json(result.to_doc())
+        return
+    render_matching(result)
+
+
+def render_matching(r: MatchingBenchResult) -> None:
+    """Throughput, latency, what the stream did, and a verdict against the target."""
+    from stockctl.bench_matching import TARGET_ORDERS_PER_S
+
+    table = Table(
+        title=f"bench matching: {r.orders:,} commands, seed {r.seed}, {r.users} users, {', '.join(r.markets)}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("", style="dim")
+    table.add_row("orders/s", f"[bold]{r.orders_per_s:,.0f}[/]", f"wall clock, best run ({r.seconds:.2f} s)")
+    table.add_row("orders/s (CPU time)", f"{r.cpu_orders_per_s:,.0f}", "this process's CPU time, best run")
+    table.add_row("latency p50", f"{r.p50_us:.2f} µs", "one apply(), events included")
+    table.add_row("latency p99", f"{r.p99_us:.2f} µs", "")
+    table.add_row("latency max / mean", f"{r.max_us:,.0f} / {r.mean_us:.2f} µs", "")
+    table.add_row(
+        "events / trades", f"{r.events:,} / {r.trades:,}", f"{r.final_book_orders:,} orders left on the books"
+    )
+    console.print(table)
+    mix = r.mix
+    console.print(
+        f"stream: {mix.get('limit', 0):,} limit ({mix.get('ioc', 0):,} ioc, {mix.get('fok', 0):,} fok,"
+        f" {mix.get('post_only', 0):,} post-only), {mix.get('market', 0):,} market, {mix.get('cancel', 0):,} cancels;"
+        f" outcome: {mix.get('accepted', 0):,} accepted, {mix.get('rejected', 0):,} rejected,"
+        f" {mix.get('cancelled', 0):,} cancelled"
+    )
+    gc_note = "" if r.gc_enabled else ", gc off"
+    console.print(
+        f"verdict: >= {TARGET_ORDERS_PER_S:,} orders/s {_ok(r.target_met)} ({r.orders_per_s:,.0f}{gc_note})"
+        f" [dim]in {r.elapsed_s:.0f}s[/]"
     )

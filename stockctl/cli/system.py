@@ -121,6 +121,9 @@ def up(
         Path | None, typer.Option(help="Replay this CSV (timestamp,symbol,price[,volume]) instead of simulating.")
     ] = None,
     replay_speed: Annotated[float | None, typer.Option(help="Replay speed factor (0: as fast as possible).")] = None,
+    liquidity: Annotated[
+        bool | None, typer.Option("--liquidity/--no-liquidity", help="Simulated market makers on the exchange.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Start NATS, Redis and the daemons; return once all are ready."""
@@ -136,7 +139,17 @@ def up(
         seed=seed,
         replay_csv=replay.expanduser().resolve() if replay else None,
         replay_speed=replay_speed,
+        liquidity=liquidity,
     )
+    start_instance(settings, attach, json_out)
+
+
+def _saved_settings_path(settings: Settings) -> Path:
+    return settings.run_dir / "settings.json"
+
+
+def start_instance(settings: Settings, attach: bool = False, json_out: bool = False) -> None:
+    """Check ports and inputs, then run the supervisor (detached, or in the foreground)."""
     settings.ensure_dirs()
     pid = supervisor_pid(settings)
     if pid is not None:
@@ -161,6 +174,10 @@ def up(
             validate(settings.replay_csv)
         except ReplayError as exc:
             raise UsageError(f"cannot replay: {exc}") from None
+    # `restart` brings the instance back with the same flags.
+    fd = os.open(_saved_settings_path(settings), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(settings.model_dump_json())
     if attach:
         err_console.print(f"stockctl running in the foreground ({settings.home}); Ctrl-C stops it")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s supervisor: %(message)s")
@@ -332,22 +349,9 @@ def restart(
     if supervisor_pid(settings) is None:
         raise NotRunningError(str(settings.home))
     if name is None:
+        saved = Settings.model_validate_json(_saved_settings_path(settings).read_text())
         down()
-        up(
-            attach=False,
-            only=None,
-            nats_url=None,
-            redis_url=None,
-            nats_port=None,
-            nats_monitor_port=None,
-            redis_port=None,
-            symbols=None,
-            rate=None,
-            seed=None,
-            replay=None,
-            replay_speed=None,
-            json_out=False,
-        )
+        start_instance(saved)
         return
     rows = {r["name"]: r for r in status_rows(settings)}
     if name not in rows:

@@ -1,0 +1,431 @@
+"""matching: applies exchange commands in stream order and records every outcome.
+
+Durability rests on three facts:
+
+1. A command is in JetStream ``EX_ORDERS`` (de-duplicated by ``Nats-Msg-Id``) before the
+   engine sees it, and commands are applied in stream order by an ordered consumer.
+2. The engine is deterministic: the same commands give the same events, byte for byte.
+3. Engine state is a snapshot (in Redis, with the command sequence it includes) plus the
+   commands after it.
+
+So after a crash at any moment the daemon restores the snapshot, replays the commands
+after it, and publishes only the events that ``EX_EVENTS`` does not hold yet (their
+per-market sequence says which). No acknowledged order is lost, no fill is duplicated.
+A snapshot is only taken once every event it covers is stored.
+
+The gateway learns a command's outcome from a core NATS reply sent after the events are
+stored (``Stockctl-Reply`` header); the same events reach everyone on ``ex.event.<MKT>``.
+Trades also feed ``md.tick.<MKT>`` so exchange markets are tickers too, and depth goes to
+``ex.book.<MKT>`` as snapshots and sequence-numbered deltas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from contextlib import AsyncExitStack
+from typing import Any
+
+import msgspec
+import nats.js.errors
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from redis.exceptions import RedisError
+
+from stockctl import names
+from stockctl.exchange.engine import Exchange
+from stockctl.exchange.wire import Accepted, Cancelled, Event, Rejected, Trade, command_decoder, event_decoder
+from stockctl.exchange.wire import encode as ex_encode
+from stockctl.service import (
+    StateLog,
+    StatusFile,
+    backoff_sleep,
+    connect_nats,
+    ensure_tick_stream,
+    main,
+    redis_client,
+    shutdown_event,
+    wait_redis,
+)
+from stockctl.settings import Settings
+from stockctl.wire import Tick, encode, tick_decoder
+
+log = logging.getLogger("stockctl.matching")
+
+SNAPSHOT_EVERY_S = 5.0
+SNAPSHOT_EVERY_CMDS = 20_000
+RESULT_CACHE = 100_000  # recent command outcomes kept for retried submissions
+HISTORY_LIMIT = 1_000  # fills / trades / finished orders kept per user or market in Redis
+BOOK_DEPTH = 20
+
+
+class BookQuery(msgspec.Struct):
+    market: str
+    depth: int = BOOK_DEPTH
+
+
+class UserQuery(msgspec.Struct):
+    user: str
+    market: str | None = None
+
+
+class OutcomeQuery(msgspec.Struct):
+    user: str
+    client_order_id: str
+
+
+async def ensure_exchange_streams(js: JetStreamContext) -> None:
+    """The command and event streams: file storage; commands de-duplicated for 10 minutes."""
+    for name, subjects, dup in (
+        (names.ORDER_STREAM, [names.ORDER_SUBJECTS], 600.0),
+        (names.EVENT_STREAM, [names.EVENT_SUBJECTS], 600.0),
+    ):
+        config = api.StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.OLD,
+            duplicate_window=dup,
+            max_age=30 * 86_400.0,
+        )
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await js.update_stream(config)
+
+
+def event_market(ev: Event) -> str:
+    return ev.market or names.ACCOUNTS_MARKET
+
+
+class Matching:
+    """The daemon's state around the pure engine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        nc: NATS,
+        js: JetStreamContext,
+        r: aioredis.Redis,
+        status: StatusFile,
+        stop: asyncio.Event,
+    ) -> None:
+        self.s, self.nc, self.js, self.r, self.status, self.stop = settings, nc, js, r, status, stop
+        self.engine = Exchange()
+        self.cmd_seq = 0  # last command stream sequence applied
+        self.published: dict[str, int] = {}  # market -> last event seq stored in EX_EVENTS
+        self.tick_seq: dict[str, int] = {}  # market -> last md.tick seq
+        self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        self.book_seq: dict[str, int] = {}
+        self.results: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.snapshot_at = (time.monotonic(), 0)
+        self.nats_state = StateLog(log, "JetStream publish")
+
+    @property
+    def market_names(self) -> list[str]:
+        return [spec.symbol for spec in self.engine.markets]
+
+    # --- startup ----------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        raw = await self.r.hgetall(names.SNAPSHOT_KEY)
+        if raw:
+            self.engine = Exchange.restore(raw[b"data"])
+            self.cmd_seq = int(raw[b"cmd_seq"])
+            log.info("restored engine snapshot at command %d", self.cmd_seq)
+        for market in [*self.market_names, names.ACCOUNTS_MARKET]:
+            self.published[market] = await self._last_seq(names.EVENT_STREAM, names.event_subject(market), "seq")
+            self.tick_seq[market] = await self._last_seq(names.TICK_STREAM, names.tick_subject(market), "tick")
+        self.snapshot_at = (time.monotonic(), self.cmd_seq)
+
+    async def _last_seq(self, stream: str, subject: str, kind: str) -> int:
+        try:
+            raw = await self.js.get_last_msg(stream, subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        if kind == "tick":
+            return tick_decoder.decode(raw.data).seq
+        return event_decoder.decode(raw.data).seq
+
+    # --- one batch of commands --------------------------------------------------------
+
+    async def handle(self, batch: list[Msg]) -> None:
+        to_store: list[Event] = []
+        replies: list[tuple[str, list[bytes]]] = []
+        touched: set[str] = set()
+        for msg in batch:
+            sseq = msg.metadata.sequence.stream
+            if sseq <= self.cmd_seq:
+                continue  # already applied (a redelivery after a consumer reset)
+            self.cmd_seq = sseq
+            try:
+                cmd = command_decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.error("skipping malformed command at stream seq %d: %s", sseq, exc)
+                self.status.incr("malformed")
+                continue
+            events = self.engine.apply(cmd)
+            self.status.incr("commands")
+            encoded = [ex_encode(ev) for ev in events]
+            for ev in events:
+                market = event_market(ev)
+                touched.add(market)
+                if ev.seq > self.published.get(market, 0):
+                    to_store.append(ev)
+            user = getattr(cmd, "user", "")
+            key = getattr(cmd, "client_order_id", None) or getattr(cmd, "request_id", "")
+            self.results[(user, key)] = b"[" + b",".join(encoded) + b"]"
+            if len(self.results) > RESULT_CACHE:
+                self.results.popitem(last=False)
+            reply = msg.headers.get(names.REPLY_HEADER) if msg.headers else None
+            if reply:
+                replies.append((reply, encoded))
+        if to_store:
+            await self._store(to_store)
+        for inbox, encoded in replies:
+            await self.nc.publish(inbox, b"[" + b",".join(encoded) + b"]")
+        for market in touched:
+            if market != names.ACCOUNTS_MARKET:
+                await self._publish_book(market)
+        await self._maybe_snapshot()
+
+    async def _store(self, events: list[Event]) -> None:
+        """Events into EX_EVENTS (in order, confirmed), then ticks and the Redis views."""
+        ticks: list[tuple[str, bytes, str]] = []
+        pending = []
+        for ev in events:
+            market = event_market(ev)
+            data = ex_encode(ev)
+            headers = {"Nats-Msg-Id": f"{market}:{ev.seq}"}
+            pending.append((names.event_subject(market), data, headers))
+            if isinstance(ev, Trade):
+                seq = self.tick_seq.get(market, 0) + 1
+                self.tick_seq[market] = seq
+                tick = Tick(market, ev.price, ev.ts, seq, volume=_whole(ev.qty), origin="exchange")
+                ticks.append((names.tick_subject(market), encode(tick), f"{market}:{seq}"))
+        await self._publish_confirmed(pending)
+        for ev in events:
+            self.published[event_market(ev)] = ev.seq
+        self.status.incr("events", len(events))
+        await self._publish_confirmed([(s, d, {"Nats-Msg-Id": mid}) for s, d, mid in ticks])
+        await self._record_views(events)
+
+    async def _publish_confirmed(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        """Publish in order and wait until JetStream has every one; retry through outages."""
+        attempt = 0
+        start = 0
+        while start < len(items):
+            try:
+                futures = [
+                    await self.js.publish_async(subject, data, headers=headers, wait_stall=5.0)
+                    for subject, data, headers in items[start:]
+                ]
+                for fut in futures:
+                    await asyncio.wait_for(fut, 5.0)
+                    start += 1
+                self.nats_state.set("ok")
+            except Exception as exc:  # an outage: resend the rest (ids de-duplicate)
+                self.nats_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying")
+                await backoff_sleep(attempt, asyncio.Event())
+                attempt += 1
+                if self.stop.is_set() and attempt > 20:
+                    raise
+
+    async def _record_views(self, events: list[Event]) -> None:
+        """Fills, trades and finished orders in Redis, for the gateway's history endpoints."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for ev in events:
+                if isinstance(ev, Trade):
+                    data = ex_encode(ev)
+                    for user in {ev.maker_user, ev.taker_user}:
+                        pipe.rpush(names.fills_key(user), data)
+                        pipe.ltrim(names.fills_key(user), -HISTORY_LIMIT, -1)
+                    pipe.rpush(names.trades_key(ev.market), data)
+                    pipe.ltrim(names.trades_key(ev.market), -HISTORY_LIMIT, -1)
+                elif isinstance(ev, Accepted | Rejected | Cancelled):
+                    # An order's life for `orders --all`: accepted, then cancelled or filled.
+                    pipe.rpush(names.orders_key(ev.user), ex_encode(ev))
+                    pipe.ltrim(names.orders_key(ev.user), -HISTORY_LIMIT, -1)
+            for attempt in range(50):
+                try:
+                    await pipe.execute()
+                    return
+                except RedisError as exc:
+                    if attempt == 0:
+                        log.warning("Redis failing (%s); retrying the history write", exc)
+                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+            log.error("gave up writing fill history after Redis stayed down; events are in EX_EVENTS")
+
+    async def _publish_book(self, market: str) -> None:
+        """A delta against the last published depth (or a full snapshot the first time)."""
+        view = self.engine.book(market, BOOK_DEPTH)
+        bids = {p: q for p, q, _ in view.bids}
+        asks = {p: q for p, q, _ in view.asks}
+        seq = self.book_seq.get(market, 0) + 1
+        self.book_seq[market] = seq
+        previous = self.books.get(market)
+        self.books[market] = (bids, asks)
+        if previous is None:
+            doc: dict[str, Any] = {
+                "type": "snapshot",
+                "market": market,
+                "seq": seq,
+                "bids": view.bids,
+                "asks": view.asks,
+            }
+        else:
+            doc = {
+                "type": "delta",
+                "market": market,
+                "seq": seq,
+                "bids": _diff(previous[0], bids),
+                "asks": _diff(previous[1], asks),
+            }
+        doc["last"] = view.last_trade
+        await self.nc.publish(names.book_subject(market), encode(doc))
+
+    async def _maybe_snapshot(self, force: bool = False) -> None:
+        at, cmds = self.snapshot_at
+        due = time.monotonic() - at >= SNAPSHOT_EVERY_S or self.cmd_seq - cmds >= SNAPSHOT_EVERY_CMDS
+        if self.cmd_seq == cmds or not (due or force):
+            return
+        try:
+            await self.r.hset(names.SNAPSHOT_KEY, mapping={"data": self.engine.snapshot(), "cmd_seq": self.cmd_seq})
+        except RedisError as exc:
+            log.warning("snapshot not written (%s); the command log still has everything", exc)
+            return
+        self.snapshot_at = (time.monotonic(), self.cmd_seq)
+        self.status.incr("snapshots")
+
+    # --- queries (core NATS request/reply) -------------------------------------------
+
+    async def serve_queries(self) -> None:
+        async def balances(msg: Msg) -> None:
+            q = msgspec.json.decode(msg.data, type=UserQuery)
+            bal = self.engine.balances(q.user)
+            await msg.respond(encode({a: {"available": av, "reserved": rs} for a, (av, rs) in bal.items()}))
+
+        async def orders(msg: Msg) -> None:
+            q = msgspec.json.decode(msg.data, type=UserQuery)
+            await msg.respond(encode(self.engine.open_orders(q.user, q.market)))
+
+        async def book(msg: Msg) -> None:
+            q = msgspec.json.decode(msg.data, type=BookQuery)
+            view = self.engine.book(q.market, q.depth)
+            await msg.respond(
+                encode(
+                    {
+                        "market": q.market,
+                        "seq": self.book_seq.get(q.market, 0),
+                        "bids": view.bids,
+                        "asks": view.asks,
+                        "last": view.last_trade,
+                    }
+                )
+            )
+
+        async def outcome(msg: Msg) -> None:
+            q = msgspec.json.decode(msg.data, type=OutcomeQuery)
+            await msg.respond(self.results.get((q.user, q.client_order_id), b"null"))
+
+        async def markets(msg: Msg) -> None:
+            await msg.respond(encode(list(self.engine.markets)))
+
+        handlers = {"balances": balances, "orders": orders, "book": book, "outcome": outcome, "markets": markets}
+        for what, handler in handlers.items():
+            await self.nc.subscribe(names.query_subject(what), cb=_guarded(handler))
+
+
+def _guarded(handler: Any) -> Any:
+    async def run(msg: Msg) -> None:
+        try:
+            await handler(msg)
+        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+            with contextlib.suppress(Exception):
+                await msg.respond(encode({"error": "bad_query", "detail": str(exc)}))
+
+    return run
+
+
+def _diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str]]:
+    """Changed levels; quantity "0" means the level is gone."""
+    out = [(p, q) for p, q in new.items() if old.get(p) != q]
+    out.extend((p, "0") for p in old if p not in new)
+    return out
+
+
+def _whole(qty: str) -> int:
+    return int(qty.split(".")[0])
+
+
+async def run(settings: Settings) -> None:
+    stop = shutdown_event()
+    status = StatusFile(settings, "matching")
+    async with AsyncExitStack() as stack:
+        # --- startup ---------------------------------------------------------------
+        r = redis_client(settings)
+        stack.push_async_callback(r.aclose)
+        if not await wait_redis(r, stop, log, settings.effective_redis_url):
+            return
+        nc = await connect_nats(settings, "matching", stop, log)
+        if nc is None:
+            return
+        stack.push_async_callback(nc.drain)
+        js = nc.jetstream(publish_async_max_pending=20_000)
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await ensure_exchange_streams(js)
+                await ensure_tick_stream(js, settings)
+                break
+            except Exception as exc:  # JetStream still starting
+                if attempt == 0:
+                    log.warning("JetStream not ready (%s); retrying", exc)
+                await backoff_sleep(attempt, stop)
+                attempt += 1
+        else:
+            return
+        m = Matching(settings, nc, js, r, status, stop)
+        await m.restore()
+        await m.serve_queries()
+        inbox: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_msg(msg: Msg) -> None:
+            inbox.put_nowait(msg)
+
+        start = m.cmd_seq + 1
+        config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+        await js.subscribe(
+            names.ORDER_SUBJECTS, stream=names.ORDER_STREAM, ordered_consumer=True, config=config, cb=on_msg
+        )
+        log.info("consuming commands from stream seq %d", start)
+        status.ready = True
+        status.info = {"markets": m.market_names}
+        status_task = asyncio.create_task(status.run(stop))
+        stack.callback(status.remove)
+
+        # --- main loop -------------------------------------------------------------
+        while not stop.is_set():
+            try:
+                first = await asyncio.wait_for(inbox.get(), 0.5)
+            except TimeoutError:
+                await m._maybe_snapshot()
+                continue
+            batch = [first]
+            while len(batch) < 1000 and not inbox.empty():
+                batch.append(inbox.get_nowait())
+            await m.handle(batch)
+
+        # --- shutdown --------------------------------------------------------------
+        await m._maybe_snapshot(force=True)
+        await status_task
+
+
+if __name__ == "__main__":
+    main("matching", run)

@@ -1,0 +1,1109 @@
+"""``stockctl bench ws``: many authenticated WebSocket clients on the gateway, measured.
+
+Like ``bench ticks``, everything runs on private servers in a temporary directory:
+
+* a nats-server (JetStream) and a valkey-server on free ports (:mod:`stockctl.infra`);
+* the real processor, publisher (``--rate`` ticks/s per symbol), auth and gateway
+  daemons (``python -m daemons NAME``), configured through :meth:`Settings.to_env`;
+* one bench user, registered over HTTP through the gateway; its access token (valid
+  for the whole run) authenticates every client;
+* ``--workers`` client processes (``python -m stockctl.bench_ws``), each with its own
+  event loop and a share of the connections. A client opens ``/ws``, sends
+  ``{"op":"auth","token":...}``, waits for ``welcome``, subscribes to its channels
+  (``quotes:SYM``, round-robin over the symbols) and waits for ``subscribed``.
+
+The clients speak just enough RFC 6455 to be cheap: server frames are parsed in place
+and a quote's latency (receipt time - the tick's ``ts``) is read from the raw frame
+without decoding the JSON, so 10,000 connections fit beside the gateway on two cores.
+Pings are answered, a close frame is recorded with its code and reason.
+
+Once every client is connected the quotes received in a ``--seconds`` window are
+counted and timed (the window is wall-clock, shared by all processes). Quotes seen on
+NATS in the same window say how many frames the clients should have received.
+Workers report to this process over a loopback TCP connection, one JSON line per event.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import nats.errors
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from stockctl import infra, names
+from stockctl.bench import BenchError, CpuMeter, Processes
+from stockctl.errors import StartupError, UsageError
+from stockctl.settings import ENV_PREFIX, SYMBOL_RE, Settings
+
+DEFAULT_CLIENTS = 1_000
+DEFAULT_SECONDS = 20.0
+DEFAULT_RATE = 5.0
+DEFAULT_SYMBOLS: tuple[str, ...] = ("AAPL", "GOOGL", "AMZN", "MSFT", "TSLA")
+DEFAULT_WORKERS = 2
+DEFAULT_CONCURRENCY = 50
+QUICK_CLIENTS = 50
+QUICK_SECONDS = 4.0
+
+TARGET_CLIENTS = 10_000
+TARGET_P99_MS = 250.0
+"""p99 tick -> client latency, below, with ``TARGET_CLIENTS`` clients at ``TARGET_RATE``."""
+TARGET_RATE = 5.0
+KEEP_UP_FRACTION = 0.95
+"""Delivery keeps up when clients receive at least this share of the quotes published to them."""
+
+BUCKET_NS = 10_000
+"""Latency histogram resolution (10 us)."""
+SERVER_START_TIMEOUT = 20.0
+DAEMON_START_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 30.0
+"""One client's connect + auth + subscribe, at most."""
+CONNECT_BUDGET_S = 60.0
+CONNECT_BUDGET_PER_CLIENT_S = 0.01
+"""Connecting all clients may take this long (plus this much per client), then the rest are not tried."""
+GIVE_UP_FRACTION = 0.05
+MIN_FAILURES_TO_GIVE_UP = 20
+"""A worker stops opening connections once this many (or this share of its clients) failed."""
+CONTROL_LINE_LIMIT = 64 * 1024 * 1024
+"""Longest line a worker may send (its connect times and latency histogram are one line each)."""
+LAG_PROBE_S = 0.01
+"""Period of each worker's event-loop lag probe."""
+SETTLE_S = 1.0
+"""Pause between the last connection and the measurement window (snapshots, backlogs)."""
+
+ProgressFn = Callable[[str], None]
+ProgressMap = Callable[[dict[int, dict[str, Any]]], None]
+"""Called with the latest progress line of each worker."""
+
+
+def _no_progress(_: str) -> None:
+    pass
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class WsBenchOptions:
+    clients: int = DEFAULT_CLIENTS
+    seconds: float = DEFAULT_SECONDS
+    rate: float = DEFAULT_RATE
+    """Ticks (so quotes) per second per symbol, from the publisher."""
+    symbols: list[str] = field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    channels_per_client: int = 1
+    workers: int = DEFAULT_WORKERS
+    concurrency: int = DEFAULT_CONCURRENCY
+    """Connections being opened at once, all workers together."""
+
+    @classmethod
+    def quick(cls) -> WsBenchOptions:
+        return cls(clients=QUICK_CLIENTS, seconds=QUICK_SECONDS)
+
+    def check(self) -> None:
+        if self.clients < 1:
+            raise UsageError("--clients must be at least 1")
+        if self.seconds <= 0:
+            raise UsageError("--seconds must be above 0")
+        if not 0 < self.rate <= 1000:
+            raise UsageError("--rate must be above 0 and at most 1000 ticks/s per symbol")
+        if not self.symbols:
+            raise UsageError("--symbols is empty", "e.g. --symbols AAPL,MSFT")
+        for sym in self.symbols:
+            if not SYMBOL_RE.match(sym):
+                raise UsageError(f"bad symbol {sym!r} in --symbols", "use A-Z, 0-9 and _ starting with a letter")
+        if not 1 <= self.channels_per_client <= len(self.symbols):
+            raise UsageError(
+                f"--channels-per-client must be 1 to {len(self.symbols)} (the number of symbols)",
+                "add symbols with --symbols",
+            )
+        if self.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+
+
+def parse_symbols(text: str) -> list[str]:
+    """``"aapl, msft"`` -> ``["AAPL", "MSFT"]`` (order kept, de-duplicated)."""
+    out: list[str] = []
+    for part in text.split(","):
+        sym = part.strip().upper()
+        if sym and sym not in out:
+            out.append(sym)
+    return out
+
+
+@dataclass
+class WsBenchResult:
+    clients: int
+    connected: int
+    """Clients that connected, authenticated and subscribed."""
+    failed: int
+    """Clients that could not connect, authenticate or subscribe."""
+    closed: int
+    """Clients connected, then closed before the end of the window (by the gateway or the network)."""
+    seconds: float
+    rate: float
+    symbols: list[str]
+    channels_per_client: int
+    workers: int
+    concurrency: int
+    connect_s: float
+    """Wall time to connect + authenticate + subscribe every client."""
+    connect_p50_ms: float | None
+    connect_p99_ms: float | None
+    connect_max_ms: float | None
+    quotes: int
+    """Quote frames received by all clients in the window."""
+    expected: int
+    """Quote frames the clients should have received: quotes on NATS in the window x subscribers."""
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    client_lag_p99_ms: float | None = None
+    """p99 of how late the client workers' event loops woke up: their own share of the latency."""
+    client_lag_max_ms: float | None = None
+    gateway_frames_per_s: float | None = None
+    """Frames the gateway handed to clients (its own counter), per second of the window."""
+    gateway_clients: int | None = None
+    close_reasons: dict[str, int] = field(default_factory=dict)
+    fail_reasons: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    """Cores used in the window, per process (``workers``: all client workers together); ``irq``:
+    interrupts, softirqs (loopback TCP) and steal, charged to no process; ``other``: the rest of the machine."""
+    elapsed_s: float = 0.0
+
+    @property
+    def dropped(self) -> int:
+        return self.failed + self.closed
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.quotes / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def expected_msgs_per_s(self) -> float:
+        return self.expected / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def nominal_msgs_per_s(self) -> float:
+        """What the publisher's rate promises: connected x rate x channels per client."""
+        return self.connected * self.rate * self.channels_per_client
+
+    @property
+    def delivered_ratio(self) -> float | None:
+        return self.quotes / self.expected if self.expected else None
+
+    @property
+    def kept_up(self) -> bool:
+        ratio = self.delivered_ratio
+        return ratio is not None and ratio >= KEEP_UP_FRACTION
+
+    def targets(self) -> dict[str, Any]:
+        checks = {
+            "clients_met": self.connected >= TARGET_CLIENTS,
+            "rate_met": self.rate >= TARGET_RATE,
+            "p99_met": self.p99_ms is not None and self.p99_ms < TARGET_P99_MS,
+            "dropped_met": self.dropped == 0,
+            "kept_up_met": self.kept_up,
+        }
+        return {
+            "clients_min": TARGET_CLIENTS,
+            "rate_min": TARGET_RATE,
+            "p99_ms_max": TARGET_P99_MS,
+            "dropped_max": 0,
+            "kept_up_min": KEEP_UP_FRACTION,
+            **checks,
+            "met": all(checks.values()),
+        }
+
+    def to_doc(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        doc = asdict(self)
+        ratio = self.delivered_ratio
+        doc.update(
+            {
+                "dropped": self.dropped,
+                "msgs_per_s": round(self.msgs_per_s, 1),
+                "expected_msgs_per_s": round(self.expected_msgs_per_s, 1),
+                "nominal_msgs_per_s": round(self.nominal_msgs_per_s, 1),
+                "delivered_ratio": round(ratio, 4) if ratio is not None else None,
+                "kept_up": self.kept_up,
+                "targets": self.targets(),
+                "elapsed_s": round(self.elapsed_s, 1),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+            }
+        )
+        return doc
+
+
+def connect_budget_s(clients: int) -> float:
+    """Seconds the connect phase may take before the clients not yet tried are given up."""
+    return CONNECT_BUDGET_S + CONNECT_BUDGET_PER_CLIENT_S * clients
+
+
+def hist_percentile(hist: dict[int, int], q: float) -> int:
+    """Nearest-rank percentile (``q`` in 0..1) of a ``{bucket: count}`` histogram: the bucket."""
+    total = sum(hist.values())
+    if total == 0:
+        raise ValueError("no values")
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= rank:
+            return bucket
+    return max(hist)
+
+
+def _bucket_ms(bucket: int) -> float:
+    """The middle of a latency bucket, in ms."""
+    return round((bucket + 0.5) * BUCKET_NS / 1e6, 3)
+
+
+def _pct_ms(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(1, math.ceil(q * len(ordered))) - 1], 2)
+
+
+# --- the client side (runs in worker processes) ------------------------------------------
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_QUOTE_PREFIX = b'{"type":"quote"'
+_TS_KEY = b'"ts":'
+_NEVER = 1 << 62
+
+
+def _mask(payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    if not n:
+        return b""
+    stream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, masked client frame (RFC 6455 section 5.2)."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    key = os.urandom(4)
+    return header + key + _mask(payload, key)
+
+
+class ClientError(Exception):
+    """One client could not connect, authenticate or subscribe; ``str`` is a short reason."""
+
+
+class _Conn(asyncio.Protocol):
+    """One bench client: HTTP upgrade, then server frames parsed in place."""
+
+    __slots__ = ("accept", "buf", "closed", "open", "transport", "waiter", "want", "worker")
+
+    def __init__(self, worker: _Worker, accept: bytes) -> None:
+        self.worker = worker
+        self.accept = accept
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.open = False
+        self.closed = False
+        self.want = "upgrade"
+        self.waiter: asyncio.Future[None] | None = None
+
+    # protocol callbacks -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed("connection lost" if exc is None else f"connection lost: {exc.__class__.__name__}")
+
+    def data_received(self, data: bytes) -> None:
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        if not self.open:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            self._upgraded(data[:end])
+            if self.closed:
+                return
+            data = data[end + 4 :]
+        w = self.worker
+        now = time.time_ns()
+        counting = w.t_start <= now < w.t_end
+        n = len(data)
+        p = 0
+        while n - p >= 2:
+            b0 = data[p]
+            ln = data[p + 1]
+            if ln < 126:
+                s = p + 2
+            elif ln == 126:
+                if n - p < 4:
+                    break
+                ln = (data[p + 2] << 8) | data[p + 3]
+                s = p + 4
+            elif ln == 127:
+                if n - p < 10:
+                    break
+                ln = int.from_bytes(data[p + 2 : p + 10], "big")
+                s = p + 10
+            else:  # the mask bit: servers never mask
+                self._fail("protocol error: masked server frame")
+                return
+            e = s + ln
+            if e > n:
+                break
+            if b0 == 0x81 and data.startswith(_QUOTE_PREFIX, s):
+                if counting:
+                    i = data.find(_TS_KEY, s, e) + 5
+                    j = i
+                    while 48 <= data[j] <= 57:
+                        j += 1
+                    if j > i > 4:
+                        w.lat.append(now - int(data[i:j]))
+            else:
+                self._frame(b0 & 0x0F, data[s:e])
+                if self.closed:
+                    return
+            p = e
+        if p < n:
+            self.buf = data[p:]
+
+    # helpers -------------------------------------------------------------------------------
+
+    def expect(self, want: str) -> asyncio.Future[None]:
+        self.want = want
+        self.waiter = asyncio.get_running_loop().create_future()
+        return self.waiter
+
+    def send_text(self, payload: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(client_frame(0x1, payload))
+
+    def _resolve(self, exc: Exception | None = None) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+    def _upgraded(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        status = lines[0].decode(errors="replace")
+        if not status.startswith("HTTP/1.1 101"):
+            self._fail(f"upgrade refused: {status[:60]}")
+            return
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(b":")
+            headers[key.strip().lower()] = value.strip()
+        if headers.get(b"sec-websocket-accept") != self.accept:
+            self._fail("upgrade: bad Sec-WebSocket-Accept")
+            return
+        self.open = True
+        if self.want == "upgrade":
+            self._resolve()
+
+    def _frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == 0x1:
+            try:
+                kind = json.loads(payload).get("type")
+            except (ValueError, AttributeError):
+                return
+            if kind == self.want:
+                self._resolve()
+            elif kind == "error" and self.waiter is not None:
+                detail = json.loads(payload).get("detail", "")
+                self._resolve(ClientError(f"gateway error: {str(detail)[:80]}"))
+        elif opcode == 0x9:  # ping -> pong with the same payload
+            assert self.transport is not None
+            self.transport.write(client_frame(0xA, payload))
+        elif opcode == 0x8:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            reason = payload[2:].decode(errors="replace")
+            with contextlib.suppress(Exception):
+                assert self.transport is not None
+                self.transport.write(client_frame(0x8, payload[:2]))
+                self.transport.close()
+            self._closed(f"closed {code}: {reason[:80]}".rstrip(": "))
+
+    def _fail(self, reason: str) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self._closed(reason)
+
+    def _closed(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.waiter is not None:
+            self._resolve(ClientError(reason))
+        else:
+            self.worker.on_closed(self, reason)
+
+
+class _Worker:
+    """A share of the clients in one process, driven by the parent over a control connection."""
+
+    def __init__(self, wid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.wid = wid
+        self.reader, self.writer = reader, writer
+        self.conns: list[_Conn] = []
+        self.lat: array.array[int] = array.array("q")
+        self.t_start = self.t_end = _NEVER
+        self.connected = 0
+        self.failed = 0
+        self.fail_reasons: Counter[str] = Counter()
+        self.closed = 0
+        self.close_reasons: Counter[str] = Counter()
+        self.connect_ms: list[float] = []
+        self.subscribers: Counter[str] = Counter()
+
+    def send(self, doc: dict[str, Any]) -> None:
+        self.writer.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+
+    def on_closed(self, conn: _Conn, reason: str) -> None:
+        self.closed += 1
+        self.close_reasons[reason] += 1
+
+    async def open_one(self, host: str, port: int, token: bytes, channels: list[str]) -> float:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        key = base64.b64encode(os.urandom(16))
+        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+        conn = _Conn(self, accept)
+        try:
+            await loop.create_connection(lambda: conn, host, port)
+            upgraded = conn.expect("upgrade")
+            assert conn.transport is not None
+            conn.transport.write(
+                b"GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host.encode(), port, key)
+            )
+            await upgraded
+            welcome = conn.expect("welcome")
+            conn.send_text(b'{"op":"auth","token":"' + token + b'"}')
+            await welcome
+            subscribed = conn.expect("subscribed")
+            conn.send_text(json.dumps({"op": "subscribe", "channels": channels}).encode())
+            await subscribed
+        except BaseException:
+            if conn.transport is not None:
+                conn.transport.abort()
+            raise
+        self.conns.append(conn)
+        return (time.perf_counter() - t0) * 1000
+
+    async def connect_all(self, cfg: dict[str, Any]) -> None:
+        host, port, token = cfg["host"], cfg["port"], cfg["token"].encode()
+        symbols: list[str] = cfg["symbols"]
+        per = cfg["channels_per_client"]
+        indices = range(cfg["first"], cfg["clients"], cfg["step"])
+        sem = asyncio.Semaphore(cfg["concurrency"])
+        # A gateway that refuses or times out many clients, or takes too long, fails the run
+        # anyway: stop opening connections then, and measure the ones that are open.
+        max_failures = max(MIN_FAILURES_TO_GIVE_UP, int(GIVE_UP_FRACTION * len(indices)))
+        deadline = time.monotonic() + cfg["budget_s"]
+        gave_up = ""
+
+        async def one(i: int) -> None:
+            nonlocal gave_up
+            syms = [symbols[(i + k) % len(symbols)] for k in range(per)]
+            async with sem:
+                if not gave_up and self.failed >= max_failures:
+                    gave_up = f"not tried: gave up after {self.failed:,} failures"
+                elif not gave_up and time.monotonic() > deadline:
+                    gave_up = f"not tried: connecting took over {cfg['budget_s']:g}s"
+                if gave_up:
+                    self.failed += 1
+                    self.fail_reasons[gave_up] += 1
+                    return
+                try:
+                    ms = await asyncio.wait_for(
+                        self.open_one(host, port, token, [f"quotes:{s}" for s in syms]), CONNECT_TIMEOUT
+                    )
+                except TimeoutError:
+                    self.failed += 1
+                    self.fail_reasons[f"timeout after {CONNECT_TIMEOUT:g}s"] += 1
+                    return
+                except (OSError, ClientError) as exc:
+                    self.failed += 1
+                    self.fail_reasons[str(exc)[:100] or exc.__class__.__name__] += 1
+                    return
+            self.connected += 1
+            self.connect_ms.append(round(ms, 3))
+            self.subscribers.update(syms)
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(0.25)
+                self.send({"event": "progress", "connected": self.connected, "failed": self.failed})
+
+        reporter = asyncio.create_task(report())
+        try:
+            await asyncio.gather(*(one(i) for i in indices))
+        finally:
+            reporter.cancel()
+        self.send(
+            {
+                "event": "connected",
+                "connected": self.connected,
+                "failed": self.failed,
+                "fail_reasons": dict(self.fail_reasons),
+                "connect_ms": self.connect_ms,
+                "subscribers": dict(self.subscribers),
+            }
+        )
+
+    async def measure(self, start_ns: int, end_ns: int) -> None:
+        self.t_start, self.t_end = start_ns, end_ns
+        lags: list[float] = []
+        probe = asyncio.create_task(self.lag_probe(start_ns, end_ns, lags))
+        while (now := time.time_ns()) < end_ns:
+            await asyncio.sleep(min(0.5, (end_ns - now) / 1e9))
+            self.send({"event": "progress", "quotes": len(self.lat), "closed": self.closed})
+        await probe
+        hist: Counter[int] = Counter(v // BUCKET_NS for v in self.lat)
+        self.send(
+            {
+                "event": "result",
+                "quotes": len(self.lat),
+                "max_ns": max(self.lat, default=0),
+                "hist": {str(k): v for k, v in hist.items()},
+                "lag_ms": lags,
+                "closed": self.closed,
+                "close_reasons": dict(self.close_reasons),
+                "open": sum(1 for c in self.conns if not c.closed),
+            }
+        )
+
+    @staticmethod
+    async def lag_probe(start_ns: int, end_ns: int, lags: list[float]) -> None:
+        """How late this worker's event loop wakes up (ms): the clients' own share of the latency."""
+        await asyncio.sleep(max(0.0, (start_ns - time.time_ns()) / 1e9))
+        clock = time.perf_counter
+        while time.time_ns() < end_ns:
+            t0 = clock()
+            await asyncio.sleep(LAG_PROBE_S)
+            lags.append(round((clock() - t0 - LAG_PROBE_S) * 1000, 2))
+
+    async def run(self) -> None:
+        """Obey the parent's commands until ``exit`` or until it goes away, whatever phase is running."""
+        self.send({"event": "hello", "worker": self.wid, "pid": os.getpid()})
+        phase: asyncio.Task[None] | None = None
+        while True:
+            line = await self.reader.readline()
+            cmd = json.loads(line) if line else {"op": "exit"}
+            op = cmd.get("op")
+            if op == "exit":
+                break
+            if phase is not None:
+                await phase  # phases run one after the other
+            if op == "connect":
+                phase = asyncio.create_task(self.connect_all(cmd))
+            elif op == "measure":
+                phase = asyncio.create_task(self.measure(cmd["start_ns"], cmd["end_ns"]))
+        if phase is not None and not phase.done():
+            phase.cancel()
+            with contextlib.suppress(BaseException):
+                await phase
+        for conn in self.conns:
+            if conn.transport is not None:
+                conn.transport.abort()
+        self.writer.close()
+
+
+async def _worker_main(address: str, wid: int) -> None:
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    await _Worker(wid, reader, writer).run()
+
+
+def worker_main(argv: list[str]) -> None:
+    """``python -m stockctl.bench_ws HOST:PORT WORKER_ID``: one client worker."""
+    from stockctl.service import raise_fd_limit
+
+    raise_fd_limit()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_worker_main(argv[0], int(argv[1])))
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def _read_status(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _kernel_ticks() -> int | None:
+    """irq + softirq + steal time of all CPUs (``/proc/stat``), in clock ticks, else None."""
+    try:
+        with open("/proc/stat", "rb") as fh:
+            fields = fh.readline().split()
+        return int(fields[6]) + int(fields[7]) + int(fields[8])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class _WsBench:
+    def __init__(self, opts: WsBenchOptions, home: Path, progress: ProgressFn) -> None:
+        self.opts = opts
+        self.home = home
+        self.progress = progress
+        self.host = "127.0.0.1"
+        self.procs = Processes(home)
+        self.pids: dict[str, int] = {}
+        self.events: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        self.writers: dict[int, asyncio.StreamWriter] = {}
+        self.handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        """Control connections of the workers, by the task reading each."""
+
+    # servers and daemons ---------------------------------------------------------------
+
+    def start_servers(self) -> tuple[str, str]:
+        host = self.host
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(infra.free_port(host))
+        nats_port, monitor_port, redis_port = sorted(ports)
+        (self.home / "nats").mkdir()
+        (self.home / "redis").mkdir()
+        self.progress("starting nats-server and valkey-server")
+        argv = infra.nats_argv(host, nats_port, monitor_port, self.home / "nats")
+        nats_proc = self.procs.start("nats", argv, cwd=self.home)
+        redis_proc = self.procs.start("redis", infra.redis_argv(host, redis_port, self.home / "redis"), cwd=self.home)
+        self.pids.update({"nats": nats_proc.pid, "valkey": redis_proc.pid})
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        checks = {
+            "nats": (nats_proc, lambda: infra.nats_ready(host, monitor_port)),
+            "redis": (redis_proc, lambda: infra.redis_ready(host, redis_port)),
+        }
+        waiting = set(checks)
+        while waiting:
+            for name in sorted(waiting):
+                proc, ready = checks[name]
+                if proc.poll() is not None:
+                    tail = self.procs.log_tail(name) or None
+                    raise StartupError(f"{name} server exited with {proc.returncode} at start", tail)
+                if ready():
+                    waiting.discard(name)
+            if waiting and time.monotonic() > deadline:
+                late = ", ".join(sorted(waiting))
+                raise StartupError(f"{late} not ready within {SERVER_START_TIMEOUT:g}s", "see its log for the cause")
+            if waiting:
+                time.sleep(0.05)
+        return f"nats://{host}:{nats_port}", f"redis://{host}:{redis_port}/0"
+
+    def settings(self, nats_url: str, redis_url: str) -> Settings:
+        opts = self.opts
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(infra.free_port(self.host))
+        gateway_port, ws_port, auth_port = sorted(ports)
+        try:
+            return Settings(
+                home=self.home,
+                host=self.host,
+                nats_url=nats_url,
+                redis_url=redis_url,
+                symbols=opts.symbols,
+                rate=opts.rate,
+                gateway_port=gateway_port,
+                ws_port=ws_port,
+                auth_port=auth_port,
+                # Tokens outlive the run: an expiry mid-run would close every client.
+                access_token_ttl_s=min(86_400, max(3600, int(opts.seconds * 2) + 1800)),
+                log_level="WARNING",
+                replay_csv=None,
+                publish_limit=None,
+                only=[],
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"])
+            raise UsageError(f"bad {name}: {err['msg']}", f"check STOCKCTL_{name.upper()}") from None
+
+    async def start_daemons(self, settings: Settings) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        env.update(settings.to_env())
+        env["PYTHONUNBUFFERED"] = "1"
+        started = {}
+        for name in ("processor", "publisher", "auth", "gateway"):
+            proc = self.procs.start(name, [sys.executable, "-m", "daemons", name], env=env, cwd=self.home)
+            started[name] = proc
+            self.pids[name] = proc.pid
+        waiting = set(started)
+        self.progress(f"starting the daemons: {', '.join(started)}")
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT
+        while waiting:
+            for name in sorted(waiting):
+                proc = started[name]
+                if proc.poll() is not None:
+                    tail = self.procs.log_tail(name) or None
+                    raise StartupError(f"the {name} daemon exited with {proc.returncode} at start", tail)
+                doc = _read_status(settings.run_dir / f"{name}.json")
+                if doc and doc.get("ready") and doc.get("pid") == proc.pid:
+                    waiting.discard(name)
+            if waiting and time.monotonic() > deadline:
+                late = ", ".join(sorted(waiting))
+                tail = " / ".join(self.procs.log_tail(n, 2) for n in sorted(waiting)) or None
+                raise StartupError(f"{late} not ready within {DAEMON_START_TIMEOUT:g}s", tail)
+            if waiting:
+                await asyncio.sleep(0.05)
+
+    async def bench_user(self, settings: Settings) -> str:
+        """Register the bench user; wait until the gateway has a quote of every symbol."""
+        self.progress("registering the bench user")
+        body = {"email": "bench@example.com", "password": "bench-" + secrets.token_urlsafe(18)}
+        async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=10) as http:
+            try:
+                resp = await http.post("/auth/register", json=body)
+            except httpx.HTTPError as exc:
+                raise BenchError(f"cannot register the bench user: {exc.__class__.__name__}: {exc}") from None
+            if resp.status_code != 201:
+                raise BenchError(f"registering the bench user: HTTP {resp.status_code}: {resp.text[:200]}")
+            token = resp.json()["access_token"]
+            self.progress("waiting for the first quote of every symbol")
+            deadline = time.monotonic() + 30
+            want = set(self.opts.symbols)
+            while True:
+                resp = await http.get("/api/v1/prices", headers={"Authorization": f"Bearer {token}"})
+                if resp.status_code == 200 and want <= {q["symbol"] for q in resp.json()}:
+                    return token
+                if time.monotonic() > deadline:
+                    raise BenchError("no quote of every symbol within 30s", self.procs.log_tail("processor") or None)
+                await asyncio.sleep(0.1)
+
+    # workers ---------------------------------------------------------------------------
+
+    async def start_workers(self) -> asyncio.Server:
+        opts = self.opts
+        workers = min(opts.workers, opts.clients)
+
+        async def on_worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self.handlers[task] = writer
+            wid = -1
+            try:
+                while line := await reader.readline():
+                    doc = json.loads(line)
+                    if doc.get("event") == "hello":
+                        wid = int(doc["worker"])
+                        self.writers[wid] = writer
+                    await self.events.put((wid, doc))
+                why = "its control connection closed"
+            except (OSError, ValueError) as exc:
+                why = f"bad control line: {exc.__class__.__name__}: {str(exc)[:100]}"
+            finally:
+                del self.handlers[task]
+            await self.events.put((wid, {"event": "gone", "why": why}))
+
+        server = await asyncio.start_server(on_worker, self.host, 0, limit=CONTROL_LINE_LIMIT)
+        port = server.sockets[0].getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        self.progress(f"starting {workers} client workers")
+        for wid in range(workers):
+            argv = [sys.executable, "-m", "stockctl.bench_ws", f"{self.host}:{port}", str(wid)]
+            proc = self.procs.start(f"worker{wid}", argv, env=env, cwd=self.home)
+            self.pids[f"worker{wid}"] = proc.pid
+        await self.collect("hello", workers, 30.0)
+        return server
+
+    async def stop_workers(self) -> None:
+        """Ask the workers to exit and wait until their control connections end (5 s at most)."""
+        with contextlib.suppress(Exception):
+            self.tell({"op": "exit"})
+            for writer in self.writers.values():
+                await asyncio.wait_for(writer.drain(), 2)
+        if self.handlers:
+            await asyncio.wait(list(self.handlers), timeout=5)
+        for writer in list(self.handlers.values()):
+            writer.close()  # the reading task sees EOF and ends
+        if self.handlers:
+            await asyncio.wait(list(self.handlers), timeout=1)
+
+    def tell(self, doc: dict[str, Any]) -> None:
+        for writer in self.writers.values():
+            writer.write(json.dumps(doc).encode() + b"\n")
+
+    async def collect(
+        self,
+        event: str,
+        count: int,
+        timeout: float,
+        on_progress: Callable[[dict[int, dict[str, Any]]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The ``event`` line of each of ``count`` workers; progress lines go to ``on_progress``."""
+        got: dict[int, dict[str, Any]] = {}
+        latest: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            try:
+                wid, doc = await asyncio.wait_for(self.events.get(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                raise BenchError(f"{count - len(got)} client workers sent no {event!r} within {timeout:g}s") from None
+            if doc.get("event") == "gone":
+                tail = self.procs.log_tail(f"worker{wid}")
+                raise BenchError(f"client worker {wid} stopped: {doc['why']}", tail or None)
+            if doc.get("event") == event:
+                got[wid] = doc
+            elif doc.get("event") == "progress" and on_progress is not None:
+                latest[wid] = doc
+                on_progress(latest)
+        return [got[k] for k in sorted(got)]
+
+    # the run -------------------------------------------------------------------------
+
+    async def run(self) -> WsBenchResult:
+        nats_url, redis_url = self.start_servers()
+        settings = self.settings(nats_url, redis_url)
+        settings.ensure_dirs()
+        await self.start_daemons(settings)
+        token = await self.bench_user(settings)
+
+        # Quotes per symbol on NATS, counted by receipt time like the clients count theirs.
+        window = [_NEVER, _NEVER]
+        on_nats: Counter[str] = Counter()
+
+        async def on_quote(msg: Msg) -> None:
+            if window[0] <= time.time_ns() < window[1]:
+                on_nats[msg.subject.rsplit(".", 1)[-1]] += 1
+
+        try:
+            nc = await nats.connect(nats_url, name="bench-ws", allow_reconnect=False, connect_timeout=5)
+        except Exception as exc:
+            raise BenchError(f"cannot connect to the benchmark's nats-server: {exc}") from None
+        server = None
+        try:
+            await nc.subscribe(names.QUOTE_SUBJECTS, cb=on_quote)
+            server = await self.start_workers()
+            workers = len(self.writers)
+            return await self.measure(settings, token, workers, window, on_nats)
+        finally:
+            await self.stop_workers()
+            if server is not None:
+                server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 5)
+
+    async def measure(
+        self, settings: Settings, token: str, workers: int, window: list[int], on_nats: Counter[str]
+    ) -> WsBenchResult:
+        opts = self.opts
+        base = {
+            "host": self.host,
+            "port": settings.ws_port,
+            "token": token,
+            "symbols": opts.symbols,
+            "channels_per_client": opts.channels_per_client,
+            "clients": opts.clients,
+            "step": workers,
+            "concurrency": max(1, math.ceil(opts.concurrency / workers)),
+            "budget_s": connect_budget_s(opts.clients),
+        }
+
+        def connecting(latest: dict[int, dict[str, Any]]) -> None:
+            ok = sum(d.get("connected", 0) for d in latest.values())
+            failed = sum(d.get("failed", 0) for d in latest.values())
+            bad = f", {failed:,} failed" if failed else ""
+            self.progress(f"connecting clients: {ok:,}/{opts.clients:,}{bad}, {time.monotonic() - t0:.0f}s")
+
+        self.progress(f"connecting {opts.clients:,} clients")
+        t0 = time.monotonic()
+        for wid, writer in self.writers.items():
+            writer.write(json.dumps({"op": "connect", "first": wid, **base}).encode() + b"\n")
+        timeout = connect_budget_s(opts.clients) + CONNECT_TIMEOUT + 30
+        conn_docs = await self.collect("connected", workers, timeout, connecting)
+        connect_s = time.monotonic() - t0
+        connected = sum(d["connected"] for d in conn_docs)
+        failed = sum(d["failed"] for d in conn_docs)
+        connect_ms = [ms for d in conn_docs for ms in d["connect_ms"]]
+        subscribers: Counter[str] = Counter()
+        fail_reasons: Counter[str] = Counter()
+        for d in conn_docs:
+            subscribers.update(d["subscribers"])
+            fail_reasons.update(d["fail_reasons"])
+        for name in ("gateway", "processor", "publisher"):
+            self._check_alive(name)
+
+        self.progress(f"{connected:,} clients connected; settling")
+        await asyncio.sleep(SETTLE_S)
+        start_ns = time.time_ns() + 300_000_000
+        end_ns = start_ns + int(opts.seconds * 1e9)
+        window[0], window[1] = start_ns, end_ns
+        self.tell({"op": "measure", "start_ns": start_ns, "end_ns": end_ns})
+        cpu = CpuMeter(dict(self.pids, bench=os.getpid()))
+        await asyncio.sleep(max(0.0, (start_ns - time.time_ns()) / 1e9))
+        cpu.start()
+        kernel0, t_kernel0 = _kernel_ticks(), time.monotonic()
+        gw_status = settings.run_dir / "gateway.json"
+        gw_before = _read_status(gw_status) or {}
+
+        def measuring(latest: dict[int, dict[str, Any]]) -> None:
+            quotes = sum(d.get("quotes", 0) for d in latest.values())
+            closed = sum(d.get("closed", 0) for d in latest.values())
+            elapsed = max(1e-3, (time.time_ns() - start_ns) / 1e9)
+            drops = f", {closed:,} closed" if closed else ""
+            self.progress(
+                f"measuring {min(elapsed, opts.seconds):.0f}/{opts.seconds:g}s: {quotes / elapsed:,.0f} quotes/s{drops}"
+            )
+
+        results = await self.collect("result", workers, opts.seconds + 30, measuring)
+        usage = cpu.stop()
+        kernel1, t_kernel1 = _kernel_ticks(), time.monotonic()
+        gw_after = _read_status(gw_status) or {}
+        for name in ("gateway", "processor", "publisher"):
+            self._check_alive(name)
+
+        hist: Counter[int] = Counter()
+        close_reasons: Counter[str] = Counter()
+        for d in results:
+            hist.update({int(k): v for k, v in d["hist"].items()})
+            close_reasons.update(d["close_reasons"])
+        quotes = sum(d["quotes"] for d in results)
+        lags = [lag for d in results for lag in d["lag_ms"]]
+        max_ns = max((d["max_ns"] for d in results), default=0)
+        expected = sum(on_nats[sym] * n for sym, n in subscribers.items())
+
+        frames_rate = None
+        t_before, t_after = gw_before.get("updated"), gw_after.get("updated")
+        if t_before and t_after and t_after > t_before:
+            frames = gw_after.get("counters", {}).get("frames", 0) - gw_before.get("counters", {}).get("frames", 0)
+            frames_rate = round(frames / (t_after - t_before), 1)
+
+        workers_cpu = [v for k, v in usage.items() if k.startswith("worker")]
+        cpu_doc = {k: v for k, v in usage.items() if not k.startswith("worker")}
+        if workers_cpu:
+            cpu_doc["workers"] = round(sum(workers_cpu), 2)
+        if kernel0 is not None and kernel1 is not None and "other" in cpu_doc:
+            # Loopback TCP is mostly softirq work that /proc/<pid> charges to no process: say so.
+            hz = os.sysconf("SC_CLK_TCK")
+            irq = round(max(0, kernel1 - kernel0) / hz / max(1e-3, t_kernel1 - t_kernel0), 2)
+            cpu_doc["irq"] = min(irq, cpu_doc["other"])
+            cpu_doc["other"] = round(cpu_doc["other"] - cpu_doc["irq"], 2)
+
+        return WsBenchResult(
+            clients=opts.clients,
+            connected=connected,
+            failed=failed,
+            closed=sum(d["closed"] for d in results),
+            seconds=opts.seconds,
+            rate=opts.rate,
+            symbols=opts.symbols,
+            channels_per_client=opts.channels_per_client,
+            workers=workers,
+            concurrency=opts.concurrency,
+            connect_s=round(connect_s, 3),
+            connect_p50_ms=_pct_ms(connect_ms, 0.50),
+            connect_p99_ms=_pct_ms(connect_ms, 0.99),
+            connect_max_ms=round(max(connect_ms), 2) if connect_ms else None,
+            quotes=quotes,
+            expected=expected,
+            p50_ms=_bucket_ms(hist_percentile(hist, 0.50)) if hist else None,
+            p99_ms=_bucket_ms(hist_percentile(hist, 0.99)) if hist else None,
+            max_ms=round(max_ns / 1e6, 3) if hist else None,
+            client_lag_p99_ms=_pct_ms(lags, 0.99),
+            client_lag_max_ms=round(max(lags), 2) if lags else None,
+            gateway_frames_per_s=frames_rate,
+            gateway_clients=gw_after.get("info", {}).get("clients"),
+            close_reasons=dict(close_reasons.most_common(10)),
+            fail_reasons=dict(fail_reasons.most_common(10)),
+            cpu=cpu_doc,
+        )
+
+    def _check_alive(self, name: str) -> None:
+        for pname, proc, _ in self.procs.procs:
+            if pname == name:
+                self.procs.check_alive(name, proc)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt meanwhile, so a terminated benchmark still stops its children."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_ws_bench(opts: WsBenchOptions | None = None, progress: ProgressFn | None = None) -> WsBenchResult:
+    """Run the whole benchmark on private servers; every process it starts is stopped."""
+    opts = opts or WsBenchOptions()
+    opts.check()
+    report = progress or _no_progress
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="stockctl-bench-ws-") as tmp, _sigterm_interrupts():
+        bench = _WsBench(opts, Path(tmp), report)
+        try:
+            result = asyncio.run(bench.run())
+        except (OSError, nats.errors.Error) as exc:
+            raise BenchError(f"benchmark failed: {exc.__class__.__name__}: {exc}") from None
+        finally:
+            report("stopping the benchmark's clients, daemons and servers")
+            bench.procs.stop_all()
+    result.elapsed_s = time.monotonic() - t0
+    return result
+
+
+__all__ = [
+    "DEFAULT_CLIENTS",
+    "TARGET_CLIENTS",
+    "TARGET_P99_MS",
+    "WsBenchOptions",
+    "WsBenchResult",
+    "client_frame",
+    "hist_percentile",
+    "parse_symbols",
+    "run_ws_bench",
+]
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1:])

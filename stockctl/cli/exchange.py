@@ -1,0 +1,349 @@
+"""``order``, ``orders``, ``cancel``, ``fills``, ``balance``, ``book``, ``trades``: trading commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from stockctl.cli.common import JsonOpt, console, fmt_time, get_settings, print_json
+from stockctl.cli.tables import Col, fitted_table
+from stockctl.client import GatewayClient, normalise_symbol, stream
+from stockctl.errors import UsageError
+
+app = typer.Typer()
+
+_NUMBER = re.compile(r"^\d{1,15}(\.\d{1,8})?$", re.ASCII)
+
+
+class Side(StrEnum):
+    buy = "buy"
+    sell = "sell"
+
+
+def parse_order_spec(text: str) -> tuple[str, str | None]:
+    """``10@100.5`` -> ("10", "100.5") (limit); ``10`` -> ("10", None) (market).
+
+    Only the shape is checked here (positive plain decimals); the exchange checks tick
+    size, lot size, limits and funds and says which one failed.
+    """
+    qty, sep, price = text.strip().partition("@")
+    if not _NUMBER.match(qty) or Decimal(qty) == 0:
+        raise UsageError(f"bad quantity {qty!r}", "give a positive number, e.g. 10 or 10@100.5")
+    if not sep:
+        return qty, None
+    if not _NUMBER.match(price) or Decimal(price) == 0:
+        raise UsageError(f"bad price {price!r}", "give a positive decimal after @, e.g. 10@100.5")
+    return qty, price
+
+
+def _events_summary(doc: dict[str, Any]) -> str:
+    status = doc.get("status", "done")
+    colour = {"filled": "green", "open": "cyan", "cancelled": "yellow"}.get(status, "magenta")
+    return f"[{colour}]{status}[/]"
+
+
+@app.command()
+def order(
+    side: Annotated[Side, typer.Argument(help="buy or sell.")],
+    market: Annotated[str, typer.Argument(help="Market, e.g. TATA_INR.")],
+    spec: Annotated[str, typer.Argument(help="QTY@PRICE for a limit order, QTY for a market order.")],
+    ioc: Annotated[bool, typer.Option("--ioc", help="Immediate or cancel: fill what you can now.")] = False,
+    fok: Annotated[bool, typer.Option("--fok", help="Fill or kill: all now or nothing.")] = False,
+    post_only: Annotated[bool, typer.Option("--post-only", help="Only rest on the book; never take.")] = False,
+    client_id: Annotated[
+        str | None, typer.Option("--client-id", help="Your id for the order; a retry with it never doubles.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Place an order: prints its id, its status and each fill."""
+    qty, price = parse_order_spec(spec)
+    if ioc and fok:
+        raise UsageError("--ioc and --fok exclude each other")
+    if post_only and price is None:
+        raise UsageError("--post-only needs a limit price", "use QTY@PRICE")
+    body = {
+        "market": normalise_symbol(market),
+        "side": side.value,
+        "qty": qty,
+        "price": price,
+        "tif": "ioc" if ioc else "fok" if fok else "gtc",
+        "post_only": post_only,
+        "client_order_id": client_id,
+    }
+    with GatewayClient(get_settings()) as gw:
+        doc = gw.place(body)
+    if json_out:
+        print_json(doc)
+        return
+    kind = f"{qty}@{price}" if price else f"{qty} at market"
+    console.print(f"order [bold]{doc['order_id']}[/] {side.value} {body['market']} {kind}: {_events_summary(doc)}")
+    for fill in doc.get("filled", []):
+        console.print(f"  filled {fill['qty']} @ {fill['price']} (fee {fill['fee']})")
+    for ev in doc.get("events", []):
+        if ev.get("event") == "cancelled":
+            console.print(f"  [yellow]cancelled[/] remaining {ev['remaining']}: {ev['reason'].replace('_', ' ')}")
+
+
+def _order_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for o in rows:
+        side = f"[green]{o['side']}[/]" if o["side"] == "buy" else f"[red]{o['side']}[/]"
+        out.append(
+            [
+                str(o["order_id"]),
+                o["market"],
+                side,
+                o.get("type", ""),
+                o.get("price") or "market",
+                o["qty"],
+                o.get("remaining", ""),
+                fmt_time(o.get("ts")),
+                o.get("client_order_id", ""),
+            ]
+        )
+    return out
+
+
+ORDER_COLS = [
+    Col("id"),
+    Col("market", "left"),
+    Col("side", "left"),
+    Col("type", "left", priority=3),
+    Col("price"),
+    Col("qty"),
+    Col("open qty"),
+    Col("time", priority=1),
+    Col("client id", "left", priority=2),
+]
+
+
+@app.command()
+def orders(
+    market: Annotated[str | None, typer.Option(help="Only this market.")] = None,
+    history: Annotated[
+        bool, typer.Option("--all", help="Also finished orders (accepted, cancelled, rejected).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Your open orders (``--all`` for history)."""
+    with GatewayClient(get_settings()) as gw:
+        doc = gw.orders(market=normalise_symbol(market) if market else None, history=history)
+    opens = doc["open"] if history else doc
+    if json_out:
+        print_json(doc if history else opens)
+        return
+    if not opens and not history:
+        console.print("no open orders")
+        return
+    console.print(fitted_table(ORDER_COLS, _order_rows(opens), console.width, title="open orders"))
+    if history:
+        table = fitted_table(
+            [Col("time", "left"), Col("event", "left"), Col("id"), Col("market", "left"), Col("detail", "left")],
+            [
+                [
+                    fmt_time(e["ts"]),
+                    e["event"],
+                    str(e.get("order_id", "-")),
+                    e["market"],
+                    e.get("reason") or f"{e.get('side', '')} {e.get('qty', '')}@{e.get('price') or 'market'}",
+                ]
+                for e in doc["history"]
+            ],
+            console.width,
+            title="order history",
+        )
+        console.print(table)
+
+
+@app.command()
+def cancel(
+    order_id: Annotated[int | None, typer.Argument(help="Order id (see `stockctl orders`).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Cancel all your open orders.")] = False,
+    market: Annotated[str | None, typer.Option(help="With --all: only this market.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cancel an order, or all of them."""
+    if (order_id is None) == (not all_):
+        raise UsageError("give an ORDER_ID or --all")
+    with GatewayClient(get_settings()) as gw:
+        if all_:
+            doc = gw.cancel_all(normalise_symbol(market) if market else None)
+        else:
+            doc = gw.cancel(order_id, normalise_symbol(market) if market else None)  # type: ignore[arg-type]
+    if json_out:
+        print_json(doc)
+    elif all_:
+        console.print(f"cancelled {doc['cancelled']} orders")
+    else:
+        console.print(f"order {order_id} cancelled")
+
+
+@app.command()
+def fills(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most recent fills.")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Your fills: time, market, side, qty, price, fee, order id."""
+    with GatewayClient(get_settings()) as gw:
+        rows = gw.fills(limit)
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no fills yet")
+        return
+    cols = [
+        Col("time", "left"),
+        Col("market", "left"),
+        Col("side", "left"),
+        Col("qty"),
+        Col("price"),
+        Col("fee", priority=2),
+        Col("order", priority=1),
+        Col("role", "left", priority=3),
+    ]
+    table_rows = [
+        [
+            fmt_time(f["ts"]),
+            f["market"],
+            f"[green]{f['side']}[/]" if f["side"] == "buy" else f"[red]{f['side']}[/]",
+            f["qty"],
+            f["price"],
+            f["fee"],
+            str(f["order_id"]),
+            f["liquidity"],
+        ]
+        for f in rows
+    ]
+    console.print(fitted_table(cols, table_rows, console.width, title="fills"))
+
+
+@app.command()
+def balance(json_out: JsonOpt = False) -> None:
+    """Available and reserved per asset."""
+    with GatewayClient(get_settings()) as gw:
+        doc = gw.balances()
+    if json_out:
+        print_json(doc)
+        return
+    rows = [[asset, v["available"], v["reserved"]] for asset, v in sorted(doc.items())]
+    console.print(fitted_table([Col("asset", "left"), Col("available"), Col("reserved")], rows, console.width))
+
+
+def render_book(doc: dict[str, Any], depth: int) -> Table:
+    bids, asks = doc["bids"][:depth], doc["asks"][:depth]
+    biggest = max([Decimal(q) for _, q, *_ in bids + asks] or [Decimal(1)])
+    table = Table(title=f"{doc['market']} (seq {doc.get('seq', '-')})", header_style="bold", box=None)
+    for col, justify in (
+        ("bid size", "right"),
+        ("", "right"),
+        ("bid", "right"),
+        ("ask", "left"),
+        (" ", "left"),
+        ("ask size", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for i in range(max(len(bids), len(asks))):
+        b = bids[i] if i < len(bids) else None
+        a = asks[i] if i < len(asks) else None
+        bar = lambda q: "█" * max(1, int(Decimal(q) / biggest * 12))  # noqa: E731
+        table.add_row(
+            b[1] if b else "",
+            f"[green]{bar(b[1])}[/]" if b else "",
+            f"[bold green]{b[0]}[/]" if b else "",
+            f"[bold red]{a[0]}[/]" if a else "",
+            f"[red]{bar(a[1])}[/]" if a else "",
+            a[1] if a else "",
+        )
+    best_bid = Decimal(bids[0][0]) if bids else None
+    best_ask = Decimal(asks[0][0]) if asks else None
+    if best_bid is not None and best_ask is not None:
+        table.caption = f"spread {best_ask - best_bid}  mid {(best_ask + best_bid) / 2}  last {doc.get('last') or '-'}"
+    return table
+
+
+@app.command()
+def book(
+    market: Annotated[str, typer.Argument(help="Market, e.g. TATA_INR.")],
+    depth: Annotated[int, typer.Option(min=1, max=100, help="Levels per side.")] = 10,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the ladder live.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Depth ladder of a market: bids and asks with size bars, spread and mid."""
+    settings = get_settings()
+    with GatewayClient(settings) as gw:
+        doc = gw.book(market, depth)
+    if json_out and not watch:
+        print_json(doc)
+        return
+    if not watch:
+        console.print(render_book(doc, depth))
+        return
+    channel = f"book:{normalise_symbol(market)}"
+
+    async def follow() -> None:
+        state = {"bids": {p: q for p, q, *_ in doc["bids"]}, "asks": {p: q for p, q, *_ in doc["asks"]}}
+        with Live(render_book(doc, depth), console=console, refresh_per_second=8) as live:
+            async for kind, _ch, data in stream(settings, [channel]):
+                update = msgspec.json.decode(data)
+                if kind == "snapshot" or update.get("type") == "snapshot":
+                    state = {
+                        "bids": {p: q for p, q, *_ in update["bids"]},
+                        "asks": {p: q for p, q, *_ in update["asks"]},
+                    }
+                else:
+                    for side in ("bids", "asks"):
+                        for p, q in update[side]:
+                            if Decimal(q) == 0:
+                                state[side].pop(p, None)
+                            else:
+                                state[side][p] = q
+                ladder = {
+                    "market": normalise_symbol(market),
+                    "seq": update.get("seq"),
+                    "last": update.get("last"),
+                    "bids": sorted(([p, q] for p, q in state["bids"].items()), key=lambda x: -Decimal(x[0])),
+                    "asks": sorted(([p, q] for p, q in state["asks"].items()), key=lambda x: Decimal(x[0])),
+                }
+                live.update(render_book(ladder, depth))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow())
+
+
+@app.command()
+def trades(
+    market: Annotated[str, typer.Argument(help="Market, e.g. TATA_INR.")],
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most recent trades.")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recent trades of a market."""
+    with GatewayClient(get_settings()) as gw:
+        rows = gw.trades(market, limit)
+    if json_out:
+        print_json(rows)
+        return
+    table_rows = [
+        [
+            fmt_time(t["ts"]),
+            t["price"],
+            t["qty"],
+            "[green]buy[/]" if t["taker_side"] == "buy" else "[red]sell[/]",
+            str(t["trade_id"]),
+        ]
+        for t in rows
+    ]
+    cols = [Col("time", "left"), Col("price"), Col("qty"), Col("taker", "left"), Col("trade", priority=1)]
+    console.print(fitted_table(cols, table_rows, console.width, title=f"{normalise_symbol(market)} trades"))
+
+
+__all__ = ["app", "parse_order_spec"]

@@ -1,0 +1,1 @@
+"""The exchange: markets, order books, accounts (pure engine) and its wire contract."""

@@ -1,0 +1,291 @@
+"""The exchange end to end: gateway -> JetStream -> matching -> events, with real daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+import redis
+import websockets
+
+from stockctl import infra, names
+from stockctl.exchange.engine import Exchange
+from stockctl.exchange.wire import command_decoder, event_decoder
+from stockctl.exchange.wire import encode as ex_encode
+from stockctl.settings import Settings
+from tests.conftest import make_settings, wait_for
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery staple"
+
+
+class Ex:
+    """A running exchange: settings, daemons and logged-in users."""
+
+    def __init__(self, settings: Settings, procs: dict) -> None:
+        self.settings, self.procs = settings, procs
+        self.tokens: dict[str, str] = {}
+
+    @property
+    def base(self) -> str:
+        return self.settings.gateway_url
+
+    def login(self, email: str) -> str:
+        if email not in self.tokens:
+            resp = httpx.post(f"{self.base}/auth/register", json={"email": email, "password": PASSWORD}, timeout=10)
+            assert resp.status_code == 201, resp.text
+            self.tokens[email] = resp.json()["access_token"]
+        return self.tokens[email]
+
+    def call(self, email: str, method: str, path: str, **kw) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.login(email)}"}
+        return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=15, **kw)
+
+    def order(self, email: str, **body) -> httpx.Response:
+        return self.call(email, "POST", "/api/v1/orders", json=body)
+
+    def balances(self, email: str) -> dict[str, dict[str, str]]:
+        return self.call(email, "GET", "/api/v1/balances").json()
+
+
+def wipe_exchange(srv) -> None:
+    redis.Redis.from_url(srv.redis_url).flushall()
+
+    async def drop() -> None:
+        nc = await nats.connect(srv.nats_url)
+        js = nc.jetstream()
+        for stream in (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(stream)
+        await nc.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture
+def ex(servers, tmp_path: Path, daemons) -> Ex:
+    wipe_exchange(servers)
+    settings = make_settings(
+        servers,
+        tmp_path / "home",
+        gateway_port=infra.free_port(),
+        ws_port=infra.free_port(),
+        auth_port=infra.free_port(),
+        symbols=["AAPL"],
+        rate=5,
+    )
+    procs = {name: daemons(name, settings) for name in ("matching", "processor", "auth", "gateway")}
+    return Ex(settings, procs)
+
+
+def total(balances: list[dict[str, dict[str, str]]], asset: str) -> Decimal:
+    return sum((Decimal(b[asset]["available"]) + Decimal(b[asset]["reserved"]) for b in balances), Decimal(0))
+
+
+def test_two_users_trade_and_both_sides_are_told(ex: Ex) -> None:
+    # Arrange
+    before = [ex.balances("alice@example.com"), ex.balances("bob@example.com")]
+
+    # Act
+    sell = ex.order("alice@example.com", market="TATA_INR", side="sell", qty="10", price="100.50")
+    buy = ex.order("bob@example.com", market="TATA_INR", side="buy", qty="4", price="101")
+
+    # Assert: responses come from the events
+    assert sell.status_code == 201 and sell.json()["status"] == "open", sell.text
+    assert buy.status_code == 201 and buy.json()["status"] == "filled", buy.text
+    assert buy.json()["filled"][0]["price"] == "100.50" or Decimal(buy.json()["filled"][0]["price"]) == Decimal("100.5")
+    alice_fills = ex.call("alice@example.com", "GET", "/api/v1/fills").json()
+    bob_fills = ex.call("bob@example.com", "GET", "/api/v1/fills").json()
+    assert [(f["side"], Decimal(f["qty"]), f["liquidity"]) for f in alice_fills] == [("sell", 4, "maker")]
+    assert [(f["side"], Decimal(f["qty"]), f["liquidity"]) for f in bob_fills] == [("buy", 4, "taker")]
+    opens = ex.call("alice@example.com", "GET", "/api/v1/orders").json()
+    assert [Decimal(o["remaining"]) for o in opens] == [6]
+    book = ex.call("bob@example.com", "GET", "/api/v1/book/TATA_INR").json()
+    assert [(Decimal(p), Decimal(q)) for p, q, *_ in book["asks"]] == [(Decimal("100.5"), 6)]
+    after = [ex.balances("alice@example.com"), ex.balances("bob@example.com")]
+    fee_inr = Decimal(bob_fills[0]["fee"]) + Decimal(alice_fills[0]["fee"])
+    assert total(after, "INR") + fee_inr == total(before, "INR")
+    assert total(after, "TATA") == total(before, "TATA")
+    assert Decimal(after[0]["TATA"]["reserved"]) == 6
+
+
+def test_bad_orders_get_their_own_reason_and_change_nothing(ex: Ex) -> None:
+    user = "carol@example.com"
+    before = ex.balances(user)
+    cases = [
+        (dict(market="TATA_INR", side="buy", qty="10", price="100.503"), 422, "tick size"),
+        (dict(market="NOPE_INR", side="buy", qty="1", price="1"), 404, "TATA_INR"),
+        (dict(market="TATA_INR", side="buy", qty="0", price="100"), 422, ""),
+        (dict(market="TATA_INR", side="buy", qty="-5", price="100"), 422, ""),
+        (dict(market="TATA_INR", side="buy", qty="NaN", price="100"), 422, ""),
+        (dict(market="TATA_INR", side="buy", qty="1", price="Infinity"), 422, ""),
+        (dict(market="TATA_INR", side="buy", qty="1e3", price="100"), 422, ""),
+        (dict(market="TATA_INR", side="buy", qty="99999999999", price="100"), 422, ""),
+        (dict(market="TATA_INR", side="buy", qty="1000", price="999999"), 422, "INR"),
+        (dict(market="TATA_INR", side="hold", qty="1", price="100"), 400, "side"),
+        (dict(market="TATA_INR", side="buy", qty=10, price="100"), 422, ""),
+        (dict(market="TATA_INR", side="buy", qty="1", price="100", extra=1), 422, ""),
+    ]
+    for body, status, needle in cases:
+        resp = ex.order(user, **body)
+        assert resp.status_code == status, (body, resp.text)
+        assert needle in resp.json()["detail"], (body, resp.text)
+
+    resp = ex.call(user, "DELETE", "/api/v1/orders/424242", params={"market": "TATA_INR"})
+    assert resp.status_code == 404
+    assert ex.balances(user) == before
+    assert ex.call(user, "GET", "/api/v1/orders").json() == []
+
+
+def test_nobody_can_see_or_cancel_another_users_order(ex: Ex) -> None:
+    mine = ex.order("dave@example.com", market="JIO_INR", side="buy", qty="3", price="250").json()
+
+    theirs = ex.call(
+        "mallory@example.com", "DELETE", f"/api/v1/orders/{mine['order_id']}", params={"market": "JIO_INR"}
+    )
+
+    assert theirs.status_code == 404
+    assert ex.call("mallory@example.com", "GET", "/api/v1/orders").json() == []
+    assert [o["order_id"] for o in ex.call("dave@example.com", "GET", "/api/v1/orders").json()] == [mine["order_id"]]
+
+
+def test_a_retried_client_order_id_never_makes_two_orders(ex: Ex) -> None:
+    body = dict(market="JIO_INR", side="buy", qty="2", price="240", client_order_id="retry-1")
+
+    first = ex.order("erin@example.com", **body)
+    second = ex.order("erin@example.com", **body)
+
+    assert first.status_code == 201
+    assert second.json()["order_id"] == first.json()["order_id"]
+    assert len(ex.call("erin@example.com", "GET", "/api/v1/orders").json()) == 1
+
+
+def test_trades_become_ticks_and_quotes(ex: Ex) -> None:
+    ex.order("alice@example.com", market="JIO_INR", side="sell", qty="5", price="250.10")
+    ex.order("bob@example.com", market="JIO_INR", side="buy", qty="5", price="250.10")
+
+    quote = wait_for(
+        lambda: (r := ex.call("bob@example.com", "GET", "/api/v1/prices/JIO_INR")).status_code == 200 and r.json(),
+        20,
+        what="JIO_INR quote from the trade",
+    )
+
+    assert Decimal(quote["price"]) == Decimal("250.10")
+
+
+def test_orders_channel_tells_the_maker_about_its_fill(ex: Ex) -> None:
+    maker, taker = "frank@example.com", "grace@example.com"
+    token = ex.login(maker)
+    ex.login(taker)
+
+    async def scenario() -> dict:
+        async with websockets.connect(ex.settings.ws_url) as ws:
+            await ws.send(json.dumps({"op": "auth", "token": token}))
+            await ws.send(json.dumps({"op": "subscribe", "channels": ["orders"]}))
+            resting = await asyncio.to_thread(ex.order, maker, market="TATA_INR", side="buy", qty="2", price="99.95")
+            await asyncio.to_thread(ex.order, taker, market="TATA_INR", side="sell", qty="2", price="99.95")
+            while True:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if msg["type"] == "order_event" and msg["data"]["event"] == "trade":
+                    assert msg["data"]["maker_order_id"] == resting.json()["order_id"]
+                    return msg["data"]
+
+    trade = asyncio.run(scenario())
+
+    assert trade["maker_user"] == maker and trade["taker_user"] == taker
+
+
+def _stream(url: str, stream: str, subjects: str) -> list[bytes]:
+    async def read() -> list[bytes]:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        out: list[bytes] = []
+        seq = 1
+        try:
+            while True:
+                try:
+                    raw = await js.get_msg(stream, seq=seq, subject=subjects, next=True)
+                except nats.js.errors.NotFoundError:
+                    break
+                out.append(raw.data)
+                seq = raw.seq + 1
+        finally:
+            await nc.close()
+        return out
+
+    return asyncio.run(read())
+
+
+def test_kill9_of_matching_under_load_loses_no_acknowledged_order(ex: Ex) -> None:
+    # Arrange: two users crossing orders concurrently.
+    users = ["henry@example.com", "irene@example.com"]
+    for u in users:
+        ex.balances(u)
+
+    async def fire(n: int) -> list[tuple[str, int]]:
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def one(i: int) -> tuple[str, int]:
+                u = users[i % 2]
+                body = {
+                    "market": "TATA_INR",
+                    "side": "buy" if i % 2 else "sell",
+                    "qty": "1",
+                    "price": str(Decimal("100") + Decimal(i % 7) * Decimal("0.05")),
+                    "client_order_id": f"load-{i}",
+                }
+                headers = {"Authorization": f"Bearer {ex.tokens[u]}"}
+                try:
+                    r = await http.post(f"{ex.base}/api/v1/orders", json=body, headers=headers)
+                    return body["client_order_id"], r.status_code
+                except httpx.HTTPError:
+                    return body["client_order_id"], 0
+
+            sem = asyncio.Semaphore(8)
+
+            async def limited(i: int) -> tuple[str, int]:
+                async with sem:
+                    return await one(i)
+
+            return await asyncio.gather(*(limited(i) for i in range(n)))
+
+    async def scenario() -> list[tuple[str, int]]:
+        task = asyncio.create_task(fire(300))
+        await asyncio.sleep(1.0)
+        ex.procs["matching"].kill()  # kill -9, mid-stream
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(ex.procs["matching"].start)
+        return await task
+
+    results = asyncio.run(scenario())
+
+    # Assert: every acknowledged order is in the event log exactly once ...
+    acked = {coid for coid, status in results if status in (201, 422)}
+    assert len(acked) > 100
+    events = [event_decoder.decode(b) for b in _stream(ex.settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
+    outcome_ids = [e.client_order_id for e in events if e.__struct_config__.tag in ("accepted", "rejected")]
+    assert acked <= set(outcome_ids)
+    assert len(outcome_ids) == len(set(outcome_ids)), "an order was recorded twice"
+    trade_ids = [e.trade_id for e in events if e.__struct_config__.tag == "trade"]
+    assert len(trade_ids) == len(set(trade_ids)), "a fill was duplicated"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+    # ... and the live engine equals an independent replay of the command log.
+    engine = Exchange()
+    replayed = []
+    for data in _stream(ex.settings.nats_url, names.ORDER_STREAM, "ex.order.>"):
+        replayed.extend(engine.apply(command_decoder.decode(data)))
+    tata = [ex_encode(e) for e in replayed if e.market == "TATA_INR"]
+    assert tata == [ex_encode(e) for e in events]
+    for u in users:
+        live = ex.balances(u)
+        assert {a: (v["available"], v["reserved"]) for a, v in live.items()} == {
+            a: tuple(v) for a, v in engine.balances(u).items()
+        }

@@ -1,0 +1,307 @@
+"""The trading terminal: Pilot against real daemons, and a frozen data set for the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from textual.pilot import Pilot
+
+from stockctl import infra
+from stockctl.client import write_instance
+from stockctl.settings import Settings
+from tests.conftest import Daemon, make_settings
+from tui.app import StockApp, make_app
+from tui.demo import demo_data
+from tui.router import FrameRouter
+from tui.screens.login import LoginScreen
+from tui.widgets.order_entry import OrderEntry, validate_order
+from tui.widgets.price_chart import PriceChart, crossovers, sma
+from tui.widgets.ticker_board import TickerBoard
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    daemons: dict[str, Daemon]
+
+    def token(self, email: str = "tui@example.com") -> str:
+        resp = httpx.post(
+            f"{self.settings.gateway_url}/auth/register", json={"email": email, "password": PASSWORD}, timeout=10
+        )
+        assert resp.status_code == 201, resp.text
+        return resp.json()["access_token"]
+
+
+@pytest.fixture
+def stack(clean, tmp_path: Path, daemons) -> Stack:
+    """processor, publisher (5 ticks/s, seeded), auth and gateway on free ports; instance.json written."""
+    settings = make_settings(
+        clean,
+        tmp_path / "home",
+        rate=5,
+        seed=3,
+        gateway_port=infra.free_port(),
+        ws_port=infra.free_port(),
+        auth_port=infra.free_port(),
+        sma_fast=3,
+        sma_slow=6,
+    )
+    write_instance(settings)
+    started = {name: daemons(name, settings) for name in ("processor", "publisher", "auth", "gateway")}
+    return Stack(settings, started)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Stored logins go to a private config dir; times show in UTC (snapshots)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("STOCKCTL_GATEWAY_URL", raising=False)
+    monkeypatch.delenv("STOCKCTL_WS_URL", raising=False)
+    monkeypatch.delenv("STOCKCTL_AUTH_BASE_URL", raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def until(pilot: Pilot, predicate: Callable[[], object], timeout: float = 15.0, what: str = "") -> None:
+    """Let the app run until ``predicate()`` holds (fail after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await pilot.pause(0.05)
+
+
+def board(app: StockApp) -> TickerBoard:
+    return app.panel(TickerBoard)
+
+
+def cell(app: StockApp, symbol: str, column: str) -> str:
+    return str(board(app).table.get_cell(symbol, column))
+
+
+# --- against real daemons -------------------------------------------------------------------
+
+
+async def test_login_then_live_board_chart_and_order_validation(stack: Stack) -> None:
+    """One stack for the whole first session: register in the app, quotes, chart, a bad order."""
+    from stockctl.credentials import load
+
+    app = make_app(stack.settings)
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        # No stored login: the login screen; a refused registration is a readable message.
+        await until(
+            pilot, lambda: isinstance(app.screen, LoginScreen) and app.screen.query("#login-email"), what="login"
+        )
+        await pilot.click("#login-email")
+        await pilot.press("n", "e", "w")
+        app.screen.query_one("#login-email").value = "new@example.com"
+        app.screen.query_one("#login-password").value = "short"
+        await pilot.click("#register-button")
+        status = app.screen.query_one("#login-status")
+        await until(pilot, lambda: status.has_class("error"), what="registration refused")
+        assert "password" in str(status.render()).lower()
+        app.screen.query_one("#login-password").value = PASSWORD
+        await pilot.click("#register-button")
+        await until(pilot, lambda: not isinstance(app.screen, LoginScreen), what="login screen dismissed")
+        session = load(stack.settings)
+        assert session is not None and session.email == "new@example.com"
+
+        # Live quotes reach the board, drawn in place.
+        await until(pilot, lambda: app.connection == "live", what="live feed")
+        await until(pilot, lambda: {"AAPL", "MSFT"} <= set(board(app).quotes), what="quotes on the board")
+        first = board(app).quotes["AAPL"].seq
+        await until(pilot, lambda: board(app).quotes["AAPL"].seq > first + 2, what="live AAPL updates")
+        await until(pilot, lambda: cell(app, "AAPL", "last") == board(app).quotes["AAPL"].price, 2, "drawn")
+        assert "● live" in app.sub_title and "new@example.com" in app.sub_title
+
+        # Selecting a symbol charts it, and live ticks extend the chart.
+        chart = app.panel(PriceChart)
+        await until(pilot, lambda: chart.symbol == "AAPL" and len(chart.prices) > 1, what="AAPL chart")
+        board(app).table.focus()
+        await pilot.press("down")
+        await until(pilot, lambda: chart.symbol == "MSFT" and len(chart.prices) > 1, what="MSFT chart")
+        loaded = len(chart.prices)
+        await until(pilot, lambda: len(chart.prices) > loaded, what="live points on the chart")
+        assert "MSFT" in str(chart.border_title)
+
+        # A bad quantity: a readable error as you type, and ctrl+s sends nothing.
+        await pilot.press("4")
+        entry = app.panel(OrderEntry)
+        entry.query_one("#entry-qty").focus()
+        await pilot.press("1", "x", "y")
+        assert "quantity: '1xy' is not a positive number" in str(entry.query_one("#entry-status").render())
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.2)
+        assert "sending" not in str(entry.query_one("#entry-result").render())
+        assert app.is_running
+
+
+async def test_gateway_restart_shows_disconnected_then_recovers(stack: Stack) -> None:
+    app = make_app(stack.settings, token=stack.token())
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.connection == "live" and "AAPL" in board(app).quotes, what="live feed")
+        gateway = stack.daemons["gateway"]
+        stopping = asyncio.create_task(asyncio.to_thread(gateway.terminate))  # the app keeps running meanwhile
+        await until(pilot, lambda: app.connection == "disconnected", what="disconnected state")
+        assert "disconnected" in app.sub_title
+        assert app.main_screen.has_class("disconnected")
+        before = board(app).quotes["AAPL"].seq
+        await stopping
+        await asyncio.to_thread(gateway.start)
+        await until(pilot, lambda: app.connection == "live", 20, "reconnected")
+        await until(pilot, lambda: board(app).quotes["AAPL"].seq > before + 2, what="quotes after resubscribing")
+        assert "● live" in app.sub_title
+
+
+async def test_no_running_instance_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "nowhere")
+    app = make_app(settings)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(
+            pilot, lambda: isinstance(app.screen, LoginScreen) and app.screen.query("#login-status"), what="login"
+        )
+        assert "not running" in str(app.screen.query_one("#login-status").render())
+        assert app.connection == "logged out"
+
+
+# --- frozen data ----------------------------------------------------------------------------
+
+
+def frozen_app(tmp_path: Path) -> StockApp:
+    return make_app(Settings(home=tmp_path / "home", sma_fast=20, sma_slow=50), data=demo_data())
+
+
+async def test_frozen_board_sorts_filters_and_marks_stale(tmp_path: Path) -> None:
+    app = frozen_app(tmp_path)
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: len(board(app).visible_symbols()) == 4, what="board")
+        assert board(app).visible_symbols() == ["AAPL", "JIO_INR", "MSFT", "TATA_INR"]
+        await pilot.press("s")  # change % descending
+        pcts = [float(board(app).quotes[s].change_pct) for s in board(app).visible_symbols()]
+        assert pcts == sorted(pcts, reverse=True)
+        await pilot.press("slash", "i", "n", "r")
+        assert board(app).visible_symbols() == ["JIO_INR", "TATA_INR"]
+        await pilot.press("escape")
+        assert len(board(app).visible_symbols()) == 4
+        await until(pilot, lambda: "MSFT" in board(app).stale, 3, "stale MSFT")
+        assert cell(app, "MSFT", "age") == "40s"
+        assert "AAPL" not in board(app).stale
+
+
+async def test_frozen_order_entry_checks_tick_and_lot_and_submits(tmp_path: Path) -> None:
+    data = demo_data()
+    app = make_app(Settings(home=tmp_path / "home"), data=data)
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        entry = app.panel(OrderEntry)
+        await until(pilot, lambda: bool(entry.specs), what="market specs")
+        await pilot.press("4")
+        entry.query_one("#entry-qty").focus()
+        await pilot.press("1", ".", "5", "tab")
+        await pilot.press(*"100.03")
+        status = str(entry.query_one("#entry-status").render())
+        assert "lot size 1" in status and "tick size 0.05" in status
+        entry.query_one("#entry-qty").value = "2"
+        entry.query_one("#entry-price").value = "100.05"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: bool(data.placed), 3, "order placed")
+        assert data.placed[-1] == {
+            "market": "JIO_INR",
+            "side": "buy",
+            "type": "limit",
+            "qty": "2",
+            "price": "100.05",
+            "tif": "gtc",
+        }
+        await until(pilot, lambda: "order 1: open" in str(entry.query_one("#entry-result").render()), 3, "result")
+
+
+async def test_frozen_panels_and_palette(tmp_path: Path) -> None:
+    app = frozen_app(tmp_path)
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.connection == "frozen", what="frozen feed")
+        await until(pilot, lambda: app.panel(PriceChart).markers(), what="chart markers")
+        from tui.widgets.balances_table import BalancesTable
+        from tui.widgets.open_orders import OpenOrders
+        from tui.widgets.order_book import OrderBook
+
+        assert app.panel(OpenOrders).row_count == 2
+        await until(pilot, lambda: app.panel(BalancesTable).row_count == 3, 3, "balances")
+        assert app.panel(OrderBook).books["JIO_INR"][0][0] == ["251.35", "220"]
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Filter", "Sort", "Submit order", "Cancel order", "Theme", "Range+", "Interval"} <= titles
+        dark = app.theme
+        await pilot.press("t")
+        assert app.theme != dark
+        await pilot.press("i")
+        await until(pilot, lambda: app.panel(PriceChart).mode == "1s", 3, "1s candles")
+
+
+def test_snapshot_80x24(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(frozen_app(tmp_path), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_snapshot_160x48(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(frozen_app(tmp_path), terminal_size=(160, 48), run_before=_settle)
+
+
+async def _settle(pilot: Pilot) -> None:
+    app = pilot.app
+    assert isinstance(app, StockApp)
+    await until(pilot, lambda: app.connection == "frozen" and app.panel(PriceChart).prices, what="frozen data")
+    await pilot.pause(0.3)
+
+
+# --- pieces ---------------------------------------------------------------------------------
+
+
+def test_book_deltas_update_the_ladder() -> None:
+    router = FrameRouter()
+    router.route("snapshot", "book:X_INR", b'{"seq":1,"bids":[["10.00","5",1]],"asks":[["10.10","3",1]]}')
+    (msg,) = router.route(
+        "book", "book:X_INR", b'{"type":"delta","seq":2,"bids":[["10.05","2"],["10.00","0"]],"asks":[]}'
+    )
+    assert msg.bids == [["10.05", "2"]] and msg.asks == [["10.10", "3"]] and msg.seq == 2
+    assert router.route("quotes:AAPL", "quotes:AAPL", b"not json") == []
+
+
+def test_validation_and_sma_crossovers() -> None:
+    spec = {"tick_size": "0.05", "lot_size": "1", "min_qty": "1", "max_qty": "100", "max_price": "1000"}
+    order, errors = validate_order("sell", "X_INR", "market", "5", "", "gtc", spec)
+    assert errors == [] and order == {"market": "X_INR", "side": "sell", "type": "market", "qty": "5", "tif": "ioc"}
+    _, errors = validate_order("buy", "X_INR", "limit", "500", "2000", "gtc", spec)
+    assert errors == ["quantity: above the maximum 100", "price: above the maximum 1000"]
+    prices = [5.0] * 4 + [1.0] * 4 + [9.0] * 4 + [0.0] * 4
+    marks = crossovers(sma(prices, 2), sma(prices, 4))
+    assert [side for _, side in marks] == ["BUY", "SELL"]
+
+
+def test_tui_web_serve_builds_a_loopback_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tui import web
+
+    served = {}
+    monkeypatch.setenv("STOCKCTL_HOME", "/elsewhere")
+    monkeypatch.setattr(
+        web.Server, "serve", lambda self, debug=False: served.update(cmd=self.command, url=self.public_url)
+    )
+    url = web.serve(Settings(home=tmp_path / "h"), port=8123)
+    assert url == "http://127.0.0.1:8123" and served["url"] == url
+    assert served["cmd"].endswith("-m tui")
+    assert os.environ.get("STOCKCTL_HOME") == str(tmp_path / "h")

@@ -1,0 +1,57 @@
+"""stockctl.bench_matching: the seeded stream and the result document of ``stockctl bench matching``."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from stockctl.bench_matching import make_stream, run_matching_bench
+from stockctl.errors import UsageError
+from stockctl.exchange.engine import Exchange
+from stockctl.exchange.wire import Cancel, Place, encode
+
+
+def test_the_same_seed_gives_the_same_stream_and_another_seed_does_not() -> None:
+    a, b, c = make_stream(500, seed=7), make_stream(500, seed=7), make_stream(500, seed=8)
+
+    assert [encode(x) for x in a.commands] == [encode(x) for x in b.commands]
+    assert [encode(x) for x in a.commands] != [encode(x) for x in c.commands]
+
+
+def test_the_stream_mixes_limits_markets_and_cancels_of_live_orders() -> None:
+    stream = make_stream(3000, seed=4)
+    kinds = Counter(
+        "cancel" if isinstance(c, Cancel) else c.type for c in stream.commands if isinstance(c, Cancel | Place)
+    )
+    ex = Exchange()
+    for cmd in stream.funding:
+        ex.apply(cmd)
+
+    unknown = 0
+    for cmd in stream.commands:
+        out = ex.apply(cmd)
+        if isinstance(cmd, Cancel):
+            unknown += any(getattr(e, "code", "") == "unknown_order" for e in out)
+
+    assert 0.55 < kinds["limit"] / 3000 < 0.65
+    assert 0.17 < kinds["market"] / 3000 < 0.23
+    assert 0.17 < kinds["cancel"] / 3000 < 0.23
+    assert unknown == 0  # every cancel names an order live at that point
+    assert ex.audit() == []
+
+
+def test_the_result_document_has_the_headline_figures() -> None:
+    result = run_matching_bench(orders=1500, seed=3, rounds=1)
+
+    doc = result.to_doc()
+    assert doc["orders"] == 1500
+    assert doc["orders_per_s"] > 0 and doc["cpu_orders_per_s"] > 0
+    assert 0 < doc["p50_us"] <= doc["p99_us"] <= doc["max_us"]
+    assert doc["trades"] > 0 and doc["events"] > doc["orders"]
+    assert doc["target_orders_per_s"] == 500_000
+
+
+def test_a_stream_needs_at_least_one_order() -> None:
+    with pytest.raises(UsageError):
+        make_stream(0, seed=1)

@@ -1,0 +1,137 @@
+"""Typed messages: workers post them, the app routes them to widgets.
+
+High-rate messages (quotes, book ladders) say ``can_replace`` for a newer message about
+the same symbol, so a backlog in the message queue collapses to the latest state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.message import Message
+
+from stockctl.wire import Quote, Signal
+
+
+class QuoteArrived(Message):
+    """The latest quote of one symbol (replaces an older pending one of the same symbol)."""
+
+    def __init__(self, quote: Quote) -> None:
+        super().__init__()
+        self.quote = quote
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, QuoteArrived) and message.quote.symbol == self.quote.symbol
+
+
+class SignalsArrived(Message):
+    """SMA crossover signals (a snapshot of recent ones, or one new signal)."""
+
+    def __init__(self, signals: list[Signal]) -> None:
+        super().__init__()
+        self.signals = signals
+
+
+class BookChanged(Message):
+    """The depth ladder of a market after a snapshot or delta (replaces older pending ones)."""
+
+    def __init__(self, market: str, bids: list[list[str]], asks: list[list[str]], last: str | None, seq: int) -> None:
+        super().__init__()
+        self.market, self.bids, self.asks, self.last, self.seq = market, bids, asks, last, seq
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, BookChanged) and message.market == self.market
+
+
+class TradesArrived(Message):
+    """Public trades of a market: the recent ones (snapshot) or a new one."""
+
+    def __init__(self, market: str, trades: list[dict[str, Any]], snapshot: bool) -> None:
+        super().__init__()
+        self.market, self.trades, self.snapshot = market, trades, snapshot
+
+
+class OpenOrdersSnapshot(Message):
+    """The user's open orders as the gateway sees them on (re)subscribe."""
+
+    def __init__(self, orders: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.orders = orders
+
+
+class OrderEventArrived(Message):
+    """One exchange event about the user's own orders (accepted, trade, cancelled...)."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        super().__init__()
+        self.event = event
+
+
+class ConnectionChanged(Message):
+    """The live feed's state: ``connecting``, ``live``, ``disconnected``, ``frozen``."""
+
+    def __init__(self, state: str, detail: str = "") -> None:
+        super().__init__()
+        self.state, self.detail = state, detail
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ConnectionChanged)
+
+
+class FeedProblem(Message):
+    """A readable problem from the feed or a request (never a traceback)."""
+
+    def __init__(self, text: str, severity: str = "warning") -> None:
+        super().__init__()
+        self.text, self.severity = text, severity
+
+
+@dataclass
+class Initial:
+    """What the app loads over REST before it subscribes."""
+
+    quotes: list[Quote]
+    history: dict[str, list[str]]
+    markets: list[dict[str, Any]] = field(default_factory=list)
+    markets_error: str = ""
+
+
+class InitialLoaded(Message):
+    """The REST data the board and forms start from."""
+
+    def __init__(self, initial: Initial) -> None:
+        super().__init__()
+        self.initial = initial
+
+
+class ChartLoaded(Message):
+    """Price points (oldest first) for the chart of one symbol in one mode."""
+
+    def __init__(self, symbol: str, mode: str, points: list[tuple[int, str]]) -> None:
+        super().__init__()
+        self.symbol, self.mode, self.points = symbol, mode, points
+
+
+class BalancesLoaded(Message):
+    """Available and reserved amounts per asset."""
+
+    def __init__(self, balances: dict[str, dict[str, str]]) -> None:
+        super().__init__()
+        self.balances = balances
+
+
+class FillsLoaded(Message):
+    """The user's recent fills, oldest first."""
+
+    def __init__(self, fills: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.fills = fills
+
+
+class AuthState(Message):
+    """Whether the app has usable credentials (else the login screen is shown)."""
+
+    def __init__(self, ok: bool, detail: str = "") -> None:
+        super().__init__()
+        self.ok, self.detail = ok, detail

@@ -1,0 +1,234 @@
+"""Where the app's data comes from: the gateway (REST + WebSocket), or a frozen data set.
+
+The app only talks to a source; :class:`GatewaySource` is the real one, :class:`FrozenSource`
+feeds fixed data without any network (snapshot tests, demos).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+import websockets
+
+from stockctl.errors import StockctlError
+from stockctl.settings import Settings
+from stockctl.wire import Candle, PricePoint, Quote, Signal
+
+FrameHandler = Callable[[str, str, bytes], None]
+StateHandler = Callable[[str, str], None]
+ErrorHandler = Callable[[str], None]
+
+CLOSE_AUTH = (4401, 4403)
+MAX_BACKOFF_S = 2.0
+
+
+class Api(Protocol):
+    """The REST calls the app makes (a subset of :class:`stockctl.client.GatewayClient`)."""
+
+    def quotes(self) -> list[Quote]: ...
+    def history(self, symbol: str, limit: int) -> list[PricePoint]: ...
+    def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]: ...
+    def markets(self) -> list[dict[str, Any]]: ...
+    def balances(self) -> dict[str, dict[str, str]]: ...
+    def fills(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def place(self, order: dict[str, Any]) -> dict[str, Any]: ...
+    def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class Source(Protocol):
+    """A data source: REST-like calls, a live feed, and a clock."""
+
+    live: bool
+
+    def check_login(self) -> None: ...
+    def api(self) -> Api: ...
+    def now_ns(self) -> int: ...
+    async def feed(
+        self, groups: list[list[str]], on_frame: FrameHandler, on_state: StateHandler, on_error: ErrorHandler
+    ) -> None: ...
+
+
+class _Frame(msgspec.Struct):
+    type: str
+    channel: str | None = None
+    data: msgspec.Raw = msgspec.Raw(b"")
+    error: str | None = None
+    detail: str | None = None
+    id: int | str | None = None
+    email: str | None = None
+
+
+_frame_decoder = msgspec.json.Decoder(_Frame)
+
+
+class GatewaySource:
+    """The gateway of a running instance, with the stored login or an explicit token."""
+
+    live = True
+
+    def __init__(self, settings: Settings, token: str | None = None) -> None:
+        self.settings = settings
+        self.token = token
+        self.attempts = 0
+
+    def access_token(self) -> str:
+        if self.token:
+            return self.token
+        from stockctl.credentials import access_token
+
+        return access_token(self.settings)
+
+    def check_login(self) -> None:
+        """Raise NotLoggedIn (or NotRunningError) when there is no usable token."""
+        self.access_token()
+
+    def api(self) -> Api:
+        from stockctl.client import GatewayClient
+
+        return GatewayClient(self.settings, token=self.access_token())
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    async def feed(
+        self, groups: list[list[str]], on_frame: FrameHandler, on_state: StateHandler, on_error: ErrorHandler
+    ) -> None:
+        """Stay subscribed to ``groups`` (one subscribe request each) forever, reconnecting.
+
+        A group the gateway refuses (say, the exchange is down) is reported through
+        ``on_error`` and the others keep flowing. Raises NotLoggedIn when the token is refused.
+        """
+        from stockctl.client import resolve_ws_url
+        from stockctl.credentials import NotLoggedIn
+
+        self.attempts = 0
+        while True:
+            try:
+                url = resolve_ws_url(self.settings)
+                on_state("connecting", url if not self.attempts else f"attempt {self.attempts + 1}")
+                async with websockets.connect(url, open_timeout=5, max_size=2**22) as ws:
+                    token = await asyncio.to_thread(self.access_token)
+                    await ws.send(json.dumps({"op": "auth", "token": token}))
+                    for i, channels in enumerate(groups, 1):
+                        await ws.send(json.dumps({"op": "subscribe", "channels": channels, "id": i}))
+                    async for raw in ws:
+                        f = _frame_decoder.decode(raw)
+                        if f.type == "welcome":
+                            self.attempts = 0
+                            on_state("live", f.email or "")
+                        elif f.type == "error":
+                            where = ", ".join(groups[f.id - 1]) if isinstance(f.id, int) and f.id <= len(groups) else ""
+                            on_error(f"{where}: {f.detail or f.error}" if where else str(f.detail or f.error))
+                        elif f.channel is not None and len(f.data):
+                            on_frame(f.type, f.channel, bytes(f.data))
+                on_state("disconnected", "the gateway closed the connection")
+            except websockets.ConnectionClosed as exc:
+                close = exc.rcvd
+                if close is not None and close.code in CLOSE_AUTH:
+                    raise NotLoggedIn(close.reason or "the gateway refused the token") from None
+                on_state("disconnected", f"connection lost ({close.reason if close and close.reason else 'closed'})")
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                on_state("disconnected", f"cannot reach the gateway ({exc.__class__.__name__})")
+            except StockctlError as exc:
+                if isinstance(exc, NotLoggedIn):
+                    raise
+                on_state("disconnected", str(exc))
+            self.attempts += 1
+            await asyncio.sleep(min(MAX_BACKOFF_S, 0.1 * 2**self.attempts))
+
+
+# --- frozen data ------------------------------------------------------------------------------
+
+
+@dataclass
+class FrozenData:
+    """A fixed data set: everything a screen shows, at a fixed clock."""
+
+    now_ns: int
+    quotes: list[Quote]
+    history: dict[str, list[PricePoint]]
+    signals: dict[str, list[Signal]] = field(default_factory=dict)
+    markets: list[dict[str, Any]] = field(default_factory=list)
+    books: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trades: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    balances: dict[str, dict[str, str]] = field(default_factory=dict)
+    placed: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FrozenApi:
+    """REST calls answered from a :class:`FrozenData` (orders are recorded, never sent)."""
+
+    def __init__(self, data: FrozenData) -> None:
+        self.data = data
+
+    def quotes(self) -> list[Quote]:
+        return list(self.data.quotes)
+
+    def history(self, symbol: str, limit: int) -> list[PricePoint]:
+        return self.data.history.get(symbol, [])[-limit:]
+
+    def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
+        return []
+
+    def markets(self) -> list[dict[str, Any]]:
+        return list(self.data.markets)
+
+    def balances(self) -> dict[str, dict[str, str]]:
+        return dict(self.data.balances)
+
+    def fills(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.data.fills[-limit:]
+
+    def place(self, order: dict[str, Any]) -> dict[str, Any]:
+        self.data.placed.append(order)
+        return {"order_id": len(self.data.placed), "status": "open", "filled": [], "events": []}
+
+    def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]:
+        return {"events": []}
+
+    def close(self) -> None:
+        pass
+
+
+class FrozenSource:
+    """No network: the data set's snapshots are fed once through the same path as live frames."""
+
+    live = False
+
+    def __init__(self, data: FrozenData) -> None:
+        self.data = data
+
+    def check_login(self) -> None:
+        return None
+
+    def api(self) -> Api:
+        return FrozenApi(self.data)
+
+    def now_ns(self) -> int:
+        return self.data.now_ns
+
+    async def feed(
+        self, groups: list[list[str]], on_frame: FrameHandler, on_state: StateHandler, on_error: ErrorHandler
+    ) -> None:
+        enc = msgspec.json.encode
+        wanted = {c for g in groups for c in g}
+        for ch in sorted(wanted):
+            kind, _, name = ch.partition(":")
+            if kind == "signals" and name in self.data.signals:
+                on_frame("snapshot", ch, enc(self.data.signals[name]))
+            elif kind == "book" and name in self.data.books:
+                on_frame("snapshot", ch, enc(self.data.books[name]))
+            elif kind == "trades" and name in self.data.trades:
+                on_frame("snapshot", ch, enc(self.data.trades[name]))
+            elif kind == "orders":
+                on_frame("snapshot", ch, enc(self.data.orders))
+        on_state("frozen", "fixed data set")
