@@ -185,6 +185,11 @@ def start_instance(settings: Settings, attach: bool = False, json_out: bool = Fa
         return
     _spawn_supervisor(settings)
     _show_status(settings, json_out)
+    if not json_out:
+        err_console.print(
+            "next: [bold]stockctl register EMAIL[/] (or login), then [bold]stockctl prices[/], "
+            "[bold]stockctl watch AAPL[/], [bold]stockctl tui[/]; [bold]stockctl down[/] stops it all"
+        )
 
 
 def _spawn_supervisor(settings: Settings) -> None:
