@@ -289,3 +289,59 @@ def test_kill9_of_matching_under_load_loses_no_acknowledged_order(ex: Ex) -> Non
         assert {a: (v["available"], v["reserved"]) for a, v in live.items()} == {
             a: tuple(v) for a, v in engine.balances(u).items()
         }
+
+
+def test_exchange_carries_on_after_nats_and_redis_restarts(own_servers, tmp_path: Path, daemons) -> None:
+    # Arrange
+    settings = make_settings(
+        own_servers,
+        tmp_path / "home",
+        gateway_port=infra.free_port(),
+        ws_port=infra.free_port(),
+        auth_port=infra.free_port(),
+    )
+    procs = {name: daemons(name, settings) for name in ("matching", "auth", "gateway")}
+    ex = Ex(settings, procs)
+    first = ex.order("kim@example.com", market="TATA_INR", side="buy", qty="1", price="90")
+    assert first.status_code == 201, first.text
+
+    # Act: NATS goes away and comes back (file store: streams survive), then Redis does.
+    # A client retries with the same client_order_id, so a retry never makes a second order.
+    own_servers.nats.stop()
+    own_servers.nats.start()
+    second = wait_for(
+        lambda: (
+            (
+                r := ex.order(
+                    "kim@example.com", market="TATA_INR", side="buy", qty="1", price="90.05", client_order_id="k2"
+                )
+            ).status_code
+            == 201
+            and r
+        ),
+        40,
+        what="an order accepted after the NATS restart",
+    )
+    own_servers.redis.stop()
+    own_servers.redis.start()
+    third = wait_for(
+        lambda: (
+            (
+                r := ex.order(
+                    "kim@example.com", market="TATA_INR", side="buy", qty="1", price="90.10", client_order_id="k3"
+                )
+            ).status_code
+            == 201
+            and r
+        ),
+        40,
+        what="an order accepted after the Redis restart",
+    )
+
+    # Assert: three orders, one event each, a contiguous event log, nothing doubled.
+    ids = [first.json()["order_id"], second.json()["order_id"], third.json()["order_id"]]
+    opens = ex.call("kim@example.com", "GET", "/api/v1/orders").json()
+    assert sorted(o["order_id"] for o in opens) == sorted(ids)
+    events = [event_decoder.decode(b) for b in _stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len([e for e in events if e.__struct_config__.tag == "accepted"]) == 3
