@@ -121,6 +121,10 @@ def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:
     assert cli.json("price", "aapl")["symbol"] == "AAPL"
     assert isinstance(cli.json("candles", "AAPL", "--interval", "1s", "--limit", "5"), list)
 
+    doctor = {c["name"]: c for c in cli.json("doctor")}
+    assert doctor["instance"]["status"] == "ok" and doctor["nats"]["status"] == "ok"
+    assert doctor["clock"]["status"] == "ok"
+
     # Act: a second up does not start a second copy
     again = cli.run("up")
     assert again.returncode == 0 and "already running" in again.stderr
@@ -270,3 +274,17 @@ def test_logged_out_watch_is_one_clear_line(cli: Cli) -> None:
 
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and "stockctl login" in result.stderr, result.stderr
+
+
+def test_doctor_names_a_busy_port_and_fails(cli: Cli) -> None:
+    port = int(cli.env["STOCKCTL_NATS_PORT"])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+
+        result = cli.run("doctor", "--json")
+
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert result.returncode == 1
+    assert checks["ports"]["status"] == "fail" and str(port) in checks["ports"]["detail"]
+    assert checks["instance"]["status"] == "warn"

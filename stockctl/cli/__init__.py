@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from stockctl.cli import auth, bench, exchange, market, system
+from stockctl.cli import auth, bench, doctor, exchange, market, system
 from stockctl.cli.common import err_console
 from stockctl.errors import StockctlError
 
@@ -37,6 +37,7 @@ def _root(
 app.add_typer(system.app)
 app.add_typer(market.app)
 app.add_typer(exchange.app)
+app.add_typer(doctor.app)
 app.add_typer(auth.app)
 app.add_typer(auth.users_app, name="users", help="Operator commands: list, disable, enable accounts.")
 app.add_typer(bench.app, name="bench", help="Measure the system on this machine.")

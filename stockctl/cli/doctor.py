@@ -1,0 +1,151 @@
+"""``stockctl doctor``: check the machine and the instance, and say what to fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import typer
+
+from stockctl import infra
+from stockctl.cli.common import JsonOpt, console, get_settings, print_json
+from stockctl.errors import StockctlError
+from stockctl.settings import Settings
+from stockctl.supervisor import read_state, supervisor_pid
+
+app = typer.Typer()
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok, warn, fail
+    detail: str
+
+
+def _version(path: str) -> str:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run: {exc}"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "unknown"
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    checks: list[Check] = []
+    py = sys.version_info
+    checks.append(Check("python", "ok" if py >= (3, 11) else "fail", f"{py.major}.{py.minor}.{py.micro}"))
+
+    for name, finder in (("nats-server", infra.nats_server_binary), ("valkey-server", infra.redis_server_binary)):
+        try:
+            path = str(finder())
+            checks.append(Check(name, "ok", f"{_version(path)} ({path})"))
+        except StockctlError as exc:
+            status = (
+                "warn"
+                if (name == "nats-server" and settings.nats_url) or (name == "valkey-server" and settings.redis_url)
+                else "fail"
+            )
+            checks.append(Check(name, status, str(exc)))
+
+    home = settings.home
+    if home.exists():
+        mode = stat.S_IMODE(home.stat().st_mode)
+        writable = os.access(home, os.W_OK)
+        status = "ok" if writable and mode & 0o077 == 0 else ("fail" if not writable else "warn")
+        fix = "" if status == "ok" else (f"; run chmod 700 {home}" if writable else "; not writable")
+        checks.append(Check("state dir", status, f"{home} mode {mode:o}{fix}"))
+    else:
+        checks.append(Check("state dir", "ok", f"{home} (created by `stockctl up`)"))
+
+    key = settings.secrets_dir / "jwt-ed25519.pem"
+    if key.exists():
+        mode = stat.S_IMODE(key.stat().st_mode)
+        checks.append(
+            Check(
+                "signing key",
+                "ok" if mode == 0o600 else "fail",
+                f"{key} mode {mode:o}" + ("" if mode == 0o600 else f"; run chmod 600 {key}"),
+            )
+        )
+
+    running = supervisor_pid(settings) is not None
+    ports = {
+        "nats_port": settings.nats_port,
+        "nats_monitor_port": settings.nats_monitor_port,
+        "redis_port": settings.redis_port,
+        "gateway_port": settings.gateway_port,
+        "ws_port": settings.ws_port,
+        "auth_port": settings.auth_port,
+    }
+    busy = [f"{p} ({n})" for n, p in ports.items() if not infra.port_is_free(settings.host, p)]
+    if running:
+        checks.append(Check("ports", "ok", "in use by this running instance"))
+    elif busy:
+        checks.append(Check("ports", "fail", f"in use: {', '.join(busy)}; free them or set STOCKCTL_<NAME>"))
+    else:
+        checks.append(Check("ports", "ok", f"free on {settings.host}"))
+
+    if running:
+        state = read_state(settings) or {}
+        bad = [c["name"] for c in state.get("components", []) if c["state"] != "running"]
+        checks.append(
+            Check(
+                "instance",
+                "ok" if not bad else "fail",
+                "all components running" if not bad else f"not running: {', '.join(bad)}; see `stockctl logs {bad[0]}`",
+            )
+        )
+        if not settings.nats_url:
+            try:
+                with urllib.request.urlopen(
+                    f"http://{settings.host}:{settings.nats_monitor_port}/varz", timeout=2
+                ) as resp:
+                    varz = json.loads(resp.read())
+                checks.append(
+                    Check(
+                        "nats",
+                        "ok",
+                        f"{varz.get('version')} up {varz.get('uptime')}, {varz.get('connections')} connections",
+                    )
+                )
+                # The clock: stream ages, token expiry and candles all trust it.
+                server_now = datetime.fromisoformat(varz["now"].replace("Z", "+00:00")[:26] + "+00:00")
+                drift = abs(server_now.timestamp() - time.time())
+                checks.append(
+                    Check("clock", "ok" if drift < 1 else "warn", f"{drift * 1000:.0f} ms from the NATS server's clock")
+                )
+            except Exception as exc:  # report it; the doctor must not crash
+                checks.append(Check("nats", "fail", f"monitor not answering: {exc}"))
+    else:
+        checks.append(Check("instance", "warn", "not running; start it with `stockctl up`"))
+
+    target = home if home.exists() else home.parent if home.parent.exists() else None
+    if target is not None:
+        free = shutil.disk_usage(target).free
+        status = "ok" if free > 1 << 30 else "warn" if free > 200 << 20 else "fail"
+        checks.append(Check("disk", status, f"{free / (1 << 30):.1f} GiB free at {target}"))
+
+    return checks
+
+
+@app.command()
+def doctor(json_out: JsonOpt = False) -> None:
+    """Check Python, server binaries, state dir, secrets, ports, the instance, disk and clock."""
+    checks = run_checks(get_settings())
+    if json_out:
+        print_json([asdict(c) for c in checks])
+    else:
+        mark = {"ok": "[green]✔ ok  [/]", "warn": "[yellow]! warn[/]", "fail": "[bold red]✘ fail[/]"}
+        for c in checks:
+            console.print(f"{mark[c.status]}  [bold]{c.name:<13}[/] {c.detail}", soft_wrap=True)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
