@@ -39,7 +39,16 @@ from redis.exceptions import RedisError
 
 from stockctl import names
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import Accepted, Cancelled, Event, Rejected, Trade, command_decoder, event_decoder
+from stockctl.exchange.wire import (
+    Accepted,
+    Cancelled,
+    Event,
+    Rejected,
+    Trade,
+    command_decoder,
+    event_decoder,
+    load_markets,
+)
 from stockctl.exchange.wire import encode as ex_encode
 from stockctl.service import (
     StateLog,
@@ -56,6 +65,8 @@ from stockctl.settings import Settings
 from stockctl.wire import Tick, encode, tick_decoder
 
 log = logging.getLogger("stockctl.matching")
+
+EXIT_CONFIG = 78  # the supervisor does not restart a daemon that exits with this
 
 SNAPSHOT_EVERY_S = 5.0
 SNAPSHOT_EVERY_CMDS = 20_000
@@ -117,7 +128,8 @@ class Matching:
         stop: asyncio.Event,
     ) -> None:
         self.s, self.nc, self.js, self.r, self.status, self.stop = settings, nc, js, r, status, stop
-        self.engine = Exchange()
+        self.specs = load_markets(str(settings.markets_file) if settings.markets_file else None)
+        self.engine = Exchange(self.specs)
         self.cmd_seq = 0  # last command stream sequence applied
         self.published: dict[str, int] = {}  # market -> last event seq stored in EX_EVENTS
         self.tick_seq: dict[str, int] = {}  # market -> last md.tick seq
@@ -136,7 +148,14 @@ class Matching:
     async def restore(self) -> None:
         raw = await self.r.hgetall(names.SNAPSHOT_KEY)
         if raw:
-            self.engine = Exchange.restore(raw[b"data"])
+            engine = Exchange.restore(raw[b"data"])
+            if tuple(engine.markets) != tuple(self.specs):
+                log.error(
+                    "the configured markets differ from the exchange's snapshot; markets cannot change under"
+                    " a running exchange: restore the old markets file, or start a fresh exchange"
+                )
+                raise SystemExit(EXIT_CONFIG)
+            self.engine = engine
             self.cmd_seq = int(raw[b"cmd_seq"])
             log.info("restored engine snapshot at command %d", self.cmd_seq)
         for market in [*self.market_names, names.ACCOUNTS_MARKET]:
@@ -391,7 +410,11 @@ async def run(settings: Settings) -> None:
                 attempt += 1
         else:
             return
-        m = Matching(settings, nc, js, r, status, stop)
+        try:
+            m = Matching(settings, nc, js, r, status, stop)
+        except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("bad markets file %s: %s", settings.markets_file, exc)
+            raise SystemExit(EXIT_CONFIG) from None
         await m.restore()
         await m.serve_queries()
         inbox: asyncio.Queue[Msg] = asyncio.Queue()

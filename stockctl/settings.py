@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     ws_ping_interval_s: float = Field(20.0, gt=0, le=3600)
     """Server heartbeat period; a client that misses two is closed."""
 
+    markets_file: Path | None = None
+    """JSON list of exchange markets (symbol, base, quote, tick_size, lot_size, min_qty, max_qty,
+    max_price); default TATA_INR and JIO_INR."""
+
     demo_balances: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=lambda: {"INR": "1000000", "TATA": "1000", "JIO": "1000"}
     )

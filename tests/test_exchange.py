@@ -345,3 +345,41 @@ def test_exchange_carries_on_after_nats_and_redis_restarts(own_servers, tmp_path
     events = [event_decoder.decode(b) for b in _stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert len([e for e in events if e.__struct_config__.tag == "accepted"]) == 3
+
+
+def test_markets_come_from_configuration(servers, tmp_path: Path, daemons) -> None:
+    wipe_exchange(servers)
+    spec = [
+        {
+            "symbol": "INFY_INR",
+            "base": "INFY",
+            "quote": "INR",
+            "tick_size": "0.10",
+            "lot_size": "5",
+            "min_qty": "5",
+            "max_qty": "1000",
+            "max_price": "100000",
+        }
+    ]
+    markets_file = tmp_path / "markets.json"
+    markets_file.write_text(json.dumps(spec))
+    settings = make_settings(
+        servers,
+        tmp_path / "home",
+        gateway_port=infra.free_port(),
+        ws_port=infra.free_port(),
+        auth_port=infra.free_port(),
+        markets_file=markets_file,
+        demo_balances={"INR": "100000", "INFY": "100"},
+    )
+    ex = Ex(settings, {name: daemons(name, settings) for name in ("matching", "auth", "gateway")})
+
+    markets = ex.call("lee@example.com", "GET", "/api/v1/markets").json()
+    ok = ex.order("lee@example.com", market="INFY_INR", side="sell", qty="10", price="1500.10")
+    lot = ex.order("lee@example.com", market="INFY_INR", side="sell", qty="7", price="1500.10")
+    gone = ex.order("lee@example.com", market="TATA_INR", side="buy", qty="1", price="100")
+
+    assert [m["symbol"] for m in markets] == ["INFY_INR"]
+    assert ok.status_code == 201, ok.text
+    assert lot.status_code == 422 and "lot size 5" in lot.json()["detail"]
+    assert gone.status_code == 404 and "INFY_INR" in gone.json()["detail"]

@@ -169,6 +169,16 @@ def start_instance(settings: Settings, attach: bool = False, json_out: bool = Fa
     if "gateway" in comps:
         ports |= {"gateway_port": settings.gateway_port, "ws_port": settings.ws_port}
     infra.check_ports(settings.host, ports)
+    if settings.markets_file is not None:
+        import msgspec
+
+        from stockctl.exchange.engine import Exchange
+        from stockctl.exchange.wire import load_markets
+
+        try:
+            Exchange(load_markets(str(settings.markets_file)))
+        except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise UsageError(f"bad markets file {settings.markets_file}: {exc}") from None
     if settings.replay_csv is not None:
         try:
             validate(settings.replay_csv)

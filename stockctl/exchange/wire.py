@@ -171,3 +171,14 @@ Event = Accepted | Rejected | Trade | Cancelled | Funded
 command_decoder = msgspec.json.Decoder(Command)
 event_decoder = msgspec.json.Decoder(Event)
 encode = msgspec.json.Encoder().encode
+
+
+def load_markets(path: str | None) -> tuple[MarketSpec, ...]:
+    """Markets from a JSON file (a list of MarketSpec objects), or the defaults."""
+    if path is None:
+        return DEFAULT_MARKETS
+    with open(path, "rb") as fh:
+        specs = msgspec.json.decode(fh.read(), type=list[MarketSpec])
+    if not specs:
+        raise ValueError(f"{path}: no markets")
+    return tuple(specs)
