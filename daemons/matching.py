@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import OrderedDict
@@ -245,9 +246,9 @@ class Matching:
                     await self.js.publish_async(subject, data, headers=headers, wait_stall=5.0)
                     for subject, data, headers in items[start:]
                 ]
-                for fut in futures:
-                    await asyncio.wait_for(fut, 5.0)
-                    start += 1
+                # One timer for the lot: acks arrive in order on one connection.
+                await asyncio.wait_for(asyncio.gather(*futures), 5.0)
+                start = len(items)
                 self.nats_state.set("ok")
             except Exception as exc:  # an outage: resend the rest (ids de-duplicate)
                 self.nats_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying")
@@ -416,6 +417,8 @@ async def run(settings: Settings) -> None:
             log.error("bad markets file %s: %s", settings.markets_file, exc)
             raise SystemExit(EXIT_CONFIG) from None
         await m.restore()
+        gc.collect()
+        gc.freeze()  # the restored engine is long-lived: keep it out of every future collection
         await m.serve_queries()
         inbox: asyncio.Queue[Msg] = asyncio.Queue()
 

@@ -833,6 +833,8 @@ class _WsBench:
                 why = "its control connection closed"
             except (OSError, ValueError) as exc:
                 why = f"bad control line: {exc.__class__.__name__}: {str(exc)[:100]}"
+            except asyncio.CancelledError:
+                return  # the run is being interrupted (a cancelled handler would be logged as an error)
             finally:
                 del self.handlers[task]
             await self.events.put((wid, {"event": "gone", "why": why}))

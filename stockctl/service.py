@@ -260,8 +260,14 @@ def main(name: str, run: Callable[[Settings], Awaitable[None]]) -> None:
     settings.ensure_dirs()
     logger = configure_logging(name, settings.log_level)
     logger.info("starting (pid %d)", os.getpid())
+    try:
+        import uvloop  # a faster event loop: the daemons are I/O-bound Python
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+        runner(run(settings))
     logger.info("stopped")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import TabbedContent
 
 from stockctl import infra
 from stockctl.client import write_instance
@@ -114,7 +115,8 @@ async def test_login_then_live_board_chart_and_order_validation(stack: Stack) ->
         await until(pilot, lambda: status.has_class("error"), what="registration refused")
         assert "password" in str(status.render()).lower()
         app.screen.query_one("#login-password").value = PASSWORD
-        await pilot.click("#register-button")
+        # The Register action again (the button's own handler; a toast may cover the button now).
+        app.screen.action_register()
         await until(pilot, lambda: not isinstance(app.screen, LoginScreen), what="login screen dismissed")
         session = load(stack.settings)
         assert session is not None and session.email == "new@example.com"
@@ -305,3 +307,175 @@ def test_tui_web_serve_builds_a_loopback_server(monkeypatch: pytest.MonkeyPatch,
     assert url == "http://127.0.0.1:8123" and served["url"] == url
     assert served["cmd"].endswith("-m tui")
     assert os.environ.get("STOCKCTL_HOME") == str(tmp_path / "h")
+
+
+# --- positions ------------------------------------------------------------------------------
+
+
+def _fill(side: str, qty: str, price: str, fee: str = "0", ts: int = 0, trade_id: int = 0, market: str = "X_INR"):
+    return {
+        "ts": ts,
+        "market": market,
+        "side": side,
+        "qty": qty,
+        "price": price,
+        "fee": fee,
+        "liquidity": "taker",
+        "order_id": trade_id,
+        "trade_id": trade_id,
+    }
+
+
+def test_positions_buys_then_partial_sell_average_cost_and_fees() -> None:
+    from decimal import Decimal as D
+
+    from tui.positions import positions_from_fills
+
+    fills = [
+        _fill("buy", "10", "100", "1", ts=1, trade_id=1),
+        _fill("buy", "10", "110", "1", ts=2, trade_id=2),
+        _fill("sell", "5", "120", "0.50", ts=3, trade_id=3),
+    ]
+
+    pos = positions_from_fills(fills)["X_INR"]
+
+    assert pos.qty == D("15")
+    assert pos.avg_cost == D("105")
+    assert pos.realised == D("72.50")  # 5 x (120 - 105) - (1 + 1 + 0.50)
+    assert pos.fees == D("2.50")
+    assert pos.unrealised(D("100")) == D("-75")  # 15 x (100 - 105)
+    assert pos.unrealised(None) is None
+
+
+def test_positions_flip_long_to_short_then_close() -> None:
+    from decimal import Decimal as D
+
+    from tui.positions import positions_from_fills
+
+    opened = [_fill("buy", "10", "50", ts=1, trade_id=1), _fill("sell", "15", "60", "0.90", ts=2, trade_id=2)]
+    closed = [*opened, _fill("buy", "5", "58", ts=3, trade_id=3)]
+
+    short = positions_from_fills(opened)["X_INR"]
+    flat = positions_from_fills(closed)["X_INR"]
+
+    assert (short.qty, short.avg_cost, short.realised) == (D("-5"), D("60"), D("99.10"))  # 10 x 10 - 0.90
+    assert short.unrealised(D("55")) == D("25")  # short 5 from 60, now 55
+    assert (flat.qty, flat.avg_cost, flat.realised) == (D("0"), D("0"), D("109.10"))  # + 5 x (60 - 58)
+    assert flat.unrealised(D("1")) == D("0")
+
+
+def test_positions_short_average_exact_close_duplicates_and_order() -> None:
+    from decimal import Decimal as D
+
+    from tui.positions import positions_from_fills
+
+    third = [
+        _fill("buy", "1", "1", ts=1, trade_id=1, market="A"),
+        _fill("buy", "2", "2", ts=2, trade_id=2, market="A"),
+        _fill("sell", "3", "2", ts=3, trade_id=3, market="A"),  # average 5/3: closing all is still exact
+    ]
+    short = [
+        _fill("sell", "4", "12", ts=6, trade_id=5, market="B"),
+        _fill("buy", "2", "9", "0.01", ts=7, trade_id=6, market="B"),
+        _fill("sell", "4", "10", ts=5, trade_id=4, market="B"),  # arrives late, happened first
+    ]
+
+    got = positions_from_fills([*third, *short, short[0], third[1]])  # REST + live overlap
+
+    assert got["A"].qty == 0 and got["A"].realised == D("1")  # 6 - 5
+    assert got["B"].qty == D("-6") and got["B"].avg_cost == D("11")
+    assert got["B"].realised == D("3.99")  # 2 x (11 - 9) - 0.01
+    assert got["B"].fills == 3
+
+
+async def test_frozen_positions_panel_from_fills_and_live_trades(tmp_path: Path) -> None:
+    from tui.messages import OrderEventArrived, QuoteArrived
+    from tui.widgets.positions import PositionsTable
+
+    app = frozen_app(tmp_path)
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.panel(PositionsTable)
+        await until(pilot, lambda: "JIO_INR" in table.rows, what="positions from REST fills")
+        await pilot.press("8")
+        assert app.panel(TabbedContent).active == "tab-positions"
+        # The demo fill: sold 10 JIO_INR at 252.50, fee 2.52.
+        assert [str(c) for c in table.get_row("JIO_INR")[:3]] == ["JIO_INR", "-10", "252.5000"]
+        assert str(table.get_cell("JIO_INR", "realised")) == "-2.52"
+        app.user = "me@example.com"
+        app.post_message(
+            OrderEventArrived(
+                {
+                    "event": "trade",
+                    "market": "JIO_INR",
+                    "trade_id": 99,
+                    "ts": 1,
+                    "price": "250.00",
+                    "qty": "4",
+                    "taker_side": "buy",
+                    "taker_user": "me@example.com",
+                    "taker_fee": "1.00",
+                    "taker_order_id": 50,
+                    "maker_user": "other@example.com",
+                }
+            )
+        )
+        app.post_message(QuoteArrived(_quote("JIO_INR", "251.00")))
+        await until(pilot, lambda: str(table.get_cell("JIO_INR", "qty")) == "-6", 3, "live fill")
+        await until(pilot, lambda: str(table.get_cell("JIO_INR", "last")) == "251.00", 3, "last price")
+        assert str(table.get_cell("JIO_INR", "realised")) == "+6.48"  # 4 x 2.50 - 2.52 - 1.00
+        assert str(table.get_cell("JIO_INR", "unrealised")) == "+9.00"  # short 6 from 252.50 at 251
+
+
+def _quote(symbol: str, price: str, seq: int = 10_000):
+    from stockctl.wire import Quote
+
+    return Quote(
+        symbol, price, ts=demo_data().now_ns, seq=seq, open=price, high=price, low=price, change="0", change_pct="0"
+    )
+
+
+# --- watchlists -----------------------------------------------------------------------------
+
+
+def test_watchlists_file_parsing(tmp_path: Path) -> None:
+    from tui.watchlists import ALL, WatchlistError, load_watchlists
+
+    base = tmp_path / "config" / "stockctl"
+    assert load_watchlists(base).names == [ALL]
+    base.mkdir(parents=True)
+    (base / "watchlists.json").write_text('{"watchlists": {"fx": ["jio_inr"]}}')
+    assert load_watchlists(base).groups == {ALL: None, "fx": frozenset({"JIO_INR"})}
+    (base / "watchlists.toml").write_text('tech = ["AAPL", "MSFT"]\ninr = ["JIO_INR", "TATA_INR"]\n')
+    lists = load_watchlists(base)  # TOML wins
+    assert lists.names == [ALL, "tech", "inr"] and lists.after("inr") == ALL and lists.after("tech") == "inr"
+    (base / "watchlists.toml").write_text('tech = "AAPL"\n')
+    with pytest.raises(WatchlistError, match="'tech' must be a list of symbols"):
+        load_watchlists(base)
+    (base / "watchlists.toml").write_text("tech = [\n")
+    with pytest.raises(WatchlistError, match=r"watchlists\.toml"):
+        load_watchlists(base)
+
+
+async def test_frozen_watchlists_filter_the_board_with_w(tmp_path: Path) -> None:
+    conf = Path(os.environ["XDG_CONFIG_HOME"]) / "stockctl"
+    conf.mkdir(parents=True)
+    (conf / "watchlists.toml").write_text('tech = ["AAPL", "msft"]\ninr = ["JIO_INR", "TATA_INR", "NOPE"]\n')
+    app = frozen_app(tmp_path)
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: len(board(app).visible_symbols()) == 4, what="board")
+        await pilot.press("w")
+        assert board(app).visible_symbols() == ["AAPL", "MSFT"]
+        assert board(app).border_title == "Tickers · tech"
+        await pilot.press("w")
+        assert board(app).visible_symbols() == ["JIO_INR", "TATA_INR"]
+        await until(pilot, lambda: app.selected in {"JIO_INR", "TATA_INR"}, 3, "selection follows the list")
+        await pilot.press("slash", "t", "a", "escape")  # the text filter narrows within the list, then clears
+        assert board(app).visible_symbols() == ["JIO_INR", "TATA_INR"]
+        await pilot.press("w")
+        assert board(app).visible_symbols() == ["AAPL", "JIO_INR", "MSFT", "TATA_INR"]
+        assert board(app).border_title == "Tickers"
+        (conf / "watchlists.toml").write_text("broken = [\n")
+        await pilot.press("w")
+        assert len(board(app).visible_symbols()) == 4 and app.is_running

@@ -41,11 +41,13 @@ from tui.messages import (
 from tui.router import FrameRouter
 from tui.screens.login import LoginScreen
 from tui.source import FrozenData, FrozenSource, GatewaySource, Source
+from tui.watchlists import ALL, WatchlistError, load_watchlists
 from tui.widgets.balances_table import BalancesTable
 from tui.widgets.fills_table import FillsTable, fill_from_trade
 from tui.widgets.open_orders import OpenOrders
 from tui.widgets.order_book import OrderBook
 from tui.widgets.order_entry import OrderEntry
+from tui.widgets.positions import PositionsTable
 from tui.widgets.price_chart import RANGES, PriceChart
 from tui.widgets.signals_log import SignalsLog
 from tui.widgets.ticker_board import TickerBoard
@@ -56,8 +58,10 @@ W = TypeVar("W", bound=Widget)
 NARROW_BELOW = 120
 """Terminal width under which the screen shows the board and one panel at a time."""
 
-VIEWS = ("chart", "signals", "book", "order", "orders", "fills", "balances")
-TAB_VIEWS = ("book", "order", "orders", "fills", "balances")
+VIEWS = ("chart", "signals", "book", "order", "orders", "fills", "balances", "positions")
+TAB_VIEWS = ("book", "order", "orders", "fills", "balances", "positions")
+FILLS_SHOWN = 100
+FILLS_FOR_POSITIONS = 1000  # the most the gateway returns (and keeps) per user
 SPARK_POINTS = 12
 RETRY_S = 2.0
 
@@ -114,6 +118,7 @@ class StockApp(App[None]):
         Binding("i", "interval", "Interval"),
         Binding("ctrl+s", "submit_order", "Submit order", priority=True),
         Binding("x", "cancel_order", "Cancel order"),
+        Binding("w", "next_watchlist", "Watchlist"),
         Binding("v", "next_view", "Panel"),
         Binding("t", "toggle_theme", "Theme"),
         Binding("r", "reload", "Reload", show=False),
@@ -124,6 +129,7 @@ class StockApp(App[None]):
         Binding("5", "view('orders')", "Orders", show=False),
         Binding("6", "view('fills')", "Fills", show=False),
         Binding("7", "view('balances')", "Balances", show=False),
+        Binding("8", "view('positions')", "Positions", show=False),
     ]
 
     def __init__(
@@ -171,6 +177,8 @@ class StockApp(App[None]):
                     yield FillsTable(id="fills")
                 with TabPane("Balances", id="tab-balances"):
                     yield BalancesTable(id="balances")
+                with TabPane("Positions", id="tab-positions"):
+                    yield PositionsTable(id="positions")
         yield Footer()
 
     def panel(self, kind: type[W]) -> W:
@@ -195,6 +203,7 @@ class StockApp(App[None]):
                 self.panel(kind)
             self.panel(FillsTable)
             self.panel(BalancesTable)
+            self.panel(PositionsTable)
         except NoMatches:
             self.set_timer(0.02, self._start_when_mounted)
             return
@@ -267,6 +276,9 @@ class StockApp(App[None]):
         self.symbols = sorted({q.symbol for q in init.quotes} | set(market_syms))
         board = self.panel(TickerBoard)
         board.seed(init.quotes, init.history, extra=market_syms)
+        positions = self.panel(PositionsTable)
+        for q in init.quotes:
+            positions.set_last(q.symbol, q.price)
         entry = self.panel(OrderEntry)
         entry.set_markets(init.markets)
         entry.revalidate()
@@ -353,6 +365,7 @@ class StockApp(App[None]):
         q = message.quote
         self.panel(TickerBoard).update_quote(q)
         self.panel(PriceChart).add_price(q.symbol, q.price, q.seq)
+        self.panel(PositionsTable).set_last(q.symbol, q.price)
 
     @_while_open
     def on_signals_arrived(self, message: SignalsArrived) -> None:
@@ -425,7 +438,7 @@ class StockApp(App[None]):
             api = self.source.api()
             try:
                 balances = api.balances()
-                fills = api.fills(100)
+                fills = api.fills(FILLS_FOR_POSITIONS)
             finally:
                 api.close()
         except StockctlError as exc:
@@ -440,7 +453,8 @@ class StockApp(App[None]):
 
     @_while_open
     def on_fills_loaded(self, message: FillsLoaded) -> None:
-        self.panel(FillsTable).add_fills(message.fills)
+        self.panel(FillsTable).add_fills(message.fills[-FILLS_SHOWN:])
+        self.panel(PositionsTable).add_fills(message.fills)
 
     @_while_open
     def on_open_orders_snapshot(self, message: OpenOrdersSnapshot) -> None:
@@ -453,6 +467,8 @@ class StockApp(App[None]):
         kind = ev.get("event")
         if kind == "trade" and self.user:
             fill = fill_from_trade(ev, self.user)
+            if fill:
+                self.panel(PositionsTable).add_fills([fill])
             if fill and self.panel(FillsTable).add_fills([fill]):
                 self.notify(f"filled: {fill['side']} {fill['qty']} {fill['market']} @ {fill['price']}", timeout=4)
         elif kind == "rejected":
@@ -517,6 +533,27 @@ class StockApp(App[None]):
         """Sort the ticker board by the next column."""
         self.panel(TickerBoard).action_cycle_sort()
 
+    def action_next_watchlist(self) -> None:
+        """Show the next watchlist on the ticker board (from watchlists.toml in the config dir)."""
+        board = self.panel(TickerBoard)
+        try:
+            lists = load_watchlists()
+        except WatchlistError as exc:
+            self.notify(f"watchlists: {exc}", severity="warning", timeout=5)
+            lists = None
+        if lists is None or len(lists.names) == 1:
+            if lists is not None:
+                from stockctl.credentials import config_dir
+
+                where = config_dir() / "watchlists.toml"
+                self.notify(f'no watchlists: add name = ["SYM", ...] lines to {where}', timeout=4)
+            board.set_watchlist(ALL, None)
+            return
+        name = lists.after(board.watch_name)
+        board.set_watchlist(name, lists.groups[name])
+        if board.visible_symbols() and self.selected not in board.visible_symbols():
+            self.select_symbol(board.visible_symbols()[0])
+
     def action_range(self, step: int) -> None:
         """Show fewer or more points on the chart."""
         chart = self.panel(PriceChart)
@@ -555,7 +592,7 @@ class StockApp(App[None]):
             self._load_chart(self.selected, self.panel(PriceChart).mode)
 
     def action_view(self, view: str) -> None:
-        """Show a panel: chart, signals, book, order, orders, fills or balances."""
+        """Show a panel: chart, signals, book, order, orders, fills, balances or positions."""
         if view not in VIEWS:
             return
         self.view = view

@@ -13,6 +13,7 @@ from stockctl.cli.common import JsonOpt, console, err_console, print_json
 if TYPE_CHECKING:
     from stockctl.bench import BenchResult
     from stockctl.bench_matching import MatchingBenchResult
+    from stockctl.bench_orders import OrdersBenchResult
     from stockctl.bench_ws import WsBenchResult
 
 app = typer.Typer(no_args_is_help=True)
@@ -238,6 +239,10 @@ def ws(
     render_ws(result)
 
 
+BUSY_OTHER_CORES = 0.25
+"""Cores used by processes outside the benchmark above which its figures get a warning."""
+
+
 def render_ws(r: WsBenchResult) -> None:
     """Connections, delivery and latency, where the CPU went, and a verdict against the target."""
     from stockctl.bench_ws import KEEP_UP_FRACTION, TARGET_CLIENTS, TARGET_P99_MS, TARGET_RATE
@@ -289,6 +294,11 @@ def render_ws(r: WsBenchResult) -> None:
     names.update({"irq": "kernel irq/softirq", "other": "other"})
     used = ", ".join(f"{label} {r.cpu[key]:.2f}" for key, label in names.items() if key in r.cpu)
     console.print(f"CPU cores used in the window: {used or '-'}")
+    if r.cpu.get("other", 0.0) >= BUSY_OTHER_CORES:
+        console.print(
+            f"[yellow]the machine was busy: other processes used {r.cpu['other']:.2f} cores in the window;"
+            " latency figures are pessimistic[/]"
+        )
 
     t = r.targets()
     console.print(
@@ -369,3 +379,200 @@ def render_matching(r: MatchingBenchResult) -> None:
         f"verdict: >= {TARGET_ORDERS_PER_S:,} orders/s {_ok(r.target_met)} ({r.orders_per_s:,.0f}{gc_note})"
         f" [dim]in {r.elapsed_s:.0f}s[/]"
     )
+
+
+@app.command(
+    "orders",
+    help="Orders end to end: submission -> the reply that acknowledges them (events stored), beside raw JetStream.\n\n"
+    "Starts a private nats-server, valkey-server and the matching daemon in a temporary directory"
+    " (a running instance is not touched), funds a few bench users, then submits a mix of passive and"
+    " crossing limit orders and cancels the way the gateway does (JetStream ex.order.<MKT> with a reply"
+    " inbox) at increasing offered rates, timing each from submission to its reply. --via-gateway"
+    " goes through POST /api/v1/orders instead (auth and gateway daemons too). The baseline is the raw"
+    " JetStream publish rate on the same server. Every process it starts is stopped.",
+)
+def orders(
+    rates: Annotated[
+        str | None,
+        typer.Option(
+            "--rates",
+            help="Offered rates to step through, orders/s, comma separated (500,1k,2k).",
+            show_default="500,1000,2000,4000",
+        ),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option("--seconds", min=0.5, max=600, help="Seconds each rate is held.", show_default="5"),
+    ] = None,
+    users: Annotated[
+        int | None,
+        typer.Option("--users", min=2, max=1000, help="Bench users placing orders.", show_default="8; 4 via gateway"),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the order flow.")] = 7,
+    via_gateway: Annotated[
+        bool, typer.Option("--via-gateway", help="Submit through the gateway's HTTP API instead of NATS.")
+    ] = False,
+    connections: Annotated[
+        int,
+        typer.Option("--connections", min=1, max=1000, help="Keep-alive HTTP connections (with --via-gateway)."),
+    ] = 32,
+    baseline_messages: Annotated[
+        int | None,
+        typer.Option(
+            "--baseline-messages", min=1000, help="Messages of the raw JetStream baseline.", show_default="50000"
+        ),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A short run (200 and 500 orders/s, 2 s each) for smoke tests.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Orders end to end: submission -> acknowledging reply, beside raw JetStream."""
+    from stockctl.bench_orders import GATEWAY_USERS, OrdersBenchOptions, parse_order_rates, run_orders_bench
+
+    opts = OrdersBenchOptions.quick() if quick else OrdersBenchOptions()
+    if rates is not None:
+        opts.rates = parse_order_rates(rates)
+    if seconds is not None:
+        opts.seconds = seconds
+    if users is not None:
+        opts.users = users
+    elif via_gateway:
+        opts.users = GATEWAY_USERS
+    if baseline_messages is not None:
+        opts.baseline_messages = baseline_messages
+    opts.seed = seed
+    opts.via_gateway = via_gateway
+    opts.connections = connections
+
+    with err_console.status("benchmarking...", spinner="dots") as status:
+        result = run_orders_bench(opts, progress=lambda text: status.update(f"bench orders: {text}"))
+
+    if json_out:
+        print_json(result.to_doc())
+        return
+    render_orders(result)
+
+
+def render_orders(r: OrdersBenchResult) -> None:
+    """The steps table, where the CPU went, the baseline, and a verdict against the target."""
+    from stockctl.bench_orders import KEEP_UP_FRACTION, TARGET_P99_MS, TARGET_RATE
+
+    path = "gateway HTTP" if r.via == "gateway" else "NATS (the gateway's path)"
+    table = Table(
+        title=f"bench orders via {path}: {r.users} users, {', '.join(r.markets)}, {r.seconds:g}s per rate",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in ("offered/s", "sent/s", "acked/s", "p50 ms", "p99 ms", "max ms", "trades"):
+        table.add_column(col, justify="right")
+    table.add_column("kept up")
+    for s in r.steps:
+        if s.kept_up:
+            verdict = "[green]yes[/]"
+        elif not s.drained:
+            verdict = "[red]no, stuck[/]"
+        elif s.errors:
+            verdict = f"[red]no, {s.errors:,} failed[/]"
+        elif s.driver_limited:
+            verdict = "[red]no, driver[/]"
+        else:
+            verdict = "[red]no[/]"
+        table.add_row(
+            _num(s.offered_per_s),
+            _num(s.sent_per_s),
+            _num(s.orders_per_s),
+            _ms(s.p50_ms),
+            _ms(s.p99_ms),
+            _ms(s.max_ms),
+            _num(s.outcome.get("trades", 0)),
+            verdict,
+        )
+    console.print(table)
+
+    keys = ["matching", "gateway", "auth", "nats", "valkey", "bench", "other"]
+    keys = [k for k in keys if any(k in s.cpu for s in r.steps)]
+    if keys:
+        cpu = Table(title="CPU cores used per rate", title_justify="left", box=box.SIMPLE_HEAD)
+        cpu.add_column("offered/s", justify="right")
+        for k in keys:
+            cpu.add_column("nats-server" if k == "nats" else k, justify="right")
+        waited = [k for k in ("matching", "gateway") if any(k in s.cpu_wait for s in r.steps)]
+        for k in waited:
+            cpu.add_column(f"{k} waited", justify="right")
+        for s in r.steps:
+            cpu.add_row(
+                _num(s.offered_per_s),
+                *(_num(s.cpu.get(k), ".2f") for k in keys),
+                *(_num(s.cpu_wait.get(k), ".2f") for k in waited),
+            )
+        console.print(cpu)
+        if waited:
+            console.print(
+                "[dim]waited: cores' worth of time the daemon was runnable but had no CPU"
+                " (the rest of the machine, this benchmark included, had them)[/]"
+            )
+    if r.skipped_rates:
+        skipped = ", ".join(f"{x:,}" for x in r.skipped_rates)
+        console.print(f"[dim]not run: {skipped} orders/s (a lower rate already fell behind)[/]")
+
+    b = r.baseline
+    console.print(
+        f"sustained            [bold]{r.sustained:,.0f}[/] orders/s acknowledged (max {r.max_delivered:,.0f};"
+        f" kept up = sent and acked >= {KEEP_UP_FRACTION:.0%} of offered, all answered)"
+    )
+    rounds = f"best of {', '.join(f'{x:,.0f}' for x in b.rounds)}; " if len(b.rounds) > 1 else ""
+    console.print(
+        f"raw JetStream        [bold]{b.msgs_per_s:,.0f}[/] msgs/s ({rounds}{b.messages:,} x {b.payload_bytes} B"
+        f" publish_async, acks awaited, same server, same run); one publish round trip"
+        f" p50 {_ms(b.rtt_p50_ms)} / p99 {_ms(b.rtt_p99_ms)} ms"
+    )
+    console.print(f"ratio                [bold]{r.ratio:.3f}[/]")
+    load = r.load_avg
+    if load is not None:
+        console.print(f"machine              {r.cpus} CPUs, load average {load:.2f} at the end")
+    t = r.targets()
+    if t["measured"]:
+        p99 = f"{_ms(t['p99_ms'])} ms"
+        console.print(
+            f"verdict: {TARGET_RATE:,} orders/s kept up {_ok(t['rate_met'])};"
+            f" p99 ack < {TARGET_P99_MS:g} ms at {TARGET_RATE:,} orders/s {_ok(t['p99_met'])} ({p99})"
+            f" [dim]in {r.elapsed_s:.0f}s[/]"
+        )
+    else:
+        lat = r.latency_step
+        at = f"p99 {_ms(lat.p99_ms)} ms at {lat.offered_per_s:,.0f} orders/s; " if lat else ""
+        console.print(
+            f"verdict: p99 ack < {TARGET_P99_MS:g} ms at {TARGET_RATE:,} orders/s [yellow]not measured[/]"
+            f" ({at}add {TARGET_RATE:,} to --rates) [dim]in {r.elapsed_s:.0f}s[/]"
+        )
+
+
+@app.command(
+    "tui",
+    help="The trading terminal under a fast quote feed, headless: input lag, frames/s, redraws/s per widget.\n\n"
+    "Runs the real app under Textual's headless driver with a synthetic source that hands it gateway quote"
+    " frames at --rate quotes/s over --symbols symbols for --seconds, presses a key every 100-200 ms and"
+    " times it until a frame shows its effect. No server is started and no network is used.",
+)
+def tui(
+    rate: Annotated[float, typer.Option("--rate", min=1, max=1_000_000, help="Quotes offered per second.")] = 1000,
+    seconds: Annotated[
+        float | None, typer.Option("--seconds", min=0.5, max=3600, help="Seconds measured.", show_default="30")
+    ] = None,
+    symbols: Annotated[int, typer.Option("--symbols", min=1, max=500, help="Symbols the quotes rotate over.")] = 10,
+    quick: Annotated[bool, typer.Option("--quick", help="A short run (3 s) for smoke tests.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The trading terminal under a fast quote feed, headless: input lag, frames/s, redraws/s per widget."""
+    from stockctl.bench_tui import DEFAULT_SECONDS, QUICK_SECONDS, TuiBenchOptions, render, run_tui_bench
+
+    length = seconds if seconds is not None else QUICK_SECONDS if quick else DEFAULT_SECONDS
+    opts = TuiBenchOptions(rate=rate, seconds=length, symbols=symbols)
+    with err_console.status("benchmarking...", spinner="dots") as status:
+        result = run_tui_bench(opts, progress=lambda text: status.update(f"bench tui: {text}"))
+
+    if json_out:
+        print_json(result.to_doc())
+        return
+    render(result, console)

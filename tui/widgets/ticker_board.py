@@ -101,6 +101,8 @@ class TickerBoard(Vertical):
         self.stale: set[str] = set()
         self.direction: dict[str, int] = {}
         self.filter_text = ""
+        self.watch: frozenset[str] | None = None
+        self.watch_name = "all"
         self.sort_index = 0
         self.border_title = "Tickers"
 
@@ -150,7 +152,7 @@ class TickerBoard(Vertical):
     # --- drawing ------------------------------------------------------------------------
 
     def _matches(self, sym: str) -> bool:
-        return self.filter_text.upper() in sym
+        return self.filter_text.upper() in sym and (self.watch is None or sym.upper() in self.watch)
 
     def _cells(self, sym: str) -> list[Text | str]:
         q = self.quotes.get(sym)
@@ -288,6 +290,12 @@ class TickerBoard(Vertical):
                 table.remove_row(sym)
         self._sort()
         self.border_subtitle = f"filter: {self.filter_text}" if self.filter_text else ""
+
+    def set_watchlist(self, name: str, symbols: frozenset[str] | None) -> None:
+        """Show only ``symbols`` (None: every symbol), under the watchlist's name; the filter still applies."""
+        self.watch_name, self.watch = name, symbols
+        self.border_title = "Tickers" if symbols is None else f"Tickers · {name}"
+        self.apply_filter(self.filter_text)
 
     def visible_symbols(self) -> list[str]:
         """Symbols in the order the board shows them."""

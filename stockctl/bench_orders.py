@@ -1,0 +1,1168 @@
+"""``stockctl bench orders``: orders end to end, from submission to the reply that acknowledges them.
+
+Everything runs on private servers in a temporary directory (a running instance is never
+touched): a nats-server (JetStream) and a valkey-server started the way the supervisor
+starts them (:mod:`stockctl.infra`), and the real matching daemon (``python -m daemons
+matching``, configured through :meth:`Settings.to_env`). No liquidity daemon: the book holds
+only the benchmark's own orders.
+
+The driver submits commands exactly as the gateway does (:meth:`ExchangeApi.submit`):
+JetStream ``ex.order.<MKT>`` with ``Nats-Msg-Id = user:client_order_id`` and the
+``Stockctl-Reply`` header naming an inbox; one wildcard subscription receives the replies.
+The matching daemon replies once the command's events are stored in ``EX_EVENTS`` (and the
+Redis views written), so the reply is the acknowledgement a client waits for, and the ack
+latency is submission -> reply. With ``--via-gateway`` the orders go through the gateway's
+``POST /api/v1/orders`` (and ``DELETE`` for cancels) instead, from a few keep-alive HTTP
+connections, so the figures include HTTP, token checks and the gateway's own NATS round trip.
+
+A few bench users are funded first (``Fund`` commands, as the gateway funds a new account).
+The flow then mixes passive limit orders near a drifting mid, crossing limit orders (half of
+them IOC) that trade against them, and cancels of the driver's own live orders (learnt from
+the replies). Offered rates are stepped up, each held for ``seconds`` and then drained; once
+a step falls behind, higher rates are skipped. The baseline, measured on the same server in
+the same run before the daemon starts, is raw JetStream: ``publish_async`` of order-sized
+messages with ``Nats-Msg-Id`` headers to a scratch file stream, pipelined, every ack awaited;
+plus the round trip of one synchronous ``publish`` (the least an acknowledged command costs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import platform
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import api
+from pydantic import ValidationError
+
+from stockctl import infra, names
+from stockctl.bench import (
+    SERVER_START_TIMEOUT,
+    BenchError,
+    CpuMeter,
+    Processes,
+    _close,
+    _connect,
+    _read_status,
+    parse_rates,
+    percentile,
+)
+from stockctl.errors import StartupError, UsageError
+from stockctl.exchange.wire import (
+    DEFAULT_MARKETS,
+    Accepted,
+    Cancel,
+    Cancelled,
+    Event,
+    Fund,
+    Funded,
+    MarketSpec,
+    Place,
+    Rejected,
+    Trade,
+    encode,
+)
+from stockctl.settings import ENV_PREFIX, Settings
+
+DEFAULT_RATES: tuple[int, ...] = (500, 1_000, 2_000, 4_000)
+DEFAULT_SECONDS = 5.0
+QUICK_RATES: tuple[int, ...] = (200, 500)
+QUICK_SECONDS = 2.0
+DEFAULT_USERS = 8
+GATEWAY_USERS = 4
+DEFAULT_SEED = 7
+DEFAULT_BASELINE_MESSAGES = 50_000
+QUICK_BASELINE_MESSAGES = 10_000
+RTT_SAMPLES = 2_000
+HTTP_CONNECTIONS = 32
+
+TARGET_RATE = 2_000
+"""The offered rate the latency target applies to, orders/s."""
+TARGET_P99_MS = 5.0
+"""p99 ack latency at TARGET_RATE, below."""
+KEEP_UP_FRACTION = 0.95
+"""A step keeps up when it sends and gets acks for at least this share of its offered rate (and drains)."""
+
+PASSIVE_SHARE = 0.45
+CROSS_SHARE = 0.30
+"""The rest (25%) are cancels of the driver's live orders."""
+MID_TICKS = 2_000
+"""Starting mid of every market, in ticks (100.00 at a 0.05 tick)."""
+
+MAX_PENDING = 50_000
+DAEMON_START_TIMEOUT = 30.0
+FUND_TIMEOUT = 15.0
+SCRATCH_STREAM = "BENCH_ORDERS_SCRATCH"
+SCRATCH_SUBJECT = "bench.scratch"
+MSG_ID = "Nats-Msg-Id"
+BENCH_ASSET_UNITS = {"INR": "1000000000"}
+"""Funding per bench user; any other asset gets BENCH_BASE_UNITS."""
+BENCH_BASE_UNITS = "10000000"
+
+ProgressFn = Callable[[str], None]
+
+
+def _no_progress(_: str) -> None:
+    pass
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class OrdersStep:
+    """One offered rate, held for ``seconds``, then drained."""
+
+    offered_per_s: float
+    seconds: float
+    """How long commands were offered (the sending window)."""
+    sent: int
+    sent_per_s: float
+    acked: int
+    """Commands whose reply came back (the drain included)."""
+    orders_per_s: float
+    """Acked commands over first submission -> last reply: what the system delivered."""
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    drained: bool
+    drain_s: float
+    kept_up: bool
+    errors: int = 0
+    """Commands that failed (a JetStream publish error, an HTTP error): never acknowledged."""
+    commands: dict[str, int] = field(default_factory=dict)
+    """What was sent: passive / crossing limit orders, cancels."""
+    outcome: dict[str, int] = field(default_factory=dict)
+    """What the replies said: accepted, rejected (by code), trades, cancelled."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """Cores used during the step, per process (Linux only)."""
+    cpu_wait: dict[str, float] = field(default_factory=dict)
+    """Cores' worth of time each process was runnable but waiting for a CPU (Linux schedstat): a busy machine."""
+
+    @property
+    def driver_limited(self) -> bool:
+        return self.sent_per_s < KEEP_UP_FRACTION * self.offered_per_s
+
+
+@dataclass
+class JsBaseline:
+    """Raw JetStream on the same server: pipelined publish_async (rate) and one publish (round trip)."""
+
+    messages: int
+    payload_bytes: int
+    seconds: float
+    """Duration of the best round."""
+    msgs_per_s: float
+    """Acked messages per second, best round: the baseline."""
+    rounds: list[float] = field(default_factory=list)
+    rtt_samples: int = 0
+    rtt_p50_ms: float | None = None
+    rtt_p99_ms: float | None = None
+
+
+@dataclass
+class OrdersBenchResult:
+    via: str
+    """``nats`` (the gateway's JetStream path, driven directly) or ``gateway`` (HTTP)."""
+    steps: list[OrdersStep]
+    baseline: JsBaseline
+    markets: list[str]
+    users: int
+    seconds: float
+    skipped_rates: list[int] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    cpus: int | None = None
+    load_avg: float | None = None
+    """The 1-minute load average at the end of the run: a busy machine explains slow steps."""
+
+    @property
+    def sustained(self) -> float:
+        """Highest delivered rate among the steps that kept up (0 if none did)."""
+        return max((s.orders_per_s for s in self.steps if s.kept_up), default=0.0)
+
+    @property
+    def max_delivered(self) -> float:
+        return max((s.orders_per_s for s in self.steps), default=0.0)
+
+    @property
+    def target_step(self) -> OrdersStep | None:
+        return next((s for s in self.steps if s.offered_per_s == TARGET_RATE), None)
+
+    @property
+    def latency_step(self) -> OrdersStep | None:
+        """The TARGET_RATE step; else the highest step that kept up; else the lowest step."""
+        with_lat = [s for s in self.steps if s.p99_ms is not None]
+        target = self.target_step
+        if target is not None and target.p99_ms is not None:
+            return target
+        kept = [s for s in with_lat if s.kept_up]
+        if kept:
+            return max(kept, key=lambda s: s.offered_per_s)
+        return min(with_lat, key=lambda s: s.offered_per_s, default=None)
+
+    @property
+    def ratio(self) -> float:
+        return self.sustained / self.baseline.msgs_per_s if self.baseline.msgs_per_s else 0.0
+
+    def targets(self) -> dict[str, Any]:
+        t = self.target_step
+        p99 = t.p99_ms if t else None
+        return {
+            "at_orders_per_s": TARGET_RATE,
+            "measured": t is not None,
+            "rate_met": t is not None and t.kept_up,
+            "p99_ms_max": TARGET_P99_MS,
+            "p99_ms": p99,
+            "p99_met": t is not None and t.kept_up and p99 is not None and p99 < TARGET_P99_MS,
+        }
+
+    def to_doc(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        lat = self.latency_step
+        steps = []
+        for s in self.steps:
+            doc = asdict(s)
+            doc["driver_limited"] = s.driver_limited
+            steps.append(doc)
+        return {
+            "orders_per_s": round(self.sustained, 1),
+            "p50_ms": lat.p50_ms if lat else None,
+            "p99_ms": lat.p99_ms if lat else None,
+            "max_ms": lat.max_ms if lat else None,
+            "latency_at_orders_per_s": lat.offered_per_s if lat else None,
+            "max_delivered_orders_per_s": round(self.max_delivered, 1),
+            "baseline_msgs_per_s": round(self.baseline.msgs_per_s, 1),
+            "baseline_rtt_p50_ms": self.baseline.rtt_p50_ms,
+            "ratio": round(self.ratio, 4),
+            "via": self.via,
+            "targets": self.targets(),
+            "steps": steps,
+            "skipped_rates": self.skipped_rates,
+            "baseline": asdict(self.baseline),
+            "markets": self.markets,
+            "users": self.users,
+            "seconds_per_step": self.seconds,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "machine": {
+                "cpus": self.cpus,
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "loadavg_1m": self.load_avg,
+            },
+        }
+
+
+def parse_order_rates(text: str) -> list[int]:
+    """``"500,1k,2000"`` -> ``[500, 1000, 2000]`` (sorted, de-duplicated)."""
+    try:
+        return parse_rates(text)
+    except UsageError as exc:
+        raise UsageError(exc.message, "give orders per second, e.g. --rates 500,1000,2k") from None
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1e6, 3)
+
+
+def _sched_wait_ns(pid: int) -> int | None:
+    """Run-queue wait of every thread of a process, in ns (Linux ``/proc/PID/task/*/schedstat``), else None."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
+                total += int(fh.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class SchedWaitMeter:
+    """Per process, time spent runnable but waiting for a CPU between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._t0 = 0.0
+        self._w0: dict[str, int | None] = {}
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._w0 = {name: _sched_wait_ns(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        dt = time.monotonic() - self._t0
+        out: dict[str, float] = {}
+        for name, pid in self.pids.items():
+            before, after = self._w0.get(name), _sched_wait_ns(pid)
+            if dt > 0 and before is not None and after is not None:
+                out[name] = round(max(0, after - before) / 1e9 / dt, 2)
+        return out
+
+
+# --- the order flow ----------------------------------------------------------------------
+
+
+def price_text(ticks: int, tick_size: str) -> str:
+    """A price of ``ticks`` ticks as a decimal string (``2001`` at ``0.05`` -> ``100.05``)."""
+    whole, _, frac = tick_size.partition(".")
+    dp = len(frac)
+    value = ticks * int(whole + frac)
+    if not dp:
+        return str(value)
+    s = str(value).rjust(dp + 1, "0")
+    return f"{s[:-dp]}.{s[-dp:]}"
+
+
+class _Live:
+    """The driver's live resting orders: O(1) add, remove and uniform random choice."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.pos: dict[int, int] = {}
+        self.owner: dict[int, tuple[str, str]] = {}
+
+    def add(self, oid: int, user: str, market: str) -> None:
+        if oid in self.pos:
+            return
+        self.pos[oid] = len(self.ids)
+        self.ids.append(oid)
+        self.owner[oid] = (user, market)
+
+    def discard(self, oid: int) -> None:
+        i = self.pos.pop(oid, None)
+        if i is None:
+            return
+        last = self.ids.pop()
+        if last != oid:
+            self.ids[i] = last
+            self.pos[last] = i
+        del self.owner[oid]
+
+
+class OrderFlow:
+    """Seeded commands: passive limits near a drifting mid, crossing limits, cancels of live orders.
+
+    Live orders are learnt from the replies (:meth:`observe`), so cancels name real orders;
+    an order cancelled, or filled, while its cancel is in flight gives ``unknown_order``.
+    """
+
+    def __init__(self, users: Sequence[str], markets: Sequence[MarketSpec], seed: int = DEFAULT_SEED) -> None:
+        if not users:
+            raise UsageError("at least one bench user is needed")
+        self.rng = random.Random(seed)
+        self.users = list(users)
+        self.markets = [m.symbol for m in markets]
+        self.tick_size = {m.symbol: m.tick_size for m in markets}
+        self.mid = dict.fromkeys(self.markets, MID_TICKS)
+        self.prices: dict[tuple[str, int], str] = {}
+        self.live = _Live()
+        self.n = 0
+        self.sent: Counter[str] = Counter()
+        self.outcome: Counter[str] = Counter()
+
+    def price(self, market: str, ticks: int) -> str:
+        key = (market, ticks)
+        text = self.prices.get(key)
+        if text is None:
+            text = self.prices[key] = price_text(ticks, self.tick_size[market])
+        return text
+
+    def next(self, ts: int) -> Place | Cancel:
+        self.n += 1
+        n = self.n
+        rng = self.rng
+        u = rng.random()
+        live = self.live
+        if u >= PASSIVE_SHARE + CROSS_SHARE and live.ids:
+            oid = live.ids[rng.randrange(len(live.ids))]
+            user, market = live.owner[oid]
+            live.discard(oid)  # never cancelled twice
+            self.sent["cancel"] += 1
+            return Cancel(user, f"x{n}", market, oid, ts)
+        market = self.markets[rng.randrange(len(self.markets))]
+        if n % 128 == 0:
+            self.mid[market] = min(max(self.mid[market] + rng.randint(-1, 1), MID_TICKS - 200), MID_TICKS + 200)
+        mid = self.mid[market]
+        is_buy = rng.random() < 0.5
+        side = "buy" if is_buy else "sell"
+        user = self.users[rng.randrange(len(self.users))]
+        if u < PASSIVE_SHARE or u >= PASSIVE_SHARE + CROSS_SHARE:
+            off = rng.randint(1, 8)
+            ticks = mid - off if is_buy else mid + off
+            self.sent["passive"] += 1
+            return Place(user, f"o{n}", market, side, "limit", str(rng.randint(1, 10)), ts, self.price(market, ticks))
+        off = rng.randint(1, 3)
+        ticks = mid + off if is_buy else mid - off
+        tif = "ioc" if rng.random() < 0.5 else "gtc"
+        self.sent["cross"] += 1
+        return Place(
+            user, f"o{n}", market, side, "limit", str(rng.randint(1, 6)), ts, self.price(market, ticks), tif=tif
+        )
+
+    def observe(self, events: Sequence[Event]) -> None:
+        """One reply's events: keep the live orders and the outcome counts."""
+        live, outcome = self.live, self.outcome
+        for ev in events:
+            if isinstance(ev, Trade):
+                outcome["trades"] += 1
+                if ev.maker_remaining == "0":
+                    live.discard(ev.maker_order_id)
+                if ev.taker_remaining == "0":
+                    live.discard(ev.taker_order_id)
+            elif isinstance(ev, Accepted):
+                outcome["accepted"] += 1
+                if ev.order_type == "limit" and ev.tif == "gtc":
+                    live.add(ev.order_id, ev.user, ev.market)
+            elif isinstance(ev, Cancelled):
+                outcome[f"cancelled_{ev.reason}"] += 1
+                live.discard(ev.order_id)
+            elif isinstance(ev, Rejected):
+                outcome[f"rejected_{ev.code}"] += 1
+            elif isinstance(ev, Funded):
+                outcome["funded"] += 1
+
+
+def fund_command(user: str, markets: Sequence[MarketSpec]) -> Fund:
+    assets = sorted({m.base for m in markets} | {m.quote for m in markets})
+    return Fund(user, "fund", {a: BENCH_ASSET_UNITS.get(a, BENCH_BASE_UNITS) for a in assets}, time.time_ns())
+
+
+# --- submitters --------------------------------------------------------------------------
+
+_events_decoder = msgspec.json.Decoder(list[Event])
+
+
+class _HttpReply(msgspec.Struct):
+    events: list[Event] = []
+
+
+_http_decoder = msgspec.json.Decoder(_HttpReply)
+
+
+class Submitter:
+    """What both paths share: latencies, acks, errors, and the wait for outstanding commands."""
+
+    def __init__(self, flow: OrderFlow) -> None:
+        self.flow = flow
+        self.latencies: list[int] = []
+        self.acked = 0
+        self.errors = 0
+        self.error_kinds: Counter[str] = Counter()
+        self.first_send = 0
+        self.last_ack = 0
+
+    @property
+    def outstanding(self) -> int:
+        raise NotImplementedError
+
+    async def submit(self, cmd: Place | Cancel | Fund, key: str) -> None:
+        raise NotImplementedError
+
+    def reap(self) -> None:
+        """Look at publish errors that arrived (a no-op where errors are seen at once)."""
+
+    def reset(self) -> None:
+        self.latencies = []
+        self.acked = 0
+        self.errors = 0
+        self.first_send = 0
+        self.last_ack = 0
+
+    def _acked(self, t0: int, now: int, events: Sequence[Event]) -> None:
+        self.latencies.append(now - t0)
+        self.acked += 1
+        self.last_ack = now
+        self.flow.observe(events)
+
+    async def drain(self, timeout: float, progress: ProgressFn, label: str) -> tuple[bool, float]:
+        """Wait until every submitted command is answered (or failed)."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        next_report = t0
+        while True:
+            self.reap()
+            if self.outstanding <= 0:
+                return True, loop.time() - t0
+            now = loop.time()
+            if now - t0 >= timeout:
+                return False, now - t0
+            if now >= next_report:
+                progress(f"{label}: draining, {self.outstanding:,} awaiting their reply")
+                next_report = now + 0.25
+            await asyncio.sleep(0.002)
+
+    async def close(self) -> None:
+        pass
+
+
+class NatsSubmitter(Submitter):
+    """The gateway's path: JetStream publish with a reply inbox; one wildcard subscription."""
+
+    def __init__(self, nc: NATS, flow: OrderFlow) -> None:
+        super().__init__(flow)
+        self.nc = nc
+        self.js = nc.jetstream(publish_async_max_pending=MAX_PENDING)
+        self.prefix = ""
+        self.ids = itertools.count(1)
+        self.pending: dict[str, int] = {}
+        self._acks: list[tuple[asyncio.Future[Any], str]] = []
+
+    async def start(self) -> None:
+        self.prefix = self.nc.new_inbox()
+        await self.nc.subscribe(
+            self.prefix + ".*", cb=self._on_reply, pending_msgs_limit=2_000_000, pending_bytes_limit=1 << 30
+        )
+        await self.nc.flush()
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.pending)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        now = time.perf_counter_ns()
+        t0 = self.pending.pop(msg.subject, None)
+        if t0 is None:
+            return
+        try:
+            events = _events_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.errors += 1
+            self.error_kinds["bad reply"] += 1
+            return
+        self._acked(t0, now, events)
+
+    async def submit(self, cmd: Place | Cancel | Fund, key: str) -> None:
+        t0 = time.perf_counter_ns()
+        if not self.first_send:
+            self.first_send = t0
+        inbox = f"{self.prefix}.{next(self.ids)}"
+        market = cmd.market or names.ACCOUNTS_MARKET
+        headers = {MSG_ID: f"{cmd.user}:{key}", names.REPLY_HEADER: inbox}
+        self.pending[inbox] = t0
+        try:
+            fut = await self.js.publish_async(names.order_subject(market), encode(cmd), headers=headers)
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            self.pending.pop(inbox, None)
+            self.errors += 1
+            self.error_kinds[exc.__class__.__name__] += 1
+            return
+        self._acks.append((fut, inbox))
+
+    def reap(self) -> None:
+        keep = []
+        for fut, inbox in self._acks:
+            if not fut.done():
+                keep.append((fut, inbox))
+            elif fut.cancelled() or fut.exception() is not None:
+                exc = None if fut.cancelled() else fut.exception()
+                self.error_kinds[exc.__class__.__name__ if exc else "cancelled"] += 1
+                self.errors += 1
+                self.pending.pop(inbox, None)
+        self._acks = keep
+
+
+class _HttpConn:
+    """One keep-alive HTTP/1.1 connection: a request at a time, Content-Length bodies only."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.reader, self.writer
+        assert reader is not None
+        try:
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length, close = 0, False
+            for line in head.split(b"\r\n")[1:]:
+                key, _, value = line.partition(b":")
+                key = key.strip().lower()
+                if key == b"content-length":
+                    length = int(value)
+                elif key == b"connection" and value.strip().lower() == b"close":
+                    close = True
+                elif key == b"transfer-encoding":
+                    raise ValueError("chunked responses are not supported")
+            body = await reader.readexactly(length) if length else b""
+        except BaseException:
+            self.close()
+            raise
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class HttpSubmitter(Submitter):
+    """The public path: ``POST /api/v1/orders`` and ``DELETE /api/v1/orders/{id}`` on the gateway."""
+
+    def __init__(self, host: str, port: int, tokens: dict[str, str], flow: OrderFlow, connections: int) -> None:
+        super().__init__(flow)
+        self.host, self.port = host, port
+        self.auth = {user: f"Authorization: Bearer {token}\r\n".encode() for user, token in tokens.items()}
+        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        self.connections = connections
+        self.tasks: list[asyncio.Task[None]] = []
+        self.inflight = 0
+
+    async def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._worker()) for _ in range(self.connections)]
+
+    @property
+    def outstanding(self) -> int:
+        return self.inflight
+
+    def _raw(self, cmd: Place | Cancel | Fund) -> bytes:
+        host = f"Host: {self.host}:{self.port}\r\n".encode()
+        auth = self.auth[cmd.user]
+        if isinstance(cmd, Place):
+            body = encode(
+                {
+                    "market": cmd.market,
+                    "side": cmd.side,
+                    "type": cmd.type,
+                    "qty": cmd.qty,
+                    "price": cmd.price,
+                    "tif": cmd.tif,
+                    "client_order_id": cmd.client_order_id,
+                }
+            )
+            return (
+                b"POST /api/v1/orders HTTP/1.1\r\n" + host + auth + b"Content-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+        if isinstance(cmd, Cancel):
+            path = f"/api/v1/orders/{cmd.order_id}?market={cmd.market}".encode()
+            return b"DELETE " + path + b" HTTP/1.1\r\n" + host + auth + b"Content-Length: 0\r\n\r\n"
+        raise BenchError("the gateway funds its users itself")
+
+    async def submit(self, cmd: Place | Cancel | Fund, key: str) -> None:
+        t0 = time.perf_counter_ns()  # the open-loop send time: a wait for a free connection counts
+        if not self.first_send:
+            self.first_send = t0
+        self.inflight += 1
+        self.queue.put_nowait((t0, self._raw(cmd)))
+
+    async def _worker(self) -> None:
+        conn = _HttpConn(self.host, self.port)
+        try:
+            while True:
+                t0, raw = await self.queue.get()
+                try:
+                    status, body = await asyncio.wait_for(conn.request(raw), 15)
+                except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
+                    self.inflight -= 1
+                    self.errors += 1
+                    self.error_kinds[e.__class__.__name__] += 1
+                    continue
+                now = time.perf_counter_ns()
+                self.inflight -= 1
+                if status in (200, 201, 404, 422):  # an answer from the engine's events (404: unknown order)
+                    try:
+                        events = _http_decoder.decode(body).events
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        events = []
+                    self._acked(t0, now, events)
+                    if status == 404:
+                        self.flow.outcome["rejected_unknown_order"] += 1
+                else:
+                    self.errors += 1
+                    self.error_kinds[f"HTTP {status}"] += 1
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+# --- the baseline ------------------------------------------------------------------------
+
+
+async def measure_js_baseline(
+    url: str, messages: int, payload: bytes, rounds: int = 1, progress: ProgressFn = _no_progress
+) -> JsBaseline:
+    """Raw JetStream on a scratch file stream: pipelined publish_async (every ack awaited), then round trips."""
+    nc = await _connect(url, "bench-orders-baseline")
+    js = nc.jetstream(publish_async_max_pending=MAX_PENDING)
+    config = api.StreamConfig(
+        name=SCRATCH_STREAM,
+        subjects=[f"{SCRATCH_SUBJECT}.>"],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        duplicate_window=120.0,
+    )
+    rates: list[float] = []
+    best: tuple[float, float] | None = None
+    lat: list[int] = []
+    try:
+        await js.add_stream(config)
+        subject = f"{SCRATCH_SUBJECT}.{DEFAULT_MARKETS[0].symbol}"
+        for r in range(1, rounds + 1):
+            progress(f"baseline: raw JetStream publish_async, {messages:,} messages, round {r}/{rounds}")
+            futures = []
+            t0 = time.perf_counter()
+            for i in range(messages):
+                futures.append(await js.publish_async(subject, payload, headers={MSG_ID: f"r{r}:{i}"}))
+            results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 60)
+            elapsed = time.perf_counter() - t0
+            failed = sum(1 for x in results if isinstance(x, BaseException))
+            if failed:
+                raise BenchError(f"baseline: {failed:,} of {messages:,} JetStream publishes failed")
+            rate = messages / elapsed
+            rates.append(round(rate, 1))
+            if best is None or rate > best[0]:
+                best = (rate, elapsed)
+        progress(f"baseline: {RTT_SAMPLES:,} JetStream publish round trips")
+        clock = time.perf_counter_ns
+        for i in range(RTT_SAMPLES):
+            t = clock()
+            await js.publish(subject, payload, headers={MSG_ID: f"rtt:{i}"}, timeout=5)
+            lat.append(clock() - t)
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+        raise BenchError(f"baseline: JetStream failed: {exc.__class__.__name__}: {exc}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await js.delete_stream(SCRATCH_STREAM)
+        await _close(nc)
+    assert best is not None
+    lat.sort()
+    return JsBaseline(
+        messages=messages,
+        payload_bytes=len(payload),
+        seconds=round(best[1], 4),
+        msgs_per_s=round(best[0], 1),
+        rounds=rates,
+        rtt_samples=len(lat),
+        rtt_p50_ms=_ms(percentile(lat, 0.50)) if lat else None,
+        rtt_p99_ms=_ms(percentile(lat, 0.99)) if lat else None,
+    )
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class OrdersBenchOptions:
+    rates: list[int] = field(default_factory=lambda: list(DEFAULT_RATES))
+    seconds: float = DEFAULT_SECONDS
+    users: int = DEFAULT_USERS
+    seed: int = DEFAULT_SEED
+    via_gateway: bool = False
+    connections: int = HTTP_CONNECTIONS
+    """Keep-alive HTTP connections (``--via-gateway``)."""
+    baseline_messages: int = DEFAULT_BASELINE_MESSAGES
+    baseline_rounds: int = 2
+    warmup_s: float = 1.0
+    drain_timeout: float | None = None
+    """Seconds to wait for a step's outstanding commands (default: 2 x the step, at least 10 s)."""
+
+    @classmethod
+    def quick(cls) -> OrdersBenchOptions:
+        return cls(
+            rates=list(QUICK_RATES),
+            seconds=QUICK_SECONDS,
+            baseline_messages=QUICK_BASELINE_MESSAGES,
+            baseline_rounds=1,
+        )
+
+    def check(self) -> None:
+        if self.seconds <= 0:
+            raise UsageError("--seconds must be above 0")
+        if not self.rates:
+            raise UsageError("--rates is empty", "e.g. --rates 500,1000,2000")
+        if self.users < 2:
+            raise UsageError("--users must be at least 2", "trades need a buyer and a seller")
+        if self.baseline_messages < 1:
+            raise UsageError("--baseline-messages must be at least 1")
+        if self.connections < 1:
+            raise UsageError("--connections must be at least 1")
+
+
+class _OrdersBench:
+    def __init__(self, opts: OrdersBenchOptions, home: Path, progress: ProgressFn) -> None:
+        self.opts = opts
+        self.home = home
+        self.progress = progress
+        self.host = "127.0.0.1"
+        self.procs = Processes(home)
+        self.pids: dict[str, int] = {}
+        self.started: dict[str, subprocess.Popen[bytes]] = {}
+
+    # servers and daemons ---------------------------------------------------------------
+
+    def start_servers(self) -> tuple[str, str]:
+        host = self.host
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(infra.free_port(host))
+        nats_port, monitor_port, redis_port = sorted(ports)
+        (self.home / "nats").mkdir()
+        (self.home / "redis").mkdir()
+        self.progress("starting nats-server and valkey-server")
+        argv = infra.nats_argv(host, nats_port, monitor_port, self.home / "nats")
+        nats_proc = self.procs.start("nats", argv, cwd=self.home)
+        redis_proc = self.procs.start("redis", infra.redis_argv(host, redis_port, self.home / "redis"), cwd=self.home)
+        self.pids.update({"nats": nats_proc.pid, "valkey": redis_proc.pid})
+        checks = {
+            "nats": (nats_proc, lambda: infra.nats_ready(host, monitor_port)),
+            "redis": (redis_proc, lambda: infra.redis_ready(host, redis_port)),
+        }
+        waiting = set(checks)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while waiting:
+            for name in sorted(waiting):
+                proc, ready = checks[name]
+                if proc.poll() is not None:
+                    tail = self.procs.log_tail(name) or None
+                    raise StartupError(f"{name} server exited with {proc.returncode} at start", tail)
+                if ready():
+                    waiting.discard(name)
+            if waiting and time.monotonic() > deadline:
+                late = ", ".join(sorted(waiting))
+                raise StartupError(f"{late} not ready within {SERVER_START_TIMEOUT:g}s", "see its log for the cause")
+            if waiting:
+                time.sleep(0.05)
+        return f"nats://{host}:{nats_port}", f"redis://{host}:{redis_port}/0"
+
+    def settings(self, nats_url: str, redis_url: str) -> Settings:
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(infra.free_port(self.host))
+        gateway_port, ws_port, auth_port = sorted(ports)
+        assets = sorted({m.base for m in DEFAULT_MARKETS} | {m.quote for m in DEFAULT_MARKETS})
+        try:
+            return Settings(
+                home=self.home,
+                host=self.host,
+                nats_url=nats_url,
+                redis_url=redis_url,
+                gateway_port=gateway_port,
+                ws_port=ws_port,
+                auth_port=auth_port,
+                auth_url=None,
+                access_token_ttl_s=3600,
+                # What the gateway credits each new (bench) account with, in --via-gateway.
+                demo_balances={a: BENCH_ASSET_UNITS.get(a, BENCH_BASE_UNITS) for a in assets},
+                liquidity=False,
+                log_level="WARNING",
+                replay_csv=None,
+                publish_limit=None,
+                only=[],
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"])
+            raise UsageError(f"bad {name}: {err['msg']}", f"check STOCKCTL_{name.upper()}") from None
+
+    async def start_daemons(self, settings: Settings, daemons: Sequence[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        env.update(settings.to_env())
+        env["PYTHONUNBUFFERED"] = "1"
+        started = {}
+        for name in daemons:
+            proc = self.procs.start(name, [sys.executable, "-m", "daemons", name], env=env, cwd=self.home)
+            started[name] = proc
+            self.pids[name] = proc.pid
+        self.started.update(started)
+        self.progress(f"starting the {', '.join(daemons)} daemon{'s' if len(daemons) > 1 else ''}")
+        waiting = set(started)
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT
+        while waiting:
+            for name in sorted(waiting):
+                proc = started[name]
+                if proc.poll() is not None:
+                    tail = self.procs.log_tail(name) or None
+                    raise StartupError(f"the {name} daemon exited with {proc.returncode} at start", tail)
+                doc = _read_status(settings.run_dir / f"{name}.json")
+                if doc and doc.get("ready") and doc.get("pid") == proc.pid:
+                    waiting.discard(name)
+            if waiting and time.monotonic() > deadline:
+                late = ", ".join(sorted(waiting))
+                tail = " / ".join(self.procs.log_tail(n, 2) for n in sorted(waiting)) or None
+                raise StartupError(f"{late} not ready within {DAEMON_START_TIMEOUT:g}s", tail)
+            if waiting:
+                await asyncio.sleep(0.05)
+
+    def check_alive(self) -> None:
+        for name, proc in self.started.items():
+            self.procs.check_alive(name, proc)
+
+    # users -----------------------------------------------------------------------------
+
+    async def fund_users(self, sub: NatsSubmitter, users: list[str]) -> None:
+        """Fund every bench user as the gateway funds a new account: a Fund command, its reply awaited."""
+        self.progress(f"funding {len(users)} bench users")
+        for user in users:
+            await sub.submit(fund_command(user, DEFAULT_MARKETS), "fund")
+        drained, _ = await sub.drain(FUND_TIMEOUT, _no_progress, "funding")
+        funded = sub.flow.outcome["funded"]
+        if not drained or funded != len(users):
+            raise BenchError(
+                f"{funded} of {len(users)} bench users funded within {FUND_TIMEOUT:g}s",
+                self.procs.log_tail("matching") or None,
+            )
+
+    async def register_users(self, settings: Settings, count: int) -> dict[str, str]:
+        """Register ``count`` users through the gateway; their access tokens, by email."""
+        import httpx
+
+        self.progress(f"registering {count} bench users")
+        tokens = {}
+        async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=10) as http:
+            for i in range(count):
+                email = f"bench{i:02d}@example.com"
+                body = {"email": email, "password": "bench-" + secrets.token_urlsafe(18)}
+                try:
+                    resp = await http.post("/auth/register", json=body)
+                except httpx.HTTPError as exc:
+                    raise BenchError(f"cannot register a bench user: {exc.__class__.__name__}: {exc}") from None
+                if resp.status_code != 201:
+                    raise BenchError(f"registering a bench user: HTTP {resp.status_code}: {resp.text[:200]}")
+                tokens[email] = resp.json()["access_token"]
+        return tokens
+
+    # steps -----------------------------------------------------------------------------
+
+    async def offer(self, sub: Submitter, rate: float, seconds: float, label: str) -> tuple[int, float]:
+        """Submit commands at ``rate``/s for ``seconds``; (sent, elapsed)."""
+        loop = asyncio.get_running_loop()
+        flow = sub.flow
+        t0 = loop.time()
+        end = t0 + seconds
+        total = int(rate * seconds)
+        burst = max(1, int(rate / 500))  # at most 2 ms worth at once, then yield and look at the clock
+        sent = 0
+        next_report = t0
+        clock = time.time_ns
+        while True:
+            now = loop.time()
+            if now >= end or sent >= total:
+                break
+            due = min(total, int((now - t0) * rate) + 1, sent + burst) - sent
+            for _ in range(due):
+                cmd = flow.next(clock())
+                await sub.submit(cmd, cmd.client_order_id if isinstance(cmd, Place) else cmd.request_id)
+            sent += due
+            if now >= next_report:
+                sub.reap()
+                self.progress(f"{label}: {now - t0:.1f}/{seconds:g}s, {sub.outstanding:,} awaiting their reply")
+                next_report = now + 0.25
+            delay = t0 + sent / rate - loop.time()
+            await asyncio.sleep(delay if delay > 0 else 0)
+        return sent, loop.time() - t0
+
+    async def step(self, sub: Submitter, cpu: CpuMeter, waits: SchedWaitMeter, rate: float, label: str) -> OrdersStep:
+        opts = self.opts
+        flow = sub.flow
+        sub.reset()
+        sent0, outcome0 = Counter(flow.sent), Counter(flow.outcome)
+        cpu.start()
+        waits.start()
+        try:
+            sent, elapsed = await asyncio.wait_for(self.offer(sub, rate, opts.seconds, label), opts.seconds + 30)
+        except TimeoutError:
+            raise BenchError(f"{label}: submitting stalled (JetStream stopped acknowledging)") from None
+        drain_timeout = opts.drain_timeout if opts.drain_timeout is not None else max(10.0, 2 * opts.seconds)
+        drained, drain_s = await sub.drain(drain_timeout, self.progress, label)
+        usage = cpu.stop()
+        waited = waits.stop()
+        self.check_alive()
+        lat = sorted(sub.latencies)
+        span = (sub.last_ack - sub.first_send) / 1e9 if sub.acked and sub.first_send else 0.0
+        if not drained:
+            span = elapsed + drain_s
+        delivered = sub.acked / span if span > 0 else 0.0
+        sent_per_s = sent / elapsed if elapsed > 0 else 0.0
+        errors = sub.errors
+        return OrdersStep(
+            offered_per_s=float(rate),
+            seconds=round(elapsed, 3),
+            sent=sent,
+            sent_per_s=round(sent_per_s, 1),
+            acked=sub.acked,
+            orders_per_s=round(delivered, 1),
+            p50_ms=_ms(percentile(lat, 0.50)) if lat else None,
+            p90_ms=_ms(percentile(lat, 0.90)) if lat else None,
+            p99_ms=_ms(percentile(lat, 0.99)) if lat else None,
+            max_ms=_ms(lat[-1]) if lat else None,
+            mean_ms=_ms(sum(lat) // len(lat)) if lat else None,
+            drained=drained,
+            drain_s=round(drain_s, 3),
+            kept_up=drained
+            and errors == 0
+            and sent_per_s >= KEEP_UP_FRACTION * rate
+            and delivered >= KEEP_UP_FRACTION * rate,
+            errors=errors,
+            commands=dict(flow.sent - sent0),
+            outcome=dict(sorted((flow.outcome - outcome0).items())),
+            cpu=usage,
+            cpu_wait=waited,
+        )
+
+    async def warm_up(self, sub: Submitter) -> None:
+        """Unmeasured: each user's first order (the gateway funds it then), then a second at 200/s."""
+        self.progress("warming up")
+        flow = sub.flow
+        for i, user in enumerate(flow.users):
+            mkt = flow.markets[0]
+            cmd = Place(user, f"w{i}", mkt, "buy", "limit", "1", time.time_ns(), flow.price(mkt, MID_TICKS - 50))
+            await sub.submit(cmd, cmd.client_order_id)
+            if not (await sub.drain(FUND_TIMEOUT, _no_progress, "warm-up"))[0]:
+                raise BenchError(f"the first order of {user} got no reply within {FUND_TIMEOUT:g}s")
+        if self.opts.warmup_s > 0:
+            await self.offer(sub, 200.0, self.opts.warmup_s, "warm-up")
+        drained, _ = await sub.drain(15.0, _no_progress, "warm-up")
+        if not drained or sub.errors:
+            kinds = ", ".join(f"{n} x {k}" for k, n in sub.error_kinds.items()) or "no reply"
+            raise BenchError(
+                f"warm-up: {sub.outstanding:,} commands unanswered, {sub.errors:,} failed ({kinds})",
+                self.procs.log_tail("gateway" if self.opts.via_gateway else "matching") or None,
+            )
+
+    async def run(self) -> OrdersBenchResult:
+        opts = self.opts
+        nats_url, redis_url = self.start_servers()
+        sample = Place(
+            "bench-00", "o1234567", DEFAULT_MARKETS[0].symbol, "buy", "limit", "10", time.time_ns(), "100.05"
+        )
+        baseline = await measure_js_baseline(
+            nats_url, opts.baseline_messages, encode(sample), opts.baseline_rounds, self.progress
+        )
+        settings = self.settings(nats_url, redis_url)
+        daemons = ["matching", "auth", "gateway"] if opts.via_gateway else ["matching"]
+        await self.start_daemons(settings, daemons)
+        markets = list(DEFAULT_MARKETS)
+        nc = await _connect(nats_url, "bench-orders")
+        sub: Submitter | None = None
+        try:
+            if opts.via_gateway:
+                tokens = await self.register_users(settings, opts.users)
+                flow = OrderFlow(list(tokens), markets, opts.seed)
+                sub = HttpSubmitter(self.host, settings.gateway_port, tokens, flow, opts.connections)
+                await sub.start()
+            else:
+                users = [f"bench-{i:02d}" for i in range(opts.users)]
+                flow = OrderFlow(users, markets, opts.seed)
+                nsub = NatsSubmitter(nc, flow)
+                sub = nsub
+                await nsub.start()
+                await self.fund_users(nsub, users)
+            await self.warm_up(sub)
+
+            pids = {**self.pids, "bench": os.getpid()}
+            cpu, waits = CpuMeter(pids), SchedWaitMeter(pids)
+            steps: list[OrdersStep] = []
+            skipped: list[int] = []
+            n = len(opts.rates)
+            for i, rate in enumerate(opts.rates, 1):
+                await asyncio.sleep(0.3)
+                result = await self.step(sub, cpu, waits, rate, f"step {i}/{n}: {rate:,} orders/s")
+                steps.append(result)
+                if not result.kept_up:
+                    skipped = list(opts.rates[i:])  # higher rates can only fall further behind
+                    break
+            return OrdersBenchResult(
+                via="gateway" if opts.via_gateway else "nats",
+                steps=steps,
+                baseline=baseline,
+                markets=[m.symbol for m in markets],
+                users=opts.users,
+                seconds=opts.seconds,
+                skipped_rates=skipped,
+            )
+        finally:
+            if sub is not None:
+                await sub.close()
+            await _close(nc)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt meanwhile, so a terminated benchmark still stops its children."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_orders_bench(opts: OrdersBenchOptions | None = None, progress: ProgressFn | None = None) -> OrdersBenchResult:
+    """Run the whole benchmark on private servers; every process it starts is stopped."""
+    opts = opts or OrdersBenchOptions()
+    opts.check()
+    report = progress or _no_progress
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="stockctl-bench-orders-") as tmp, _sigterm_interrupts():
+        bench = _OrdersBench(opts, Path(tmp), report)
+        try:
+            result = asyncio.run(bench.run())
+        except (OSError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise BenchError(f"benchmark failed: {exc.__class__.__name__}: {exc}") from None
+        finally:
+            report("stopping the benchmark's daemons and servers")
+            bench.procs.stop_all()
+    result.elapsed_s = time.monotonic() - t0
+    result.cpus = os.cpu_count()
+    result.load_avg = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    return result
+
+
+__all__ = [
+    "DEFAULT_RATES",
+    "QUICK_RATES",
+    "TARGET_P99_MS",
+    "TARGET_RATE",
+    "JsBaseline",
+    "OrderFlow",
+    "OrdersBenchOptions",
+    "OrdersBenchResult",
+    "OrdersStep",
+    "measure_js_baseline",
+    "parse_order_rates",
+    "price_text",
+    "run_orders_bench",
+]

@@ -1,0 +1,55 @@
+"""``stockctl bench tui``: a short headless run end to end, and its pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stockctl.bench_tui import TuiBenchOptions, percentile
+from stockctl.errors import UsageError
+
+
+@pytest.mark.timeout(150)
+def test_bench_tui_quick_json(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
+    env["STOCKCTL_HOME"] = str(tmp_path / "home")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "stockctl", "bench", "tui", "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert {"rate", "seconds", "input_lag_p50_ms", "input_lag_p99_ms", "fps", "redraws_per_s"} <= set(doc)
+    assert doc["rate"] == 1000 and doc["seconds"] == 3
+    assert doc["fps"] > 0
+    assert doc["lag_samples"] >= 5
+    assert 0 < doc["input_lag_p50_ms"] <= doc["input_lag_p99_ms"] <= doc["input_lag_max_ms"]
+    assert doc["quotes_offered"] > 0 and 0 < doc["quotes_handled"] <= doc["quotes_offered"]
+    assert 0 < doc["redraws_per_s"]["board"] <= doc["fps"]
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(UsageError, match="--rate"):
+        TuiBenchOptions(rate=0).check()
+    with pytest.raises(UsageError, match="--seconds"):
+        TuiBenchOptions(seconds=0.1).check()
