@@ -36,7 +36,9 @@ def test_bench_tui_quick_json(tmp_path: Path) -> None:
     assert doc["fps"] > 0
     assert doc["lag_samples"] >= 5
     assert 0 < doc["input_lag_p50_ms"] <= doc["input_lag_p99_ms"] <= doc["input_lag_max_ms"]
-    assert doc["quotes_offered"] > 0 and 0 < doc["quotes_handled"] <= doc["quotes_offered"]
+    # Counted over the same window, so quotes queued just before it may be handled inside it:
+    # at most a second's worth more than offered.
+    assert doc["quotes_offered"] > 0 and 0 < doc["quotes_handled"] <= doc["quotes_offered"] + doc["rate"]
     assert 0 < doc["redraws_per_s"]["board"] <= doc["fps"]
 
 
