@@ -188,14 +188,19 @@ async def connect_nats(
 
 def redis_client(settings: Settings) -> aioredis.Redis:
     """A pooled async Redis client that retries commands across brief outages."""
-    return aioredis.Redis.from_url(
+    # A blocking pool: a burst of requests (thousands of WebSocket clients connecting at
+    # once) waits for a connection instead of failing with "too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.effective_redis_url,
+        max_connections=64,
+        timeout=10,
         decode_responses=False,
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
     )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 async def wait_redis(client: aioredis.Redis, stop: asyncio.Event, logger: logging.Logger, url: str) -> bool:

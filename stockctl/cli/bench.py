@@ -291,7 +291,7 @@ def render_ws(r: WsBenchResult) -> None:
 
     names = {"gateway": "gateway", "workers": "client workers", "processor": "processor", "publisher": "publisher"}
     names.update({"auth": "auth", "nats": "nats-server", "valkey": "valkey", "bench": "bench"})
-    names.update({"irq": "kernel irq/softirq", "other": "other"})
+    names.update({"irq": "irq+softirq+steal", "other": "other"})
     used = ", ".join(f"{label} {r.cpu[key]:.2f}" for key, label in names.items() if key in r.cpu)
     console.print(f"CPU cores used in the window: {used or '-'}")
     if r.cpu.get("other", 0.0) >= BUSY_OTHER_CORES:
