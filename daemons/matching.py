@@ -60,6 +60,7 @@ from stockctl.service import (
     main,
     redis_client,
     shutdown_event,
+    until_ready,
     wait_redis,
 )
 from stockctl.settings import Settings
@@ -398,18 +399,13 @@ async def run(settings: Settings) -> None:
             return
         stack.push_async_callback(nc.drain)
         js = nc.jetstream(publish_async_max_pending=20_000)
-        attempt = 0
-        while not stop.is_set():
-            try:
-                await ensure_exchange_streams(js)
-                await ensure_tick_stream(js, settings)
-                break
-            except Exception as exc:  # JetStream still starting
-                if attempt == 0:
-                    log.warning("JetStream not ready (%s); retrying", exc)
-                await backoff_sleep(attempt, stop)
-                attempt += 1
-        else:
+
+        async def setup() -> bool:
+            await ensure_exchange_streams(js)
+            await ensure_tick_stream(js, settings)
+            return True
+
+        if not await until_ready(stop, log, "JetStream", setup):
             return
         try:
             m = Matching(settings, nc, js, r, status, stop)

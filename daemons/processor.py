@@ -37,6 +37,7 @@ from stockctl.service import (
     main,
     redis_client,
     shutdown_event,
+    until_ready,
     wait_redis,
 )
 from stockctl.settings import Settings
@@ -261,19 +262,6 @@ class Processor:
             await pipe.execute()
 
 
-async def _setup_stream(js: JetStreamContext, settings: Settings, stop: asyncio.Event) -> api.StreamInfo | None:
-    attempt = 0
-    while not stop.is_set():
-        try:
-            return await ensure_tick_stream(js, settings)
-        except Exception as exc:
-            if attempt == 0:
-                log.warning("JetStream not ready (%s); retrying", exc)
-            await backoff_sleep(attempt, stop)
-            attempt += 1
-    return None
-
-
 async def run(settings: Settings) -> None:
     stop = shutdown_event()
     status = StatusFile(settings, "processor")
@@ -288,7 +276,7 @@ async def run(settings: Settings) -> None:
             return
         stack.push_async_callback(nc.drain)
         js = nc.jetstream()
-        info = await _setup_stream(js, settings, stop)
+        info = await until_ready(stop, log, "JetStream", lambda: ensure_tick_stream(js, settings))
         if info is None:
             return
         proc = Processor(settings, nc, js, r, status, stop)

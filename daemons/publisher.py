@@ -31,6 +31,7 @@ from stockctl.service import (
     ensure_tick_stream,
     main,
     shutdown_event,
+    until_ready,
 )
 from stockctl.settings import Settings
 from stockctl.wire import Tick, encode, tick_decoder
@@ -249,19 +250,15 @@ async def run(settings: Settings) -> None:
             return
         stack.push_async_callback(nc.drain)
         js = nc.jetstream(publish_async_max_pending=4000)
-        attempt = 0
-        while not stop.is_set():
-            try:
-                await ensure_tick_stream(js, settings)
-                last = await resume_points(js, settings.symbols)
-                break
-            except Exception as exc:
-                if attempt == 0:
-                    log.warning("JetStream not ready (%s); retrying", exc)
-                await backoff_sleep(attempt, stop)
-                attempt += 1
-        else:
+
+        async def setup() -> dict[str, Tick]:
+            await ensure_tick_stream(js, settings)
+            return await resume_points(js, settings.symbols)
+
+        resumed = await until_ready(stop, log, "JetStream", setup)
+        if resumed is None:
             return
+        last = resumed
         status.ready = True
         status.info = {
             "mode": "replay" if settings.replay_csv else "simulate",

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import redis.asyncio as aioredis
@@ -30,6 +30,8 @@ from stockctl import names
 from stockctl.settings import Settings, mask_url
 
 log = logging.getLogger("stockctl")
+
+T = TypeVar("T")
 
 
 def configure_logging(name: str, level: str) -> logging.Logger:
@@ -183,6 +185,26 @@ async def connect_nats(
             continue
         state.set("connected")
         return nc
+    return None
+
+
+async def until_ready(
+    stop: asyncio.Event, logger: logging.Logger, what: str, step: Callable[[], Awaitable[T]]
+) -> T | None:
+    """Run ``step`` until it succeeds (its result) or ``stop`` is set (None), with backoff.
+
+    For start-up work against a server that may still be starting (JetStream streams,
+    first queries): the first failure is logged, not every retry.
+    """
+    attempt = 0
+    while not stop.is_set():
+        try:
+            return await step()
+        except Exception as exc:  # not ready yet: retry
+            if attempt == 0:
+                logger.warning("%s not ready (%s); retrying", what, exc)
+            await backoff_sleep(attempt, stop)
+            attempt += 1
     return None
 
 
