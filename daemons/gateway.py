@@ -51,6 +51,7 @@ from stockctl.exchange.wire import Cancel, CancelAll, Fund, Place, Trade, event_
 from stockctl.exchange.wire import encode as ex_encode
 from stockctl.marketstore import MarketStore, check_symbol
 from stockctl.service import (
+    HeapFreezer,
     StatusFile,
     UvicornServer,
     backoff_sleep,
@@ -599,6 +600,7 @@ class WsServer:
 
     def __init__(self, settings: Settings, hub: Hub, keys: KeyRing, r: aioredis.Redis, status: StatusFile) -> None:
         self.s, self.hub, self.keys, self.r, self.status = settings, hub, keys, r, status
+        self.heap = HeapFreezer()
 
     async def process_request(self, conn: ServerConnection, request: WsRequest) -> WsResponse | None:
         if request.path.split("?")[0] != "/ws":
@@ -708,6 +710,7 @@ class WsServer:
                 elif client.stalled_since is not None and now - client.stalled_since > STALL_LIMIT_S:
                     client.close_later(CLOSE_SLOW, "client too slow: nothing delivered for 10 s")
             self.status.info["clients"] = len(self.hub.clients)
+            self.heap.update(len(self.hub.clients))
 
 
 # --- HTTP ---------------------------------------------------------------------------------
@@ -967,6 +970,7 @@ async def run(settings: Settings) -> None:
         )
         serve_task = asyncio.create_task(http_server.serve())
         await http_server.wait_started(serve_task)
+        ws_server.heap.startup()
         status.ready = True
         status.info = {"http": settings.gateway_url, "ws": settings.ws_url, "clients": 0}
         status_task = asyncio.create_task(status.run(stop))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -259,6 +260,36 @@ async def ensure_tick_stream(js: JetStreamContext, settings: Settings) -> api.St
     except nats.js.errors.BadRequestError:
         # Exists with other limits (settings changed): bring it in line.
         return await js.update_stream(config)
+
+
+class HeapFreezer:
+    """Keeps long-lived objects (connections, books) out of full garbage collections.
+
+    A full collection walks every tracked object; with 10,000 WebSocket clients that is
+    millions of objects and pauses of ~0.4 s in which no frame is sent. Freezing moves
+    what exists now into the permanent generation, which collections skip. Objects of
+    clients that later leave are still freed by reference counting; only their cycles
+    wait, so when the population halves we unfreeze and let one collection reclaim them.
+    """
+
+    def __init__(self, step: int = 500) -> None:
+        self.step = step
+        self.frozen_at = 0
+        self.freezes = 0
+
+    def startup(self) -> None:
+        """Freeze what start-up built (modules, apps, clients): it lives as long as the process."""
+        gc.collect()
+        gc.freeze()
+
+    def update(self, population: int) -> None:
+        """Called periodically with the number of long-lived things (clients, orders)."""
+        if population >= self.frozen_at + self.step:
+            gc.freeze()
+            self.frozen_at, self.freezes = population, self.freezes + 1
+        elif population < self.frozen_at // 2:
+            gc.unfreeze()
+            self.frozen_at = population
 
 
 def raise_fd_limit() -> int:

@@ -205,7 +205,7 @@ def ws(
             min=1,
             max=10_000,
             help="Connections being opened at once, all workers together"
-            " (above ~100 the gateway's Redis pool refuses some authentications).",
+            " (more open faster but each handshake waits longer).",
             show_default="50",
         ),
     ] = None,
