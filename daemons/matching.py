@@ -57,6 +57,7 @@ from stockctl.service import (
     backoff_sleep,
     connect_nats,
     ensure_tick_stream,
+    failpoint,
     main,
     redis_client,
     shutdown_event,
@@ -135,11 +136,18 @@ class Matching:
         self.cmd_seq = 0  # last command stream sequence applied
         self.published: dict[str, int] = {}  # market -> last event seq stored in EX_EVENTS
         self.tick_seq: dict[str, int] = {}  # market -> last md.tick seq
+        # Derived outputs of stored events: trade ticks in MD_TICKS (``ticked``: the event seq
+        # of the last one) and the fills/trades/orders views in Redis (``viewed``: a watermark
+        # written with them, after the ticks). Events are stored first, so after a crash
+        # ``viewed`` can lag ``published``; the replay then writes what is missing, once.
+        self.ticked: dict[str, int] = {}
+        self.viewed: dict[str, int] = {}
         self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
         self.book_seq: dict[str, int] = {}
         self.results: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self.snapshot_at = (time.monotonic(), 0)
         self.nats_state = StateLog(log, "JetStream publish")
+        self.redis_state = StateLog(log, "Redis views")
 
     @property
     def market_names(self) -> list[str]:
@@ -160,24 +168,43 @@ class Matching:
             self.engine = engine
             self.cmd_seq = int(raw[b"cmd_seq"])
             log.info("restored engine snapshot at command %d", self.cmd_seq)
+        viewed = {k.decode(): int(v) for k, v in (await self.r.hgetall(names.VIEWS_SEQ_KEY)).items()}
         for market in [*self.market_names, names.ACCOUNTS_MARKET]:
-            self.published[market] = await self._last_seq(names.EVENT_STREAM, names.event_subject(market), "seq")
-            self.tick_seq[market] = await self._last_seq(names.TICK_STREAM, names.tick_subject(market), "tick")
+            published = await self._last_event_seq(market)
+            self.published[market] = published
+            tick = await self._last_tick(market)
+            self.tick_seq[market] = tick.seq if tick else 0
+            self.ticked[market] = (tick and names.event_seq_of_origin(tick.origin)) or 0
+            # No watermark yet (a fresh or older exchange): its views are taken as complete.
+            self.viewed[market] = min(viewed.get(market, published), published)
+            if self.viewed[market] < published:
+                log.warning(
+                    "%s: events up to %d are stored but their ticks/views stop at %d; the replay writes the rest",
+                    market,
+                    published,
+                    self.viewed[market],
+                )
         self.snapshot_at = (time.monotonic(), self.cmd_seq)
 
-    async def _last_seq(self, stream: str, subject: str, kind: str) -> int:
+    async def _last_event_seq(self, market: str) -> int:
         try:
-            raw = await self.js.get_last_msg(stream, subject)
+            raw = await self.js.get_last_msg(names.EVENT_STREAM, names.event_subject(market))
         except nats.js.errors.NotFoundError:
             return 0
-        if kind == "tick":
-            return tick_decoder.decode(raw.data).seq
         return event_decoder.decode(raw.data).seq
+
+    async def _last_tick(self, market: str) -> Tick | None:
+        try:
+            raw = await self.js.get_last_msg(names.TICK_STREAM, names.tick_subject(market))
+        except nats.js.errors.NotFoundError:
+            return None
+        return tick_decoder.decode(raw.data)
 
     # --- one batch of commands --------------------------------------------------------
 
     async def handle(self, batch: list[Msg]) -> None:
         to_store: list[Event] = []
+        to_derive: list[Event] = []  # stored before a crash, derived outputs maybe not
         replies: list[tuple[str, list[bytes]]] = []
         touched: set[str] = set()
         for msg in batch:
@@ -199,6 +226,8 @@ class Matching:
                 touched.add(market)
                 if ev.seq > self.published.get(market, 0):
                     to_store.append(ev)
+                elif ev.seq > self.viewed.get(market, 0):
+                    to_derive.append(ev)
             user = getattr(cmd, "user", "")
             key = getattr(cmd, "client_order_id", None) or getattr(cmd, "request_id", "")
             self.results[(user, key)] = b"[" + b",".join(encoded) + b"]"
@@ -207,6 +236,8 @@ class Matching:
             reply = msg.headers.get(names.REPLY_HEADER) if msg.headers else None
             if reply:
                 replies.append((reply, encoded))
+        if to_derive:
+            await self._derive(to_derive)
         if to_store:
             await self._store(to_store)
         for inbox, encoded in replies:
@@ -218,24 +249,37 @@ class Matching:
 
     async def _store(self, events: list[Event]) -> None:
         """Events into EX_EVENTS (in order, confirmed), then ticks and the Redis views."""
-        ticks: list[tuple[str, bytes, str]] = []
         pending = []
         for ev in events:
             market = event_market(ev)
-            data = ex_encode(ev)
             headers = {"Nats-Msg-Id": f"{market}:{ev.seq}"}
-            pending.append((names.event_subject(market), data, headers))
-            if isinstance(ev, Trade):
-                seq = self.tick_seq.get(market, 0) + 1
-                self.tick_seq[market] = seq
-                tick = Tick(market, ev.price, ev.ts, seq, volume=_whole(ev.qty), origin="exchange")
-                ticks.append((names.tick_subject(market), encode(tick), f"{market}:{seq}"))
+            pending.append((names.event_subject(market), ex_encode(ev), headers))
         await self._publish_confirmed(pending)
         for ev in events:
             self.published[event_market(ev)] = ev.seq
         self.status.incr("events", len(events))
-        await self._publish_confirmed([(s, d, {"Nats-Msg-Id": mid}) for s, d, mid in ticks])
-        await self._record_views(events)
+        failpoint("matching.after_events")
+        await self._derive(events)
+
+    async def _derive(self, events: list[Event]) -> None:
+        """Trade ticks, then the Redis views, for stored events that do not have them yet.
+
+        Ticks go first and carry their event seq, views are written with their watermark in
+        one MULTI: whichever step a crash interrupts, the restart knows where it stopped.
+        """
+        ticks: list[tuple[str, bytes, dict[str, str]]] = []
+        for ev in events:
+            market = event_market(ev)
+            if isinstance(ev, Trade) and ev.seq > self.ticked.get(market, 0):
+                seq = self.tick_seq.get(market, 0) + 1
+                self.tick_seq[market] = seq
+                origin = names.exchange_tick_origin(ev.seq)
+                tick = Tick(market, ev.price, ev.ts, seq, volume=_whole(ev.qty), origin=origin)
+                ticks.append((names.tick_subject(market), encode(tick), {"Nats-Msg-Id": f"{market}:{seq}"}))
+                self.ticked[market] = ev.seq
+        await self._publish_confirmed(ticks)
+        failpoint("matching.after_ticks")
+        await self._record_views([ev for ev in events if ev.seq > self.viewed.get(event_market(ev), 0)])
 
     async def _publish_confirmed(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
         """Publish in order and wait until JetStream has every one; retry through outages."""
@@ -260,28 +304,41 @@ class Matching:
 
     async def _record_views(self, events: list[Event]) -> None:
         """Fills, trades and finished orders in Redis, for the gateway's history endpoints."""
-        async with self.r.pipeline(transaction=False) as pipe:
-            for ev in events:
-                if isinstance(ev, Trade):
-                    data = ex_encode(ev)
-                    for user in {ev.maker_user, ev.taker_user}:
-                        pipe.rpush(names.fills_key(user), data)
-                        pipe.ltrim(names.fills_key(user), -HISTORY_LIMIT, -1)
-                    pipe.rpush(names.trades_key(ev.market), data)
-                    pipe.ltrim(names.trades_key(ev.market), -HISTORY_LIMIT, -1)
-                elif isinstance(ev, Accepted | Rejected | Cancelled):
-                    # An order's life for `orders --all`: accepted, then cancelled or filled.
-                    pipe.rpush(names.orders_key(ev.user), ex_encode(ev))
-                    pipe.ltrim(names.orders_key(ev.user), -HISTORY_LIMIT, -1)
-            for attempt in range(50):
+        if not events:
+            return
+        last: dict[str, int] = {}
+        for ev in events:
+            last[event_market(ev)] = ev.seq
+        attempt = 0
+        while True:
+            # Built afresh each attempt: redis-py empties a pipeline when execute() fails.
+            async with self.r.pipeline(transaction=True) as pipe:
+                for ev in events:
+                    if isinstance(ev, Trade):
+                        data = ex_encode(ev)
+                        for user in {ev.maker_user, ev.taker_user}:
+                            pipe.rpush(names.fills_key(user), data)
+                            pipe.ltrim(names.fills_key(user), -HISTORY_LIMIT, -1)
+                        pipe.rpush(names.trades_key(ev.market), data)
+                        pipe.ltrim(names.trades_key(ev.market), -HISTORY_LIMIT, -1)
+                    elif isinstance(ev, Accepted | Rejected | Cancelled):
+                        # An order's life for `orders --all`: accepted, then cancelled or filled.
+                        pipe.rpush(names.orders_key(ev.user), ex_encode(ev))
+                        pipe.ltrim(names.orders_key(ev.user), -HISTORY_LIMIT, -1)
+                pipe.hset(names.VIEWS_SEQ_KEY, mapping=last)
                 try:
                     await pipe.execute()
+                    self.viewed.update(last)
+                    self.redis_state.set("ok")
                     return
                 except RedisError as exc:
-                    if attempt == 0:
-                        log.warning("Redis failing (%s); retrying the history write", exc)
-                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
-            log.error("gave up writing fill history after Redis stayed down; events are in EX_EVENTS")
+                    self.redis_state.set("failing", f"{exc}; retrying the fills/trades/orders views")
+            if self.stop.is_set():
+                # The watermark in Redis still says where views stop: the next start redoes them.
+                log.error("shutting down with views not written; the next start writes them from EX_EVENTS")
+                return
+            await backoff_sleep(attempt, self.stop)
+            attempt += 1
 
     async def _publish_book(self, market: str) -> None:
         """A delta against the last published depth (or a full snapshot the first time)."""
@@ -316,6 +373,8 @@ class Matching:
         due = time.monotonic() - at >= SNAPSHOT_EVERY_S or self.cmd_seq - cmds >= SNAPSHOT_EVERY_CMDS
         if self.cmd_seq == cmds or not (due or force):
             return
+        if any(self.viewed.get(m, 0) < seq for m, seq in self.published.items()):
+            return  # a snapshot past events whose ticks/views are missing would make them unrecoverable
         try:
             await self.r.hset(names.SNAPSHOT_KEY, mapping={"data": self.engine.snapshot(), "cmd_seq": self.cmd_seq})
         except RedisError as exc:

@@ -154,6 +154,21 @@ def trades_key(market: str) -> str:
     return f"ex:trades:{market}"
 
 
+VIEWS_SEQ_KEY = "ex:views-seq"
+"""Hash: market -> last event seq whose fills/trades/orders views are written (same MULTI)."""
+
+
+def exchange_tick_origin(event_seq: int) -> str:
+    """``origin`` of a trade's tick: the event it came from, so a restart knows which are out."""
+    return f"exchange:{event_seq}"
+
+
+def event_seq_of_origin(origin: str) -> int | None:
+    """Inverse of :func:`exchange_tick_origin`; ``None`` for other origins (and old ticks)."""
+    kind, _, seq = origin.partition(":")
+    return int(seq) if kind == "exchange" and seq.isdigit() else None
+
+
 def orders_key(user: str) -> str:
     """List of a user's finished orders (filled or cancelled), oldest first (bounded)."""
     return f"ex:orders:{user}"

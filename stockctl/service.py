@@ -262,6 +262,31 @@ async def ensure_tick_stream(js: JetStreamContext, settings: Settings) -> api.St
         return await js.update_stream(config)
 
 
+FAILPOINT_EXIT = 86
+_failpoint_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """Die here, abruptly, if ``STOCKCTL_FAILPOINTS`` names this point.
+
+    The variable is a comma-separated list of ``name`` (the first pass) or ``name@N`` (the
+    Nth pass). Fault-injection tests use it to crash a daemon at an exact moment, as kill -9
+    there would, instead of hoping a timed kill lands in a window of microseconds. Unset in
+    production, where this is one dictionary lookup.
+    """
+    points = os.environ.get("STOCKCTL_FAILPOINTS")
+    if not points:
+        return
+    hits = _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
+    for point in points.split(","):
+        target, _, nth = point.strip().partition("@")
+        if target == name and hits == (int(nth) if nth.isdigit() else 1):
+            logging.getLogger("stockctl").error("failpoint %s (pass %d): exiting abruptly", name, hits)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(FAILPOINT_EXIT)
+
+
 class HeapFreezer:
     """Keeps long-lived objects (connections, books) out of full garbage collections.
 
