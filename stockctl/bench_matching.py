@@ -18,11 +18,10 @@ import os
 import platform
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stockctl.bench import percentile
+from stockctl.benchkit import LiveOrders, ProgressFn, no_progress, percentile, price_text
 from stockctl.errors import UsageError
 from stockctl.exchange.engine import Exchange
 from stockctl.exchange.wire import DEFAULT_MARKETS, Cancel, Cancelled, Command, Fund, MarketSpec, Place, Trade
@@ -37,15 +36,11 @@ LIMIT_SHARE = 0.60
 MARKET_SHARE = 0.20
 """The rest (20%) are cancels of live orders."""
 
-ProgressFn = Callable[[str], None]
-
-
-def _no_progress(_: str) -> None:
-    pass
-
 
 @dataclass
 class MatchingBenchResult:
+    """What ``bench matching`` measured: throughput, per-command latency, and what the stream did."""
+
     orders: int
     """Commands in the timed stream (places and cancels)."""
     seed: int
@@ -91,6 +86,8 @@ class MatchingBenchResult:
 
 @dataclass
 class Stream:
+    """A seeded command stream, its funding, and what the reference engine made of it."""
+
     funding: list[Command]
     commands: list[Command]
     mix: dict[str, int]
@@ -99,36 +96,12 @@ class Stream:
     final_book_orders: int
 
 
-class _Live:
-    """Live order ids with O(1) add, remove and uniform random choice."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.pos: dict[int, int] = {}
-        self.owner: dict[int, tuple[str, str]] = {}
-
-    def add(self, oid: int, user: str, market: str) -> None:
-        self.pos[oid] = len(self.ids)
-        self.ids.append(oid)
-        self.owner[oid] = (user, market)
-
-    def discard(self, oid: int) -> None:
-        i = self.pos.pop(oid, None)
-        if i is None:
-            return
-        last = self.ids.pop()
-        if last != oid:
-            self.ids[i] = last
-            self.pos[last] = i
-        del self.owner[oid]
-
-
 def make_stream(
     orders: int,
     seed: int,
     users: int = DEFAULT_USERS,
     markets: tuple[MarketSpec, ...] = DEFAULT_MARKETS,
-    progress: ProgressFn = _no_progress,
+    progress: ProgressFn = no_progress,
 ) -> Stream:
     """The seeded command stream (and the funding that precedes it), checked on a reference engine."""
     if orders < 1:
@@ -144,7 +117,7 @@ def make_stream(
         ref.apply(cmd)
     symbols = [s.symbol for s in markets]
     mids = dict.fromkeys(symbols, 2000)  # in ticks: 100.00 at a 0.05 tick
-    live = _Live()
+    live = LiveOrders()
     mix = {"limit": 0, "market": 0, "cancel": 0, "ioc": 0, "fok": 0, "post_only": 0}
     outcome = {"accepted": 0, "rejected": 0, "cancelled": 0}
     commands: list[Command] = []
@@ -173,7 +146,7 @@ def make_stream(
             side = "buy" if rng.random() < 0.5 else "sell"
             offset = rng.randint(-3, 12)  # ticks away from the mid on the passive side; negative crosses
             ticks = mids[sym] - offset if side == "buy" else mids[sym] + offset
-            price = _price_text(ticks, spec.tick_size)
+            price = price_text(ticks, spec.tick_size)
             r = rng.random()
             tif, post_only = "gtc", False
             if r < 0.06:
@@ -202,35 +175,21 @@ def make_stream(
         out = ref.apply(cmd)
         events += len(out)
         for ev in out:
+            live.observe(ev)
             kind = type(ev).__name__
             if kind == "Accepted":
                 outcome["accepted"] += 1
-                if ev.order_type == "limit" and ev.tif == "gtc":  # type: ignore[union-attr]
-                    live.add(ev.order_id, ev.user, ev.market)  # type: ignore[union-attr]
             elif kind == "Rejected":
                 outcome["rejected"] += 1
             elif isinstance(ev, Trade):
                 trades += 1
-                if ev.maker_remaining == "0":
-                    live.discard(ev.maker_order_id)
-                if ev.taker_remaining == "0":
-                    live.discard(ev.taker_order_id)
             elif isinstance(ev, Cancelled):
                 outcome["cancelled"] += 1
-                live.discard(ev.order_id)
     problems = ref.audit()
     if problems:
         raise RuntimeError(f"the reference engine is inconsistent: {problems[:3]}")
     final = sum(b[2] for m in symbols for side in (ref.book(m, 10**9),) for b in side.bids + side.asks)
     return Stream(funding, commands, {**mix, **outcome}, events, trades, final)
-
-
-def _price_text(ticks: int, tick_size: str) -> str:
-    whole, _, frac = tick_size.partition(".")
-    dp = len(frac)
-    value = ticks * int(whole + frac)
-    s = str(value).rjust(dp + 1, "0")
-    return f"{s[:-dp]}.{s[-dp:]}" if dp else s
 
 
 def _fresh(stream: Stream) -> Exchange:
@@ -276,7 +235,7 @@ def run_matching_bench(
     progress: ProgressFn | None = None,
 ) -> MatchingBenchResult:
     """Generate the stream, then time it: best of ``rounds`` back-to-back runs, one latency run."""
-    progress = progress or _no_progress
+    progress = progress or no_progress
     if users < 1:
         raise UsageError("--users must be at least 1")
     t_start = time.monotonic()

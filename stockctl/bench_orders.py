@@ -31,17 +31,10 @@ import asyncio
 import contextlib
 import itertools
 import os
-import platform
 import random
-import secrets
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,21 +45,32 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
-from pydantic import ValidationError
 
-from stockctl import infra, names
-from stockctl.bench import (
-    SERVER_START_TIMEOUT,
+from stockctl import names
+from stockctl.benchkit import (
     BenchError,
     CpuMeter,
-    Processes,
-    _close,
-    _connect,
-    _read_status,
+    LadderResult,
+    LiveOrders,
+    PrivateStack,
+    ProgressFn,
+    SchedWaitMeter,
+    close_nats,
+    connect_nats,
+    machine_doc,
+    no_progress,
+    ns_to_ms,
+    paced,
     parse_rates,
-    percentile,
+    pct_ms,
+    price_text,
+    register_user,
+    run_private,
+    step_ladder,
+    steps_doc,
+    wait_until,
 )
-from stockctl.errors import StartupError, UsageError
+from stockctl.errors import UsageError
 from stockctl.exchange.wire import (
     DEFAULT_MARKETS,
     Accepted,
@@ -81,7 +85,7 @@ from stockctl.exchange.wire import (
     Trade,
     encode,
 )
-from stockctl.settings import ENV_PREFIX, Settings
+from stockctl.settings import Settings
 
 DEFAULT_RATES: tuple[int, ...] = (500, 1_000, 2_000, 4_000)
 DEFAULT_SECONDS = 5.0
@@ -117,12 +121,6 @@ MSG_ID = "Nats-Msg-Id"
 BENCH_ASSET_UNITS = {"INR": "1000000000"}
 """Funding per bench user; any other asset gets BENCH_BASE_UNITS."""
 BENCH_BASE_UNITS = "10000000"
-
-ProgressFn = Callable[[str], None]
-
-
-def _no_progress(_: str) -> None:
-    pass
 
 
 # --- results -----------------------------------------------------------------------------
@@ -182,7 +180,9 @@ class JsBaseline:
 
 
 @dataclass
-class OrdersBenchResult:
+class OrdersBenchResult(LadderResult):
+    """What ``bench orders`` measured: the steps, the raw JetStream baseline, and the figures drawn from them."""
+
     via: str
     """``nats`` (the gateway's JetStream path, driven directly) or ``gateway`` (HTTP)."""
     steps: list[OrdersStep]
@@ -196,14 +196,9 @@ class OrdersBenchResult:
     load_avg: float | None = None
     """The 1-minute load average at the end of the run: a busy machine explains slow steps."""
 
-    @property
-    def sustained(self) -> float:
-        """Highest delivered rate among the steps that kept up (0 if none did)."""
-        return max((s.orders_per_s for s in self.steps if s.kept_up), default=0.0)
-
-    @property
-    def max_delivered(self) -> float:
-        return max((s.orders_per_s for s in self.steps), default=0.0)
+    @staticmethod
+    def delivered(step: OrdersStep) -> float:
+        return step.orders_per_s
 
     @property
     def target_step(self) -> OrdersStep | None:
@@ -221,10 +216,6 @@ class OrdersBenchResult:
             return max(kept, key=lambda s: s.offered_per_s)
         return min(with_lat, key=lambda s: s.offered_per_s, default=None)
 
-    @property
-    def ratio(self) -> float:
-        return self.sustained / self.baseline.msgs_per_s if self.baseline.msgs_per_s else 0.0
-
     def targets(self) -> dict[str, Any]:
         t = self.target_step
         p99 = t.p99_ms if t else None
@@ -240,11 +231,6 @@ class OrdersBenchResult:
     def to_doc(self) -> dict[str, Any]:
         """The ``--json`` document."""
         lat = self.latency_step
-        steps = []
-        for s in self.steps:
-            doc = asdict(s)
-            doc["driver_limited"] = s.driver_limited
-            steps.append(doc)
         return {
             "orders_per_s": round(self.sustained, 1),
             "p50_ms": lat.p50_ms if lat else None,
@@ -257,19 +243,14 @@ class OrdersBenchResult:
             "ratio": round(self.ratio, 4),
             "via": self.via,
             "targets": self.targets(),
-            "steps": steps,
+            "steps": steps_doc(self.steps),
             "skipped_rates": self.skipped_rates,
             "baseline": asdict(self.baseline),
             "markets": self.markets,
             "users": self.users,
             "seconds_per_step": self.seconds,
             "elapsed_s": round(self.elapsed_s, 1),
-            "machine": {
-                "cpus": self.cpus,
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "loadavg_1m": self.load_avg,
-            },
+            "machine": machine_doc(cpus=self.cpus, loadavg_1m=self.load_avg),
         }
 
 
@@ -281,86 +262,7 @@ def parse_order_rates(text: str) -> list[int]:
         raise UsageError(exc.message, "give orders per second, e.g. --rates 500,1000,2k") from None
 
 
-def _ms(ns: int) -> float:
-    return round(ns / 1e6, 3)
-
-
-def _sched_wait_ns(pid: int) -> int | None:
-    """Run-queue wait of every thread of a process, in ns (Linux ``/proc/PID/task/*/schedstat``), else None."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
-                total += int(fh.read().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-class SchedWaitMeter:
-    """Per process, time spent runnable but waiting for a CPU between :meth:`start` and :meth:`stop`."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self._t0 = 0.0
-        self._w0: dict[str, int | None] = {}
-
-    def start(self) -> None:
-        self._t0 = time.monotonic()
-        self._w0 = {name: _sched_wait_ns(pid) for name, pid in self.pids.items()}
-
-    def stop(self) -> dict[str, float]:
-        dt = time.monotonic() - self._t0
-        out: dict[str, float] = {}
-        for name, pid in self.pids.items():
-            before, after = self._w0.get(name), _sched_wait_ns(pid)
-            if dt > 0 and before is not None and after is not None:
-                out[name] = round(max(0, after - before) / 1e9 / dt, 2)
-        return out
-
-
 # --- the order flow ----------------------------------------------------------------------
-
-
-def price_text(ticks: int, tick_size: str) -> str:
-    """A price of ``ticks`` ticks as a decimal string (``2001`` at ``0.05`` -> ``100.05``)."""
-    whole, _, frac = tick_size.partition(".")
-    dp = len(frac)
-    value = ticks * int(whole + frac)
-    if not dp:
-        return str(value)
-    s = str(value).rjust(dp + 1, "0")
-    return f"{s[:-dp]}.{s[-dp:]}"
-
-
-class _Live:
-    """The driver's live resting orders: O(1) add, remove and uniform random choice."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.pos: dict[int, int] = {}
-        self.owner: dict[int, tuple[str, str]] = {}
-
-    def add(self, oid: int, user: str, market: str) -> None:
-        if oid in self.pos:
-            return
-        self.pos[oid] = len(self.ids)
-        self.ids.append(oid)
-        self.owner[oid] = (user, market)
-
-    def discard(self, oid: int) -> None:
-        i = self.pos.pop(oid, None)
-        if i is None:
-            return
-        last = self.ids.pop()
-        if last != oid:
-            self.ids[i] = last
-            self.pos[last] = i
-        del self.owner[oid]
 
 
 class OrderFlow:
@@ -379,7 +281,7 @@ class OrderFlow:
         self.tick_size = {m.symbol: m.tick_size for m in markets}
         self.mid = dict.fromkeys(self.markets, MID_TICKS)
         self.prices: dict[tuple[str, int], str] = {}
-        self.live = _Live()
+        self.live = LiveOrders()
         self.n = 0
         self.sent: Counter[str] = Counter()
         self.outcome: Counter[str] = Counter()
@@ -427,19 +329,13 @@ class OrderFlow:
         """One reply's events: keep the live orders and the outcome counts."""
         live, outcome = self.live, self.outcome
         for ev in events:
+            live.observe(ev)
             if isinstance(ev, Trade):
                 outcome["trades"] += 1
-                if ev.maker_remaining == "0":
-                    live.discard(ev.maker_order_id)
-                if ev.taker_remaining == "0":
-                    live.discard(ev.taker_order_id)
             elif isinstance(ev, Accepted):
                 outcome["accepted"] += 1
-                if ev.order_type == "limit" and ev.tif == "gtc":
-                    live.add(ev.order_id, ev.user, ev.market)
             elif isinstance(ev, Cancelled):
                 outcome[f"cancelled_{ev.reason}"] += 1
-                live.discard(ev.order_id)
             elif isinstance(ev, Rejected):
                 outcome[f"rejected_{ev.code}"] += 1
             elif isinstance(ev, Funded):
@@ -457,10 +353,30 @@ _events_decoder = msgspec.json.Decoder(list[Event])
 
 
 class _HttpReply(msgspec.Struct):
-    events: list[Event] = []
+    events: list[dict[str, Any]] = []
 
 
 _http_decoder = msgspec.json.Decoder(_HttpReply)
+
+# The gateway shows a trade with the taker's side only (nobody learns the other side), so
+# the maker's fields come back empty here; the maker order is dropped from the live set
+# when a later cancel of it is refused as unknown.
+_HIDDEN_MAKER = {
+    "maker_user": "",
+    "maker_order_id": 0,
+    "maker_client_order_id": "",
+    "maker_remaining": "?",
+    "maker_fee": "0",
+}
+
+
+def _http_events(body: bytes) -> list[Event]:
+    out: list[Event] = []
+    for doc in _http_decoder.decode(body).events:
+        if doc.get("event") == "trade":
+            doc = {**_HIDDEN_MAKER, **doc}
+        out.append(msgspec.convert(doc, Event))
+    return out
 
 
 class Submitter:
@@ -500,20 +416,14 @@ class Submitter:
 
     async def drain(self, timeout: float, progress: ProgressFn, label: str) -> tuple[bool, float]:
         """Wait until every submitted command is answered (or failed)."""
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        next_report = t0
-        while True:
+
+        def answered() -> bool:
             self.reap()
-            if self.outstanding <= 0:
-                return True, loop.time() - t0
-            now = loop.time()
-            if now - t0 >= timeout:
-                return False, now - t0
-            if now >= next_report:
-                progress(f"{label}: draining, {self.outstanding:,} awaiting their reply")
-                next_report = now + 0.25
-            await asyncio.sleep(0.002)
+            return self.outstanding <= 0
+
+        return await wait_until(
+            answered, timeout, lambda: progress(f"{label}: draining, {self.outstanding:,} awaiting their reply"), 0.002
+        )
 
     async def close(self) -> None:
         pass
@@ -692,7 +602,7 @@ class HttpSubmitter(Submitter):
                 self.inflight -= 1
                 if status in (200, 201, 404, 422):  # an answer from the engine's events (404: unknown order)
                     try:
-                        events = _http_decoder.decode(body).events
+                        events = _http_events(body)
                     except (msgspec.DecodeError, msgspec.ValidationError):
                         events = []
                     self._acked(t0, now, events)
@@ -716,10 +626,10 @@ class HttpSubmitter(Submitter):
 
 
 async def measure_js_baseline(
-    url: str, messages: int, payload: bytes, rounds: int = 1, progress: ProgressFn = _no_progress
+    url: str, messages: int, payload: bytes, rounds: int = 1, progress: ProgressFn = no_progress
 ) -> JsBaseline:
     """Raw JetStream on a scratch file stream: pipelined publish_async (every ack awaited), then round trips."""
-    nc = await _connect(url, "bench-orders-baseline")
+    nc = await connect_nats(url, "bench-orders-baseline")
     js = nc.jetstream(publish_async_max_pending=MAX_PENDING)
     config = api.StreamConfig(
         name=SCRATCH_STREAM,
@@ -760,7 +670,7 @@ async def measure_js_baseline(
     finally:
         with contextlib.suppress(Exception):
             await js.delete_stream(SCRATCH_STREAM)
-        await _close(nc)
+        await close_nats(nc)
     assert best is not None
     lat.sort()
     return JsBaseline(
@@ -770,8 +680,8 @@ async def measure_js_baseline(
         msgs_per_s=round(best[0], 1),
         rounds=rates,
         rtt_samples=len(lat),
-        rtt_p50_ms=_ms(percentile(lat, 0.50)) if lat else None,
-        rtt_p99_ms=_ms(percentile(lat, 0.99)) if lat else None,
+        rtt_p50_ms=pct_ms(lat, 0.50),
+        rtt_p99_ms=pct_ms(lat, 0.99),
     )
 
 
@@ -780,6 +690,8 @@ async def measure_js_baseline(
 
 @dataclass
 class OrdersBenchOptions:
+    """What ``bench orders`` runs: the rates stepped through, how long each, the path and the users."""
+
     rates: list[int] = field(default_factory=lambda: list(DEFAULT_RATES))
     seconds: float = DEFAULT_SECONDS
     users: int = DEFAULT_USERS
@@ -815,114 +727,26 @@ class OrdersBenchOptions:
             raise UsageError("--connections must be at least 1")
 
 
-class _OrdersBench:
+class _OrdersBench(PrivateStack[OrdersBenchResult]):
+    """The servers, the daemons and the order driver of one run."""
+
     def __init__(self, opts: OrdersBenchOptions, home: Path, progress: ProgressFn) -> None:
+        super().__init__(home, progress)
         self.opts = opts
-        self.home = home
-        self.progress = progress
-        self.host = "127.0.0.1"
-        self.procs = Processes(home)
-        self.pids: dict[str, int] = {}
-        self.started: dict[str, subprocess.Popen[bytes]] = {}
 
-    # servers and daemons ---------------------------------------------------------------
-
-    def start_servers(self) -> tuple[str, str]:
-        host = self.host
-        ports: set[int] = set()
-        while len(ports) < 3:
-            ports.add(infra.free_port(host))
-        nats_port, monitor_port, redis_port = sorted(ports)
-        (self.home / "nats").mkdir()
-        (self.home / "redis").mkdir()
-        self.progress("starting nats-server and valkey-server")
-        argv = infra.nats_argv(host, nats_port, monitor_port, self.home / "nats")
-        nats_proc = self.procs.start("nats", argv, cwd=self.home)
-        redis_proc = self.procs.start("redis", infra.redis_argv(host, redis_port, self.home / "redis"), cwd=self.home)
-        self.pids.update({"nats": nats_proc.pid, "valkey": redis_proc.pid})
-        checks = {
-            "nats": (nats_proc, lambda: infra.nats_ready(host, monitor_port)),
-            "redis": (redis_proc, lambda: infra.redis_ready(host, redis_port)),
-        }
-        waiting = set(checks)
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while waiting:
-            for name in sorted(waiting):
-                proc, ready = checks[name]
-                if proc.poll() is not None:
-                    tail = self.procs.log_tail(name) or None
-                    raise StartupError(f"{name} server exited with {proc.returncode} at start", tail)
-                if ready():
-                    waiting.discard(name)
-            if waiting and time.monotonic() > deadline:
-                late = ", ".join(sorted(waiting))
-                raise StartupError(f"{late} not ready within {SERVER_START_TIMEOUT:g}s", "see its log for the cause")
-            if waiting:
-                time.sleep(0.05)
-        return f"nats://{host}:{nats_port}", f"redis://{host}:{redis_port}/0"
-
-    def settings(self, nats_url: str, redis_url: str) -> Settings:
-        ports: set[int] = set()
-        while len(ports) < 3:
-            ports.add(infra.free_port(self.host))
-        gateway_port, ws_port, auth_port = sorted(ports)
+    def bench_settings(self, nats_url: str, redis_url: str) -> Settings:
         assets = sorted({m.base for m in DEFAULT_MARKETS} | {m.quote for m in DEFAULT_MARKETS})
-        try:
-            return Settings(
-                home=self.home,
-                host=self.host,
-                nats_url=nats_url,
-                redis_url=redis_url,
-                gateway_port=gateway_port,
-                ws_port=ws_port,
-                auth_port=auth_port,
-                auth_url=None,
-                access_token_ttl_s=3600,
-                # What the gateway credits each new (bench) account with, in --via-gateway.
-                demo_balances={a: BENCH_ASSET_UNITS.get(a, BENCH_BASE_UNITS) for a in assets},
-                liquidity=False,
-                log_level="WARNING",
-                replay_csv=None,
-                publish_limit=None,
-                only=[],
-            )
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            name = ".".join(str(p) for p in err["loc"])
-            raise UsageError(f"bad {name}: {err['msg']}", f"check STOCKCTL_{name.upper()}") from None
-
-    async def start_daemons(self, settings: Settings, daemons: Sequence[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-        env.update(settings.to_env())
-        env["PYTHONUNBUFFERED"] = "1"
-        started = {}
-        for name in daemons:
-            proc = self.procs.start(name, [sys.executable, "-m", "daemons", name], env=env, cwd=self.home)
-            started[name] = proc
-            self.pids[name] = proc.pid
-        self.started.update(started)
-        self.progress(f"starting the {', '.join(daemons)} daemon{'s' if len(daemons) > 1 else ''}")
-        waiting = set(started)
-        deadline = time.monotonic() + DAEMON_START_TIMEOUT
-        while waiting:
-            for name in sorted(waiting):
-                proc = started[name]
-                if proc.poll() is not None:
-                    tail = self.procs.log_tail(name) or None
-                    raise StartupError(f"the {name} daemon exited with {proc.returncode} at start", tail)
-                doc = _read_status(settings.run_dir / f"{name}.json")
-                if doc and doc.get("ready") and doc.get("pid") == proc.pid:
-                    waiting.discard(name)
-            if waiting and time.monotonic() > deadline:
-                late = ", ".join(sorted(waiting))
-                tail = " / ".join(self.procs.log_tail(n, 2) for n in sorted(waiting)) or None
-                raise StartupError(f"{late} not ready within {DAEMON_START_TIMEOUT:g}s", tail)
-            if waiting:
-                await asyncio.sleep(0.05)
-
-    def check_alive(self) -> None:
-        for name, proc in self.started.items():
-            self.procs.check_alive(name, proc)
+        return self.settings(
+            nats_url,
+            redis_url,
+            **self.service_ports(),
+            auth_url=None,
+            access_token_ttl_s=3600,
+            # What the gateway credits each new (bench) account with, in --via-gateway.
+            demo_balances={a: BENCH_ASSET_UNITS.get(a, BENCH_BASE_UNITS) for a in assets},
+            liquidity=False,
+            publish_limit=None,
+        )
 
     # users -----------------------------------------------------------------------------
 
@@ -931,7 +755,7 @@ class _OrdersBench:
         self.progress(f"funding {len(users)} bench users")
         for user in users:
             await sub.submit(fund_command(user, DEFAULT_MARKETS), "fund")
-        drained, _ = await sub.drain(FUND_TIMEOUT, _no_progress, "funding")
+        drained, _ = await sub.drain(FUND_TIMEOUT, no_progress, "funding")
         funded = sub.flow.outcome["funded"]
         if not drained or funded != len(users):
             raise BenchError(
@@ -948,45 +772,24 @@ class _OrdersBench:
         async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=10) as http:
             for i in range(count):
                 email = f"bench{i:02d}@example.com"
-                body = {"email": email, "password": "bench-" + secrets.token_urlsafe(18)}
-                try:
-                    resp = await http.post("/auth/register", json=body)
-                except httpx.HTTPError as exc:
-                    raise BenchError(f"cannot register a bench user: {exc.__class__.__name__}: {exc}") from None
-                if resp.status_code != 201:
-                    raise BenchError(f"registering a bench user: HTTP {resp.status_code}: {resp.text[:200]}")
-                tokens[email] = resp.json()["access_token"]
+                tokens[email] = await register_user(http, email, "a bench user")
         return tokens
 
     # steps -----------------------------------------------------------------------------
 
     async def offer(self, sub: Submitter, rate: float, seconds: float, label: str) -> tuple[int, float]:
         """Submit commands at ``rate``/s for ``seconds``; (sent, elapsed)."""
-        loop = asyncio.get_running_loop()
-        flow = sub.flow
-        t0 = loop.time()
-        end = t0 + seconds
-        total = int(rate * seconds)
-        burst = max(1, int(rate / 500))  # at most 2 ms worth at once, then yield and look at the clock
-        sent = 0
-        next_report = t0
-        clock = time.time_ns
-        while True:
-            now = loop.time()
-            if now >= end or sent >= total:
-                break
-            due = min(total, int((now - t0) * rate) + 1, sent + burst) - sent
-            for _ in range(due):
-                cmd = flow.next(clock())
-                await sub.submit(cmd, cmd.client_order_id if isinstance(cmd, Place) else cmd.request_id)
-            sent += due
-            if now >= next_report:
-                sub.reap()
-                self.progress(f"{label}: {now - t0:.1f}/{seconds:g}s, {sub.outstanding:,} awaiting their reply")
-                next_report = now + 0.25
-            delay = t0 + sent / rate - loop.time()
-            await asyncio.sleep(delay if delay > 0 else 0)
-        return sent, loop.time() - t0
+        next_cmd, clock = sub.flow.next, time.time_ns
+
+        async def send() -> None:
+            cmd = next_cmd(clock())
+            await sub.submit(cmd, cmd.client_order_id if isinstance(cmd, Place) else cmd.request_id)
+
+        def report(elapsed: float) -> None:
+            sub.reap()
+            self.progress(f"{label}: {elapsed:.1f}/{seconds:g}s, {sub.outstanding:,} awaiting their reply")
+
+        return await paced(rate, seconds, send, report)
 
     async def step(self, sub: Submitter, cpu: CpuMeter, waits: SchedWaitMeter, rate: float, label: str) -> OrdersStep:
         opts = self.opts
@@ -1018,11 +821,11 @@ class _OrdersBench:
             sent_per_s=round(sent_per_s, 1),
             acked=sub.acked,
             orders_per_s=round(delivered, 1),
-            p50_ms=_ms(percentile(lat, 0.50)) if lat else None,
-            p90_ms=_ms(percentile(lat, 0.90)) if lat else None,
-            p99_ms=_ms(percentile(lat, 0.99)) if lat else None,
-            max_ms=_ms(lat[-1]) if lat else None,
-            mean_ms=_ms(sum(lat) // len(lat)) if lat else None,
+            p50_ms=pct_ms(lat, 0.50),
+            p90_ms=pct_ms(lat, 0.90),
+            p99_ms=pct_ms(lat, 0.99),
+            max_ms=ns_to_ms(lat[-1]) if lat else None,
+            mean_ms=ns_to_ms(sum(lat) // len(lat)) if lat else None,
             drained=drained,
             drain_s=round(drain_s, 3),
             kept_up=drained
@@ -1044,11 +847,11 @@ class _OrdersBench:
             mkt = flow.markets[0]
             cmd = Place(user, f"w{i}", mkt, "buy", "limit", "1", time.time_ns(), flow.price(mkt, MID_TICKS - 50))
             await sub.submit(cmd, cmd.client_order_id)
-            if not (await sub.drain(FUND_TIMEOUT, _no_progress, "warm-up"))[0]:
+            if not (await sub.drain(FUND_TIMEOUT, no_progress, "warm-up"))[0]:
                 raise BenchError(f"the first order of {user} got no reply within {FUND_TIMEOUT:g}s")
         if self.opts.warmup_s > 0:
             await self.offer(sub, 200.0, self.opts.warmup_s, "warm-up")
-        drained, _ = await sub.drain(15.0, _no_progress, "warm-up")
+        drained, _ = await sub.drain(15.0, no_progress, "warm-up")
         if not drained or sub.errors:
             kinds = ", ".join(f"{n} x {k}" for k, n in sub.error_kinds.items()) or "no reply"
             raise BenchError(
@@ -1065,11 +868,11 @@ class _OrdersBench:
         baseline = await measure_js_baseline(
             nats_url, opts.baseline_messages, encode(sample), opts.baseline_rounds, self.progress
         )
-        settings = self.settings(nats_url, redis_url)
+        settings = self.bench_settings(nats_url, redis_url)
         daemons = ["matching", "auth", "gateway"] if opts.via_gateway else ["matching"]
-        await self.start_daemons(settings, daemons)
+        await self.start_daemons(settings, daemons, DAEMON_START_TIMEOUT)
         markets = list(DEFAULT_MARKETS)
-        nc = await _connect(nats_url, "bench-orders")
+        nc = await connect_nats(nats_url, "bench-orders")
         sub: Submitter | None = None
         try:
             if opts.via_gateway:
@@ -1086,18 +889,15 @@ class _OrdersBench:
                 await self.fund_users(nsub, users)
             await self.warm_up(sub)
 
-            pids = {**self.pids, "bench": os.getpid()}
+            pids = self.meter_pids()
             cpu, waits = CpuMeter(pids), SchedWaitMeter(pids)
-            steps: list[OrdersStep] = []
-            skipped: list[int] = []
-            n = len(opts.rates)
-            for i, rate in enumerate(opts.rates, 1):
+            submitter: Submitter = sub  # a closure does not see that ``sub`` is set by now
+
+            async def step(rate: int, label: str) -> OrdersStep:
                 await asyncio.sleep(0.3)
-                result = await self.step(sub, cpu, waits, rate, f"step {i}/{n}: {rate:,} orders/s")
-                steps.append(result)
-                if not result.kept_up:
-                    skipped = list(opts.rates[i:])  # higher rates can only fall further behind
-                    break
+                return await self.step(submitter, cpu, waits, rate, label)
+
+            steps, skipped = await step_ladder(opts.rates, "orders", step)
             return OrdersBenchResult(
                 via="gateway" if opts.via_gateway else "nats",
                 steps=steps,
@@ -1110,42 +910,20 @@ class _OrdersBench:
         finally:
             if sub is not None:
                 await sub.close()
-            await _close(nc)
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt meanwhile, so a terminated benchmark still stops its children."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+            await close_nats(nc)
 
 
 def run_orders_bench(opts: OrdersBenchOptions | None = None, progress: ProgressFn | None = None) -> OrdersBenchResult:
     """Run the whole benchmark on private servers; every process it starts is stopped."""
     opts = opts or OrdersBenchOptions()
     opts.check()
-    report = progress or _no_progress
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="stockctl-bench-orders-") as tmp, _sigterm_interrupts():
-        bench = _OrdersBench(opts, Path(tmp), report)
-        try:
-            result = asyncio.run(bench.run())
-        except (OSError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise BenchError(f"benchmark failed: {exc.__class__.__name__}: {exc}") from None
-        finally:
-            report("stopping the benchmark's daemons and servers")
-            bench.procs.stop_all()
-    result.elapsed_s = time.monotonic() - t0
+    report = progress or no_progress
+    result = run_private(
+        "stockctl-bench-orders-",
+        lambda home: _OrdersBench(opts, home, report),
+        report,
+        "stopping the benchmark's daemons and servers",
+    )
     result.cpus = os.cpu_count()
     result.load_avg = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return result

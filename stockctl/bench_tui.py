@@ -22,7 +22,6 @@ Measured over that window:
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from stockctl import benchkit
 from stockctl.errors import UsageError
 
 DEFAULT_RATE = 1_000
@@ -46,6 +46,8 @@ WATCHED = {"board": "#board", "chart": "#chart", "signals": "#signals"}
 
 @dataclass
 class TuiBenchOptions:
+    """What ``bench tui`` runs: the quote rate, for how long, over how many symbols."""
+
     rate: float = DEFAULT_RATE
     seconds: float = DEFAULT_SECONDS
     symbols: int = DEFAULT_SYMBOLS
@@ -62,6 +64,8 @@ class TuiBenchOptions:
 
 @dataclass
 class TuiBenchResult:
+    """What ``bench tui`` measured: frames, redraws, input lag, messages handled."""
+
     rate: float
     seconds: float
     symbols: int
@@ -87,12 +91,8 @@ class TuiBenchResult:
 
 
 def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile (None for no values)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
+    """Nearest-rank percentile of unsorted values, ``pct`` in 0..100 (None for no values)."""
+    return benchkit.percentile(sorted(values), pct / 100) if values else None
 
 
 # --- the synthetic source ---------------------------------------------------------------------
@@ -335,24 +335,15 @@ def run_tui_bench(opts: TuiBenchOptions, progress: Any = None) -> TuiBenchResult
 
 def render(r: TuiBenchResult, console: Any) -> None:
     """A rich table of what was measured, and a verdict."""
-    from rich import box
-    from rich.table import Table
+    ok = benchkit.pass_fail
 
     def ms(v: float | None) -> str:
-        return "-" if v is None else f"{v:.1f}"
+        return benchkit.fmt_num(v, ".1f")
 
-    def ok(flag: bool) -> str:
-        return "[bold green]PASS[/]" if flag else "[bold red]FAIL[/]"
-
-    table = Table(
-        title=f"bench tui: {r.rate:,.0f} quotes/s over {r.symbols} symbols for {r.seconds:g}s,"
-        f" headless {r.size[0]}x{r.size[1]}, Textual {r.textual}",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
+    table = benchkit.measure_table(
+        f"bench tui: {r.rate:,.0f} quotes/s over {r.symbols} symbols for {r.seconds:g}s,"
+        f" headless {r.size[0]}x{r.size[1]}, Textual {r.textual}"
     )
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_column("", style="dim")
     table.add_row("quotes offered/s", f"{r.offered_per_s:,.0f}", f"{r.quotes_offered:,} gateway frames")
     table.add_row(
         "quote messages handled/s", f"{r.messages_per_s:,.0f}", "the rest replaced by a newer quote in the queue"

@@ -33,29 +33,36 @@ import hashlib
 import json
 import math
 import os
-import platform
-import secrets
-import signal
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
-import nats.errors
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
-from stockctl import infra, names
-from stockctl.bench import BenchError, CpuMeter, Processes
-from stockctl.errors import StartupError, UsageError
-from stockctl.settings import ENV_PREFIX, SYMBOL_RE, Settings
+from stockctl import names
+from stockctl.benchkit import (
+    BenchError,
+    CpuMeter,
+    PrivateStack,
+    ProgressFn,
+    clean_env,
+    close_nats,
+    connect_nats,
+    kernel_ticks,
+    machine_doc,
+    no_progress,
+    percentile,
+    read_status,
+    register_user,
+    run_private,
+)
+from stockctl.errors import UsageError
+from stockctl.settings import SYMBOL_RE, Settings
 
 DEFAULT_CLIENTS = 1_000
 DEFAULT_SECONDS = 20.0
@@ -75,7 +82,7 @@ KEEP_UP_FRACTION = 0.95
 
 BUCKET_NS = 10_000
 """Latency histogram resolution (10 us)."""
-SERVER_START_TIMEOUT = 20.0
+DAEMONS = ("processor", "publisher", "auth", "gateway")
 DAEMON_START_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 30.0
 """One client's connect + auth + subscribe, at most."""
@@ -92,13 +99,8 @@ LAG_PROBE_S = 0.01
 SETTLE_S = 1.0
 """Pause between the last connection and the measurement window (snapshots, backlogs)."""
 
-ProgressFn = Callable[[str], None]
 ProgressMap = Callable[[dict[int, dict[str, Any]]], None]
 """Called with the latest progress line of each worker."""
-
-
-def _no_progress(_: str) -> None:
-    pass
 
 
 # --- results -----------------------------------------------------------------------------
@@ -106,6 +108,8 @@ def _no_progress(_: str) -> None:
 
 @dataclass
 class WsBenchOptions:
+    """What ``bench ws`` runs: how many clients, on which channels, for how long."""
+
     clients: int = DEFAULT_CLIENTS
     seconds: float = DEFAULT_SECONDS
     rate: float = DEFAULT_RATE
@@ -155,6 +159,8 @@ def parse_symbols(text: str) -> list[str]:
 
 @dataclass
 class WsBenchResult:
+    """What ``bench ws`` measured: connections, delivery, latency, drops, and where the CPU went."""
+
     clients: int
     connected: int
     """Clients that connected, authenticated and subscribed."""
@@ -251,11 +257,7 @@ class WsBenchResult:
                 "kept_up": self.kept_up,
                 "targets": self.targets(),
                 "elapsed_s": round(self.elapsed_s, 1),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
+                "machine": machine_doc(),
             }
         )
         return doc
@@ -286,10 +288,8 @@ def _bucket_ms(bucket: int) -> float:
 
 
 def _pct_ms(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[max(1, math.ceil(q * len(ordered))) - 1], 2)
+    """A percentile of (unsorted) milliseconds, to 0.01 ms."""
+    return round(percentile(sorted(values), q), 2) if values else None
 
 
 # --- the client side (runs in worker processes) ------------------------------------------
@@ -666,31 +666,12 @@ def worker_main(argv: list[str]) -> None:
 # --- the run -----------------------------------------------------------------------------
 
 
-def _read_status(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+class _WsBench(PrivateStack[WsBenchResult]):
+    """The servers, the daemons and the client workers of one run."""
 
-
-def _kernel_ticks() -> int | None:
-    """irq + softirq + steal time of all CPUs (``/proc/stat``), in clock ticks, else None."""
-    try:
-        with open("/proc/stat", "rb") as fh:
-            fields = fh.readline().split()
-        return int(fields[6]) + int(fields[7]) + int(fields[8])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-class _WsBench:
     def __init__(self, opts: WsBenchOptions, home: Path, progress: ProgressFn) -> None:
+        super().__init__(home, progress)
         self.opts = opts
-        self.home = home
-        self.progress = progress
-        self.host = "127.0.0.1"
-        self.procs = Processes(home)
-        self.pids: dict[str, int] = {}
         self.events: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
         self.writers: dict[int, asyncio.StreamWriter] = {}
         self.handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -698,109 +679,24 @@ class _WsBench:
 
     # servers and daemons ---------------------------------------------------------------
 
-    def start_servers(self) -> tuple[str, str]:
-        host = self.host
-        ports: set[int] = set()
-        while len(ports) < 3:
-            ports.add(infra.free_port(host))
-        nats_port, monitor_port, redis_port = sorted(ports)
-        (self.home / "nats").mkdir()
-        (self.home / "redis").mkdir()
-        self.progress("starting nats-server and valkey-server")
-        argv = infra.nats_argv(host, nats_port, monitor_port, self.home / "nats")
-        nats_proc = self.procs.start("nats", argv, cwd=self.home)
-        redis_proc = self.procs.start("redis", infra.redis_argv(host, redis_port, self.home / "redis"), cwd=self.home)
-        self.pids.update({"nats": nats_proc.pid, "valkey": redis_proc.pid})
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        checks = {
-            "nats": (nats_proc, lambda: infra.nats_ready(host, monitor_port)),
-            "redis": (redis_proc, lambda: infra.redis_ready(host, redis_port)),
-        }
-        waiting = set(checks)
-        while waiting:
-            for name in sorted(waiting):
-                proc, ready = checks[name]
-                if proc.poll() is not None:
-                    tail = self.procs.log_tail(name) or None
-                    raise StartupError(f"{name} server exited with {proc.returncode} at start", tail)
-                if ready():
-                    waiting.discard(name)
-            if waiting and time.monotonic() > deadline:
-                late = ", ".join(sorted(waiting))
-                raise StartupError(f"{late} not ready within {SERVER_START_TIMEOUT:g}s", "see its log for the cause")
-            if waiting:
-                time.sleep(0.05)
-        return f"nats://{host}:{nats_port}", f"redis://{host}:{redis_port}/0"
-
-    def settings(self, nats_url: str, redis_url: str) -> Settings:
+    def bench_settings(self, nats_url: str, redis_url: str) -> Settings:
         opts = self.opts
-        ports: set[int] = set()
-        while len(ports) < 3:
-            ports.add(infra.free_port(self.host))
-        gateway_port, ws_port, auth_port = sorted(ports)
-        try:
-            return Settings(
-                home=self.home,
-                host=self.host,
-                nats_url=nats_url,
-                redis_url=redis_url,
-                symbols=opts.symbols,
-                rate=opts.rate,
-                gateway_port=gateway_port,
-                ws_port=ws_port,
-                auth_port=auth_port,
-                # Tokens outlive the run: an expiry mid-run would close every client.
-                access_token_ttl_s=min(86_400, max(3600, int(opts.seconds * 2) + 1800)),
-                log_level="WARNING",
-                replay_csv=None,
-                publish_limit=None,
-                only=[],
-            )
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            name = ".".join(str(p) for p in err["loc"])
-            raise UsageError(f"bad {name}: {err['msg']}", f"check STOCKCTL_{name.upper()}") from None
-
-    async def start_daemons(self, settings: Settings) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-        env.update(settings.to_env())
-        env["PYTHONUNBUFFERED"] = "1"
-        started = {}
-        for name in ("processor", "publisher", "auth", "gateway"):
-            proc = self.procs.start(name, [sys.executable, "-m", "daemons", name], env=env, cwd=self.home)
-            started[name] = proc
-            self.pids[name] = proc.pid
-        waiting = set(started)
-        self.progress(f"starting the daemons: {', '.join(started)}")
-        deadline = time.monotonic() + DAEMON_START_TIMEOUT
-        while waiting:
-            for name in sorted(waiting):
-                proc = started[name]
-                if proc.poll() is not None:
-                    tail = self.procs.log_tail(name) or None
-                    raise StartupError(f"the {name} daemon exited with {proc.returncode} at start", tail)
-                doc = _read_status(settings.run_dir / f"{name}.json")
-                if doc and doc.get("ready") and doc.get("pid") == proc.pid:
-                    waiting.discard(name)
-            if waiting and time.monotonic() > deadline:
-                late = ", ".join(sorted(waiting))
-                tail = " / ".join(self.procs.log_tail(n, 2) for n in sorted(waiting)) or None
-                raise StartupError(f"{late} not ready within {DAEMON_START_TIMEOUT:g}s", tail)
-            if waiting:
-                await asyncio.sleep(0.05)
+        return self.settings(
+            nats_url,
+            redis_url,
+            symbols=opts.symbols,
+            rate=opts.rate,
+            **self.service_ports(),
+            # Tokens outlive the run: an expiry mid-run would close every client.
+            access_token_ttl_s=min(86_400, max(3600, int(opts.seconds * 2) + 1800)),
+            publish_limit=None,
+        )
 
     async def bench_user(self, settings: Settings) -> str:
         """Register the bench user; wait until the gateway has a quote of every symbol."""
         self.progress("registering the bench user")
-        body = {"email": "bench@example.com", "password": "bench-" + secrets.token_urlsafe(18)}
         async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=10) as http:
-            try:
-                resp = await http.post("/auth/register", json=body)
-            except httpx.HTTPError as exc:
-                raise BenchError(f"cannot register the bench user: {exc.__class__.__name__}: {exc}") from None
-            if resp.status_code != 201:
-                raise BenchError(f"registering the bench user: HTTP {resp.status_code}: {resp.text[:200]}")
-            token = resp.json()["access_token"]
+            token = await register_user(http, "bench@example.com", "the bench user")
             self.progress("waiting for the first quote of every symbol")
             deadline = time.monotonic() + 30
             want = set(self.opts.symbols)
@@ -841,12 +737,11 @@ class _WsBench:
 
         server = await asyncio.start_server(on_worker, self.host, 0, limit=CONTROL_LINE_LIMIT)
         port = server.sockets[0].getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        env = clean_env()
         self.progress(f"starting {workers} client workers")
         for wid in range(workers):
             argv = [sys.executable, "-m", "stockctl.bench_ws", f"{self.host}:{port}", str(wid)]
-            proc = self.procs.start(f"worker{wid}", argv, env=env, cwd=self.home)
-            self.pids[f"worker{wid}"] = proc.pid
+            self.spawn(f"worker{wid}", argv, env)
         await self.collect("hello", workers, 30.0)
         return server
 
@@ -897,9 +792,9 @@ class _WsBench:
 
     async def run(self) -> WsBenchResult:
         nats_url, redis_url = self.start_servers()
-        settings = self.settings(nats_url, redis_url)
+        settings = self.bench_settings(nats_url, redis_url)
         settings.ensure_dirs()
-        await self.start_daemons(settings)
+        await self.start_daemons(settings, DAEMONS, DAEMON_START_TIMEOUT, f"starting the daemons: {', '.join(DAEMONS)}")
         token = await self.bench_user(settings)
 
         # Quotes per symbol on NATS, counted by receipt time like the clients count theirs.
@@ -910,10 +805,7 @@ class _WsBench:
             if window[0] <= time.time_ns() < window[1]:
                 on_nats[msg.subject.rsplit(".", 1)[-1]] += 1
 
-        try:
-            nc = await nats.connect(nats_url, name="bench-ws", allow_reconnect=False, connect_timeout=5)
-        except Exception as exc:
-            raise BenchError(f"cannot connect to the benchmark's nats-server: {exc}") from None
+        nc = await connect_nats(nats_url, "bench-ws", pending_size=None)
         server = None
         try:
             await nc.subscribe(names.QUOTE_SUBJECTS, cb=on_quote)
@@ -924,8 +816,7 @@ class _WsBench:
             await self.stop_workers()
             if server is not None:
                 server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 5)
+            await close_nats(nc)
 
     async def measure(
         self, settings: Settings, token: str, workers: int, window: list[int], on_nats: Counter[str]
@@ -964,8 +855,7 @@ class _WsBench:
         for d in conn_docs:
             subscribers.update(d["subscribers"])
             fail_reasons.update(d["fail_reasons"])
-        for name in ("gateway", "processor", "publisher"):
-            self._check_alive(name)
+        self.check_alive("gateway", "processor", "publisher")
 
         self.progress(f"{connected:,} clients connected; settling")
         await asyncio.sleep(SETTLE_S)
@@ -973,12 +863,12 @@ class _WsBench:
         end_ns = start_ns + int(opts.seconds * 1e9)
         window[0], window[1] = start_ns, end_ns
         self.tell({"op": "measure", "start_ns": start_ns, "end_ns": end_ns})
-        cpu = CpuMeter(dict(self.pids, bench=os.getpid()))
+        cpu = CpuMeter(self.meter_pids())
         await asyncio.sleep(max(0.0, (start_ns - time.time_ns()) / 1e9))
         cpu.start()
-        kernel0, t_kernel0 = _kernel_ticks(), time.monotonic()
+        kernel0, t_kernel0 = kernel_ticks(), time.monotonic()
         gw_status = settings.run_dir / "gateway.json"
-        gw_before = _read_status(gw_status) or {}
+        gw_before = read_status(gw_status) or {}
 
         def measuring(latest: dict[int, dict[str, Any]]) -> None:
             quotes = sum(d.get("quotes", 0) for d in latest.values())
@@ -991,10 +881,9 @@ class _WsBench:
 
         results = await self.collect("result", workers, opts.seconds + 30, measuring)
         usage = cpu.stop()
-        kernel1, t_kernel1 = _kernel_ticks(), time.monotonic()
-        gw_after = _read_status(gw_status) or {}
-        for name in ("gateway", "processor", "publisher"):
-            self._check_alive(name)
+        kernel1, t_kernel1 = kernel_ticks(), time.monotonic()
+        gw_after = read_status(gw_status) or {}
+        self.check_alive("gateway", "processor", "publisher")
 
         hist: Counter[int] = Counter()
         close_reasons: Counter[str] = Counter()
@@ -1052,46 +941,18 @@ class _WsBench:
             cpu=cpu_doc,
         )
 
-    def _check_alive(self, name: str) -> None:
-        for pname, proc, _ in self.procs.procs:
-            if pname == name:
-                self.procs.check_alive(name, proc)
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt meanwhile, so a terminated benchmark still stops its children."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
 
 def run_ws_bench(opts: WsBenchOptions | None = None, progress: ProgressFn | None = None) -> WsBenchResult:
     """Run the whole benchmark on private servers; every process it starts is stopped."""
     opts = opts or WsBenchOptions()
     opts.check()
-    report = progress or _no_progress
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="stockctl-bench-ws-") as tmp, _sigterm_interrupts():
-        bench = _WsBench(opts, Path(tmp), report)
-        try:
-            result = asyncio.run(bench.run())
-        except (OSError, nats.errors.Error) as exc:
-            raise BenchError(f"benchmark failed: {exc.__class__.__name__}: {exc}") from None
-        finally:
-            report("stopping the benchmark's clients, daemons and servers")
-            bench.procs.stop_all()
-    result.elapsed_s = time.monotonic() - t0
-    return result
+    report = progress or no_progress
+    return run_private(
+        "stockctl-bench-ws-",
+        lambda home: _WsBench(opts, home, report),
+        report,
+        "stopping the benchmark's clients, daemons and servers",
+    )
 
 
 __all__ = [

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,43 +10,15 @@ from stockctl.bench_orders import OrderFlow, fund_command, parse_order_rates, pr
 from stockctl.errors import UsageError
 from stockctl.exchange.engine import Exchange
 from stockctl.exchange.wire import DEFAULT_MARKETS, Cancel, Place
-
-
-def _procs_under(root: Path) -> list[str]:
-    """Processes whose command line or working dir is inside ``root`` (the bench starts its children there)."""
-    found = []
-    root_s = str(root)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if root_s in cmdline or cwd.startswith(root_s):
-            found.append(f"{entry.name}: {cmdline.strip()} (cwd {cwd})")
-    return found
+from tests.benchutil import linux_only, run_private_bench
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(240)
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find leftover processes")
+@linux_only
 def test_bench_orders_quick_json(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
-    env["TMPDIR"] = str(tmp_path)  # the bench's temporary dir (and every child's cwd) lands here
-    env["STOCKCTL_HOME"] = str(tmp_path / "home")  # and no real instance is looked at
-    assert _procs_under(tmp_path) == []
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "stockctl", "bench", "orders", "--quick", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)  # stdout is exactly one JSON document
+    # Afterwards every server and daemon it started must be gone, and so must its temporary directory.
+    doc = run_private_bench("orders", tmp_path, timeout=180)
 
     for key in ("orders_per_s", "p50_ms", "p99_ms", "baseline_msgs_per_s", "steps", "targets"):
         assert key in doc, key
@@ -68,10 +36,6 @@ def test_bench_orders_quick_json(tmp_path: Path) -> None:
     # The flow really trades and cancels (not only orders resting on a quiet book).
     assert sum(s["outcome"].get("trades", 0) for s in doc["steps"]) > 0
     assert sum(s["outcome"].get("cancelled_user", 0) for s in doc["steps"]) > 0
-
-    # Every server and daemon it started is gone, and so is its temporary directory.
-    assert _procs_under(tmp_path) == []
-    assert not list(tmp_path.glob("stockctl-bench-*"))
 
 
 def test_parse_order_rates() -> None:

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from stockctl.bench_tui import TuiBenchOptions, percentile
 from stockctl.errors import UsageError
+from tests.benchutil import run_quick_json
 
 
 @pytest.mark.timeout(150)
 def test_bench_tui_quick_json(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
-    env["STOCKCTL_HOME"] = str(tmp_path / "home")
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    doc = run_quick_json("tui", tmp_path, 120, env={"XDG_CONFIG_HOME": str(tmp_path / "config")}, cwd=tmp_path)
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "stockctl", "bench", "tui", "--quick", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=tmp_path,
-    )
-
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
     assert {"rate", "seconds", "input_lag_p50_ms", "input_lag_p99_ms", "fps", "redraws_per_s"} <= set(doc)
     assert doc["rate"] == 1000 and doc["seconds"] == 3
     assert doc["fps"] > 0

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
-from rich import box
-from rich.table import Table
 
+from stockctl.benchkit import (
+    best_of,
+    cpu_table,
+    fmt_ms,
+    fmt_num,
+    kept_up_cell,
+    measure_table,
+    not_run_note,
+    pass_fail,
+    steps_table,
+)
 from stockctl.cli.common import JsonOpt, console, err_console, print_json
 
 if TYPE_CHECKING:
@@ -15,22 +25,50 @@ if TYPE_CHECKING:
     from stockctl.bench_matching import MatchingBenchResult
     from stockctl.bench_orders import OrdersBenchResult
     from stockctl.bench_ws import WsBenchResult
+    from stockctl.benchkit import ProgressFn
 
 app = typer.Typer(no_args_is_help=True)
 
 
-def _num(value: float | None, fmt: str = ",.0f") -> str:
-    return "-" if value is None else format(value, fmt)
+class _Documented(Protocol):
+    def to_doc(self) -> dict[str, Any]: ...
 
 
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+D = TypeVar("D", bound=_Documented)
 
 
-def _ok(flag: bool) -> str:
-    return "[bold green]PASS[/]" if flag else "[bold red]FAIL[/]"
+def _run(name: str, bench: Callable[[ProgressFn], D], render: Callable[[D], None], json_out: bool) -> None:
+    """Run ``bench`` under a spinner showing its progress; print its ``--json`` document or its tables."""
+    with err_console.status("benchmarking...", spinner="dots") as status:
+        result = bench(lambda text: status.update(f"bench {name}: {text}"))
+    if json_out:
+        print_json(result.to_doc())
+        return
+    render(result)
+
+
+def _given(opts: object, **values: Any) -> None:
+    """Set the options given on the command line; None (not given) keeps the default, or --quick's value."""
+    for key, value in values.items():
+        if value is not None:
+            setattr(opts, key, value)
+
+
+def _quick(what: str) -> Any:
+    """The ``--quick`` option; ``what`` says what the short run does."""
+    return typer.Option("--quick", help=f"A short run ({what}) for smoke tests.")
+
+
+def _baseline_messages(baseline: str, default: int) -> Any:
+    return typer.Option(
+        "--baseline-messages", min=1000, help=f"Messages of the raw {baseline} baseline.", show_default=str(default)
+    )
+
+
+StepSecondsOpt = Annotated[
+    float | None,
+    typer.Option("--seconds", min=0.5, max=600, help="Seconds each rate is held.", show_default="5"),
+]
 
 
 @app.command(
@@ -49,104 +87,74 @@ def ticks(
             show_default="1000,5000,20000,50000",
         ),
     ] = None,
-    seconds: Annotated[
-        float | None,
-        typer.Option("--seconds", min=0.5, max=600, help="Seconds each rate is held.", show_default="5"),
-    ] = None,
+    seconds: StepSecondsOpt = None,
     symbols: Annotated[int, typer.Option("--symbols", min=1, max=1000, help="Symbols the ticks rotate over.")] = 5,
-    baseline_messages: Annotated[
-        int | None,
-        typer.Option("--baseline-messages", min=1000, help="Messages of the raw NATS baseline.", show_default="200000"),
-    ] = None,
+    baseline_messages: Annotated[int | None, _baseline_messages("NATS", 200_000)] = None,
     probe: Annotated[
         bool,
         typer.Option("--probe/--no-probe", help="Once a rate falls behind, try rates just below what it delivered."),
     ] = True,
-    quick: Annotated[
-        bool, typer.Option("--quick", help="A short run (500 and 2,000 ticks/s, 2 s each) for smoke tests.")
-    ] = False,
+    quick: Annotated[bool, _quick("500 and 2,000 ticks/s, 2 s each")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Publisher -> processor throughput and latency, beside the raw NATS baseline."""
     from stockctl.bench import BenchOptions, parse_rates, run_ticks_bench
 
     opts = BenchOptions.quick() if quick else BenchOptions()
-    if rates is not None:
-        opts.rates = parse_rates(rates)
-    if seconds is not None:
-        opts.seconds = seconds
-    if baseline_messages is not None:
-        opts.baseline_messages = baseline_messages
-    opts.symbols = symbols
-    opts.probe = probe and not quick
-
-    with err_console.status("benchmarking...", spinner="dots") as status:
-        result = run_ticks_bench(opts, progress=lambda text: status.update(f"bench ticks: {text}"))
-
-    if json_out:
-        print_json(result.to_doc())
-        return
-    render(result)
+    _given(
+        opts,
+        rates=parse_rates(rates) if rates is not None else None,
+        seconds=seconds,
+        baseline_messages=baseline_messages,
+        symbols=symbols,
+        probe=probe and not quick,
+    )
+    _run("ticks", lambda progress: run_ticks_bench(opts, progress), render, json_out)
 
 
 def render(result: BenchResult) -> None:
     """The steps table, where the CPU went, the baseline, and a verdict against the targets."""
     from stockctl.bench import KEEP_UP_FRACTION, TARGET_P99_MS, TARGET_RATIO
 
-    table = Table(
-        title=f"bench ticks: {len(result.symbols)} symbols, {result.seconds:g}s per rate",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
+    table = steps_table(
+        f"bench ticks: {len(result.symbols)} symbols, {result.seconds:g}s per rate",
+        ("offered/s", "sent/s", "quotes/s", "p50 ms", "p99 ms", "max ms", "drain s"),
     )
-    for col in ("offered/s", "sent/s", "quotes/s", "p50 ms", "p99 ms", "max ms", "drain s"):
-        table.add_column(col, justify="right")
-    table.add_column("kept up")
     for s in result.steps:
-        if s.kept_up:
-            verdict = "[green]yes[/]"
-        elif not s.drained:
-            verdict = "[red]no, stuck[/]"
-        elif s.driver_limited:
-            verdict = "[red]no, driver[/]"
-        else:
-            verdict = "[red]no[/]"
         table.add_row(
-            _num(s.offered_per_s) + ("[dim]*[/]" if s.probe else ""),
-            _num(s.published_per_s),
-            _num(s.delivered_per_s),
-            _ms(s.p50_ms),
-            _ms(s.p99_ms),
-            _ms(s.max_ms),
+            fmt_num(s.offered_per_s) + ("[dim]*[/]" if s.probe else ""),
+            fmt_num(s.published_per_s),
+            fmt_num(s.delivered_per_s),
+            fmt_ms(s.p50_ms),
+            fmt_ms(s.p99_ms),
+            fmt_ms(s.max_ms),
             f"{s.drain_s:.2f}",
-            verdict,
+            kept_up_cell(s.kept_up, s.drained, s.driver_limited),
         )
     console.print(table)
 
-    cpu = Table(title="CPU cores used per rate", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("offered/s", "ticks/batch", "processor", "nats-server", "valkey", "bench", "other"):
-        cpu.add_column(col, justify="right")
+    cpu = cpu_table(("offered/s", "ticks/batch", "processor", "nats-server", "valkey", "bench", "other"))
     for s in result.steps:
         cpu.add_row(
-            _num(s.offered_per_s) + ("[dim]*[/]" if s.probe else ""),
-            _num(s.avg_batch, ",.1f"),
-            *(_num(s.cpu.get(k), ".2f") for k in ("processor", "nats", "valkey", "bench", "other")),
+            fmt_num(s.offered_per_s) + ("[dim]*[/]" if s.probe else ""),
+            fmt_num(s.avg_batch, ",.1f"),
+            *(fmt_num(s.cpu.get(k), ".2f") for k in ("processor", "nats", "valkey", "bench", "other")),
         )
     console.print(cpu)
     if any(s.probe for s in result.steps):
         console.print("[dim]* probe: a rate just below what the first saturated rate delivered[/]")
     if result.skipped_rates:
-        skipped = ", ".join(f"{r:,}" for r in result.skipped_rates)
-        console.print(f"[dim]not run: {skipped} ticks/s (a lower rate already fell behind)[/]")
+        console.print(not_run_note(result.skipped_rates, "ticks"))
 
     b = result.baseline
     console.print(
         f"sustained pipeline   [bold]{result.sustained:,.0f}[/] ticks/s (max delivered {result.max_delivered:,.0f};"
         f" kept up = quotes >= {KEEP_UP_FRACTION:.0%} of offered and backlog drained)"
     )
-    rounds = f"best of {', '.join(f'{r:,.0f}' for r in b.rounds)}; " if len(b.rounds) > 1 else ""
     lost = f"; [red]{b.lost:,} lost[/]" if b.lost else ""
     console.print(
-        f"raw nats-py baseline [bold]{b.msgs_per_s:,.0f}[/] msgs/s ({rounds}{b.messages:,} x {b.payload_bytes} B"
+        f"raw nats-py baseline [bold]{b.msgs_per_s:,.0f}[/] msgs/s"
+        f" ({best_of(b.rounds)}{b.messages:,} x {b.payload_bytes} B"
         f" core publish -> subscribe, same server, same run{lost})"
     )
     console.print(f"ratio                [bold]{result.ratio:.3f}[/]")
@@ -155,8 +163,8 @@ def render(result: BenchResult) -> None:
     at = f"{lat.offered_per_s:,.0f}" if lat else "-"
     p99 = f"{lat.p99_ms:.2f} ms" if lat and lat.p99_ms is not None else "-"
     console.print(
-        f"verdict: rate >= {TARGET_RATIO:g} x baseline {_ok(targets['ratio_met'])} ({result.ratio:.3f});"
-        f" p99 < {TARGET_P99_MS:g} ms at {at} ticks/s {_ok(targets['p99_met'])} ({p99})"
+        f"verdict: rate >= {TARGET_RATIO:g} x baseline {pass_fail(targets['ratio_met'])} ({result.ratio:.3f});"
+        f" p99 < {TARGET_P99_MS:g} ms at {at} ticks/s {pass_fail(targets['p99_met'])} ({p99})"
         f" [dim]in {result.elapsed_s:.0f}s[/]"
     )
 
@@ -209,34 +217,24 @@ def ws(
             show_default="50",
         ),
     ] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="A short run (50 clients, 4 s) for smoke tests.")] = False,
+    quick: Annotated[bool, _quick("50 clients, 4 s")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Many authenticated WebSocket clients on the gateway: connect time, delivery rate and latency, drops."""
     from stockctl.bench_ws import WsBenchOptions, parse_symbols, run_ws_bench
 
     opts = WsBenchOptions.quick() if quick else WsBenchOptions()
-    if clients is not None:
-        opts.clients = clients
-    if seconds is not None:
-        opts.seconds = seconds
-    if rate is not None:
-        opts.rate = rate
-    if symbols is not None:
-        opts.symbols = parse_symbols(symbols)
-    opts.channels_per_client = channels_per_client
-    if workers is not None:
-        opts.workers = workers
-    if concurrency is not None:
-        opts.concurrency = concurrency
-
-    with err_console.status("benchmarking...", spinner="dots") as status:
-        result = run_ws_bench(opts, progress=lambda text: status.update(f"bench ws: {text}"))
-
-    if json_out:
-        print_json(result.to_doc())
-        return
-    render_ws(result)
+    _given(
+        opts,
+        clients=clients,
+        seconds=seconds,
+        rate=rate,
+        symbols=parse_symbols(symbols) if symbols is not None else None,
+        channels_per_client=channels_per_client,
+        workers=workers,
+        concurrency=concurrency,
+    )
+    _run("ws", lambda progress: run_ws_bench(opts, progress), render_ws, json_out)
 
 
 BUSY_OTHER_CORES = 0.25
@@ -248,34 +246,33 @@ def render_ws(r: WsBenchResult) -> None:
     from stockctl.bench_ws import KEEP_UP_FRACTION, TARGET_CLIENTS, TARGET_P99_MS, TARGET_RATE
 
     per = f" x {r.channels_per_client} channels" if r.channels_per_client > 1 else ""
-    table = Table(
-        title=f"bench ws: {r.clients:,} clients{per}, {len(r.symbols)} symbols at {r.rate:g} quotes/s,"
-        f" {r.seconds:g}s window",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
+    table = measure_table(
+        f"bench ws: {r.clients:,} clients{per}, {len(r.symbols)} symbols at {r.rate:g} quotes/s, {r.seconds:g}s window",
+        ("what", "value", "note"),
         show_header=False,
     )
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_column("note", style="dim")
     ratio = r.delivered_ratio
     table.add_row("connected", f"{r.connected:,} / {r.clients:,}", f"{r.workers} workers, {r.concurrency:,} at once")
     table.add_row("connect time", f"{r.connect_s:.2f} s", "connect+auth+subscribe")
     table.add_row(
-        "  each p50/p99/max", f"{_ms(r.connect_p50_ms)} / {_ms(r.connect_p99_ms)} / {_ms(r.connect_max_ms)} ms", ""
+        "  each p50/p99/max",
+        f"{fmt_ms(r.connect_p50_ms)} / {fmt_ms(r.connect_p99_ms)} / {fmt_ms(r.connect_max_ms)} ms",
+        "",
     )
     table.add_row("delivered", f"{r.msgs_per_s:,.0f} msgs/s", f"{r.quotes:,} quote frames")
     table.add_row(
         "expected",
         f"{r.expected_msgs_per_s:,.0f} msgs/s",
-        f"{_num(ratio * 100 if ratio is not None else None, '.1f')}% delivered",
+        f"{fmt_num(ratio * 100 if ratio is not None else None, '.1f')}% delivered",
     )
     if r.gateway_frames_per_s is not None:
         table.add_row("gateway frames", f"{r.gateway_frames_per_s:,.0f} /s", "its own counter")
-    table.add_row("latency p50/p99/max", f"{_ms(r.p50_ms)} / {_ms(r.p99_ms)} / {_ms(r.max_ms)} ms", "tick ts -> client")
+    table.add_row(
+        "latency p50/p99/max", f"{fmt_ms(r.p50_ms)} / {fmt_ms(r.p99_ms)} / {fmt_ms(r.max_ms)} ms", "tick ts -> client"
+    )
     table.add_row(
         "client lag p99/max",
-        f"{_ms(r.client_lag_p99_ms)} / {_ms(r.client_lag_max_ms)} ms",
+        f"{fmt_ms(r.client_lag_p99_ms)} / {fmt_ms(r.client_lag_max_ms)} ms",
         "clients' own delay",
     )
     table.add_row(
@@ -302,11 +299,11 @@ def render_ws(r: WsBenchResult) -> None:
 
     t = r.targets()
     console.print(
-        f"verdict: {TARGET_CLIENTS:,} clients {_ok(t['clients_met'])} ({r.connected:,});"
-        f" {TARGET_RATE:g} quotes/s per symbol {_ok(t['rate_met'])} ({r.rate:g});"
-        f" p99 < {TARGET_P99_MS:g} ms {_ok(t['p99_met'])} ({_ms(r.p99_ms)} ms);"
-        f" none dropped {_ok(t['dropped_met'])} ({r.dropped:,});"
-        f" delivered >= {KEEP_UP_FRACTION:.0%} {_ok(t['kept_up_met'])}"
+        f"verdict: {TARGET_CLIENTS:,} clients {pass_fail(t['clients_met'])} ({r.connected:,});"
+        f" {TARGET_RATE:g} quotes/s per symbol {pass_fail(t['rate_met'])} ({r.rate:g});"
+        f" p99 < {TARGET_P99_MS:g} ms {pass_fail(t['p99_met'])} ({fmt_ms(r.p99_ms)} ms);"
+        f" none dropped {pass_fail(t['dropped_met'])} ({r.dropped:,});"
+        f" delivered >= {KEEP_UP_FRACTION:.0%} {pass_fail(t['kept_up_met'])}"
         f" [dim]in {r.elapsed_s:.0f}s[/]"
     )
 
@@ -326,38 +323,26 @@ def matching(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the order stream.")] = 4,
     users: Annotated[int, typer.Option("--users", min=1, max=10_000, help="Funded users placing orders.")] = 8,
-    quick: Annotated[
-        bool, typer.Option("--quick", help="A short run (20,000 orders, one throughput run) for smoke tests.")
-    ] = False,
+    quick: Annotated[bool, _quick("20,000 orders, one throughput run")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """The matching engine alone, in process: orders/s and per-order latency on a seeded order stream."""
     from stockctl.bench_matching import DEFAULT_ORDERS, QUICK_ORDERS, run_matching_bench
 
     count = orders if orders is not None else QUICK_ORDERS if quick else DEFAULT_ORDERS
-    with err_console.status("benchmarking...", spinner="dots") as status:
-        result = run_matching_bench(
-            count, seed, users, rounds=1 if quick else 3, progress=lambda text: status.update(f"bench matching: {text}")
-        )
-
-    if json_out:
-        print_json(result.to_doc())
-        return
-    render_matching(result)
+    rounds = 1 if quick else 3
+    _run(
+        "matching", lambda progress: run_matching_bench(count, seed, users, rounds, progress), render_matching, json_out
+    )
 
 
 def render_matching(r: MatchingBenchResult) -> None:
     """Throughput, latency, what the stream did, and a verdict against the target."""
     from stockctl.bench_matching import TARGET_ORDERS_PER_S
 
-    table = Table(
-        title=f"bench matching: {r.orders:,} commands, seed {r.seed}, {r.users} users, {', '.join(r.markets)}",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
+    table = measure_table(
+        f"bench matching: {r.orders:,} commands, seed {r.seed}, {r.users} users, {', '.join(r.markets)}"
     )
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_column("", style="dim")
     table.add_row("orders/s", f"[bold]{r.orders_per_s:,.0f}[/]", f"wall clock, best run ({r.seconds:.2f} s)")
     table.add_row("orders/s (CPU time)", f"{r.cpu_orders_per_s:,.0f}", "this process's CPU time, best run")
     table.add_row("latency p50", f"{r.p50_us:.2f} µs", "one apply(), events included")
@@ -376,7 +361,7 @@ def render_matching(r: MatchingBenchResult) -> None:
     )
     gc_note = "" if r.gc_enabled else ", gc off"
     console.print(
-        f"verdict: >= {TARGET_ORDERS_PER_S:,} orders/s {_ok(r.target_met)} ({r.orders_per_s:,.0f}{gc_note})"
+        f"verdict: >= {TARGET_ORDERS_PER_S:,} orders/s {pass_fail(r.target_met)} ({r.orders_per_s:,.0f}{gc_note})"
         f" [dim]in {r.elapsed_s:.0f}s[/]"
     )
 
@@ -400,10 +385,7 @@ def orders(
             show_default="500,1000,2000,4000",
         ),
     ] = None,
-    seconds: Annotated[
-        float | None,
-        typer.Option("--seconds", min=0.5, max=600, help="Seconds each rate is held.", show_default="5"),
-    ] = None,
+    seconds: StepSecondsOpt = None,
     users: Annotated[
         int | None,
         typer.Option("--users", min=2, max=1000, help="Bench users placing orders.", show_default="8; 4 via gateway"),
@@ -416,42 +398,25 @@ def orders(
         int,
         typer.Option("--connections", min=1, max=1000, help="Keep-alive HTTP connections (with --via-gateway)."),
     ] = 32,
-    baseline_messages: Annotated[
-        int | None,
-        typer.Option(
-            "--baseline-messages", min=1000, help="Messages of the raw JetStream baseline.", show_default="50000"
-        ),
-    ] = None,
-    quick: Annotated[
-        bool, typer.Option("--quick", help="A short run (200 and 500 orders/s, 2 s each) for smoke tests.")
-    ] = False,
+    baseline_messages: Annotated[int | None, _baseline_messages("JetStream", 50_000)] = None,
+    quick: Annotated[bool, _quick("200 and 500 orders/s, 2 s each")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Orders end to end: submission -> acknowledging reply, beside raw JetStream."""
     from stockctl.bench_orders import GATEWAY_USERS, OrdersBenchOptions, parse_order_rates, run_orders_bench
 
     opts = OrdersBenchOptions.quick() if quick else OrdersBenchOptions()
-    if rates is not None:
-        opts.rates = parse_order_rates(rates)
-    if seconds is not None:
-        opts.seconds = seconds
-    if users is not None:
-        opts.users = users
-    elif via_gateway:
-        opts.users = GATEWAY_USERS
-    if baseline_messages is not None:
-        opts.baseline_messages = baseline_messages
-    opts.seed = seed
-    opts.via_gateway = via_gateway
-    opts.connections = connections
-
-    with err_console.status("benchmarking...", spinner="dots") as status:
-        result = run_orders_bench(opts, progress=lambda text: status.update(f"bench orders: {text}"))
-
-    if json_out:
-        print_json(result.to_doc())
-        return
-    render_orders(result)
+    _given(
+        opts,
+        rates=parse_order_rates(rates) if rates is not None else None,
+        seconds=seconds,
+        users=users if users is not None else GATEWAY_USERS if via_gateway else None,
+        baseline_messages=baseline_messages,
+        seed=seed,
+        via_gateway=via_gateway,
+        connections=connections,
+    )
+    _run("orders", lambda progress: run_orders_bench(opts, progress), render_orders, json_out)
 
 
 def render_orders(r: OrdersBenchResult) -> None:
@@ -459,52 +424,35 @@ def render_orders(r: OrdersBenchResult) -> None:
     from stockctl.bench_orders import KEEP_UP_FRACTION, TARGET_P99_MS, TARGET_RATE
 
     path = "gateway HTTP" if r.via == "gateway" else "NATS (the gateway's path)"
-    table = Table(
-        title=f"bench orders via {path}: {r.users} users, {', '.join(r.markets)}, {r.seconds:g}s per rate",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
+    table = steps_table(
+        f"bench orders via {path}: {r.users} users, {', '.join(r.markets)}, {r.seconds:g}s per rate",
+        ("offered/s", "sent/s", "acked/s", "p50 ms", "p99 ms", "max ms", "trades"),
     )
-    for col in ("offered/s", "sent/s", "acked/s", "p50 ms", "p99 ms", "max ms", "trades"):
-        table.add_column(col, justify="right")
-    table.add_column("kept up")
     for s in r.steps:
-        if s.kept_up:
-            verdict = "[green]yes[/]"
-        elif not s.drained:
-            verdict = "[red]no, stuck[/]"
-        elif s.errors:
-            verdict = f"[red]no, {s.errors:,} failed[/]"
-        elif s.driver_limited:
-            verdict = "[red]no, driver[/]"
-        else:
-            verdict = "[red]no[/]"
         table.add_row(
-            _num(s.offered_per_s),
-            _num(s.sent_per_s),
-            _num(s.orders_per_s),
-            _ms(s.p50_ms),
-            _ms(s.p99_ms),
-            _ms(s.max_ms),
-            _num(s.outcome.get("trades", 0)),
-            verdict,
+            fmt_num(s.offered_per_s),
+            fmt_num(s.sent_per_s),
+            fmt_num(s.orders_per_s),
+            fmt_ms(s.p50_ms),
+            fmt_ms(s.p99_ms),
+            fmt_ms(s.max_ms),
+            fmt_num(s.outcome.get("trades", 0)),
+            kept_up_cell(s.kept_up, s.drained, s.driver_limited, s.errors),
         )
     console.print(table)
 
     keys = ["matching", "gateway", "auth", "nats", "valkey", "bench", "other"]
     keys = [k for k in keys if any(k in s.cpu for s in r.steps)]
     if keys:
-        cpu = Table(title="CPU cores used per rate", title_justify="left", box=box.SIMPLE_HEAD)
-        cpu.add_column("offered/s", justify="right")
-        for k in keys:
-            cpu.add_column("nats-server" if k == "nats" else k, justify="right")
         waited = [k for k in ("matching", "gateway") if any(k in s.cpu_wait for s in r.steps)]
-        for k in waited:
-            cpu.add_column(f"{k} waited", justify="right")
+        cpu = cpu_table(
+            ["offered/s", *("nats-server" if k == "nats" else k for k in keys), *(f"{k} waited" for k in waited)]
+        )
         for s in r.steps:
             cpu.add_row(
-                _num(s.offered_per_s),
-                *(_num(s.cpu.get(k), ".2f") for k in keys),
-                *(_num(s.cpu_wait.get(k), ".2f") for k in waited),
+                fmt_num(s.offered_per_s),
+                *(fmt_num(s.cpu.get(k), ".2f") for k in keys),
+                *(fmt_num(s.cpu_wait.get(k), ".2f") for k in waited),
             )
         console.print(cpu)
         if waited:
@@ -513,19 +461,18 @@ def render_orders(r: OrdersBenchResult) -> None:
                 " (the rest of the machine, this benchmark included, had them)[/]"
             )
     if r.skipped_rates:
-        skipped = ", ".join(f"{x:,}" for x in r.skipped_rates)
-        console.print(f"[dim]not run: {skipped} orders/s (a lower rate already fell behind)[/]")
+        console.print(not_run_note(r.skipped_rates, "orders"))
 
     b = r.baseline
     console.print(
         f"sustained            [bold]{r.sustained:,.0f}[/] orders/s acknowledged (max {r.max_delivered:,.0f};"
         f" kept up = sent and acked >= {KEEP_UP_FRACTION:.0%} of offered, all answered)"
     )
-    rounds = f"best of {', '.join(f'{x:,.0f}' for x in b.rounds)}; " if len(b.rounds) > 1 else ""
     console.print(
-        f"raw JetStream        [bold]{b.msgs_per_s:,.0f}[/] msgs/s ({rounds}{b.messages:,} x {b.payload_bytes} B"
+        f"raw JetStream        [bold]{b.msgs_per_s:,.0f}[/] msgs/s"
+        f" ({best_of(b.rounds)}{b.messages:,} x {b.payload_bytes} B"
         f" publish_async, acks awaited, same server, same run); one publish round trip"
-        f" p50 {_ms(b.rtt_p50_ms)} / p99 {_ms(b.rtt_p99_ms)} ms"
+        f" p50 {fmt_ms(b.rtt_p50_ms)} / p99 {fmt_ms(b.rtt_p99_ms)} ms"
     )
     console.print(f"ratio                [bold]{r.ratio:.3f}[/]")
     load = r.load_avg
@@ -533,15 +480,15 @@ def render_orders(r: OrdersBenchResult) -> None:
         console.print(f"machine              {r.cpus} CPUs, load average {load:.2f} at the end")
     t = r.targets()
     if t["measured"]:
-        p99 = f"{_ms(t['p99_ms'])} ms"
+        p99 = f"{fmt_ms(t['p99_ms'])} ms"
         console.print(
-            f"verdict: {TARGET_RATE:,} orders/s kept up {_ok(t['rate_met'])};"
-            f" p99 ack < {TARGET_P99_MS:g} ms at {TARGET_RATE:,} orders/s {_ok(t['p99_met'])} ({p99})"
+            f"verdict: {TARGET_RATE:,} orders/s kept up {pass_fail(t['rate_met'])};"
+            f" p99 ack < {TARGET_P99_MS:g} ms at {TARGET_RATE:,} orders/s {pass_fail(t['p99_met'])} ({p99})"
             f" [dim]in {r.elapsed_s:.0f}s[/]"
         )
     else:
         lat = r.latency_step
-        at = f"p99 {_ms(lat.p99_ms)} ms at {lat.offered_per_s:,.0f} orders/s; " if lat else ""
+        at = f"p99 {fmt_ms(lat.p99_ms)} ms at {lat.offered_per_s:,.0f} orders/s; " if lat else ""
         console.print(
             f"verdict: p99 ack < {TARGET_P99_MS:g} ms at {TARGET_RATE:,} orders/s [yellow]not measured[/]"
             f" ({at}add {TARGET_RATE:,} to --rates) [dim]in {r.elapsed_s:.0f}s[/]"
@@ -561,7 +508,7 @@ def tui(
         float | None, typer.Option("--seconds", min=0.5, max=3600, help="Seconds measured.", show_default="30")
     ] = None,
     symbols: Annotated[int, typer.Option("--symbols", min=1, max=500, help="Symbols the quotes rotate over.")] = 10,
-    quick: Annotated[bool, typer.Option("--quick", help="A short run (3 s) for smoke tests.")] = False,
+    quick: Annotated[bool, _quick("3 s")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """The trading terminal under a fast quote feed, headless: input lag, frames/s, redraws/s per widget."""
@@ -569,10 +516,4 @@ def tui(
 
     length = seconds if seconds is not None else QUICK_SECONDS if quick else DEFAULT_SECONDS
     opts = TuiBenchOptions(rate=rate, seconds=length, symbols=symbols)
-    with err_console.status("benchmarking...", spinner="dots") as status:
-        result = run_tui_bench(opts, progress=lambda text: status.update(f"bench tui: {text}"))
-
-    if json_out:
-        print_json(result.to_doc())
-        return
-    render(result, console)
+    _run("tui", lambda progress: run_tui_bench(opts, progress), lambda result: render(result, console), json_out)
