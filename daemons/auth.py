@@ -32,14 +32,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,8 +56,10 @@ from stockctl.accounts import (
     normalise_email,
     verify_password,
 )
+from stockctl.ops import HttpMetrics, start_ops
 from stockctl.service import StateLog, StatusFile, main, redis_client, shutdown_event, wait_redis
 from stockctl.settings import Settings
+from stockctl.strictjson import duplicate_key
 from stockctl.tokens import TokenError, TokenSigner, TokenVerifier
 
 log = logging.getLogger("stockctl.auth")
@@ -93,15 +95,27 @@ UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 # --- wire models ----------------------------------------------------------------------------
 
 
+def _unicode_text(value: str) -> str:
+    """JSON may escape lone surrogates (``"\\ud800"``); they cannot be encoded, hashed or stored."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode_text)]
+
+
 class CredentialsIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    email: str = Field(description="Email address; stored lower-cased.", examples=["ada@example.com"])
-    password: str = Field(description="10-128 characters, not a common password, not the email.")
+    email: Text = Field(description="Email address; stored lower-cased.", examples=["ada@example.com"])
+    password: Text = Field(description="10-128 characters, not a common password, not the email.")
 
 
 class RefreshIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    refresh_token: str
+    refresh_token: Text
 
 
 class TokensOut(BaseModel):
@@ -368,6 +382,10 @@ class BodyGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        key = duplicate_key(body) if scope["method"] == "POST" else None
+        if key is not None:
+            await self._reply(send, 400, "duplicate_key", f"duplicate key {key!r} in the JSON body")
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -552,6 +570,7 @@ async def run(settings: Settings) -> None:
     status = StatusFile(settings, "auth")
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
+        ops = await start_ops(stack, settings, "auth", status)
         try:
             signer = TokenSigner.for_settings(settings)
         except (TokenError, OSError, ValueError) as exc:
@@ -559,13 +578,14 @@ async def run(settings: Settings) -> None:
             raise SystemExit(1) from None
         r = redis_client(settings)
         stack.push_async_callback(r.aclose)
+        ops.check("redis", r.ping)
         if not await wait_redis(r, stop, log, settings.effective_redis_url):
             return
         sock = bind(settings.host, settings.auth_port)
         svc = AuthService(settings, UserStore(r), signer, status)
         await svc.prepare()
         config = uvicorn.Config(
-            create_app(svc),
+            HttpMetrics(create_app(svc), ops),
             log_config=None,
             access_log=False,
             proxy_headers=False,  # X-Forwarded-For is trusted only from loopback, by client_address
@@ -581,7 +601,7 @@ async def run(settings: Settings) -> None:
             await serving
             raise SystemExit(1)
         status.ready = True
-        status.info = {"url": f"http://{settings.host}:{settings.auth_port}", "kid": signer.kid, "redis": "ok"}
+        status.info |= {"url": f"http://{settings.host}:{settings.auth_port}", "kid": signer.kid, "redis": "ok"}
         stack.callback(status.remove)
         status_task = asyncio.create_task(status.run(stop))
         health_task = asyncio.create_task(svc.watch_redis(stop))

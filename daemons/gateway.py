@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import msgspec
 import nats.errors
+import nats.js.errors
 import redis.asyncio as aioredis
 import websockets
 from fastapi import FastAPI, Query, Request
@@ -39,6 +40,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from prometheus_client import Histogram
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.datastructures import Headers
@@ -46,10 +49,13 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
 from stockctl import names
+from stockctl.alerts import alert_decoder, alert_in_decoder
+from stockctl.alertstore import AlertStore, TooManyAlerts
 from stockctl.errors import NotFound, StockctlError, UsageError
 from stockctl.exchange.wire import Cancel, CancelAll, Fund, Place, Trade, event_decoder
 from stockctl.exchange.wire import encode as ex_encode
 from stockctl.marketstore import MarketStore, check_symbol
+from stockctl.ops import REQUEST_ID_HEADER, HttpMetrics, bound, new_request_id, start_ops
 from stockctl.service import (
     HeapFreezer,
     StatusFile,
@@ -62,6 +68,7 @@ from stockctl.service import (
     wait_redis,
 )
 from stockctl.settings import Settings
+from stockctl.strictjson import duplicate_key
 from stockctl.tokens import Claims, TokenError, TokenVerifier
 
 log = logging.getLogger("stockctl.gateway")
@@ -152,6 +159,15 @@ class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
     client_order_id: str | None = None
 
 
+order_in_decoder = msgspec.json.Decoder(OrderIn)
+ORDER_BODY_SPEC = {  # the body is decoded by msgspec, so FastAPI cannot describe it by itself
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": msgspec.json.schema(OrderIn)["$defs"]["OrderIn"]}},
+    }
+}
+
+
 class ExchangeApi:
     """Commands to the matching daemon through JetStream; outcomes from its stored events."""
 
@@ -162,6 +178,7 @@ class ExchangeApi:
         self._waiters: dict[str, asyncio.Future[bytes]] = {}
         self._prefix = ""
         self._ids = itertools.count(1)
+        self.ack_seconds: Histogram | None = None  # order submit -> events stored and answered
 
     async def start(self) -> None:
         self._prefix = self.nc.new_inbox()
@@ -199,6 +216,10 @@ class ExchangeApi:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiters[inbox] = fut
         headers = {"Nats-Msg-Id": f"{user}:{key}", names.REPLY_HEADER: inbox}
+        request_id = bound("request_id")
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id  # matching logs its work on this command with it
+        started = time.perf_counter()
         try:
             ack = await self.js.publish(names.order_subject(market), ex_encode(cmd), headers=headers, timeout=5)
             if ack.duplicate:
@@ -207,32 +228,48 @@ class ExchangeApi:
                 for _ in range(50):
                     data = await self.query("outcome", {"user": user, "client_order_id": key})
                     if data != b"null":
-                        return msgspec.json.decode(data)
+                        return [own_view(e, user) for e in msgspec.json.decode(data)]
+                    # Matching keeps recent outcomes in memory only; one from before its last
+                    # snapshot is gone after a restart, but the order's events are in the views.
+                    recorded = await self.recorded_outcome(user, key)
+                    if recorded:
+                        return recorded
                     await asyncio.sleep(0.1)
                 raise ExchangeUnavailable("the order is stored but not processed yet", "check `stockctl orders`")
             data = await asyncio.wait_for(fut, 10)
+            if self.ack_seconds is not None:
+                self.ack_seconds.observe(time.perf_counter() - started)
         except TimeoutError:
             raise ExchangeUnavailable(
                 "the order is stored; the matching engine has not answered yet",
                 "it will be processed when matching is back: check `stockctl orders`",
             ) from None
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+        except (
+            nats.errors.NoRespondersError,
+            nats.errors.TimeoutError,
+            nats.errors.ConnectionClosedError,
+            nats.js.errors.NoStreamResponseError,  # NATS going away or not back yet
+        ) as exc:
             raise ExchangeUnavailable(f"could not store the order ({exc.__class__.__name__})", "retry") from None
         finally:
             self._waiters.pop(inbox, None)
-        return msgspec.json.decode(data)
+        return [own_view(e, user) for e in msgspec.json.decode(data)]
 
     async def ensure_funded(self, user: str) -> None:
         """A new account's demo balances, once (the engine ignores a second funding)."""
         if user in self.funded:
             return
-        cmd = Fund(user=user, request_id="fund", amounts=dict(self.s.demo_balances), ts=time.time_ns())
-        await self.submit(names.ACCOUNTS_MARKET, cmd, "fund", user)
+        # A fresh id per attempt, not a fixed "fund": after a matching restart the outcome of a
+        # funding older than its snapshot is unknown, so a de-duplicated resend (a restarted
+        # gateway) could never be answered. A repeat is only rejected as already_funded.
+        key = f"fund-{uuid.uuid4().hex}"
+        cmd = Fund(user=user, request_id=key, amounts=dict(self.s.demo_balances), ts=time.time_ns())
+        await self.submit(names.ACCOUNTS_MARKET, cmd, key, user)
         self.funded.add(user)
 
     async def place(self, user: str, order: OrderIn) -> list[dict[str, Any]]:
         market = await self.known_market(order.market)
-        coid = order.client_order_id or uuid.uuid4().hex
+        coid = uuid.uuid4().hex if order.client_order_id is None else order.client_order_id
         if not COID_RE.match(coid):
             raise UsageError("bad client_order_id", "use 1-64 of A-Z, a-z, 0-9, _ . -")
         otype = order.type or ("limit" if order.price is not None else "market")
@@ -273,11 +310,32 @@ class ExchangeApi:
     async def recent_trades(self, market: str, limit: int) -> list[Any]:
         market = await self.known_market(market)
         raw = await self.r.lrange(names.trades_key(market), -limit, -1)
-        return [msgspec.json.decode(b) for b in raw]
+        return [public_trade_decoder.decode(b) for b in raw]
 
     async def fills(self, user: str, limit: int) -> list[dict[str, Any]]:
         raw = await self.r.lrange(names.fills_key(user), -limit, -1)
         return [fill_view(user, msgspec.json.decode(b)) for b in raw]
+
+    async def recorded_outcome(self, user: str, client_order_id: str) -> list[dict[str, Any]] | None:
+        """An order's events from the Redis views (accepted or rejected, its fills, its cancel)."""
+        orders = [msgspec.json.decode(b) for b in await self.r.lrange(names.orders_key(user), 0, -1)]
+        first = next(
+            (
+                e
+                for e in orders
+                if e.get("event") in ("accepted", "rejected") and e.get("client_order_id") == client_order_id
+            ),
+            None,
+        )
+        if first is None:
+            return None
+        if first["event"] == "rejected":
+            return [first]
+        oid = first["order_id"]
+        fills = [msgspec.json.decode(b) for b in await self.r.lrange(names.fills_key(user), 0, -1)]
+        mine = [own_view(t, user) for t in fills if t.get("taker_order_id") == oid and t.get("taker_user") == user]
+        ended = [e for e in orders if e.get("event") == "cancelled" and e.get("order_id") == oid]
+        return sorted([first, *mine, *ended], key=lambda e: e["seq"])
 
     async def order_history(self, user: str, limit: int) -> list[Any]:
         raw = await self.r.lrange(names.orders_key(user), -limit, -1)
@@ -286,6 +344,40 @@ class ExchangeApi:
 
 class ExchangeUnavailable(StockctlError):
     """The matching daemon did not answer in time."""
+
+
+class PublicTrade(msgspec.Struct, tag="trade", tag_field="event"):
+    """A trade as everyone may see it (``trades:MKT``): no users, order ids or fees."""
+
+    seq: int
+    ts: int
+    market: str
+    trade_id: int
+    price: str
+    qty: str
+    taker_side: str
+
+
+public_trade_decoder = msgspec.json.Decoder(PublicTrade)
+
+
+PRIVATE_TRADE_FIELDS = ("user", "order_id", "client_order_id", "remaining", "fee")
+
+
+def own_view(event: dict[str, Any], user: str) -> dict[str, Any]:
+    """An event as ``user`` may see it: of a trade, only their own side's user, order and fee.
+
+    The engine's trade names both sides; a counterparty's email, order ids and fee are
+    nobody else's business, so every event leaving the gateway for a user passes here.
+    """
+    if event.get("event") != "trade":
+        return event
+    out = dict(event)
+    for side in ("maker", "taker"):
+        if out.get(f"{side}_user") != user:
+            for name in PRIVATE_TRADE_FIELDS:
+                out.pop(f"{side}_{name}", None)
+    return out
 
 
 def fill_view(user: str, t: dict[str, Any]) -> dict[str, Any]:
@@ -315,7 +407,9 @@ def order_result(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     body: dict[str, Any] = {"events": events}
     if accepted is not None:
         oid = accepted["order_id"]
-        fills = [e for e in events if e.get("event") == "trade" and oid in (e["maker_order_id"], e["taker_order_id"])]
+        fills = [
+            e for e in events if e.get("event") == "trade" and oid in (e.get("maker_order_id"), e.get("taker_order_id"))
+        ]
         cancelled = next((e for e in events if e.get("event") == "cancelled" and e["order_id"] == oid), None)
         remaining = fills[-1]["taker_remaining"] if fills else accepted["qty"]
         if cancelled is not None:
@@ -356,6 +450,20 @@ class ClientMsg(msgspec.Struct, forbid_unknown_fields=True):
 
 
 client_msg_decoder = msgspec.json.Decoder(ClientMsg)
+
+
+def decode_strict(decoder: msgspec.json.Decoder, raw: str | bytes, where: str) -> Any:
+    """``decoder.decode(raw)``, with invalid UTF-8 and duplicate keys as ``msgspec.DecodeError`` too."""
+    try:
+        value = decoder.decode(raw)
+    except UnicodeDecodeError:
+        raise msgspec.DecodeError("JSON is malformed: a string is not valid UTF-8") from None
+    key = duplicate_key(raw)
+    if key is not None:
+        raise msgspec.DecodeError(f"duplicate key {key!r} in the {where}")
+    return value
+
+
 encode = msgspec.json.Encoder().encode
 
 
@@ -463,12 +571,15 @@ class Channel:
 class Hub:
     """Channels -> clients, with one NATS subscription per channel while anyone listens."""
 
-    def __init__(self, nc: NATS, store: MarketStore, exchange: ExchangeApi, status: StatusFile) -> None:
-        self.nc, self.store, self.exchange, self.status = nc, store, exchange, status
+    def __init__(
+        self, nc: NATS, store: MarketStore, exchange: ExchangeApi, status: StatusFile, alerts: AlertStore | None = None
+    ) -> None:
+        self.nc, self.store, self.exchange, self.status, self.alerts = nc, store, exchange, status, alerts
         self.members: dict[str, set[Client]] = {}
         self.nats_subs: dict[str, Any] = {}
         self.clients: set[Client] = set()
         self.by_user: dict[str, set[Client]] = {}  # subscribers of their own `orders` channel
+        self.alert_users: dict[str, set[Client]] = {}  # subscribers of their own `alerts` channel
 
     def parse(self, channel: str) -> Channel:
         """Validate a channel name; raises UsageError naming the accepted forms."""
@@ -488,9 +599,11 @@ class Hub:
             return Channel(f"{kind}:{mkt}", kind, subject, mkt)
         if channel == "orders":
             return Channel("orders", "orders", names.EVENT_SUBJECTS)
+        if channel == "alerts":
+            return Channel("alerts", "alerts", names.ALERT_FIRED_SUBJECT)
         raise UsageError(
             f"unknown channel {channel[:60]!r}",
-            "channels: quotes:SYM, signals:SYM, candles:SYM:INTERVAL, book:MKT, trades:MKT, orders",
+            "channels: quotes:SYM, signals:SYM, candles:SYM:INTERVAL, book:MKT, trades:MKT, orders, alerts",
         )
 
     async def subscribe(self, client: Client, channel: str) -> None:
@@ -499,12 +612,14 @@ class Hub:
             return
         if ch.kind in ("book", "trades"):
             await self.exchange.known_market(ch.symbol)
-        elif ch.kind != "orders":
+        elif ch.kind not in ("orders", "alerts"):
             await self.store.known(ch.symbol)
         client.channels.add(ch.name)
         self.members.setdefault(ch.name, set()).add(client)
         if ch.kind == "orders":
             self.by_user.setdefault(client.email, set()).add(client)
+        elif ch.kind == "alerts":
+            self.alert_users.setdefault(client.email, set()).add(client)
         if ch.subject not in self.nats_subs:
             self.nats_subs[ch.subject] = await self.nc.subscribe(ch.subject, cb=self._fan_out(ch))
         await self._snapshot(client, ch)
@@ -520,6 +635,9 @@ class Hub:
             data = await self.exchange.query("book", {"market": ch.symbol, "depth": 20})
         elif ch.kind == "trades":
             data = encode(await self.exchange.recent_trades(ch.symbol, SNAPSHOT_LIMIT))
+        elif ch.kind == "alerts":
+            assert self.alerts is not None, "the gateway's run() gives the hub its alert store"
+            data = encode(await self.alerts.listing(client.email))
         else:
             data = await self.exchange.query("orders", {"user": client.email})
         client.offer(f"#snap:{ch.name}", frame("snapshot", ch.name, data))
@@ -527,12 +645,13 @@ class Hub:
     async def unsubscribe(self, client: Client, channel: str) -> None:
         ch = self.parse(channel)
         client.channels.discard(ch.name)
-        if ch.kind == "orders":
-            mine = self.by_user.get(client.email)
+        if ch.kind in ("orders", "alerts"):
+            users = self.by_user if ch.kind == "orders" else self.alert_users
+            mine = users.get(client.email)
             if mine is not None:
                 mine.discard(client)
                 if not mine:
-                    del self.by_user[client.email]
+                    del users[client.email]
         members = self.members.get(ch.name)
         if members is not None:
             members.discard(client)
@@ -566,6 +685,8 @@ class Hub:
     def _fan_out(self, ch: Channel) -> Callable[[Msg], Any]:
         if ch.kind == "orders" or ch.kind == "trades":
             return self._route_events
+        if ch.kind == "alerts":
+            return self._route_alerts
         kind_name = {"quotes": "quote", "signals": "signal", "candles": "candle", "book": "book"}[ch.kind]
         conflate = ch.kind in CONFLATED
 
@@ -584,15 +705,27 @@ class Hub:
         if is_trade:
             members = self.members.get(f"trades:{market}")
             if members:
-                self._send(members, None, frame("trade", f"trades:{market}", data))
+                public = encode(public_trade_decoder.decode(data))
+                self._send(members, None, frame("trade", f"trades:{market}", public))
         if not self.by_user:
             return
         ev = event_decoder.decode(data)
-        users = {ev.maker_user, ev.taker_user} if isinstance(ev, Trade) else {ev.user}
-        for user in users:
-            mine = self.by_user.get(user)
-            if mine:
-                self._send(mine, None, frame("order_event", "orders", data))
+        if isinstance(ev, Trade):
+            doc = msgspec.json.decode(data)
+            for user in {ev.maker_user, ev.taker_user}:
+                mine = self.by_user.get(user)
+                if mine:  # each side sees its own fill, not who was on the other side
+                    self._send(mine, None, frame("order_event", "orders", encode(own_view(doc, user))))
+            return
+        mine = self.by_user.get(ev.user)
+        if mine:
+            self._send(mine, None, frame("order_event", "orders", data))
+
+    async def _route_alerts(self, msg: Msg) -> None:
+        """A fired alert goes to its own user's ``alerts`` channel only."""
+        mine = self.alert_users.get(alert_decoder.decode(msg.data).user)
+        if mine:
+            self._send(mine, None, frame("alert", "alerts", msg.data))
 
 
 class WsServer:
@@ -631,7 +764,7 @@ class WsServer:
                 client.claims = await check_user(self.r, self.keys, header)
             else:
                 raw = await asyncio.wait_for(client.ws.recv(), AUTH_TIMEOUT_S)
-                msg = client_msg_decoder.decode(raw)
+                msg = decode_strict(client_msg_decoder, raw, "message")
                 if msg.op != "auth" or not msg.token:
                     raise Unauthorized("authenticate first", 'send {"op":"auth","token":"<access token>"}')
                 client.claims = await check_user(self.r, self.keys, f"Bearer {msg.token}")
@@ -659,7 +792,7 @@ class WsServer:
                 client.send_now({"type": "error", "error": "rate_limited", "detail": "slow down"})
             return
         try:
-            msg = client_msg_decoder.decode(raw)
+            msg = decode_strict(client_msg_decoder, raw, "message")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             client.send_now({"type": "error", "error": "bad_message", "detail": str(exc)[:200]})
             return
@@ -731,6 +864,7 @@ def build_app(
     keys: KeyRing,
     r: aioredis.Redis,
     http: httpx.AsyncClient,
+    alerts: AlertStore,
 ) -> FastAPI:
     app = FastAPI(
         title="stockctl gateway",
@@ -745,6 +879,11 @@ def build_app(
         )
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return error_response(status, type(exc).__name__.lower(), str(exc), headers)
+
+    @app.exception_handler(RedisError)
+    async def _redis_error(_: Request, exc: RedisError) -> JSONResponse:
+        # Redis restarting: a 503 the client can retry, not a 500 with a traceback in the log.
+        return error_response(503, "unavailable", f"the data store is not answering ({exc.__class__.__name__})")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -816,7 +955,7 @@ def build_app(
         await user(request)
         return Response(await exchange.query("markets", {}), media_type="application/json")
 
-    @app.post("/api/v1/orders", status_code=201)
+    @app.post("/api/v1/orders", status_code=201, openapi_extra=ORDER_BODY_SPEC)
     async def place(request: Request) -> Response:
         """Place an order; the answer comes from the stored events (accepted + fills, or rejected)."""
         claims = await user(request)
@@ -824,7 +963,7 @@ def build_app(
         if len(body) > 4096:
             return error_response(413, "too_large", "order body over 4 KiB")
         try:
-            order = msgspec.json.decode(body, type=OrderIn)
+            order = decode_strict(order_in_decoder, body, "order")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return error_response(422, "invalid", str(exc))
         status, doc = order_result(await exchange.place(claims.email, order))
@@ -896,16 +1035,50 @@ def build_app(
         await user(request)
         return json_response(await exchange.recent_trades(market, limit))
 
+    # --- price alerts -------------------------------------------------------------
+
+    @app.post("/api/v1/alerts", status_code=201)
+    async def add_alert(request: Request) -> Response:
+        """Set a price alert: ``above``/``below`` a price, or ``cross-sma`` (the next SMA crossover)."""
+        claims = await user(request)
+        body = await request.body()
+        if len(body) > 4096:
+            return error_response(413, "too_large", "alert body over 4 KiB")
+        try:
+            req = decode_strict(alert_in_decoder, body, "alert")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return error_response(422, "invalid", str(exc))
+        try:
+            return json_response(await alerts.add(claims.email, req, store), 201)
+        except TooManyAlerts as exc:
+            return error_response(409, "too_many_alerts", str(exc))
+
+    @app.get("/api/v1/alerts")
+    async def list_alerts(request: Request) -> Response:
+        """Your active alerts and your recently fired ones (oldest first)."""
+        claims = await user(request)
+        return json_response(await alerts.listing(claims.email))
+
+    @app.delete("/api/v1/alerts/{alert_id}")
+    async def remove_alert(request: Request, alert_id: int) -> Response:
+        """Remove one of your active alerts (anyone else's is a 404, like an unknown id)."""
+        claims = await user(request)
+        return json_response(await alerts.remove(claims.email, alert_id))
+
     async def proxy(request: Request, path: str) -> Response:
         body = await request.body()
         if len(body) > 64 * 1024:
             return error_response(413, "too_large", "request body over 64 KiB")
-        headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
-        headers["X-Forwarded-For"] = request.client.host if request.client else ""
+        # Raw bytes both ways: a header value need not be ASCII, and the path goes on as the client sent it.
+        headers = [(k, v) for k, v in request.headers.raw if k in (b"content-type", b"authorization", b"accept")]
+        headers.append((b"x-forwarded-for", (request.client.host if request.client else "").encode()))
+        headers.append((REQUEST_ID_HEADER.encode(), (bound("request_id") or new_request_id()).encode()))
         try:
             upstream = await http.request(
                 request.method, path, content=body, headers=headers, params=request.query_params
             )
+        except httpx.InvalidURL:
+            return error_response(400, "bad_request", "this URL cannot be passed on to the auth daemon")
         except httpx.HTTPError as exc:
             return error_response(503, "auth_unavailable", f"auth daemon unreachable: {exc.__class__.__name__}")
         keep = {
@@ -917,7 +1090,8 @@ def build_app(
 
     @app.api_route("/auth/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
     async def auth_proxy(request: Request, rest: str) -> Response:
-        return await proxy(request, f"/auth/{rest}")
+        raw_path = request.scope.get("raw_path") or f"/auth/{rest}".encode()
+        return await proxy(request, raw_path.decode("latin-1"))
 
     @app.get("/.well-known/jwks.json", include_in_schema=False)
     async def jwks(request: Request) -> Response:
@@ -934,14 +1108,17 @@ async def run(settings: Settings) -> None:
     status = StatusFile(settings, "gateway")
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
+        ops = await start_ops(stack, settings, "gateway", status)
         r = redis_client(settings)
         stack.push_async_callback(r.aclose)
+        ops.check("redis", r.ping)
         if not await wait_redis(r, stop, log, settings.effective_redis_url):
             return
         nc = await connect_nats(settings, "gateway", stop, log)
         if nc is None:
             return
         stack.push_async_callback(nc.drain)
+        ops.check("nats", lambda: nc.is_connected)
         keys = KeyRing(settings.effective_auth_url)
         if not await keys.load(stop):
             return
@@ -949,8 +1126,10 @@ async def run(settings: Settings) -> None:
         stack.push_async_callback(http.aclose)
         store = MarketStore(r, settings.candle_intervals)
         exchange = ExchangeApi(settings, nc, nc.jetstream(), r)
+        exchange.ack_seconds = ops.histogram("order_ack_seconds", "Order or cancel: submitted to answered")
         await exchange.start()
-        hub = Hub(nc, store, exchange, status)
+        alerts = AlertStore(r, settings.alerts_per_user, publish=nc.publish)
+        hub = Hub(nc, store, exchange, status, alerts)
         ws_server = WsServer(settings, hub, keys, r, status)
         ws = await websockets.serve(
             ws_server.handler,
@@ -966,13 +1145,15 @@ async def run(settings: Settings) -> None:
         stack.push_async_callback(ws.wait_closed)
         stack.callback(ws.close)
         http_server = UvicornServer(
-            build_app(settings, store, exchange, keys, r, http), settings.host, settings.gateway_port
+            HttpMetrics(build_app(settings, store, exchange, keys, r, http, alerts), ops),
+            settings.host,
+            settings.gateway_port,
         )
         serve_task = asyncio.create_task(http_server.serve())
         await http_server.wait_started(serve_task)
         ws_server.heap.startup()
         status.ready = True
-        status.info = {"http": settings.gateway_url, "ws": settings.ws_url, "clients": 0}
+        status.info |= {"http": settings.gateway_url, "ws": settings.ws_url, "clients": 0}
         status_task = asyncio.create_task(status.run(stop))
         stack.callback(status.remove)
         log.info("serving HTTP on %s and WebSocket on %s", settings.gateway_url, settings.ws_url)

@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from stockctl import names
 from stockctl.exchange.wire import CancelAll, Fund, Place, Trade, event_decoder
 from stockctl.exchange.wire import encode as ex_encode
+from stockctl.ops import start_ops
 from stockctl.service import StatusFile, backoff_sleep, connect_nats, main, shutdown_event
 from stockctl.settings import Settings
 
@@ -71,10 +72,12 @@ async def run(settings: Settings) -> None:
     rng = random.Random(settings.seed if settings.seed is not None else None)
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
+        ops = await start_ops(stack, settings, "liquidity", status)
         nc = await connect_nats(settings, "liquidity", stop, log)
         if nc is None:
             return
         stack.push_async_callback(nc.drain)
+        ops.check("nats", lambda: nc.is_connected)
         js = nc.jetstream()
         attempt = 0
         specs: list[dict] = []
@@ -115,7 +118,7 @@ async def run(settings: Settings) -> None:
 
         await nc.subscribe(names.EVENT_SUBJECTS, cb=on_event)
         status.ready = True
-        status.info = {"markets": sorted(quoters)}
+        status.info |= {"markets": sorted(quoters)}
         status_task = asyncio.create_task(status.run(stop))
         stack.callback(status.remove)
 

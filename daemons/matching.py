@@ -51,6 +51,7 @@ from stockctl.exchange.wire import (
     load_markets,
 )
 from stockctl.exchange.wire import encode as ex_encode
+from stockctl.ops import REQUEST_ID_HEADER, bind, start_ops
 from stockctl.service import (
     StateLog,
     StatusFile,
@@ -220,6 +221,12 @@ class Matching:
                 continue
             events = self.engine.apply(cmd)
             self.status.incr("commands")
+            if log.isEnabledFor(logging.DEBUG) or (
+                msg.headers and REQUEST_ID_HEADER in msg.headers and _rejected(events)
+            ):
+                # Rejections of requests that came through the gateway are worth a line; the
+                # market makers' routine "nothing to cancel" would only be noise.
+                self._log_outcome(msg, sseq, events)
             encoded = [ex_encode(ev) for ev in events]
             for ev in events:
                 market = event_market(ev)
@@ -246,6 +253,21 @@ class Matching:
             if market != names.ACCOUNTS_MARKET:
                 await self._publish_book(market)
         await self._maybe_snapshot()
+
+    def _log_outcome(self, msg: Msg, sseq: int, events: list[Event]) -> None:
+        """One line per command (DEBUG) or per rejection (INFO), with the gateway's request id."""
+        request_id = msg.headers.get(REQUEST_ID_HEADER) if msg.headers else None
+        first = events[0] if events else None
+        with bind(
+            request_id=request_id,
+            cmd_seq=sseq,
+            order_id=getattr(first, "order_id", None),
+            client_order_id=getattr(first, "client_order_id", None),
+        ):
+            for ev in events:
+                if isinstance(ev, Rejected):
+                    log.info("rejected %s for %s: %s", ev.client_order_id, ev.user, ev.reason)
+            log.debug("command %d -> %s", sseq, ", ".join(ev.__struct_config__.tag for ev in events) or "nothing")
 
     async def _store(self, events: list[Event]) -> None:
         """Events into EX_EVENTS (in order, confirmed), then ticks and the Redis views."""
@@ -309,22 +331,25 @@ class Matching:
         last: dict[str, int] = {}
         for ev in events:
             last[event_market(ev)] = ev.seq
+        # One RPUSH and one LTRIM per list for the whole batch, values in event order: far
+        # fewer commands to pack and run than two per event and per side.
+        pushes: dict[str, list[bytes]] = {}
+        for ev in events:
+            if isinstance(ev, Trade):
+                data = ex_encode(ev)
+                for user in {ev.maker_user, ev.taker_user}:
+                    pushes.setdefault(names.fills_key(user), []).append(data)
+                pushes.setdefault(names.trades_key(ev.market), []).append(data)
+            elif isinstance(ev, Accepted | Rejected | Cancelled):
+                # An order's life for `orders --all`: accepted, then cancelled or filled.
+                pushes.setdefault(names.orders_key(ev.user), []).append(ex_encode(ev))
         attempt = 0
         while True:
             # Built afresh each attempt: redis-py empties a pipeline when execute() fails.
             async with self.r.pipeline(transaction=True) as pipe:
-                for ev in events:
-                    if isinstance(ev, Trade):
-                        data = ex_encode(ev)
-                        for user in {ev.maker_user, ev.taker_user}:
-                            pipe.rpush(names.fills_key(user), data)
-                            pipe.ltrim(names.fills_key(user), -HISTORY_LIMIT, -1)
-                        pipe.rpush(names.trades_key(ev.market), data)
-                        pipe.ltrim(names.trades_key(ev.market), -HISTORY_LIMIT, -1)
-                    elif isinstance(ev, Accepted | Rejected | Cancelled):
-                        # An order's life for `orders --all`: accepted, then cancelled or filled.
-                        pipe.rpush(names.orders_key(ev.user), ex_encode(ev))
-                        pipe.ltrim(names.orders_key(ev.user), -HISTORY_LIMIT, -1)
+                for key, values in pushes.items():
+                    pipe.rpush(key, *values)
+                    pipe.ltrim(key, -HISTORY_LIMIT, -1)
                 pipe.hset(names.VIEWS_SEQ_KEY, mapping=last)
                 try:
                     await pipe.execute()
@@ -440,6 +465,10 @@ def _diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str]]:
     return out
 
 
+def _rejected(events: list[Event]) -> bool:
+    return any(isinstance(ev, Rejected) for ev in events)
+
+
 def _whole(qty: str) -> int:
     return int(qty.split(".")[0])
 
@@ -449,14 +478,18 @@ async def run(settings: Settings) -> None:
     status = StatusFile(settings, "matching")
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
+        ops = await start_ops(stack, settings, "matching", status)
         r = redis_client(settings)
         stack.push_async_callback(r.aclose)
+        ops.check("redis", r.ping)
         if not await wait_redis(r, stop, log, settings.effective_redis_url):
             return
-        nc = await connect_nats(settings, "matching", stop, log)
+        reconnected = asyncio.Event()  # set after a NATS reconnect: the command consumer may be gone
+        nc = await connect_nats(settings, "matching", stop, log, on_reconnect=reconnected.set)
         if nc is None:
             return
         stack.push_async_callback(nc.drain)
+        ops.check("nats", lambda: nc.is_connected)
         js = nc.jetstream(publish_async_max_pending=20_000)
 
         async def setup() -> bool:
@@ -480,19 +513,33 @@ async def run(settings: Settings) -> None:
         async def on_msg(msg: Msg) -> None:
             inbox.put_nowait(msg)
 
-        start = m.cmd_seq + 1
-        config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
-        await js.subscribe(
-            names.ORDER_SUBJECTS, stream=names.ORDER_STREAM, ordered_consumer=True, config=config, cb=on_msg
-        )
-        log.info("consuming commands from stream seq %d", start)
+        batch_seconds = ops.histogram("batch_seconds", "Time to apply, store and answer one batch of commands")
+
+        async def subscribe() -> Any:
+            start = m.cmd_seq + 1
+            config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+            sub = await js.subscribe(
+                names.ORDER_SUBJECTS, stream=names.ORDER_STREAM, ordered_consumer=True, config=config, cb=on_msg
+            )
+            log.info("consuming commands from stream seq %d", start)
+            return sub
+
+        sub = await subscribe()
         status.ready = True
-        status.info = {"markets": m.market_names}
+        status.info |= {"markets": m.market_names}
         status_task = asyncio.create_task(status.run(stop))
         stack.callback(status.remove)
 
         # --- main loop -------------------------------------------------------------
         while not stop.is_set():
+            if reconnected.is_set():
+                # The ordered consumer lives in the server's memory: a restarted nats-server has lost
+                # it, and nats-py would notice only after two missed heartbeats (10-20 s without
+                # orders). Start a new one at once; commands already applied are skipped by seq.
+                reconnected.clear()
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                sub = await until_ready(stop, log, "JetStream consumer", subscribe) or sub
             try:
                 first = await asyncio.wait_for(inbox.get(), 0.5)
             except TimeoutError:
@@ -501,7 +548,10 @@ async def run(settings: Settings) -> None:
             batch = [first]
             while len(batch) < 1000 and not inbox.empty():
                 batch.append(inbox.get_nowait())
+            started = time.perf_counter()
             await m.handle(batch)
+            batch_seconds.observe(time.perf_counter() - started)
+            status.info["backlog"] = batch[-1].metadata.num_pending + inbox.qsize()
 
         # --- shutdown --------------------------------------------------------------
         await m._maybe_snapshot(force=True)

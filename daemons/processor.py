@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from stockctl import names
 from stockctl.candles import CandleState
+from stockctl.ops import start_ops
 from stockctl.processing import Applied, SymbolState, Verdict, candle_of
 from stockctl.service import (
     StateLog,
@@ -267,14 +268,17 @@ async def run(settings: Settings) -> None:
     status = StatusFile(settings, "processor")
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
+        ops = await start_ops(stack, settings, "processor", status)
         r = redis_client(settings)
         stack.push_async_callback(r.aclose)
+        ops.check("redis", r.ping)
         if not await wait_redis(r, stop, log, settings.effective_redis_url):
             return
         nc = await connect_nats(settings, "processor", stop, log)
         if nc is None:
             return
         stack.push_async_callback(nc.drain)
+        ops.check("nats", lambda: nc.is_connected)
         js = nc.jetstream()
         info = await until_ready(stop, log, "JetStream", lambda: ensure_tick_stream(js, settings))
         if info is None:
@@ -303,12 +307,13 @@ async def run(settings: Settings) -> None:
             ),
         )
         status.ready = True
-        status.info = {"symbols": len(proc.states)}
+        status.info |= {"symbols": len(proc.states)}
         status_task = asyncio.create_task(status.run(stop))
         stack.callback(status.remove)
 
         # --- main loop -------------------------------------------------------------
         limit = settings.processor_batch
+        batch_seconds = ops.histogram("batch_seconds", "Time to apply and commit one batch of ticks")
         while not stop.is_set():
             try:
                 first = await asyncio.wait_for(inbox.get(), 0.5)
@@ -317,8 +322,11 @@ async def run(settings: Settings) -> None:
             batch = [first]
             while len(batch) < limit and not inbox.empty():
                 batch.append(inbox.get_nowait())
+            started = time.perf_counter()
             await proc.handle(batch)
+            batch_seconds.observe(time.perf_counter() - started)
             status.info["symbols"] = len(proc.states)
+            status.info["backlog"] = batch[-1].metadata.num_pending + inbox.qsize()
 
         # --- shutdown --------------------------------------------------------------
         # Whatever is still queued is unacked and will be redelivered to the next run.

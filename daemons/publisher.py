@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from stockctl import names
 from stockctl.gbm import make_walks
 from stockctl.money import from_units, to_units
+from stockctl.ops import start_ops
 from stockctl.replay import ReplayError, read_rows, validate
 from stockctl.service import (
     StateLog,
@@ -244,11 +245,13 @@ async def run(settings: Settings) -> None:
 
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
+        ops = await start_ops(stack, settings, "publisher", status)
         reconnect_hook = _Hook()
         nc = await connect_nats(settings, "publisher", stop, log, on_reconnect=reconnect_hook)
         if nc is None:
             return
         stack.push_async_callback(nc.drain)
+        ops.check("nats", lambda: nc.is_connected)
         js = nc.jetstream(publish_async_max_pending=4000)
 
         async def setup() -> dict[str, Tick]:
@@ -260,7 +263,7 @@ async def run(settings: Settings) -> None:
             return
         last = resumed
         status.ready = True
-        status.info = {
+        status.info |= {
             "mode": "replay" if settings.replay_csv else "simulate",
             "symbols": len(settings.symbols),
             "rate": settings.rate,

@@ -28,6 +28,7 @@ import httpx
 import msgspec
 import websockets
 
+from stockctl.alerts import Alert, AlertAdded, AlertList
 from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable, UsageError
 from stockctl.settings import SYMBOL_RE, Settings
 from stockctl.wire import Candle, PricePoint, Quote, Signal
@@ -177,7 +178,7 @@ class GatewayClient:
 
     # --- exchange -------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, json_body: Any = None, **params: Any) -> Any:
+    def _send(self, method: str, path: str, json_body: Any = None, order: bool = True, **params: Any) -> Any:
         try:
             resp = self._http.request(
                 method, path, json=json_body, params={k: v for k, v in params.items() if v is not None}
@@ -187,7 +188,7 @@ class GatewayClient:
                 f"cannot reach the gateway at {self.base_url} ({exc.__class__.__name__})",
                 "is the instance up? `stockctl status`",
             ) from None
-        if resp.status_code == 422:
+        if order and resp.status_code == 422:  # the exchange's refusal (elsewhere: bad input)
             body = resp.json()
             raise OrderRejected(body.get("detail") or "rejected", code=body.get("error", ""))
         _raise_for(resp)
@@ -219,6 +220,21 @@ class GatewayClient:
 
     def markets(self) -> list[dict[str, Any]]:
         return self._send("GET", "/api/v1/markets")
+
+    # --- price alerts ---------------------------------------------------------------
+
+    def add_alert(
+        self, symbol: str, condition: str, threshold: str | None = None, side: str | None = None
+    ) -> AlertAdded:
+        body = {"symbol": symbol, "condition": condition, "threshold": threshold, "side": side}
+        doc = self._send("POST", "/api/v1/alerts", {k: v for k, v in body.items() if v is not None}, order=False)
+        return msgspec.convert(doc, AlertAdded)
+
+    def alerts(self) -> AlertList:
+        return msgspec.convert(self._send("GET", "/api/v1/alerts", order=False), AlertList)
+
+    def remove_alert(self, alert_id: int) -> Alert:
+        return msgspec.convert(self._send("DELETE", f"/api/v1/alerts/{alert_id}", order=False), Alert)
 
 
 class OrderRejected(UsageError):

@@ -172,3 +172,28 @@ def event_seq_of_origin(origin: str) -> int | None:
 def orders_key(user: str) -> str:
     """List of a user's finished orders (filled or cancelled), oldest first (bounded)."""
     return f"ex:orders:{user}"
+
+
+# --- price alerts (gateway writes, alerts daemon fires) -----------------------------------
+
+ALERT_CHANGED_SUBJECT = "alert.changed"
+"""Core NATS: the gateway added or removed an alert; alerts daemons update their index."""
+
+ALERT_FIRED_SUBJECT = "alert.fired"
+"""Core NATS: an alert fired (the alert, status ``fired``); gateways deliver it to its user."""
+
+ALERTS_ACTIVE_KEY = "alerts:active"
+"""Hash: alert id -> alert JSON, every user's active alerts (what the alerts daemon watches)."""
+
+ALERT_IDS_KEY = "alerts:next-id"
+"""Counter: the last alert id handed out."""
+
+
+def user_alerts_key(user: str) -> str:
+    """Set of a user's active alert ids (the per-user limit counts these)."""
+    return f"alerts:user:{user}"
+
+
+def fired_alerts_key(user: str) -> str:
+    """List of a user's fired alerts as JSON, oldest first (bounded)."""
+    return f"alerts:fired:{user}"

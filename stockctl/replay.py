@@ -31,16 +31,27 @@ class ReplayRow:
     volume: int
 
 
+MAX_NS = 2**63 - 1
+"""Timestamps are int64 nanoseconds on the wire: 1677-09-21 to 2262-04-11."""
+
+
 def parse_timestamp(text: str) -> int:
     """ISO 8601 or epoch (s, ms, us or ns, told apart by magnitude) -> ns since epoch."""
-    text = text.strip()
+    ns = _timestamp_ns(text.strip())
+    if not -MAX_NS <= ns <= MAX_NS:
+        raise ValueError(f"timestamp out of range: {text.strip()[:40]!r} is not between 1677 and 2262")
+    return ns
+
+
+def _timestamp_ns(text: str) -> int:
     if not text:
         raise ValueError("empty timestamp")
     if text.isascii() and text.replace(".", "", 1).isdigit():
         if "." in text:
             whole, frac = text.split(".")
-            ns = int(whole) * 1_000_000_000 + int(frac[:9].ljust(9, "0"))
-            return ns
+            if not whole:
+                raise ValueError(f"bad timestamp {text!r}: use ISO 8601 or epoch seconds")
+            return int(whole) * 1_000_000_000 + int(frac[:9].ljust(9, "0"))
         value = int(text)
         for limit, factor in ((10**11, 10**9), (10**14, 10**6), (10**17, 10**3)):
             if value < limit:
@@ -89,16 +100,19 @@ def read_rows(path: Path) -> Iterator[ReplayRow]:
     where = path.name
     last_ts = None
     with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: tolerate a BOM from spreadsheets
-        reader = enumerate(csv.reader(fh), start=1)
+        reader = csv.reader(fh)
+        end = 0  # physical line the previous row ended on (a quoted field may span lines)
         while True:
+            line = end + 1
             try:
-                line, fields = next(reader)
+                fields = next(reader)
             except StopIteration:
                 return
             except UnicodeDecodeError as exc:
                 raise ReplayError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
             except csv.Error as exc:
-                raise ReplayError(f"{where}: {exc}") from None
+                raise ReplayError(f"{where}:{line}: {exc}") from None
+            end = reader.line_num
             if not fields or all(not f.strip() for f in fields) or fields[0].lstrip().startswith("#"):
                 continue
             if line == 1 and fields[0].strip().lower() == "timestamp":

@@ -28,24 +28,12 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from stockctl import names
+from stockctl.ops import configure_logging
 from stockctl.settings import Settings, mask_url
 
 log = logging.getLogger("stockctl")
 
 T = TypeVar("T")
-
-
-def configure_logging(name: str, level: str) -> logging.Logger:
-    """Plain line logs on stderr; the supervisor sends them to ``logs/<name>.log``."""
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s %(levelname)-7s {name}: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # nats-py logs every reconnect attempt at ERROR; we log state changes ourselves.
-    logging.getLogger("nats").setLevel(logging.CRITICAL)
-    return logging.getLogger(f"stockctl.{name}")
 
 
 def shutdown_event() -> asyncio.Event:
@@ -341,7 +329,7 @@ def main(name: str, run: Callable[[Settings], Awaitable[None]]) -> None:
         print(f"{name}: bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
         sys.exit(2)
     settings.ensure_dirs()
-    logger = configure_logging(name, settings.log_level)
+    logger = configure_logging(name, settings.log_level, settings.log_format)
     logger.info("starting (pid %d)", os.getpid())
     try:
         import uvloop  # a faster event loop: the daemons are I/O-bound Python

@@ -21,7 +21,7 @@ ENV_PREFIX = "STOCKCTL_"
 #: Symbols are NATS subject tokens and Redis key parts: no dots, spaces or wildcards.
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 
-DAEMONS: tuple[str, ...] = ("publisher", "processor", "matching", "auth", "gateway", "liquidity")
+DAEMONS: tuple[str, ...] = ("publisher", "processor", "matching", "auth", "gateway", "alerts", "liquidity")
 """Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
 
 SERVERS: tuple[str, ...] = ("nats", "redis")
@@ -176,6 +176,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the daemons."""
 
+    log_format: Literal["text", "json"] = "text"
+    """Daemon log lines: ``text`` for people, ``json`` (one object per line, with the request
+    and order ids a line concerns) for log shippers."""
+
+    metrics_port: int = Field(8710, ge=0, le=65_535)
+    """First port of the daemons' health and Prometheus listeners (``/healthz``, ``/readyz``,
+    ``/metrics``): each daemon takes this plus its place in the daemon list; a busy port falls
+    back to any free one; 0 means any free port. ``stockctl status`` shows where each is."""
+
     stop_timeout: float = Field(10.0, gt=0, le=300)
     """Seconds a component gets to stop after SIGTERM before it is killed."""
 
@@ -184,6 +193,9 @@ class Settings(BaseSettings):
 
     liquidity: bool = True
     """Run the simulated market makers (``stockctl up --no-liquidity`` for a quiet book)."""
+
+    alerts_per_user: int = Field(100, ge=1, le=10_000)
+    """Active price alerts a user may have at once."""
 
     only: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Run only these components (servers and/or daemons); empty means all."""

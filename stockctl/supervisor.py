@@ -61,6 +61,8 @@ class Component:
     last_exit: int | None = None
     message: str = ""
     rate: float | None = None
+    rates: dict[str, float] = field(default_factory=dict)
+    ops: str | None = None
     _counter: tuple[float, int] | None = None
     _log: IO[bytes] | None = None
 
@@ -76,6 +78,8 @@ class Component:
             "address": self.address,
             "message": self.message,
             "rate": self.rate,
+            "rates": self.rates,
+            "ops": self.ops,
         }
 
 
@@ -234,6 +238,8 @@ class Supervisor:
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads((s.run_dir / f"{comp.name}.json").read_text())
                 rates = doc.get("rates") or {}
+                comp.rates = rates
+                comp.ops = (doc.get("info") or {}).get("ops")
                 # The rate that tells whether the daemon is doing its job.
                 comp.rate = next(
                     (rates[k] for k in ("ticks", "commands", "frames", "requests", "quotes") if k in rates), None

@@ -145,11 +145,18 @@ def make_settings(srv: Servers, home: Path, **overrides: object) -> Settings:
         "redis_url": srv.redis_url,
         "symbols": ["AAPL", "MSFT"],
         "log_level": "DEBUG",
+        "metrics_port": 0,  # health/metrics on free ports: tests run many daemons side by side
     }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
     settings.ensure_dirs()
     return settings
+
+
+def stack_settings(srv: Servers, home: Path, **overrides: object) -> Settings:
+    """:func:`make_settings` with auth, gateway and WebSocket on free ports of their own."""
+    ports = {"gateway_port": infra.free_port(), "ws_port": infra.free_port(), "auth_port": infra.free_port()}
+    return make_settings(srv, home, **{**ports, **overrides})
 
 
 @pytest.fixture

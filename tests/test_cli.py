@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from stockctl import infra
+from stockctl.settings import DAEMONS
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,6 +37,7 @@ class Cli:
             "STOCKCTL_GATEWAY_PORT": str(infra.free_port()),
             "STOCKCTL_WS_PORT": str(infra.free_port()),
             "STOCKCTL_AUTH_PORT": str(infra.free_port()),
+            "STOCKCTL_METRICS_PORT": "0",
             "XDG_CONFIG_HOME": str(home.parent / "config"),
             "STOCKCTL_RATE": "20",
             "STOCKCTL_LIQUIDITY": "false",  # a quiet exchange unless a test wants market makers
@@ -111,10 +113,18 @@ def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:
         "matching",
         "auth",
         "gateway",
+        "alerts",
         "liquidity",
     ]
     assert all(s["state"] == "running" and s["pid"] for s in status)
     pids = [s["pid"] for s in status]
+
+    # Assert: every daemon answers its readiness probe, which status shows
+    def all_ready() -> list[dict]:
+        rows = [s for s in cli.json("status") if s["name"] not in ("nats", "redis")]
+        return rows if all(s.get("health") == "ready" for s in rows) else []
+
+    assert all(s["ops"].startswith("http://127.0.0.1:") for s in wait_for(all_ready, 15, what="daemons ready"))
 
     hist = wait_for(lambda: [h for h in cli.json("history", "AAPL", "--limit", "3") if h] or None, 10)
     assert 1 <= len(hist) <= 3 and all("price" in h and "ts" in h for h in hist)
@@ -238,7 +248,9 @@ def test_up_attach_stops_everything_on_ctrl_c(cli: Cli) -> None:
 
         def all_running() -> list[dict] | None:
             rows = json.loads(cli.run("status", "--json").stdout or "[]")
-            return rows if len(rows) == 7 and all(r["state"] == "running" for r in rows) else None
+            everything = {"nats", "redis", *DAEMONS} - {"liquidity"}  # market makers are off by default
+            names_running = {r["name"] for r in rows if r["state"] == "running"}
+            return rows if names_running == everything == {r["name"] for r in rows} else None
 
         rows = wait_for(all_running, 60, what="attached instance running")
         pids = [r["pid"] for r in rows]

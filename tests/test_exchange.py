@@ -199,7 +199,26 @@ def test_orders_channel_tells_the_maker_about_its_fill(ex: Ex) -> None:
 
     trade = asyncio.run(scenario())
 
-    assert trade["maker_user"] == maker and trade["taker_user"] == taker
+    # The maker learns of its fill, and nothing about who took it.
+    assert trade["maker_user"] == maker and trade["maker_fee"] and trade["maker_remaining"] == "0"
+    assert not [k for k in trade if k.startswith("taker_") and k != "taker_side"], trade
+    assert taker not in json.dumps(trade)
+
+
+def test_an_order_response_names_no_counterparty(ex: Ex) -> None:
+    # Arrange
+    maker, taker = "ivy@example.com", "jack@example.com"
+    resting = ex.order(maker, market="TATA_INR", side="sell", qty="3", price="100.10")
+
+    # Act
+    taken = ex.order(taker, market="TATA_INR", side="buy", qty="3", price="100.10")
+
+    # Assert: the taker sees its own side of the trade only
+    assert resting.status_code == 201 and taken.status_code == 201, taken.text
+    trades = [e for e in taken.json()["events"] if e["event"] == "trade"]
+    assert trades and all(t["taker_user"] == taker and "maker_user" not in t for t in trades)
+    assert maker not in taken.text
+    assert all(k not in t for t in trades for k in ("maker_order_id", "maker_client_order_id", "maker_fee"))
 
 
 def _stream(url: str, stream: str, subjects: str) -> list[bytes]:

@@ -14,11 +14,11 @@ import httpx
 import pytest
 import redis
 
-from stockctl import infra, names
+from stockctl import names
 from stockctl.exchange.wire import event_decoder
 from stockctl.service import FAILPOINT_EXIT
 from stockctl.wire import tick_decoder
-from tests.conftest import make_settings, wait_for
+from tests.conftest import stack_settings, wait_for
 from tests.test_exchange import Ex, _stream, wipe_exchange
 
 pytestmark = pytest.mark.integration
@@ -31,12 +31,9 @@ def test_a_crash_before_the_views_are_written_is_repaired_on_restart(
     # Arrange: alice rests a sell; both users are funded; matching is restarted armed to die
     # at the failpoint on its next batch (bob's crossing buy).
     wipe_exchange(servers)
-    settings = make_settings(
+    settings = stack_settings(
         servers,
         tmp_path / "home",
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
     )
     procs = {name: daemons(name, settings) for name in ("matching", "auth", "gateway")}
     ex = Ex(settings, procs)
@@ -81,3 +78,25 @@ def test_a_crash_before_the_views_are_written_is_repaired_on_restart(
         what="the views watermark to reach the last event",
     )
     assert f"failpoint {point}" in matching.log()
+
+
+def test_a_retried_order_after_a_matching_restart_gets_its_recorded_outcome(servers, tmp_path: Path, daemons) -> None:
+    # Arrange: an order with a fixed client id, then matching restarts from a snapshot that
+    # covers it (SIGTERM writes one), so its in-memory record of outcomes starts empty.
+    wipe_exchange(servers)
+    settings = stack_settings(servers, tmp_path / "home")
+    procs = {name: daemons(name, settings) for name in ("matching", "auth", "gateway")}
+    ex = Ex(settings, procs)
+    first = ex.order("kim@example.com", market="TATA_INR", side="buy", qty="2", price="95", client_order_id="k-1")
+    assert first.status_code == 201, first.text
+    assert procs["matching"].terminate() == 0
+    procs["matching"].start()
+
+    # Act: the client retries (its answer was lost, say)
+    again = ex.order("kim@example.com", market="TATA_INR", side="buy", qty="2", price="95", client_order_id="k-1")
+
+    # Assert: the same order, not a second one and not "not processed yet"
+    assert again.status_code == 201, again.text
+    assert again.json()["order_id"] == first.json()["order_id"] and again.json()["status"] == "open"
+    opens = ex.call("kim@example.com", "GET", "/api/v1/orders").json()
+    assert [o["client_order_id"] for o in opens] == ["k-1"]

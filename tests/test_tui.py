@@ -115,8 +115,11 @@ async def test_login_then_live_board_chart_and_order_validation(stack: Stack) ->
         await until(pilot, lambda: status.has_class("error"), what="registration refused")
         assert "password" in str(status.render()).lower()
         app.screen.query_one("#login-password").value = PASSWORD
-        # The Register action again (the button's own handler; a toast may cover the button now).
-        app.screen.action_register()
+        # Click Register again. Textual ignores a click while the button still shows its 0.2 s
+        # press effect (class -active); a refusal can come back faster than that, so wait it out.
+        button = app.screen.query_one("#register-button")
+        await until(pilot, lambda: not button.has_class("-active"), what="the press effect to end")
+        await pilot.click("#register-button")
         await until(pilot, lambda: not isinstance(app.screen, LoginScreen), what="login screen dismissed")
         session = load(stack.settings)
         assert session is not None and session.email == "new@example.com"

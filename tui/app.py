@@ -12,6 +12,7 @@ from functools import partial, wraps
 from typing import Any, TypeVar
 
 from textual import on, work
+from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container, Horizontal
@@ -20,9 +21,13 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
+from stockctl.alerts import Alert, describe
 from stockctl.errors import StockctlError
 from stockctl.settings import Settings
 from tui.messages import (
+    AlertAddResult,
+    AlertFired,
+    AlertsSnapshot,
     AuthState,
     BalancesLoaded,
     BookChanged,
@@ -39,6 +44,7 @@ from tui.messages import (
     TradesArrived,
 )
 from tui.router import FrameRouter
+from tui.screens.alert import AlertScreen
 from tui.screens.login import LoginScreen
 from tui.source import FrozenData, FrozenSource, GatewaySource, Source
 from tui.watchlists import ALL, WatchlistError, load_watchlists
@@ -121,6 +127,7 @@ class StockApp(App[None]):
         Binding("w", "next_watchlist", "Watchlist"),
         Binding("v", "next_view", "Panel"),
         Binding("t", "toggle_theme", "Theme"),
+        Binding("a", "add_alert", "Alert"),
         Binding("r", "reload", "Reload", show=False),
         Binding("1", "view('chart')", "Chart", show=False),
         Binding("2", "view('signals')", "Signals", show=False),
@@ -155,6 +162,7 @@ class StockApp(App[None]):
         self.view = "chart"
         self.balances_due = False
         self.feed_started = False
+        self.alerts_seen: set[int] | None = None  # fired alert ids already shown (None: no snapshot yet)
         self._panels: dict[type, Widget] = {}
 
     # --- layout -------------------------------------------------------------------------
@@ -299,6 +307,7 @@ class StockApp(App[None]):
             groups.append([f"book:{m['symbol']}", f"trades:{m['symbol']}"])
         if self.markets:
             groups.append(["orders"])
+        groups.append(["alerts"])
         return groups
 
     @work(exclusive=True, group="feed")
@@ -523,6 +532,55 @@ class StockApp(App[None]):
         self.call_from_thread(self.notify, f"order {order_id} cancelled", timeout=3)
         self.balances_due = True
 
+    # --- price alerts -------------------------------------------------------------------
+
+    @work(thread=True, group="alerts")
+    def _add_alert(self, body: dict[str, Any]) -> None:
+        try:
+            api = self.source.api()
+            try:
+                added = api.add_alert(body["symbol"], body["condition"], body.get("threshold"), body.get("side"))
+            finally:
+                api.close()
+        except StockctlError as exc:
+            self.post_message(AlertAddResult(f"alert not set: {exc}", error=True))
+            return
+        text = f"alert {added.alert.id} set: {describe(added.alert)} (last {added.last_price})"
+        self.post_message(AlertAddResult(text + (f"; {added.note}" if added.note else "")))
+
+    def on_alert_add_result(self, message: AlertAddResult) -> None:
+        self.notify(message.text, severity="error" if message.error else "information", timeout=6, markup=False)
+
+    @_while_open
+    def on_alerts_snapshot(self, message: AlertsSnapshot) -> None:
+        # After a reconnect, say what fired while the feed was away; the first snapshot is history.
+        if self.alerts_seen is not None:
+            for alert in message.fired:
+                if alert.id not in self.alerts_seen:
+                    self._show_fired(alert)
+        self.alerts_seen = (self.alerts_seen or set()) | {a.id for a in message.fired}
+
+    @_while_open
+    def on_alert_fired(self, message: AlertFired) -> None:
+        if message.alert.id not in (self.alerts_seen or set()):
+            self._show_fired(message.alert)
+
+    def _show_fired(self, alert: Alert) -> None:
+        if self.alerts_seen is not None:
+            self.alerts_seen.add(alert.id)
+        crossover = f" on a {alert.signal} crossover" if alert.signal else ""
+        self.notify(
+            f"{describe(alert)}: now {alert.fired_price}{crossover}",
+            title=f"Alert {alert.id} fired",
+            severity="warning",
+            timeout=10,
+            markup=False,
+        )
+
+    def _alert_form_closed(self, body: dict[str, Any] | None) -> None:
+        if body is not None:
+            self._add_alert(body)
+
     # --- actions ------------------------------------------------------------------------
 
     def action_filter(self) -> None:
@@ -573,6 +631,9 @@ class StockApp(App[None]):
 
     def action_submit_order(self) -> None:
         """Submit the order in the order entry form."""
+        if self.screen is not self.main_screen:
+            # A priority binding reaches past a dialog: leave ctrl+s to it (the alert form adds with it).
+            raise SkipAction()
         self.action_view("order")
         self.panel(OrderEntry).submit()
 
@@ -580,6 +641,14 @@ class StockApp(App[None]):
         """Cancel the selected open order."""
         self.action_view("orders")
         self.panel(OpenOrders).action_cancel_selected()
+
+    def action_add_alert(self) -> None:
+        """Set a price alert for the selected symbol (above, below, or on an SMA crossover)."""
+        if not self.selected:
+            self.notify("select a symbol first", severity="warning", timeout=3)
+            return
+        quote = self.panel(TickerBoard).quotes.get(self.selected)
+        self.push_screen(AlertScreen(self.selected, quote.price if quote else None), self._alert_form_closed)
 
     def action_toggle_theme(self) -> None:
         """Switch between the light and the dark theme."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from textual.message import Message
 
+from stockctl.alerts import Alert
 from stockctl.wire import Quote, Signal
 
 
@@ -135,3 +136,27 @@ class AuthState(Message):
     def __init__(self, ok: bool, detail: str = "") -> None:
         super().__init__()
         self.ok, self.detail = ok, detail
+
+
+class AlertsSnapshot(Message):
+    """The user's alerts as the gateway lists them on (re)subscribe: active ones and recently fired ones."""
+
+    def __init__(self, active: list[Alert], fired: list[Alert]) -> None:
+        super().__init__()
+        self.active, self.fired = active, fired
+
+
+class AlertFired(Message):
+    """One of the user's price alerts fired."""
+
+    def __init__(self, alert: Alert) -> None:
+        super().__init__()
+        self.alert = alert
+
+
+class AlertAddResult(Message):
+    """What the gateway answered to adding an alert: a readable line, and whether it was refused."""
+
+    def __init__(self, text: str, error: bool = False) -> None:
+        super().__init__()
+        self.text, self.error = text, error

@@ -8,8 +8,11 @@ from typing import Any
 import msgspec
 from textual.message import Message
 
+from stockctl.alerts import Alert, AlertList
 from stockctl.wire import Quote, Signal
 from tui.messages import (
+    AlertFired,
+    AlertsSnapshot,
     BookChanged,
     OpenOrdersSnapshot,
     OrderEventArrived,
@@ -22,6 +25,8 @@ _quote = msgspec.json.Decoder(Quote)
 _signal = msgspec.json.Decoder(Signal)
 _signals = msgspec.json.Decoder(list[Signal])
 _any = msgspec.json.Decoder()
+_alert = msgspec.json.Decoder(Alert)
+_alert_list = msgspec.json.Decoder(AlertList)
 
 BOOK_DEPTH = 20
 
@@ -99,4 +104,9 @@ class FrameRouter:
             if kind == "snapshot":
                 return [OpenOrdersSnapshot(doc if isinstance(doc, list) else [])]
             return [OrderEventArrived(doc)] if isinstance(doc, dict) else []
+        if family == "alerts":
+            if kind == "snapshot":
+                listing = _alert_list.decode(data)
+                return [AlertsSnapshot(listing.active, listing.fired)]
+            return [AlertFired(_alert.decode(data))]
         return []

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import msgspec
 import websockets
 
+from stockctl.alerts import Alert, AlertAdded, AlertIn, AlertList, parse_request
 from stockctl.errors import StockctlError
 from stockctl.settings import Settings
 from stockctl.wire import Candle, PricePoint, Quote, Signal
@@ -39,6 +40,9 @@ class Api(Protocol):
     def fills(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def place(self, order: dict[str, Any]) -> dict[str, Any]: ...
     def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]: ...
+    def add_alert(
+        self, symbol: str, condition: str, threshold: str | None = None, side: str | None = None
+    ) -> AlertAdded: ...
     def close(self) -> None: ...
 
 
@@ -162,6 +166,8 @@ class FrozenData:
     fills: list[dict[str, Any]] = field(default_factory=list)
     balances: dict[str, dict[str, str]] = field(default_factory=dict)
     placed: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    """Alerts added through the app (recorded, never sent)."""
 
 
 class FrozenApi:
@@ -194,6 +200,23 @@ class FrozenApi:
 
     def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]:
         return {"events": []}
+
+    def add_alert(
+        self, symbol: str, condition: str, threshold: str | None = None, side: str | None = None
+    ) -> AlertAdded:
+        spec = parse_request(AlertIn(symbol, condition, threshold, side))
+        last = next((q.price for q in self.data.quotes if q.symbol == spec.symbol), "0")
+        alert = Alert(
+            id=len(self.data.alerts) + 1,
+            user="demo",
+            symbol=spec.symbol,
+            condition=spec.condition,
+            created=self.data.now_ns,
+            threshold=spec.threshold,
+            side=spec.side,
+        )
+        self.data.alerts.append(alert)
+        return AlertAdded(alert, last)
 
     def close(self) -> None:
         pass
@@ -231,4 +254,6 @@ class FrozenSource:
                 on_frame("snapshot", ch, enc(self.data.trades[name]))
             elif kind == "orders":
                 on_frame("snapshot", ch, enc(self.data.orders))
+            elif kind == "alerts":
+                on_frame("snapshot", ch, enc(AlertList(list(self.data.alerts), [])))
         on_state("frozen", "fixed data set")

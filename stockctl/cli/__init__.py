@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from rich.markup import escape
 
-from stockctl.cli import auth, bench, doctor, exchange, market, system
+from stockctl.cli import alert, auth, bench, doctor, exchange, market, system
 from stockctl.cli.common import err_console
 from stockctl.errors import StockctlError
+
+try:  # typer vendors click since 0.2x; before, its errors were click's own
+    from typer import TyperException as ArgumentError
+except ImportError:  # pragma: no cover
+    from click import ClickException as ArgumentError
 
 app = typer.Typer(
     name="stockctl",
@@ -41,6 +47,7 @@ app.add_typer(doctor.app)
 app.add_typer(auth.app)
 app.add_typer(auth.users_app, name="users", help="Operator commands: list, disable, enable accounts.")
 app.add_typer(bench.app, name="bench", help="Measure the system on this machine.")
+app.add_typer(alert.app, name="alert")
 
 
 @app.command("tui")
@@ -62,12 +69,26 @@ def tui_cmd(
     make_app(settings).run()
 
 
+def fail(message: str, code: int) -> NoReturn:
+    """One line on stderr (the message may hold user input: it is never read as markup) and exit."""
+    err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and an exit code."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except StockctlError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
+    except ArgumentError as exc:  # bad arguments: the parser's reason in one line, not its usage box
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed already
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        fail(exc.format_message().replace("Value error, ", "").rstrip(".") + hint, exc.exit_code)
+    except typer.Abort:
+        fail("aborted", 1)
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,12 @@ from stockctl.settings import DAEMONS, SERVERS, Settings
 from stockctl.supervisor import read_state, run_foreground, supervisor_pid
 
 app = typer.Typer()
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
 
 STATE_STYLE = {
     "running": "green",
@@ -64,7 +71,30 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
     for comp in state.get("components", []):
         running = comp["state"] in ("running", "starting") and comp.get("started")
         rows.append({**comp, "uptime_s": round(now - comp["started"], 1) if running else None})
+    _probe_health(rows)
     return rows
+
+
+def _probe_health(rows: list[dict[str, Any]]) -> None:
+    """Ask each running daemon's ``/readyz`` now (all at once, 1 s at most) and note the answer."""
+    import asyncio
+
+    import httpx
+
+    async def probe(http: httpx.AsyncClient, row: dict[str, Any]) -> None:
+        try:
+            resp = await http.get(f"{row['ops']}/readyz")
+            doc = resp.json()
+            failing = [name for name, ok in (doc.get("checks") or {}).items() if not ok]
+            row["health"] = "ready" if resp.status_code == 200 else "not ready: " + ", ".join(failing)
+        except (httpx.HTTPError, ValueError):
+            row["health"] = "no answer"
+
+    async def probe_all() -> None:
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            await asyncio.gather(*(probe(http, r) for r in rows if r.get("ops") and r.get("pid")))
+
+    asyncio.run(probe_all())
 
 
 STATUS_COLS = [
@@ -75,8 +105,15 @@ STATUS_COLS = [
     Col("restarts", priority=2),
     Col("address", "left", priority=3),
     Col("rate/s", priority=1),
+    Col("health", "left", priority=2),
     Col("message", "left", priority=4),
 ]
+
+
+def _health_markup(health: str | None) -> str:
+    if health is None:
+        return "-"
+    return f"[green]{health}[/]" if health == "ready" else f"[red]{health}[/]"
 
 
 def render_status(settings: Settings, rows: list[dict[str, Any]]) -> None:
@@ -93,6 +130,7 @@ def render_status(settings: Settings, rows: list[dict[str, Any]]) -> None:
                 str(r["restarts"]),
                 r["address"] or "-",
                 rate,
+                _health_markup(r.get("health")),
                 r.get("message") or "",
             ]
         )
@@ -124,6 +162,10 @@ def up(
     liquidity: Annotated[
         bool | None, typer.Option("--liquidity/--no-liquidity", help="Simulated market makers on the exchange.")
     ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(help="Daemon logs: text, or json (one object per line with request/order ids)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Start NATS, Redis and the daemons; return once all are ready."""
@@ -140,6 +182,7 @@ def up(
         replay_csv=replay.expanduser().resolve() if replay else None,
         replay_speed=replay_speed,
         liquidity=liquidity,
+        log_format=log_format.value if log_format else None,
     )
     start_instance(settings, attach, json_out)
 

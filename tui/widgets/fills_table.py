@@ -43,7 +43,8 @@ class FillsTable(DataTable):
         self.border_title = "Fills"
 
     def on_mount(self) -> None:
-        for col in ("time", "market", "side", "qty", "price", "fee", "role"):
+        self.add_column("time", key="time", width=8)  # HH:MM:SS: fixed, so it never jumps
+        for col in ("market", "side", "qty", "price", "fee", "role"):
             self.add_column(col, key=col)
 
     def add_fills(self, fills: list[dict[str, Any]]) -> int:

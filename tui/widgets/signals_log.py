@@ -32,7 +32,9 @@ class SignalsLog(DataTable):
         self.border_title = "Signals"
 
     def on_mount(self) -> None:
-        for col in ("time", "sym", "side", "price", "fast", "slow"):
+        # The clock is always HH:MM:SS: a fixed width, so the column never jumps as rows arrive.
+        self.add_column("time", key="time", width=8)
+        for col in ("sym", "side", "price", "fast", "slow"):
             self.add_column(col, key=col)
         self.set_interval(REDRAW_S, self._flush)
 

@@ -42,7 +42,8 @@ class TradeTape(DataTable):
         self.border_title = "Trades"
 
     def on_mount(self) -> None:
-        for col in ("time", "price", "qty", "side"):
+        self.add_column("time", key="time", width=8)  # HH:MM:SS: fixed, so it never jumps
+        for col in ("price", "qty", "side"):
             self.add_column(col, key=col)
         self.set_interval(REDRAW_S, self._flush)
 
