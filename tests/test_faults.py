@@ -438,10 +438,15 @@ def test_fault_recovers_with_no_acknowledged_order_lost_or_duplicated(stack: Sta
 
     # Act
     t_fault = time.time()
+    paused_health = None
     if fault.action == "pause":
         os.kill(pid, signal.SIGSTOP)
         try:
-            time.sleep(PAUSE_S)
+            time.sleep(2.0)
+            # The process is still there, so the supervisor says "running"; its readiness
+            # probe cannot answer, and status says so.
+            paused_health = st.status()[fault.component].get("health")
+            time.sleep(PAUSE_S - 2.0)
         finally:
             os.kill(pid, signal.SIGCONT)
         t_fault = time.time()  # recovery is measured from the resume
@@ -526,6 +531,8 @@ def test_fault_recovers_with_no_acknowledged_order_lost_or_duplicated(stack: Sta
     if fault.action == "pause":
         assert after["pid"] == pid and after["restarts"] == before["restarts"], after
         assert failed > 0, "no request timed out: the pause did not outlast the gateway's timeouts"
+        assert paused_health == "no answer", f"status showed {paused_health!r} for a frozen {fault.component}"
+        assert after.get("health") == "ready", after
     else:
         assert after["restarts"] == before["restarts"] + 1, after
         assert after["pid"] != pid
