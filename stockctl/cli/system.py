@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
@@ -70,7 +72,13 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
     rows = []
     for comp in state.get("components", []):
         running = comp["state"] in ("running", "starting") and comp.get("started")
-        rows.append({**comp, "uptime_s": round(now - comp["started"], 1) if running else None})
+        row = {**comp, "uptime_s": round(now - comp["started"], 1) if running else None}
+        if comp.get("kind") == "daemon" and not row.get("ops") and running:
+            # The supervisor samples status files once a second; just after start ask the file.
+            with contextlib.suppress(OSError, ValueError):
+                doc = json.loads((settings.run_dir / f"{comp['name']}.json").read_text())
+                row["ops"] = (doc.get("info") or {}).get("ops")
+        rows.append(row)
     _probe_health(rows)
     return rows
 

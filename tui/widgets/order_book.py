@@ -98,8 +98,14 @@ class OrderBook(Widget):
                 a[1] if a else "",
             )
         spread, mid = spread_mid(bids, asks)
-        table.caption = (
-            f"spread {spread if spread is not None else '-'}  mid {mid.normalize() if mid is not None else '-'}"
-            f"  last {last or '-'}  seq {seq}"
-        )
+        parts = [
+            f"spread {spread if spread is not None else '-'}",
+            f"mid {mid.normalize() if mid is not None else '-'}",
+            f"last {last or '-'}",
+            f"seq {seq}",
+        ]
+        # One line, always: in a narrow panel the least useful parts go first.
+        while len(parts) > 2 and len("  ".join(parts)) > self.content_size.width:
+            parts.pop()
+        table.caption = "  ".join(parts)
         return table
