@@ -56,7 +56,7 @@ from stockctl.accounts import (
     normalise_email,
     verify_password,
 )
-from stockctl.ops import HttpMetrics, start_ops
+from stockctl.ops import BodyLimit, HttpMetrics, start_ops
 from stockctl.service import StateLog, StatusFile, main, redis_client, shutdown_event, wait_redis
 from stockctl.settings import Settings
 from stockctl.strictjson import duplicate_key
@@ -585,7 +585,7 @@ async def run(settings: Settings) -> None:
         svc = AuthService(settings, UserStore(r), signer, status)
         await svc.prepare()
         config = uvicorn.Config(
-            HttpMetrics(create_app(svc), ops),
+            HttpMetrics(BodyLimit(create_app(svc)), ops),
             log_config=None,
             access_log=False,
             proxy_headers=False,  # X-Forwarded-For is trusted only from loopback, by client_address

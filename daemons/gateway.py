@@ -55,7 +55,7 @@ from stockctl.errors import NotFound, StockctlError, UsageError
 from stockctl.exchange.wire import Cancel, CancelAll, Fund, Place, Trade, event_decoder
 from stockctl.exchange.wire import encode as ex_encode
 from stockctl.marketstore import MarketStore, check_symbol
-from stockctl.ops import REQUEST_ID_HEADER, HttpMetrics, bound, new_request_id, start_ops
+from stockctl.ops import REQUEST_ID_HEADER, BodyLimit, HttpMetrics, bound, new_request_id, start_ops
 from stockctl.service import (
     HeapFreezer,
     StatusFile,
@@ -79,6 +79,7 @@ SNAPSHOT_LIMIT = 50  # signals / candles sent with a subscription
 
 # Close codes: 4401 unauthorized, 4403 forbidden; 1008 policy (rate), 1013 try again later (too slow).
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_POLICY, CLOSE_SLOW = 4401, 4403, 1008, 1013
+CLOSE_TRY_LATER = 1013  # "try again later": a dependency is down, not the client's fault
 
 
 # --- tokens -------------------------------------------------------------------------------
@@ -780,6 +781,9 @@ class WsServer:
         except Unauthorized as exc:
             await client.ws.close(CLOSE_UNAUTHORIZED, str(exc)[:120])
             return False
+        except RedisError:
+            await client.ws.close(CLOSE_TRY_LATER, "storage unavailable; reconnect shortly")
+            return False
         client.send_now({"type": "welcome", "email": client.claims.email, "expires": client.claims.exp})
         return True
 
@@ -820,7 +824,12 @@ class WsServer:
                 code, doc = order_result(await self.hub.exchange.cancel(client.email, msg.market, msg.order_id))
                 client.send_now({"type": "order_result", "code": code, **doc, **reply})
             elif msg.op == "auth":
-                client.claims = await check_user(self.r, self.keys, f"Bearer {msg.token or ''}")
+                claims = await check_user(self.r, self.keys, f"Bearer {msg.token or ''}")
+                if client.claims is not None and claims.email != client.claims.email:
+                    # Channels and routing belong to the first user: a switch would keep
+                    # delivering their events here. A fresh token of the same user is fine.
+                    raise UsageError("this connection belongs to another user", "open a new connection to switch")
+                client.claims = claims
                 client.send_now({"type": "welcome", "email": client.claims.email, "expires": client.claims.exp})
             else:
                 raise UsageError(
@@ -830,6 +839,8 @@ class WsServer:
             client.send_now({"type": "error", "error": exc.__class__.__name__.lower(), "detail": str(exc), **reply})
         except Forbidden as exc:
             client.close_later(CLOSE_FORBIDDEN, str(exc))
+        except RedisError:
+            client.send_now({"type": "error", "error": "unavailable", "detail": "storage unavailable; retry", **reply})
 
     async def watchdog(self, stop: asyncio.Event) -> None:
         """Close clients whose token expired or whose backlog stopped moving."""
@@ -1145,7 +1156,7 @@ async def run(settings: Settings) -> None:
         stack.push_async_callback(ws.wait_closed)
         stack.callback(ws.close)
         http_server = UvicornServer(
-            HttpMetrics(build_app(settings, store, exchange, keys, r, http, alerts), ops),
+            HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, http, alerts)), ops),
             settings.host,
             settings.gateway_port,
         )

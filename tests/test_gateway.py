@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,3 +349,80 @@ def test_a_disabled_user_is_refused_at_once_on_rest_and_websocket(stack: Stack) 
     assert asyncio.run(close_code()) == 4403
     set_disabled(stack.settings, "eve@example.com", False)
     assert get(stack, "/api/v1/prices", tok).status_code == 200
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(stack: Stack) -> None:
+    # Arrange
+    headers = {"Authorization": f"Bearer {token(stack)}", "Content-Type": "application/json"}
+    huge = b'{"market":"' + b"A" * (2 * 1024 * 1024) + b'"}'
+
+    def chunked() -> object:  # no Content-Length: the limit must hold for a streamed body too
+        for i in range(0, len(huge), 64 * 1024):
+            yield huge[i : i + 64 * 1024]
+
+    # Act
+    declared = httpx.post(f"{stack.base}/api/v1/orders", content=huge, headers=headers, timeout=30)
+    streamed = httpx.post(f"{stack.base}/api/v1/orders", content=chunked(), headers=headers, timeout=30)
+    login = httpx.post(f"{stack.base}/auth/login", content=huge, headers=headers, timeout=30)
+
+    # Act: a declared 100 MB body that never comes is refused at once, not awaited
+    host, port = stack.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n{"
+        )
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head[:100]
+
+    # Assert: 413 with a reason each time, and the gateway serves on
+    for resp in (declared, streamed, login):
+        assert resp.status_code == 413, (resp.status_code, resp.text[:200])
+        assert resp.json()["error"] == "too_large"
+    assert get(stack, "/api/v1/prices", token(stack)).status_code == 200
+
+
+def test_ws_reauth_as_another_user_is_refused_and_the_connection_stays_its_own(stack: Stack) -> None:
+    ada, bob = token(stack, "ada@example.com"), token(stack, "bob@example.com")
+
+    async def scenario() -> tuple[dict, dict, dict]:
+        async with websockets.connect(stack.ws) as ws:
+            await ws.send(json.dumps({"op": "auth", "token": ada}))
+            await recv_until(ws, lambda m: m["type"] == "welcome")
+            await ws.send(json.dumps({"op": "auth", "token": bob, "id": 1}))
+            refused = await recv_until(ws, lambda m: m.get("id") == 1)
+            await ws.send(json.dumps({"op": "auth", "token": ada, "id": 2}))  # a fresh token of the same user is fine
+            again = await recv_until(ws, lambda m: m.get("id") == 2 or m["type"] == "welcome")
+            await ws.send(json.dumps({"op": "ping", "id": 3}))
+            pong = await recv_until(ws, lambda m: m.get("id") == 3)
+            return refused, again, pong
+
+    refused, again, pong = asyncio.run(scenario())
+
+    assert refused["type"] == "error" and "another user" in refused["detail"]
+    assert again["type"] == "welcome" and again["email"] == "ada@example.com"
+    assert pong["type"] == "pong"
+
+
+def test_ws_login_while_redis_is_down_is_closed_try_again_later(own_servers, tmp_path: Path, daemons) -> None:
+    # Arrange
+    settings = stack_settings(own_servers, tmp_path / "home")
+    for name in ("auth", "gateway"):
+        daemons(name, settings)
+    s = Stack(settings, {})
+    tok = token(s)
+    own_servers.redis.stop()
+
+    # Act
+    async def connect() -> tuple[int | None, str]:
+        async with websockets.connect(s.ws, additional_headers={"Authorization": f"Bearer {tok}"}) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 30)
+            except websockets.ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else ""
+        return None, "not closed"
+
+    code, reason = asyncio.run(connect())
+
+    # Assert: "try again later", not a crash (1011) of the connection handler
+    assert code == 1013 and "storage unavailable" in reason, (code, reason)
