@@ -170,3 +170,48 @@ def test_gateway_metrics_time_each_route_and_order_acks(clean, tmp_path: Path, d
     assert price_route and sum(samples[k] for k in price_route) == 3, price_route
     assert not [k for k in samples if "AAPL" in k]
     assert samples["stockctl_order_ack_seconds_count{}"] >= 1
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """Every TCP address ``pid`` listens on, from /proc (no psutil needed)."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = fd.readlink().as_posix()
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            hex_ip, hex_port = local.split(":")
+            if width == 8:
+                ip = ".".join(str(int(hex_ip[i : i + 2], 16)) for i in (6, 4, 2, 0))
+            else:
+                ip = "::1" if hex_ip == "00000000000000000000000001000000" else hex_ip
+            found.add(f"{ip}:{int(hex_port, 16)}")
+    return found
+
+
+def test_every_daemon_and_server_listens_on_loopback_only(clean, tmp_path: Path, daemons) -> None:
+    # Arrange
+    settings = stack_settings(clean, tmp_path / "home")
+    procs = {n: daemons(n, settings) for n in ("publisher", "processor", "matching", "auth", "gateway", "alerts")}
+    for d in procs.values():
+        ops_url(d)  # the ops listener is up too
+
+    # Act
+    listening = {name: listening_addresses(d.proc.pid) for name, d in procs.items()}  # type: ignore[union-attr]
+    servers = {s.name: listening_addresses(s.proc.pid) for s in (clean.nats, clean.redis)}  # type: ignore[union-attr]
+
+    # Assert: something listens (ops everywhere; HTTP and WebSocket too), and only on 127.0.0.1
+    assert all(listening.values()), listening
+    assert len(listening["gateway"]) >= 3 and len(listening["auth"]) >= 2, listening
+    everything = {a for addrs in (*listening.values(), *servers.values()) for a in addrs}
+    assert everything and all(a.startswith("127.0.0.1:") for a in everything), everything
