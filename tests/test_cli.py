@@ -134,6 +134,7 @@ def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:
     doctor = {c["name"]: c for c in cli.json("doctor")}
     assert doctor["instance"]["status"] == "ok" and doctor["nats"]["status"] == "ok"
     assert doctor["clock"]["status"] == "ok"
+    assert doctor["readiness"]["status"] == "ok" and "answer /readyz" in doctor["readiness"]["detail"], doctor
 
     # Act: a second up does not start a second copy
     again = cli.run("up")

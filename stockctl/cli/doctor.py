@@ -104,6 +104,21 @@ def run_checks(settings: Settings) -> list[Check]:
                 "all components running" if not bad else f"not running: {', '.join(bad)}; see `stockctl logs {bad[0]}`",
             )
         )
+        from stockctl.cli.system import status_rows
+
+        daemon_rows = [r for r in status_rows(settings) if r.get("kind") == "daemon" and r.get("pid")]
+        unready = [
+            f"{r['name']} ({r.get('health') or 'no ops address'})" for r in daemon_rows if r.get("health") != "ready"
+        ]
+        checks.append(
+            Check(
+                "readiness",
+                "ok" if not unready else "fail",
+                f"{len(daemon_rows)} daemons answer /readyz"
+                if not unready
+                else f"not ready: {', '.join(unready)}; see `stockctl logs NAME`",
+            )
+        )
         if not settings.nats_url:
             try:
                 with urllib.request.urlopen(
