@@ -243,3 +243,10 @@ def daemons() -> Iterator[Callable[..., Daemon]]:
         if d.proc and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """Tables some suites leave behind (the fault-injection summary), after the results."""
+    for title, text in config.__dict__.get("stockctl_summaries", []):
+        terminalreporter.write_sep("-", title)
+        terminalreporter.write_line(text)

@@ -192,14 +192,9 @@ def report(request: pytest.FixtureRequest, base: Path, rows: list[dict[str, Any]
     path = base / "summary.json"
     path.write_text(json.dumps(rows, indent=1))
     text = table(rows, COLUMNS)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    lines = ["", "fault injection summary", text, f"(also in {path})"]
-    if reporter is not None:
-        reporter.ensure_newline()
-        for line in lines:
-            reporter.write_line(line)
-    else:
-        print("\n".join(lines))
+    # Shown in pytest's terminal summary (tests/conftest.py), where no progress line can hide it.
+    summaries = request.config.__dict__.setdefault("stockctl_summaries", [])
+    summaries.append(("fault injection summary", f"{text}\n(also in {path})"))
 
 
 # --- the checks ------------------------------------------------------------------------------
