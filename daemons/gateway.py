@@ -860,6 +860,20 @@ class WsServer:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
+SMALL_BODY_BYTES = 4096
+
+
+async def small_body(request: Request, decoder: msgspec.json.Decoder, what: str) -> Any:
+    """A small JSON body decoded strictly, or the 413/422 response that says what is wrong."""
+    body = await request.body()
+    if len(body) > SMALL_BODY_BYTES:
+        return error_response(413, "too_large", f"{what} body over 4 KiB")
+    try:
+        return decode_strict(decoder, body, what)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return error_response(422, "invalid", str(exc))
+
+
 def json_response(obj: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
@@ -970,13 +984,9 @@ def build_app(
     async def place(request: Request) -> Response:
         """Place an order; the answer comes from the stored events (accepted + fills, or rejected)."""
         claims = await user(request)
-        body = await request.body()
-        if len(body) > 4096:
-            return error_response(413, "too_large", "order body over 4 KiB")
-        try:
-            order = decode_strict(order_in_decoder, body, "order")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return error_response(422, "invalid", str(exc))
+        order = await small_body(request, order_in_decoder, "order")
+        if isinstance(order, Response):
+            return order
         status, doc = order_result(await exchange.place(claims.email, order))
         return json_response(doc, status)
 
@@ -1052,13 +1062,9 @@ def build_app(
     async def add_alert(request: Request) -> Response:
         """Set a price alert: ``above``/``below`` a price, or ``cross-sma`` (the next SMA crossover)."""
         claims = await user(request)
-        body = await request.body()
-        if len(body) > 4096:
-            return error_response(413, "too_large", "alert body over 4 KiB")
-        try:
-            req = decode_strict(alert_in_decoder, body, "alert")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return error_response(422, "invalid", str(exc))
+        req = await small_body(request, alert_in_decoder, "alert")
+        if isinstance(req, Response):
+            return req
         try:
             return json_response(await alerts.add(claims.email, req, store), 201)
         except TooManyAlerts as exc:

@@ -159,6 +159,21 @@ def stack_settings(srv: Servers, home: Path, **overrides: object) -> Settings:
     return make_settings(srv, home, **{**ports, **overrides})
 
 
+def wipe_exchange(srv: Servers) -> None:
+    """An empty Redis and no exchange or tick streams: a fresh exchange on the session servers."""
+    redis.Redis.from_url(srv.redis_url).flushall()
+
+    async def drop() -> None:
+        nc = await nats.connect(srv.nats_url)
+        js = nc.jetstream()
+        for stream in (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(stream)
+        await nc.close()
+
+    asyncio.run(drop())
+
+
 @pytest.fixture
 def clean(servers: Servers) -> Servers:
     """The session servers with an empty Redis and no tick stream."""

@@ -28,20 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
-import redis
 import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from stockctl import infra, names
+from stockctl import infra
 from stockctl.accounts import list_users
 from stockctl.client import write_instance
 from stockctl.replay import ReplayError, read_rows, validate
 from stockctl.settings import Settings
 from stockctl.tokens import AUDIENCE, ISSUER, TokenSigner, public_jwk
-from tests.conftest import REPO, Daemon, Servers, make_settings, wait_for
+from tests.conftest import REPO, Daemon, Servers, make_settings, wait_for, wipe_exchange
 
 pytestmark = [pytest.mark.integration, pytest.mark.corpus]
 
@@ -194,20 +192,6 @@ class Stack:
         return resp.json()
 
 
-def wipe(srv: Servers) -> None:
-    redis.Redis.from_url(srv.redis_url).flushall()
-
-    async def drop() -> None:
-        nc = await nats.connect(srv.nats_url)
-        js = nc.jetstream()
-        for stream in (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_stream(stream)
-        await nc.close()
-
-    asyncio.run(drop())
-
-
 def cli_env(home: Path, config: Path) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")},
@@ -256,7 +240,7 @@ def snapshot(s: Stack) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """matching, processor, auth and gateway; a victim with open orders and fills; a logged-in attacker."""
-    wipe(servers)
+    wipe_exchange(servers)
     tmp = tmp_path_factory.mktemp("corpus")
     settings = make_settings(
         servers,

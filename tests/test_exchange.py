@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-import redis
 import websockets
 
 from stockctl import infra, names
@@ -19,7 +17,7 @@ from stockctl.exchange.engine import Exchange
 from stockctl.exchange.wire import command_decoder, event_decoder
 from stockctl.exchange.wire import encode as ex_encode
 from stockctl.settings import Settings
-from tests.conftest import make_settings, wait_for
+from tests.conftest import make_settings, wait_for, wipe_exchange
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +51,6 @@ class Ex:
 
     def balances(self, email: str) -> dict[str, dict[str, str]]:
         return self.call(email, "GET", "/api/v1/balances").json()
-
-
-def wipe_exchange(srv) -> None:
-    redis.Redis.from_url(srv.redis_url).flushall()
-
-    async def drop() -> None:
-        nc = await nats.connect(srv.nats_url)
-        js = nc.jetstream()
-        for stream in (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_stream(stream)
-        await nc.close()
-
-    asyncio.run(drop())
 
 
 @pytest.fixture

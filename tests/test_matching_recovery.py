@@ -18,8 +18,8 @@ from stockctl import names
 from stockctl.exchange.wire import event_decoder
 from stockctl.service import FAILPOINT_EXIT
 from stockctl.wire import tick_decoder
-from tests.conftest import stack_settings, wait_for
-from tests.test_exchange import Ex, _stream, wipe_exchange
+from tests.conftest import stack_settings, wait_for, wipe_exchange
+from tests.test_exchange import Ex, _stream
 
 pytestmark = pytest.mark.integration
 
