@@ -38,12 +38,11 @@ from stockctl.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
-    connect_nats,
     main,
-    redis_client,
+    open_nats,
+    open_redis,
     shutdown_event,
     until_ready,
-    wait_redis,
 )
 from stockctl.settings import Settings, mask_url
 from stockctl.wire import point_decoder, quote_decoder, signal_decoder
@@ -155,16 +154,12 @@ async def run(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
         ops = await start_ops(stack, settings, "alerts", status)
-        r = redis_client(settings)
-        stack.push_async_callback(r.aclose)
-        ops.check("redis", r.ping)
-        if not await wait_redis(r, stop, log, settings.effective_redis_url):
+        r = await open_redis(stack, ops, stop, log)
+        if r is None:
             return
-        nc = await connect_nats(settings, "alerts", stop, log, on_reconnect=resync_all.set)
+        nc = await open_nats(stack, ops, stop, log, on_reconnect=resync_all.set)
         if nc is None:
             return
-        stack.push_async_callback(nc.drain)
-        ops.check("nats", lambda: nc.is_connected)
         watcher = AlertWatcher(r, nc, status)
         ops.gauge("alerts_active", lambda: len(watcher.index))
 

@@ -57,7 +57,7 @@ from stockctl.accounts import (
     verify_password,
 )
 from stockctl.ops import BodyLimit, HttpMetrics, start_ops
-from stockctl.service import StateLog, StatusFile, main, redis_client, shutdown_event, wait_redis
+from stockctl.service import StateLog, StatusFile, main, open_redis, shutdown_event
 from stockctl.settings import Settings
 from stockctl.strictjson import duplicate_key
 from stockctl.tokens import TokenError, TokenSigner, TokenVerifier
@@ -576,10 +576,8 @@ async def run(settings: Settings) -> None:
         except (TokenError, OSError, ValueError) as exc:
             log.error("cannot load the signing key in %s: %s", settings.secrets_dir, exc)
             raise SystemExit(1) from None
-        r = redis_client(settings)
-        stack.push_async_callback(r.aclose)
-        ops.check("redis", r.ping)
-        if not await wait_redis(r, stop, log, settings.effective_redis_url):
+        r = await open_redis(stack, ops, stop, log)
+        if r is None:
             return
         sock = bind(settings.host, settings.auth_port)
         svc = AuthService(settings, UserStore(r), signer, status)

@@ -61,11 +61,10 @@ from stockctl.service import (
     StatusFile,
     UvicornServer,
     backoff_sleep,
-    connect_nats,
     main,
-    redis_client,
+    open_nats,
+    open_redis,
     shutdown_event,
-    wait_redis,
 )
 from stockctl.settings import Settings
 from stockctl.strictjson import duplicate_key
@@ -1126,16 +1125,12 @@ async def run(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
         ops = await start_ops(stack, settings, "gateway", status)
-        r = redis_client(settings)
-        stack.push_async_callback(r.aclose)
-        ops.check("redis", r.ping)
-        if not await wait_redis(r, stop, log, settings.effective_redis_url):
+        r = await open_redis(stack, ops, stop, log)
+        if r is None:
             return
-        nc = await connect_nats(settings, "gateway", stop, log)
+        nc = await open_nats(stack, ops, stop, log)
         if nc is None:
             return
-        stack.push_async_callback(nc.drain)
-        ops.check("nats", lambda: nc.is_connected)
         keys = KeyRing(settings.effective_auth_url)
         if not await keys.load(stop):
             return

@@ -25,7 +25,7 @@ from stockctl import names
 from stockctl.exchange.wire import CancelAll, Fund, Place, Trade, event_decoder
 from stockctl.exchange.wire import encode as ex_encode
 from stockctl.ops import start_ops
-from stockctl.service import StatusFile, backoff_sleep, connect_nats, main, shutdown_event
+from stockctl.service import StatusFile, backoff_sleep, main, open_nats, shutdown_event
 from stockctl.settings import Settings
 
 log = logging.getLogger("stockctl.liquidity")
@@ -73,11 +73,9 @@ async def run(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
         ops = await start_ops(stack, settings, "liquidity", status)
-        nc = await connect_nats(settings, "liquidity", stop, log)
+        nc = await open_nats(stack, ops, stop, log)
         if nc is None:
             return
-        stack.push_async_callback(nc.drain)
-        ops.check("nats", lambda: nc.is_connected)
         js = nc.jetstream()
         attempt = 0
         specs: list[dict] = []

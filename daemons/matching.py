@@ -56,14 +56,13 @@ from stockctl.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
-    connect_nats,
     ensure_tick_stream,
     failpoint,
     main,
-    redis_client,
+    open_nats,
+    open_redis,
     shutdown_event,
     until_ready,
-    wait_redis,
 )
 from stockctl.settings import Settings
 from stockctl.wire import Tick, encode, tick_decoder
@@ -479,17 +478,13 @@ async def run(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
         ops = await start_ops(stack, settings, "matching", status)
-        r = redis_client(settings)
-        stack.push_async_callback(r.aclose)
-        ops.check("redis", r.ping)
-        if not await wait_redis(r, stop, log, settings.effective_redis_url):
+        r = await open_redis(stack, ops, stop, log)
+        if r is None:
             return
         reconnected = asyncio.Event()  # set after a NATS reconnect: the command consumer may be gone
-        nc = await connect_nats(settings, "matching", stop, log, on_reconnect=reconnected.set)
+        nc = await open_nats(stack, ops, stop, log, on_reconnect=reconnected.set)
         if nc is None:
             return
-        stack.push_async_callback(nc.drain)
-        ops.check("nats", lambda: nc.is_connected)
         js = nc.jetstream(publish_async_max_pending=20_000)
 
         async def setup() -> bool:

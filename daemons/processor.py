@@ -33,13 +33,12 @@ from stockctl.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
-    connect_nats,
     ensure_tick_stream,
     main,
-    redis_client,
+    open_nats,
+    open_redis,
     shutdown_event,
     until_ready,
-    wait_redis,
 )
 from stockctl.settings import Settings
 from stockctl.wire import Tick, candle_decoder, encode, point_decoder, tick_decoder
@@ -269,16 +268,12 @@ async def run(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         # --- startup ---------------------------------------------------------------
         ops = await start_ops(stack, settings, "processor", status)
-        r = redis_client(settings)
-        stack.push_async_callback(r.aclose)
-        ops.check("redis", r.ping)
-        if not await wait_redis(r, stop, log, settings.effective_redis_url):
+        r = await open_redis(stack, ops, stop, log)
+        if r is None:
             return
-        nc = await connect_nats(settings, "processor", stop, log)
+        nc = await open_nats(stack, ops, stop, log)
         if nc is None:
             return
-        stack.push_async_callback(nc.drain)
-        ops.check("nats", lambda: nc.is_connected)
         js = nc.jetstream()
         info = await until_ready(stop, log, "JetStream", lambda: ensure_tick_stream(js, settings))
         if info is None:

@@ -28,9 +28,9 @@ from stockctl.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
-    connect_nats,
     ensure_tick_stream,
     main,
+    open_nats,
     shutdown_event,
     until_ready,
 )
@@ -247,11 +247,9 @@ async def run(settings: Settings) -> None:
         # --- startup ---------------------------------------------------------------
         ops = await start_ops(stack, settings, "publisher", status)
         reconnect_hook = _Hook()
-        nc = await connect_nats(settings, "publisher", stop, log, on_reconnect=reconnect_hook)
+        nc = await open_nats(stack, ops, stop, log, on_reconnect=reconnect_hook)
         if nc is None:
             return
-        stack.push_async_callback(nc.drain)
-        ops.check("nats", lambda: nc.is_connected)
         js = nc.jetstream(publish_async_max_pending=4000)
 
         async def setup() -> dict[str, Tick]:

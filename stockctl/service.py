@@ -28,7 +28,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from stockctl import names
-from stockctl.ops import configure_logging
+from stockctl.ops import Ops, configure_logging
 from stockctl.settings import Settings, mask_url
 
 log = logging.getLogger("stockctl")
@@ -229,6 +229,34 @@ async def wait_redis(client: aioredis.Redis, stop: asyncio.Event, logger: loggin
         state.set("connected")
         return True
     return False
+
+
+async def open_redis(
+    stack: contextlib.AsyncExitStack, ops: Ops, stop: asyncio.Event, logger: logging.Logger
+) -> aioredis.Redis | None:
+    """The daemon's Redis client: closed with ``stack``, a readiness check, and answering
+    (None if asked to stop first)."""
+    r = redis_client(ops.settings)
+    stack.push_async_callback(r.aclose)
+    ops.check("redis", r.ping)
+    return r if await wait_redis(r, stop, logger, ops.settings.effective_redis_url) else None
+
+
+async def open_nats(
+    stack: contextlib.AsyncExitStack,
+    ops: Ops,
+    stop: asyncio.Event,
+    logger: logging.Logger,
+    on_reconnect: Callable[[], None] | None = None,
+) -> NATS | None:
+    """The daemon's NATS connection: drained with ``stack`` and a readiness check (None if
+    asked to stop before it connected)."""
+    nc = await connect_nats(ops.settings, ops.daemon, stop, logger, on_reconnect=on_reconnect)
+    if nc is None:
+        return None
+    stack.push_async_callback(nc.drain)
+    ops.check("nats", lambda: nc.is_connected)
+    return nc
 
 
 async def ensure_tick_stream(js: JetStreamContext, settings: Settings) -> api.StreamInfo:

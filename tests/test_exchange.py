@@ -310,36 +310,16 @@ def test_exchange_carries_on_after_nats_and_redis_restarts(own_servers, tmp_path
 
     # Act: NATS goes away and comes back (file store: streams survive), then Redis does.
     # A client retries with the same client_order_id, so a retry never makes a second order.
+    def accepted(price: str, coid: str) -> httpx.Response | None:
+        r = ex.order("kim@example.com", market="TATA_INR", side="buy", qty="1", price=price, client_order_id=coid)
+        return r if r.status_code == 201 else None
+
     own_servers.nats.stop()
     own_servers.nats.start()
-    second = wait_for(
-        lambda: (
-            (
-                r := ex.order(
-                    "kim@example.com", market="TATA_INR", side="buy", qty="1", price="90.05", client_order_id="k2"
-                )
-            ).status_code
-            == 201
-            and r
-        ),
-        40,
-        what="an order accepted after the NATS restart",
-    )
+    second = wait_for(lambda: accepted("90.05", "k2"), 40, what="an order accepted after the NATS restart")
     own_servers.redis.stop()
     own_servers.redis.start()
-    third = wait_for(
-        lambda: (
-            (
-                r := ex.order(
-                    "kim@example.com", market="TATA_INR", side="buy", qty="1", price="90.10", client_order_id="k3"
-                )
-            ).status_code
-            == 201
-            and r
-        ),
-        40,
-        what="an order accepted after the Redis restart",
-    )
+    third = wait_for(lambda: accepted("90.10", "k3"), 40, what="an order accepted after the Redis restart")
 
     # Assert: three orders, one event each, a contiguous event log, nothing doubled.
     ids = [first.json()["order_id"], second.json()["order_id"], third.json()["order_id"]]
