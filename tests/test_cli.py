@@ -301,3 +301,54 @@ def test_doctor_names_a_busy_port_and_fails(cli: Cli) -> None:
     assert result.returncode == 1
     assert checks["ports"]["status"] == "fail" and str(port) in checks["ports"]["detail"]
     assert checks["instance"]["status"] == "warn"
+
+
+def test_two_users_trade_through_the_trading_commands(cli: Cli) -> None:
+    # Arrange: a quiet exchange; ada and bob each logged in (their own config dirs).
+    cli.up()
+    bob = Cli(cli.home)
+    bob.env = {**cli.env, "XDG_CONFIG_HOME": str(cli.home.parent / "config-bob")}
+    bob.register("bob@example.com")
+
+    # Act: ada rests a sell; bob takes part of it
+    sell = cli.json("order", "sell", "TATA_INR", "10@100.5")
+    buy = bob.json("order", "buy", "TATA_INR", "4@101")
+
+    # Assert: the answers come from the engine's events
+    assert sell["status"] == "open" and isinstance(sell["order_id"], int), sell
+    assert buy["status"] == "filled" and [(f["qty"], f["price"]) for f in buy["filled"]] == [("4", "100.50")], buy
+    opens = cli.json("orders")
+    assert [(o["order_id"], o["market"], o["side"], o["price"], o["qty"], o["remaining"]) for o in opens] == [
+        (sell["order_id"], "TATA_INR", "sell", "100.50", "10", "6")
+    ]
+    ada_fills, bob_fills = cli.json("fills"), bob.json("fills")
+    assert [(f["side"], f["qty"], f["price"], f["order_id"]) for f in ada_fills] == [
+        ("sell", "4", "100.50", sell["order_id"])
+    ]
+    assert [(f["side"], f["liquidity"]) for f in bob_fills] == [("buy", "taker")] and bob_fills[0]["fee"]
+    bob_balance = bob.json("balance")
+    assert bob_balance["TATA"] == {"available": "1004", "reserved": "0"}, bob_balance
+    assert cli.json("balance")["TATA"]["reserved"] == "6"
+    book = cli.json("book", "TATA_INR")
+    assert [(p, q) for p, q, *_ in book["asks"]] == [("100.50", "6")] and book["bids"] == []
+    trades = bob.json("trades", "TATA_INR")
+    assert [(t["price"], t["qty"], t["taker_side"]) for t in trades] == [("100.50", "4", "buy")]
+    assert "ada@example.com" not in json.dumps(trades)
+
+    # Act / Assert: time in force and post-only, each ended by the engine with its reason
+    def ended_because(doc: dict) -> str:
+        return next(e["reason"] for e in doc["events"] if e["event"] == "cancelled")
+
+    assert ended_because(bob.json("order", "buy", "JIO_INR", "3@250", "--ioc")) == "ioc"
+    assert ended_because(bob.json("order", "buy", "TATA_INR", "100@100.5", "--fok")) == "fok"
+    assert ended_because(bob.json("order", "buy", "TATA_INR", "1@100.5", "--post-only")) == "post_only"
+
+    # Act / Assert: bob cannot cancel ada's order; ada can
+    theirs = bob.run("cancel", str(sell["order_id"]))
+    assert theirs.returncode != 0 and theirs.stderr.count("\n") == 1 and "Traceback" not in theirs.stderr
+    cancelled = cli.json("cancel", str(sell["order_id"]))
+    assert any(e["event"] == "cancelled" for e in cancelled["events"]), cancelled
+    assert cli.json("orders") == []
+    history = cli.json("orders", "--all")
+    assert {e["event"] for e in history["history"]} >= {"accepted", "cancelled"}
+    assert cli.json("balance")["TATA"] == {"available": "996", "reserved": "0"}
