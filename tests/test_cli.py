@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -352,3 +354,13 @@ def test_two_users_trade_through_the_trading_commands(cli: Cli) -> None:
     history = cli.json("orders", "--all")
     assert {e["event"] for e in history["history"]} >= {"accepted", "cancelled"}
     assert cli.json("balance")["TATA"] == {"available": "996", "reserved": "0"}
+
+    # Assert: the exports for scripts agree with each other (the trade made TATA_INR a ticker)
+    def exported() -> list[dict[str, str]] | None:
+        rows = list(csv.DictReader(io.StringIO(cli.run("prices", "--format", "csv", check=True).stdout)))
+        return rows if "TATA_INR" in {r["symbol"] for r in rows} else None
+
+    rows = wait_for(exported, 20, what="TATA_INR in the CSV export")
+    as_json = json.loads(cli.run("prices", "--format", "json", check=True).stdout)
+    assert {r["symbol"] for r in rows} == {q["symbol"] for q in as_json} >= SEED | {"TATA_INR"}
+    assert next(r for r in rows if r["symbol"] == "TATA_INR")["price"] == "100.50"
