@@ -52,7 +52,9 @@ app.add_typer(alert.app, name="alert")
 
 @app.command("tui")
 def tui_cmd(
-    web: Annotated[bool, typer.Option("--web", help="Serve the terminal in a browser (loopback only).")] = False,
+    web: Annotated[
+        bool, typer.Option("--web", help="Serve the terminal in a browser, behind a secret URL it prints.")
+    ] = False,
     port: Annotated[int, typer.Option(help="Port for --web.")] = 8703,
 ) -> None:
     """Open the trading terminal (Textual); --web serves it in a browser."""
