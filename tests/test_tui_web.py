@@ -415,6 +415,25 @@ async def handshake(url: str, **kwargs: Any) -> int:
         return exc.response.status_code
 
 
+def apps(server: Running) -> list[int]:
+    """The app processes (``python -m tui``, and the shell textual-serve starts it with) the server
+    runs now: the members of its process group other than itself."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == server.proc.pid:
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # Fields after the ")" that ends the command name: state, ppid, pgrp.
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == server.proc.pid:
+                found.append(int(entry.name))
+    return found
+
+
+def sessions_ended(server: Running) -> None:
+    """Each closed session's app exits (slowly on a busy machine: it must start before it can quit)."""
+    wait_for(lambda: not apps(server), 90, 0.2, "the apps of the closed sessions to exit")
+
+
 async def session(server: Running) -> websockets.ClientConnection:
     """An open terminal session (its app has drawn), as the page opens it."""
     ws = await websockets.connect(ws_url(server, token=server.token), origin=server.address, **NO_PROXY)
@@ -458,21 +477,25 @@ async def test_tui_web_without_the_secret_answers_403_for_the_page_and_the_socke
         assert httpx.get(server.address + "/", cookies={cookie: server.token}, timeout=5).status_code == 200
         good = {"origin": server.address, "additional_headers": {"Cookie": f"{cookie}={server.token}"}}
         assert await handshake(ws_url(server), **good) == 101
+        sessions_ended(server)
     assert server.stopped_cleanly
 
 
 async def test_tui_web_socket_refuses_a_foreign_or_missing_origin_even_with_the_secret(
     web_env: dict[str, str], tmp_path: Path
 ) -> None:
-    with web_server(web_env, infra.free_port(), tmp_path / "web.log") as server:
+    # Room for the sessions the accepted handshakes open (an app takes a moment to stop).
+    env = {**web_env, "STOCKCTL_WEB_MAX_SESSIONS": "5"}
+    with web_server(env, infra.free_port(), tmp_path / "web.log") as server:
         port = server.address.rsplit(":", 1)[1]
         url = ws_url(server, token=server.token)
         for origin in ("http://evil.example", f"http://evil.example:{port}", "http://127.0.0.1:1", "null"):
             assert await handshake(url, origin=origin) == 403, origin
         assert await handshake(url) == 403  # no Origin at all (websockets sends none unless told)
         # The served host, by any of its loopback names, is the page's own origin.
-        for origin in (server.address, f"http://localhost:{port}"):
+        for origin in (server.address, f"http://localhost:{port}", f"http://[::1]:{port}"):
             assert await handshake(url, origin=origin) == 101, origin
+        sessions_ended(server)
     assert server.stopped_cleanly
 
 
@@ -484,6 +507,7 @@ async def test_tui_web_refuses_a_third_concurrent_session(web_env: dict[str, str
             assert await handshake(url, origin=server.address) == 429
             full = httpx.get(server.url, timeout=5)  # a new tab is told why, before its socket would be
             assert full.status_code == 429 and "STOCKCTL_WEB_MAX_SESSIONS" in full.json()["detail"], full.text
+            assert len(apps(server)) >= 2, apps(server)  # an app per open session
             # The first two still work.
             for ws in (first, second):
                 await ws.send(json.dumps(["ping", "1"]))
@@ -497,6 +521,7 @@ async def test_tui_web_refuses_a_third_concurrent_session(web_env: dict[str, str
             assert status == 429 and time.monotonic() < wait, status
             await asyncio.sleep(0.2)
         await second.close()
+        sessions_ended(server)
     assert server.stopped_cleanly
 
 
@@ -515,6 +540,7 @@ async def test_tui_web_session_cap_is_a_setting(web_env: dict[str, str], tmp_pat
         only = await session(server)
         assert await handshake(ws_url(server, token=server.token), origin=server.address) == 429
         await only.close()
+        sessions_ended(server)
     assert server.stopped_cleanly
 
 

@@ -33,7 +33,6 @@ import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from textual_serve.server import Server
@@ -100,7 +99,6 @@ class WebGuard:
         self.cookie = f"stockctl_web_{port}"
         hosts = LOOPBACK_NAMES if is_loopback(host) else (url_host(host),)
         self.origins = frozenset(f"http://{h}:{port}" for h in hosts)
-        self.wildcard = host in ("0.0.0.0", "::", "")
 
     def url(self, host: str) -> str:
         """The one URL that opens the terminal (it carries the secret)."""
@@ -115,11 +113,8 @@ class WebGuard:
         return bool(cookie) and secrets.compare_digest(cookie.encode(), self.token.encode()), False
 
     def origin_ok(self, request: web.Request) -> bool:
-        origin = request.headers.get("Origin", "")
-        if origin in self.origins:
-            return True
-        # Bound to every interface: the served host is whichever one the browser used.
-        return self.wildcard and bool(origin) and urlsplit(origin).netloc == request.host
+        """The page's own origin sent the handshake (browsers always send Origin on a WebSocket)."""
+        return request.headers.get("Origin", "") in self.origins
 
     def full(self) -> web.Response:
         return refusal(
