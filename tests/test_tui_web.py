@@ -155,11 +155,11 @@ PRINTED_URL = re.compile(r"serving on (http://\S+/\?token=([A-Za-z0-9_-]{43})) "
 
 
 @contextlib.contextmanager
-def web_server(env: dict[str, str], port: int, log: Path) -> Iterator[Running]:
-    """``stockctl tui --web --port PORT``, until the end of the block."""
+def web_server(env: dict[str, str], port: int, log: Path, *flags: str) -> Iterator[Running]:
+    """``stockctl tui --web --port PORT [FLAGS]``, until the end of the block."""
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stockctl", "tui", "--web", "--port", str(port)],
+            [sys.executable, "-m", "stockctl", "tui", "--web", "--port", str(port), *flags],
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -536,7 +536,18 @@ async def test_tui_web_session_cap_is_a_setting(web_env: dict[str, str], tmp_pat
     )
     assert bad.returncode == 2 and "STOCKCTL_WEB_MAX_SESSIONS" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    with web_server({**web_env, "STOCKCTL_WEB_MAX_SESSIONS": "1"}, infra.free_port(), tmp_path / "web.log") as server:
+    flag = subprocess.run(
+        [sys.executable, "-m", "stockctl", "tui", "--web", "--web-max-sessions", "0"],
+        env=web_env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    assert flag.returncode == 2 and flag.stderr == bad.stderr, flag.stderr
+    # The flag overrides the environment.
+    env = {**web_env, "STOCKCTL_WEB_MAX_SESSIONS": "4"}
+    with web_server(env, infra.free_port(), tmp_path / "web.log", "--web-max-sessions", "1") as server:
         only = await session(server)
         assert await handshake(ws_url(server, token=server.token), origin=server.address) == 429
         await only.close()
