@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     alerts_per_user: int = Field(100, ge=1, le=10_000)
     """Active price alerts a user may have at once."""
 
+    web_max_sessions: int = Field(2, ge=1, le=100)
+    """Browser sessions ``stockctl tui --web`` serves at once; one more is refused."""
+
     only: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Run only these components (servers and/or daemons); empty means all."""
 

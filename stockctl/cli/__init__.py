@@ -52,13 +52,20 @@ app.add_typer(alert.app, name="alert")
 
 @app.command("tui")
 def tui_cmd(
-    web: Annotated[bool, typer.Option("--web", help="Serve the terminal in a browser (loopback only).")] = False,
+    web: Annotated[
+        bool, typer.Option("--web", help="Serve the terminal in a browser, behind a secret URL it prints.")
+    ] = False,
     port: Annotated[int, typer.Option(help="Port for --web.")] = 8703,
+    web_max_sessions: Annotated[
+        int | None,
+        typer.Option("--web-max-sessions", help="Browser sessions --web serves at once."),
+    ] = None,
 ) -> None:
     """Open the trading terminal (Textual); --web serves it in a browser."""
     from stockctl.cli.common import get_settings
 
-    settings = get_settings()
+    overrides = {} if web_max_sessions is None else {"web_max_sessions": web_max_sessions}
+    settings = get_settings(**overrides)
     if web:
         from tui.web import serve
 
