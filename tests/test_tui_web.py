@@ -195,7 +195,9 @@ def web_server(env: dict[str, str], port: int, log: Path, *flags: str) -> Iterat
 @contextlib.contextmanager
 def chromium(profile: Path) -> Iterator[Running]:
     """Headless Chromium with DevTools on a port it picks; yields the browser's DevTools address."""
-    assert Path(CHROMIUM).exists() or shutil.which("chromium"), "chromium is not installed (.ci/run installs it)"
+    assert Path(CHROMIUM).exists() or shutil.which("chromium"), (
+        "chromium is not installed (scripts/install-test-deps installs it)"
+    )
     argv = [
         CHROMIUM if Path(CHROMIUM).exists() else str(shutil.which("chromium")),
         "--headless",

@@ -49,8 +49,12 @@ TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+")
 
 
 def web_command() -> str:
-    """The command textual-serve runs for each browser session."""
-    return f"{shlex.quote(sys.executable)} -m tui"
+    """The command textual-serve runs for each browser session.
+
+    textual-serve runs it through ``/bin/sh -c``; ``exec`` makes the app the shell's replacement
+    rather than its child, so a signal for the session reaches the app itself.
+    """
+    return f"exec {shlex.quote(sys.executable)} -m tui"
 
 
 def url_host(host: str) -> str:
