@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stockctl.money import PriceError, to_units
-from stockctl.settings import SYMBOL_RE
+from stockctl.symbols import SymbolError, parse_symbol
 
 HEADER = ("timestamp", "symbol", "price", "volume")
 
@@ -79,9 +79,10 @@ def parse_row(fields: list[str], line: int, where: str) -> ReplayRow:
         ts = parse_timestamp(fields[0])
     except ValueError as exc:
         raise fail(str(exc)) from None
-    symbol = fields[1].strip().upper()
-    if not SYMBOL_RE.match(symbol):
-        raise fail(f"bad symbol {fields[1]!r}: use 1-32 of A-Z, 0-9 and _ starting with a letter")
+    try:
+        symbol = parse_symbol(fields[1])
+    except SymbolError as exc:
+        raise fail(exc.message) from None
     try:
         units = to_units(fields[2])
     except PriceError as exc:

@@ -16,10 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ENV_PREFIX = "STOCKCTL_"
+from stockctl.symbols import parse_symbol
 
-#: Symbols are NATS subject tokens and Redis key parts: no dots, spaces or wildcards.
-SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
+ENV_PREFIX = "STOCKCTL_"
 
 DAEMONS: tuple[str, ...] = ("publisher", "processor", "matching", "auth", "gateway", "alerts", "liquidity")
 """Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
@@ -224,10 +223,8 @@ class Settings(BaseSettings):
     @classmethod
     def _symbols(cls, value: list[str]) -> list[str]:
         out = []
-        for sym in value:
-            sym = sym.strip().upper()
-            if not SYMBOL_RE.match(sym):
-                raise ValueError(f"bad symbol {sym!r}: use 1-32 of A-Z, 0-9 and _ starting with a letter")
+        for text in value:
+            sym = parse_symbol(text)  # SymbolError is a ValueError: pydantic reports it
             if sym not in out:
                 out.append(sym)
         if not out:
