@@ -42,6 +42,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from prometheus_client import Histogram
 from redis.exceptions import RedisError
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.datastructures import Headers
@@ -881,6 +882,22 @@ def error_response(status: int, error: str, detail: str, headers: dict[str, str]
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
+class _PriceSymbol(Convertor[str]):
+    """A symbol in seed 002's ``/price/{symbol}``: may hold a ``/`` (sent as ``%2F``, which
+    arrives decoded), but is never ``history/...``, which is ``/price/history/{symbol}/{limit}``."""
+
+    regex = "(?!history/).+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("price_symbol", _PriceSymbol())
+
+
 def build_app(
     settings: Settings,
     store: MarketStore,
@@ -944,7 +961,7 @@ def build_app(
         return json_response(await store.quotes())
 
     @app.get("/api/v1/prices/{symbol:path}")
-    @app.get("/price/{symbol:path}", include_in_schema=False)
+    @app.get("/price/{symbol:price_symbol}", include_in_schema=False)
     async def price(symbol: str, request: Request) -> Response:
         await user(request)
         return json_response(await store.quote(symbol))

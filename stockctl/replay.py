@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from stockctl.errors import UsageError
 from stockctl.money import PriceError, to_units
-from stockctl.symbols import SymbolError, parse_symbol
+from stockctl.symbols import parse_symbol
 
 HEADER = ("timestamp", "symbol", "price", "volume")
 
@@ -81,7 +82,7 @@ def parse_row(fields: list[str], line: int, where: str) -> ReplayRow:
         raise fail(str(exc)) from None
     try:
         symbol = parse_symbol(fields[1])
-    except SymbolError as exc:
+    except UsageError as exc:
         raise fail(exc.message) from None
     try:
         units = to_units(fields[2])

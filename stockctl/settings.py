@@ -284,7 +284,10 @@ class Settings(BaseSettings):
     def _symbols(cls, value: list[str]) -> list[str]:
         out = []
         for text in value:
-            sym = parse_symbol(text)  # SymbolError is a ValueError: pydantic reports it
+            try:
+                sym = parse_symbol(text)
+            except StockctlError as exc:
+                raise ValueError(str(exc)) from None
             if sym not in out:
                 out.append(sym)
         if not out:

@@ -30,10 +30,6 @@ SYMBOL_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9_]*(?:[./-][A-Z0-9_]+)*", re.ASCII)
 RULE = "symbols are 1-32 of A-Z, 0-9, _ and the separators . - / between them (e.g. BRK.B, BTC-USD, BTC/USDT)"
 
 
-class SymbolError(UsageError, ValueError):
-    """A symbol that breaks the rule. A ValueError too, so settings validation reports it."""
-
-
 def _problem(text: str) -> str | None:
     """Why ``text`` is not a symbol (checked before upper-casing), or None if it is one."""
     if not text:
@@ -61,11 +57,12 @@ def _problem(text: str) -> str | None:
 
 
 def parse_symbol(text: str) -> str:
-    """``text`` (surrounding spaces trimmed) as a canonical upper-case symbol, or SymbolError."""
+    """``text`` (surrounding spaces trimmed) as a canonical upper-case symbol, or UsageError
+    (a 400 ``usageerror`` at the gateway, exit 2 in the CLI) naming what is wrong and the rule."""
     stripped = text.strip(" ")
     problem = _problem(stripped)
     if problem is not None:
-        raise SymbolError(f"bad symbol {text[:40]!r}: {problem}", RULE)
+        raise UsageError(f"bad symbol {text[:40]!r}: {problem}", RULE)
     return stripped.upper()
 
 

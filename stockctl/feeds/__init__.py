@@ -26,7 +26,7 @@ from typing import Any
 
 from stockctl.errors import UsageError
 from stockctl.money import PriceError, from_units, to_units
-from stockctl.symbols import SymbolError, parse_symbol
+from stockctl.symbols import parse_symbol
 
 log = logging.getLogger("stockctl.feeds")
 
@@ -87,7 +87,7 @@ def parse_feed(text: str) -> FeedSpec:
             )
         try:
             sym = parse_symbol(sym_text)
-        except SymbolError as exc:
+        except UsageError as exc:
             raise UsageError(f"bad feed {text[:60]!r}: {exc.message}", exc.hint) from None
         if sym in symbols:
             raise UsageError(f"bad feed {text[:60]!r}: {sym} twice", "name each symbol once (one stream kind each)")
