@@ -42,6 +42,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from prometheus_client import Histogram
 from redis.exceptions import RedisError
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.datastructures import Headers
@@ -881,6 +882,22 @@ def error_response(status: int, error: str, detail: str, headers: dict[str, str]
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
+class _PriceSymbol(Convertor[str]):
+    """A symbol in seed 002's ``/price/{symbol}``: may hold a ``/`` (sent as ``%2F``, which
+    arrives decoded), but is never ``history/...``, which is ``/price/history/{symbol}/{limit}``."""
+
+    regex = "(?!history/).+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("price_symbol", _PriceSymbol())
+
+
 def build_app(
     settings: Settings,
     store: MarketStore,
@@ -943,30 +960,30 @@ def build_app(
         await user(request)
         return json_response(await store.quotes())
 
-    @app.get("/api/v1/prices/{symbol}")
-    @app.get("/price/{symbol}", include_in_schema=False)
+    @app.get("/api/v1/prices/{symbol:path}")
+    @app.get("/price/{symbol:price_symbol}", include_in_schema=False)
     async def price(symbol: str, request: Request) -> Response:
         await user(request)
         return json_response(await store.quote(symbol))
 
-    @app.get("/api/v1/history/{symbol}")
+    @app.get("/api/v1/history/{symbol:path}")
     async def history(request: Request, symbol: str, limit: int = Query(100, ge=1, le=10_000)) -> Response:
         await user(request)
         return json_response(await store.history(symbol, limit))
 
-    @app.get("/price/history/{symbol}/{limit}", include_in_schema=False)
+    @app.get("/price/history/{symbol:path}/{limit}", include_in_schema=False)
     async def history_alias(request: Request, symbol: str, limit: int) -> Response:
         await user(request)
         return json_response(await store.history(symbol, limit))
 
-    @app.get("/api/v1/candles/{symbol}")
+    @app.get("/api/v1/candles/{symbol:path}")
     async def candles(
         request: Request, symbol: str, interval: str = "1m", limit: int = Query(100, ge=1, le=10_000)
     ) -> Response:
         await user(request)
         return json_response(await store.candles(symbol, interval, limit))
 
-    @app.get("/api/v1/signals/{symbol}")
+    @app.get("/api/v1/signals/{symbol:path}")
     async def signals(request: Request, symbol: str, limit: int = Query(50, ge=1, le=10_000)) -> Response:
         await user(request)
         return json_response(await store.signals(symbol, limit))
@@ -1043,14 +1060,14 @@ def build_app(
         await exchange.ensure_funded(claims.email)
         return Response(await exchange.query("balances", {"user": claims.email}), media_type="application/json")
 
-    @app.get("/api/v1/book/{market}")
+    @app.get("/api/v1/book/{market:path}")
     async def book(request: Request, market: str, depth: int = Query(20, ge=1, le=500)) -> Response:
         """Depth ladder: bids and asks as [price, qty, orders], best first."""
         await user(request)
         market = await exchange.known_market(market)
         return Response(await exchange.query("book", {"market": market, "depth": depth}), media_type="application/json")
 
-    @app.get("/api/v1/trades/{market}")
+    @app.get("/api/v1/trades/{market:path}")
     async def trades(request: Request, market: str, limit: int = Query(50, ge=1, le=1000)) -> Response:
         await user(request)
         return json_response(await exchange.recent_trades(market, limit))

@@ -25,7 +25,7 @@ import msgspec
 
 from stockctl.errors import UsageError
 from stockctl.money import PriceError, from_units, to_units
-from stockctl.settings import SYMBOL_RE
+from stockctl.symbols import parse_symbol
 
 Condition = Literal["above", "below", "cross-sma"]
 CONDITIONS: tuple[str, ...] = ("above", "below", "cross-sma")
@@ -124,11 +124,7 @@ def parse_request(req: AlertIn) -> AlertSpec:
     Whether the symbol exists and how far the threshold is from its price need the
     market data, so :func:`check_distance` and the store do those.
     """
-    symbol = req.symbol.strip().upper()
-    if not SYMBOL_RE.match(symbol):
-        raise UsageError(
-            f"bad symbol {req.symbol[:40]!r}", "symbols are 1-32 of A-Z, 0-9 and _, starting with a letter"
-        )
+    symbol = parse_symbol(req.symbol)
     condition = req.condition.strip().lower()
     if condition not in CONDITIONS:
         raise UsageError(f"bad condition {req.condition[:40]!r}", _CONDITIONS_HINT)

@@ -62,7 +62,8 @@ from stockctl.benchkit import (
     run_private,
 )
 from stockctl.errors import UsageError
-from stockctl.settings import SYMBOL_RE, Settings
+from stockctl.settings import Settings
+from stockctl.symbols import is_symbol
 
 DEFAULT_CLIENTS = 1_000
 DEFAULT_SECONDS = 20.0
@@ -134,8 +135,8 @@ class WsBenchOptions:
         if not self.symbols:
             raise UsageError("--symbols is empty", "e.g. --symbols AAPL,MSFT")
         for sym in self.symbols:
-            if not SYMBOL_RE.match(sym):
-                raise UsageError(f"bad symbol {sym!r} in --symbols", "use A-Z, 0-9 and _ starting with a letter")
+            if not is_symbol(sym):
+                raise UsageError(f"bad symbol {sym!r} in --symbols", "use A-Z, 0-9, _ and . - / between them")
         if not 1 <= self.channels_per_client <= len(self.symbols):
             raise UsageError(
                 f"--channels-per-client must be 1 to {len(self.symbols)} (the number of symbols)",

@@ -23,6 +23,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -30,7 +31,8 @@ import websockets
 
 from stockctl.alerts import Alert, AlertAdded, AlertList
 from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable, UsageError
-from stockctl.settings import SYMBOL_RE, Settings
+from stockctl.settings import Settings
+from stockctl.symbols import parse_symbol
 from stockctl.wire import Candle, PricePoint, Quote, Signal
 
 
@@ -91,10 +93,13 @@ def resolve_auth_url(settings: Settings) -> str:
 
 
 def normalise_symbol(text: str) -> str:
-    sym = text.strip().upper()
-    if not SYMBOL_RE.match(sym):
-        raise UsageError(f"bad symbol {text!r}", "symbols are 1-32 of A-Z, 0-9 and _, starting with a letter")
-    return sym
+    """A symbol from the command line, checked (UsageError naming the rule) and upper-cased."""
+    return parse_symbol(text)
+
+
+def symbol_path(text: str) -> str:
+    """A symbol as one URL path segment: ``BTC/USDT`` is sent as ``BTC%2FUSDT``."""
+    return quote(parse_symbol(text), safe="")
 
 
 def resolve_ws_url(settings: Settings) -> str:
@@ -165,16 +170,16 @@ class GatewayClient:
         return self._get("/api/v1/prices", list[Quote])
 
     def quote(self, symbol: str) -> Quote:
-        return self._get(f"/api/v1/prices/{normalise_symbol(symbol)}", Quote)
+        return self._get(f"/api/v1/prices/{symbol_path(symbol)}", Quote)
 
     def history(self, symbol: str, limit: int) -> list[PricePoint]:
-        return self._get(f"/api/v1/history/{normalise_symbol(symbol)}", list[PricePoint], limit=limit)
+        return self._get(f"/api/v1/history/{symbol_path(symbol)}", list[PricePoint], limit=limit)
 
     def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
-        return self._get(f"/api/v1/candles/{normalise_symbol(symbol)}", list[Candle], interval=interval, limit=limit)
+        return self._get(f"/api/v1/candles/{symbol_path(symbol)}", list[Candle], interval=interval, limit=limit)
 
     def signals(self, symbol: str, limit: int) -> list[Signal]:
-        return self._get(f"/api/v1/signals/{normalise_symbol(symbol)}", list[Signal], limit=limit)
+        return self._get(f"/api/v1/signals/{symbol_path(symbol)}", list[Signal], limit=limit)
 
     # --- exchange -------------------------------------------------------------------
 
@@ -213,10 +218,10 @@ class GatewayClient:
         return self._send("GET", "/api/v1/balances")
 
     def book(self, market: str, depth: int = 20) -> dict[str, Any]:
-        return self._send("GET", f"/api/v1/book/{normalise_symbol(market)}", depth=depth)
+        return self._send("GET", f"/api/v1/book/{symbol_path(market)}", depth=depth)
 
     def trades(self, market: str, limit: int = 50) -> list[dict[str, Any]]:
-        return self._send("GET", f"/api/v1/trades/{normalise_symbol(market)}", limit=limit)
+        return self._send("GET", f"/api/v1/trades/{symbol_path(market)}", limit=limit)
 
     def markets(self) -> list[dict[str, Any]]:
         return self._send("GET", "/api/v1/markets")

@@ -8,7 +8,7 @@ from stockctl import names
 from stockctl.candles import parse_interval
 from stockctl.errors import NotFound, UsageError
 from stockctl.processing import quote_from_fields
-from stockctl.settings import SYMBOL_RE
+from stockctl.symbols import parse_symbol
 from stockctl.wire import Candle, PricePoint, Quote, Signal, candle_decoder, point_decoder, signal_decoder
 
 MAX_LIMIT = 10_000
@@ -16,10 +16,7 @@ MAX_LIMIT = 10_000
 
 def check_symbol(text: str) -> str:
     """Normalise a symbol from a client, or raise UsageError naming the rule."""
-    sym = text.strip().upper()
-    if not SYMBOL_RE.match(sym):
-        raise UsageError(f"bad symbol {text[:40]!r}", "symbols are 1-32 of A-Z, 0-9 and _, starting with a letter")
-    return sym
+    return parse_symbol(text)
 
 
 def check_limit(limit: int) -> int:

@@ -2,9 +2,19 @@
 
 No other module spells a subject or a key: they call these, so a rename is one edit
 and a grep for a function finds every reader and writer.
+
+Symbols and market names enter a subject or a key only through :func:`symbol_token`, one
+reversible encoding: ``A-Z``, ``0-9``, ``_`` and ``-`` stand for themselves (so ``AAPL`` and
+``TATA_INR`` are spelled as before), and every other character of a symbol (``.`` and ``/``,
+see :mod:`stockctl.symbols`) becomes ``%`` and its two hex digits, as in a URL: ``BRK.B`` is
+``md.tick.BRK%2EB``, ``BTC/USDT`` is ``md:quote:BTC%2FUSDT``. A token never holds ``.``, ``*``,
+``>`` or whitespace (a NATS subject token cannot) nor ``:`` (the Redis key separator), and
+``%`` is never part of a symbol, so :func:`symbol_from_token` gives the symbol back exactly.
 """
 
 from __future__ import annotations
+
+import re
 
 # --- JetStream -------------------------------------------------------------------------
 
@@ -19,26 +29,44 @@ PROCESSOR_DURABLE = "processor"
 """Durable consumer of the tick stream shared by processor instances."""
 
 
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_ESCAPE = re.compile(r"%([0-9A-F]{2})")
+
+
+def symbol_token(symbol: str) -> str:
+    """A symbol (or market) as one NATS subject token and Redis key part; see the module doc."""
+    if all(ch in _PLAIN for ch in symbol):
+        return symbol  # the common case, and every symbol that was valid before the encoding
+    return "".join(ch if ch in _PLAIN else f"%{ord(ch):02X}" for ch in symbol)
+
+
+def symbol_from_token(token: str) -> str:
+    """Inverse of :func:`symbol_token`."""
+    if "%" not in token:
+        return token
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), token)
+
+
 def tick_subject(symbol: str) -> str:
-    return f"md.tick.{symbol}"
+    return f"md.tick.{symbol_token(symbol)}"
 
 
 def quote_subject(symbol: str) -> str:
-    return f"md.quote.{symbol}"
+    return f"md.quote.{symbol_token(symbol)}"
 
 
 def signal_subject(symbol: str) -> str:
-    return f"md.signal.{symbol}"
+    return f"md.signal.{symbol_token(symbol)}"
 
 
 def candle_subject(symbol: str, interval: str) -> str:
     """Core NATS: the current candle after each processor batch that changed it."""
-    return f"md.candle.{symbol}.{interval}"
+    return f"md.candle.{symbol_token(symbol)}.{interval}"
 
 
 def symbol_of(subject: str) -> str:
-    """The symbol token of an ``md.<kind>.<SYM>`` subject."""
-    return subject.rsplit(".", 1)[-1]
+    """The symbol of an ``md.<kind>.<SYM>`` (or ``ex.<kind>.<MKT>``) subject, decoded."""
+    return symbol_from_token(subject.rsplit(".", 1)[-1])
 
 
 # --- Redis -----------------------------------------------------------------------------
@@ -52,22 +80,22 @@ STREAM_EPOCH_KEY = "md:stream-epoch"
 
 def quote_key(symbol: str) -> str:
     """Hash: latest price, day open/high/low, SMA values, dedup sequence numbers."""
-    return f"md:quote:{symbol}"
+    return f"md:quote:{symbol_token(symbol)}"
 
 
 def history_key(symbol: str) -> str:
     """List of the last N price points, oldest first."""
-    return f"md:hist:{symbol}"
+    return f"md:hist:{symbol_token(symbol)}"
 
 
 def candles_key(symbol: str, interval: str) -> str:
     """Sorted set of candles scored by bucket start (ns)."""
-    return f"md:candles:{symbol}:{interval}"
+    return f"md:candles:{symbol_token(symbol)}:{interval}"
 
 
 def signals_key(symbol: str) -> str:
     """List of SMA crossover signals, oldest first."""
-    return f"md:signals:{symbol}"
+    return f"md:signals:{symbol_token(symbol)}"
 
 
 # --- accounts (auth daemon) -------------------------------------------------------------
@@ -123,16 +151,16 @@ REPLY_HEADER = "Stockctl-Reply"
 
 
 def order_subject(market: str) -> str:
-    return f"ex.order.{market}"
+    return f"ex.order.{symbol_token(market)}"
 
 
 def event_subject(market: str) -> str:
-    return f"ex.event.{market}"
+    return f"ex.event.{symbol_token(market)}"
 
 
 def book_subject(market: str) -> str:
     """Core NATS: depth snapshots and sequence-numbered deltas."""
-    return f"ex.book.{market}"
+    return f"ex.book.{symbol_token(market)}"
 
 
 def query_subject(what: str) -> str:
@@ -151,7 +179,7 @@ def fills_key(user: str) -> str:
 
 def trades_key(market: str) -> str:
     """List of a market's recent trades, oldest first (bounded)."""
-    return f"ex:trades:{market}"
+    return f"ex:trades:{symbol_token(market)}"
 
 
 VIEWS_SEQ_KEY = "ex:views-seq"

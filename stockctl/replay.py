@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from stockctl.errors import UsageError
 from stockctl.money import PriceError, to_units
-from stockctl.settings import SYMBOL_RE
+from stockctl.symbols import parse_symbol
 
 HEADER = ("timestamp", "symbol", "price", "volume")
 
@@ -79,9 +80,10 @@ def parse_row(fields: list[str], line: int, where: str) -> ReplayRow:
         ts = parse_timestamp(fields[0])
     except ValueError as exc:
         raise fail(str(exc)) from None
-    symbol = fields[1].strip().upper()
-    if not SYMBOL_RE.match(symbol):
-        raise fail(f"bad symbol {fields[1]!r}: use 1-32 of A-Z, 0-9 and _ starting with a letter")
+    try:
+        symbol = parse_symbol(fields[1])
+    except UsageError as exc:
+        raise fail(exc.message) from None
     try:
         units = to_units(fields[2])
     except PriceError as exc:

@@ -16,12 +16,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from stockctl.errors import StockctlError
+from stockctl.symbols import parse_symbol
+
 ENV_PREFIX = "STOCKCTL_"
 
-#: Symbols are NATS subject tokens and Redis key parts: no dots, spaces or wildcards.
-SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
-
-DAEMONS: tuple[str, ...] = ("publisher", "processor", "matching", "auth", "gateway", "alerts", "liquidity")
+DAEMONS: tuple[str, ...] = ("publisher", "processor", "matching", "auth", "gateway", "alerts", "liquidity", "feeds")
 """Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
 
 SERVERS: tuple[str, ...] = ("nats", "redis")
@@ -200,6 +200,32 @@ class Settings(BaseSettings):
     web_max_sessions: int = Field(2, ge=1, le=100)
     """Browser sessions ``stockctl tui --web`` serves at once; one more is refused."""
 
+    feeds: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Live exchange feeds, ``binance:BTCUSDT,ETHUSDT@aggTrade`` or ``coinbase:BTC-USD`` (``;`` between
+    feeds in the environment); run by the ``feeds`` daemon."""
+
+    simulate: bool | None = None
+    """Run the price simulator: by default on, unless feeds are given (``up --simulate`` keeps it
+    beside the feeds)."""
+
+    feed_url_binance: str = "wss://stream.binance.com:9443/stream"
+    """Binance combined-stream endpoint (``?streams=...`` is added)."""
+
+    feed_url_coinbase: str = "wss://ws-feed.exchange.coinbase.com"
+    """Coinbase Exchange WebSocket feed."""
+
+    feed_silence_s: float = Field(10.0, gt=0, le=3600)
+    """A Coinbase connection with no frame (heartbeats come every second) for this long is made again."""
+
+    feed_ping_interval_s: float = Field(20.0, gt=0, le=3600)
+    """Our keepalive pings to the exchange; no pong within as long again closes and reconnects."""
+
+    feed_backoff_min_s: float = Field(0.5, gt=0, le=60)
+    """First reconnect delay of a feed (jittered, doubling)."""
+
+    feed_backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    """Longest reconnect delay of a feed."""
+
     only: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Run only these components (servers and/or daemons); empty means all."""
 
@@ -209,6 +235,39 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("feeds", mode="before")
+    @classmethod
+    def _feed_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(";") if part.strip()]
+        return value
+
+    @field_validator("feeds")
+    @classmethod
+    def _feeds(cls, value: list[str]) -> list[str]:
+        from stockctl.feeds import parse_feed  # local: feeds imports settings' neighbours
+
+        seen: dict[str, str] = {}
+        out = []
+        for text in value:
+            try:
+                spec = parse_feed(text)
+            except StockctlError as exc:
+                raise ValueError(str(exc)) from None
+            for sym in spec.symbols:
+                if sym in seen:
+                    raise ValueError(f"{sym} is fed twice ({seen[sym]} and {spec.exchange}); feed each symbol once")
+                seen[sym] = spec.exchange
+            out.append(str(spec))
+        return out
+
+    @field_validator("feed_url_binance", "feed_url_coinbase")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not value.startswith(("wss://", "ws://")):
+            raise ValueError(f"bad feed URL {value[:80]!r}: use wss://HOST[:PORT]/PATH (ws:// for a local test server)")
+        return value
 
     @field_validator("demo_balances", mode="before")
     @classmethod
@@ -227,10 +286,11 @@ class Settings(BaseSettings):
     @classmethod
     def _symbols(cls, value: list[str]) -> list[str]:
         out = []
-        for sym in value:
-            sym = sym.strip().upper()
-            if not SYMBOL_RE.match(sym):
-                raise ValueError(f"bad symbol {sym!r}: use 1-32 of A-Z, 0-9 and _ starting with a letter")
+        for text in value:
+            try:
+                sym = parse_symbol(text)
+            except StockctlError as exc:
+                raise ValueError(str(exc)) from None
             if sym not in out:
                 out.append(sym)
         if not out:
@@ -254,6 +314,19 @@ class Settings(BaseSettings):
             if name not in known:
                 raise ValueError(f"unknown component {name!r}; known: {', '.join(known)}")
         return value
+
+    @model_validator(mode="after")
+    def _feeds_beside_simulation(self) -> Settings:
+        if self.runs_simulator and self.feeds:
+            from stockctl.feeds import parse_feed
+
+            fed = {sym for text in self.feeds for sym in parse_feed(text).symbols}
+            both = sorted(fed & set(self.symbols))
+            if both:
+                raise ValueError(
+                    f"{', '.join(both)} would be both simulated and fed live; drop it from --symbols/STOCKCTL_SYMBOLS"
+                )
+        return self
 
     @model_validator(mode="after")
     def _windows(self) -> Settings:
@@ -310,6 +383,13 @@ class Settings(BaseSettings):
     def secrets_dir(self) -> Path:
         return self.home / "secrets"
 
+    @property
+    def runs_simulator(self) -> bool:
+        """Whether the publisher simulates: ``simulate`` if set, else only when no feed runs."""
+        if self.replay_csv is not None:
+            return False
+        return self.simulate if self.simulate is not None else not self.feeds
+
     def components(self) -> list[str]:
         """Servers and daemons this instance runs, in start order."""
         names: list[str] = []
@@ -317,7 +397,12 @@ class Settings(BaseSettings):
             names.append("nats")
         if not self.redis_url:
             names.append("redis")
-        names.extend(d for d in DAEMONS if d != "liquidity" or self.liquidity)
+        skip = {"liquidity"} if not self.liquidity else set()
+        if not self.feeds:
+            skip.add("feeds")
+        if not self.runs_simulator and self.replay_csv is None:
+            skip.add("publisher")  # live feeds instead of the simulator
+        names.extend(d for d in DAEMONS if d not in skip)
         if self.only:
             names = [n for n in names if n in self.only]
         return names
@@ -329,7 +414,7 @@ class Settings(BaseSettings):
             if value is None:
                 continue
             if isinstance(value, list):
-                value = ",".join(str(v) for v in value)
+                value = (";" if name == "feeds" else ",").join(str(v) for v in value)
             elif isinstance(value, dict):
                 value = ",".join(f"{k}={v}" for k, v in value.items())
             env[ENV_PREFIX + name.upper()] = str(value)

@@ -20,7 +20,11 @@ class Tick(msgspec.Struct, frozen=True, omit_defaults=True):
     """Per-symbol sequence number: consecutive, so a gap is visible."""
     volume: int = 0
     origin: str = "sim"
-    """Where the tick came from: ``sim``, ``csv:<file>:<line>`` or an exchange market."""
+    """Where the tick came from: ``sim``, ``csv:<file>:<line>``, an exchange market, or a live
+    feed's trade (``binance:trade:<id>``, ``binance:aggTrade:<id>``, ``coinbase:match:<id>``)."""
+    qty: str | None = None
+    """A live feed's exact traded quantity (crypto trades in fractions; ``volume`` counts whole
+    units only and is 0 for them)."""
 
 
 class Quote(msgspec.Struct, frozen=True, omit_defaults=True):

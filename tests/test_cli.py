@@ -251,7 +251,7 @@ def test_up_attach_stops_everything_on_ctrl_c(cli: Cli) -> None:
 
         def all_running() -> list[dict] | None:
             rows = json.loads(cli.run("status", "--json").stdout or "[]")
-            everything = {"nats", "redis", *DAEMONS} - {"liquidity"}  # market makers are off by default
+            everything = {"nats", "redis", *DAEMONS} - {"liquidity", "feeds"}  # no market makers, no --feed
             names_running = {r["name"] for r in rows if r["state"] == "running"}
             return rows if names_running == everything == {r["name"] for r in rows} else None
 

@@ -116,7 +116,8 @@ def test_rest_errors_are_4xx_json_with_a_reason(stack: Stack) -> None:
     tok = token(stack)
     cases = {
         "/api/v1/prices/NOPE": (404, "known symbols: AAPL, MSFT"),
-        "/api/v1/prices/A.B": (400, "bad symbol"),
+        "/api/v1/prices/A..B": (400, "bad symbol"),
+        "/api/v1/prices/A.B": (404, "unknown symbol A.B"),  # a real-ticker spelling, just not known here
         "/api/v1/history/AAPL?limit=0": (422, "limit"),
         "/api/v1/history/AAPL?limit=abc": (422, "limit"),
         "/api/v1/candles/AAPL?interval=7m": (400, "no 7m candles"),

@@ -309,6 +309,34 @@ def render_ws(r: WsBenchResult) -> None:
 
 
 @app.command(
+    "feeds",
+    help="Frames/s the Binance adapter normalises, beside a raw websockets receive baseline, in process.",
+)
+def feeds(
+    frames: Annotated[
+        int | None, typer.Option("--frames", min=1000, max=10_000_000, help="Trade frames sent.", show_default="200000")
+    ] = None,
+    quick: Annotated[bool, _quick("20,000 frames")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Frames/s the Binance adapter normalises, beside a raw websockets receive baseline, in process."""
+    from stockctl.bench_feeds import DEFAULT_FRAMES, QUICK_FRAMES, run_feeds_bench
+
+    count = frames if frames is not None else QUICK_FRAMES if quick else DEFAULT_FRAMES
+    with err_console.status("bench feeds...", spinner="dots"):
+        result = run_feeds_bench(count)
+    if json_out:
+        print_json(result.to_doc())
+        return
+    console.print(
+        f"bench feeds: {result.frames:,} Binance trade frames over a local WebSocket\n"
+        f"  raw websockets receive   {result.raw_per_s:>10,.0f} frames/s\n"
+        f"  receive + normalise      {result.adapter_per_s:>10,.0f} frames/s  (ratio {result.ratio:.2f},"
+        f" {result.trades:,} trades)"
+    )
+
+
+@app.command(
     "matching",
     help="The matching engine alone, in process: orders/s and per-order latency on a seeded order stream.\n\n"
     "Generates a seeded stream (about 60% limit orders near a drifting mid, 20% market orders, 20% cancels"

@@ -78,9 +78,37 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads((settings.run_dir / f"{comp['name']}.json").read_text())
                 row["ops"] = (doc.get("info") or {}).get("ops")
+        if comp["name"] == "feeds" and running:
+            with contextlib.suppress(OSError, ValueError):
+                doc = json.loads((settings.run_dir / "feeds.json").read_text())
+                row["feeds"] = feed_health((doc.get("info") or {}).get("feeds") or {}, now)
         rows.append(row)
     _probe_health(rows)
     return rows
+
+
+def feed_health(feeds: dict[str, Any], now: float) -> dict[str, Any]:
+    """Per feed: connected, age of the last message, reconnects, gaps (as the daemon wrote them)."""
+    out = {}
+    for name, h in feeds.items():
+        last = h.get("last_message")
+        out[name] = {**h, "last_message_age_s": round(now - last, 1) if last else None}
+    return out
+
+
+def _feed_line(name: str, h: dict[str, Any]) -> list[str]:
+    state = "[green]connected[/]" if h.get("connected") else "[red]disconnected[/]"
+    age = h.get("last_message_age_s")
+    parts = [
+        f"last message {fmt_duration(age)} ago" if age is not None else "no message yet",
+        f"gaps {h.get('gaps', 0)} ({h.get('missed', 0)} trades missed)",
+        f"reconnects {h.get('reconnects', 0)}",
+    ]
+    if h.get("malformed"):
+        parts.append(f"malformed {h['malformed']}")
+    if not h.get("connected") and h.get("last_error"):
+        parts.append(h["last_error"])
+    return [f"  feed {name}", "", state, "", "", ",".join(h.get("symbols", [])), "", "", "; ".join(parts)]
 
 
 def _probe_health(rows: list[dict[str, Any]]) -> None:
@@ -142,6 +170,8 @@ def render_status(settings: Settings, rows: list[dict[str, Any]]) -> None:
                 r.get("message") or "",
             ]
         )
+        for name, h in (r.get("feeds") or {}).items():
+            table_rows.append(_feed_line(name, h))
     console.print(fitted_table(STATUS_COLS, table_rows, console.width, title=f"stockctl @ {settings.home}"))
 
 
@@ -170,6 +200,17 @@ def up(
     liquidity: Annotated[
         bool | None, typer.Option("--liquidity/--no-liquidity", help="Simulated market makers on the exchange.")
     ] = None,
+    feed: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Live exchange trades, e.g. binance:BTCUSDT,ETHUSDT@aggTrade or coinbase:BTC-USD (repeatable)."
+            " Replaces the simulator unless --simulate."
+        ),
+    ] = None,
+    simulate: Annotated[
+        bool | None,
+        typer.Option("--simulate/--no-simulate", help="Run the price simulator (default: on; off with --feed)."),
+    ] = None,
     log_format: Annotated[
         LogFormat | None,
         typer.Option(help="Daemon logs: text, or json (one object per line with request/order ids)."),
@@ -190,6 +231,8 @@ def up(
         replay_csv=replay.expanduser().resolve() if replay else None,
         replay_speed=replay_speed,
         liquidity=liquidity,
+        feeds=feed or None,
+        simulate=simulate,
         log_format=log_format.value if log_format else None,
     )
     start_instance(settings, attach, json_out)

@@ -15,6 +15,8 @@ from typing import Literal
 
 import msgspec
 
+from stockctl.symbols import RULE, is_symbol
+
 Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
 TimeInForce = Literal["gtc", "ioc", "fok"]
@@ -181,4 +183,7 @@ def load_markets(path: str | None) -> tuple[MarketSpec, ...]:
         specs = msgspec.json.decode(fh.read(), type=list[MarketSpec])
     if not specs:
         raise ValueError(f"{path}: no markets")
+    for spec in specs:
+        if not is_symbol(spec.symbol):  # markets are symbols too: the same rule at every door
+            raise ValueError(f"{path}: bad market {spec.symbol[:40]!r}; use it in upper case. {RULE}")
     return tuple(specs)

@@ -99,7 +99,7 @@ def test_a_bad_threshold_is_refused_with_the_reason(threshold: object, needle: s
     ("req", "needle"),
     [
         (AlertIn("AAPL", "sideways", "1"), "bad condition 'sideways'; conditions: above PRICE"),
-        (AlertIn("AA.PL", "above", "1"), "bad symbol"),
+        (AlertIn("AA..PL", "above", "1"), "bad symbol"),
         (AlertIn("AAPL", "cross-sma", "200"), "cross-sma takes no price"),
         (AlertIn("AAPL", "cross-sma", side="hold"), "bad side 'hold'"),
         (AlertIn("AAPL", "above", "200", side="buy"), "side applies to cross-sma only"),
