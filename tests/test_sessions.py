@@ -322,24 +322,32 @@ def test_a_4401_close_is_followed_by_one_reconnect_with_a_fresh_token(stack: Sta
     assert counters(settings, "auth").get("reuse_detected", 0) == 0
 
 
-def test_a_login_revoked_on_the_server_ends_the_stream_with_not_logged_in(stack: Stack) -> None:
-    """No reconnect loop: the renewal finds the refresh token dead and the client says so."""
-    stored = load(stack.settings)
+def test_a_token_the_gateway_refuses_is_replaced_once_and_a_dead_login_says_not_logged_in(stack: Stack) -> None:
+    """A token the client holds valid but the gateway refuses (4401): one fresh one, not a loop."""
+    settings = stack.settings
+    stored = load(settings)
     assert stored is not None
-    resp = httpx.post(
-        f"{stack.settings.gateway_url}/auth/logout", json={"refresh_token": stored.refresh_token}, timeout=10
-    )
-    assert resp.status_code in (200, 204), resp.text
+    forged = stored.access_token[:-8] + ("A" * 8 if not stored.access_token.endswith("A" * 8) else "B" * 8)
+    save(settings, Session(stored.base_url, stored.email, forged, time.time() + 3600, stored.refresh_token, TTL_S))
 
-    async def follow() -> float:
-        start = time.monotonic()
-        with pytest.raises(NotLoggedIn):
-            async for _ in stream(stack.settings, ["quotes:AAPL"]):
-                pass
-        return time.monotonic() - start
+    async def quotes(n: int) -> int:
+        got = 0
+        async for kind, _channel, _data in stream(settings, ["quotes:AAPL"]):
+            got += kind == "quote"
+            if got >= n:
+                return got
+        return got
 
-    took = asyncio.run(follow())
+    assert asyncio.run(asyncio.wait_for(quotes(3), 20)) == 3
+    renewed = load(settings)
+    assert renewed is not None and renewed.access_token != forged and renewed.refresh_token != stored.refresh_token
+    wait_for(lambda: counters(settings, "gateway").get("connections") == 2, 5, what="refused, then one reconnect")
 
-    assert took < TTL_S + MAX_GAP_S
-    assert load(stack.settings) is None  # the dead login is forgotten: `stockctl login` again
-    assert counters(stack.settings, "gateway").get("connections") == 1
+    # Nothing left to renew with: the next 4401 ends it with NotLoggedIn after one attempt.
+    save(settings, Session(stored.base_url, stored.email, forged, time.time() + 3600, "spent-or-forged", TTL_S))
+    with pytest.raises(NotLoggedIn):
+        asyncio.run(asyncio.wait_for(quotes(1), 20))
+    time.sleep(1.5)  # the gateway writes its counters every second
+    assert counters(settings, "gateway").get("connections") == 3
+    assert load(settings) is None  # the dead login is forgotten: `stockctl login` again
+    assert counters(settings, "auth").get("reuse_detected", 0) == 0
