@@ -162,6 +162,8 @@ def test_two_watches_alert_watch_book_watch_and_the_tui_share_one_login_past_fou
     auth = counters(home, "auth")
     assert auth.get("reuse_detected", 0) == 0
     rotations = auth.get("refreshes", 0) - refreshes_before
+    gaps = [max_gap([t for t, line in w.lines if json.loads(line)["type"] == "quote"], start, end) for w in watches]
+    print(f"\n{rotations} refreshes in {end - start:.0f} s for 5 clients; longest quote gaps {gaps}")
     assert rotations >= LIFETIMES - 1, rotations
     assert rotations <= 3 * LIFETIMES, f"{rotations} refreshes: the processes do not share rotations"
     assert "spent refresh token presented again" not in (home / "logs" / "auth.log").read_text()
