@@ -11,6 +11,10 @@ The CLI uses it; so can a bot::
     async for kind, channel, data in stream(settings, ["quotes:AAPL"]):
         ...
 
+Streams use the stored login through :class:`stockctl.credentials.LiveSession`: the
+access token is renewed on the open socket before it expires, so a stream lasts as long
+as the login does (:func:`live_frames`, shared with the TUI).
+
 The instance is found from the state dir (``run/instance.json``, written by the
 supervisor); ``STOCKCTL_GATEWAY_URL`` / ``STOCKCTL_WS_URL`` point elsewhere.
 """

@@ -44,6 +44,9 @@ TTL_S = 10
 LIFETIMES = 4.5
 RUN_S = TTL_S * LIFETIMES  # 45 s: four lifetimes and a half
 MAX_GAP_S = 3.0
+CYCLE_S = TTL_S * 2 / 3 - 1
+"""How often one login rotates: a token is due with a third of its life left, counted from 1 s
+before it was asked for (the server's whole second)."""
 EMAIL = "renew@example.com"
 PASSWORD = "correct horse battery staple"
 
@@ -108,6 +111,7 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
     c.run("down", timeout=120)
 
 
+@pytest.mark.timeout(300)
 def test_two_watches_alert_watch_book_watch_and_the_tui_share_one_login_past_four_lifetimes(
     cli: Cli, tmp_path: Path
 ) -> None:
@@ -165,7 +169,8 @@ def test_two_watches_alert_watch_book_watch_and_the_tui_share_one_login_past_fou
     gaps = [max_gap([t for t, line in w.lines if json.loads(line)["type"] == "quote"], start, end) for w in watches]
     print(f"\n{rotations} refreshes in {end - start:.0f} s for 5 clients; longest quote gaps {gaps}")
     assert rotations >= LIFETIMES - 1, rotations
-    assert rotations <= 3 * LIFETIMES, f"{rotations} refreshes: the processes do not share rotations"
+    # Shared: about one rotation per cycle for all five (unshared, each would rotate its own).
+    assert rotations <= 2 * RUN_S / CYCLE_S, f"{rotations} refreshes: the processes do not share rotations"
     assert "spent refresh token presented again" not in (home / "logs" / "auth.log").read_text()
     # And the login still works: the stored refresh token is the live one.
     assert cli.json("whoami")["email"] == EMAIL
@@ -200,6 +205,7 @@ def stack(clean, tmp_path: Path, daemons, monkeypatch: pytest.MonkeyPatch) -> St
     return Stack(settings)
 
 
+@pytest.mark.timeout(180)
 async def test_the_tui_stays_on_its_board_past_four_lifetimes(stack: Stack) -> None:
     from tests.test_tui import until
 
@@ -226,6 +232,7 @@ async def test_the_tui_stays_on_its_board_past_four_lifetimes(stack: Stack) -> N
     assert counters(stack.settings, "auth").get("refreshes", 0) >= LIFETIMES - 1
 
 
+@pytest.mark.timeout(180)
 def test_a_client_stream_keeps_its_subscriptions_across_renewals(stack: Stack) -> None:
     channels = ["quotes:AAPL", "quotes:MSFT"]
 
@@ -264,6 +271,7 @@ def holding_the_credentials_lock(settings: Settings) -> Iterator[None]:
         os.close(fd)
 
 
+@pytest.mark.timeout(180)
 def test_a_4401_close_is_followed_by_one_reconnect_with_a_fresh_token(stack: Stack) -> None:
     settings = stack.settings
 
