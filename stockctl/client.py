@@ -11,6 +11,10 @@ The CLI uses it; so can a bot::
     async for kind, channel, data in stream(settings, ["quotes:AAPL"]):
         ...
 
+Streams use the stored login through :class:`stockctl.credentials.LiveSession`: the
+access token is renewed on the open socket before it expires, so a stream lasts as long
+as the login does (:func:`live_frames`, shared with the TUI).
+
 The instance is found from the state dir (``run/instance.json``, written by the
 supervisor); ``STOCKCTL_GATEWAY_URL`` / ``STOCKCTL_WS_URL`` point elsewhere.
 """
@@ -18,11 +22,12 @@ supervisor); ``STOCKCTL_GATEWAY_URL`` / ``STOCKCTL_WS_URL`` point elsewhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -30,10 +35,13 @@ import msgspec
 import websockets
 
 from stockctl.alerts import Alert, AlertAdded, AlertList
-from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable, UsageError
+from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable, StockctlError, UsageError
 from stockctl.settings import Settings
 from stockctl.symbols import parse_symbol
 from stockctl.wire import Candle, PricePoint, Quote, Signal
+
+if TYPE_CHECKING:
+    from stockctl.credentials import LiveSession, Session
 
 
 def instance_path(settings: Settings) -> Path:
@@ -260,9 +268,123 @@ class Frame(msgspec.Struct):
     data: msgspec.Raw = msgspec.Raw(b"")
     error: str | None = None
     detail: str | None = None
+    id: int | str | None = None
+    email: str | None = None
 
 
 _frame_decoder = msgspec.json.Decoder(Frame)
+
+StateHandler = Callable[[str, str], None]
+RENEW_ID = "renew"
+"""The ``id`` of the ``auth`` messages that renew the token on an open socket."""
+CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4401, 4403
+
+
+async def _keep_renewed(ws: websockets.ClientConnection, session: LiveSession, grant: Session) -> None:
+    """Renew the socket's token before it expires: rotate, then ``{"op":"auth"}`` on the socket.
+
+    Ends by closing the socket and raising NotLoggedIn when the login is gone. While auth
+    cannot be reached it retries every second: the token on the socket is still valid, and
+    if it expires first, the gateway's 4401 close takes the reconnect path.
+    """
+    from stockctl.credentials import NotLoggedIn
+
+    while True:
+        await asyncio.sleep(max(0.0, grant.renew_in()))
+        try:
+            fresh = await asyncio.to_thread(session.renew, grant.access_token)
+        except NotLoggedIn:
+            await ws.close(1000, "logged out")
+            raise
+        except StockctlError:
+            await asyncio.sleep(1.0)
+            continue
+        if fresh.access_token != grant.access_token:
+            await ws.send(json.dumps({"op": "auth", "token": fresh.access_token, "id": RENEW_ID}))
+        grant = fresh
+
+
+async def live_frames(
+    settings: Settings,
+    groups: list[list[str]],
+    session: LiveSession,
+    on_state: StateHandler | None = None,
+    max_attempts: int | None = 30,
+    max_backoff_s: float = 5.0,
+) -> AsyncIterator[Frame]:
+    """Every frame of one WebSocket kept open: auth, one subscribe per group, renewal, reconnects.
+
+    The subscribe of ``groups[i]`` carries ``id`` i + 1, so an error frame says which group
+    it is about. While connected, the token is renewed before it expires on the open socket
+    (the subscriptions stay; a ``welcome`` frame answers each renewal). When the gateway
+    closes with 4401 (token refused or expired), it reconnects once at once with a fresh
+    token; a second 4401 before a ``welcome``, a 4403, or a login that is gone raises
+    NotLoggedIn. Other failures reconnect with backoff (``max_attempts`` in a row, None:
+    forever); ``on_state`` hears ``("connecting", where)`` and ``("disconnected", why)``.
+    """
+    from stockctl.credentials import NotLoggedIn
+
+    state: StateHandler = on_state or (lambda _state, _detail: None)
+    attempt, refused_once = 0, False
+    pending: Session | None = None  # the fresh token to use after a 4401
+    while True:
+        grant: Session | None = None
+        try:
+            url = resolve_ws_url(settings)
+            state("connecting", url if not attempt else f"attempt {attempt + 1}")
+            grant = pending or await asyncio.to_thread(session.current)
+            pending = None
+            async with websockets.connect(url, open_timeout=5, max_size=2**22) as ws:
+                await ws.send(json.dumps({"op": "auth", "token": grant.access_token}))
+                for i, channels in enumerate(groups, 1):
+                    await ws.send(json.dumps({"op": "subscribe", "channels": channels, "id": i}))
+                renewer = asyncio.create_task(_keep_renewed(ws, session, grant)) if session.renewable else None
+                try:
+                    async for raw in ws:
+                        f = _frame_decoder.decode(raw)
+                        if f.type == "welcome":
+                            attempt, refused_once = 0, False
+                        elif f.type == "error" and f.id == RENEW_ID:
+                            continue  # the old token stays until it expires; then the 4401 path
+                        yield f
+                finally:
+                    if renewer is not None:
+                        renewer.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await renewer
+                if renewer is not None and renewer.done() and not renewer.cancelled():
+                    exc = renewer.exception()
+                    if isinstance(exc, NotLoggedIn):
+                        raise exc
+            detail = "the gateway closed the connection"
+        except websockets.ConnectionClosed as exc:
+            close = exc.rcvd
+            code = close.code if close is not None else None
+            if code == CLOSE_UNAUTHORIZED and not refused_once and session.renewable and grant is not None:
+                refused_once = True
+                state("disconnected", "token refused; reconnecting with a fresh one")
+                try:
+                    pending = await asyncio.to_thread(session.renew, grant.access_token)
+                except NotLoggedIn:
+                    raise
+                except StockctlError as err:
+                    state("disconnected", str(err))
+                else:
+                    continue  # at once: the subscriptions come back with the new connection
+            elif code in (CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN):
+                raise NotLoggedIn(close.reason if close and close.reason else "the gateway refused the token") from None
+            detail = f"connection lost ({close.reason if close and close.reason else 'closed'})"
+        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            detail = f"cannot reach the gateway ({exc.__class__.__name__})"
+        except StockctlError as exc:
+            if isinstance(exc, NotLoggedIn):
+                raise
+            detail = str(exc)
+        state("disconnected", detail)
+        if max_attempts is not None and attempt >= max_attempts:
+            raise ServiceUnavailable(f"{detail} after {attempt} attempts", "is the instance up? `stockctl status`")
+        await asyncio.sleep(min(max_backoff_s, 0.2 * 2**attempt))
+        attempt += 1
 
 
 async def stream(
@@ -273,42 +395,16 @@ async def stream(
 ) -> AsyncIterator[tuple[str, str, msgspec.Raw]]:
     """Yield ``(type, channel, raw JSON data)`` for snapshots and updates of ``channels``.
 
-    Reconnects (with a fresh token) and resubscribes by itself when the gateway goes
-    away; an error frame about a channel (say, an unknown symbol) is raised.
+    With the stored login (no ``token``) the session renews itself before the access token
+    expires, on the open socket, so a stream runs for as long as the login lasts. Reconnects
+    and resubscribes by itself when the gateway goes away (see :func:`live_frames`); an
+    error frame about a channel (say, an unknown symbol) is raised.
     """
-    if isinstance(token, str):
-        fixed = token
-        get_token: Callable[[], str] = lambda: fixed  # noqa: E731
-    elif token is not None:
-        get_token = token
-    else:
-        from stockctl.credentials import access_token
+    from stockctl.credentials import LiveSession
 
-        get_token = lambda: access_token(settings)  # noqa: E731
-    url = resolve_ws_url(settings)
-    attempt = 0
-    while True:
-        try:
-            async with websockets.connect(url, open_timeout=5, max_size=2**22) as ws:
-                await ws.send(json.dumps({"op": "auth", "token": get_token()}))
-                await ws.send(json.dumps({"op": "subscribe", "channels": channels, "id": 1}))
-                attempt = 0
-                async for raw in ws:
-                    f = _frame_decoder.decode(raw)
-                    if f.type == "error":
-                        raise UsageError(f.detail or f.error or "gateway error")
-                    if f.channel is not None and len(f.data):
-                        yield f.type, f.channel, f.data
-        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-            close = getattr(exc, "rcvd", None)
-            if close is not None and close.code in (4401, 4403):
-                from stockctl.credentials import NotLoggedIn
-
-                raise NotLoggedIn(close.reason or "the gateway refused the token") from None
-            if not reconnect or attempt >= 30:
-                raise ServiceUnavailable(
-                    f"cannot reach the gateway at {url} ({exc.__class__.__name__})",
-                    "is the instance up? `stockctl status`",
-                ) from None
-            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-            attempt += 1
+    session = LiveSession(settings, token)
+    async for f in live_frames(settings, [channels], session, max_attempts=30 if reconnect else 0):
+        if f.type == "error":
+            raise UsageError(f.detail or f.error or "gateway error")
+        if f.channel is not None and len(f.data):
+            yield f.type, f.channel, f.data

@@ -6,18 +6,14 @@ feeds fixed data without any network (snapshot tests, demos).
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
-import websockets
 
 from stockctl.alerts import Alert, AlertAdded, AlertIn, AlertList, parse_request
-from stockctl.errors import StockctlError
 from stockctl.settings import Settings
 from stockctl.wire import Candle, PricePoint, Quote, Signal
 
@@ -25,7 +21,6 @@ FrameHandler = Callable[[str, str, bytes], None]
 StateHandler = Callable[[str, str], None]
 ErrorHandler = Callable[[str], None]
 
-CLOSE_AUTH = (4401, 4403)
 MAX_BACKOFF_S = 2.0
 
 
@@ -59,35 +54,19 @@ class Source(Protocol):
     ) -> None: ...
 
 
-class _Frame(msgspec.Struct):
-    type: str
-    channel: str | None = None
-    data: msgspec.Raw = msgspec.Raw(b"")
-    error: str | None = None
-    detail: str | None = None
-    id: int | str | None = None
-    email: str | None = None
-
-
-_frame_decoder = msgspec.json.Decoder(_Frame)
-
-
 class GatewaySource:
-    """The gateway of a running instance, with the stored login or an explicit token."""
+    """The gateway of a running instance, with the stored login (kept renewed) or an explicit token."""
 
     live = True
 
     def __init__(self, settings: Settings, token: str | None = None) -> None:
+        from stockctl.credentials import LiveSession
+
         self.settings = settings
-        self.token = token
-        self.attempts = 0
+        self.session = LiveSession(settings, token)
 
     def access_token(self) -> str:
-        if self.token:
-            return self.token
-        from stockctl.credentials import access_token
-
-        return access_token(self.settings)
+        return self.session.current().access_token
 
     def check_login(self) -> None:
         """Raise NotLoggedIn (or NotRunningError) when there is no usable token."""
@@ -106,46 +85,24 @@ class GatewaySource:
     ) -> None:
         """Stay subscribed to ``groups`` (one subscribe request each) forever, reconnecting.
 
-        A group the gateway refuses (say, the exchange is down) is reported through
-        ``on_error`` and the others keep flowing. Raises NotLoggedIn when the token is refused.
+        The token is renewed on the open socket before it expires (:func:`stockctl.client.live_frames`,
+        the same code as the CLI's streams). A group the gateway refuses (say, the exchange is
+        down) is reported through ``on_error`` and the others keep flowing. Raises NotLoggedIn
+        when the login is gone.
         """
-        from stockctl.client import resolve_ws_url
-        from stockctl.credentials import NotLoggedIn
+        from stockctl.client import live_frames
 
-        self.attempts = 0
-        while True:
-            try:
-                url = resolve_ws_url(self.settings)
-                on_state("connecting", url if not self.attempts else f"attempt {self.attempts + 1}")
-                async with websockets.connect(url, open_timeout=5, max_size=2**22) as ws:
-                    token = await asyncio.to_thread(self.access_token)
-                    await ws.send(json.dumps({"op": "auth", "token": token}))
-                    for i, channels in enumerate(groups, 1):
-                        await ws.send(json.dumps({"op": "subscribe", "channels": channels, "id": i}))
-                    async for raw in ws:
-                        f = _frame_decoder.decode(raw)
-                        if f.type == "welcome":
-                            self.attempts = 0
-                            on_state("live", f.email or "")
-                        elif f.type == "error":
-                            where = ", ".join(groups[f.id - 1]) if isinstance(f.id, int) and f.id <= len(groups) else ""
-                            on_error(f"{where}: {f.detail or f.error}" if where else str(f.detail or f.error))
-                        elif f.channel is not None and len(f.data):
-                            on_frame(f.type, f.channel, bytes(f.data))
-                on_state("disconnected", "the gateway closed the connection")
-            except websockets.ConnectionClosed as exc:
-                close = exc.rcvd
-                if close is not None and close.code in CLOSE_AUTH:
-                    raise NotLoggedIn(close.reason or "the gateway refused the token") from None
-                on_state("disconnected", f"connection lost ({close.reason if close and close.reason else 'closed'})")
-            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-                on_state("disconnected", f"cannot reach the gateway ({exc.__class__.__name__})")
-            except StockctlError as exc:
-                if isinstance(exc, NotLoggedIn):
-                    raise
-                on_state("disconnected", str(exc))
-            self.attempts += 1
-            await asyncio.sleep(min(MAX_BACKOFF_S, 0.1 * 2**self.attempts))
+        frames = live_frames(
+            self.settings, groups, self.session, on_state=on_state, max_attempts=None, max_backoff_s=MAX_BACKOFF_S
+        )
+        async for f in frames:
+            if f.type == "welcome":
+                on_state("live", f.email or "")
+            elif f.type == "error":
+                where = ", ".join(groups[f.id - 1]) if isinstance(f.id, int) and 0 < f.id <= len(groups) else ""
+                on_error(f"{where}: {f.detail or f.error}" if where else str(f.detail or f.error))
+            elif f.channel is not None and len(f.data):
+                on_frame(f.type, f.channel, bytes(f.data))
 
 
 # --- frozen data ------------------------------------------------------------------------------
