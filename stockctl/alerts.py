@@ -125,7 +125,7 @@ def parse_request(req: AlertIn) -> AlertSpec:
     market data, so :func:`check_distance` and the store do those.
     """
     symbol = req.symbol.strip().upper()
-    if not SYMBOL_RE.match(symbol):
+    if not SYMBOL_RE.fullmatch(symbol):
         raise UsageError(
             f"bad symbol {req.symbol[:40]!r}", "symbols are 1-32 of A-Z, 0-9 and _, starting with a letter"
         )

@@ -134,7 +134,7 @@ class WsBenchOptions:
         if not self.symbols:
             raise UsageError("--symbols is empty", "e.g. --symbols AAPL,MSFT")
         for sym in self.symbols:
-            if not SYMBOL_RE.match(sym):
+            if not SYMBOL_RE.fullmatch(sym):
                 raise UsageError(f"bad symbol {sym!r} in --symbols", "use A-Z, 0-9 and _ starting with a letter")
         if not 1 <= self.channels_per_client <= len(self.symbols):
             raise UsageError(

@@ -92,7 +92,7 @@ def resolve_auth_url(settings: Settings) -> str:
 
 def normalise_symbol(text: str) -> str:
     sym = text.strip().upper()
-    if not SYMBOL_RE.match(sym):
+    if not SYMBOL_RE.fullmatch(sym):
         raise UsageError(f"bad symbol {text!r}", "symbols are 1-32 of A-Z, 0-9 and _, starting with a letter")
     return sym
 

@@ -17,7 +17,7 @@ MAX_LIMIT = 10_000
 def check_symbol(text: str) -> str:
     """Normalise a symbol from a client, or raise UsageError naming the rule."""
     sym = text.strip().upper()
-    if not SYMBOL_RE.match(sym):
+    if not SYMBOL_RE.fullmatch(sym):
         raise UsageError(f"bad symbol {text[:40]!r}", "symbols are 1-32 of A-Z, 0-9 and _, starting with a letter")
     return sym
 

@@ -80,7 +80,7 @@ def parse_row(fields: list[str], line: int, where: str) -> ReplayRow:
     except ValueError as exc:
         raise fail(str(exc)) from None
     symbol = fields[1].strip().upper()
-    if not SYMBOL_RE.match(symbol):
+    if not SYMBOL_RE.fullmatch(symbol):
         raise fail(f"bad symbol {fields[1]!r}: use 1-32 of A-Z, 0-9 and _ starting with a letter")
     try:
         units = to_units(fields[2])
