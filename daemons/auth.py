@@ -10,6 +10,11 @@ Endpoints (all JSON; OpenAPI at ``/auth/openapi.json``, docs at ``/auth/docs``):
 * ``GET /.well-known/jwks.json`` and ``GET /auth/jwks.json``: the public signing key
 * ``GET /healthz``
 
+Failed logins are throttled per email and per client address, registrations per client
+address (429 with Retry-After). The client address is the socket peer; ``X-Forwarded-For``
+counts only from a proxy in ``trusted_proxies`` or from this instance's gateway, which sends
+the secret of ``secrets/gateway-proxy.key`` (:mod:`stockctl.proxies`).
+
 Every error is ``{"error": code, "detail": reason}`` with a 4xx status, except 503 while
 Redis is unreachable. Users, sessions and throttles live in Redis (:mod:`stockctl.accounts`);
 the Ed25519 signing key lives in ``secrets/jwt-ed25519.pem`` (:mod:`stockctl.tokens`).

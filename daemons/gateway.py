@@ -12,6 +12,18 @@ whose socket keeps up. A client that falls behind gets a private backlog in whic
 quotes and candles are conflated to the latest per channel; one that cannot keep up at
 all is closed with a reason. Slow clients never delay the others.
 
+Each NATS message is routed once per client and channel: ``orders`` (``ex.event.>``) and
+``trades:MKT`` (``ex.event.MKT``) see the same events through two subscriptions, so each
+subscription serves its own channel only.
+
+A disabled account loses its open sockets (4403) at once: ``stockctl users disable``
+announces it on ``auth.disabled``, and every ``disabled_check_s`` the gateway re-reads the
+disabled set for the users it serves, in case an announcement was lost.
+
+The client address passed to auth is the socket peer, or what a proxy named in
+``trusted_proxies`` forwarded (:mod:`stockctl.proxies`); ``/auth/*`` paths that would leave
+``/auth/`` once decoded are refused with 404.
+
 The gateway holds no state of its own: any number of them serve the same data.
 """
 

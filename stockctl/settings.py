@@ -138,7 +138,8 @@ class Settings(BaseSettings):
     """Where the auth daemon is, if not on this host (the gateway fetches its JWKS there)."""
 
     access_token_ttl_s: int = Field(300, ge=10, le=86_400)
-    """Lifetime of an access token (JWT). A disabled user is locked out within this time."""
+    """Lifetime of an access token (JWT). A disabled user is locked out at once all the same: the
+    gateway checks the disabled set on every request and closes open sockets."""
 
     refresh_token_ttl_s: int = Field(7 * 86_400, ge=60, le=365 * 86_400)
     """Lifetime of a refresh token; each use rotates it."""
