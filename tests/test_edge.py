@@ -319,6 +319,32 @@ def test_without_the_announcement_the_periodic_check_closes_the_socket(
     assert bystander_alive
 
 
+def test_an_order_on_an_open_socket_of_a_disabled_account_is_refused_before_any_check(
+    servers, tmp_path: Path, daemons
+) -> None:
+    edge = start(servers, tmp_path, daemons, disabled_check_s=120)  # neither check nor announcement helps
+    doc = edge.register("eve@example.com")
+    order = {"market": "TATA_INR", "side": "buy", "qty": "1", "price": "99.05"}
+
+    async def scenario() -> tuple[dict, int]:
+        ws = await open_socket(edge, doc["access_token"])
+        await ws.send(json.dumps({"op": "place", "order": order, "id": 1}))
+        while (first := json.loads(await asyncio.wait_for(ws.recv(), 15)))["type"] != "order_result":
+            pass
+        edge.redis().sadd(names.DISABLED_KEY, "eve@example.com")
+        await ws.send(json.dumps({"op": "place", "order": order, "id": 2}))
+        code, _ = await closed_within(ws, 10)
+        return first, code
+
+    first, code = asyncio.run(scenario())
+
+    assert first["code"] == 201
+    assert code == 4403
+    edge.redis().srem(names.DISABLED_KEY, "eve@example.com")
+    mine = httpx.get(f"{edge.gateway}/api/v1/orders", headers={"Authorization": f"Bearer {doc['access_token']}"})
+    assert [o["order_id"] for o in mine.json()] == [first["order_id"]]  # the second order was never placed
+
+
 # --- item 7: small holes ---------------------------------------------------------------------------
 
 
