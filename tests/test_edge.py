@@ -158,7 +158,9 @@ def login(base: str, email: str, forwarded: str | None = None, source: str | Non
 
 
 def test_rotating_forwarded_for_does_not_escape_the_login_throttle(servers, tmp_path: Path, daemons) -> None:
-    edge = start(servers, tmp_path, daemons, ("auth", "gateway"), trusted_proxies=["127.0.0.3"])
+    edge = start(
+        servers, tmp_path, daemons, ("auth", "gateway"), trusted_proxies=["127.0.0.3"], login_max_failures_per_ip=10
+    )
     limit = edge.settings.login_max_failures_per_ip
     edge.register("ada@example.com")
     r = edge.redis()
