@@ -10,6 +10,11 @@ Endpoints (all JSON; OpenAPI at ``/auth/openapi.json``, docs at ``/auth/docs``):
 * ``GET /.well-known/jwks.json`` and ``GET /auth/jwks.json``: the public signing key
 * ``GET /healthz``
 
+Failed logins are throttled per email and per client address, registrations per client
+address (429 with Retry-After). The client address is the socket peer; ``X-Forwarded-For``
+counts only from a proxy in ``trusted_proxies`` or from this instance's gateway, which sends
+the secret of ``secrets/gateway-proxy.key`` (:mod:`stockctl.proxies`).
+
 Every error is ``{"error": code, "detail": reason}`` with a 4xx status, except 503 while
 Redis is unreachable. Users, sessions and throttles live in Redis (:mod:`stockctl.accounts`);
 the Ed25519 signing key lives in ``secrets/jwt-ed25519.pem`` (:mod:`stockctl.tokens`).
@@ -23,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -45,6 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockctl.accounts import (
+    LOOKALIKE,
     MAX_PASSWORD_CHARS,
     InvalidEmail,
     Refresh,
@@ -57,6 +62,7 @@ from stockctl.accounts import (
     verify_password,
 )
 from stockctl.ops import BodyLimit, HttpMetrics, start_ops
+from stockctl.proxies import PROXY_SECRET_HEADER, TrustedProxies, load_proxy_secret, secret_matches
 from stockctl.service import StateLog, StatusFile, main, open_redis, shutdown_event
 from stockctl.settings import Settings
 from stockctl.strictjson import duplicate_key
@@ -141,39 +147,18 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorOut} for code in codes}
 
 
-# --- client address --------------------------------------------------------------------------
-
-
-def client_address(peer: str | None, forwarded: list[str] | None = None) -> str:
-    """The address login throttles count against.
-
-    The socket peer, unless the peer is loopback (the gateway on this host) and sent
-    ``X-Forwarded-For``: then the last address in that header, the one the proxy saw.
-    """
-    if not peer:
-        return "unknown"
-    try:
-        ip = ipaddress.ip_address(peer)
-    except ValueError:
-        return peer
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if forwarded and ip.is_loopback:
-        hops = [h.strip() for h in ",".join(forwarded).split(",") if h.strip()]
-        if hops:
-            with contextlib.suppress(ValueError):
-                return str(ipaddress.ip_address(hops[-1]))
-    return str(ip)
-
-
 # --- the service ----------------------------------------------------------------------------
 
 
 class AuthService:
     """Everything the endpoints share: settings, store, keys, counters, Redis health."""
 
-    def __init__(self, settings: Settings, store: UserStore, signer: TokenSigner, status: StatusFile) -> None:
+    def __init__(
+        self, settings: Settings, store: UserStore, signer: TokenSigner, status: StatusFile, proxy_secret: str = ""
+    ) -> None:
         self.s, self.store, self.signer, self.status = settings, store, signer, status
+        self.proxies = TrustedProxies(settings.trusted_proxies)
+        self.proxy_secret = proxy_secret  # the gateway of this state dir proves itself with it
         self.verifier = TokenVerifier(signer.jwks(), audience=signer.audience, issuer=signer.issuer)
         # Argon2id takes ~64 MiB and tens of ms per hash: bound how many run at once.
         self.hash_slots = asyncio.Semaphore(max(2, os.cpu_count() or 2))
@@ -239,18 +224,39 @@ class AuthService:
 
     # --- endpoints --------------------------------------------------------------------------
 
-    async def register(self, body: CredentialsIn) -> TokensOut:
+    def client_ip(self, peer: str | None, forwarded: list[str], secret: str | None) -> str:
+        """The address throttles count: ``X-Forwarded-For`` only from a trusted proxy or the gateway."""
+        via_gateway = bool(self.proxy_secret) and secret_matches(self.proxy_secret, secret)
+        return self.proxies.client_address(peer, forwarded, peer_trusted=via_gateway)
+
+    async def register(self, body: CredentialsIn, ip: str = "unknown") -> TokensOut:
         email = self.email(body.email)
         try:
             check_password_policy(body.password, email)
         except WeakPassword as exc:
             raise ApiError(422, "weak_password", f"password: {exc}") from None
         self.need_redis()
+        # Every new account is credited with demo money: one address may open only so many.
+        retry_after = await self.store.reserve_registration(ip, self.s.register_max_per_ip, self.s.register_window_s)
+        if retry_after:
+            self.status.incr("throttled")
+            log.warning("registration from %s refused: too many from this address", ip)
+            raise ApiError(
+                429,
+                "too_many_registrations",
+                f"too many new accounts from your address; try again in {retry_after} s",
+                {"Retry-After": str(retry_after)},
+            )
         taken = ApiError(409, "email_taken", f"an account for {email} already exists; log in instead")
         if await self.store.get(email) is not None:
             raise taken
-        if await self.store.create(email, await self.hash(body.password)) is None:
+        created = await self.store.create(email, await self.hash(body.password))
+        if created is None:
             raise taken
+        if created is LOOKALIKE:
+            raise ApiError(
+                409, "email_lookalike", f"{email} looks like the address of an existing account; use another"
+            )
         log.info("registered %s", email)
         self.status.incr("registered")
         return await self.tokens_for(email)
@@ -489,12 +495,14 @@ def create_app(svc: AuthService) -> FastAPI:
 
     def ip_of(request: Request) -> str:
         peer = request.client.host if request.client else None
-        return client_address(peer, request.headers.getlist("x-forwarded-for"))
+        return svc.client_ip(peer, request.headers.getlist("x-forwarded-for"), request.headers.get(PROXY_SECRET_HEADER))
 
-    @app.post("/auth/register", status_code=201, response_model=TokensOut, responses=_errors(400, 409, 413, 415, 422))
-    async def register(body: CredentialsIn) -> TokensOut:
-        """Create an account and log it in."""
-        return await svc.register(body)
+    @app.post(
+        "/auth/register", status_code=201, response_model=TokensOut, responses=_errors(400, 409, 413, 415, 422, 429)
+    )
+    async def register(body: CredentialsIn, request: Request) -> TokensOut:
+        """Create an account and log it in (a limited number per client address and window)."""
+        return await svc.register(body, ip_of(request))
 
     @app.post("/auth/login", response_model=TokensOut, responses=_errors(400, 401, 403, 413, 415, 422, 429))
     async def login(body: CredentialsIn, request: Request) -> TokensOut:
@@ -580,13 +588,18 @@ async def run(settings: Settings) -> None:
         if r is None:
             return
         sock = bind(settings.host, settings.auth_port)
-        svc = AuthService(settings, UserStore(r), signer, status)
+        try:
+            proxy_secret = load_proxy_secret(settings.secrets_dir)
+        except OSError as exc:
+            log.error("cannot read or create the gateway secret in %s: %s", settings.secrets_dir, exc)
+            raise SystemExit(1) from None
+        svc = AuthService(settings, UserStore(r), signer, status, proxy_secret)
         await svc.prepare()
         config = uvicorn.Config(
             HttpMetrics(BodyLimit(create_app(svc)), ops),
             log_config=None,
             access_log=False,
-            proxy_headers=False,  # X-Forwarded-For is trusted only from loopback, by client_address
+            proxy_headers=False,  # X-Forwarded-For is believed only as stockctl.proxies says
             server_header=False,
             lifespan="off",
             timeout_graceful_shutdown=max(1, int(settings.stop_timeout) - 2),

@@ -12,6 +12,18 @@ whose socket keeps up. A client that falls behind gets a private backlog in whic
 quotes and candles are conflated to the latest per channel; one that cannot keep up at
 all is closed with a reason. Slow clients never delay the others.
 
+Each NATS message is routed once per client and channel: ``orders`` (``ex.event.>``) and
+``trades:MKT`` (``ex.event.MKT``) see the same events through two subscriptions, so each
+subscription serves its own channel only.
+
+A disabled account loses its open sockets (4403) at once: ``stockctl users disable``
+announces it on ``auth.disabled``, and every ``disabled_check_s`` the gateway re-reads the
+disabled set for the users it serves, in case an announcement was lost.
+
+The client address passed to auth is the socket peer, or what a proxy named in
+``trusted_proxies`` forwarded (:mod:`stockctl.proxies`); ``/auth/*`` paths that would leave
+``/auth/`` once decoded are refused with 404.
+
 The gateway holds no state of its own: any number of them serve the same data.
 """
 
@@ -28,6 +40,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import msgspec
@@ -44,6 +57,7 @@ from prometheus_client import Histogram
 from redis.exceptions import RedisError
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.datastructures import Headers
 from websockets.http11 import Request as WsRequest
@@ -57,6 +71,7 @@ from stockctl.exchange.wire import Cancel, CancelAll, Fund, Place, Trade, event_
 from stockctl.exchange.wire import encode as ex_encode
 from stockctl.marketstore import MarketStore, check_symbol
 from stockctl.ops import REQUEST_ID_HEADER, BodyLimit, HttpMetrics, bound, new_request_id, start_ops
+from stockctl.proxies import PROXY_SECRET_HEADER, TrustedProxies, load_proxy_secret
 from stockctl.service import (
     HeapFreezer,
     StatusFile,
@@ -144,7 +159,7 @@ class Forbidden(StockctlError):
 
 # --- exchange -----------------------------------------------------------------------------
 
-COID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+COID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # .fullmatch only: `$` would let "X\n" through
 
 
 class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -271,7 +286,7 @@ class ExchangeApi:
     async def place(self, user: str, order: OrderIn) -> list[dict[str, Any]]:
         market = await self.known_market(order.market)
         coid = uuid.uuid4().hex if order.client_order_id is None else order.client_order_id
-        if not COID_RE.match(coid):
+        if not COID_RE.fullmatch(coid):
             raise UsageError("bad client_order_id", "use 1-64 of A-Z, a-z, 0-9, _ . -")
         otype = order.type or ("limit" if order.price is not None else "market")
         if (
@@ -684,8 +699,13 @@ class Hub:
         self.status.incr("frames", len(members))
 
     def _fan_out(self, ch: Channel) -> Callable[[Msg], Any]:
-        if ch.kind == "orders" or ch.kind == "trades":
-            return self._route_events
+        # `orders` listens on ex.event.> and `trades:MKT` on ex.event.MKT, so NATS hands an
+        # event to both subscriptions: each callback serves its own channel only, or every
+        # event would be routed twice (once per subscription).
+        if ch.kind == "orders":
+            return self._route_own_events
+        if ch.kind == "trades":
+            return self._route_public_trades
         if ch.kind == "alerts":
             return self._route_alerts
         kind_name = {"quotes": "quote", "signals": "signal", "candles": "candle", "book": "book"}[ch.kind]
@@ -698,18 +718,22 @@ class Hub:
 
         return deliver
 
-    async def _route_events(self, msg: Msg) -> None:
-        """Exchange events: trades to ``trades:MKT``; each user's own events to their ``orders``."""
+    async def _route_public_trades(self, msg: Msg) -> None:
+        """Trades of ``ex.event.MKT`` to ``trades:MKT``, with no users, order ids or fees."""
         data = msg.data
+        if not data.startswith(b'{"event":"trade"'):
+            return
         market = names.symbol_of(msg.subject)
-        is_trade = data.startswith(b'{"event":"trade"')
-        if is_trade:
-            members = self.members.get(f"trades:{market}")
-            if members:
-                public = encode(public_trade_decoder.decode(data))
-                self._send(members, None, frame("trade", f"trades:{market}", public))
+        members = self.members.get(f"trades:{market}")
+        if members:
+            public = encode(public_trade_decoder.decode(data))
+            self._send(members, None, frame("trade", f"trades:{market}", public))
+
+    async def _route_own_events(self, msg: Msg) -> None:
+        """Each user's own events of ``ex.event.>`` to their ``orders`` channel."""
         if not self.by_user:
             return
+        data = msg.data
         ev = event_decoder.decode(data)
         if isinstance(ev, Trade):
             doc = msgspec.json.decode(data)
@@ -788,6 +812,8 @@ class WsServer:
         return True
 
     async def _on_message(self, client: Client, raw: str | bytes) -> None:
+        if client.closing:  # closed by the gateway (disabled, expired): what is still queued is not served
+            return
         if not client.allow():
             client.violations += 1
             if client.violations > self.s.ws_max_messages_per_s * 2:
@@ -813,6 +839,9 @@ class WsServer:
                     else:
                         await self.hub.unsubscribe(client, channel)
                 client.send_now({"type": f"{msg.op}d", "channels": sorted(client.channels), **reply})
+            elif msg.op in ("place", "cancel") and await self.r.sismember(names.DISABLED_KEY, client.email):
+                # An order is worth one lookup: a disable whose announcement is late still stops it.
+                raise Forbidden("account disabled", "ask the operator to enable it")
             elif msg.op == "place":
                 if msg.order is None:
                     raise UsageError("place needs an order", '{"op":"place","order":{"market":..,"side":..,"qty":..}}')
@@ -841,6 +870,39 @@ class WsServer:
             client.close_later(CLOSE_FORBIDDEN, str(exc))
         except RedisError:
             client.send_now({"type": "error", "error": "unavailable", "detail": "storage unavailable; retry", **reply})
+
+    def close_user(self, email: str, reason: str) -> int:
+        """Close every socket of ``email`` with 4403; how many there were."""
+        mine = [c for c in self.hub.clients if c.claims is not None and c.claims.email == email and not c.closing]
+        for client in mine:
+            client.close_later(CLOSE_FORBIDDEN, reason)
+        return len(mine)
+
+    async def on_disabled(self, msg: Msg) -> None:
+        """The operator disabled an account (``stockctl users disable``): its sockets go now."""
+        try:
+            email = msgspec.json.decode(msg.data)["email"]
+        except (msgspec.DecodeError, KeyError, TypeError):
+            log.warning("ignoring a malformed account announcement on %s", msg.subject)
+            return
+        if isinstance(email, str) and self.close_user(email, "account disabled"):
+            log.info("account %s disabled: its connections are closed", email)
+
+    async def watch_disabled(self, stop: asyncio.Event) -> None:
+        """Every ``disabled_check_s``, close sockets of disabled accounts whose announcement was lost."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.s.disabled_check_s)
+            emails = sorted({c.claims.email for c in self.hub.clients if c.claims is not None and not c.closing})
+            if not emails:
+                continue
+            try:
+                flags = await self.r.smismember(names.DISABLED_KEY, emails)
+            except RedisError:
+                continue  # Redis away: the next round tries again; check_user refuses new work meanwhile
+            for email, disabled in zip(emails, flags, strict=True):
+                if disabled and self.close_user(email, "account disabled"):
+                    log.info("account %s is disabled: its connections are closed", email)
 
     async def watchdog(self, stop: asyncio.Event) -> None:
         """Close clients whose token expired or whose backlog stopped moving."""
@@ -898,6 +960,22 @@ class _PriceSymbol(Convertor[str]):
 register_url_convertor("price_symbol", _PriceSymbol())
 
 
+def inside_auth(raw_path: str) -> bool:
+    """True if ``raw_path`` stays under ``/auth/`` however it is decoded: no ``.`` or ``..``
+    segment (also as ``%2e``, ``%252e``...), no backslash, no encoded slash."""
+    path = raw_path
+    for _ in range(4):  # undo layered percent-encoding; a fifth layer is refused below
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    else:
+        return False
+    if "\\" in path or not path.startswith("/auth/") or path.count("/") != raw_path.count("/"):
+        return False
+    return not any(seg in (".", "..") for seg in path.split("/"))
+
+
 def build_app(
     settings: Settings,
     store: MarketStore,
@@ -906,7 +984,9 @@ def build_app(
     r: aioredis.Redis,
     http: httpx.AsyncClient,
     alerts: AlertStore,
+    proxy_secret: str = "",
 ) -> FastAPI:
+    proxies = TrustedProxies(settings.trusted_proxies)
     app = FastAPI(
         title="stockctl gateway",
         version="1",
@@ -925,6 +1005,12 @@ def build_app(
     async def _redis_error(_: Request, exc: RedisError) -> JSONResponse:
         # Redis restarting: a 503 the client can retry, not a 500 with a traceback in the log.
         return error_response(503, "unavailable", f"the data store is not answering ({exc.__class__.__name__})")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        # The client hung up mid-body: nobody is left to answer, and it is not the gateway's fault.
+        log.debug("client disconnected before sending the whole body: %s %s", request.method, request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -1103,8 +1189,13 @@ def build_app(
         if len(body) > 64 * 1024:
             return error_response(413, "too_large", "request body over 64 KiB")
         # Raw bytes both ways: a header value need not be ASCII, and the path goes on as the client sent it.
+        # Only these three pass: a client's own X-Forwarded-For or proxy secret never reaches auth.
         headers = [(k, v) for k, v in request.headers.raw if k in (b"content-type", b"authorization", b"accept")]
-        headers.append((b"x-forwarded-for", (request.client.host if request.client else "").encode()))
+        client = proxies.client_address(
+            request.client.host if request.client else None, request.headers.getlist("x-forwarded-for")
+        )
+        headers.append((b"x-forwarded-for", client.encode()))
+        headers.append((PROXY_SECRET_HEADER.encode(), proxy_secret.encode()))  # auth believes the line above
         headers.append((REQUEST_ID_HEADER.encode(), (bound("request_id") or new_request_id()).encode()))
         try:
             upstream = await http.request(
@@ -1123,8 +1214,10 @@ def build_app(
 
     @app.api_route("/auth/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
     async def auth_proxy(request: Request, rest: str) -> Response:
-        raw_path = request.scope.get("raw_path") or f"/auth/{rest}".encode()
-        return await proxy(request, raw_path.decode("latin-1"))
+        raw_path = (request.scope.get("raw_path") or f"/auth/{rest}".encode()).decode("latin-1")
+        if not inside_auth(raw_path):
+            return error_response(404, "not_found", "no such endpoint: the path leaves /auth/")
+        return await proxy(request, raw_path)
 
     @app.get("/.well-known/jwks.json", include_in_schema=False)
     async def jwks(request: Request) -> Response:
@@ -1151,6 +1244,7 @@ async def run(settings: Settings) -> None:
         keys = KeyRing(settings.effective_auth_url)
         if not await keys.load(stop):
             return
+        proxy_secret = load_proxy_secret(settings.secrets_dir)  # proves to auth that X-Forwarded-For is ours
         http = httpx.AsyncClient(base_url=settings.effective_auth_url, timeout=10)
         stack.push_async_callback(http.aclose)
         store = MarketStore(r, settings.candle_intervals)
@@ -1160,6 +1254,8 @@ async def run(settings: Settings) -> None:
         alerts = AlertStore(r, settings.alerts_per_user, publish=nc.publish)
         hub = Hub(nc, store, exchange, status, alerts)
         ws_server = WsServer(settings, hub, keys, r, status)
+        await nc.subscribe(names.ACCOUNT_DISABLED_SUBJECT, cb=ws_server.on_disabled)
+        disabled_task = asyncio.create_task(ws_server.watch_disabled(stop))
         ws = await websockets.serve(
             ws_server.handler,
             settings.host,
@@ -1174,7 +1270,7 @@ async def run(settings: Settings) -> None:
         stack.push_async_callback(ws.wait_closed)
         stack.callback(ws.close)
         http_server = UvicornServer(
-            HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, http, alerts)), ops),
+            HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, http, alerts, proxy_secret)), ops),
             settings.host,
             settings.gateway_port,
         )
@@ -1196,6 +1292,7 @@ async def run(settings: Settings) -> None:
         http_server.should_exit = True
         await serve_task
         await status_task
+        await disabled_task
 
 
 if __name__ == "__main__":

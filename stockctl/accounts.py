@@ -6,30 +6,37 @@
 * :func:`list_users` and :func:`set_disabled` are the synchronous operator side behind
   ``stockctl users ...``: they talk to the instance's Redis directly.
 
-Emails are stored normalised: :mod:`email_validator` syntax rules (no deliverability
-check), then the whole address lower-cased, local part included. ``Alice@Example.COM``
-and ``alice@example.com`` are one account. Passwords are NFKC-normalised before
+Emails are stored normalised: Unicode NFKC first (a fullwidth ``ａlice`` is ``alice``), then
+:mod:`email_validator` syntax rules (no deliverability check), then the whole address
+lower-cased, local part included. ``Alice@Example.COM`` and ``alice@example.com`` are one
+account. Look-alikes are refused: a local part or domain label that mixes scripts (a Cyrillic
+``а`` among Latin letters) is not a valid address here, and an address whose *skeleton* (each
+character that Unicode's confusables table maps to a Latin one replaced by it, UTS #39 style,
+via :mod:`confusable_homoglyphs`) is the skeleton of an existing account is refused at
+registration, so ``аре@example.com`` in Cyrillic cannot shadow ``ape@example.com``. Passwords are NFKC-normalised before
 hashing and checking, so the same password typed on any keyboard layout matches.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from confusable_homoglyphs import confusables
 from email_validator import EmailNotValidError, validate_email
 from redis.exceptions import WatchError
 
 from stockctl import names
-from stockctl.errors import NotFound, ServiceUnavailable, UsageError
+from stockctl.errors import NotFound, ServiceUnavailable, StockctlError, UsageError
 from stockctl.settings import mask_url
 
 if TYPE_CHECKING:
@@ -71,7 +78,7 @@ def normalise_email(text: str) -> str:
     """The canonical form of an email address, or :class:`InvalidEmail`."""
     if not isinstance(text, str):
         raise InvalidEmail("email address must be a string")
-    text = text.strip()
+    text = unicodedata.normalize("NFKC", text).strip()
     if not text:
         raise InvalidEmail("email address is empty")
     if len(text) > MAX_EMAIL_CHARS:
@@ -83,7 +90,26 @@ def normalise_email(text: str) -> str:
     email = result.normalized.lower()
     if len(email) > MAX_EMAIL_CHARS:
         raise InvalidEmail(f"email address is too long (at most {MAX_EMAIL_CHARS} characters)")
+    local, _, domain = email.rpartition("@")
+    for part in (local, *domain.split(".")):
+        if not part.isascii() and confusables.is_mixed_script(part):
+            raise InvalidEmail(f"{part!r} mixes scripts, as look-alikes of other addresses do; use one script per part")
     return email
+
+
+@functools.lru_cache(maxsize=4096)
+def _latin_lookalike(char: str) -> str:
+    found = confusables.is_confusable(char, greedy=True, preferred_aliases=["latin"]) or []
+    for entry in found:
+        for glyph in entry["homoglyphs"]:
+            if glyph["c"].isascii():
+                return glyph["c"].lower()
+    return char
+
+
+def skeleton(email: str) -> str:
+    """``email`` with every non-ASCII character that looks like a Latin one replaced by it."""
+    return "".join(c if c.isascii() else _latin_lookalike(c) for c in email)
 
 
 def prepare_password(password: str) -> str:
@@ -188,10 +214,28 @@ class Throttle:
 # Lua keeps each multi-key change atomic (the keys all come from stockctl.names).
 CREATE_USER = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local owner = redis.call('GET', KEYS[3])
+if owner and owner ~= ARGV[1] then return -1 end
+if KEYS[4] ~= KEYS[1] and redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
 redis.call('HSET', KEYS[1], 'email', ARGV[1], 'hash', ARGV[2], 'created', ARGV[3], 'disabled', '0')
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1])
 return 1
 """
+
+RESERVE_REGISTRATION = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]); ttl = tonumber(ARGV[2]) end
+  return ttl
+end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+LOOKALIKE: Any = object()
+"""What :meth:`UserStore.create` returns for an email that looks like an existing account's."""
 
 NEW_SESSION = """
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
@@ -253,6 +297,7 @@ class UserStore:
     def __init__(self, r: aioredis.Redis) -> None:
         self.r = r
         self._create = r.register_script(CREATE_USER)
+        self._reserve_registration = r.register_script(RESERVE_REGISTRATION)
         self._new_session = r.register_script(NEW_SESSION)
         self._rotate = r.register_script(ROTATE)
         self._revoke = r.register_script(REVOKE)
@@ -262,10 +307,21 @@ class UserStore:
     # --- users ------------------------------------------------------------------------
 
     async def create(self, email: str, password_hash: str) -> User | None:
-        """The new user, or None if ``email`` is taken."""
+        """The new user; None if ``email`` is taken; :data:`LOOKALIKE` if it looks like one that is.
+
+        The skeleton key finds look-alikes of accounts made since it exists; ``user_key(skeleton)``
+        those of older all-ASCII accounts, whose skeleton is their own email."""
         created = time.time()
-        ok = await self._create(keys=[names.user_key(email), names.USERS_KEY], args=[email, password_hash, created])
+        skel = skeleton(email)
+        keys = [names.user_key(email), names.USERS_KEY, names.skeleton_key(skel), names.user_key(skel)]
+        ok = await self._create(keys=keys, args=[email, password_hash, created])
+        if ok == -1:
+            return LOOKALIKE
         return User(email, password_hash, created, False) if ok else None
+
+    async def reserve_registration(self, ip: str, limit: int, window_s: int) -> int:
+        """Count one registration from ``ip``: 0, or the seconds until another is allowed."""
+        return int(await self._reserve_registration(keys=[names.registrations_key(ip)], args=[limit, window_s]))
 
     async def get(self, email: str) -> User | None:
         return User.from_hash(await self.r.hgetall(names.user_key(email)))
@@ -394,6 +450,7 @@ class UserInfo:
     created: float
     disabled: bool
     sessions: int
+    announced: bool = False  # set_disabled: the gateways were told on NATS (else their periodic check)
 
     def doc(self) -> dict[str, Any]:
         from datetime import UTC, datetime
@@ -467,6 +524,8 @@ def set_disabled(settings: Settings, email: str, disabled: bool) -> UserInfo:
             _revoke_all_sync(r, email)
         info = _info(r, email)
         assert info is not None
+        if disabled:
+            info = replace(info, announced=announce_disabled(settings, email))
         return info
     except redis.ConnectionError as exc:
         raise _unavailable(url, exc) from None
@@ -489,3 +548,43 @@ def _revoke_all_sync(r: redis.Redis, email: str) -> None:
                 return
             except WatchError:
                 continue
+
+
+def announce_disabled(settings: Settings, email: str, timeout_s: float = 2.0) -> bool:
+    """Tell every gateway on NATS that ``email`` is disabled, so it closes its sockets now.
+
+    False when NATS cannot be reached: the account is disabled in Redis all the same, and
+    each gateway's periodic check (``STOCKCTL_DISABLED_CHECK_S``) closes the sockets then.
+    """
+    import asyncio
+    import contextlib
+    import json
+
+    import nats
+
+    from stockctl.client import resolve_urls
+
+    try:
+        url, _ = resolve_urls(settings)
+    except StockctlError:
+        return False
+
+    async def quiet(_: Exception) -> None:
+        pass
+
+    async def send() -> None:
+        nc = await nats.connect(
+            url, name="stockctl-users", allow_reconnect=False, connect_timeout=timeout_s, error_cb=quiet
+        )
+        try:
+            await nc.publish(names.ACCOUNT_DISABLED_SUBJECT, json.dumps({"email": email}).encode())
+            await nc.flush(timeout=timeout_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(send(), timeout_s * 2))
+    except Exception:  # NATS down or unreachable: the periodic check covers it
+        return False
+    return True

@@ -552,6 +552,7 @@ class PrivateStack(Generic[R]):
                 log_level="WARNING",
                 replay_csv=None,
                 only=[],
+                register_max_per_ip=1_000_000,  # benches register many users from one address
                 **fields,
             )
         except ValidationError as exc:

@@ -6,12 +6,12 @@ import re
 from dataclasses import dataclass
 
 _UNITS_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
-_IV_RE = re.compile(r"^(\d{1,4})([smhd])$", re.ASCII)
+_IV_RE = re.compile(r"(\d{1,4})([smhd])", re.ASCII)
 
 
 def parse_interval(text: str) -> int:
     """``"1m"`` -> nanoseconds. Raises ValueError naming the accepted forms."""
-    m = _IV_RE.match(text.strip())
+    m = _IV_RE.fullmatch(text.strip())
     if not m or int(m.group(1)) == 0:
         raise ValueError(f"bad candle interval {text!r}: use a number and s, m, h or d (1s, 5m, 1h)")
     return int(m.group(1)) * _UNITS_NS[m.group(2)]

@@ -13,7 +13,7 @@ PRICE_DP = 8
 SCALE = 10**PRICE_DP
 MAX_UNITS = 10**15 * SCALE  # a quadrillion per share is absurd; anything above is bad input
 
-_PRICE_RE = re.compile(r"^(\d{1,16})(?:\.(\d{1,8}))?$", re.ASCII)
+_PRICE_RE = re.compile(r"(\d{1,16})(?:\.(\d{1,8}))?", re.ASCII)
 
 
 class PriceError(ValueError):
@@ -22,9 +22,9 @@ class PriceError(ValueError):
 
 def to_units(text: str) -> int:
     """Parse ``"189.25"`` into integer units, rejecting signs, exponents, NaN and excess decimals."""
-    m = _PRICE_RE.match(text.strip())
+    m = _PRICE_RE.fullmatch(text.strip())
     if not m:
-        if re.match(r"^\d+\.\d{9,}$", text.strip(), re.ASCII):
+        if re.fullmatch(r"\d+\.\d{9,}", text.strip(), re.ASCII):
             raise PriceError(f"too many decimals in {text!r} (at most {PRICE_DP})")
         raise PriceError(f"not a positive decimal price: {text!r}")
     whole, frac = m.group(1), (m.group(2) or "")

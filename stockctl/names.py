@@ -127,6 +127,20 @@ def login_failures_key(kind: str, value: str) -> str:
     return f"auth:fail:{kind}:{value}"
 
 
+def registrations_key(ip: str) -> str:
+    """Counter of registrations from one client address within the throttle window."""
+    return f"auth:register:ip:{ip}"
+
+
+def skeleton_key(skeleton: str) -> str:
+    """The account whose email looks like ``skeleton`` (confusable characters mapped to Latin)."""
+    return f"auth:skeleton:{skeleton}"
+
+
+ACCOUNT_DISABLED_SUBJECT = "auth.disabled"
+"""Core NATS: ``{"email"}`` of an account the operator just disabled; gateways close its sockets."""
+
+
 def used_refresh_key(token_hash: str) -> str:
     """String: the email of a refresh token already rotated away, kept until it would have
     expired; presenting it again is token theft, so all of that user's sessions are revoked."""

@@ -387,6 +387,7 @@ class UvicornServer(uvicorn.Server):
                 access_log=False,
                 lifespan="off",
                 server_header=False,
+                proxy_headers=False,  # X-Forwarded-For is believed only as stockctl.proxies says
                 ws="none",
                 limit_concurrency=20_000,
                 timeout_graceful_shutdown=5,

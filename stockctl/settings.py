@@ -138,7 +138,8 @@ class Settings(BaseSettings):
     """Where the auth daemon is, if not on this host (the gateway fetches its JWKS there)."""
 
     access_token_ttl_s: int = Field(300, ge=10, le=86_400)
-    """Lifetime of an access token (JWT). A disabled user is locked out within this time."""
+    """Lifetime of an access token (JWT). A disabled user is locked out at once all the same: the
+    gateway checks the disabled set on every request and closes open sockets."""
 
     refresh_token_ttl_s: int = Field(7 * 86_400, ge=60, le=365 * 86_400)
     """Lifetime of a refresh token; each use rotates it."""
@@ -151,6 +152,20 @@ class Settings(BaseSettings):
 
     login_window_s: int = Field(300, ge=1, le=86_400)
     """Window of the login throttles."""
+
+    register_max_per_ip: int = Field(20, ge=1, le=1_000_000)
+    """Registrations allowed per client address within ``register_window_s`` before 429 (every
+    new account gets demo money)."""
+
+    register_window_s: int = Field(3600, ge=1, le=7 * 86_400)
+    """Window of the registration throttle."""
+
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Addresses or networks (``10.0.0.5,192.168.0.0/24``) of reverse proxies in front of the
+    gateway or auth whose ``X-Forwarded-For`` is believed. Empty: none; the socket peer counts."""
+
+    disabled_check_s: float = Field(5.0, gt=0, le=3600)
+    """How often each gateway re-reads the disabled accounts, in case an announcement was lost."""
 
     ws_queue_size: int = Field(512, ge=8, le=100_000)
     """Outgoing messages buffered per WebSocket client before quotes are conflated."""
@@ -231,7 +246,7 @@ class Settings(BaseSettings):
 
     # --- validation -----------------------------------------------------------------
 
-    @field_validator("symbols", "candle_intervals", "only", mode="before")
+    @field_validator("symbols", "candle_intervals", "only", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -305,6 +320,21 @@ class Settings(BaseSettings):
         for iv in value:
             parse_interval(iv)
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for net in value:
+            try:
+                out.append(str(ipaddress.ip_network(net.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"bad trusted proxy {net!r}: use an IP address or network, e.g. 10.0.0.5 or 10.0.0.0/24"
+                ) from None
+        return out
 
     @field_validator("only")
     @classmethod

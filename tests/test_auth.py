@@ -332,7 +332,10 @@ def test_failed_logins_per_email_are_throttled_with_429(auth: Auth) -> None:
     assert auth.login("bob@example.com").status_code == 200  # the address is not locked out
 
 
-def test_failed_logins_per_address_are_throttled_with_429(auth: Auth) -> None:
+def test_failed_logins_per_address_are_throttled_with_429(clean: Servers, tmp_path: Path, daemons) -> None:
+    # A reverse proxy on loopback, named in STOCKCTL_TRUSTED_PROXIES: its X-Forwarded-For counts.
+    settings = auth_settings(clean, tmp_path / "home", trusted_proxies=["127.0.0.1"])
+    auth = Auth(settings, daemons("auth", settings))
     emails = [f"user{i}@example.com" for i in range(MAX_FAILURES_PER_IP)]
     auth.register("ada@example.com")
     for email in emails:  # one failure per account: the per-email limit is never reached

@@ -253,6 +253,7 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         access_token_ttl_s=3600,
         login_max_failures=1000,
         login_max_failures_per_ip=100_000,
+        register_max_per_ip=100_000,
     )
     procs = [Daemon(name, settings) for name in ("matching", "processor", "auth", "gateway")]
     s = Stack(settings, procs, tmp)

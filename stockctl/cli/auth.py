@@ -166,13 +166,14 @@ def users_list(json_out: JsonOpt = False) -> None:
 
 @users_app.command()
 def disable(email: EmailArg) -> None:
-    """Lock an account out: no login or refresh, sessions revoked, access tokens die on expiry."""
+    """Lock an account out now: no login or refresh, sessions revoked, open connections closed."""
     settings = get_settings()
     info = set_disabled(settings, email, True)
-    console.print(
-        f"disabled [bold]{info.email}[/]; its sessions are revoked and its access tokens expire"
-        f" within {settings.access_token_ttl_s} s"
-    )
+    if info.announced:
+        sockets = "its open connections are closed now"
+    else:  # NATS unreachable: each gateway's periodic check finds it
+        sockets = f"its open connections are closed within {settings.disabled_check_s:g} s"
+    console.print(f"disabled [bold]{info.email}[/]; its sessions are revoked, its tokens refused and {sockets}")
 
 
 @users_app.command()

@@ -21,7 +21,7 @@ from stockctl.errors import UsageError
 
 app = typer.Typer()
 
-_NUMBER = re.compile(r"^\d{1,15}(\.\d{1,8})?$", re.ASCII)
+_NUMBER = re.compile(r"\d{1,15}(\.\d{1,8})?", re.ASCII)
 
 
 class Side(StrEnum):
@@ -36,11 +36,11 @@ def parse_order_spec(text: str) -> tuple[str, str | None]:
     size, lot size, limits and funds and says which one failed.
     """
     qty, sep, price = text.strip().partition("@")
-    if not _NUMBER.match(qty) or Decimal(qty) == 0:
+    if not _NUMBER.fullmatch(qty) or Decimal(qty) == 0:
         raise UsageError(f"bad quantity {qty!r}", "give a positive number, e.g. 10 or 10@100.5")
     if not sep:
         return qty, None
-    if not _NUMBER.match(price) or Decimal(price) == 0:
+    if not _NUMBER.fullmatch(price) or Decimal(price) == 0:
         raise UsageError(f"bad price {price!r}", "give a positive decimal after @, e.g. 10@100.5")
     return qty, price
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from daemons.auth import client_address
 from stockctl.accounts import (
     COMMON_PASSWORDS,
     MAX_PASSWORD_CHARS,
@@ -19,6 +18,7 @@ from stockctl.accounts import (
     token_hash,
     verify_password,
 )
+from stockctl.proxies import TrustedProxies
 
 # --- email -----------------------------------------------------------------------------------
 
@@ -139,23 +139,37 @@ def test_user_info_doc_is_iso_utc() -> None:
 # --- the address login throttles count against ---------------------------------------------
 
 
+LOOPBACK = ["127.0.0.1/32", "::1/128"]
+
+
 @pytest.mark.parametrize(
-    ("peer", "forwarded", "counted"),
+    ("trusted", "peer", "forwarded", "counted"),
     [
-        ("203.0.113.5", None, "203.0.113.5"),
-        ("203.0.113.5", ["198.51.100.1"], "203.0.113.5"),  # not from loopback: header ignored
-        ("127.0.0.1", None, "127.0.0.1"),
-        ("127.0.0.1", ["198.51.100.1"], "198.51.100.1"),
-        ("127.0.0.1", ["6.6.6.6, 198.51.100.1"], "198.51.100.1"),  # the hop the proxy saw
-        ("127.0.0.1", ["6.6.6.6", "198.51.100.2"], "198.51.100.2"),
-        ("127.0.0.1", ["not-an-ip"], "127.0.0.1"),
-        ("::1", ["2001:db8::1"], "2001:db8::1"),
-        ("::ffff:127.0.0.1", ["198.51.100.3"], "198.51.100.3"),
-        ("::ffff:203.0.113.5", ["198.51.100.3"], "203.0.113.5"),
-        (None, ["198.51.100.1"], "unknown"),
+        ([], "127.0.0.1", ["198.51.100.1"], "127.0.0.1"),  # by default nobody's header is believed
+        ([], "::1", ["2001:db8::1"], "::1"),
+        (LOOPBACK, "203.0.113.5", None, "203.0.113.5"),
+        (LOOPBACK, "203.0.113.5", ["198.51.100.1"], "203.0.113.5"),  # not a trusted proxy: header ignored
+        (LOOPBACK, "127.0.0.1", None, "127.0.0.1"),
+        (LOOPBACK, "127.0.0.1", ["198.51.100.1"], "198.51.100.1"),
+        (LOOPBACK, "127.0.0.1", ["6.6.6.6, 198.51.100.1"], "198.51.100.1"),  # the hop the proxy saw
+        (LOOPBACK, "127.0.0.1", ["6.6.6.6", "198.51.100.2"], "198.51.100.2"),
+        (LOOPBACK, "127.0.0.1", ["not-an-ip"], "127.0.0.1"),
+        (LOOPBACK, "::1", ["2001:db8::1"], "2001:db8::1"),
+        (LOOPBACK, "::ffff:127.0.0.1", ["198.51.100.3"], "198.51.100.3"),
+        (LOOPBACK, "::ffff:203.0.113.5", ["198.51.100.3"], "203.0.113.5"),
+        (LOOPBACK, None, ["198.51.100.1"], "unknown"),
+        (["10.0.0.0/8"], "10.0.0.2", ["6.6.6.6, 198.51.100.4, 10.0.0.1"], "198.51.100.4"),  # two trusted hops
+        (["10.0.0.0/8"], "10.0.0.2", ["10.0.0.7"], "10.0.0.7"),  # all trusted: the farthest one
     ],
 )
-def test_forwarded_for_is_trusted_from_loopback_only(
-    peer: str | None, forwarded: list[str] | None, counted: str
+def test_forwarded_for_is_believed_from_trusted_proxies_only(
+    trusted: list[str], peer: str | None, forwarded: list[str] | None, counted: str
 ) -> None:
-    assert client_address(peer, forwarded) == counted
+    assert TrustedProxies(trusted).client_address(peer, forwarded) == counted
+
+
+def test_the_gateways_secret_makes_its_forwarded_for_believed_and_nothing_else_does() -> None:
+    proxies = TrustedProxies([])
+
+    assert proxies.client_address("127.0.0.1", ["198.51.100.9"], peer_trusted=True) == "198.51.100.9"
+    assert proxies.client_address("127.0.0.1", ["198.51.100.9"]) == "127.0.0.1"

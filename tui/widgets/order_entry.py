@@ -11,7 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
-NUMBER = re.compile(r"^\d{1,15}(\.\d{1,8})?$", re.ASCII)
+NUMBER = re.compile(r"\d{1,15}(\.\d{1,8})?", re.ASCII)
 
 
 def _multiple(value: Decimal, step: str) -> bool:
@@ -32,7 +32,7 @@ def validate_order(
         errors.append("choose a market")
     if not qty:
         errors.append("quantity: required")
-    elif not NUMBER.match(qty) or Decimal(qty) == 0:
+    elif not NUMBER.fullmatch(qty) or Decimal(qty) == 0:
         errors.append(f"quantity: {qty!r} is not a positive number")
     elif spec:
         q = Decimal(qty)
@@ -45,7 +45,7 @@ def validate_order(
     if otype == "limit":
         if not price:
             errors.append("price: required for a limit order")
-        elif not NUMBER.match(price) or Decimal(price) == 0:
+        elif not NUMBER.fullmatch(price) or Decimal(price) == 0:
             errors.append(f"price: {price!r} is not a positive number")
         elif spec:
             p = Decimal(price)
