@@ -124,6 +124,9 @@ class Supervisor:
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
+        self.redis_password = ""  # the embedded server's, for its readiness and rate
+        # Read once: the credentials file is not touched again while the instance runs.
+        self.nats_url, self.redis_url = settings.effective_nats_url, settings.effective_redis_url
         self.components = self._plan()
         self.stopping = asyncio.Event()
         self.started = time.time()
@@ -136,8 +139,8 @@ class Supervisor:
         child_env = {
             **os.environ,
             **s.to_env(),
-            "STOCKCTL_NATS_URL": s.effective_nats_url,
-            "STOCKCTL_REDIS_URL": s.effective_redis_url,
+            "STOCKCTL_NATS_URL": self.nats_url,
+            "STOCKCTL_REDIS_URL": self.redis_url,
             "PYTHONUNBUFFERED": "1",
         }
         comps: list[Component] = []
@@ -159,6 +162,7 @@ class Supervisor:
                 data = s.data_dir / "redis"
                 data.mkdir(parents=True, exist_ok=True)
                 creds = s.server_credentials()
+                self.redis_password = creds.redis_password
                 conf = creds.write_redis_config(s.secrets_dir / "valkey.conf")
                 comps.append(
                     Component(
@@ -166,7 +170,7 @@ class Supervisor:
                         "server",
                         infra.redis_argv(s.host, s.redis_port, data, conf),
                         f"{s.host}:{s.redis_port}",
-                        lambda c, password=creds.redis_password: infra.redis_ready(s.host, s.redis_port, password),
+                        lambda c: infra.redis_ready(s.host, s.redis_port, self.redis_password),
                     )
                 )
             else:
@@ -263,7 +267,7 @@ class Supervisor:
         value = (
             infra.nats_msg_counter(s.host, s.nats_monitor_port)
             if comp.name == "nats"
-            else infra.redis_cmd_counter(s.host, s.redis_port, s.server_credentials().redis_password)
+            else infra.redis_cmd_counter(s.host, s.redis_port, self.redis_password)
         )
         if value is None:
             return
@@ -276,8 +280,8 @@ class Supervisor:
             "supervisor": {"pid": os.getpid(), "started": self.started},
             "instance": {
                 "home": str(self.s.home),
-                "nats_url": mask_url(self.s.effective_nats_url),
-                "redis_url": mask_url(self.s.effective_redis_url),
+                "nats_url": mask_url(self.nats_url),
+                "redis_url": mask_url(self.redis_url),
             },
             "components": [c.snapshot() for c in self.components],
         }
