@@ -13,6 +13,7 @@ import asyncio
 import json
 import socket
 import stat
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,8 +103,15 @@ def test_the_fixture_servers_require_the_credentials_their_urls_carry(servers: S
 
     assert nats_connect_error(servers.nats_url) == ""
     assert redis.Redis.from_url(servers.redis_url).ping() is True
+    # The monitor port stays open (health, counters) and shows no credentials.
+    monitor = int(servers.nats.argv[servers.nats.argv.index("--http_port") + 1])
+    for endpoint in ("varz", "connz?auth=true", "accountz"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/{endpoint}", timeout=3) as resp:
+            page = resp.read().decode()
+        assert servers.credentials.nats_password not in page and servers.credentials.redis_password not in page
 
 
+@pytest.mark.timeout(300)  # two full starts of the instance
 def test_up_generates_private_credentials_every_part_uses_and_nothing_shows(cli: Cli) -> None:
     # Act: a full instance
     up = cli.run("up", check=True)
@@ -161,6 +169,7 @@ def test_up_generates_private_credentials_every_part_uses_and_nothing_shows(cli:
 
     # Act: down and up again
     cli.run("down", check=True)
+    assert not (secrets_dir / "instance-urls.json").exists()
     cli.run("up", check=True)
 
     # Assert: the same credentials, reused; the data they guard is still there
@@ -212,7 +221,7 @@ def test_external_servers_take_credentials_in_their_urls_and_never_show_them(ser
 def test_a_wrong_external_password_is_refused_and_not_repeated(servers: Servers, cli: Cli) -> None:
     wrong_nats = infra.ServerCredentials("stockctl", "WrongNatsPassword1", "x").nats_url("127.0.0.1", servers.nats.port)
 
-    cli.env["STOCKCTL_START_TIMEOUT"] = "8"
+    cli.env["STOCKCTL_START_TIMEOUT"] = "20"  # long enough for a slow start to reach NATS
     cli.env["STOCKCTL_NATS_URL"] = wrong_nats  # the variable, as the README recommends
     failed = cli.run("up", "--only", "processor", "--redis-url", servers.redis_url)
     log = (cli.home / "logs" / "processor.log").read_text()
@@ -220,6 +229,7 @@ def test_a_wrong_external_password_is_refused_and_not_repeated(servers: Servers,
     assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr
     assert "not ready" in failed.stderr and "stockctl logs processor" in failed.stderr
     assert "Authorization Violation" in log and "nats://stockctl:***@" in log
+    assert log.count("refused") == 1, log  # once, though nats-py retried every half second
     for secret in ("WrongNatsPassword1", servers.credentials.redis_password):
         assert secret not in failed.stdout + failed.stderr
         assert not files_holding(cli.home, secret, skip=cli.home / "secrets")
