@@ -427,7 +427,12 @@ def restart(
     if supervisor_pid(settings) is None:
         raise NotRunningError(str(settings.home))
     if name is None:
-        saved = Settings.model_validate_json(_saved_settings_path(settings).read_text())
+        path = _saved_settings_path(settings)
+        if not path.exists():  # started by a stockctl that kept them elsewhere
+            raise StartupError(
+                f"the running instance's settings are not saved in {path}", "run `stockctl down`, then `stockctl up`"
+            )
+        saved = Settings.model_validate_json(path.read_text())
         down()
         start_instance(saved)
         return
