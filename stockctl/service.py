@@ -136,7 +136,7 @@ async def connect_nats(
     """Connect, retrying with backoff until it works or ``stop`` is set (then None).
 
     Once connected nats-py reconnects by itself forever; the callbacks only log
-    state changes.
+    state changes. The URL carries the credentials; only its masked form is logged.
     """
     state = StateLog(logger, f"NATS {mask_url(settings.effective_nats_url)}")
 
@@ -150,7 +150,14 @@ async def connect_nats(
             on_reconnect()
 
     async def error(exc: Exception) -> None:
-        logger.debug("nats error: %s", exc)
+        # nats-py retries a first connect inside nats.connect and reports each failure only
+        # here: say once why we are not connected (a wrong password above all), not per try.
+        if "authorization violation" in str(exc).lower():
+            state.set("refused", f"{exc}; check the user and password in the URL (STOCKCTL_NATS_URL)")
+        elif state.state in (None, "unreachable"):
+            state.set("unreachable", f"{exc.__class__.__name__}: {exc}; retrying")
+        else:
+            logger.debug("nats error: %s", exc)
 
     attempt = 0
     while not stop.is_set():

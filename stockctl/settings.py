@@ -9,15 +9,17 @@ so a daemon started by hand on another host is configured exactly the same way.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stockctl.errors import StockctlError
 from stockctl.symbols import parse_symbol
+
+if TYPE_CHECKING:
+    from stockctl.infra import ServerCredentials
 
 ENV_PREFIX = "STOCKCTL_"
 
@@ -40,10 +42,26 @@ def _split_csv(value: Any) -> Any:
 
 
 def mask_url(url: str | None) -> str | None:
-    """Hide the password part of a ``scheme://user:pass@host`` URL."""
+    """``url`` with the secret of its userinfo replaced by ``***``: the one redaction helper.
+
+    ``nats://user:pass@host`` becomes ``nats://user:***@host``, ``redis://:pass@host/0``
+    ``redis://:***@host/0`` and a token URL ``nats://tok@host`` ``nats://***@host``. Several
+    comma-separated URLs (a NATS server list) are each masked. The userinfo runs to the
+    last ``@``, so a password holding ``@`` or ``/`` is masked whole (over-masking a query
+    that holds ``@`` is the safe side to err on).
+    """
     if not url:
         return url
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return ",".join(_mask_one(part) for part in url.split(","))
+
+
+def _mask_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0:
+        return url
+    user, colon, _ = rest[:at].partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{rest[at + 1 :]}"
 
 
 class Settings(BaseSettings):
@@ -63,10 +81,12 @@ class Settings(BaseSettings):
     """Address every listener binds to. Loopback unless you mean to expose it."""
 
     nats_url: str | None = None
-    """Use an existing NATS server (JetStream enabled) instead of starting one."""
+    """Use an existing NATS server (JetStream enabled) instead of starting one; credentials go
+    in the URL (``nats://user:pass@host:4222``, ``tls://...``)."""
 
     redis_url: str | None = None
-    """Use an existing Redis/Valkey server instead of starting one."""
+    """Use an existing Redis/Valkey server instead of starting one; credentials go in the URL
+    (``redis://:pass@host:6379/0``, ``redis://user:pass@...``, ``rediss://`` for TLS)."""
 
     nats_port: int = Field(14222, ge=1, le=65535)
     """Port of the embedded nats-server."""
@@ -389,13 +409,21 @@ class Settings(BaseSettings):
     def data_dir(self) -> Path:
         return self.home / "data"
 
+    def server_credentials(self) -> ServerCredentials:
+        """The embedded servers' credentials of this state dir (generated on first use)."""
+        from stockctl.infra import load_credentials  # local: infra is not needed to read settings
+
+        return load_credentials(self.secrets_dir)
+
     @property
     def effective_nats_url(self) -> str:
-        return self.nats_url or f"nats://{self.host}:{self.nats_port}"
+        """The NATS URL to connect to, credentials included: never log it, log :func:`mask_url` of it."""
+        return self.nats_url or self.server_credentials().nats_url(self.host, self.nats_port)
 
     @property
     def effective_redis_url(self) -> str:
-        return self.redis_url or f"redis://{self.host}:{self.redis_port}/0"
+        """The Redis URL to connect to, credentials included: never log it, log :func:`mask_url` of it."""
+        return self.redis_url or self.server_credentials().redis_url(self.host, self.redis_port)
 
     @property
     def effective_auth_url(self) -> str:

@@ -7,6 +7,11 @@ document per half second) that ``status`` and ``up`` read.
 
 Children run in their own process groups (a Ctrl-C reaches only the supervisor, which
 then stops them in order) and get SIGTERM from the kernel if the supervisor dies.
+
+The embedded servers start with the state dir's credentials (:mod:`stockctl.infra`);
+the daemons get the NATS and Redis URLs, credentials included, in ``STOCKCTL_NATS_URL``
+and ``STOCKCTL_REDIS_URL`` (an environment only this user can read), and nothing the
+supervisor writes or logs holds them unmasked.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stockctl import infra
-from stockctl.client import instance_path, write_instance
+from stockctl.client import remove_instance, write_instance
 from stockctl.settings import Settings, mask_url
 
 log = logging.getLogger("stockctl.supervisor")
@@ -119,6 +124,9 @@ class Supervisor:
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
+        self.redis_password = ""  # the embedded server's, for its readiness and rate
+        # Read once: the credentials file is not touched again while the instance runs.
+        self.nats_url, self.redis_url = settings.effective_nats_url, settings.effective_redis_url
         self.components = self._plan()
         self.stopping = asyncio.Event()
         self.started = time.time()
@@ -127,17 +135,25 @@ class Supervisor:
 
     def _plan(self) -> list[Component]:
         s = self.s
-        child_env = {**os.environ, **s.to_env(), "PYTHONUNBUFFERED": "1"}
+        # The one carrier of the credentials to the daemons: the URLs themselves.
+        child_env = {
+            **os.environ,
+            **s.to_env(),
+            "STOCKCTL_NATS_URL": self.nats_url,
+            "STOCKCTL_REDIS_URL": self.redis_url,
+            "PYTHONUNBUFFERED": "1",
+        }
         comps: list[Component] = []
         for name in s.components():
             if name == "nats":
                 store = s.data_dir / "nats"
                 store.mkdir(parents=True, exist_ok=True)
+                conf = s.server_credentials().write_nats_config(s.secrets_dir / "nats.conf")
                 comps.append(
                     Component(
                         "nats",
                         "server",
-                        infra.nats_argv(s.host, s.nats_port, s.nats_monitor_port, store),
+                        infra.nats_argv(s.host, s.nats_port, s.nats_monitor_port, store, conf),
                         f"{s.host}:{s.nats_port}",
                         lambda c: infra.nats_ready(s.host, s.nats_monitor_port),
                     )
@@ -145,13 +161,16 @@ class Supervisor:
             elif name == "redis":
                 data = s.data_dir / "redis"
                 data.mkdir(parents=True, exist_ok=True)
+                creds = s.server_credentials()
+                self.redis_password = creds.redis_password
+                conf = creds.write_redis_config(s.secrets_dir / "valkey.conf")
                 comps.append(
                     Component(
                         "redis",
                         "server",
-                        infra.redis_argv(s.host, s.redis_port, data),
+                        infra.redis_argv(s.host, s.redis_port, data, conf),
                         f"{s.host}:{s.redis_port}",
-                        lambda c: infra.redis_ready(s.host, s.redis_port),
+                        lambda c: infra.redis_ready(s.host, s.redis_port, self.redis_password),
                     )
                 )
             else:
@@ -248,7 +267,7 @@ class Supervisor:
         value = (
             infra.nats_msg_counter(s.host, s.nats_monitor_port)
             if comp.name == "nats"
-            else infra.redis_cmd_counter(s.host, s.redis_port)
+            else infra.redis_cmd_counter(s.host, s.redis_port, self.redis_password)
         )
         if value is None:
             return
@@ -261,8 +280,8 @@ class Supervisor:
             "supervisor": {"pid": os.getpid(), "started": self.started},
             "instance": {
                 "home": str(self.s.home),
-                "nats_url": mask_url(self.s.effective_nats_url),
-                "redis_url": mask_url(self.s.effective_redis_url),
+                "nats_url": mask_url(self.nats_url),
+                "redis_url": mask_url(self.redis_url),
             },
             "components": [c.snapshot() for c in self.components],
         }
@@ -286,7 +305,7 @@ class Supervisor:
                 await self._stop(comp)
                 self.write_state()
             state_path(self.s).unlink(missing_ok=True)
-            instance_path(self.s).unlink(missing_ok=True)
+            remove_instance(self.s)
             for comp in self.components:
                 if comp._log:
                     comp._log.close()

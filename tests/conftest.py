@@ -1,7 +1,8 @@
 """Fixtures: real nats-server and valkey-server on free ports, daemons as real processes.
 
 No mocks of NATS or Redis anywhere: the servers are the same binaries, started the same
-way (stockctl.infra), that ``stockctl up`` runs.
+way (stockctl.infra), that ``stockctl up`` runs, credentials included: ``Servers.nats_url``
+and ``Servers.redis_url`` carry them, so whatever connects through them is let in.
 """
 
 from __future__ import annotations
@@ -73,14 +74,16 @@ class Servers:
     nats: Server
     redis: Server
     host: str = "127.0.0.1"
+    credentials: infra.ServerCredentials = field(kw_only=True)
+    """What the servers accept: the ones :func:`start_servers` started them with."""
 
     @property
     def nats_url(self) -> str:
-        return f"nats://{self.host}:{self.nats.port}"
+        return self.credentials.nats_url(self.host, self.nats.port)
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.host}:{self.redis.port}/0"
+        return self.credentials.redis_url(self.host, self.redis.port)
 
     def stop(self) -> None:
         self.nats.stop()
@@ -88,28 +91,32 @@ class Servers:
 
 
 def start_servers(base: Path) -> Servers:
+    """nats-server and valkey-server on free ports, with credentials in ``base/secrets`` as ``up`` makes them."""
     host = "127.0.0.1"
     base.mkdir(parents=True, exist_ok=True)
     nats_port, mon_port, redis_port = infra.free_port(), infra.free_port(), infra.free_port()
     (base / "nats").mkdir(exist_ok=True)
     (base / "redis").mkdir(exist_ok=True)
+    creds = infra.load_credentials(base / "secrets")
     nats_srv = Server(
         "nats",
-        infra.nats_argv(host, nats_port, mon_port, base / "nats"),
+        infra.nats_argv(
+            host, nats_port, mon_port, base / "nats", creds.write_nats_config(base / "secrets" / "nats.conf")
+        ),
         nats_port,
         lambda: infra.nats_ready(host, mon_port),
         base / "nats.log",
     )
     redis_srv = Server(
         "redis",
-        infra.redis_argv(host, redis_port, base / "redis"),
+        infra.redis_argv(host, redis_port, base / "redis", creds.write_redis_config(base / "secrets" / "valkey.conf")),
         redis_port,
-        lambda: infra.redis_ready(host, redis_port),
+        lambda: infra.redis_ready(host, redis_port, creds.redis_password),
         base / "redis.log",
     )
     nats_srv.start()
     redis_srv.start()
-    return Servers(nats_srv, redis_srv, host)
+    return Servers(nats_srv, redis_srv, host, credentials=creds)
 
 
 async def _delete_stream(url: str) -> None:

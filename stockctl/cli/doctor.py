@@ -66,16 +66,20 @@ def run_checks(settings: Settings) -> list[Check]:
     else:
         checks.append(Check("state dir", "ok", f"{home} (created by `stockctl up`)"))
 
-    key = settings.secrets_dir / "jwt-ed25519.pem"
-    if key.exists():
-        mode = stat.S_IMODE(key.stat().st_mode)
-        checks.append(
-            Check(
-                "signing key",
-                "ok" if mode == 0o600 else "fail",
-                f"{key} mode {mode:o}" + ("" if mode == 0o600 else f"; run chmod 600 {key}"),
+    secret_files = {
+        "signing key": [settings.secrets_dir / "jwt-ed25519.pem"],
+        "server creds": [settings.secrets_dir / name for name in (infra.CREDENTIALS_FILE, "nats.conf", "valkey.conf")],
+    }
+    for label, paths in secret_files.items():
+        present = [p for p in paths if p.exists()]
+        loose = [p for p in present if stat.S_IMODE(p.stat().st_mode) != 0o600]
+        if loose:
+            mode = stat.S_IMODE(loose[0].stat().st_mode)
+            checks.append(Check(label, "fail", f"{loose[0]} mode {mode:o}; run chmod 600 {loose[0]}"))
+        elif present:
+            checks.append(
+                Check(label, "ok", f"{present[0]} mode 600" + (" (and its configs)" if len(present) > 1 else ""))
             )
-        )
 
     running = supervisor_pid(settings) is not None
     ports = {

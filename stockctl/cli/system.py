@@ -20,6 +20,7 @@ import typer
 from stockctl import infra
 from stockctl.cli.common import JsonOpt, console, err_console, fmt_duration, get_settings, print_json
 from stockctl.cli.tables import Col, fitted_table
+from stockctl.client import remove_instance
 from stockctl.errors import NotRunningError, StartupError, UsageError
 from stockctl.replay import ReplayError, validate
 from stockctl.settings import DAEMONS, SERVERS, Settings
@@ -182,10 +183,20 @@ def up(
         str | None, typer.Option(help="Start only these components, comma separated (nats,redis,publisher,processor).")
     ] = None,
     nats_url: Annotated[
-        str | None, typer.Option(help="Use this NATS server instead of starting one.", envvar="STOCKCTL_NATS_URL")
+        str | None,
+        typer.Option(
+            help="Use this NATS server instead of starting one (nats://user:pass@host:port; the variable keeps"
+            " the password out of `ps`).",
+            envvar="STOCKCTL_NATS_URL",
+        ),
     ] = None,
     redis_url: Annotated[
-        str | None, typer.Option(help="Use this Redis server instead of starting one.", envvar="STOCKCTL_REDIS_URL")
+        str | None,
+        typer.Option(
+            help="Use this Redis server instead of starting one (redis://:pass@host:port/0 or rediss://; the"
+            " variable keeps the password out of `ps`).",
+            envvar="STOCKCTL_REDIS_URL",
+        ),
     ] = None,
     nats_port: Annotated[int | None, typer.Option(help="Port of the embedded nats-server.")] = None,
     nats_monitor_port: Annotated[int | None, typer.Option(help="Monitoring port of the embedded nats-server.")] = None,
@@ -239,7 +250,8 @@ def up(
 
 
 def _saved_settings_path(settings: Settings) -> Path:
-    return settings.run_dir / "settings.json"
+    # In secrets/, not run/: the flags of `up` may include credentialed server URLs.
+    return settings.secrets_dir / "up-settings.json"
 
 
 def start_instance(settings: Settings, attach: bool = False, json_out: bool = False) -> None:
@@ -385,7 +397,7 @@ def _kill_leftovers(settings: Settings) -> int:
         except (ProcessLookupError, PermissionError):
             continue
     (settings.run_dir / "state.json").unlink(missing_ok=True)
-    (settings.run_dir / "instance.json").unlink(missing_ok=True)
+    remove_instance(settings)
     return killed
 
 
@@ -458,7 +470,12 @@ def restart(
     if supervisor_pid(settings) is None:
         raise NotRunningError(str(settings.home))
     if name is None:
-        saved = Settings.model_validate_json(_saved_settings_path(settings).read_text())
+        path = _saved_settings_path(settings)
+        if not path.exists():  # started by a stockctl that kept them elsewhere
+            raise StartupError(
+                f"the running instance's settings are not saved in {path}", "run `stockctl down`, then `stockctl up`"
+            )
+        saved = Settings.model_validate_json(path.read_text())
         down()
         start_instance(saved)
         return
