@@ -18,6 +18,9 @@ SIGNAL_SUBJECTS = "md.signal.>"
 PROCESSOR_DURABLE = "processor"
 """Durable consumer of the tick stream shared by processor instances."""
 
+HISTORY_DURABLE = "history"
+"""Durable consumer of the tick stream of the history writer (its own position, its own acks)."""
+
 
 def tick_subject(symbol: str) -> str:
     return f"md.tick.{symbol}"

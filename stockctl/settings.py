@@ -21,7 +21,16 @@ ENV_PREFIX = "STOCKCTL_"
 #: Symbols are NATS subject tokens and Redis key parts: no dots, spaces or wildcards.
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 
-DAEMONS: tuple[str, ...] = ("publisher", "processor", "matching", "auth", "gateway", "alerts", "liquidity")
+DAEMONS: tuple[str, ...] = (
+    "publisher",
+    "processor",
+    "matching",
+    "auth",
+    "gateway",
+    "alerts",
+    "liquidity",
+    "history",
+)
 """Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
 
 SERVERS: tuple[str, ...] = ("nats", "redis")
@@ -100,6 +109,19 @@ class Settings(BaseSettings):
 
     history_limit: int = Field(1000, ge=1, le=1_000_000)
     """Price points kept per symbol in Redis history."""
+
+    history_url: str | None = None
+    """PostgreSQL/TimescaleDB URL of the history store (``postgresql://user:pass@host/db``);
+    unset: SQLite in ``<home>/data/history.sqlite3``."""
+
+    history_retention: str = "30d"
+    """How long the history store keeps ticks and candles (90m, 12h, 30d, 2w); ``0`` keeps forever."""
+
+    history_batch: int = Field(5000, ge=1, le=100_000)
+    """Most ticks the history writer stores in one transaction."""
+
+    history_prune_interval_s: float = Field(60.0, gt=0, le=86_400)
+    """How often the history writer deletes what is older than the retention."""
 
     sma_fast: int = Field(20, ge=1, le=10_000)
     """Fast simple-moving-average window, in ticks."""
@@ -243,6 +265,14 @@ class Settings(BaseSettings):
             parse_interval(iv)
         return value
 
+    @field_validator("history_retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        from stockctl.history import parse_duration  # local: avoid an import cycle
+
+        parse_duration(value)
+        return value.strip()
+
     @field_validator("only")
     @classmethod
     def _only(cls, value: list[str]) -> list[str]:
@@ -267,7 +297,7 @@ class Settings(BaseSettings):
 
     def __repr_args__(self):  # secrets and credentials never reach logs
         for key, value in super().__repr_args__():
-            if key in ("nats_url", "redis_url"):
+            if key in ("nats_url", "redis_url", "history_url"):
                 value = mask_url(value)
             yield key, value
 
@@ -282,6 +312,12 @@ class Settings(BaseSettings):
     @property
     def data_dir(self) -> Path:
         return self.home / "data"
+
+    @property
+    def history_retention_ns(self) -> int:
+        from stockctl.history import parse_duration
+
+        return parse_duration(self.history_retention)
 
     @property
     def effective_nats_url(self) -> str:
