@@ -1,12 +1,14 @@
 """history: the history writer. Every tick of ``MD_TICKS`` into the history store, for as long
 as ``STOCKCTL_HISTORY_RETENTION`` says.
 
-Its own durable pull consumer (``history``) of the tick stream, acknowledging with
-AckAll: it fetches up to ``history_batch`` ticks, stores them and their candles in one
-transaction (:meth:`HistoryStore.write`), and only after the commit acks the batch's
-newest message, which acks the batch. A crash before that ack redelivers the batch,
-which the store's ``(symbol, seq)`` key turns into a no-op: at-least-once delivery,
-exactly-once storage. A database outage holds the batch (nothing acked) and retries it.
+Its own durable pull consumer (``history``) of the tick stream: it fetches up to
+``history_batch`` ticks, stores them and their candles in one transaction
+(:meth:`HistoryStore.write`), and only after the commit acks each of them. A crash before
+the acks redelivers the batch (after ``ACK_WAIT_S``), which the store's ``(symbol, seq)``
+key turns into a no-op: at-least-once delivery, exactly-once storage. A database outage
+holds the batch (nothing acked, progress reported so it is not redelivered meanwhile) and
+retries it. Acks are explicit, not AckAll: with AckAll the next run's first ack would also
+acknowledge a batch that a crash left uncommitted, and those ticks would be lost.
 
 Every ``history_prune_interval_s`` it deletes ticks and candles older than the retention;
 ticks older than that arriving late are not stored at all.
@@ -46,6 +48,9 @@ from stockctl.wire import tick_decoder
 log = logging.getLogger("stockctl.history")
 
 FETCH_WAIT_S = 0.5
+ACK_WAIT_S = 10.0
+"""How long a fetched, unacknowledged tick waits before JetStream delivers it again (a
+crashed writer's batch comes back this long after it was fetched)."""
 
 
 def rows_of(batch: list[Msg], status: StatusFile) -> list[TickRow]:
@@ -71,6 +76,7 @@ class Writer:
 
     async def store_batch(self, batch: list[Msg]) -> bool:
         """Write the batch until it commits (True) or the daemon stops first (False: not acked)."""
+        failpoint("history.before_commit")
         rows = rows_of(batch, self.status)
         cutoff = retention_cutoff(self.retention_ns)
         if cutoff is not None:
@@ -85,6 +91,9 @@ class Writer:
             except Exception as exc:  # the database is away or refusing: hold the batch
                 self.db_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying the batch")
                 self.status.incr("db_errors")
+                for msg in batch:  # still ours: no redelivery to a second writer meanwhile
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
                 await backoff_sleep(attempt, self.stop)
                 attempt += 1
                 if self.stop.is_set():
@@ -138,16 +147,22 @@ async def run(settings: Settings) -> None:
                 durable=names.HISTORY_DURABLE,
                 stream=names.TICK_STREAM,
                 config=api.ConsumerConfig(
-                    ack_policy=api.AckPolicy.ALL,
+                    ack_policy=api.AckPolicy.EXPLICIT,
                     deliver_policy=api.DeliverPolicy.ALL,
                     max_ack_pending=settings.history_batch * 4,
-                    ack_wait=60.0,
+                    ack_wait=ACK_WAIT_S,
                 ),
             )
 
         psub = await until_ready(stop, log, "history consumer", subscribe)
         if psub is None:
             return
+
+        async def unsubscribe() -> None:  # before the drain, which would wait on the pull subscription
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()  # type: ignore[attr-defined]
+
+        stack.push_async_callback(unsubscribe)
         status.ready = True
         status.info |= {"store": store.where, "retention": settings.history_retention}
         status_task = asyncio.create_task(status.run(stop))
@@ -175,12 +190,11 @@ async def run(settings: Settings) -> None:
             if not await writer.store_batch(batch):
                 break  # stopping with the batch unacked: the next run gets it again
             failpoint("history.after_commit")
-            # AckAll: the newest message acks every one delivered before it, i.e. this batch.
-            newest = max(batch, key=lambda m: m.metadata.sequence.stream)
-            with contextlib.suppress(nats.errors.Error):
-                await newest.ack()
+            with contextlib.suppress(nats.errors.Error):  # a lost ack: redelivered, stored once anyway
+                for msg in batch:
+                    await msg.ack()
             batch_seconds.observe(time.perf_counter() - started)
-            status.info["backlog"] = newest.metadata.num_pending
+            status.info["backlog"] = batch[-1].metadata.num_pending
 
         # --- shutdown --------------------------------------------------------------
         await status_task
