@@ -157,6 +157,10 @@ class HistoryReader:
     # --- candles -------------------------------------------------------------------------
 
     def check_interval(self, interval: str) -> str:
+        try:
+            _iv_ns(interval)
+        except ValueError as exc:  # not an interval at all: say which forms are
+            raise UsageError(str(exc)) from None
         if interval in INTERVALS or interval in self.market.intervals:
             return interval
         kept = sorted(set(INTERVALS) | set(self.market.intervals), key=lambda iv: _iv_ns(iv))
