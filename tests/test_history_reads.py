@@ -44,7 +44,7 @@ def filled(request: pytest.FixtureRequest, clean, tmp_path: Path, daemons: Calla
     settings = stack_settings(
         clean,
         tmp_path / "home",
-        rate=100,
+        rate=40,  # 240 ticks over ~6 s: more 1s candles than Redis keeps (3)
         publish_limit=TICKS,
         sma_fast=2,
         sma_slow=3,
