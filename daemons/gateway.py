@@ -69,6 +69,7 @@ from stockctl.alertstore import AlertStore, TooManyAlerts
 from stockctl.errors import NotFound, StockctlError, UsageError
 from stockctl.exchange.wire import Cancel, CancelAll, Fund, Place, Trade, event_decoder
 from stockctl.exchange.wire import encode as ex_encode
+from stockctl.history.reads import HistoryReader
 from stockctl.marketstore import MarketStore, check_symbol
 from stockctl.ops import REQUEST_ID_HEADER, BodyLimit, HttpMetrics, bound, new_request_id, start_ops
 from stockctl.proxies import PROXY_SECRET_HEADER, TrustedProxies, load_proxy_secret
@@ -1052,10 +1053,26 @@ def build_app(
         await user(request)
         return json_response(await store.quote(symbol))
 
+    reader = HistoryReader(settings, store)  # Redis's window, the history store (read-only) beyond it
+
     @app.get("/api/v1/history/{symbol:path}")
-    async def history(request: Request, symbol: str, limit: int = Query(100, ge=1, le=10_000)) -> Response:
+    async def history(
+        request: Request,
+        symbol: str,
+        limit: int = Query(100, ge=1, le=10_000),
+        since: str | None = Query(None, description="a duration back from now: 90s, 2h, 30d"),
+        start: str | None = Query(None, alias="from", description="ISO 8601 (naive is UTC) or epoch s/ms/ns"),
+        end: str | None = Query(None, alias="to", description="exclusive end, like from"),
+        after: str | None = Query(None, description="TS:SEQ of the last point of the previous page"),
+    ) -> Response:
+        """``[price, ts_ns, seq]`` points oldest first: the latest ``limit``, or the first of a range
+        (a full page's ``X-Next-After`` header continues it)."""
         await user(request)
-        return json_response(await store.history(symbol, limit))
+        points, cursor = await reader.history(symbol, limit, since, start, end, after)
+        resp = json_response(points)
+        if cursor is not None:
+            resp.headers["X-Next-After"] = cursor
+        return resp
 
     @app.get("/price/history/{symbol:path}/{limit}", include_in_schema=False)
     async def history_alias(request: Request, symbol: str, limit: int) -> Response:
@@ -1064,10 +1081,22 @@ def build_app(
 
     @app.get("/api/v1/candles/{symbol:path}")
     async def candles(
-        request: Request, symbol: str, interval: str = "1m", limit: int = Query(100, ge=1, le=10_000)
+        request: Request,
+        symbol: str,
+        interval: str = "1m",
+        limit: int = Query(100, ge=1, le=10_000),
+        since: str | None = Query(None, description="a duration back from now: 90s, 2h, 30d"),
+        start: str | None = Query(None, alias="from", description="ISO 8601 (naive is UTC) or epoch s/ms/ns"),
+        end: str | None = Query(None, alias="to", description="exclusive end, like from"),
+        after: str | None = Query(None, description="start (ns) of the last candle of the previous page"),
     ) -> Response:
+        """OHLCV candles oldest first (1s, 1m and 1h from the history store beyond Redis's window)."""
         await user(request)
-        return json_response(await store.candles(symbol, interval, limit))
+        rows, cursor = await reader.candles(symbol, interval, limit, since, start, end, after)
+        resp = json_response(rows)
+        if cursor is not None:
+            resp.headers["X-Next-After"] = cursor
+        return resp
 
     @app.get("/api/v1/signals/{symbol:path}")
     async def signals(request: Request, symbol: str, limit: int = Query(50, ge=1, le=10_000)) -> Response:

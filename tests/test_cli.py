@@ -117,6 +117,7 @@ def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:
         "gateway",
         "alerts",
         "liquidity",
+        "history",
     ]
     assert all(s["state"] == "running" and s["pid"] for s in status)
     pids = [s["pid"] for s in status]
