@@ -13,6 +13,8 @@ of the commands it applies (``Time`` carries nothing else).
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from typing import Literal
 
 import msgspec
@@ -241,6 +243,36 @@ Event = Accepted | Rejected | Trade | Cancelled | Funded | Amended | Triggered
 command_decoder = msgspec.json.Decoder(Command)
 event_decoder = msgspec.json.Decoder(Event)
 encode = msgspec.json.Encoder().encode
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS_RE = re.compile(r"[0-9]{1,16}", re.ASCII)
+
+
+def expire_at_ns(value: str | int) -> int:
+    """An ``expire_at`` as the edges take it, RFC 3339 (``2030-01-02T15:04:05Z``, an offset is
+    required) or integer epoch milliseconds, in the wire's epoch nanoseconds. Raises ValueError
+    with what to write instead. Exact: integer arithmetic, no float."""
+    if isinstance(value, bool):
+        raise ValueError("expire_at must be an RFC 3339 time or epoch milliseconds, not a boolean")
+    if isinstance(value, int):
+        if not 0 < value < 10**16:
+            raise ValueError(f"expire_at {value} is not epoch milliseconds")
+        return value * 1_000_000
+    if not isinstance(value, str):
+        raise ValueError("expire_at must be an RFC 3339 time or epoch milliseconds")
+    if _MS_RE.fullmatch(value):
+        return expire_at_ns(int(value))
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"expire_at {value[:40]!r} is neither an RFC 3339 time (like 2030-01-02T15:04:05Z) nor epoch milliseconds"
+        ) from None
+    if when.tzinfo is None:
+        raise ValueError(f"expire_at {value[:40]!r} has no time zone: add Z or an offset like +05:30")
+    delta = when - _EPOCH
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1_000
 
 
 def load_markets(path: str | None) -> tuple[MarketSpec, ...]:
