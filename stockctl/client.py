@@ -258,6 +258,14 @@ class GatewayClient:
     def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]:
         return self._send("DELETE", f"/api/v1/orders/{order_id}", market=market)
 
+    def amend(
+        self, order_id: int, price: str | None = None, qty: str | None = None, market: str | None = None
+    ) -> dict[str, Any]:
+        """Change an open order's price and/or quantity (the new total). Raises NotFound for an id
+        that is not your open order, OrderRejected (with ``code``) for a refused change."""
+        body = {k: v for k, v in (("price", price), ("qty", qty), ("market", market)) if v is not None}
+        return self._send("PATCH", f"/api/v1/orders/{order_id}", body)
+
     def cancel_all(self, market: str | None = None) -> dict[str, Any]:
         return self._send("DELETE", "/api/v1/orders", market=market)
 

@@ -387,6 +387,16 @@ def render_matching(r: MatchingBenchResult) -> None:
         f" outcome: {mix.get('accepted', 0):,} accepted, {mix.get('rejected', 0):,} rejected,"
         f" {mix.get('cancelled', 0):,} cancelled"
     )
+    x = r.extended
+    if x:
+        xm = x["mix"]
+        console.print(
+            f"extended mix (reported apart): [bold]{x['orders_per_s']:,.0f}[/] orders/s"
+            f" ({x['cpu_orders_per_s']:,.0f} CPU), p50 {x['p50_us']:.2f} µs, p99 {x['p99_us']:.2f} µs;"
+            f" {xm.get('stop', 0):,} stop, {xm.get('stop_limit', 0):,} stop-limit, {xm.get('amend', 0):,} amends,"
+            f" {xm.get('gtd', 0):,} gtd, {xm.get('iceberg', 0):,} icebergs, {xm.get('time', 0):,} time commands;"
+            f" {x['trades']:,} trades"
+        )
     gc_note = "" if r.gc_enabled else ", gc off"
     console.print(
         f"verdict: >= {TARGET_ORDERS_PER_S:,} orders/s {pass_fail(r.target_met)} ({r.orders_per_s:,.0f}{gc_note})"

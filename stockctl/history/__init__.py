@@ -49,7 +49,7 @@ MAX_PAGE = 10_000
 
 SQLITE_FILE = "history.sqlite3"
 
-_DURATION_RE = re.compile(r"^(\d{1,9})([smhdw])$", re.ASCII)
+_DURATION_RE = re.compile(r"(\d{1,9})([smhdw])", re.ASCII)
 _UNIT_NS = {
     "s": 1_000_000_000,
     "m": 60_000_000_000,
@@ -68,7 +68,7 @@ def parse_duration(text: str) -> int:
     text = text.strip()
     if text == "0":
         return 0
-    m = _DURATION_RE.match(text)
+    m = _DURATION_RE.fullmatch(text)
     if not m or int(m.group(1)) == 0:
         raise ValueError(f"bad duration {text!r}: use a number and s, m, h, d or w (90s, 2h, 30d), or 0")
     return int(m.group(1)) * _UNIT_NS[m.group(2)]
