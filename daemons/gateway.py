@@ -1,8 +1,9 @@
 """gateway: the clients' door. REST over HTTP, live channels over WebSocket, JWT on both.
 
-* HTTP (FastAPI on ``gateway_port``): market data under ``/api/v1``, seed-002 aliases
-  (``/prices``, ``/price/{symbol}``, ``/price/history/{symbol}/{limit}``), and ``/auth/*``
-  passed through to the auth daemon so a client needs one base URL.
+* HTTP (FastAPI on ``gateway_port``): market data under ``/api/v1``, the seed clients' doors
+  (:mod:`daemons.gateway_seeds`, with their WebSocket at ``/ws`` on this port), and ``/auth/*``
+  passed through to the auth daemon so a client needs one base URL. Market-data reads need
+  no token with ``public_market_data``.
 * WebSocket (``websockets`` on ``ws_port``, path ``/ws``): authenticate (header or first
   message), subscribe to channels, get a snapshot and then updates.
 
@@ -55,7 +56,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from prometheus_client import Histogram
 from redis.exceptions import RedisError
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from websockets.asyncio.server import ServerConnection, broadcast
@@ -63,6 +63,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
+from daemons import gateway_seeds
 from stockctl import names
 from stockctl.alerts import alert_decoder, alert_in_decoder
 from stockctl.alertstore import AlertStore, TooManyAlerts
@@ -944,22 +945,6 @@ def error_response(status: int, error: str, detail: str, headers: dict[str, str]
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-class _PriceSymbol(Convertor[str]):
-    """A symbol in seed 002's ``/price/{symbol}``: may hold a ``/`` (sent as ``%2F``, which
-    arrives decoded), but is never ``history/...``, which is ``/price/history/{symbol}/{limit}``."""
-
-    regex = "(?!history/).+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("price_symbol", _PriceSymbol())
-
-
 def inside_auth(raw_path: str) -> bool:
     """True if ``raw_path`` stays under ``/auth/`` however it is decoded: no ``.`` or ``..``
     segment (also as ``%2e``, ``%252e``...), no backslash, no encoded slash."""
@@ -1025,6 +1010,8 @@ def build_app(
     async def user(request: Request) -> Claims:
         return await check_user(r, keys, request.headers.get("authorization"))
 
+    market_data = gateway_seeds.market_reader(settings, user)  # market data: public if configured
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -1036,42 +1023,35 @@ def build_app(
 
     @app.get("/api/v1/symbols")
     async def symbols(request: Request) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await store.symbols())
 
     @app.get("/api/v1/prices")
-    @app.get("/prices", include_in_schema=False)
     async def prices(request: Request) -> Response:
         """Latest quote of every symbol."""
-        await user(request)
+        await market_data(request)
         return json_response(await store.quotes())
 
     @app.get("/api/v1/prices/{symbol:path}")
-    @app.get("/price/{symbol:price_symbol}", include_in_schema=False)
     async def price(symbol: str, request: Request) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await store.quote(symbol))
 
     @app.get("/api/v1/history/{symbol:path}")
     async def history(request: Request, symbol: str, limit: int = Query(100, ge=1, le=10_000)) -> Response:
-        await user(request)
-        return json_response(await store.history(symbol, limit))
-
-    @app.get("/price/history/{symbol:path}/{limit}", include_in_schema=False)
-    async def history_alias(request: Request, symbol: str, limit: int) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await store.history(symbol, limit))
 
     @app.get("/api/v1/candles/{symbol:path}")
     async def candles(
         request: Request, symbol: str, interval: str = "1m", limit: int = Query(100, ge=1, le=10_000)
     ) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await store.candles(symbol, interval, limit))
 
     @app.get("/api/v1/signals/{symbol:path}")
     async def signals(request: Request, symbol: str, limit: int = Query(50, ge=1, le=10_000)) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await store.signals(symbol, limit))
 
     # --- exchange -----------------------------------------------------------------
@@ -1079,7 +1059,7 @@ def build_app(
     @app.get("/api/v1/markets")
     async def markets(request: Request) -> Response:
         """Exchange markets with tick size, lot size and order size limits."""
-        await user(request)
+        await market_data(request)
         return Response(await exchange.query("markets", {}), media_type="application/json")
 
     @app.post("/api/v1/orders", status_code=201, openapi_extra=ORDER_BODY_SPEC)
@@ -1149,13 +1129,13 @@ def build_app(
     @app.get("/api/v1/book/{market:path}")
     async def book(request: Request, market: str, depth: int = Query(20, ge=1, le=500)) -> Response:
         """Depth ladder: bids and asks as [price, qty, orders], best first."""
-        await user(request)
+        await market_data(request)
         market = await exchange.known_market(market)
         return Response(await exchange.query("book", {"market": market, "depth": depth}), media_type="application/json")
 
     @app.get("/api/v1/trades/{market:path}")
     async def trades(request: Request, market: str, limit: int = Query(50, ge=1, le=1000)) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await exchange.recent_trades(market, limit))
 
     # --- price alerts -------------------------------------------------------------
@@ -1223,6 +1203,7 @@ def build_app(
     async def jwks(request: Request) -> Response:
         return await proxy(request, "/.well-known/jwks.json")
 
+    gateway_seeds.add_routes(app, settings, store, exchange, keys, r, user, proxy)
     return app
 
 
@@ -1273,6 +1254,7 @@ async def run(settings: Settings) -> None:
             HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, http, alerts, proxy_secret)), ops),
             settings.host,
             settings.gateway_port,
+            ws="websockets",  # the seed clients' /ws
         )
         serve_task = asyncio.create_task(http_server.serve())
         await http_server.wait_started(serve_task)
