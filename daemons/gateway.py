@@ -5,7 +5,8 @@
   passed through to the auth daemon so a client needs one base URL. Market-data reads need
   no token with ``public_market_data``.
 * WebSocket (``websockets`` on ``ws_port``, path ``/ws``): authenticate (header or first
-  message), subscribe to channels, get a snapshot and then updates.
+  message), subscribe to channels, get a snapshot and then updates. With
+  ``public_market_data`` a client without a token may subscribe to market-data channels only.
 
 Fan-out is built for many clients on few cores: each NATS message becomes one frame
 (the payload is spliced in, never re-encoded) written synchronously to every client
@@ -785,6 +786,8 @@ class WsServer:
 
     async def _authenticate(self, client: Client, headers: Headers) -> bool:
         header = headers.get("Authorization")
+        if not header and self.s.public_market_data:
+            return True  # anonymous: market-data channels only, until an `auth` message (_on_message)
         try:
             if header:
                 client.claims = await check_user(self.r, self.keys, header)
@@ -829,6 +832,8 @@ class WsServer:
             return
         reply: dict[str, Any] = {"id": msg.id} if msg.id is not None else {}
         try:
+            if client.claims is None and not gateway_seeds.anonymous_may(msg.op, msg.channels, self.hub.parse):
+                raise Unauthorized("this needs a token", 'send {"op":"auth","token":"<access token>"} first')
             if msg.op == "ping":
                 client.send_now({"type": "pong", **reply})
             elif msg.op in ("subscribe", "unsubscribe"):

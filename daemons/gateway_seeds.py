@@ -75,6 +75,17 @@ def market_reader(settings: Settings, user: Callable[[Request], Awaitable[Claims
     return read
 
 
+PRIVATE_CHANNELS = ("orders", "alerts")
+
+
+def anonymous_may(op: str, channels: list[str], parse: Callable[[str], Any]) -> bool:
+    """Whether a token-less client of our own WebSocket (``public_market_data``) may do ``op``:
+    ping, auth, and (un)subscribing market-data channels; never trading or private channels."""
+    if op in ("ping", "auth", "unsubscribe"):
+        return True
+    return op == "subscribe" and not any(parse(c).kind in PRIVATE_CHANNELS for c in channels)
+
+
 class _PriceSymbol(Convertor[str]):
     """A symbol in seed 002's ``/price/{symbol}``: may hold a ``/`` (sent as ``%2F``, which
     arrives decoded), but is never ``history/...``, which is ``/price/history/{symbol}/{limit}``."""

@@ -306,6 +306,29 @@ def test_public_market_data_needs_no_token_but_trading_always_does(public: Stack
         assert httpx.get(f"{public.base}{path}", timeout=5).status_code == 401, path
 
 
+def test_public_market_data_opens_our_own_websocket_to_market_channels_only(public: Stack) -> None:
+    async def scenario() -> None:
+        async with websockets.connect(public.settings.ws_url) as ws:  # no token, no auth message
+            await ws.send('{"op":"subscribe","channels":["quotes:AAPL"],"id":1}')
+            got = await recv_until(ws, lambda m: m.get("type") == "subscribed")
+            assert got["channels"] == ["quotes:AAPL"]
+            await recv_until(ws, lambda m: m.get("type") == "quote" and m["channel"] == "quotes:AAPL")
+            for private in ('{"op":"subscribe","channels":["orders"]}', '{"op":"subscribe","channels":["alerts"]}'):
+                await ws.send(private)
+                err = await recv_until(ws, lambda m: m.get("type") == "error")
+                assert err["error"] == "unauthorized", err
+            await ws.send('{"op":"place","order":{"market":"TATA_INR","side":"buy","qty":"1","price":"100"}}')
+            err = await recv_until(ws, lambda m: m.get("type") == "error")
+            assert err["error"] == "unauthorized", err
+            await ws.send(json.dumps({"op": "auth", "token": public.token()}))
+            await recv_until(ws, lambda m: m.get("type") == "welcome")
+            await ws.send('{"op":"subscribe","channels":["orders"]}')
+            got = await recv_until(ws, lambda m: m.get("type") in ("subscribed", "error"))
+            assert got["type"] == "subscribed" and "orders" in got["channels"], got
+
+    asyncio.run(scenario())
+
+
 def test_without_public_market_data_the_seed_doors_need_a_token(private: Stack) -> None:
     tok = private.token()
     auth = {"Authorization": f"Bearer {tok}"}
@@ -322,6 +345,11 @@ def test_without_public_market_data_the_seed_doors_need_a_token(private: Stack) 
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 5)
             assert closed.value.rcvd.code == 4401 and "STOCKCTL_PUBLIC_MARKET_DATA" in closed.value.rcvd.reason
+        async with websockets.connect(private.settings.ws_url) as ws:  # our own WebSocket, too
+            await ws.send('{"op":"subscribe","channels":["quotes:AAPL"]}')
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd.code == 4401
         async with websockets.connect(private.seed_ws, additional_headers=auth) as ws:
             msg = await recv(ws)
             assert {"symbol", "price", "timestamp"} <= set(msg)
