@@ -133,7 +133,10 @@ class SeedOrder(msgspec.Struct, forbid_unknown_fields=True):
 seed_order_decoder = msgspec.json.Decoder(SeedOrder)
 
 
-def _plain(d: Decimal) -> str:
+def _plain(d: Decimal, what: str) -> str:
+    """``d`` as plain digits, refusing an exponent that would spell millions of them (``1e999999999``)."""
+    if not d.is_finite() or not -30 <= d.as_tuple().exponent <= 30 or d.adjusted() > 30:  # type: ignore[operator]
+        raise UsageError(f"{what} {str(d)[:40]} is out of range", "send a plain number such as 100.50")
     return format(d, "f")
 
 
@@ -190,8 +193,8 @@ def add_routes(
         ours = gw.OrderIn(
             market=order.market,
             side=order.order_type.lower(),
-            qty=_plain(order.quantity),
-            price=_plain(order.price) if order.order_kind == "Limit" and order.price is not None else None,
+            qty=_plain(order.quantity, "quantity"),
+            price=_plain(order.price, "price") if order.order_kind == "Limit" and order.price is not None else None,
             type=order.order_kind.lower(),
         )
         status, doc = gw.order_result(await exchange.place(claims.email, ours))

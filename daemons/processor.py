@@ -6,6 +6,9 @@ per-symbol stream sequence used for dedup); only after EXEC succeeds are the tic
 acknowledged and the quotes and signals published on core NATS. A crash between
 EXEC and ack leads to redelivery, which the stored stream sequence turns into a no-op,
 so nothing is lost or counted twice.
+
+Each tick is also published on ``stock_prices`` as seed 000's ``StockPrice`` JSON
+(:mod:`stockctl.seeds`), spliced from the quote's own text: no second encode.
 """
 
 from __future__ import annotations

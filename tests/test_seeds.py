@@ -265,9 +265,17 @@ def test_seed_004_login_order_and_order_book_channel(public: Stack) -> None:
     assert resp.status_code == 201 and resp.json()["status"] == "filled", resp.text
     assert resp.json()["filled"][0]["price"] == "100.55"
 
-    bad = order_body.replace('"Buy"', '"Hold"')
-    resp = httpx.post(f"{public.base}/order", content=bad, headers=headers, timeout=15)
-    assert resp.status_code == 422 and set(resp.json()) == {"error", "detail"}
+    for bad, status in (
+        (order_body.replace('"Buy"', '"Hold"'), 422),
+        (order_body.replace("100.50", "1e999999999"), 400),  # would be a billion digits spelled out
+        (order_body.replace('"Limit"', '"Limit", "stop": 1'), 422),
+    ):
+        resp = httpx.post(f"{public.base}/order", content=bad, headers=headers, timeout=15)
+        assert resp.status_code == status and set(resp.json()) == {"error", "detail"}, (bad, resp.text)
+    assert [(p, q) for p, q, _ in httpx.get(f"{public.base}/api/v1/book/TATA_INR", timeout=5).json()["bids"]] == [
+        ("100.55", "1"),
+        ("100.50", "10"),
+    ]
 
 
 # --- seed 000 -------------------------------------------------------------------------------
