@@ -51,7 +51,7 @@ class Stack:
         return resp.json()["access_token"]
 
 
-def start(servers, home: Path, daemons, public: bool, names: tuple[str, ...]) -> Stack:
+def start(servers, home: Path, daemons, public: bool, names: tuple[str, ...], **overrides) -> Stack:
     wipe_exchange(servers)
     settings = make_settings(
         servers,
@@ -64,6 +64,7 @@ def start(servers, home: Path, daemons, public: bool, names: tuple[str, ...]) ->
         sma_fast=3,
         sma_slow=5,
         public_market_data=public,
+        **overrides,
     )
     return Stack(settings, {name: daemons(name, settings) for name in names})
 
@@ -363,3 +364,33 @@ def test_without_public_market_data_the_seed_doors_need_a_token(private: Stack) 
             assert {"symbol", "price", "timestamp"} <= set(msg)
 
     asyncio.run(scenario())
+
+
+def test_a_seed_socket_opened_with_a_token_closes_when_it_expires(servers, tmp_path: Path, daemons) -> None:
+    ttl = 10  # the shortest access token the settings allow
+    s = start(
+        servers,
+        tmp_path / "home",
+        daemons,
+        False,
+        ("processor", "publisher", "auth", "gateway"),
+        access_token_ttl_s=ttl,
+    )
+    auth = {"Authorization": f"Bearer {s.token()}"}
+    wait_for(lambda: httpx.get(f"{s.base}/prices", headers=auth, timeout=5).json()["data"], 20)
+    auth = {"Authorization": f"Bearer {s.token()}"}  # a fresh one: its life starts now
+
+    async def scenario() -> float:
+        async with websockets.connect(s.seed_ws, additional_headers=auth) as ws:
+            opened = time.monotonic()
+            frames = 0
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:  # streams until the token runs out, then is closed
+                    await asyncio.wait_for(ws.recv(), ttl + 5)
+                    frames += 1
+            assert closed.value.rcvd.code == 4401 and "expired" in closed.value.rcvd.reason
+            assert frames > ttl * 10  # it kept streaming for the token's whole life
+            return time.monotonic() - opened
+
+    lasted = asyncio.run(scenario())
+    assert ttl - 2 <= lasted <= ttl + 2, lasted
