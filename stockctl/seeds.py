@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -24,10 +25,15 @@ encode_numbers = msgspec.json.Encoder(decimal_format="number").encode
 """JSON with every :class:`~decimal.Decimal` as a number carrying its exact digits."""
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted: ticks of one second share it
+
+
 def rfc3339(ts_ns: int) -> str:
     """``2025-12-30T10:30:45.123Z`` from nanoseconds since the epoch (integer maths only)."""
     secs, ns = divmod(ts_ns, 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns // 1_000_000:03d}Z"
+    if _second[0] != secs:  # strftime costs ~8 us: once a second, not once a tick
+        _second[:] = [secs, datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S.")]
+    return f"{_second[1]}{ns // 1_000_000:03d}Z"
 
 
 def stock_price(symbol: str, price: str, ts_ns: int) -> bytes:
