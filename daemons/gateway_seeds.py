@@ -46,8 +46,8 @@ from typing import Any, Literal
 import msgspec
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
+from redis.exceptions import RedisError
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.websockets import WebSocketDisconnect
 
 from stockctl import names
 from stockctl.errors import NotFound, StockctlError, UsageError
@@ -261,16 +261,18 @@ class SeedSession:
             await self.ws.send_text(data.decode())
 
     async def _read(self) -> None:
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                raw = await self.ws.receive_text()
-                self.spoke = True
-                try:
-                    await self._on_message(raw)
-                except StockctlError as exc:
-                    self.send(
-                        encode_numbers({"type": "error", "error": type(exc).__name__.lower(), "detail": str(exc)})
-                    )
+        while True:
+            frame = await self.ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            raw = frame.get("text") or frame.get("bytes") or b""  # a binary frame is read as JSON too
+            self.spoke = True
+            try:
+                await self._on_message(raw)
+            except StockctlError as exc:
+                self.send(encode_numbers({"type": "error", "error": type(exc).__name__.lower(), "detail": str(exc)}))
+            except RedisError:  # Redis restarting: the client may retry, the socket stays
+                self.send(b'{"type":"error","error":"unavailable","detail":"storage unavailable; retry"}')
 
     async def _sub(self, key: str, subject: str, cb: Callable[[Any], Awaitable[None]]) -> None:
         if key not in self.subs:
@@ -289,11 +291,11 @@ class SeedSession:
         data = stock_price_view(quote_decoder.decode(msg.data))
         self.send(encode_numbers({"type": "update", "data": data}))
 
-    async def _on_message(self, raw: str) -> None:
+    async def _on_message(self, raw: str | bytes) -> None:
         try:
             doc = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise UsageError(f"not JSON: {exc}") from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"not JSON: {str(exc)[:120]}") from None
         if not isinstance(doc, dict):
             raise UsageError("a message is a JSON object")
         await self._unsub("firehose")  # a client that speaks wants only what it asks for

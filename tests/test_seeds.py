@@ -171,6 +171,16 @@ def test_seed_001_subscribe_gets_a_snapshot_then_updates_of_those_symbols_only(p
             await ws.send('{"action":"subscribe","payload":{"symbols":["NOPE"]}}')
             err = await recv_until(ws, lambda m: m.get("type") == "error")
             assert err["error"] == "notfound" and "NOPE" in err["detail"]
+            for bad in ("not json", b"\xff\xfe", '{"action":"subscribe"}', "[1]", '{"op":"subscribe"}'):
+                await ws.send(bad)
+                err = await recv_until(ws, lambda m: m.get("type") == "error")
+                assert err["error"] == "usageerror", (bad, err)
+            await ws.send('{"action":"unsubscribe","payload":{"symbols":["AAPL"]}}')
+            await ws.send('{"action":"subscribe","payload":{"symbols":["BTCUSDT"]}}')  # the socket still serves
+            snap = await recv_until(ws, lambda m: m.get("type") == "snapshot")
+            assert [p["symbol"] for p in snap["data"]] == ["BTCUSDT"]
+            later = [await recv_until(ws, lambda m: m.get("type") == "update") for _ in range(10)][-4:]
+            assert {u["data"]["symbol"] for u in later} <= {"GOOG", "BTCUSDT"}  # AAPL is gone
 
     asyncio.run(scenario())
 
