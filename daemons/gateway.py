@@ -1259,7 +1259,7 @@ async def run(settings: Settings) -> None:
             HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, http, alerts, proxy_secret)), ops),
             settings.host,
             settings.gateway_port,
-            ws="websockets",  # the seed clients' /ws
+            ws="websockets-sansio",  # the seed clients' /ws
         )
         serve_task = asyncio.create_task(http_server.serve())
         await http_server.wait_started(serve_task)

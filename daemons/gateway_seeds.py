@@ -212,14 +212,15 @@ def add_routes(
                 hint = "" if code == gw.CLOSE_FORBIDDEN else "; or set STOCKCTL_PUBLIC_MARKET_DATA=1"
                 await ws.close(code, (str(exc) + hint)[:120])
                 return
-        await SeedSession(ws, exchange.nc, store, exchange, claims).run()
+        await SeedSession(ws, exchange.nc, store, exchange, claims, settings.ws_max_messages_per_s).run()
 
 
 class SeedSession:
     """One seed client's WebSocket: firehose, seed 001 symbols or seed 004 order books."""
 
-    def __init__(self, ws: WebSocket, nc: Any, store: Any, exchange: Any, claims: Claims | None) -> None:
+    def __init__(self, ws: WebSocket, nc: Any, store: Any, exchange: Any, claims: Claims | None, rate: float) -> None:
         self.ws, self.nc, self.store, self.exchange, self.claims = ws, nc, store, exchange, claims
+        self.rate, self.tokens, self.last = rate, rate * 2, time.monotonic()  # as our own /ws: burst of 2 s
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
         self.subs: dict[str, Any] = {}
         self.spoke = False
@@ -267,6 +268,13 @@ class SeedSession:
                 return
             raw = frame.get("text") or frame.get("bytes") or b""  # a binary frame is read as JSON too
             self.spoke = True
+            now = time.monotonic()
+            self.tokens = min(self.rate * 2, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            if self.tokens < 1:  # each message may cost Redis and NATS work: a flood is cut off
+                await self.ws.close(1008, "message rate limit exceeded")
+                return
+            self.tokens -= 1
             try:
                 await self._on_message(raw)
             except StockctlError as exc:

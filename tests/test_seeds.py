@@ -147,6 +147,23 @@ def test_seed_002_websocket_streams_its_messages_without_a_subscribe(public: Sta
 # --- seed 001 -------------------------------------------------------------------------------
 
 
+def test_a_seed_socket_that_floods_messages_is_closed(public: Stack) -> None:
+    async def scenario() -> None:
+        async with websockets.connect(public.seed_ws) as ws:
+            msg = "[1]"  # cheap to refuse, so the server reads them as fast as they come
+            for _ in range(int(public.settings.ws_max_messages_per_s * 6)):  # well over the 2 s burst
+                await ws.send(msg)
+            got = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    got.append(await asyncio.wait_for(ws.recv(), 5))
+            assert closed.value.rcvd.code == 1008 and len(got) < len(
+                range(int(public.settings.ws_max_messages_per_s * 6))
+            )
+
+    asyncio.run(scenario())
+
+
 def test_seed_001_subscribe_gets_a_snapshot_then_updates_of_those_symbols_only(public: Stack) -> None:
     async def scenario() -> None:
         # seed 001, "Connect Clients": WebSocket URL ws://localhost:8081/ws and this message
