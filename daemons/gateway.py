@@ -69,8 +69,9 @@ from stockctl import names
 from stockctl.alerts import alert_decoder, alert_in_decoder
 from stockctl.alertstore import AlertStore, TooManyAlerts
 from stockctl.errors import NotFound, StockctlError, UsageError
-from stockctl.exchange.wire import Cancel, CancelAll, Fund, Place, Trade, event_decoder
+from stockctl.exchange.wire import Amend, Cancel, CancelAll, Fund, Place, Trade, event_decoder, expire_at_ns
 from stockctl.exchange.wire import encode as ex_encode
+from stockctl.history.reads import HistoryReader
 from stockctl.marketstore import MarketStore, check_symbol
 from stockctl.ops import REQUEST_ID_HEADER, BodyLimit, HttpMetrics, bound, new_request_id, start_ops
 from stockctl.proxies import PROXY_SECRET_HEADER, TrustedProxies, load_proxy_secret
@@ -171,13 +172,28 @@ class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
     side: str
     qty: str
     price: str | None = None
-    type: str | None = None  # default: limit when a price is given, else market
+    type: str | None = None  # default: stop/stop_limit with a stop_price, limit with a price, else market
     tif: str = "gtc"
     post_only: bool = False
     client_order_id: str | None = None
+    stop_price: str | None = None
+    expire_at: str | int | None = None  # RFC 3339 or epoch milliseconds; with tif gtd (implies it)
+    display_qty: str | None = None  # an iceberg: the most the book shows
 
 
 order_in_decoder = msgspec.json.Decoder(OrderIn)
+
+
+class AmendIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A change to an open order (REST PATCH body or WebSocket ``amend``): a new price, qty (the
+    new total quantity, filled part included), or both; market optional (it is looked up)."""
+
+    price: str | None = None
+    qty: str | None = None
+    market: str | None = None
+
+
+amend_in_decoder = msgspec.json.Decoder(AmendIn)
 ORDER_BODY_SPEC = {  # the body is decoded by msgspec, so FastAPI cannot describe it by itself
     "requestBody": {
         "required": True,
@@ -246,7 +262,7 @@ class ExchangeApi:
                 for _ in range(50):
                     data = await self.query("outcome", {"user": user, "client_order_id": key})
                     if data != b"null":
-                        return [own_view(e, user) for e in msgspec.json.decode(data)]
+                        return [own_view(e, user) for e in msgspec.json.decode(data) if concerns(e, user)]
                     # Matching keeps recent outcomes in memory only; one from before its last
                     # snapshot is gone after a restart, but the order's events are in the views.
                     recorded = await self.recorded_outcome(user, key)
@@ -271,7 +287,7 @@ class ExchangeApi:
             raise ExchangeUnavailable(f"could not store the order ({exc.__class__.__name__})", "retry") from None
         finally:
             self._waiters.pop(inbox, None)
-        return [own_view(e, user) for e in msgspec.json.decode(data)]
+        return [own_view(e, user) for e in msgspec.json.decode(data) if concerns(e, user)]
 
     async def ensure_funded(self, user: str) -> None:
         """A new account's demo balances, once (the engine ignores a second funding)."""
@@ -290,13 +306,25 @@ class ExchangeApi:
         coid = uuid.uuid4().hex if order.client_order_id is None else order.client_order_id
         if not COID_RE.fullmatch(coid):
             raise UsageError("bad client_order_id", "use 1-64 of A-Z, a-z, 0-9, _ . -")
-        otype = order.type or ("limit" if order.price is not None else "market")
+        if order.stop_price is not None:
+            # With a price, a stop is taken as a stop-limit; a stop buy with a cap says type "stop".
+            default = "stop_limit" if order.price is not None else "stop"
+        else:
+            default = "limit" if order.price is not None else "market"
+        otype = order.type or default
+        tif = "gtd" if order.expire_at is not None and order.tif == "gtc" else order.tif
         if (
-            otype not in ("limit", "market")
+            otype not in ("limit", "market", "stop", "stop_limit")
             or order.side not in ("buy", "sell")
-            or order.tif not in ("gtc", "ioc", "fok")
+            or tif not in ("gtc", "ioc", "fok", "gtd")
         ):
-            raise UsageError("bad order", "side is buy or sell, type limit or market, tif gtc, ioc or fok")
+            raise UsageError(
+                "bad order", "side is buy or sell, type limit, market, stop or stop_limit, tif gtc, ioc, fok or gtd"
+            )
+        try:
+            expire = None if order.expire_at is None else expire_at_ns(order.expire_at)
+        except ValueError as exc:
+            raise UsageError(str(exc), "e.g. 2030-01-02T15:04:05Z or 1893596645000") from None
         await self.ensure_funded(user)
         cmd = Place(
             user=user,
@@ -307,10 +335,27 @@ class ExchangeApi:
             qty=order.qty,
             ts=time.time_ns(),
             price=order.price,
-            tif=order.tif,  # type: ignore[arg-type]
+            tif=tif,  # type: ignore[arg-type]
             post_only=order.post_only,
+            stop_price=order.stop_price,
+            expire_at=expire,
+            display_qty=order.display_qty,
         )
         return await self.submit(market, cmd, coid, user)
+
+    async def amend(self, user: str, order_id: int, change: AmendIn) -> list[dict[str, Any]]:
+        """Amend one of the user's open orders; someone else's is unknown, like a missing one."""
+        if change.market is None:
+            opens = msgspec.json.decode(await self.query("orders", {"user": user}))
+            mine = next((o for o in opens if o["order_id"] == order_id), None)
+            if mine is None:
+                raise NotFound(f"no open order {order_id}", "see `stockctl orders`")
+            market = mine["market"]
+        else:
+            market = await self.known_market(change.market)
+        key = f"amend-{uuid.uuid4().hex}"
+        cmd = Amend(user, key, market, order_id, time.time_ns(), price=change.price, qty=change.qty)
+        return await self.submit(market, cmd, key, user)
 
     async def cancel(self, user: str, market: str, order_id: int) -> list[dict[str, Any]]:
         market = await self.known_market(market)
@@ -398,6 +443,14 @@ def own_view(event: dict[str, Any], user: str) -> dict[str, Any]:
     return out
 
 
+def concerns(event: dict[str, Any], user: str) -> bool:
+    """Whether an event of a command's outcome is ``user``'s business. A command can also expire
+    others' good-till-date orders and trigger others' stops: their events reach their owners on
+    the ``orders`` channel, never the answer to someone else's request. Trades stay (own_view
+    strips what is not the user's)."""
+    return event.get("event") == "trade" or event.get("user") == user
+
+
 def fill_view(user: str, t: dict[str, Any]) -> dict[str, Any]:
     """A trade from one side's point of view."""
     taker = t["taker_user"] == user
@@ -436,6 +489,8 @@ def order_result(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
             status = "filled"
         elif fills:
             status = "partially_filled"
+        elif accepted.get("stop_price") and not any(e.get("event") == "triggered" for e in events):
+            status = "pending"  # a stop, waiting for its trigger
         else:
             status = "open"
         body |= {
@@ -446,6 +501,30 @@ def order_result(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         }
         return 201, body
     return 200, body
+
+
+def amend_result(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """HTTP status and body for an amend: 200 with the amended order, 404 if unknown, else 422."""
+    first = next((e for e in events if e.get("event") in ("amended", "rejected")), {})
+    if first.get("event") != "amended":
+        status = 404 if first.get("code") == "unknown_order" else 422
+        return status, {"error": first.get("code", "unknown"), "detail": first.get("reason", ""), "events": events}
+    oid = first["order_id"]
+    fills = [e for e in events if e.get("event") == "trade" and e.get("taker_order_id") == oid]
+    cancelled = any(e.get("event") == "cancelled" and e.get("order_id") == oid for e in events)
+    remaining = fills[-1]["taker_remaining"] if fills else first["remaining"]
+    status = "cancelled" if cancelled else "filled" if _is_zero(remaining) else "open"
+    return 200, {
+        "order_id": oid,
+        "client_order_id": first["client_order_id"],
+        "status": status,
+        "price": first["new_price"],
+        "qty": first["new_qty"],
+        "remaining": remaining,
+        "priority": first["priority"],
+        "filled": [{"qty": f["qty"], "price": f["price"], "fee": f["taker_fee"]} for f in fills],
+        "events": events,
+    }
 
 
 def _is_zero(text: str) -> bool:
@@ -465,6 +544,8 @@ class ClientMsg(msgspec.Struct, forbid_unknown_fields=True):
     order: OrderIn | None = None
     order_id: int | None = None
     market: str | None = None
+    price: str | None = None  # amend
+    qty: str | None = None  # amend
 
 
 client_msg_decoder = msgspec.json.Decoder(ClientMsg)
@@ -858,6 +939,15 @@ class WsServer:
                     raise UsageError("cancel needs order_id and market")
                 code, doc = order_result(await self.hub.exchange.cancel(client.email, msg.market, msg.order_id))
                 client.send_now({"type": "order_result", "code": code, **doc, **reply})
+            elif msg.op == "amend":
+                if msg.order_id is None or (msg.price is None and msg.qty is None):
+                    raise UsageError(
+                        "amend needs order_id and a new price and/or qty",
+                        '{"op":"amend","order_id":12,"price":"101.5","qty":"5"}',
+                    )
+                change = AmendIn(price=msg.price, qty=msg.qty, market=msg.market)
+                code, doc = amend_result(await self.hub.exchange.amend(client.email, msg.order_id, change))
+                client.send_now({"type": "amend_result", "code": code, **doc, **reply})
             elif msg.op == "auth":
                 claims = await check_user(self.r, self.keys, f"Bearer {msg.token or ''}")
                 if client.claims is not None and claims.email != client.claims.email:
@@ -868,7 +958,7 @@ class WsServer:
                 client.send_now({"type": "welcome", "email": client.claims.email, "expires": client.claims.exp})
             else:
                 raise UsageError(
-                    f"unknown op {msg.op[:40]!r}", "ops: auth, subscribe, unsubscribe, ping, place, cancel"
+                    f"unknown op {msg.op[:40]!r}", "ops: auth, subscribe, unsubscribe, ping, place, cancel, amend"
                 )
         except (UsageError, NotFound, Unauthorized, ExchangeUnavailable) as exc:
             client.send_now({"type": "error", "error": exc.__class__.__name__.lower(), "detail": str(exc), **reply})
@@ -1042,17 +1132,45 @@ def build_app(
         await market_data(request)
         return json_response(await store.quote(symbol))
 
+    reader = HistoryReader(settings, store)  # Redis's window, the history store (read-only) beyond it
+
     @app.get("/api/v1/history/{symbol:path}")
-    async def history(request: Request, symbol: str, limit: int = Query(100, ge=1, le=10_000)) -> Response:
+    async def history(
+        request: Request,
+        symbol: str,
+        limit: int = Query(100, ge=1, le=10_000),
+        since: str | None = Query(None, description="a duration back from now: 90s, 2h, 30d"),
+        start: str | None = Query(None, alias="from", description="ISO 8601 (naive is UTC) or epoch s/ms/ns"),
+        end: str | None = Query(None, alias="to", description="exclusive end, like from"),
+        after: str | None = Query(None, description="TS:SEQ of the last point of the previous page"),
+    ) -> Response:
+        """``[price, ts_ns, seq]`` points oldest first: the latest ``limit``, or the first of a range
+        (a full page's ``X-Next-After`` header continues it)."""
         await market_data(request)
-        return json_response(await store.history(symbol, limit))
+        points, cursor = await reader.history(symbol, limit, since, start, end, after)
+        resp = json_response(points)
+        if cursor is not None:
+            resp.headers["X-Next-After"] = cursor
+        return resp
 
     @app.get("/api/v1/candles/{symbol:path}")
     async def candles(
-        request: Request, symbol: str, interval: str = "1m", limit: int = Query(100, ge=1, le=10_000)
+        request: Request,
+        symbol: str,
+        interval: str = "1m",
+        limit: int = Query(100, ge=1, le=10_000),
+        since: str | None = Query(None, description="a duration back from now: 90s, 2h, 30d"),
+        start: str | None = Query(None, alias="from", description="ISO 8601 (naive is UTC) or epoch s/ms/ns"),
+        end: str | None = Query(None, alias="to", description="exclusive end, like from"),
+        after: str | None = Query(None, description="start (ns) of the last candle of the previous page"),
     ) -> Response:
+        """OHLCV candles oldest first (1s, 1m and 1h from the history store beyond Redis's window)."""
         await market_data(request)
-        return json_response(await store.candles(symbol, interval, limit))
+        rows, cursor = await reader.candles(symbol, interval, limit, since, start, end, after)
+        resp = json_response(rows)
+        if cursor is not None:
+            resp.headers["X-Next-After"] = cursor
+        return resp
 
     @app.get("/api/v1/signals/{symbol:path}")
     async def signals(request: Request, symbol: str, limit: int = Query(50, ge=1, le=10_000)) -> Response:
@@ -1076,6 +1194,18 @@ def build_app(
             return order
         status, doc = order_result(await exchange.place(claims.email, order))
         return json_response(doc, status)
+
+    @app.patch("/api/v1/orders/{order_id}")
+    async def amend(request: Request, order_id: int) -> Response:
+        """Amend one of your open orders: {"price"?, "qty"?} (qty is the new total quantity)."""
+        claims = await user(request)
+        change = await small_body(request, amend_in_decoder, "amend")
+        if isinstance(change, Response):
+            return change
+        status, doc = amend_result(await exchange.amend(claims.email, order_id, change))
+        if status != 200:
+            return error_response(status, doc["error"], doc["detail"])
+        return json_response(doc, 200)
 
     @app.delete("/api/v1/orders/{order_id}")
     async def cancel(request: Request, order_id: int, market: str | None = None) -> Response:

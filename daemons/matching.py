@@ -17,6 +17,12 @@ The gateway learns a command's outcome from a core NATS reply sent after the eve
 stored (``Stockctl-Reply`` header); the same events reach everyone on ``ex.event.<MKT>``.
 Trades also feed ``md.tick.<MKT>`` so exchange markets are tickers too, and depth goes to
 ``ex.book.<MKT>`` as snapshots and sequence-numbered deltas.
+
+The engine has no clock, so good-till-date orders expire when a command at or past their
+``expire_at`` is applied. So that they also expire in a quiet market, the daemon checks every
+``TIME_EVERY_S`` whether the engine's earliest expiry has passed and, if so, publishes a ``Time``
+command (de-duplicated per expiry) into ``EX_ORDERS`` like any other: applied in stream order,
+it is replayed after a crash exactly as it was applied the first time.
 """
 
 from __future__ import annotations
@@ -42,10 +48,13 @@ from stockctl import names
 from stockctl.exchange.engine import Exchange
 from stockctl.exchange.wire import (
     Accepted,
+    Amended,
     Cancelled,
     Event,
     Rejected,
+    Time,
     Trade,
+    Triggered,
     command_decoder,
     event_decoder,
     load_markets,
@@ -76,6 +85,7 @@ SNAPSHOT_EVERY_CMDS = 20_000
 RESULT_CACHE = 100_000  # recent command outcomes kept for retried submissions
 HISTORY_LIMIT = 1_000  # fills / trades / finished orders kept per user or market in Redis
 BOOK_DEPTH = 20
+TIME_EVERY_S = 0.25  # how often a due good-till-date expiry is checked for, in a quiet market
 
 
 class BookQuery(msgspec.Struct):
@@ -146,6 +156,8 @@ class Matching:
         self.book_seq: dict[str, int] = {}
         self.results: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self.snapshot_at = (time.monotonic(), 0)
+        self.time_sent = 0  # the expiry a Time command was last published for
+        self.time_checked = 0.0
         self.nats_state = StateLog(log, "JetStream publish")
         self.redis_state = StateLog(log, "Redis views")
 
@@ -158,7 +170,15 @@ class Matching:
     async def restore(self) -> None:
         raw = await self.r.hgetall(names.SNAPSHOT_KEY)
         if raw:
-            engine = Exchange.restore(raw[b"data"])
+            try:
+                engine = Exchange.restore(raw[b"data"])
+            except ValueError as exc:
+                log.error(
+                    "the exchange snapshot in Redis cannot be restored (%s); run the stockctl that wrote it,"
+                    " or start a fresh exchange",
+                    exc,
+                )
+                raise SystemExit(EXIT_CONFIG) from None
             if tuple(engine.markets) != tuple(self.specs):
                 log.error(
                     "the configured markets differ from the exchange's snapshot; markets cannot change under"
@@ -236,9 +256,10 @@ class Matching:
                     to_derive.append(ev)
             user = getattr(cmd, "user", "")
             key = getattr(cmd, "client_order_id", None) or getattr(cmd, "request_id", "")
-            self.results[(user, key)] = b"[" + b",".join(encoded) + b"]"
-            if len(self.results) > RESULT_CACHE:
-                self.results.popitem(last=False)
+            if not isinstance(cmd, Time):  # nobody asks for the outcome of a time command
+                self.results[(user, key)] = b"[" + b",".join(encoded) + b"]"
+                if len(self.results) > RESULT_CACHE:
+                    self.results.popitem(last=False)
             reply = msg.headers.get(names.REPLY_HEADER) if msg.headers else None
             if reply:
                 replies.append((reply, encoded))
@@ -339,7 +360,7 @@ class Matching:
                 for user in {ev.maker_user, ev.taker_user}:
                     pushes.setdefault(names.fills_key(user), []).append(data)
                 pushes.setdefault(names.trades_key(ev.market), []).append(data)
-            elif isinstance(ev, Accepted | Rejected | Cancelled):
+            elif isinstance(ev, Accepted | Rejected | Cancelled | Amended | Triggered):
                 # An order's life for `orders --all`: accepted, then cancelled or filled.
                 pushes.setdefault(names.orders_key(ev.user), []).append(ex_encode(ev))
         attempt = 0
@@ -391,6 +412,28 @@ class Matching:
             }
         doc["last"] = view.last_trade
         await self.nc.publish(names.book_subject(market), encode(doc))
+
+    async def maybe_send_time(self) -> None:
+        """A Time command into EX_ORDERS once the earliest good-till-date expiry has passed."""
+        now = time.monotonic()
+        if now - self.time_checked < TIME_EVERY_S:
+            return
+        self.time_checked = now
+        due = self.engine.next_expiry()
+        if due is None or due == self.time_sent or due > time.time_ns():
+            return
+        cmd = Time(ts=max(time.time_ns(), due))
+        try:
+            await self.js.publish(
+                names.order_subject(names.ACCOUNTS_MARKET),
+                ex_encode(cmd),
+                headers={"Nats-Msg-Id": f"time:{due}"},
+                timeout=5,
+            )
+        except Exception as exc:  # NATS away: the next check sends it
+            log.warning("time command for expiry %d not sent (%s); retrying", due, exc)
+            return
+        self.time_sent = due
 
     async def _maybe_snapshot(self, force: bool = False) -> None:
         at, cmds = self.snapshot_at
@@ -535,8 +578,9 @@ async def run(settings: Settings) -> None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
                 sub = await until_ready(stop, log, "JetStream consumer", subscribe) or sub
+            await m.maybe_send_time()
             try:
-                first = await asyncio.wait_for(inbox.get(), 0.5)
+                first = await asyncio.wait_for(inbox.get(), TIME_EVERY_S)
             except TimeoutError:
                 await m._maybe_snapshot()
                 continue

@@ -9,6 +9,11 @@ engine as it goes; the engine is deterministic, so the timed runs see exactly th
 Two timed runs on fresh engines: one applies the whole stream back to back (orders/s, no
 per-order timer in the loop), one times every command with ``perf_counter_ns`` (p50 / p99
 latency). Both must give the generator's event count, or the result is not reported.
+
+The same run then times a second stream, the *extended mix*, reported separately (``extended``):
+8% stop and stop-limit orders around the mid, 8% amends (new qty, and half the time a new price)
+of live orders, 1% time commands, and among the limit orders 8% good-till-date (expiring a few
+hundred to a few thousand commands later) and 8% icebergs; the rest as in the classic mix.
 """
 
 from __future__ import annotations
@@ -24,7 +29,18 @@ from typing import Any
 from stockctl.benchkit import LiveOrders, ProgressFn, no_progress, percentile, price_text
 from stockctl.errors import UsageError
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import DEFAULT_MARKETS, Cancel, Cancelled, Command, Fund, MarketSpec, Place, Trade
+from stockctl.exchange.wire import (
+    DEFAULT_MARKETS,
+    Amend,
+    Cancel,
+    Cancelled,
+    Command,
+    Fund,
+    MarketSpec,
+    Place,
+    Time,
+    Trade,
+)
 
 DEFAULT_ORDERS = 200_000
 QUICK_ORDERS = 20_000
@@ -61,6 +77,8 @@ class MatchingBenchResult:
     mix: dict[str, int] = field(default_factory=dict)
     """How many commands of each kind the stream holds, and outcomes (accepted, rejected...)."""
     final_book_orders: int = 0
+    extended: dict[str, Any] = field(default_factory=dict)
+    """The extended mix (stops, amends, gtd, icebergs, time commands), timed in the same run."""
     gc_enabled: bool = True
     elapsed_s: float = 0.0
 
@@ -102,8 +120,10 @@ def make_stream(
     users: int = DEFAULT_USERS,
     markets: tuple[MarketSpec, ...] = DEFAULT_MARKETS,
     progress: ProgressFn = no_progress,
+    extended: bool = False,
 ) -> Stream:
-    """The seeded command stream (and the funding that precedes it), checked on a reference engine."""
+    """The seeded command stream (and the funding that precedes it), checked on a reference engine.
+    ``extended``: the mix with stops, amends, good-till-date, icebergs and time commands."""
     if orders < 1:
         raise UsageError("--orders must be at least 1")
     rng = random.Random(seed)
@@ -119,6 +139,8 @@ def make_stream(
     mids = dict.fromkeys(symbols, 2000)  # in ticks: 100.00 at a 0.05 tick
     live = LiveOrders()
     mix = {"limit": 0, "market": 0, "cancel": 0, "ioc": 0, "fok": 0, "post_only": 0}
+    if extended:
+        mix |= {"stop": 0, "stop_limit": 0, "amend": 0, "time": 0, "gtd": 0, "iceberg": 0}
     outcome = {"accepted": 0, "rejected": 0, "cancelled": 0}
     commands: list[Command] = []
     events = trades = 0
@@ -133,7 +155,36 @@ def make_stream(
         u = rng.random()
         user = rng.choice(names)
         cmd: Command
-        if u >= LIMIT_SHARE + MARKET_SHARE and live.ids:
+        v = rng.random() if extended else 1.0
+        if v < 0.08:
+            side = "buy" if rng.random() < 0.5 else "sell"
+            away = rng.randint(2, 12)
+            stop = price_text(mids[sym] + away if side == "buy" else mids[sym] - away, spec.tick_size)
+            kind = "stop_limit" if rng.random() < 0.5 else "stop"
+            cap = mids[sym] + away + 4 if side == "buy" else mids[sym] - away - 2
+            price = price_text(cap, spec.tick_size) if kind == "stop_limit" or side == "buy" else None
+            cmd = Place(
+                user,
+                f"o{i}",
+                sym,
+                side,
+                kind,
+                str(rng.randint(1, 10)),
+                ts,
+                price=price,
+                stop_price=stop,  # type: ignore[arg-type]
+            )
+            mix[kind] += 1
+        elif v < 0.16 and live.ids:
+            oid = live.ids[rng.randrange(len(live.ids))]
+            owner, mkt = live.owner[oid]
+            new_price = price_text(mids[mkt] + rng.randint(-8, 8), spec.tick_size) if rng.random() < 0.5 else None
+            cmd = Amend(owner, f"a{i}", mkt, oid, ts, price=new_price, qty=str(rng.randint(1, 20)))
+            mix["amend"] += 1
+        elif v < 0.17:
+            cmd = Time(ts)
+            mix["time"] += 1
+        elif u >= LIMIT_SHARE + MARKET_SHARE and live.ids:
             oid = live.ids[rng.randrange(len(live.ids))]
             owner, mkt = live.owner[oid]
             cmd = Cancel(owner, f"c{i}", mkt, oid, ts)
@@ -149,7 +200,16 @@ def make_stream(
             price = price_text(ticks, spec.tick_size)
             r = rng.random()
             tif, post_only = "gtc", False
-            if r < 0.06:
+            expire_at = display = None
+            qty = rng.randint(1, 20)
+            if extended and r >= 0.84:  # the extended mix: 8% gtd, 8% icebergs of the limit orders
+                if r < 0.92:
+                    tif, expire_at = "gtd", ts + rng.randint(200, 5000)
+                    mix["gtd"] += 1
+                else:
+                    display = str(rng.randint(1, qty))
+                    mix["iceberg"] += 1
+            elif r < 0.06:
                 tif = "ioc"
                 mix["ioc"] += 1
             elif r < 0.09:
@@ -164,11 +224,13 @@ def make_stream(
                 sym,
                 side,
                 "limit",
-                str(rng.randint(1, 20)),
+                str(qty),
                 ts,
                 price=price,
-                tif=tif,
+                tif=tif,  # type: ignore[arg-type]
                 post_only=post_only,
+                expire_at=expire_at,
+                display_qty=display,
             )
             mix["limit"] += 1
         commands.append(cmd)
@@ -227,6 +289,24 @@ def run_latency(stream: Stream) -> tuple[list[int], int]:
     return lat, n
 
 
+def _timed(stream: Stream, rounds: int, progress: ProgressFn) -> tuple[float, float, list[int]]:
+    """Best wall and CPU seconds over ``rounds`` back-to-back runs, and sorted per-command ns."""
+    best = best_cpu = float("inf")
+    for r in range(max(1, rounds)):
+        progress(f"throughput run {r + 1}/{rounds}")
+        seconds, cpu, n = run_throughput(stream)
+        if n != stream.events:
+            raise RuntimeError(f"the engine made {n} events, the reference {stream.events}: not deterministic")
+        best = min(best, seconds)
+        best_cpu = min(best_cpu, cpu)
+    progress("latency run")
+    lat, n = run_latency(stream)
+    if n != stream.events:
+        raise RuntimeError(f"the engine made {n} events, the reference {stream.events}: not deterministic")
+    lat.sort()
+    return best, best_cpu, lat
+
+
 def run_matching_bench(
     orders: int = DEFAULT_ORDERS,
     seed: int = DEFAULT_SEED,
@@ -241,20 +321,23 @@ def run_matching_bench(
     t_start = time.monotonic()
     progress("generating the order stream")
     stream = make_stream(orders, seed, users, progress=progress)
-    best = best_cpu = float("inf")
-    for r in range(max(1, rounds)):
-        progress(f"throughput run {r + 1}/{rounds}")
-        seconds, cpu, n = run_throughput(stream)
-        if n != stream.events:
-            raise RuntimeError(f"the engine made {n} events, the reference {stream.events}: not deterministic")
-        best = min(best, seconds)
-        best_cpu = min(best_cpu, cpu)
-    progress("latency run")
-    lat, n = run_latency(stream)
-    if n != stream.events:
-        raise RuntimeError(f"the engine made {n} events, the reference {stream.events}: not deterministic")
-    lat.sort()
+    best, best_cpu, lat = _timed(stream, rounds, progress)
+    progress("generating the extended stream (stops, amends, gtd, icebergs)")
+    ext = make_stream(orders, seed, users, progress=progress, extended=True)
+    ext_best, ext_cpu, ext_lat = _timed(ext, rounds, progress)
     us = 1000.0
+    extended = {
+        "orders": len(ext.commands),
+        "seconds": round(ext_best, 4),
+        "orders_per_s": round(len(ext.commands) / ext_best, 1) if ext_best > 0 else 0.0,
+        "cpu_orders_per_s": round(len(ext.commands) / ext_cpu, 1) if ext_cpu > 0 else 0.0,
+        "p50_us": round(percentile(ext_lat, 0.50) / us, 2),
+        "p99_us": round(percentile(ext_lat, 0.99) / us, 2),
+        "max_us": round(ext_lat[-1] / us, 2),
+        "events": ext.events,
+        "trades": ext.trades,
+        "mix": ext.mix,
+    }
     return MatchingBenchResult(
         orders=len(stream.commands),
         seed=seed,
@@ -271,6 +354,7 @@ def run_matching_bench(
         trades=stream.trades,
         mix=stream.mix,
         final_book_orders=stream.final_book_orders,
+        extended=extended,
         gc_enabled=gc.isenabled(),
         elapsed_s=round(time.monotonic() - t_start, 1),
     )

@@ -196,6 +196,41 @@ class GatewayClient:
     def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
         return self._get(f"/api/v1/candles/{symbol_path(symbol)}", list[Candle], interval=interval, limit=limit)
 
+    def _page(self, path: str, type_: Any, **params: Any) -> tuple[Any, str | None]:
+        """One page of a ranged read and the cursor of the next (``X-Next-After``), if any."""
+        try:
+            resp = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"cannot reach the gateway at {self.base_url} ({exc.__class__.__name__})",
+                "is the instance up? `stockctl status`",
+            ) from None
+        _raise_for(resp)
+        return msgspec.json.decode(resp.content, type=type_), resp.headers.get("x-next-after")
+
+    def history_range(self, symbol: str, limit: int, **range_: str | None) -> tuple[list[PricePoint], str | None]:
+        """Points of a range (``since``, ``from``, ``to``, ``after``), paging until ``limit``."""
+        return self._pages(f"/api/v1/history/{normalise_symbol(symbol)}", list[PricePoint], limit, range_)
+
+    def candles_range(
+        self, symbol: str, interval: str, limit: int, **range_: str | None
+    ) -> tuple[list[Candle], str | None]:
+        return self._pages(
+            f"/api/v1/candles/{normalise_symbol(symbol)}", list[Candle], limit, {**range_, "interval": interval}
+        )
+
+    def _pages(self, path: str, type_: Any, limit: int, params: dict[str, str | None]) -> tuple[list[Any], str | None]:
+        out: list[Any] = []
+        cursor = params.get("after")
+        while len(out) < limit:
+            page, cursor = self._page(
+                path, type_, **{**params, "after": cursor, "limit": min(10_000, limit - len(out))}
+            )
+            out += page
+            if cursor is None:
+                break
+        return out, cursor
+
     def signals(self, symbol: str, limit: int) -> list[Signal]:
         return self._get(f"/api/v1/signals/{symbol_path(symbol)}", list[Signal], limit=limit)
 
@@ -222,6 +257,14 @@ class GatewayClient:
 
     def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]:
         return self._send("DELETE", f"/api/v1/orders/{order_id}", market=market)
+
+    def amend(
+        self, order_id: int, price: str | None = None, qty: str | None = None, market: str | None = None
+    ) -> dict[str, Any]:
+        """Change an open order's price and/or quantity (the new total). Raises NotFound for an id
+        that is not your open order, OrderRejected (with ``code``) for a refused change."""
+        body = {k: v for k, v in (("price", price), ("qty", qty), ("market", market)) if v is not None}
+        return self._send("PATCH", f"/api/v1/orders/{order_id}", body)
 
     def cancel_all(self, market: str | None = None) -> dict[str, Any]:
         return self._send("DELETE", "/api/v1/orders", market=market)

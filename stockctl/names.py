@@ -28,6 +28,9 @@ SIGNAL_SUBJECTS = "md.signal.>"
 PROCESSOR_DURABLE = "processor"
 """Durable consumer of the tick stream shared by processor instances."""
 
+HISTORY_DURABLE = "history"
+"""Durable consumer of the tick stream of the history writer (its own position, its own acks)."""
+
 
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _ESCAPE = re.compile(r"%([0-9A-F]{2})")

@@ -23,7 +23,17 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "STOCKCTL_"
 
-DAEMONS: tuple[str, ...] = ("publisher", "processor", "matching", "auth", "gateway", "alerts", "liquidity", "feeds")
+DAEMONS: tuple[str, ...] = (
+    "publisher",
+    "processor",
+    "matching",
+    "auth",
+    "gateway",
+    "alerts",
+    "liquidity",
+    "feeds",
+    "history",
+)
 """Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
 
 SERVERS: tuple[str, ...] = ("nats", "redis")
@@ -120,6 +130,19 @@ class Settings(BaseSettings):
 
     history_limit: int = Field(1000, ge=1, le=1_000_000)
     """Price points kept per symbol in Redis history."""
+
+    history_url: str | None = None
+    """PostgreSQL/TimescaleDB URL of the history store (``postgresql://user:pass@host/db``);
+    unset: SQLite in ``<home>/data/history.sqlite3``."""
+
+    history_retention: str = "30d"
+    """How long the history store keeps ticks and candles (90m, 12h, 30d, 2w); ``0`` keeps forever."""
+
+    history_batch: int = Field(5000, ge=1, le=100_000)
+    """Most ticks the history writer stores in one transaction."""
+
+    history_prune_interval_s: float = Field(60.0, gt=0, le=86_400)
+    """How often the history writer deletes what is older than the retention."""
 
     sma_fast: int = Field(20, ge=1, le=10_000)
     """Fast simple-moving-average window, in ticks."""
@@ -361,6 +384,14 @@ class Settings(BaseSettings):
                 ) from None
         return out
 
+    @field_validator("history_retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        from stockctl.history import parse_duration  # local: avoid an import cycle
+
+        parse_duration(value)
+        return value.strip()
+
     @field_validator("only")
     @classmethod
     def _only(cls, value: list[str]) -> list[str]:
@@ -398,7 +429,7 @@ class Settings(BaseSettings):
 
     def __repr_args__(self):  # secrets and credentials never reach logs
         for key, value in super().__repr_args__():
-            if key in ("nats_url", "redis_url"):
+            if key in ("nats_url", "redis_url", "history_url"):
                 value = mask_url(value)
             yield key, value
 
@@ -419,6 +450,12 @@ class Settings(BaseSettings):
         from stockctl.infra import load_credentials  # local: infra is not needed to read settings
 
         return load_credentials(self.secrets_dir)
+
+    @property
+    def history_retention_ns(self) -> int:
+        from stockctl.history import parse_duration
+
+        return parse_duration(self.history_retention)
 
     @property
     def effective_nats_url(self) -> str:

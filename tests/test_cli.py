@@ -117,6 +117,7 @@ def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:
         "gateway",
         "alerts",
         "liquidity",
+        "history",
     ]
     assert all(s["state"] == "running" and s["pid"] for s in status)
     pids = [s["pid"] for s in status]
@@ -364,3 +365,53 @@ def test_two_users_trade_through_the_trading_commands(cli: Cli) -> None:
     as_json = json.loads(cli.run("prices", "--format", "json", check=True).stdout)
     assert {r["symbol"] for r in rows} == {q["symbol"] for q in as_json} >= SEED | {"TATA_INR"}
     assert next(r for r in rows if r["symbol"] == "TATA_INR")["price"] == "100.50"
+
+
+@pytest.mark.timeout(360)  # some twenty-five CLI processes, each a Python start-up
+def test_amend_stops_gtd_and_icebergs_through_the_cli(cli: Cli) -> None:
+    # Arrange: a quiet exchange; ada and bob each logged in.
+    cli.up()
+    bob = Cli(cli.home)
+    bob.env = {**cli.env, "XDG_CONFIG_HOME": str(cli.home.parent / "config-bob")}
+    bob.register("bob@example.com")
+    mkt = "JIO_INR"
+    bob.json("order", "sell", mkt, "1@300")
+    cli.json("order", "buy", mkt, "1@300")  # the last trade in JIO_INR is 300
+
+    # Iceberg: the book shows 2 of 9; the owner sees all of it.
+    ice = bob.json("order", "sell", mkt, "9@310", "--display-qty", "2")
+    assert [(p, q) for p, q, *_ in cli.json("book", mkt)["asks"]] == [("310.00", "2")]
+    (mine,) = bob.json("orders", "--market", mkt)
+    assert (mine["qty"], mine["display_qty"]) == ("9", "2")
+
+    # Amend: a decrease keeps priority; someone else's id is one line, non-zero, no traceback.
+    kept = bob.json("amend", str(ice["order_id"]), "--qty", "8")
+    assert (kept["priority"], kept["remaining"]) == ("kept", "8")
+    theirs = cli.run("amend", str(ice["order_id"]), "--qty", "1")
+    assert theirs.returncode != 0 and theirs.stderr.count("\n") == 1 and "Traceback" not in theirs.stderr
+    nothing = cli.run("amend", str(ice["order_id"]))
+    assert nothing.returncode != 0 and "nothing to amend" in nothing.stderr
+
+    # Stops: refused if already met; pending until a trade reaches them.
+    met = cli.run("order", "buy", mkt, "1@320", "--stop", "299")
+    assert met.returncode != 0 and "already meets stop_price" in met.stderr and "Traceback" not in met.stderr
+    stop = cli.json("order", "buy", mkt, "3@312", "--type", "stop", "--stop", "305")
+    assert stop["status"] == "pending"
+    limit_stop = cli.json("order", "sell", mkt, "1@280", "--stop-limit", "290")
+    assert [o["status"] for o in cli.json("orders", "--market", mkt)] == ["pending", "pending"]
+    bob.json("order", "sell", mkt, "1@305")
+    cli.json("order", "buy", mkt, "1@305")  # trades at 305: the stop buy takes the iceberg at 310
+    fills = wait_for(
+        lambda: [f for f in cli.json("fills") if f["order_id"] == stop["order_id"]], what="the triggered stop's fills"
+    )
+    assert sum(int(f["qty"]) for f in fills) == 3 and {f["price"] for f in fills} == {"310.00"}
+    assert [o["order_id"] for o in cli.json("orders", "--market", mkt)] == [limit_stop["order_id"]]
+
+    # Good till date: gone by itself a couple of seconds later.
+    gtd = cli.json("order", "buy", mkt, "1@250", "--gtd", "+2s")
+    assert gtd["status"] == "open"
+    wait_for(lambda: gtd["order_id"] not in [o["order_id"] for o in cli.json("orders")], timeout=15, what="gtd expiry")
+    history = cli.json("orders", "--all")["history"]
+    assert any(e.get("reason") == "expired" and e["order_id"] == gtd["order_id"] for e in history)
+    bad = cli.run("order", "buy", mkt, "1@250", "--gtd", "soon")
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "bad expiry" in bad.stderr

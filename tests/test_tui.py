@@ -238,6 +238,48 @@ async def test_frozen_order_entry_checks_tick_and_lot_and_submits(tmp_path: Path
         await until(pilot, lambda: "order 1: open" in str(entry.query_one("#entry-result").render()), 3, "result")
 
 
+async def test_frozen_order_entry_takes_stops_gtd_icebergs_and_amends_the_selected_order(tmp_path: Path) -> None:
+    data = demo_data()
+    app = make_app(Settings(home=tmp_path / "home"), data=data)
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        from tui.widgets.open_orders import OpenOrders
+
+        entry, orders = app.panel(OrderEntry), app.panel(OpenOrders)
+        await until(pilot, lambda: bool(entry.specs) and orders.row_count == 2, what="specs and open orders")
+        await pilot.press("4")
+        entry.query_one("#entry-type").value = "stop_limit"
+        entry.query_one("#entry-qty").value = "3"
+        entry.query_one("#entry-price").value = "101"
+        entry.query_one("#entry-stop").value = "100.01"
+        await pilot.pause()
+        assert "stop price: not a multiple of the tick size 0.05" in str(entry.query_one("#entry-status").render())
+        entry.query_one("#entry-stop").value = "100.50"
+        entry.query_one("#entry-tif").value = "gtd"
+        entry.query_one("#entry-expire").value = "1893596645000"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: bool(data.placed), 3, "stop-limit placed")
+        assert data.placed[-1] | {} == {
+            "market": "JIO_INR", "side": "buy", "type": "stop_limit", "qty": "3", "price": "101",
+            "tif": "gtd", "stop_price": "100.50", "expire_at": 1893596645000,
+        }  # fmt: skip
+
+        # Edit the selected open order: e loads it into the form, ctrl+s sends only what changed.
+        orders.focus()
+        first = orders.selected()
+        assert first is not None
+        await pilot.press("e")
+        await until(pilot, lambda: entry.amending is not None, 3, "amend mode")
+        assert entry.query_one("#entry-qty").value == first["qty"]
+        entry.query_one("#entry-qty").value = "1"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: bool(data.amended), 3, "amend sent")
+        assert data.amended[-1] == {"order_id": first["order_id"], "price": None, "qty": "1", "market": first["market"]}
+        assert entry.amending is None
+        await until(pilot, lambda: "amended" in str(entry.query_one("#entry-result").render()), 3, "amend result")
+
+
 async def test_frozen_panels_and_palette(tmp_path: Path) -> None:
     app = frozen_app(tmp_path)
 

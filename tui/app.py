@@ -530,6 +530,33 @@ class StockApp(App[None]):
         self.call_from_thread(self.notify, text, timeout=3)
         self.balances_due = True
 
+    @on(OpenOrders.EditRequested)
+    def _edit_requested(self, message: OpenOrders.EditRequested) -> None:
+        self.panel(OrderEntry).edit(message.order)
+        self.action_view("order")
+
+    @on(OrderEntry.Amend)
+    def _amend_requested(self, message: OrderEntry.Amend) -> None:
+        self._amend(message.order_id, message.market, message.price, message.qty)
+
+    @work(thread=True, group="orders")
+    def _amend(self, order_id: int, market: str, price: str | None, qty: str | None) -> None:
+        entry = self.panel(OrderEntry)
+        try:
+            api = self.source.api()
+            try:
+                doc = api.amend(order_id, price=price, qty=qty, market=market or None)
+            finally:
+                api.close()
+        except StockctlError as exc:
+            self.call_from_thread(entry.show_result, f"amend {order_id}: {exc}", True)
+            self.call_from_thread(self.notify, f"amend {order_id}: {exc}", severity="error", timeout=5)
+            return
+        text = f"order {order_id} amended: {doc.get('qty')}@{doc.get('price') or 'market'} ({doc.get('status')})"
+        self.call_from_thread(entry.show_result, text)
+        self.call_from_thread(self.notify, text, timeout=3)
+        self.balances_due = True
+
     @on(OpenOrders.CancelRequested)
     def _cancel_requested(self, message: OpenOrders.CancelRequested) -> None:
         self._cancel(message.order_id, message.market)

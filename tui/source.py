@@ -35,6 +35,9 @@ class Api(Protocol):
     def fills(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def place(self, order: dict[str, Any]) -> dict[str, Any]: ...
     def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]: ...
+    def amend(
+        self, order_id: int, price: str | None = None, qty: str | None = None, market: str | None = None
+    ) -> dict[str, Any]: ...
     def add_alert(
         self, symbol: str, condition: str, threshold: str | None = None, side: str | None = None
     ) -> AlertAdded: ...
@@ -123,6 +126,8 @@ class FrozenData:
     fills: list[dict[str, Any]] = field(default_factory=list)
     balances: dict[str, dict[str, str]] = field(default_factory=dict)
     placed: list[dict[str, Any]] = field(default_factory=list)
+    amended: list[dict[str, Any]] = field(default_factory=list)
+    """Amends sent through the app (recorded, never sent)."""
     alerts: list[Alert] = field(default_factory=list)
     """Alerts added through the app (recorded, never sent)."""
 
@@ -157,6 +162,12 @@ class FrozenApi:
 
     def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]:
         return {"events": []}
+
+    def amend(
+        self, order_id: int, price: str | None = None, qty: str | None = None, market: str | None = None
+    ) -> dict[str, Any]:
+        self.data.amended.append({"order_id": order_id, "price": price, "qty": qty, "market": market})
+        return {"order_id": order_id, "status": "open", "price": price, "qty": qty, "filled": [], "events": []}
 
     def add_alert(
         self, symbol: str, condition: str, threshold: str | None = None, side: str | None = None

@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.markup import escape
 
-from stockctl.cli import alert, auth, bench, doctor, exchange, market, system
+from stockctl.cli import alert, auth, bench, doctor, exchange, export, market, system
 from stockctl.cli.common import err_console
 from stockctl.errors import StockctlError
 
@@ -42,6 +42,7 @@ def _root(
 
 app.add_typer(system.app)
 app.add_typer(market.app)
+app.add_typer(export.app)
 app.add_typer(exchange.app)
 app.add_typer(doctor.app)
 app.add_typer(auth.app)

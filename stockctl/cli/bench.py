@@ -387,6 +387,16 @@ def render_matching(r: MatchingBenchResult) -> None:
         f" outcome: {mix.get('accepted', 0):,} accepted, {mix.get('rejected', 0):,} rejected,"
         f" {mix.get('cancelled', 0):,} cancelled"
     )
+    x = r.extended
+    if x:
+        xm = x["mix"]
+        console.print(
+            f"extended mix (reported apart): [bold]{x['orders_per_s']:,.0f}[/] orders/s"
+            f" ({x['cpu_orders_per_s']:,.0f} CPU), p50 {x['p50_us']:.2f} µs, p99 {x['p99_us']:.2f} µs;"
+            f" {xm.get('stop', 0):,} stop, {xm.get('stop_limit', 0):,} stop-limit, {xm.get('amend', 0):,} amends,"
+            f" {xm.get('gtd', 0):,} gtd, {xm.get('iceberg', 0):,} icebergs, {xm.get('time', 0):,} time commands;"
+            f" {x['trades']:,} trades"
+        )
     gc_note = "" if r.gc_enabled else ", gc off"
     console.print(
         f"verdict: >= {TARGET_ORDERS_PER_S:,} orders/s {pass_fail(r.target_met)} ({r.orders_per_s:,.0f}{gc_note})"
@@ -545,3 +555,47 @@ def tui(
     length = seconds if seconds is not None else QUICK_SECONDS if quick else DEFAULT_SECONDS
     opts = TuiBenchOptions(rate=rate, seconds=length, symbols=symbols)
     _run("tui", lambda progress: run_tui_bench(opts, progress), lambda result: render(result, console), json_out)
+
+
+@app.command(
+    "history",
+    help="The history store: N ticks written (batches, one transaction each) and read back, beside a raw"
+    " executemany baseline of the same rows.\n\n"
+    "SQLite in a temporary directory always; PostgreSQL too with --url (in a scratch schema that is"
+    " dropped afterwards). A running instance is not touched.",
+)
+def history(
+    ticks: Annotated[
+        int | None, typer.Option("--ticks", min=1000, max=10_000_000, help="Ticks to write.", show_default="1000000")
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, max=100_000, help="Ticks per transaction.")] = 5000,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Also bench this PostgreSQL (postgresql://...).", envvar=None)
+    ] = None,
+    quick: Annotated[bool, _quick("50,000 ticks")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The history store: N ticks written and read back, beside a raw executemany baseline."""
+    from stockctl.history.bench import DEFAULT_TICKS, QUICK_TICKS, run_history_bench
+
+    count = ticks if ticks is not None else QUICK_TICKS if quick else DEFAULT_TICKS
+    _run("history", lambda progress: run_history_bench(count, batch, url, progress), render_history, json_out)
+
+
+def render_history(r: Any) -> None:
+    """One table per backend: write, duplicate rewrite and read rates beside the raw baseline."""
+    for b in r.backends:
+        table = measure_table(f"bench history: {b.backend} ({b.where}), {b.ticks:,} ticks, {b.batch:,} per transaction")
+        table.add_row("raw executemany", f"{b.raw_write_per_s:,.0f} ticks/s", "bare INSERT, same key, no candles")
+        table.add_row(
+            "store write",
+            f"[bold]{b.write_per_s:,.0f} ticks/s[/]",
+            f"{b.write_ratio:.2f} of raw; ticks + 1s/1m/1h candles",
+        )
+        table.add_row("store rewrite", f"{b.rewrite_per_s:,.0f} ticks/s", "the same batches again: all duplicates")
+        table.add_row("read back", f"[bold]{b.read_per_s:,.0f} ticks/s[/]", f"{b.read_back:,} ticks in pages of 10,000")
+        table.add_row(
+            "1m candles", f"{b.candles_1m:,}", f"read in {b.candles_1m_read_s * 1000:.1f} ms (stored, not computed)"
+        )
+        console.print(table)
+    console.print(f"[dim]in {r.elapsed_s:.0f}s[/]")

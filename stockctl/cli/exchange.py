@@ -1,10 +1,18 @@
-"""``order``, ``orders``, ``cancel``, ``fills``, ``balance``, ``book``, ``trades``: trading commands."""
+"""``order``, ``amend``, ``orders``, ``cancel``, ``fills``, ``balance``, ``book``, ``trades``: trading commands.
+
+``order`` takes every order type the exchange does: limit (``QTY@PRICE``), market (``QTY``),
+``--stop P`` (a stop: a market order once the last trade reaches P; a stop buy gives its price
+cap as ``QTY@CAP``), ``--stop-limit P`` (a limit order at ``@PRICE`` once triggered),
+``--gtd``/``--expire-at`` (good till that time: RFC 3339, epoch milliseconds or ``+30s``/``+5m``/``+2h``)
+and ``--display-qty`` (an iceberg). The exchange checks the rest and says which rule failed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import time
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
@@ -45,9 +53,30 @@ def parse_order_spec(text: str) -> tuple[str, str | None]:
     return qty, price
 
 
+_RELATIVE = re.compile(r"\+(\d{1,9})([smhd])", re.ASCII)
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_expiry(text: str, now_ms: int | None = None) -> str | int:
+    """``--expire-at``: ``+30s`` / ``+5m`` / ``+2h`` / ``+1d`` from now (as epoch ms), epoch ms, or
+    an RFC 3339 time passed through (the gateway parses it and says what is wrong with it)."""
+    text = text.strip()
+    rel = _RELATIVE.fullmatch(text)
+    if rel:
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        return now + int(rel.group(1)) * _UNIT_MS[rel.group(2)]
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if not text or "T" not in text.upper():
+        raise UsageError(
+            f"bad expiry {text[:40]!r}", "give +30s, +5m, +2h, epoch milliseconds, or a time like 2030-01-02T15:04:05Z"
+        )
+    return text
+
+
 def _events_summary(doc: dict[str, Any]) -> str:
     status = doc.get("status", "done")
-    colour = {"filled": "green", "open": "cyan", "cancelled": "yellow"}.get(status, "magenta")
+    colour = {"filled": "green", "open": "cyan", "cancelled": "yellow", "pending": "blue"}.get(status, "magenta")
     return f"[{colour}]{status}[/]"
 
 
@@ -62,30 +91,69 @@ def order(
     client_id: Annotated[
         str | None, typer.Option("--client-id", help="Your id for the order; a retry with it never doubles.")
     ] = None,
+    stop: Annotated[
+        str | None,
+        typer.Option(
+            "--stop", help="Stop price: a market order once the last trade reaches it (a stop buy caps at @PRICE)."
+        ),
+    ] = None,
+    stop_limit: Annotated[
+        str | None, typer.Option("--stop-limit", help="Stop price of a stop-limit: a limit order at @PRICE once hit.")
+    ] = None,
+    order_type: Annotated[
+        str | None, typer.Option("--type", help="limit, market, stop or stop_limit (default: from the other options).")
+    ] = None,
+    expire_at: Annotated[
+        str | None,
+        typer.Option(
+            "--gtd", "--expire-at", help="Good till: +30s, +5m, +2h, epoch ms or RFC 3339 (2030-01-02T15:04:05Z)."
+        ),
+    ] = None,
+    display_qty: Annotated[
+        str | None, typer.Option("--display-qty", help="Iceberg: show at most this much in the book.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Place an order: prints its id, its status and each fill."""
     qty, price = parse_order_spec(spec)
     if ioc and fok:
         raise UsageError("--ioc and --fok exclude each other")
+    if stop and stop_limit:
+        raise UsageError("--stop and --stop-limit exclude each other")
+    if expire_at is not None and (ioc or fok):
+        raise UsageError("--gtd is a time in force of its own: drop --ioc / --fok")
     if post_only and price is None:
         raise UsageError("--post-only needs a limit price", "use QTY@PRICE")
-    body = {
+    if stop_limit and price is None:
+        raise UsageError("--stop-limit needs its limit price", "use QTY@PRICE")
+    kind = order_type or ("stop_limit" if stop_limit else "stop" if stop else "limit" if price else "market")
+    if kind not in ("limit", "market", "stop", "stop_limit"):
+        raise UsageError(f"bad --type {kind!r}", "limit, market, stop or stop_limit")
+    body: dict[str, Any] = {
         "market": normalise_symbol(market),
         "side": side.value,
         "qty": qty,
         "price": price,
-        "tif": "ioc" if ioc else "fok" if fok else "gtc",
+        "type": kind,
+        "tif": "ioc" if ioc else "fok" if fok else "gtd" if expire_at is not None else "gtc",
         "post_only": post_only,
         "client_order_id": client_id,
     }
+    if stop or stop_limit:
+        body["stop_price"] = stop or stop_limit
+    if expire_at is not None:
+        body["expire_at"] = parse_expiry(expire_at)
+    if display_qty is not None:
+        body["display_qty"] = display_qty
     with GatewayClient(get_settings()) as gw:
         doc = gw.place(body)
     if json_out:
         print_json(doc)
         return
-    kind = f"{qty}@{price}" if price else f"{qty} at market"
-    console.print(f"order [bold]{doc['order_id']}[/] {side.value} {body['market']} {kind}: {_events_summary(doc)}")
+    what = f"{qty}@{price}" if price else f"{qty} at market"
+    if "stop_price" in body:
+        what += f" stop {body['stop_price']}"
+    console.print(f"order [bold]{doc['order_id']}[/] {side.value} {body['market']} {what}: {_events_summary(doc)}")
     for fill in doc.get("filled", []):
         console.print(f"  filled {fill['qty']} @ {fill['price']} (fee {fill['fee']})")
     for ev in doc.get("events", []):
@@ -102,7 +170,10 @@ def _order_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                 str(o["order_id"]),
                 o["market"],
                 side,
-                o.get("type", ""),
+                o.get("type", "") + (f" @{o['stop_price']}" if o.get("stop_price") else ""),
+                o.get("status", "open")
+                + (f" (shows {o['visible']})" if o.get("visible") else "")
+                + (" till " + fmt_time(o["expire_at"]) if o.get("expire_at") else ""),
                 o.get("price") or "market",
                 o["qty"],
                 o.get("remaining", ""),
@@ -118,6 +189,7 @@ ORDER_COLS = [
     Col("market", "left"),
     Col("side", "left"),
     Col("type", "left", priority=3),
+    Col("status", "left", priority=4),
     Col("price"),
     Col("qty"),
     Col("open qty"),
@@ -162,6 +234,35 @@ def orders(
             title="order history",
         )
         console.print(table)
+
+
+@app.command()
+def amend(
+    order_id: Annotated[int, typer.Argument(help="Order id (see `stockctl orders`).")],
+    price: Annotated[str | None, typer.Option("--price", help="New price (loses time priority).")] = None,
+    qty: Annotated[
+        str | None, typer.Option("--qty", help="New total quantity; a decrease at the same price keeps priority.")
+    ] = None,
+    market: Annotated[str | None, typer.Option(help="Its market (looked up if not given).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change an open order's price and/or quantity; a new price that crosses trades at once."""
+    if price is None and qty is None:
+        raise UsageError("nothing to amend", "give --price, --qty or both")
+    for name, value in (("price", price), ("qty", qty)):
+        if value is not None and (not _NUMBER.fullmatch(value) or Decimal(value) == 0):
+            raise UsageError(f"bad {name} {value!r}", "give a positive plain decimal, e.g. 10 or 100.5")
+    with GatewayClient(get_settings()) as gw:
+        doc = gw.amend(order_id, price=price, qty=qty, market=normalise_symbol(market) if market else None)
+    if json_out:
+        print_json(doc)
+        return
+    console.print(
+        f"order [bold]{order_id}[/] amended: {doc['qty']}@{doc['price'] or 'market'},"
+        f" open {doc['remaining']}, priority {doc['priority']}: {_events_summary(doc)}"
+    )
+    for fill in doc.get("filled", []):
+        console.print(f"  filled {fill['qty']} @ {fill['price']} (fee {fill['fee']})")
 
 
 @app.command()
@@ -346,4 +447,4 @@ def trades(
     console.print(fitted_table(cols, table_rows, console.width, title=f"{normalise_symbol(market)} trades"))
 
 
-__all__ = ["app", "parse_order_spec"]
+__all__ = ["app", "parse_expiry", "parse_order_spec"]

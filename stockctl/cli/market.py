@@ -135,38 +135,81 @@ def price(symbol: str, json_out: JsonOpt = False) -> None:
     )
 
 
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="From this long ago: 90s, 2h, 30d (the history store beyond Redis).")
+]
+FromOpt = Annotated[str | None, typer.Option("--from", help="Start: ISO 8601 (naive is UTC) or epoch s/ms/ns.")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="End (exclusive), like --from.")]
+
+
+def _ranged(since: str | None, start: str | None, end: str | None, after: str | None) -> bool:
+    return any(v is not None for v in (since, start, end, after))
+
+
+def _more(cursor: str | None, what: str) -> None:
+    if cursor is not None:
+        console.print(f"[dim]more: the same command with --after {cursor} (next {what})[/]")
+
+
 @app.command()
 def history(
     symbol: str,
-    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Most recent points to show.")] = 20,
+    limit: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Points to show (the latest, or a range's first).")
+    ] = 20,
+    since: SinceOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    after: Annotated[str | None, typer.Option("--after", help="Continue a range after this TS:SEQ cursor.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Recent price points of a symbol, oldest first."""
+    """Price points of a symbol, oldest first: the latest, or a range (--since/--from/--to) page by page."""
+    cursor = None
     with GatewayClient(get_settings()) as client:
-        points = client.history(symbol, limit)
+        if _ranged(since, start, end, after):
+            points, cursor = client.history_range(symbol, limit, since=since, to=end, after=after, **{"from": start})
+        else:
+            points = client.history(symbol, limit)
     if json_out:
         print_json([{"price": p.price, "ts": iso_time(p.ts), "ts_ns": p.ts, "seq": p.seq} for p in points])
         return
     rows = [[fmt_time(p.ts), str(p.seq), p.price] for p in points]
-    title = f"{normalise_symbol(symbol)}: last {len(points)} prices"
+    ranged = _ranged(since, start, end, after)
+    title = f"{normalise_symbol(symbol)}: {'' if ranged else 'last '}{len(points)} prices"
     console.print(fitted_table([Col("time", "left"), Col("seq"), Col("price")], rows, console.width, title))
+    _more(cursor, "points")
 
 
 @app.command()
 def candles(
     symbol: str,
-    interval: Annotated[str, typer.Option("--interval", "-i", help="Candle interval, e.g. 1s or 1m.")] = "1m",
-    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Most recent candles to show.")] = 20,
+    interval: Annotated[str, typer.Option("--interval", "-i", help="Candle interval: 1s, 1m, 1h.")] = "1m",
+    limit: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Candles to show (the latest, or a range's first).")
+    ] = 20,
+    since: SinceOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    after: Annotated[str | None, typer.Option("--after", help="Continue a range after this bucket start (ns).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """OHLCV candles of a symbol, oldest first."""
+    """OHLCV candles of a symbol, oldest first: the latest, or a range (--since/--from/--to) page by page."""
+    cursor = None
     with GatewayClient(get_settings()) as client:
-        rows = client.candles(symbol, interval, limit)
+        if _ranged(since, start, end, after):
+            rows, cursor = client.candles_range(
+                symbol, interval, limit, since=since, to=end, after=after, **{"from": start}
+            )
+        else:
+            rows = client.candles(symbol, interval, limit)
     if json_out:
         print_json([{**msgspec.to_builtins(c), "start_ns": c.start, "start": iso_time(c.start)} for c in rows])
         return
     if not rows:
-        console.print(f"no {interval} candles for {normalise_symbol(symbol)} yet")
+        console.print(
+            f"no {interval} candles for {normalise_symbol(symbol)}"
+            + (" in that range" if _ranged(since, start, end, after) else " yet")
+        )
         return
     table_rows = []
     for c in rows:
@@ -184,6 +227,7 @@ def candles(
         Col("ticks", priority=2),
     ]
     console.print(fitted_table(cols, table_rows, console.width, f"{normalise_symbol(symbol)} {interval} candles"))
+    _more(cursor, "candles")
 
 
 @app.command()

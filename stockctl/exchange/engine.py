@@ -59,9 +59,10 @@ Rejection codes: ``unknown_market``, ``bad_command``, ``bad_user``, ``bad_client
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Sequence
+from heapq import heappop, heappush
 
 import msgspec
 
@@ -77,6 +78,8 @@ from stockctl.exchange.units import (
 from stockctl.exchange.wire import (
     DEFAULT_MARKETS,
     Accepted,
+    Amend,
+    Amended,
     Cancel,
     CancelAll,
     Cancelled,
@@ -89,8 +92,10 @@ from stockctl.exchange.wire import (
     Place,
     Rejected,
     Side,
+    Time,
     TimeInForce,
     Trade,
+    Triggered,
 )
 
 FEE_ACCOUNT = "__fees__"
@@ -104,9 +109,11 @@ MAX_FUND_UNITS = 10**12 * ASSET_SCALE
 """Largest single Fund amount of one asset (a trillion): anything above is bad input."""
 MAX_STEPS = 10**15
 """A market's max price / max quantity may be at most this many ticks / lots."""
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+"""2 adds pending stops, iceberg display and good-till-date expiry; version 1 snapshots still restore."""
 _CACHE_MAX = 1 << 16
-_TIFS = ("gtc", "ioc", "fok")
+_TIFS = ("gtc", "ioc", "fok", "gtd")
+_TYPES = ("limit", "market", "stop", "stop_limit")
 _MARKET_PRICE = "a market order takes no price (it fills at the best prices in the book); use a limit order to set one"
 _MARKET_POST_ONLY = "post_only applies to limit orders only: a market order always takes liquidity"
 
@@ -129,6 +136,11 @@ class OrderView(msgspec.Struct, frozen=True):
     tif: TimeInForce
     post_only: bool
     ts: int
+    status: str = "open"  # "pending": a stop not triggered yet (not in the book)
+    stop_price: str | None = None
+    expire_at: int | None = None
+    display_qty: str | None = None  # an iceberg: the book shows at most this much of it
+    visible: str | None = None  # what the book shows of it now (icebergs only)
 
 
 class BookView(msgspec.Struct, frozen=True):
@@ -156,22 +168,30 @@ class _Account:
 
 
 class _Order:
-    """A resting order. Only limit GTC orders rest (IOC, FOK and market orders never do), so
-    type and time in force are implied; an order that never rests is never built."""
+    """An open order: resting in the book (limit gtc/gtd, maybe an iceberg) or a pending stop.
+    An order that never rests (IOC, FOK, market) is never built."""
 
     __slots__ = (
         "acct",
         "coid",
+        "display",
+        "expire",
         "is_buy",
+        "kind",
         "market",
         "oid",
+        "pending",
         "post_only",
         "price",
+        "prio",
         "qty",
         "remaining",
         "reserved",
+        "stop",
+        "tif",
         "ts",
         "user",
+        "visible",
     )
 
     def __init__(
@@ -187,6 +207,11 @@ class _Order:
         post_only: bool,
         ts: int,
         reserved: int,
+        kind: str = "limit",
+        tif: str = "gtc",
+        stop: int = 0,
+        expire: int = 0,
+        display: int = 0,
     ) -> None:
         self.oid = oid
         self.acct = acct
@@ -200,20 +225,31 @@ class _Order:
         self.post_only = post_only
         self.ts = ts
         self.reserved = reserved  # units of quote (buy) or base (sell) held for this order
+        self.kind = kind  # as placed: limit, stop (a stop buy's price is its cap) or stop_limit
+        self.tif = tif
+        self.stop = stop  # ticks; 0: not a stop
+        self.pending = stop != 0  # a stop not triggered yet: held, but not in the book
+        self.expire = expire  # ns; 0: no expiry (gtd orders only)
+        self.display = display  # lots; 0: not an iceberg
+        self.visible = display if display and display < remaining else remaining  # what the book shows
+        self.prio = 0  # time priority in its level (or among stops); set when it joins the back
 
 
 class _Level:
     """One price of one side: orders in time priority. Cancelled orders stay in the deque as dead
     entries (remaining 0) until they reach the front or the deque is compacted; ``count`` and
-    ``qty`` cover live orders only, and a level with no live order is removed from the book."""
+    ``qty`` cover live orders only, and a level with no live order is removed from the book.
+    ``qty`` is everything that can fill there, icebergs' hidden parts included; ``hidden`` is the
+    part the book does not show (so depth is ``qty - hidden``)."""
 
-    __slots__ = ("count", "orders", "price", "qty")
+    __slots__ = ("count", "hidden", "orders", "price", "qty")
 
     def __init__(self, price: int) -> None:
         self.price = price
         self.orders: deque[_Order] = deque()
         self.count = 0
         self.qty = 0
+        self.hidden = 0
 
 
 class _Market:
@@ -231,12 +267,15 @@ class _Market:
         "min_lots",
         "price_cache",
         "pstr",
+        "px",
         "qstr",
         "qtl",
         "qty_cache",
         "quote",
         "seq",
         "spec",
+        "stop_buys",
+        "stop_sells",
         "symbol",
         "tick",
     )
@@ -282,6 +321,10 @@ class _Market:
         self.ask_keys: list[int] = []
         self.seq = 0
         self.last: int | None = None
+        # Pending stops, sorted by (stop price, time priority); each entry is (stop, prio, order).
+        self.stop_buys: list[tuple[int, int, _Order]] = []
+        self.stop_sells: list[tuple[int, int, _Order]] = []
+        self.px: list[int] = []  # trade prices of the command being applied, while stops are pending
         # Parse and format caches (valid values only; cleared when large). They never affect output.
         self.qty_cache: dict[str, int] = {}
         self.price_cache: dict[str, int] = {}
@@ -370,6 +413,13 @@ class _SnapOrder(msgspec.Struct, array_like=True):
     post_only: bool
     ts: int
     reserved: int
+    # Version 2 (a version 1 snapshot's shorter rows decode with these defaults):
+    kind: str = "limit"
+    tif: str = "gtc"
+    stop: int = 0
+    expire: int = 0
+    display: int = 0
+    visible: int = 0
 
 
 class _SnapBook(msgspec.Struct):
@@ -378,6 +428,8 @@ class _SnapBook(msgspec.Struct):
     last_trade: int | None
     bids: list[_SnapOrder]  # best level first, time priority within a level
     asks: list[_SnapOrder]
+    stop_buys: list[_SnapOrder] = []  # pending stops in trigger order (stop price, then time)
+    stop_sells: list[_SnapOrder] = []
 
 
 class _SnapAccount(msgspec.Struct):
@@ -421,10 +473,12 @@ class Exchange:
         "_assets",
         "_fee_str",
         "_fees",
+        "_gtd",
         "_known",
         "_markets",
         "_mb",
         "_next_oid",
+        "_next_prio",
         "_next_tid",
         "_rb",
         "_tb",
@@ -454,6 +508,8 @@ class Exchange:
         self._accounts_seq = 0
         self._next_oid = 1
         self._next_tid = 1
+        self._next_prio = 1  # time priority counter (internal: never in events or snapshots)
+        self._gtd: list[tuple[int, int, _Account]] = []  # heap of (expire_at, order id, owner); stale entries skipped
         self._known = ", ".join(self._markets)
         self._fee_str: dict[int, str] = {0: "0"}  # fee units -> text (a cache; never affects output)
 
@@ -499,12 +555,14 @@ class Exchange:
         return {a: (acct.avail[a], acct.held[a]) for a in self._assets}
 
     def open_orders(self, user: str, market: str | None = None) -> list[OrderView]:
-        """The user's resting orders (in one market, or all), oldest first."""
+        """The user's open orders (in one market, or all), oldest first: resting ones (the whole
+        order, an iceberg's hidden part included) and pending stops (``status`` "pending")."""
         m = None if market is None else self._market(market)
         acct = self._accounts.get(user)
         if acct is None:
             return []
-        return [self._view(o) for o in acct.orders.values() if m is None or o.market is m]
+        mine = sorted((o for o in acct.orders.values() if m is None or o.market is m), key=lambda o: o.oid)
+        return [self._view(o) for o in mine]
 
     @staticmethod
     def _view(o: _Order) -> OrderView:
@@ -514,21 +572,40 @@ class Exchange:
             client_order_id=o.coid,
             market=m.symbol,
             side="buy" if o.is_buy else "sell",
-            type="limit",
-            price=m.fmt_price(o.price),
+            type=o.kind,  # type: ignore[arg-type]
+            price=m.fmt_price(o.price) if o.price else None,
             qty=m.fmt_qty(o.qty),
             remaining=m.fmt_qty(o.remaining),
-            tif="gtc",
+            tif=o.tif,  # type: ignore[arg-type]
             post_only=o.post_only,
             ts=o.ts,
+            status="pending" if o.pending else "open",
+            stop_price=m.fmt_price(o.stop) if o.stop else None,
+            expire_at=o.expire or None,
+            display_qty=m.fmt_qty(o.display) if o.display else None,
+            visible=m.fmt_qty(o.visible) if o.display and not o.pending else None,
         )
+
+    def next_expiry(self) -> int | None:
+        """The earliest ``expire_at`` (ns) of an open good-till-date order, or None: a command with
+        a ``ts`` at or past it expires that order (it may be stale: then that command expires nothing)."""
+        return self._gtd[0][0] if self._gtd else None
 
     def book(self, market: str, depth: int = 20) -> BookView:
         """Depth of one market, best level first; ``seq`` is the market's last event seq."""
         m = self._market(market)
         n = max(0, depth)
-        bids = [(m.fmt_price(k), m.fmt_qty(m.bids[k].qty), m.bids[k].count) for k in m.bid_keys[::-1][:n]]
-        asks = [(m.fmt_price(-k), m.fmt_qty(m.asks[-k].qty), m.asks[-k].count) for k in m.ask_keys[::-1][:n]]
+        # Only what is displayed: an iceberg's hidden part is not depth anyone can see.
+        bids = [
+            (m.fmt_price(k), m.fmt_qty(lv.qty - lv.hidden), lv.count)
+            for k in m.bid_keys[::-1][:n]
+            for lv in (m.bids[k],)
+        ]
+        asks = [
+            (m.fmt_price(-k), m.fmt_qty(lv.qty - lv.hidden), lv.count)
+            for k in m.ask_keys[::-1][:n]
+            for lv in (m.asks[-k],)
+        ]
         last = None if m.last is None else m.fmt_price(m.last)
         return BookView(market=m.symbol, bids=bids, asks=asks, last_trade=last, seq=m.seq)
 
@@ -573,12 +650,19 @@ class Exchange:
                         problems.append(f"{m.symbol}: {side} level {p} count {lvl.count} != {len(orders)} live")
                     if lvl.qty != sum(o.remaining for o in orders):
                         problems.append(f"{m.symbol}: {side} level {p} qty {lvl.qty} is not its orders' sum")
-                    if [o.oid for o in orders] != sorted(o.oid for o in orders):
+                    if lvl.hidden != sum(o.remaining - o.visible for o in orders):
+                        problems.append(f"{m.symbol}: {side} level {p} hidden {lvl.hidden} is not its icebergs' sum")
+                    if [o.prio for o in orders] != sorted(o.prio for o in orders):
                         problems.append(f"{m.symbol}: {side} level {p} not in time priority")
                     for o in orders:
                         live.add(o.oid)
-                        if o.market is not m or o.is_buy is not is_buy or o.price != p:
+                        if o.market is not m or o.is_buy is not is_buy or o.price != p or o.pending:
                             problems.append(f"order {o.oid} is on the wrong book, side or level")
+                        # A plain order shows all of itself; an iceberg at most display_qty of it.
+                        if not (
+                            0 < o.visible <= min(o.display, o.remaining) if o.display else o.visible == o.remaining
+                        ):
+                            problems.append(f"order {o.oid}: shows {o.visible} of {o.remaining}")
                         if not 0 < o.remaining <= o.qty or not 0 < o.price <= m.max_ticks:
                             problems.append(f"order {o.oid}: remaining {o.remaining} of {o.qty}")
                         if o.reserved != self._reserve_for(o):
@@ -590,6 +674,22 @@ class Exchange:
                         if acct.coids.get(o.coid) != o.oid:
                             problems.append(f"order {o.oid}: client_order_id {o.coid!r} not indexed")
                         held[o.user][m.quote if is_buy else m.base] += o.reserved
+            for is_buy, stops in ((True, m.stop_buys), (False, m.stop_sells)):
+                if [(s, p) for s, p, _ in stops] != sorted({(s, p) for s, p, _ in stops}):
+                    problems.append(f"{m.symbol}: stops not sorted")
+                for s, _, o in stops:
+                    live.add(o.oid)
+                    acct = self._accounts.get(o.user)
+                    if not o.pending or o.stop != s or o.is_buy is not is_buy or o.market is not m:
+                        problems.append(f"stop {o.oid} is on the wrong list")
+                    if m.last is not None and ((m.last >= s) if is_buy else (m.last <= s)):
+                        problems.append(f"stop {o.oid} at {s} should have triggered at {m.last}")
+                    if o.reserved != self._reserve_for(o) or o.remaining != o.qty:
+                        problems.append(f"stop {o.oid}: reserves {o.reserved}, needs {self._reserve_for(o)}")
+                    if acct is None or acct.orders.get(o.oid) is not o or acct.coids.get(o.coid) != o.oid:
+                        problems.append(f"stop {o.oid} is not indexed under its user {o.user!r}")
+                        continue
+                    held[o.user][m.quote if is_buy else m.base] += o.reserved
             if m.bid_keys and m.ask_keys and m.bid_keys[-1] >= -m.ask_keys[-1]:
                 problems.append(f"{m.symbol}: book crossed at rest")
             if not m.qtl or not m.bpl:
@@ -614,7 +714,19 @@ class Exchange:
     # --- commands ------------------------------------------------------------------------
 
     def apply(self, cmd: Command) -> list[Event]:
-        """Apply one command; return its events. Bad input is a Rejected event, never an exception."""
+        """Apply one command; return its events. Bad input is a Rejected event, never an exception.
+
+        First, every good-till-date order due by the command's ``ts`` expires (``Cancelled``
+        ``expired``, in any market), then the command itself is applied."""
+        gtd = self._gtd
+        if gtd:
+            ts = getattr(cmd, "ts", None)
+            if type(ts) is int and gtd[0][0] <= ts:
+                expired = self._expire(ts)
+                return expired + self._dispatch(cmd) if expired else self._dispatch(cmd)
+        return self._dispatch(cmd)
+
+    def _dispatch(self, cmd: Command) -> list[Event]:
         t = type(cmd)
         if t is Place:
             return self._place(cmd)  # type: ignore[arg-type]
@@ -624,6 +736,12 @@ class Exchange:
             return self._cancel_all(cmd)  # type: ignore[arg-type]
         if t is Fund:
             return self._fund(cmd)  # type: ignore[arg-type]
+        if t is Amend:
+            return self._amend(cmd)  # type: ignore[arg-type]
+        if t is Time:
+            if type(cmd.ts) is not int:  # type: ignore[union-attr]
+                return [self._sys_reject(cmd, "", "bad_command", "malformed command: ts must be an int")]
+            return []  # its work, the expiry, is done: a time with nothing due says nothing
         return [self._sys_reject(cmd, "", "bad_command", f"not a command: {type(cmd).__name__}")]
 
     # rejections -----------------------------------------------------------------------------
@@ -661,7 +779,7 @@ class Exchange:
             return f"user {user!r} is reserved"
         return None
 
-    def _early_reject(self, cmd: Place | Cancel | CancelAll, ident_field: str) -> list[Event]:
+    def _early_reject(self, cmd: Place | Cancel | CancelAll | Amend, ident_field: str) -> list[Event]:
         """The rejection of a command with an unknown market or a field of the wrong type."""
         ident = getattr(cmd, ident_field, "")
         market = cmd.market
@@ -694,46 +812,122 @@ class Exchange:
                 m, ts, user, coid, "bad_client_order_id", f"client_order_id must be 1 to {MAX_NAME} characters"
             )
         side, typ, tif, post_only, ptext = c.side, c.type, c.tif, c.post_only, c.price
+        stext, expire, dtext = c.stop_price, c.expire_at, c.display_qty
         if side == "buy":
             is_buy = True
         elif side == "sell":
             is_buy = False
         else:
             return self._reject(m, ts, user, coid, "bad_side", f"side must be buy or sell, not {show(side)}")
-        if typ == "limit":
-            is_limit = True
-        elif typ == "market":
-            is_limit = False
-        else:
-            return self._reject(m, ts, user, coid, "bad_type", f"order type must be limit or market, not {show(typ)}")
+        if typ not in _TYPES:
+            return self._reject(
+                m, ts, user, coid, "bad_type", f"order type must be limit, market, stop or stop_limit, not {show(typ)}"
+            )
+        is_stop = typ == "stop" or typ == "stop_limit"
+        is_limit = typ == "limit" or typ == "stop_limit"  # has a limit price (a stop buy's price is its cap)
         if tif not in _TIFS:
-            return self._reject(m, ts, user, coid, "bad_tif", f"time in force must be gtc, ioc or fok, not {show(tif)}")
+            return self._reject(
+                m, ts, user, coid, "bad_tif", f"time in force must be gtc, ioc, fok or gtd, not {show(tif)}"
+            )
         if post_only is not False and post_only is not True:
             return self._reject(m, ts, user, coid, "bad_post_only", "post_only must be true or false")
         if is_limit:
             if ptext is None:
-                return self._reject(m, ts, user, coid, "price_required", "a limit order needs a price")
-            if post_only and tif != "gtc":
+                return self._reject(m, ts, user, coid, "price_required", f"a {typ} order needs a price")
+            if post_only and tif not in ("gtc", "gtd"):
                 return self._reject(
-                    m, ts, user, coid, "post_only_tif", f"a post-only order must be gtc: as {tif} it could never rest"
+                    m,
+                    ts,
+                    user,
+                    coid,
+                    "post_only_tif",
+                    f"a post-only order must be gtc or gtd: as {tif} it could never rest",
                 )
-        elif ptext is not None:
-            return self._reject(m, ts, user, coid, "price_not_allowed", _MARKET_PRICE)
         elif post_only:
             return self._reject(m, ts, user, coid, "post_only_market", _MARKET_POST_ONLY)
+        elif typ == "stop" and is_buy:
+            if ptext is None:
+                return self._reject(
+                    m, ts, user, coid, "price_required",
+                    "a stop buy needs a price: the most it may pay once triggered (its protection cap, and what"
+                    " it reserves)",
+                )  # fmt: skip
+        elif ptext is not None:
+            return self._reject(m, ts, user, coid, "price_not_allowed", _MARKET_PRICE)
+        if is_stop:
+            if stext is None:
+                return self._reject(m, ts, user, coid, "stop_price_required", f"a {typ} order needs a stop_price")
+        elif stext is not None:
+            return self._reject(m, ts, user, coid, "stop_price_not_allowed", "stop_price needs type stop or stop_limit")
+        if tif == "gtd":
+            if typ == "market":
+                return self._reject(m, ts, user, coid, "bad_tif", "a market order cannot be gtd: it never rests")
+            if type(expire) is not int or expire <= 0:
+                return self._reject(
+                    m, ts, user, coid, "bad_expire_at", "a gtd order needs expire_at (a time: epoch nanoseconds)"
+                )
+            if expire <= ts:
+                return self._reject(
+                    m, ts, user, coid, "expire_in_past", f"expire_at {expire} is not after the order's time {ts}"
+                )
+        elif expire is not None:
+            return self._reject(m, ts, user, coid, "bad_expire_at", "expire_at needs tif gtd")
+        else:
+            expire = 0
         qtext = c.qty
         lots = m.qty_cache.get(qtext) if type(qtext) is str else None
         if lots is None:
             lots, err = m.parse_qty(qtext)
             if err is not None:
                 return self._reject(m, ts, user, coid, *err)
+        display = 0
+        if dtext is not None:
+            if typ != "limit" or tif not in ("gtc", "gtd"):
+                return self._reject(
+                    m, ts, user, coid, "display_not_allowed", "display_qty (an iceberg) needs a limit gtc or gtd order"
+                )
+            parsed = parse_decimal(dtext)
+            if parsed is None or parsed[0] == 0:
+                return self._reject(
+                    m,
+                    ts,
+                    user,
+                    coid,
+                    "bad_display_qty",
+                    f"display_qty {show(dtext)} must be a plain decimal above zero",
+                )
+            display = m.lot.count(*parsed)  # type: ignore[assignment]
+            if display is None:
+                return self._reject(
+                    m, ts, user, coid, "display_lot_size",
+                    f"display_qty {dtext} is not a multiple of the lot size {m.spec.lot_size}",
+                )  # fmt: skip
+            if display > lots:
+                return self._reject(
+                    m, ts, user, coid, "display_above_qty", f"display_qty {dtext} is above the order's quantity {qtext}"
+                )
         ticks = 0
-        if is_limit:
+        if ptext is not None:
             ticks = m.price_cache.get(ptext) if type(ptext) is str else None  # type: ignore[assignment]
             if ticks is None:
                 ticks, err = m.parse_price(ptext)  # type: ignore[assignment]
                 if err is not None:
                     return self._reject(m, ts, user, coid, *err)
+        stop = 0
+        if is_stop:
+            stop, err = m.parse_price(stext)  # type: ignore[assignment]
+            if err is not None:
+                code, why = err
+                return self._reject(
+                    m, ts, user, coid, "stop_tick_size" if code == "tick_size" else "bad_stop_price", "stop " + why
+                )
+            last = m.last
+            if last is not None and (last >= stop if is_buy else last <= stop):
+                return self._reject(
+                    m, ts, user, coid, "would_trigger",
+                    f"the last trade {m.fmt_price(last)} already meets stop_price {m.fmt_price(stop)}: it would"
+                    f" trigger at once; place a {'limit' if typ == 'stop_limit' else 'market'} order instead",
+                )  # fmt: skip
         if acct is not None and coid in acct.coids:
             return self._reject(
                 m,
@@ -743,6 +937,40 @@ class Exchange:
                 "duplicate_client_order_id",
                 f"client_order_id {show(coid)} is already used by your open order {acct.coids[coid]}",
             )
+
+        if is_stop:
+            # Pending: held at placement for what it may spend once triggered, not in the book.
+            if is_buy:
+                have = acct.avail[m.quote] if acct is not None else 0
+                cost = ticks * lots * m.qtl
+                need = cost + cost * self._rb // BPS
+                if need > have:
+                    return self._reject(m, ts, user, coid, "funds", self._funds_reason(m, cost, have))
+            else:
+                have = acct.avail[m.base] if acct is not None else 0
+                need = lots * m.bpl
+                if need > have:
+                    return self._reject(m, ts, user, coid, "funds", self._funds_reason(m, 0, have, need))
+            assert acct is not None
+            oid = self._next_oid
+            self._next_oid = oid + 1
+            m.seq += 1
+            events: list[Event] = [
+                Accepted(
+                    m.seq, ts, m.symbol, user, oid, coid, side, typ, tif, post_only, m.fmt_qty(lots),
+                    m.fmt_price(ticks) if ticks else None, m.fmt_price(stop), expire or None, None,
+                )
+            ]  # fmt: skip
+            asset = m.quote if is_buy else m.base
+            acct.avail[asset] -= need
+            acct.held[asset] += need
+            o = _Order(oid, acct, coid, m, is_buy, ticks, lots, lots, post_only, ts, need, typ, tif, stop, expire)
+            self._add_stop(o)
+            acct.orders[oid] = o
+            acct.coids[coid] = oid
+            if expire:
+                heappush(self._gtd, (expire, oid, acct))
+            return events
 
         # Funds (and, for market orders, liquidity). ``want`` is where matching stops; a market
         # order that cannot fill one lot is rejected here, before it gets an id.
@@ -778,36 +1006,79 @@ class Exchange:
                     want = 0
         assert acct is not None  # every accepted order needs funds, hence an account
 
-        # Accepted. The taker's reservation is settled in one step after matching: what it spent,
-        # plus, if it rests, exactly what its remainder may cost (the same end state as holding
-        # the full reservation first and releasing the excess, without the churn).
         oid = self._next_oid
         self._next_oid = oid + 1
         seq = m.seq = m.seq + 1
-        events: list[Event] = [
-            Accepted(
+        if expire or display:
+            accepted = Accepted(
+                seq, ts, m.symbol, user, oid, coid, side, typ, tif, post_only, m.fmt_qty(lots), m.fmt_price(ticks),
+                None, expire or None, m.fmt_qty(display) if display else None,
+            )  # fmt: skip
+        else:
+            accepted = Accepted(
                 seq, ts, m.symbol, user, oid, coid, side, typ, tif, post_only,
                 m.qstr.get(lots) or m.fmt_qty(lots),
                 (m.pstr.get(ticks) or m.fmt_price(ticks)) if is_limit else None,
-            )
-        ]  # fmt: skip
+            )  # fmt: skip
+        events = [accepted]
         if is_limit:
-            if post_only:
-                if (m.ask_keys and -m.ask_keys[-1] <= ticks) if is_buy else (m.bid_keys and m.bid_keys[-1] >= ticks):
-                    want, remainder = 0, "post_only"
-            elif tif == "fok" and self._available(m, is_buy, acct, lots, ticks) < lots:
-                want = 0
             limit = ticks
+            if not post_only and tif == "fok" and self._available(m, is_buy, acct, lots, ticks) < lots:
+                want = 0
         else:
             limit = m.max_ticks if is_buy else 0
+        last = m.last
+        self._enter(
+            m, acct, oid, coid, is_buy, is_limit, ticks, lots, lots, want, limit, tif, post_only,
+            remainder if not is_limit else "ioc", ts, ts, events, "limit", expire, display,
+        )  # fmt: skip
+        if expire and oid in acct.orders:
+            heappush(self._gtd, (expire, oid, acct))
+        if m.px:
+            self._triggers(m, last, ts, events)
+        return events
+
+    def _enter(
+        self,
+        m: _Market,
+        acct: _Account,
+        oid: int,
+        coid: str,
+        is_buy: bool,
+        is_limit: bool,
+        ticks: int,
+        lots: int,
+        qty: int,
+        want: int,
+        limit: int,
+        tif: str,
+        post_only: bool,
+        remainder: str,
+        placed_ts: int,
+        ts: int,
+        events: list[Event],
+        kind: str,
+        expire: int,
+        display: int,
+    ) -> None:
+        """Match an order that is entering now (placed, triggered or re-priced) and rest what is
+        left if it may rest. ``lots`` is what is left of it, ``qty`` its whole quantity; ``want``
+        is where matching stops (0: nothing trades, the FOK / post-only / no-liquidity cases);
+        ``remainder`` the reason a remainder that may not rest is cancelled with. Its funds are
+        checked by the caller and are all in ``avail``: the taker settles once, after matching,
+        and if it rests, exactly what its remainder may cost moves to reserved."""
+        if (is_limit and post_only) and (
+            (m.ask_keys and -m.ask_keys[-1] <= ticks) if is_buy else (m.bid_keys and m.bid_keys[-1] >= ticks)
+        ):
+            want, remainder = 0, "post_only"
         if want == 0:  # FOK that cannot fill completely, post-only that would cross: nothing trades
             remainder = "fok" if tif == "fok" else remainder
             m.seq += 1
-            events.append(Cancelled(m.seq, ts, m.symbol, user, oid, coid, events[0].qty, remainder))  # type: ignore[union-attr,arg-type]
-            return events
+            events.append(Cancelled(m.seq, ts, m.symbol, acct.user, oid, coid, m.fmt_qty(lots), remainder))  # type: ignore[arg-type]
+            return
 
         avail = acct.avail
-        rests = is_limit and tif == "gtc"  # only limit GTC orders rest
+        rests = is_limit and (tif == "gtc" or tif == "gtd")  # only limit gtc / gtd orders rest
         base, quote = m.base, m.quote
         if is_buy:
             keys = m.ask_keys
@@ -824,7 +1095,10 @@ class Exchange:
                 keep += keep * self._rb // BPS
                 avail[quote] -= keep
                 acct.held[quote] += keep
-                self._rest(_Order(oid, acct, coid, m, True, ticks, lots, rem, post_only, ts, keep))
+                o = _Order(oid, acct, coid, m, True, ticks, qty, rem, post_only, placed_ts, keep, kind, tif)
+                o.expire, o.display = expire, display
+                o.visible = display if display and display < rem else rem
+                self._rest(o)
         else:
             keys = m.bid_keys
             if keys and keys[-1] >= limit:
@@ -839,13 +1113,13 @@ class Exchange:
                 keep = rem * m.bpl
                 avail[base] -= keep
                 acct.held[base] += keep
-                self._rest(_Order(oid, acct, coid, m, False, ticks, lots, rem, post_only, ts, keep))
+                o = _Order(oid, acct, coid, m, False, ticks, qty, rem, post_only, placed_ts, keep, kind, tif)
+                o.expire, o.display = expire, display
+                o.visible = display if display and display < rem else rem
+                self._rest(o)
         if rem and not rests:
-            if is_limit:
-                remainder = "ioc"
             m.seq += 1
-            events.append(Cancelled(m.seq, ts, m.symbol, user, oid, coid, m.fmt_qty(rem), remainder))  # type: ignore[arg-type]
-        return events
+            events.append(Cancelled(m.seq, ts, m.symbol, acct.user, oid, coid, m.fmt_qty(rem), remainder))  # type: ignore[arg-type]
 
     def _funds_reason(self, m: _Market, cost: int, have: int, base_units: int = 0) -> str:
         if base_units:
@@ -964,6 +1238,7 @@ class Exchange:
         base, quote, qtl, bpl, tb, mb = m.base, m.quote, m.qtl, m.bpl, self._tb, self._mb
         qstr, pstr, fstr, sym, user = m.qstr, m.pstr, self._fee_str, m.symbol, acct.user
         paid = taker_fees = maker_fees = 0
+        px = m.px if m.stop_buys or m.stop_sells else None  # trade prices, for the stops to check
         while want and keys:
             p = -keys[-1]
             if p > limit:
@@ -985,7 +1260,8 @@ class Exchange:
                     if not lvl.count:
                         break
                     continue
-                n = want if want < mrem else mrem
+                vis = mo.visible  # all of it, unless an iceberg
+                n = want if want < vis else vis
                 notional = unit * n
                 tf = notional * tb // BPS
                 mf = notional * mb // BPS
@@ -1000,8 +1276,11 @@ class Exchange:
                 rem -= n
                 mrem -= n
                 mo.remaining = mrem
+                mo.visible = vis = vis - n
                 lvl.qty -= n
                 m.last = p
+                if px is not None:
+                    px.append(p)
                 tid = self._next_tid
                 self._next_tid = tid + 1
                 m.seq += 1
@@ -1012,8 +1291,16 @@ class Exchange:
                         user, oid, coid, qstr.get(rem) or m.fmt_qty(rem), fstr.get(tf) or self._fee_text(tf),
                     )
                 )  # fmt: skip
-                if not mrem:
+                if not vis:
                     q.popleft()
+                    if mrem:  # an iceberg's displayed part is gone: refill it, at the back of the level
+                        vis = mo.display if mo.display < mrem else mrem
+                        mo.visible = vis
+                        lvl.hidden -= vis
+                        mo.prio = self._next_prio
+                        self._next_prio += 1
+                        q.append(mo)
+                        continue
                     lvl.count -= 1
                     del mk.orders[mo.oid]
                     del mk.coids[mo.coid]
@@ -1041,6 +1328,7 @@ class Exchange:
         base, quote, qtl, bpl, tb, mb, rb = m.base, m.quote, m.qtl, m.bpl, self._tb, self._mb, self._rb
         qstr, pstr, fstr, sym, user = m.qstr, m.pstr, self._fee_str, m.symbol, acct.user
         paid = taker_fees = maker_fees = 0
+        px = m.px if m.stop_buys or m.stop_sells else None  # trade prices, for the stops to check
         while want and keys:
             p = keys[-1]
             if p < limit:
@@ -1062,7 +1350,8 @@ class Exchange:
                     if not lvl.count:
                         break
                     continue
-                n = want if want < mrem else mrem
+                vis = mo.visible  # all of it, unless an iceberg
+                n = want if want < vis else vis
                 notional = unit * n
                 tf = notional * tb // BPS
                 mf = notional * mb // BPS
@@ -1086,8 +1375,11 @@ class Exchange:
                 want -= n
                 rem -= n
                 mo.remaining = mrem
+                mo.visible = vis = vis - n
                 lvl.qty -= n
                 m.last = p
+                if px is not None:
+                    px.append(p)
                 tid = self._next_tid
                 self._next_tid = tid + 1
                 m.seq += 1
@@ -1098,8 +1390,16 @@ class Exchange:
                         user, oid, coid, qstr.get(rem) or m.fmt_qty(rem), fstr.get(tf) or self._fee_text(tf),
                     )
                 )  # fmt: skip
-                if not mrem:
+                if not vis:
                     q.popleft()
+                    if mrem:  # an iceberg's displayed part is gone: refill it, at the back of the level
+                        vis = mo.display if mo.display < mrem else mrem
+                        mo.visible = vis
+                        lvl.hidden -= vis
+                        mo.prio = self._next_prio
+                        self._next_prio += 1
+                        q.append(mo)
+                        continue
                     lvl.count -= 1
                     del mk.orders[mo.oid]
                     del mk.coids[mo.coid]
@@ -1117,6 +1417,7 @@ class Exchange:
         events.append(Cancelled(m.seq, ts, m.symbol, mo.user, mo.oid, mo.coid, m.fmt_qty(rem), "self_trade"))
         lvl.count -= 1
         lvl.qty -= rem
+        lvl.hidden -= rem - mo.visible
         mo.remaining = 0
         self._release(mo)
 
@@ -1132,8 +1433,8 @@ class Exchange:
         del acct.orders[o.oid]
         del acct.coids[o.coid]
 
-    @staticmethod
-    def _rest(o: _Order) -> None:
+    def _rest(self, o: _Order) -> None:
+        """Put an order at the back of its level and index it under its owner."""
         m = o.market
         if o.is_buy:
             levels, keys, key = m.bids, m.bid_keys, o.price
@@ -1143,18 +1444,28 @@ class Exchange:
         if lvl is None:
             lvl = levels[o.price] = _Level(o.price)
             insort(keys, key)
+        o.prio = self._next_prio
+        self._next_prio += 1
         lvl.orders.append(o)
         lvl.count += 1
         lvl.qty += o.remaining
+        lvl.hidden += o.remaining - o.visible
         o.acct.orders[o.oid] = o
         o.acct.coids[o.coid] = o.oid
 
-    def _unbook(self, o: _Order, reason: str, ts: int, events: list[Event]) -> None:
-        """Cancel a resting order: Cancelled event, level bookkeeping, reservation released."""
+    def _unbook(self, o: _Order, reason: str | None, ts: int, events: list[Event]) -> None:
+        """Cancel an open order (resting or a pending stop): Cancelled event (none if ``reason`` is
+        None: an amend takes it off to put it back), bookkeeping, reservation released."""
         m = o.market
         rem = o.remaining
-        m.seq += 1
-        events.append(Cancelled(m.seq, ts, m.symbol, o.user, o.oid, o.coid, m.fmt_qty(rem), reason))  # type: ignore[arg-type]
+        if reason is not None:
+            m.seq += 1
+            events.append(Cancelled(m.seq, ts, m.symbol, o.user, o.oid, o.coid, m.fmt_qty(rem), reason))  # type: ignore[arg-type]
+        if o.pending:
+            self._drop_stop(o)
+            o.remaining = 0
+            self._release(o)
+            return
         if o.is_buy:
             levels, keys, key = m.bids, m.bid_keys, o.price
         else:
@@ -1162,6 +1473,7 @@ class Exchange:
         lvl = levels[o.price]
         lvl.count -= 1
         lvl.qty -= rem
+        lvl.hidden -= rem - o.visible
         o.remaining = 0
         if not lvl.count:
             del levels[o.price]
@@ -1169,6 +1481,208 @@ class Exchange:
         elif len(lvl.orders) > 2 * lvl.count + 16:
             lvl.orders = deque(x for x in lvl.orders if x.remaining)
         self._release(o)
+
+    # amend ------------------------------------------------------------------------------
+
+    def _amend(self, c: Amend) -> list[Event]:
+        """Change an open order's price and/or quantity (see the module docstring for the rules)."""
+        user, rid, ts, oid = c.user, c.request_id, c.ts, c.order_id
+        m = self._markets.get(c.market) if type(c.market) is str else None
+        if m is None or type(user) is not str or type(rid) is not str or type(ts) is not int:
+            return self._early_reject(c, "request_id")
+        acct = self._accounts.get(user)
+        o = acct.orders.get(oid) if acct is not None and type(oid) is int else None
+        if o is None or o.market is not m:
+            shown = oid if type(oid) is int else show(oid)
+            return self._reject(
+                m,
+                ts,
+                user,
+                rid,
+                "unknown_order",
+                f"unknown order {shown}: you have no open order with that id in {m.symbol}",
+            )
+        assert acct is not None
+        if c.price is None and c.qty is None:
+            return self._reject(m, ts, user, rid, "bad_amend", "nothing to amend: give a new price, a new qty, or both")
+        ticks = o.price
+        if c.price is not None:
+            if not o.price:
+                return self._reject(
+                    m,
+                    ts,
+                    user,
+                    rid,
+                    "price_not_allowed",
+                    "a stop sell has no price to amend (it becomes a market order)",
+                )
+            ticks, err = m.parse_price(c.price)  # type: ignore[assignment]
+            if err is not None:
+                return self._reject(m, ts, user, rid, *err)
+        qty = o.qty
+        if c.qty is not None:
+            qty, err = m.parse_qty(c.qty)  # type: ignore[assignment]
+            if err is not None:
+                return self._reject(m, ts, user, rid, *err)
+        filled = o.qty - o.remaining
+        if qty <= filled:
+            return self._reject(
+                m, ts, user, rid, "bad_qty",
+                f"the new quantity {m.fmt_qty(qty)} is not above what is already filled ({m.fmt_qty(filled)}):"
+                " cancel the order instead",
+            )  # fmt: skip
+        rem = qty - filled
+        is_buy = o.is_buy
+        if is_buy:
+            cost = ticks * rem * m.qtl
+            need = cost + cost * self._rb // BPS
+            have = acct.avail[m.quote] + o.reserved
+            if need > have:
+                return self._reject(m, ts, user, rid, "funds", self._funds_reason(m, cost, have))
+        else:
+            need = rem * m.bpl
+            have = acct.avail[m.base] + o.reserved
+            if need > have:
+                return self._reject(m, ts, user, rid, "funds", self._funds_reason(m, 0, have, need))
+        crosses = not o.pending and (
+            bool(m.ask_keys and -m.ask_keys[-1] <= ticks) if is_buy else bool(m.bid_keys and m.bid_keys[-1] >= ticks)
+        )
+        if crosses and o.post_only:
+            return self._reject(
+                m, ts, user, rid, "post_only",
+                f"a post-only order may not cross: at {m.fmt_price(ticks)} it would trade; your order is unchanged",
+            )  # fmt: skip
+        keeps = ticks == o.price and rem <= o.remaining  # a decrease (or nothing) at the same price
+        m.seq += 1
+        events: list[Event] = [
+            Amended(
+                m.seq, ts, m.symbol, user, oid, o.coid,
+                m.fmt_price(o.price) if o.price else None, m.fmt_price(ticks) if ticks else None,
+                m.fmt_qty(o.qty), m.fmt_qty(qty), m.fmt_qty(rem), "kept" if keeps else "lost",
+            )
+        ]  # fmt: skip
+        asset = m.quote if is_buy else m.base
+        if o.pending:
+            if not keeps:
+                self._drop_stop(o)
+            o.price, o.qty, o.remaining, o.visible = ticks, qty, rem, rem
+            acct.avail[asset] += o.reserved - need
+            acct.held[asset] += need - o.reserved
+            o.reserved = need
+            if not keeps:
+                self._add_stop(o)
+            return events
+        if keeps:  # in place: the level, the displayed part (hidden shrinks first) and what it holds
+            lvl = (m.bids if is_buy else m.asks)[o.price]
+            old_rem, old_vis = o.remaining, o.visible
+            vis = old_vis if old_vis < rem else rem
+            o.qty, o.remaining, o.visible = qty, rem, vis
+            lvl.qty -= old_rem - rem
+            lvl.hidden -= (old_rem - old_vis) - (rem - vis)
+            acct.avail[asset] += o.reserved - need
+            acct.held[asset] -= o.reserved - need
+            o.reserved = need
+            return events
+        # Priority lost: off the book (its reservation back in avail), then in again as a new
+        # arrival at the back of its level, trading first as a taker if it now crosses.
+        self._unbook(o, None, ts, events)
+        last = m.last
+        self._enter(
+            m, acct, oid, o.coid, is_buy, True, ticks, rem, qty, rem, ticks, o.tif, o.post_only, "ioc",
+            o.ts, ts, events, o.kind, o.expire, o.display,
+        )  # fmt: skip
+        if m.px:
+            self._triggers(m, last, ts, events)
+        return events
+
+    # stops ------------------------------------------------------------------------------
+
+    def _add_stop(self, o: _Order) -> None:
+        """Queue a pending stop at the back of those with its stop price."""
+        o.prio = self._next_prio
+        self._next_prio += 1
+        insort(o.market.stop_buys if o.is_buy else o.market.stop_sells, (o.stop, o.prio, o))
+
+    @staticmethod
+    def _drop_stop(o: _Order) -> None:
+        stops = o.market.stop_buys if o.is_buy else o.market.stop_sells
+        del stops[bisect_left(stops, (o.stop, o.prio))]
+
+    def _triggers(self, m: _Market, last: int | None, ts: int, events: list[Event]) -> None:
+        """Enter the stops the trades of this command triggered, then those their trades trigger.
+
+        Per trade, in trade order: the stops it triggers, nearest first (the stop price closest to
+        the last trade before it: buys lowest first, sells highest first), then time. They enter
+        one by one, after the command that caused them; a stop triggered by a triggered stop's
+        trade enters after every stop triggered before it."""
+        queue: deque[tuple[_Order, int]] = deque()
+        while True:
+            px, m.px = m.px, []
+            for p in px:
+                buys, sells = m.stop_buys, m.stop_sells
+                hit: list[tuple[int, int, _Order]] = []
+                if buys and buys[0][0] <= p:
+                    i = bisect_right(buys, (p, 1 << 62))
+                    hit.extend(buys[:i])
+                    del buys[:i]
+                if sells and sells[-1][0] >= p:
+                    i = bisect_left(sells, (p, 0))
+                    hit.extend(sells[i:])
+                    del sells[i:]
+                if hit:
+                    ref = p if last is None else last
+                    hit.sort(key=lambda e: (abs(e[0] - ref), e[1]))
+                    queue.extend((o, p) for _, _, o in hit)
+                last = p
+            if not queue:
+                m.px = []
+                return
+            o, p = queue.popleft()
+            self._fire(o, p, ts, events)
+
+    def _fire(self, o: _Order, p: int, ts: int, events: list[Event]) -> None:
+        """A triggered stop enters: its reservation goes back to available (it covers what the order
+        may now spend) and it matches as a market order (a stop buy capped at its price) or a limit
+        order at its price (stop_limit). Stop-market orders never rest: no liquidity cancels."""
+        m, acct = o.market, o.acct
+        o.pending = False
+        self._release(o)
+        lots, is_buy = o.remaining, o.is_buy
+        m.seq += 1
+        events.append(
+            Triggered(
+                m.seq, ts, m.symbol, o.user, o.oid, o.coid, "buy" if is_buy else "sell", o.kind,  # type: ignore[arg-type]
+                m.fmt_price(o.stop), m.fmt_price(o.price) if o.price else None, m.fmt_qty(lots), m.fmt_price(p),
+            )
+        )  # fmt: skip
+        if o.kind == "stop_limit":
+            want = lots
+            if not o.post_only and o.tif == "fok" and self._available(m, is_buy, acct, lots, o.price) < lots:
+                want = 0
+            self._enter(
+                m, acct, o.oid, o.coid, is_buy, True, o.price, lots, o.qty, want, o.price, o.tif, o.post_only, "ioc",
+                o.ts, ts, events, o.kind, o.expire, 0,
+            )  # fmt: skip
+            return  # if it rests, its expiry entry from placement still stands (same id, same expire_at)
+        limit = o.price if is_buy else 0
+        fillable = self._available(m, is_buy, acct, lots, limit)
+        want = 0 if not fillable or (o.tif == "fok" and fillable < lots) else lots
+        self._enter(
+            m, acct, o.oid, o.coid, is_buy, False, o.price, lots, o.qty, want, limit, o.tif, False, "no_liquidity",
+            o.ts, ts, events, o.kind, 0, 0,
+        )  # fmt: skip
+
+    # expiry -----------------------------------------------------------------------------
+
+    def _expire(self, ts: int) -> list[Event]:
+        """Cancel (``expired``) every good-till-date order due by ``ts``, earliest first, then by id."""
+        heap, events = self._gtd, []
+        while heap and heap[0][0] <= ts:
+            expire, oid, acct = heappop(heap)
+            o = acct.orders.get(oid)
+            if o is not None and o.expire == expire:
+                self._unbook(o, "expired", ts, events)
+        return events
 
     # cancel -----------------------------------------------------------------------------
 
@@ -1199,7 +1713,9 @@ class Exchange:
         if m is None or type(user) is not str or type(rid) is not str or type(ts) is not int:
             return self._early_reject(c, "request_id")
         acct = self._accounts.get(user)
-        mine = [o for o in acct.orders.values() if o.market is m] if acct is not None else []
+        mine = (
+            sorted((o for o in acct.orders.values() if o.market is m), key=lambda o: o.oid) if acct is not None else []
+        )
         if not mine:
             return self._reject(m, ts, user, rid, "no_open_orders", f"you have no open orders in {m.symbol} to cancel")
         events: list[Event] = []
@@ -1263,17 +1779,14 @@ class Exchange:
     def snapshot(self) -> bytes:
         """The exact state as JSON bytes: restore() of them continues with the same events."""
 
+        def row(o: _Order) -> _SnapOrder:
+            return _SnapOrder(
+                o.oid, o.user, o.coid, o.price, o.qty, o.remaining, o.post_only, o.ts, o.reserved,
+                o.kind, o.tif, o.stop, o.expire, o.display, o.visible,
+            )  # fmt: skip
+
         def orders(keys: list[int], levels: dict[int, _Level], sign: int) -> list[_SnapOrder]:
-            out = []
-            for k in reversed(keys):
-                for o in levels[k * sign].orders:
-                    if o.remaining:
-                        out.append(
-                            _SnapOrder(
-                                o.oid, o.user, o.coid, o.price, o.qty, o.remaining, o.post_only, o.ts, o.reserved
-                            )
-                        )
-            return out
+            return [row(o) for k in reversed(keys) for o in levels[k * sign].orders if o.remaining]
 
         def account(a: _Account) -> _SnapAccount:
             return _SnapAccount(a.user, dict(a.avail), dict(a.held))
@@ -1287,7 +1800,15 @@ class Exchange:
             next_trade_id=self._next_tid,
             accounts_seq=self._accounts_seq,
             books=[
-                _SnapBook(m.symbol, m.seq, m.last, orders(m.bid_keys, m.bids, 1), orders(m.ask_keys, m.asks, -1))
+                _SnapBook(
+                    m.symbol,
+                    m.seq,
+                    m.last,
+                    orders(m.bid_keys, m.bids, 1),
+                    orders(m.ask_keys, m.asks, -1),
+                    [row(o) for _, _, o in m.stop_buys],
+                    [row(o) for _, _, o in m.stop_sells],
+                )
                 for m in self._markets.values()
             ],
             fees=account(self._fees),
@@ -1302,8 +1823,10 @@ class Exchange:
             snap = _snap_decoder.decode(data)
         except msgspec.DecodeError as exc:
             raise ValueError(f"not an exchange snapshot: {exc}") from None
-        if snap.version != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {snap.version} is not {SNAPSHOT_VERSION}")
+        if snap.version not in (1, SNAPSHOT_VERSION):  # a version 1 snapshot decodes with v2's defaults
+            raise ValueError(
+                f"snapshot version {snap.version} is not 1 or {SNAPSHOT_VERSION}: restore it with its stockctl"
+            )
         ex = cls(snap.markets, snap.taker_fee_bps, snap.maker_fee_bps)
         ex._next_oid = snap.next_order_id
         ex._next_tid = snap.next_trade_id
@@ -1326,23 +1849,39 @@ class Exchange:
         for b in snap.books:
             m = ex._markets[b.symbol]
             m.seq, m.last = b.seq, b.last_trade
-            for want_buy, rows in ((True, b.bids), (False, b.asks)):
-                for r in rows:
-                    acct = ex._accounts.get(r.user)
-                    if acct is None:
-                        raise ValueError(f"snapshot order {r.oid} belongs to no account")
-                    o = _Order(
-                        r.oid, acct, r.coid, m, want_buy, r.price, r.qty, r.remaining, r.post_only, r.ts, r.reserved
-                    )
-                    levels, keys, key = (m.bids, m.bid_keys, o.price) if want_buy else (m.asks, m.ask_keys, -o.price)
-                    lvl = levels.get(o.price)
-                    if lvl is None:
-                        lvl = levels[o.price] = _Level(o.price)
-                        insort(keys, key)
-                    lvl.orders.append(o)
-                    lvl.count += 1
-                    lvl.qty += o.remaining
-                    every.append(o)
+            for want_buy, rows, stops in ((True, b.bids, b.stop_buys), (False, b.asks, b.stop_sells)):
+                for pending, group in ((False, rows), (True, stops)):
+                    for r in group:
+                        acct = ex._accounts.get(r.user)
+                        if acct is None:
+                            raise ValueError(f"snapshot order {r.oid} belongs to no account")
+                        kinds = ("stop", "stop_limit") if pending else ("limit", "stop_limit")
+                        if r.kind not in kinds or r.tif not in _TIFS or (r.stop > 0) is not pending:
+                            raise ValueError(f"snapshot order {r.oid} has a bad type {r.kind!r} or stop {r.stop}")
+                        o = _Order(
+                            r.oid, acct, r.coid, m, want_buy, r.price, r.qty, r.remaining, r.post_only, r.ts,
+                            r.reserved, r.kind, r.tif, r.stop, r.expire, r.display,
+                        )  # fmt: skip
+                        o.visible = r.visible or r.remaining
+                        if o.expire:
+                            heappush(ex._gtd, (o.expire, o.oid, acct))
+                        every.append(o)
+                        if pending:
+                            ex._add_stop(o)
+                            continue
+                        levels, keys, key = (
+                            (m.bids, m.bid_keys, o.price) if want_buy else (m.asks, m.ask_keys, -o.price)
+                        )
+                        lvl = levels.get(o.price)
+                        if lvl is None:
+                            lvl = levels[o.price] = _Level(o.price)
+                            insort(keys, key)
+                        o.prio = ex._next_prio
+                        ex._next_prio += 1
+                        lvl.orders.append(o)
+                        lvl.count += 1
+                        lvl.qty += o.remaining
+                        lvl.hidden += o.remaining - o.visible
         for o in sorted(every, key=lambda o: o.oid):
             if o.oid in o.acct.orders or o.coid in o.acct.coids:
                 raise ValueError(f"snapshot order {o.oid} repeats an order id or client_order_id")

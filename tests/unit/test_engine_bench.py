@@ -55,3 +55,23 @@ def test_the_result_document_has_the_headline_figures() -> None:
 def test_a_stream_needs_at_least_one_order() -> None:
     with pytest.raises(UsageError):
         make_stream(0, seed=1)
+
+
+def test_the_extended_mix_has_every_new_order_type_and_is_reported_apart() -> None:
+    stream = make_stream(4000, seed=4, extended=True)
+    ex = Exchange()
+    for cmd in stream.funding:
+        ex.apply(cmd)
+    seen: Counter[str] = Counter()
+    for cmd in stream.commands:
+        for e in ex.apply(cmd):
+            seen[type(e).__name__ + ":" + getattr(e, "reason", getattr(e, "priority", ""))] += 1
+
+    for kind in ("stop", "stop_limit", "amend", "time", "gtd", "iceberg"):
+        assert stream.mix[kind] > 0, kind
+    assert seen["Triggered:"] > 0 and seen["Cancelled:expired"] > 0
+    assert seen["Amended:kept"] > 0 and seen["Amended:lost"] > 0
+    assert ex.audit() == []
+    doc = run_matching_bench(orders=1500, seed=3, rounds=1).to_doc()
+    assert doc["extended"]["orders"] == 1500 and doc["extended"]["orders_per_s"] > 0
+    assert doc["extended"]["mix"]["amend"] > 0 and "amend" not in doc["mix"]

@@ -2,7 +2,9 @@
 
 Every expectation is computed here, independently: balances from a ledger of the events
 (fees recomputed from the fill), reservations from the open orders, and, with funds out of
-the way, the whole matching outcome from a naive list-based order book.
+the way, the whole matching outcome from a naive list-based order book. The commands mix
+every order type: limit, market, stop, stop-limit, good-till-date and iceberg orders, amends,
+cancels and time commands.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from stockctl.exchange.engine import FEE_ACCOUNT, Exchange
 from stockctl.exchange.wire import (
     DEFAULT_MARKETS,
     Accepted,
+    Amend,
+    Amended,
     Cancel,
     CancelAll,
     Cancelled,
@@ -27,7 +31,9 @@ from stockctl.exchange.wire import (
     MarketSpec,
     Place,
     Rejected,
+    Time,
     Trade,
+    Triggered,
     encode,
 )
 from tests.unit.helpers import SCALE
@@ -71,21 +77,47 @@ def quantities(draw: Any, market: str) -> str:
 @st.composite
 def places(draw: Any, ts: int, markets: tuple[str, ...] = tuple(MARKETS)) -> Place:
     market = draw(st.sampled_from(markets))
-    kind = draw(st.sampled_from(["limit"] * 4 + ["market"]))
-    tif = draw(st.sampled_from(["gtc"] * 6 + ["ioc", "fok"]))
-    post_only = kind == "limit" and tif == "gtc" and draw(st.integers(0, 5)) == 0
+    kind = draw(st.sampled_from(["limit"] * 5 + ["market", "stop", "stop_limit"]))
+    tif = draw(st.sampled_from(["gtc"] * 6 + ["ioc", "fok", "gtd"]))
+    if kind == "market" and tif == "gtd":
+        tif = "gtc"
+    side = draw(st.sampled_from(["buy", "sell"]))
+    rests = tif in ("gtc", "gtd")
+    post_only = kind in ("limit", "stop_limit") and rests and draw(st.integers(0, 5)) == 0
+    priced = kind in ("limit", "stop_limit") or (kind == "stop" and side == "buy")
+    price = price_text(market, MID[market] + draw(st.integers(-6, 6))) if priced else None
+    stop = price_text(market, MID[market] + draw(st.integers(-6, 6))) if kind in ("stop", "stop_limit") else None
+    expire_at = ts + draw(st.integers(-1, 8)) if tif == "gtd" else None  # now and then already past
+    display = None
+    if kind == "limit" and rests and draw(st.integers(0, 2)) == 0:
+        display = qty_text(market, draw(st.integers(1, 300) if market == "MICRO_INR" else st.integers(1, 4)))
     return Place(
         user=draw(st.sampled_from(USERS)),
         client_order_id=draw(st.sampled_from(["a", "b", "c", "d", "e", "f"])),
         market=market,
-        side=draw(st.sampled_from(["buy", "sell"])),
-        type=kind,
+        side=side,  # type: ignore[arg-type]
+        type=kind,  # type: ignore[arg-type]
         qty=draw(quantities(market)),
         ts=ts,
-        price=price_text(market, MID[market] + draw(st.integers(-6, 6))) if kind == "limit" else None,
-        tif=tif,
+        price=price,
+        tif=tif,  # type: ignore[arg-type]
         post_only=post_only,
+        stop_price=stop,
+        expire_at=expire_at,
+        display_qty=display,
     )
+
+
+@st.composite
+def amends(draw: Any, ts: int, markets: tuple[str, ...], placed: list[Place]) -> Amend:
+    # Mostly the user and market of an earlier order, so that many amends find their order.
+    like = draw(st.sampled_from(placed)) if placed and draw(st.integers(0, 4)) else None
+    market = like.market if like else draw(st.sampled_from(markets))
+    price = draw(st.none() | st.integers(-6, 6).map(lambda d: price_text(market, MID[market] + d)))
+    qty = draw(st.none() | quantities(market))
+    oid = draw(st.integers(max(1, ts // 2 - 6), max(1, ts // 2 + 2)))  # near the ids of recent orders
+    user = like.user if like else draw(st.sampled_from(USERS))
+    return Amend(user, f"m{ts}", market, oid, ts, price=price, qty=qty)
 
 
 @st.composite
@@ -100,8 +132,11 @@ def command_lists(draw: Any, rich: bool = False, max_size: int = 40) -> list[Com
         cmds.append(Fund(user, f"f-{user}", {"INR": inr, "TATA": base, "JIO": base, "MICRO": base}, 0))
     n = draw(st.integers(min_value=3, max_value=max_size))
     for i in range(1, n + 1):
-        op = draw(st.integers(0, 19))
-        if op < 15:
+        op = draw(st.integers(0, 23))
+        if op >= 20:
+            placed = [c for c in cmds if isinstance(c, Place)]
+            cmds.append(draw(amends(i, markets, placed)) if op < 23 else Time(i))
+        elif op < 15:
             cmds.append(draw(places(i, markets)))
         elif op < 18:
             user, market = draw(st.sampled_from(USERS)), draw(st.sampled_from(markets))
@@ -142,6 +177,12 @@ class Ledger:
             elif isinstance(e, Accepted):
                 self.qty[e.order_id] = units(e.qty)
                 self.limit[e.order_id] = units(e.price) if e.price is not None else None
+            elif isinstance(e, Amended):
+                assert units(e.old_qty) == self.qty[e.order_id]
+                assert (units(e.old_price) if e.old_price else None) == self.limit[e.order_id]
+                self.qty[e.order_id] = units(e.new_qty)
+                self.limit[e.order_id] = units(e.new_price) if e.new_price is not None else None
+                assert units(e.remaining) == self.qty[e.order_id] - self.filled[e.order_id]
             elif isinstance(e, Trade):
                 self.trade(e)
 
@@ -216,7 +257,7 @@ def test_random_sequences_keep_every_invariant(cmds: list[Command], fees: tuple[
     for cmd in cmds:
         events = ex.apply(cmd)
 
-        assert events, "every command gets an answer"
+        assert events or isinstance(cmd, Time), "every command gets an answer (a time command: its expiries)"
         ledger.apply(events)
         check_state(ex, ledger, rb)
         now = ex.totals()
@@ -279,78 +320,209 @@ def test_snapshot_and_restore_mid_sequence_changes_nothing(
 
 
 class NaiveBook:
-    """Orders in plain lists, matched by sorting on every command: slow, obvious, independent."""
+    """Orders in plain lists, matched by sorting on every step: slow, obvious, independent.
+
+    Resting orders carry ``vis`` (what the book shows: all of it, or an iceberg's display) and
+    ``prio`` (a counter taken whenever an order joins the back of its level); pending stops sit
+    in their own list; ``last`` is each market's last trade price."""
 
     def __init__(self) -> None:
         self.resting: list[dict[str, Any]] = []
+        self.stops: list[dict[str, Any]] = []
+        self.last: dict[str, int | None] = defaultdict(lambda: None)
         self.next_oid = 1
+        self.clock = 0
+        self.prices: list[int] = []  # trade prices since the stops were last checked
+
+    def tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def expire(self, ts: int) -> list[tuple[Any, ...]]:
+        due = [o for o in self.resting + self.stops if o["expire"] and o["expire"] <= ts]
+        out = []
+        for o in sorted(due, key=lambda o: (o["expire"], o["oid"])):
+            (self.stops if o in self.stops else self.resting).remove(o)
+            out.append(("cancelled", o["oid"], "expired", o["rem"]))
+        return out
+
+    def mine(self, user: str) -> list[dict[str, Any]]:
+        return [o for o in self.resting + self.stops if o["user"] == user]
 
     def place(self, c: Place) -> list[tuple[Any, ...]]:
         qty = int(c.qty)
         price = units(c.price) if c.price is not None else None
         buy = c.side == "buy"
-        if any(o["user"] == c.user and o["coid"] == c.client_order_id for o in self.resting):
+        if c.tif == "gtd" and c.expire_at <= c.ts:  # type: ignore[operator]
+            return [("rejected", "expire_in_past")]
+        if c.stop_price is not None:
+            stop, last = units(c.stop_price), self.last[c.market]
+            if last is not None and (last >= stop if buy else last <= stop):
+                return [("rejected", "would_trigger")]
+        if any(o["coid"] == c.client_order_id for o in self.mine(c.user)):
             return [("rejected", "duplicate_client_order_id")]
-        opposite = [o for o in self.resting if o["market"] == c.market and o["buy"] != buy]
-        crossing = [o for o in opposite if price is None or (o["price"] <= price if buy else o["price"] >= price)]
-        crossing.sort(key=lambda o: (o["price"] if buy else -o["price"], o["oid"]))
-        liquidity = sum(o["rem"] for o in crossing if o["user"] != c.user)
-        if price is None and liquidity == 0:
+        order = {
+            "user": c.user, "coid": c.client_order_id, "market": c.market, "buy": buy, "price": price,
+            "qty": qty, "rem": qty, "tif": c.tif, "post_only": c.post_only, "expire": c.expire_at or 0,
+            "display": int(c.display_qty) if c.display_qty else 0, "kind": c.type,
+        }  # fmt: skip
+        if c.type in ("stop", "stop_limit"):
+            order |= {"oid": self.next_oid, "stop": units(c.stop_price), "prio": self.tick()}  # type: ignore[arg-type]
+            self.next_oid += 1
+            self.stops.append(order)
+            return [("accepted", order["oid"])]
+        if c.type == "market" and self.liquidity(order) == 0:
             return [("rejected", "no_liquidity")]
-        oid = self.next_oid
+        order["oid"] = self.next_oid
         self.next_oid += 1
-        out: list[tuple[Any, ...]] = [("accepted", oid)]
-        if c.post_only and crossing:
-            return [*out, ("cancelled", oid, "post_only", qty)]
-        if c.tif == "fok" and liquidity < qty:
-            return [*out, ("cancelled", oid, "fok", qty)]
-        rem = qty
-        for o in crossing:
-            if rem == 0:
+        out: list[tuple[Any, ...]] = [("accepted", order["oid"])]
+        before = self.last[c.market]
+        self.enter(order, out)
+        self.triggers(c.market, before, out)
+        return out
+
+    def crossing(self, o: dict[str, Any]) -> list[dict[str, Any]]:
+        """The resting orders ``o`` could trade with, in the order it would meet them."""
+        buy, price = o["buy"], o["price"]
+        found = [
+            r
+            for r in self.resting
+            if r["market"] == o["market"]
+            and r["buy"] != buy
+            and (price is None or (r["price"] <= price if buy else r["price"] >= price))
+        ]
+        return sorted(found, key=lambda r: (r["price"] if buy else -r["price"], r["prio"]))
+
+    def liquidity(self, o: dict[str, Any]) -> int:
+        return sum(r["rem"] for r in self.crossing(o) if r["user"] != o["user"])
+
+    def enter(self, o: dict[str, Any], out: list[tuple[Any, ...]]) -> None:
+        """Match an incoming order; rest what is left if it is a limit gtc / gtd order."""
+        oid, market_like = o["oid"], o["kind"] in ("market", "stop")
+        if o["post_only"] and self.crossing(o):
+            out.append(("cancelled", oid, "post_only", o["rem"]))
+            return
+        if o["tif"] == "fok" and self.liquidity(o) < o["rem"]:
+            out.append(("cancelled", oid, "fok", o["rem"]))
+            return
+        if market_like and self.liquidity(o) == 0:  # a triggered stop with nothing to take
+            out.append(("cancelled", oid, "no_liquidity", o["rem"]))
+            return
+        while o["rem"]:
+            ahead = self.crossing(o)
+            if not ahead:
                 break
-            if o["user"] == c.user:
-                out.append(("cancelled", o["oid"], "self_trade", o["rem"]))
-                self.resting.remove(o)
+            r = ahead[0]
+            if r["user"] == o["user"]:
+                out.append(("cancelled", r["oid"], "self_trade", r["rem"]))
+                self.resting.remove(r)
                 continue
-            n = min(rem, o["rem"])
+            n = min(o["rem"], r["vis"])
+            r["rem"] -= n
+            r["vis"] -= n
             o["rem"] -= n
-            rem -= n
-            out.append(("trade", o["oid"], oid, o["price"], n, o["rem"], rem))
-            if o["rem"] == 0:
-                self.resting.remove(o)
-        if rem:
-            if price is not None and c.tif == "gtc":
-                self.resting.append(
-                    {"oid": oid, "user": c.user, "coid": c.client_order_id, "market": c.market, "buy": buy,
-                     "price": price, "rem": rem}
-                )  # fmt: skip
+            self.last[o["market"]] = r["price"]
+            self.prices.append(r["price"])
+            out.append(("trade", r["oid"], oid, r["price"], n, r["rem"], o["rem"]))
+            if r["rem"] == 0:
+                self.resting.remove(r)
+            elif r["vis"] == 0:  # an iceberg: show the next part, at the back of the level
+                r["vis"] = min(r["display"], r["rem"])
+                r["prio"] = self.tick()
+        if o["rem"]:
+            if not market_like and o["tif"] in ("gtc", "gtd"):
+                o["vis"] = min(o["display"], o["rem"]) if o["display"] else o["rem"]
+                o["prio"] = self.tick()
+                self.resting.append(o)
             else:
-                out.append(("cancelled", oid, "ioc" if price is not None else "no_liquidity", rem))
+                out.append(("cancelled", oid, "no_liquidity" if market_like else "ioc", o["rem"]))
+
+    def triggers(self, market: str, before: int | None, out: list[tuple[Any, ...]]) -> None:
+        queue: list[dict[str, Any]] = []
+        while True:
+            prices, self.prices = self.prices, []
+            ref = before
+            for p in prices:
+                hit = [
+                    s for s in self.stops if s["market"] == market and (s["stop"] <= p if s["buy"] else s["stop"] >= p)
+                ]
+                base = p if ref is None else ref
+                for s in sorted(hit, key=lambda s: (abs(s["stop"] - base), s["prio"])):
+                    self.stops.remove(s)
+                    queue.append(s)
+                ref = p
+            if not queue:
+                return
+            s = queue.pop(0)
+            out.append(("triggered", s["oid"]))
+            before = self.last[market]
+            self.enter(s, out)
+
+    def amend(self, c: Amend) -> list[tuple[Any, ...]]:
+        o = next((o for o in self.mine(c.user) if o["oid"] == c.order_id and o["market"] == c.market), None)
+        if o is None:
+            return [("rejected", "unknown_order")]
+        if c.price is None and c.qty is None:
+            return [("rejected", "bad_amend")]
+        if c.price is not None and o["price"] is None:
+            return [("rejected", "price_not_allowed")]
+        price = units(c.price) if c.price is not None else o["price"]
+        qty = int(c.qty) if c.qty is not None else o["qty"]
+        filled = o["qty"] - o["rem"]
+        if qty <= filled or qty == 0:
+            return [("rejected", "bad_qty")]
+        rem = qty - filled
+        pending = o in self.stops
+        if not pending and o["post_only"] and self.crossing(dict(o, price=price)):
+            return [("rejected", "post_only")]
+        keeps = price == o["price"] and rem <= o["rem"]
+        out: list[tuple[Any, ...]] = [("amended", o["oid"], "kept" if keeps else "lost")]
+        if pending or keeps:
+            o.update(price=price, qty=qty, rem=rem)
+            o["vis"] = min(o.get("vis", rem), rem)
+            if not keeps:
+                o["prio"] = self.tick()
+            return out
+        self.resting.remove(o)
+        o.update(price=price, qty=qty, rem=rem)
+        before = self.last[c.market]
+        self.enter(o, out)
+        self.triggers(c.market, before, out)
         return out
 
     def cancel(self, c: Cancel) -> list[tuple[Any, ...]]:
-        for o in self.resting:
-            if o["oid"] == c.order_id and o["user"] == c.user and o["market"] == c.market:
-                self.resting.remove(o)
+        for o in self.mine(c.user):
+            if o["oid"] == c.order_id and o["market"] == c.market:
+                (self.stops if o in self.stops else self.resting).remove(o)
                 return [("cancelled", o["oid"], "user", o["rem"])]
         return [("rejected", "unknown_order")]
 
     def cancel_all(self, c: CancelAll) -> list[tuple[Any, ...]]:
-        mine = sorted(
-            (o for o in self.resting if o["user"] == c.user and o["market"] == c.market), key=lambda o: o["oid"]
-        )
+        mine = sorted((o for o in self.mine(c.user) if o["market"] == c.market), key=lambda o: o["oid"])
         if not mine:
             return [("rejected", "no_open_orders")]
         for o in mine:
-            self.resting.remove(o)
+            (self.stops if o in self.stops else self.resting).remove(o)
         return [("cancelled", o["oid"], "user", o["rem"]) for o in mine]
+
+    def apply(self, c: Command) -> list[tuple[Any, ...]]:
+        out = self.expire(c.ts)
+        if isinstance(c, Place):
+            return out + self.place(c)
+        if isinstance(c, Amend):
+            return out + self.amend(c)
+        if isinstance(c, Cancel):
+            return out + self.cancel(c)
+        if isinstance(c, CancelAll):
+            return out + self.cancel_all(c)
+        return out  # a time command
 
     def levels(self, market: str, buy: bool) -> list[tuple[int, int, int]]:
         agg: dict[int, list[int]] = {}
         for o in self.resting:
             if o["market"] == market and o["buy"] == buy:
                 level = agg.setdefault(o["price"], [0, 0])
-                level[0] += o["rem"]
+                level[0] += o["vis"]
                 level[1] += 1
         return [(p, q, n) for p, (q, n) in sorted(agg.items(), reverse=buy)]
 
@@ -369,19 +541,24 @@ def summarize(events: list[Event]) -> list[tuple[Any, ...]]:
                 ("trade", e.maker_order_id, e.taker_order_id, units(e.price), int(e.qty), int(e.maker_remaining),
                  int(e.taker_remaining))
             )  # fmt: skip
+        elif isinstance(e, Amended):
+            out.append(("amended", e.order_id, e.priority))
+        elif isinstance(e, Triggered):
+            out.append(("triggered", e.order_id))
     return out
 
 
-def valid_commands(cmds: list[Command]) -> list[Command]:
-    """Drop places the naive book does not validate (bad quantities), and stray Funds."""
-    return [
-        c
-        for c in cmds
-        if not isinstance(c, Fund | Place) or (isinstance(c, Place) and c.qty.isdigit() and c.qty != "0")
-    ]
+def naive_valid(c: Command) -> bool:
+    """The commands the naive book models: no bad quantities (it does not parse them), no Funds."""
+    if isinstance(c, Place):
+        ok = c.qty.isdigit() and c.qty != "0"
+        return ok and (c.display_qty is None or (c.display_qty.isdigit() and 0 < int(c.display_qty) <= int(c.qty)))
+    if isinstance(c, Amend):
+        return c.qty is None or c.qty.isdigit()
+    return not isinstance(c, Fund)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(cmds=command_lists(rich=True, max_size=60))
 def test_matching_agrees_with_a_naive_book(cmds: list[Command]) -> None:
     ex = Exchange()
@@ -389,15 +566,10 @@ def test_matching_agrees_with_a_naive_book(cmds: list[Command]) -> None:
         ex.apply(Fund(user, "f", {"INR": "1000000000", "TATA": "1000000", "JIO": "1000000"}, 0))
     naive = NaiveBook()
 
-    for cmd in valid_commands(cmds):
+    for cmd in [c for c in cmds if naive_valid(c)]:
         got = summarize(ex.apply(cmd))
 
-        if isinstance(cmd, Place):
-            want = naive.place(cmd)
-        elif isinstance(cmd, Cancel):
-            want = naive.cancel(cmd)
-        else:
-            want = naive.cancel_all(cmd)  # type: ignore[arg-type]
+        want = naive.apply(cmd)
         assert got == want, cmd
         for market in BOOK_MARKETS:
             view = ex.book(market, depth=1000)

@@ -1,4 +1,6 @@
-"""The user's open orders, updated in place from order events; ``x`` cancels the selected one."""
+"""The user's open orders, updated in place from order events; ``x`` cancels the selected one and
+``e`` edits it (amend: the order entry form takes its price and quantity). A pending stop shows
+its stop price; an iceberg its whole quantity (the owner's view)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,14 @@ def _zero(text: str) -> bool:
 class OpenOrders(DataTable):
     """Open orders; rows appear on ``accepted``, shrink on trades, leave when done."""
 
-    BINDINGS = [Binding("x", "cancel_selected", "Cancel order")]
+    BINDINGS = [Binding("x", "cancel_selected", "Cancel order"), Binding("e", "edit_selected", "Amend order")]
+
+    class EditRequested(Message):
+        """The user asked to amend one order."""
+
+        def __init__(self, order: dict[str, Any]) -> None:
+            super().__init__()
+            self.order = order
 
     class CancelRequested(Message):
         """The user asked to cancel one order."""
@@ -47,7 +56,8 @@ class OpenOrders(DataTable):
             str(o["order_id"]),
             o.get("market", ""),
             Text(side, "green" if side == "buy" else "red"),
-            o.get("price") or "market",
+            (o.get("price") or "market")
+            + (f" stop {o['stop_price']}" if o.get("stop_price") and o.get("status") == "pending" else ""),
             o.get("qty", ""),
             o.get("remaining", o.get("qty", "")),
         ]
@@ -88,9 +98,16 @@ class OpenOrders(DataTable):
                 "qty": ev.get("qty", ""),
                 "remaining": ev.get("qty", ""),
                 "type": ev.get("order_type", ""),
+                "stop_price": ev.get("stop_price"),
+                "status": "pending" if ev.get("stop_price") else "open",
             }
             if o["type"] != "market":
                 self._upsert(o)
+        elif kind == "amended" and ev.get("order_id") in self.orders:
+            old = self.orders[ev["order_id"]]
+            self._upsert({**old, "price": ev.get("new_price"), "qty": ev["new_qty"], "remaining": ev["remaining"]})
+        elif kind == "triggered" and ev.get("order_id") in self.orders:
+            self._upsert({**self.orders[ev["order_id"]], "status": "open"})
         elif kind == "trade":
             for role in ("maker", "taker"):
                 oid = ev.get(f"{role}_order_id")
@@ -109,6 +126,14 @@ class OpenOrders(DataTable):
             return None
         key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
         return self.orders.get(int(key)) if key is not None else None
+
+    def action_edit_selected(self) -> None:
+        """Amend the order under the cursor (in the order entry form)."""
+        o = self.selected()
+        if o is None:
+            self.notify("no open order selected", severity="warning")
+            return
+        self.post_message(self.EditRequested(dict(o)))
 
     def action_cancel_selected(self) -> None:
         """Cancel the order under the cursor."""

@@ -1,4 +1,11 @@
-"""Order entry: side, market, type, quantity, price, time in force, validated as you type."""
+"""Order entry: side, market, type, quantity, price, time in force, validated as you type.
+
+Types are limit, market, stop (a market order once the last trade reaches the stop price; a stop
+buy's price is its cap) and stop_limit (a limit order at the price once triggered); tif gtd takes
+an expiry (``+30s``, ``+5m``, epoch ms or RFC 3339); a display qty makes a limit order an iceberg.
+``OpenOrders``' ``e`` loads an open order here to amend it: ctrl+s then sends the new price and
+quantity instead of a new order, and ``escape`` goes back to placing orders.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +29,32 @@ def _multiple(value: Decimal, step: str) -> bool:
     return s <= 0 or (value % s) == 0
 
 
+def _check_price(name: str, price: str, spec: dict[str, Any] | None, errors: list[str]) -> None:
+    if not NUMBER.fullmatch(price) or Decimal(price) == 0:
+        errors.append(f"{name}: {price!r} is not a positive number")
+    elif spec:
+        p = Decimal(price)
+        if not _multiple(p, spec.get("tick_size", "0")):
+            errors.append(f"{name}: not a multiple of the tick size {spec['tick_size']}")
+        if spec.get("max_price") and p > Decimal(spec["max_price"]):
+            errors.append(f"{name}: above the maximum {spec['max_price']}")
+
+
 def validate_order(
-    side: str, market: str, otype: str, qty: str, price: str, tif: str, spec: dict[str, Any] | None
+    side: str,
+    market: str,
+    otype: str,
+    qty: str,
+    price: str,
+    tif: str,
+    spec: dict[str, Any] | None,
+    stop: str = "",
+    expire: str = "",
+    display: str = "",
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The order body for the gateway, or the reasons it would be refused (tick, lot, limits)."""
     errors: list[str] = []
-    qty, price = qty.strip(), price.strip()
+    qty, price, stop, expire, display = qty.strip(), price.strip(), stop.strip(), expire.strip(), display.strip()
     if not market:
         errors.append("choose a market")
     if not qty:
@@ -42,26 +69,57 @@ def validate_order(
             errors.append(f"quantity: below the minimum {spec['min_qty']}")
         if spec.get("max_qty") and q > Decimal(spec["max_qty"]):
             errors.append(f"quantity: above the maximum {spec['max_qty']}")
-    if otype == "limit":
+    priced = otype in ("limit", "stop_limit") or (otype == "stop" and side == "buy")
+    if priced:
         if not price:
-            errors.append("price: required for a limit order")
-        elif not NUMBER.fullmatch(price) or Decimal(price) == 0:
-            errors.append(f"price: {price!r} is not a positive number")
-        elif spec:
-            p = Decimal(price)
-            if not _multiple(p, spec.get("tick_size", "0")):
-                errors.append(f"price: not a multiple of the tick size {spec['tick_size']}")
-            if spec.get("max_price") and p > Decimal(spec["max_price"]):
-                errors.append(f"price: above the maximum {spec['max_price']}")
+            what = "the cap of a stop buy" if otype == "stop" else f"a {otype.replace('_', '-')} order"
+            errors.append(f"price: required for {what}")
+        else:
+            _check_price("price", price, spec, errors)
     elif price:
-        errors.append("price: leave empty for a market order")
-    if otype == "market" and tif == "gtc":
+        errors.append(f"price: leave empty for a {'market order' if otype == 'market' else 'stop sell'}")
+    if otype in ("stop", "stop_limit"):
+        if not stop:
+            errors.append("stop price: required for a stop order")
+        else:
+            _check_price("stop price", stop, spec, errors)
+    elif stop:
+        errors.append("stop price: only for stop and stop_limit orders")
+    if tif == "gtd":
+        if otype == "market":
+            errors.append("gtd: a market order never rests")
+        elif not expire:
+            errors.append("expiry: required for gtd (+30s, +5m, epoch ms or 2030-01-02T15:04:05Z)")
+    elif expire:
+        errors.append("expiry: only with tif gtd")
+    if display:
+        if otype != "limit" or tif not in ("gtc", "gtd"):
+            errors.append("display qty: only for a limit gtc or gtd order (an iceberg)")
+        elif not NUMBER.fullmatch(display) or Decimal(display) == 0:
+            errors.append(f"display qty: {display!r} is not a positive number")
+        elif NUMBER.fullmatch(qty) and Decimal(display) > Decimal(qty):
+            errors.append("display qty: above the quantity")
+        elif spec and not _multiple(Decimal(display), spec.get("lot_size", "0")):
+            errors.append(f"display qty: not a multiple of the lot size {spec['lot_size']}")
+    if otype in ("market", "stop") and tif == "gtc":
         tif = "ioc"  # a market order never rests
     if errors:
         return None, errors
     body: dict[str, Any] = {"market": market, "side": side, "type": otype, "qty": qty, "tif": tif}
-    if otype == "limit":
+    if priced:
         body["price"] = price
+    if stop:
+        body["stop_price"] = stop
+    if expire:
+        from stockctl.cli.exchange import parse_expiry
+        from stockctl.errors import UsageError
+
+        try:
+            body["expire_at"] = parse_expiry(expire)
+        except UsageError as exc:
+            return None, [f"expiry: {exc}"]
+    if display:
+        body["display_qty"] = display
     return body, []
 
 
@@ -86,10 +144,20 @@ class OrderEntry(VerticalScroll):
             super().__init__()
             self.order = order
 
+    class Amend(Message):
+        """A new price and/or quantity for an open order (only what changed)."""
+
+        def __init__(self, order_id: int, market: str, price: str | None, qty: str | None) -> None:
+            super().__init__()
+            self.order_id, self.market, self.price, self.qty = order_id, market, price, qty
+
+    BINDINGS = [("escape", "stop_amending", "Stop amending")]
+
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
         self.specs: dict[str, dict[str, Any]] = {}
         self.border_title = "Order entry"
+        self.amending: dict[str, Any] | None = None  # the open order being edited
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -99,14 +167,14 @@ class OrderEntry(VerticalScroll):
             yield Select([], prompt="market", id="entry-market", compact=True)
         with Horizontal():
             yield Select(
-                [("limit", "limit"), ("market", "market")],
+                [("limit", "limit"), ("market", "market"), ("stop", "stop"), ("stop_limit", "stop_limit")],
                 value="limit",
                 allow_blank=False,
                 id="entry-type",
                 compact=True,
             )
             yield Select(
-                [("gtc", "gtc"), ("ioc", "ioc"), ("fok", "fok")],
+                [("gtc", "gtc"), ("ioc", "ioc"), ("fok", "fok"), ("gtd", "gtd")],
                 value="gtc",
                 allow_blank=False,
                 id="entry-tif",
@@ -115,6 +183,10 @@ class OrderEntry(VerticalScroll):
         with Horizontal():
             yield Input(placeholder="quantity", id="entry-qty", compact=True)
             yield Input(placeholder="price", id="entry-price", compact=True)
+        with Horizontal():
+            yield Input(placeholder="stop price", id="entry-stop", compact=True)
+            yield Input(placeholder="expiry (gtd)", id="entry-expire", compact=True)
+            yield Input(placeholder="display qty", id="entry-display", compact=True)
         yield Label("", id="entry-status")
         yield Static("", id="entry-result")
 
@@ -149,6 +221,9 @@ class OrderEntry(VerticalScroll):
             self.query_one("#entry-price", Input).value,
             self._value("#entry-tif"),
             self.specs.get(market),
+            self.query_one("#entry-stop", Input).value,
+            self.query_one("#entry-expire", Input).value,
+            self.query_one("#entry-display", Input).value,
         )
 
     def revalidate(self) -> list[str]:
@@ -156,8 +231,13 @@ class OrderEntry(VerticalScroll):
         status = self.query_one("#entry-status", Label)
         qty = self.query_one("#entry-qty", Input).value
         price = self.query_one("#entry-price", Input).value
+        if self.amending is not None:
+            return self._revalidate_amend(status, qty.strip(), price.strip())
         order, errors = self.current()
-        self.query_one("#entry-price", Input).disabled = self._value("#entry-type") == "market"
+        otype, side = self._value("#entry-type"), self._value("#entry-side")
+        self.query_one("#entry-price", Input).disabled = otype == "market" or (otype == "stop" and side == "sell")
+        self.query_one("#entry-stop", Input).disabled = otype not in ("stop", "stop_limit")
+        self.query_one("#entry-expire", Input).disabled = self._value("#entry-tif") != "gtd"
         if not qty and not price:
             status.update("type a quantity" + ("" if self.specs else " (market specs unavailable)"))
             status.set_classes("")
@@ -183,9 +263,68 @@ class OrderEntry(VerticalScroll):
         event.stop()
         self.submit()
 
+    # --- amending an open order -----------------------------------------------------------
+
+    def edit(self, order: dict[str, Any]) -> None:
+        """Load an open order to amend: its quantity and price in the fields, ctrl+s sends."""
+        self.amending = order
+        self.query_one("#entry-qty", Input).value = str(order.get("qty", ""))
+        self.query_one("#entry-price", Input).value = str(order.get("price") or "")
+        self.border_title = f"Amend order {order['order_id']} (esc: back to new orders)"
+        self.revalidate()
+
+    def action_stop_amending(self) -> None:
+        if self.amending is not None:
+            self.amending = None
+            self.border_title = "Order entry"
+            self.revalidate()
+
+    def _amend_change(self, qty: str, price: str) -> tuple[dict[str, str | None], list[str]]:
+        o = self.amending or {}
+        spec = self.specs.get(str(o.get("market", "")))
+        errors: list[str] = []
+        if not NUMBER.fullmatch(qty) or Decimal(qty) == 0:
+            errors.append(f"quantity: {qty!r} is not a positive number")
+        elif spec and not _multiple(Decimal(qty), spec.get("lot_size", "0")):
+            errors.append(f"quantity: not a multiple of the lot size {spec['lot_size']}")
+        if price:
+            _check_price("price", price, spec, errors)
+        elif o.get("price"):
+            errors.append("price: required (the order has one)")
+        change = {
+            "qty": qty if not errors and qty != str(o.get("qty")) else None,
+            "price": price if not errors and price and price != str(o.get("price")) else None,
+        }
+        if not errors and change["qty"] is None and change["price"] is None:
+            errors.append("nothing changed: edit the quantity or the price")
+        return change, errors
+
+    def _revalidate_amend(self, status: Label, qty: str, price: str) -> list[str]:
+        _, errors = self._amend_change(qty, price)
+        if errors:
+            status.update("\n".join(errors))
+            status.set_classes("error")
+        else:
+            o = self.amending or {}
+            status.update(f"ready: amend order {o.get('order_id')} to {qty} @ {price or 'market'} (ctrl+s)")
+            status.set_classes("ok")
+        return errors
+
     def submit(self) -> bool:
-        """Post a Submit message if the form is valid; otherwise show why not."""
+        """Post a Submit (or, amending, an Amend) message if the form is valid; otherwise show why not."""
         errors = self.revalidate()
+        if self.amending is not None:
+            change, _ = self._amend_change(
+                self.query_one("#entry-qty", Input).value.strip(), self.query_one("#entry-price", Input).value.strip()
+            )
+            if errors:
+                self.app.bell()
+                return False
+            o = self.amending
+            self.show_result("sending…")
+            self.post_message(self.Amend(int(o["order_id"]), str(o.get("market", "")), change["price"], change["qty"]))
+            self.action_stop_amending()
+            return True
         order, _ = self.current()
         if errors or order is None:
             self.app.bell()
