@@ -1,10 +1,12 @@
 """gateway: the clients' door. REST over HTTP, live channels over WebSocket, JWT on both.
 
-* HTTP (FastAPI on ``gateway_port``): market data under ``/api/v1``, seed-002 aliases
-  (``/prices``, ``/price/{symbol}``, ``/price/history/{symbol}/{limit}``), and ``/auth/*``
-  passed through to the auth daemon so a client needs one base URL.
+* HTTP (FastAPI on ``gateway_port``): market data under ``/api/v1``, the seed clients' doors
+  (:mod:`daemons.gateway_seeds`, with their WebSocket at ``/ws`` on this port), and ``/auth/*``
+  passed through to the auth daemon so a client needs one base URL. Market-data reads need
+  no token with ``public_market_data``.
 * WebSocket (``websockets`` on ``ws_port``, path ``/ws``): authenticate (header or first
-  message), subscribe to channels, get a snapshot and then updates.
+  message), subscribe to channels, get a snapshot and then updates. With
+  ``public_market_data`` a client without a token may subscribe to market-data channels only.
 
 Fan-out is built for many clients on few cores: each NATS message becomes one frame
 (the payload is spliced in, never re-encoded) written synchronously to every client
@@ -55,7 +57,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from prometheus_client import Histogram
 from redis.exceptions import RedisError
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from websockets.asyncio.server import ServerConnection, broadcast
@@ -63,6 +64,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
+from daemons import gateway_seeds
 from stockctl import names
 from stockctl.alerts import alert_decoder, alert_in_decoder
 from stockctl.alertstore import AlertStore, TooManyAlerts
@@ -865,6 +867,8 @@ class WsServer:
 
     async def _authenticate(self, client: Client, headers: Headers) -> bool:
         header = headers.get("Authorization")
+        if not header and self.s.public_market_data:
+            return True  # anonymous: market-data channels only, until an `auth` message (_on_message)
         try:
             if header:
                 client.claims = await check_user(self.r, self.keys, header)
@@ -909,6 +913,8 @@ class WsServer:
             return
         reply: dict[str, Any] = {"id": msg.id} if msg.id is not None else {}
         try:
+            if client.claims is None and not gateway_seeds.anonymous_may(msg.op, msg.channels, self.hub.parse):
+                raise Unauthorized("this needs a token", 'send {"op":"auth","token":"<access token>"} first')
             if msg.op == "ping":
                 client.send_now({"type": "pong", **reply})
             elif msg.op in ("subscribe", "unsubscribe"):
@@ -1034,22 +1040,6 @@ def error_response(status: int, error: str, detail: str, headers: dict[str, str]
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-class _PriceSymbol(Convertor[str]):
-    """A symbol in seed 002's ``/price/{symbol}``: may hold a ``/`` (sent as ``%2F``, which
-    arrives decoded), but is never ``history/...``, which is ``/price/history/{symbol}/{limit}``."""
-
-    regex = "(?!history/).+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("price_symbol", _PriceSymbol())
-
-
 def inside_auth(raw_path: str) -> bool:
     """True if ``raw_path`` stays under ``/auth/`` however it is decoded: no ``.`` or ``..``
     segment (also as ``%2e``, ``%252e``...), no backslash, no encoded slash."""
@@ -1115,6 +1105,8 @@ def build_app(
     async def user(request: Request) -> Claims:
         return await check_user(r, keys, request.headers.get("authorization"))
 
+    market_data = gateway_seeds.market_reader(settings, user)  # market data: public if configured
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -1126,20 +1118,18 @@ def build_app(
 
     @app.get("/api/v1/symbols")
     async def symbols(request: Request) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await store.symbols())
 
     @app.get("/api/v1/prices")
-    @app.get("/prices", include_in_schema=False)
     async def prices(request: Request) -> Response:
         """Latest quote of every symbol."""
-        await user(request)
+        await market_data(request)
         return json_response(await store.quotes())
 
     @app.get("/api/v1/prices/{symbol:path}")
-    @app.get("/price/{symbol:price_symbol}", include_in_schema=False)
     async def price(symbol: str, request: Request) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await store.quote(symbol))
 
     reader = HistoryReader(settings, store)  # Redis's window, the history store (read-only) beyond it
@@ -1156,17 +1146,12 @@ def build_app(
     ) -> Response:
         """``[price, ts_ns, seq]`` points oldest first: the latest ``limit``, or the first of a range
         (a full page's ``X-Next-After`` header continues it)."""
-        await user(request)
+        await market_data(request)
         points, cursor = await reader.history(symbol, limit, since, start, end, after)
         resp = json_response(points)
         if cursor is not None:
             resp.headers["X-Next-After"] = cursor
         return resp
-
-    @app.get("/price/history/{symbol:path}/{limit}", include_in_schema=False)
-    async def history_alias(request: Request, symbol: str, limit: int) -> Response:
-        await user(request)
-        return json_response(await store.history(symbol, limit))
 
     @app.get("/api/v1/candles/{symbol:path}")
     async def candles(
@@ -1180,7 +1165,7 @@ def build_app(
         after: str | None = Query(None, description="start (ns) of the last candle of the previous page"),
     ) -> Response:
         """OHLCV candles oldest first (1s, 1m and 1h from the history store beyond Redis's window)."""
-        await user(request)
+        await market_data(request)
         rows, cursor = await reader.candles(symbol, interval, limit, since, start, end, after)
         resp = json_response(rows)
         if cursor is not None:
@@ -1189,7 +1174,7 @@ def build_app(
 
     @app.get("/api/v1/signals/{symbol:path}")
     async def signals(request: Request, symbol: str, limit: int = Query(50, ge=1, le=10_000)) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await store.signals(symbol, limit))
 
     # --- exchange -----------------------------------------------------------------
@@ -1197,7 +1182,7 @@ def build_app(
     @app.get("/api/v1/markets")
     async def markets(request: Request) -> Response:
         """Exchange markets with tick size, lot size and order size limits."""
-        await user(request)
+        await market_data(request)
         return Response(await exchange.query("markets", {}), media_type="application/json")
 
     @app.post("/api/v1/orders", status_code=201, openapi_extra=ORDER_BODY_SPEC)
@@ -1279,13 +1264,13 @@ def build_app(
     @app.get("/api/v1/book/{market:path}")
     async def book(request: Request, market: str, depth: int = Query(20, ge=1, le=500)) -> Response:
         """Depth ladder: bids and asks as [price, qty, orders], best first."""
-        await user(request)
+        await market_data(request)
         market = await exchange.known_market(market)
         return Response(await exchange.query("book", {"market": market, "depth": depth}), media_type="application/json")
 
     @app.get("/api/v1/trades/{market:path}")
     async def trades(request: Request, market: str, limit: int = Query(50, ge=1, le=1000)) -> Response:
-        await user(request)
+        await market_data(request)
         return json_response(await exchange.recent_trades(market, limit))
 
     # --- price alerts -------------------------------------------------------------
@@ -1353,6 +1338,7 @@ def build_app(
     async def jwks(request: Request) -> Response:
         return await proxy(request, "/.well-known/jwks.json")
 
+    gateway_seeds.add_routes(app, settings, store, exchange, keys, r, user, proxy)
     return app
 
 
@@ -1403,6 +1389,7 @@ async def run(settings: Settings) -> None:
             HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, http, alerts, proxy_secret)), ops),
             settings.host,
             settings.gateway_port,
+            ws="websockets-sansio",  # the seed clients' /ws
         )
         serve_task = asyncio.create_task(http_server.serve())
         await http_server.wait_started(serve_task)

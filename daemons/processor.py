@@ -6,6 +6,9 @@ per-symbol stream sequence used for dedup); only after EXEC succeeds are the tic
 acknowledged and the quotes and signals published on core NATS. A crash between
 EXEC and ack leads to redelivery, which the stored stream sequence turns into a no-op,
 so nothing is lost or counted twice.
+
+Each tick is also published on ``stock_prices`` as seed 000's ``StockPrice`` JSON
+(:mod:`stockctl.seeds`), spliced from the quote's own text: no second encode.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from stockctl import names
 from stockctl.candles import CandleState
 from stockctl.ops import start_ops
 from stockctl.processing import Applied, SymbolState, Verdict, candle_of
+from stockctl.seeds import STOCK_PRICES_SUBJECT, stock_price
 from stockctl.service import (
     StateLog,
     StatusFile,
@@ -74,6 +78,8 @@ class Plan:
             # Encoded once at commit, not per tick: later ticks of the bucket mutate it.
             self.candles.setdefault((sym, iv), {})[candle.start] = candle
         self.outbox.append((names.quote_subject(sym), encode(applied.quote)))
+        q = applied.quote  # seed 000's clients read every tick on `stock_prices`
+        self.outbox.append((STOCK_PRICES_SUBJECT, stock_price(sym, q.price, q.ts)))
         if applied.signal is not None:
             data = encode(applied.signal)
             self.signals.setdefault(sym, []).append(data)

@@ -384,7 +384,8 @@ class UvicornServer(uvicorn.Server):
     stop into death by signal; the daemon owns signals and sets ``should_exit``.
     """
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, ws: str = "none") -> None:
+        # ws="none" unless the app serves WebSocket routes (the gateway's seed door does).
         super().__init__(
             uvicorn.Config(
                 app,
@@ -395,7 +396,8 @@ class UvicornServer(uvicorn.Server):
                 lifespan="off",
                 server_header=False,
                 proxy_headers=False,  # X-Forwarded-For is believed only as stockctl.proxies says
-                ws="none",
+                ws=ws,
+                ws_max_size=16 * 1024,
                 limit_concurrency=20_000,
                 timeout_graceful_shutdown=5,
             )

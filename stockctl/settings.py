@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     ws_port: int = Field(8702, ge=1, le=65535)
     """WebSocket port of the gateway (``ws://HOST:PORT/ws``)."""
 
+    public_market_data: bool = False
+    """Serve market-data reads (REST) and market-data channels without a token, as exchanges
+    serve public market data; seeds 001-003's clients need it. Trading and private data
+    (orders, fills, balances, alerts) always need one."""
+
     auth_port: int = Field(8701, ge=1, le=65535)
     """HTTP port of the auth daemon."""
 
