@@ -57,6 +57,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from prometheus_client import Histogram
 from redis.exceptions import RedisError
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from websockets.asyncio.server import ServerConnection, broadcast
@@ -101,6 +102,23 @@ CLOSE_TRY_LATER = 1013  # "try again later": a dependency is down, not the clien
 
 
 # --- tokens -------------------------------------------------------------------------------
+
+
+class _SymbolSegment(Convertor[str]):
+    """A symbol or market in a path: anything, ``/`` (sent as ``%2F``) and control characters
+    included, so that the symbol rule (stockctl.symbols) refuses it with its reason instead of the
+    router answering a bare 404 (``path``'s ``.*`` stops at a newline)."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("symbol", _SymbolSegment())
 
 
 class KeyRing:
@@ -1127,14 +1145,14 @@ def build_app(
         await market_data(request)
         return json_response(await store.quotes())
 
-    @app.get("/api/v1/prices/{symbol:path}")
+    @app.get("/api/v1/prices/{symbol:symbol}")
     async def price(symbol: str, request: Request) -> Response:
         await market_data(request)
         return json_response(await store.quote(symbol))
 
     reader = HistoryReader(settings, store)  # Redis's window, the history store (read-only) beyond it
 
-    @app.get("/api/v1/history/{symbol:path}")
+    @app.get("/api/v1/history/{symbol:symbol}")
     async def history(
         request: Request,
         symbol: str,
@@ -1153,7 +1171,7 @@ def build_app(
             resp.headers["X-Next-After"] = cursor
         return resp
 
-    @app.get("/api/v1/candles/{symbol:path}")
+    @app.get("/api/v1/candles/{symbol:symbol}")
     async def candles(
         request: Request,
         symbol: str,
@@ -1172,7 +1190,7 @@ def build_app(
             resp.headers["X-Next-After"] = cursor
         return resp
 
-    @app.get("/api/v1/signals/{symbol:path}")
+    @app.get("/api/v1/signals/{symbol:symbol}")
     async def signals(request: Request, symbol: str, limit: int = Query(50, ge=1, le=10_000)) -> Response:
         await market_data(request)
         return json_response(await store.signals(symbol, limit))
@@ -1261,14 +1279,14 @@ def build_app(
         await exchange.ensure_funded(claims.email)
         return Response(await exchange.query("balances", {"user": claims.email}), media_type="application/json")
 
-    @app.get("/api/v1/book/{market:path}")
+    @app.get("/api/v1/book/{market:symbol}")
     async def book(request: Request, market: str, depth: int = Query(20, ge=1, le=500)) -> Response:
         """Depth ladder: bids and asks as [price, qty, orders], best first."""
         await market_data(request)
         market = await exchange.known_market(market)
         return Response(await exchange.query("book", {"market": market, "depth": depth}), media_type="application/json")
 
-    @app.get("/api/v1/trades/{market:path}")
+    @app.get("/api/v1/trades/{market:symbol}")
     async def trades(request: Request, market: str, limit: int = Query(50, ge=1, le=1000)) -> Response:
         await market_data(request)
         return json_response(await exchange.recent_trades(market, limit))

@@ -23,6 +23,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import sys
@@ -318,6 +319,10 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+#: ``{symbol:path}`` in a route template is labelled ``{symbol}``: the convertor is not the API.
+CONVERTOR = re.compile(r"\{(\w+):\w+\}")
+
+
 class HttpMetrics:
     """ASGI middleware: request id in and out (``X-Request-ID``), bound for every log line,
     and a latency histogram per method, route template and status."""
@@ -351,7 +356,7 @@ class HttpMetrics:
             finally:
                 route = scope.get("route")
                 # The route's template, never the raw path: one series per endpoint, not per URL.
-                template = getattr(route, "path", None) or "unmatched"
+                template = CONVERTOR.sub(r"{\1}", getattr(route, "path", None) or "unmatched")
                 self.seconds.labels(scope.get("method", "?"), template, str(status)).observe(
                     time.perf_counter() - started
                 )

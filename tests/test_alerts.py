@@ -331,7 +331,7 @@ async def test_bad_input_gets_a_4xx_with_the_reason(stack: Stack) -> None:
     tok = await register(stack, "typo@example.com")
     cases: list[tuple[Any, int, str]] = [
         ({"symbol": "NOPE", "condition": "above", "threshold": "1"}, 404, "unknown symbol NOPE; known symbols: "),
-        ({"symbol": "B.AD", "condition": "above", "threshold": "1"}, 400, "bad symbol"),
+        ({"symbol": "B..AD", "condition": "above", "threshold": "1"}, 400, "bad symbol"),
         ({"symbol": "BAD", "condition": "above", "threshold": "NaN"}, 400, "not a positive decimal price"),
         ({"symbol": "BAD", "condition": "above", "threshold": "-1"}, 400, "not a positive decimal price"),
         ({"symbol": "BAD", "condition": "below", "threshold": "0"}, 400, "above zero"),

@@ -67,7 +67,7 @@ def test_options_are_checked() -> None:
         WsBenchOptions(seconds=0),
         WsBenchOptions(rate=0),
         WsBenchOptions(symbols=[]),
-        WsBenchOptions(symbols=["A.B"]),
+        WsBenchOptions(symbols=["A..B"]),
         WsBenchOptions(symbols=["AAPL"], channels_per_client=2),
         WsBenchOptions(workers=0),
     ):

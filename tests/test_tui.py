@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -350,8 +351,10 @@ def test_tui_web_serve_builds_a_loopback_server(monkeypatch: pytest.MonkeyPatch,
         web.Server, "serve", lambda self, debug=False: served.update(cmd=self.command, url=self.public_url)
     )
     url = web.serve(Settings(home=tmp_path / "h"), port=8123)
-    assert url == "http://127.0.0.1:8123" and served["url"] == url
-    assert served["cmd"].endswith("-m tui")
+    # The printed URL carries the run's secret; the server's own public URL is the bare one.
+    assert served["url"] == "http://127.0.0.1:8123"
+    assert re.fullmatch(r"http://127\.0\.0\.1:8123/\?token=[A-Za-z0-9_-]{40,}", url), url
+    assert served["cmd"].startswith("exec ") and served["cmd"].endswith("-m tui")
     assert os.environ.get("STOCKCTL_HOME") == str(tmp_path / "h")
 
 
