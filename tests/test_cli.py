@@ -231,6 +231,27 @@ def test_watch_streams_live_quotes_as_json_lines(cli: Cli) -> None:
     assert seqs == sorted(seqs)
 
 
+def test_watch_json_into_a_pipe_that_closes_ends_quietly(cli: Cli) -> None:
+    # `stockctl watch AAPL --json | head -1`: the reader leaves; no traceback, no hang.
+    cli.up()
+    wait_for(lambda: {r["symbol"] for r in cli.json("prices")} >= SEED, 30)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "stockctl", "watch", "AAPL", "--json"],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert watch.stdout is not None and watch.stderr is not None
+    first = watch.stdout.readline()
+    assert json.loads(first)["symbol"] == "AAPL"
+    watch.stdout.close()  # what `head -1` does after its line
+
+    watch.wait(timeout=30)
+    err = watch.stderr.read().decode()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert watch.returncode == 0, err
+
+
 def test_logs_show_the_component_log(cli: Cli) -> None:
     cli.run("up", check=True)
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from typing import Annotated
 
 import msgspec
 import typer
 
 from stockctl.alerts import Alert, AlertIn, alert_decoder, describe, parse_request
-from stockctl.cli.common import JsonOpt, console, fmt_time, get_settings, print_json
+from stockctl.cli.common import JsonOpt, console, emit_line, fmt_time, get_settings, print_json
 from stockctl.cli.tables import Col, fitted_table
 from stockctl.client import GatewayClient, stream
 from stockctl.errors import UsageError
@@ -126,8 +125,8 @@ def watch(
                 continue  # the snapshot lists what is set; `alert list` shows it
             a = alert_decoder.decode(data)
             if json_out:
-                sys.stdout.write(json.dumps(msgspec.to_builtins(a)) + "\n")
-                sys.stdout.flush()
+                if not emit_line(json.dumps(msgspec.to_builtins(a))):
+                    return
             else:
                 signal = f" on a {a.signal} crossover" if a.signal else ""
                 console.print(

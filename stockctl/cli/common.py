@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Annotated, Any
@@ -32,6 +33,21 @@ def get_settings(**overrides: Any) -> Settings:
         raise UsageError(
             f"bad {field}: {msg}", f"check --{field.replace('_', '-')} or STOCKCTL_{field.upper()}"
         ) from None
+
+
+def emit_line(text: str) -> bool:
+    """Write one line of a live stream to stdout; False once the reader has gone (``| head``).
+
+    A closed pipe ends the stream quietly: stdout is pointed at /dev/null so that the exit's
+    flush cannot fail again, and the caller stops reading.
+    """
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
 
 
 def print_json(obj: Any) -> None:

@@ -19,6 +19,7 @@ from rich.table import Table
 from stockctl.cli.common import (
     JsonOpt,
     console,
+    emit_line,
     fmt_time,
     get_settings,
     iso_time,
@@ -343,8 +344,8 @@ def watch(
                 if json_out:
                     doc = msgspec.to_builtins(item)
                     doc["type"] = kind
-                    sys.stdout.write(json.dumps(doc) + "\n")
-                    sys.stdout.flush()
+                    if not emit_line(json.dumps(doc)):
+                        return
                 else:
                     board.update(item)
                     live.update(board.render())
