@@ -52,7 +52,21 @@ log = logging.getLogger("stockctl.processor")
 GAP_GRACE_S = 15.0
 """How long a missing tick may still turn up (a publisher retrying after a NATS outage
 publishes it behind newer ones) before the processor gives up on it and moves on."""
-HOLD_DELAY_S = 0.2
+
+
+@dataclass
+class Early:
+    """A tick that arrived before one it follows: kept unacked until its turn comes.
+
+    Kept in memory rather than nak'd for redelivery: after a NATS restart the missing
+    tick can be stored hundreds of messages later, and nak'd ticks come back out of
+    order again, so a redelivery loop never settles. Unacked, they are redelivered to
+    the next run if this one dies, so nothing is lost.
+    """
+
+    tick: Tick
+    sseq: int
+    msgs: list[Msg]
 
 
 @dataclass
@@ -67,8 +81,18 @@ class Plan:
     signals: dict[str, list[bytes]] = field(default_factory=dict)
     outbox: list[tuple[str, bytes]] = field(default_factory=list)
     encoded: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)
-    held: list[Msg] = field(default_factory=list)
-    """Ticks that arrived before a missing one: not acked, redelivered after a short delay."""
+    kept: set[int] = field(default_factory=set)
+    """``id()`` of the messages held back in the reorder buffer: not acked by this batch."""
+    released: list[Msg] = field(default_factory=list)
+    """Messages of earlier batches applied by this one, from the reorder buffer: acked with it."""
+
+    def release(self, msgs: list[Msg]) -> None:
+        """Held messages are applied now: ack them with this batch, wherever they arrived."""
+        for m in msgs:
+            if id(m) in self.kept:
+                self.kept.discard(id(m))
+            else:
+                self.released.append(m)
 
     def add(self, state: SymbolState, applied: Applied) -> None:
         sym = state.symbol
@@ -109,6 +133,8 @@ class Processor:
         self.states: dict[str, SymbolState] = {}
         self.redis_state = StateLog(log, "Redis")
         self.gap_since: dict[str, float] = {}
+        self.early: dict[str, dict[int, Early]] = {}
+        """Per symbol, ticks that arrived before a missing one, by tick sequence."""
 
     # --- state ------------------------------------------------------------------------
 
@@ -148,9 +174,16 @@ class Processor:
     # --- one batch --------------------------------------------------------------------
 
     async def handle(self, batch: list[Msg]) -> None:
-        """Apply, commit, ack, publish. Retries the whole batch until Redis takes it."""
+        """Apply, commit, ack, publish. Retries the whole batch until Redis takes it.
+
+        An empty batch still runs: it is how a gap that outlived its grace period is
+        given up on in a quiet stream.
+        """
         attempt = 0
         while True:
+            # The reorder buffer is part of the state a failed commit rolls back.
+            early = {sym: dict(b) for sym, b in self.early.items()}
+            gap_since = dict(self.gap_since)
             try:
                 plan = await self._plan(batch)
                 await self._commit(plan)
@@ -160,23 +193,25 @@ class Processor:
                 # In-memory state may be ahead of Redis now: reload it after the outage.
                 self.redis_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying batch")
                 self.status.incr("redis_errors")
+                self.early, self.gap_since = early, gap_since
                 await backoff_sleep(attempt, self.stop)
                 attempt += 1
                 if self.stop.is_set():
                     return  # not acked: redelivered to the next run
                 with contextlib.suppress(RedisError):
                     await self.restore_all()
-        held = {id(m) for m in plan.held}
+        for msg in plan.released:
+            await msg.ack()
         for msg in batch:
-            if id(msg) in held:
-                await msg.nak(delay=HOLD_DELAY_S)
-            else:
+            if id(msg) not in plan.kept:
                 await msg.ack()
         for subject, data in plan.outbox:
             await self.nc.publish(subject, data)
         for (sym, iv), by_start in plan.encoded.items():
             await self.nc.publish(names.candle_subject(sym, iv), by_start[max(by_start)])
-        self.status.incr("batches")
+        if batch:
+            self.status.incr("batches")
+        self.status.info["early"] = sum(len(b) for b in self.early.values())
 
     async def _plan(self, batch: list[Msg]) -> Plan:
         plan = Plan()
@@ -187,6 +222,7 @@ class Processor:
                 log.error("dropping malformed tick on %s: %s", msg.subject, exc)
                 self.status.incr("malformed")
                 await msg.term()
+                plan.kept.add(id(msg))  # terminated, not acked
                 continue
             sseq = msg.metadata.sequence.stream
             state = self.states.get(tick.symbol)
@@ -195,50 +231,96 @@ class Processor:
                 plan.new_symbols.add(tick.symbol)
             verdict = state.classify(tick, sseq)
             if verdict is Verdict.GAP:
-                await self._fill_gap(state, tick, sseq, plan)
-                if state.last_seq + 1 < tick.seq and not self._give_up_waiting(state, tick):
-                    plan.held.append(msg)
-                    self.status.incr("held")
-                    continue
-                verdict = Verdict.APPLY
-            elif verdict is Verdict.RESET:
+                if tick.symbol not in self.early:
+                    await self._look_back(state, sseq)
+                self._keep(tick, sseq, msg, plan)
+                self._drain(state, plan)
+                continue
+            if verdict is Verdict.RESET:
                 log.warning("%s: publisher restarted its sequence at 1", tick.symbol)
+                self.early.pop(tick.symbol, None)
                 verdict = Verdict.APPLY
             if verdict is Verdict.APPLY:
-                plan.add(state, state.apply(tick, sseq))
-                self.gap_since.pop(tick.symbol, None)
-                self.status.incr("ticks")
+                self._apply(state, tick, sseq, plan)
             else:
                 self.status.incr(verdict.value)
+        self._give_up_on_old_gaps(plan)
         return plan
 
-    def _give_up_waiting(self, state: SymbolState, tick: Tick) -> bool:
-        """True once a gap has lasted past the grace period: those ticks are not coming."""
-        since = self.gap_since.setdefault(tick.symbol, time.monotonic())
-        if time.monotonic() - since < GAP_GRACE_S:
-            return False
-        lost = tick.seq - state.last_seq - 1
-        log.warning("%s: giving up on %d missing ticks before seq %d", tick.symbol, lost, tick.seq)
-        self.status.incr("gap_lost", lost)
-        return True
+    def _keep(self, tick: Tick, sseq: int, msg: Msg, plan: Plan) -> None:
+        """Hold a tick that is ahead of a missing one; a redelivery joins the one held."""
+        held = self.early.setdefault(tick.symbol, {})
+        if tick.seq in held:
+            held[tick.seq].msgs.append(msg)
+        else:
+            held[tick.seq] = Early(tick, sseq, [msg])
+        self.gap_since.setdefault(tick.symbol, time.monotonic())
+        plan.kept.add(id(msg))
+        self.status.incr("held")
 
-    async def _fill_gap(self, state: SymbolState, tick: Tick, sseq: int, plan: Plan) -> None:
-        """Apply missing ticks of this symbol that the stream holds (redelivery can reorder)."""
-        subject = names.tick_subject(tick.symbol)
+    async def _look_back(self, state: SymbolState, sseq: int) -> None:
+        """Once per gap: hold what the stream already has of it, earlier than this tick.
+
+        Those are ticks delivered to a processor that died before acking them: the
+        server redelivers them only after ``ack_wait``, so they are read directly.
+        Their own redelivery later is a duplicate.
+        """
+        subject = names.tick_subject(state.symbol)
         cursor = state.last_sseq + 1
-        while cursor < sseq and state.last_seq + 1 < tick.seq:
+        held = self.early.setdefault(state.symbol, {})
+        while cursor < sseq:
             try:
                 raw = await self.js.get_msg(names.TICK_STREAM, seq=cursor, subject=subject, next=True)
             except nats.js.errors.NotFoundError:
                 break
             if raw.seq is None or raw.seq >= sseq:
                 break
-            missing = tick_decoder.decode(raw.data)
-            if missing.seq == state.last_seq + 1:
-                plan.add(state, state.apply(missing, raw.seq))
-                self.status.incr("ticks")
-                self.status.incr("gap_filled")
+            found = tick_decoder.decode(raw.data)
+            if found.seq > state.last_seq and found.seq not in held:
+                held[found.seq] = Early(found, raw.seq, [])
             cursor = raw.seq + 1
+
+    def _apply(self, state: SymbolState, tick: Tick, sseq: int, plan: Plan) -> None:
+        """Apply one tick, then every held tick that now follows on."""
+        plan.add(state, state.apply(tick, sseq))
+        self.status.incr("ticks")
+        self._drain(state, plan, progressed=True)
+
+    def _drain(self, state: SymbolState, plan: Plan, progressed: bool = False) -> None:
+        """Apply the held ticks that follow on from the last applied one."""
+        held = self.early.get(state.symbol)
+        while held and state.last_seq + 1 in held:
+            progressed = True
+            nxt = held.pop(state.last_seq + 1)
+            plan.add(state, state.apply(nxt.tick, nxt.sseq))
+            self.status.incr("ticks")
+            self.status.incr("gap_filled")
+            plan.release(nxt.msgs)
+        if held and progressed:
+            # Still waiting for a later missing tick: its grace period starts now.
+            for seq in [seq for seq in held if seq <= state.last_seq]:  # duplicates of what is applied
+                plan.release(held.pop(seq).msgs)
+            self.gap_since[state.symbol] = time.monotonic()
+        if not held:
+            self.early.pop(state.symbol, None)
+            self.gap_since.pop(state.symbol, None)
+
+    def _give_up_on_old_gaps(self, plan: Plan) -> None:
+        """A gap that outlived :data:`GAP_GRACE_S`: those ticks are not coming; move on."""
+        now = time.monotonic()
+        for sym in [s for s, since in self.gap_since.items() if now - since >= GAP_GRACE_S]:
+            held = self.early.get(sym)
+            state = self.states[sym]
+            if not held:
+                self.gap_since.pop(sym, None)
+                continue
+            first = min(held)
+            lost = first - state.last_seq - 1
+            log.warning("%s: giving up on %d missing ticks before seq %d", sym, lost, first)
+            self.status.incr("gap_lost", lost)
+            nxt = held.pop(first)
+            plan.release(nxt.msgs)
+            self._apply(state, nxt.tick, nxt.sseq, plan)
 
     async def _commit(self, plan: Plan) -> None:
         if not plan.touched:
@@ -319,6 +401,8 @@ async def run(settings: Settings) -> None:
             try:
                 first = await asyncio.wait_for(inbox.get(), 0.5)
             except TimeoutError:
+                if proc.gap_since:
+                    await proc.handle([])  # a quiet stream still gives up on a gap in time
                 continue
             batch = [first]
             while len(batch) < limit and not inbox.empty():

@@ -56,26 +56,42 @@ class TickPublisher:
         self._resend = False
 
     def reconnected(self) -> None:
-        """After a reconnect, resend what is unconfirmed before anything new.
+        """After a reconnect, resend what is unconfirmed, in order, before anything new.
 
         A tick written just before the server went away may be lost while the ones
         buffered after it are delivered; resending at once keeps the gap short and
         the processor waits for the missing tick instead of skipping it.
         """
         self._resend = True
+        self._abandon_futures()
+
+    def _abandon_futures(self) -> None:
+        """Cancel the acks still awaited: a lost publish's ack never comes, and until its
+        future is done it holds one of nats-py's ``publish_async_max_pending`` permits
+        (4,000 leaked permits stall every later publish). What they covered is resent."""
+        for i, (fut, subject, payload, headers) in enumerate(self._pending):
+            if fut is not None and not fut.done():
+                fut.cancel()
+                self._pending[i] = (None, subject, payload, headers)
 
     async def publish(self, tick: Tick) -> None:
-        if self._resend:
+        if self._resend and self._nc.is_connected:
             self._resend = False
             await self._republish_all()
         subject = names.tick_subject(tick.symbol)
         payload = encode(tick)
         headers = {MSG_ID: f"{tick.symbol}:{tick.seq}"}
-        fut: asyncio.Future | None
-        try:
-            fut = await self._js.publish_async(subject, payload, headers=headers, wait_stall=5.0)
-        except Exception:
-            fut = None
+        fut: asyncio.Future | None = None
+        if self._nc.is_connected and not self._resend:
+            # Not while disconnected: nats-py would buffer it and flush it on reconnect,
+            # ahead of the resend of what the old server lost, out of order.
+            try:
+                fut = await self._js.publish_async(subject, payload, headers=headers, wait_stall=5.0)
+                fut.add_done_callback(_retrieve)
+            except Exception:
+                fut = None
+        else:
+            self._resend = True
         self._pending.append((fut, subject, payload, headers))
         self._status.incr("ticks")
         if len(self._pending) >= self._window:
@@ -95,9 +111,13 @@ class TickPublisher:
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), 5.0)
                     ok = True
+                except asyncio.CancelledError:
+                    if not fut.cancelled():
+                        raise  # this task is being cancelled, not the ack abandoned
                 except Exception:
                     ok = False
             if not ok:
+                self._abandon_futures()
                 await self._republish_all()
                 return
             self._pending.popleft()
@@ -126,6 +146,12 @@ class TickPublisher:
             self._pending.popleft()
             self._state.set("ok")
             attempt = 0
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    """Mark a failed ack as seen: the tick it covered is resent, so the error is handled."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class _Hook:

@@ -240,12 +240,48 @@ def test_processor_rides_out_a_redis_restart(own_servers, tmp_path: Path, daemon
     assert "Redis ok" in log
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open: after a NATS restart the publisher can lose the ticks of its first ~2 s "
-    "(seen 2 of 3 runs on 2026-12-01: seqs 55-260 never stored, nor resent; the processor gives up after "
-    "15 s). Marked so that it is reported, not hidden: fix TickPublisher's in-order resend, then drop this.",
-)
+def publish_raw(url: str, ticks: list[Tick]) -> None:
+    """Store ``ticks`` in the tick stream in exactly this order, as a publisher retrying would."""
+    from stockctl.wire import encode
+
+    async def send() -> None:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        try:
+            for t in ticks:
+                await js.publish(
+                    names.tick_subject(t.symbol), encode(t), headers={"Nats-Msg-Id": f"{t.symbol}:{t.seq}"}
+                )
+        finally:
+            await nc.close()
+
+    asyncio.run(send())
+
+
+def test_a_tick_stored_late_is_applied_in_order_without_waiting_out_the_grace(clean, tmp_path: Path, daemons) -> None:
+    # Arrange: MSFT 52 is stored 150 messages after 53, as after a NATS restart (a tick lost
+    # by the stopping server, resent behind the ones nats-py flushed on reconnect).
+    seqs = [*range(1, 52), *range(53, 203), 52, *range(203, 301)]
+    ticks = [Tick("MSFT", f"{300 + n % 7}.25", 1_700_000_000_000_000_000 + n * 10**6, n, 1) for n in seqs]
+    settings = make_settings(clean, tmp_path / "home", symbols=["MSFT"])
+    r = r_of(clean)
+
+    proc = daemons("processor", settings)  # it makes the stream
+
+    # Act
+    publish_raw(clean.nats_url, ticks)
+
+    # Assert: every tick once, in tick order, well inside the 15 s grace (nothing given up on)
+    wait_for(lambda: quote_seq(r, "MSFT") == 300, 10, what="MSFT 300 applied")
+    assert [p.seq for p in history(r, "MSFT")] == list(range(1, 301))
+    assert "giving up" not in proc.log()
+    wait_for(
+        lambda: json.loads(proc.status_path.read_text())["counters"].get("gap_filled", 0) >= 150,
+        5,
+        what="the 150 held ticks counted as filled in status",
+    )
+
+
 def test_processor_rides_out_a_nats_restart(own_servers, tmp_path: Path, daemons) -> None:
     # Arrange
     n = 500
@@ -266,5 +302,8 @@ def test_processor_rides_out_a_nats_restart(own_servers, tmp_path: Path, daemons
     for sym in settings.symbols:
         assert [p.seq for p in history(r, sym)] == list(range(1, n + 1))
     assert proc.log().count("disconnected") == 1
+    # The publisher resent what the old server lost at once, without stalling on acks that
+    # never come (a 5 s stall showed as "pace behind: skipping ... ticks").
+    assert "pace behind" not in pub.log() and "giving up" not in proc.log()
     status = json.loads(proc.status_path.read_text())
     assert status["counters"].get("ticks", 0) >= 1
