@@ -29,12 +29,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from redis.exceptions import RedisError
 
-from stockctl import names
-from stockctl.alerts import Alert, AlertIndex, change_decoder, describe, encode, fired
-from stockctl.alertstore import AlertStore
-from stockctl.money import to_units
-from stockctl.ops import start_ops
-from stockctl.service import (
+from stockctl.alerts.rules import Alert, AlertIndex, change_decoder, describe, encode, fired
+from stockctl.alerts.store import AlertStore
+from stockctl.marketdata.money import to_units
+from stockctl.runtime.ops import start_ops
+from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
@@ -45,7 +44,8 @@ from stockctl.service import (
     until_ready,
 )
 from stockctl.settings import Settings, mask_url
-from stockctl.wire import point_decoder, quote_decoder, signal_decoder
+from stockctl.wire import names
+from stockctl.wire.marketdata import point_decoder, quote_decoder, signal_decoder
 
 log = logging.getLogger("stockctl.alerts")
 

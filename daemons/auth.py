@@ -48,7 +48,9 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stockctl.accounts import (
+from stockctl.auth.proxies import PROXY_SECRET_HEADER, TrustedProxies, load_proxy_secret, secret_matches
+from stockctl.auth.tokens import TokenError, TokenSigner, TokenVerifier
+from stockctl.auth.users import (
     LOOKALIKE,
     MAX_PASSWORD_CHARS,
     InvalidEmail,
@@ -61,12 +63,10 @@ from stockctl.accounts import (
     normalise_email,
     verify_password,
 )
-from stockctl.ops import BodyLimit, HttpMetrics, start_ops
-from stockctl.proxies import PROXY_SECRET_HEADER, TrustedProxies, load_proxy_secret, secret_matches
-from stockctl.service import StateLog, StatusFile, main, open_redis, shutdown_event
+from stockctl.runtime.ops import BodyLimit, HttpMetrics, start_ops
+from stockctl.runtime.service import StateLog, StatusFile, main, open_redis, shutdown_event
 from stockctl.settings import Settings
-from stockctl.strictjson import duplicate_key
-from stockctl.tokens import TokenError, TokenSigner, TokenVerifier
+from stockctl.wire.strictjson import duplicate_key
 
 log = logging.getLogger("stockctl.auth")
 

@@ -29,10 +29,10 @@ from stockctl.feeds import FeedHealth, Trade, parse_feed
 from stockctl.feeds.binance import BinanceAdapter
 from stockctl.feeds.coinbase import CoinbaseAdapter
 from stockctl.feeds.runner import run_feed
-from stockctl.ops import start_ops
-from stockctl.service import StatusFile, ensure_tick_stream, main, open_nats, shutdown_event, until_ready
+from stockctl.runtime.ops import start_ops
+from stockctl.runtime.service import StatusFile, ensure_tick_stream, main, open_nats, shutdown_event, until_ready
 from stockctl.settings import Settings
-from stockctl.wire import Tick
+from stockctl.wire.marketdata import Tick
 
 log = logging.getLogger("stockctl.feeds")
 

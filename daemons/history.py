@@ -27,11 +27,10 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
-from stockctl import names
 from stockctl.history import HistoryStore, TickRow, open_store, retention_cutoff
-from stockctl.money import PriceError, to_units
-from stockctl.ops import start_ops
-from stockctl.service import (
+from stockctl.marketdata.money import PriceError, to_units
+from stockctl.runtime.ops import start_ops
+from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
@@ -43,7 +42,8 @@ from stockctl.service import (
     until_ready,
 )
 from stockctl.settings import Settings
-from stockctl.wire import tick_decoder
+from stockctl.wire import names
+from stockctl.wire.marketdata import tick_decoder
 
 log = logging.getLogger("stockctl.history")
 

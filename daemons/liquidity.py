@@ -21,12 +21,12 @@ from decimal import Decimal
 import msgspec
 from nats.aio.msg import Msg
 
-from stockctl import names
-from stockctl.exchange.wire import CancelAll, Fund, Place, Trade, event_decoder
-from stockctl.exchange.wire import encode as ex_encode
-from stockctl.ops import start_ops
-from stockctl.service import StatusFile, backoff_sleep, main, open_nats, shutdown_event
+from stockctl.runtime.ops import start_ops
+from stockctl.runtime.service import StatusFile, backoff_sleep, main, open_nats, shutdown_event
 from stockctl.settings import Settings
+from stockctl.wire import names
+from stockctl.wire.exchange import CancelAll, Fund, Place, Trade, event_decoder
+from stockctl.wire.exchange import encode as ex_encode
 
 log = logging.getLogger("stockctl.liquidity")
 

@@ -28,12 +28,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from redis.exceptions import RedisError
 
-from stockctl import names
-from stockctl.candles import CandleState
-from stockctl.ops import start_ops
-from stockctl.processing import Applied, SymbolState, Verdict, candle_of
-from stockctl.seeds import STOCK_PRICES_SUBJECT, stock_price
-from stockctl.service import (
+from stockctl.marketdata.candles import CandleState
+from stockctl.marketdata.processing import Applied, SymbolState, Verdict, candle_of
+from stockctl.runtime.ops import start_ops
+from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
@@ -45,7 +43,9 @@ from stockctl.service import (
     until_ready,
 )
 from stockctl.settings import Settings
-from stockctl.wire import Tick, candle_decoder, encode, point_decoder, tick_decoder
+from stockctl.wire import names
+from stockctl.wire.marketdata import Tick, candle_decoder, encode, point_decoder, tick_decoder
+from stockctl.wire.seeds import STOCK_PRICES_SUBJECT, stock_price
 
 log = logging.getLogger("stockctl.processor")
 

@@ -19,12 +19,11 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from stockctl import names
-from stockctl.gbm import make_walks
-from stockctl.money import from_units, to_units
-from stockctl.ops import start_ops
-from stockctl.replay import ReplayError, read_rows, validate
-from stockctl.service import (
+from stockctl.marketdata.gbm import make_walks
+from stockctl.marketdata.money import from_units, to_units
+from stockctl.marketdata.replay import ReplayError, read_rows, validate
+from stockctl.runtime.ops import start_ops
+from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
@@ -35,7 +34,8 @@ from stockctl.service import (
     until_ready,
 )
 from stockctl.settings import Settings
-from stockctl.wire import Tick, encode, tick_decoder
+from stockctl.wire import names
+from stockctl.wire.marketdata import Tick, encode, tick_decoder
 
 log = logging.getLogger("stockctl.publisher")
 

@@ -16,10 +16,10 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stockctl.errors import StockctlError
-from stockctl.symbols import parse_symbol
+from stockctl.wire.symbols import parse_symbol
 
 if TYPE_CHECKING:
-    from stockctl.infra import ServerCredentials
+    from stockctl.instance.infra import ServerCredentials
 
 ENV_PREFIX = "STOCKCTL_"
 
@@ -363,7 +363,7 @@ class Settings(BaseSettings):
     @field_validator("candle_intervals")
     @classmethod
     def _intervals(cls, value: list[str]) -> list[str]:
-        from stockctl.candles import parse_interval  # local: avoid an import cycle
+        from stockctl.marketdata.candles import parse_interval  # local: avoid an import cycle
 
         for iv in value:
             parse_interval(iv)
@@ -447,7 +447,7 @@ class Settings(BaseSettings):
 
     def server_credentials(self) -> ServerCredentials:
         """The embedded servers' credentials of this state dir (generated on first use)."""
-        from stockctl.infra import load_credentials  # local: infra is not needed to read settings
+        from stockctl.instance.infra import load_credentials  # local: infra is not needed to read settings
 
         return load_credentials(self.secrets_dir)
 

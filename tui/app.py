@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from stockctl.alerts import Alert, describe
+from stockctl.alerts.rules import Alert, describe
 from stockctl.errors import StockctlError
 from stockctl.settings import Settings
 from tui.messages import (
@@ -266,7 +266,7 @@ class StockApp(App[None]):
 
     @work(thread=True, exclusive=True, group="initial")
     def _load_initial(self) -> None:
-        from stockctl.credentials import NotLoggedIn
+        from stockctl.client.credentials import NotLoggedIn
 
         try:
             api = self.source.api()
@@ -325,7 +325,7 @@ class StockApp(App[None]):
 
     @work(exclusive=True, group="feed")
     async def _run_feed(self, groups: list[list[str]]) -> None:
-        from stockctl.credentials import NotLoggedIn
+        from stockctl.client.credentials import NotLoggedIn
 
         def on_frame(kind: str, channel: str, data: bytes) -> None:
             for msg in self.router.route(kind, channel, data):
@@ -644,7 +644,7 @@ class StockApp(App[None]):
             lists = None
         if lists is None or len(lists.names) == 1:
             if lists is not None:
-                from stockctl.credentials import config_dir
+                from stockctl.client.credentials import config_dir
 
                 where = config_dir() / "watchlists.toml"
                 self.notify(f'no watchlists: add name = ["SYM", ...] lines to {where}', timeout=4)

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from stockctl import benchkit
+from stockctl.bench import kit as benchkit
 from stockctl.errors import UsageError
 
 DEFAULT_RATE = 1_000
@@ -109,7 +109,7 @@ class SyntheticSource:
     live = True
 
     def __init__(self, opts: TuiBenchOptions) -> None:
-        from stockctl.wire import PricePoint, Quote
+        from stockctl.wire.marketdata import PricePoint, Quote
         from tui.source import FrozenData
 
         self.opts = opts
@@ -143,7 +143,7 @@ class SyntheticSource:
         return time.time_ns()
 
     def _frame(self, i: int) -> tuple[str, bytes]:
-        from stockctl.wire import Quote
+        from stockctl.wire.marketdata import Quote
 
         sym = self.names[i % len(self.names)]
         p = self.prices[sym] * (1 + self.rng.gauss(0, 0.0005))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from stockctl.wire import PricePoint, Quote, Signal
+from stockctl.wire.marketdata import PricePoint, Quote, Signal
 from tui.source import FrozenData
 from tui.widgets.price_chart import crossovers, sma
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from textual.message import Message
 
-from stockctl.alerts import Alert
-from stockctl.wire import Quote, Signal
+from stockctl.alerts.rules import Alert
+from stockctl.wire.marketdata import Quote, Signal
 
 
 class QuoteArrived(Message):

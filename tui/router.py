@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 from textual.message import Message
 
-from stockctl.alerts import Alert, AlertList
-from stockctl.wire import Quote, Signal
+from stockctl.alerts.rules import Alert, AlertList
+from stockctl.wire.marketdata import Quote, Signal
 from tui.messages import (
     AlertFired,
     AlertsSnapshot,

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from stockctl.alerts import Alert, AlertAdded, AlertIn, AlertList, parse_request
+from stockctl.alerts.rules import Alert, AlertAdded, AlertIn, AlertList, parse_request
 from stockctl.settings import Settings
-from stockctl.wire import Candle, PricePoint, Quote, Signal
+from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal
 
 FrameHandler = Callable[[str, str, bytes], None]
 StateHandler = Callable[[str, str], None]
@@ -63,7 +63,7 @@ class GatewaySource:
     live = True
 
     def __init__(self, settings: Settings, token: str | None = None) -> None:
-        from stockctl.credentials import LiveSession
+        from stockctl.client.credentials import LiveSession
 
         self.settings = settings
         self.session = LiveSession(settings, token)
@@ -76,7 +76,7 @@ class GatewaySource:
         self.access_token()
 
     def api(self) -> Api:
-        from stockctl.client import GatewayClient
+        from stockctl.client.api import GatewayClient
 
         return GatewayClient(self.settings, token=self.access_token())
 
@@ -93,7 +93,7 @@ class GatewaySource:
         down) is reported through ``on_error`` and the others keep flowing. Raises NotLoggedIn
         when the login is gone.
         """
-        from stockctl.client import live_frames
+        from stockctl.client.api import live_frames
 
         frames = live_frames(
             self.settings, groups, self.session, on_state=on_state, max_attempts=None, max_backoff_s=MAX_BACKOFF_S

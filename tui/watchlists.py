@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stockctl.credentials import config_dir
+from stockctl.client.credentials import config_dir
 
 ALL = "all"
 FILES = ("watchlists.toml", "watchlists.json")

@@ -37,8 +37,8 @@ from typing import Any
 from aiohttp import web
 from textual_serve.server import Server
 
-from stockctl import infra
 from stockctl.errors import StockctlError
+from stockctl.instance import infra
 from stockctl.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -65,18 +65,16 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
-from daemons import gateway_seeds
-from stockctl import names
-from stockctl.alerts import alert_decoder, alert_in_decoder
-from stockctl.alertstore import AlertStore, TooManyAlerts
+from daemons.gateway import seeds as gateway_seeds
+from stockctl.alerts.rules import alert_decoder, alert_in_decoder
+from stockctl.alerts.store import AlertStore, TooManyAlerts
+from stockctl.auth.proxies import PROXY_SECRET_HEADER, TrustedProxies, load_proxy_secret
+from stockctl.auth.tokens import Claims, TokenError, TokenVerifier
 from stockctl.errors import NotFound, StockctlError, UsageError
-from stockctl.exchange.wire import Amend, Cancel, CancelAll, Fund, Place, Trade, event_decoder, expire_at_ns
-from stockctl.exchange.wire import encode as ex_encode
 from stockctl.history.reads import HistoryReader
-from stockctl.marketstore import MarketStore, check_symbol
-from stockctl.ops import REQUEST_ID_HEADER, BodyLimit, HttpMetrics, bound, new_request_id, start_ops
-from stockctl.proxies import PROXY_SECRET_HEADER, TrustedProxies, load_proxy_secret
-from stockctl.service import (
+from stockctl.marketdata.store import MarketStore, check_symbol
+from stockctl.runtime.ops import REQUEST_ID_HEADER, BodyLimit, HttpMetrics, bound, new_request_id, start_ops
+from stockctl.runtime.service import (
     HeapFreezer,
     StatusFile,
     UvicornServer,
@@ -87,8 +85,10 @@ from stockctl.service import (
     shutdown_event,
 )
 from stockctl.settings import Settings
-from stockctl.strictjson import duplicate_key
-from stockctl.tokens import Claims, TokenError, TokenVerifier
+from stockctl.wire import names
+from stockctl.wire.exchange import Amend, Cancel, CancelAll, Fund, Place, Trade, event_decoder, expire_at_ns
+from stockctl.wire.exchange import encode as ex_encode
+from stockctl.wire.strictjson import duplicate_key
 
 log = logging.getLogger("stockctl.gateway")
 

@@ -49,12 +49,12 @@ from fastapi.responses import Response
 from redis.exceptions import RedisError
 from starlette.convertors import Convertor, register_url_convertor
 
-from stockctl import names
+from stockctl.auth.tokens import Claims
 from stockctl.errors import NotFound, StockctlError, UsageError
-from stockctl.seeds import encode_numbers, number, rfc3339
 from stockctl.settings import Settings
-from stockctl.tokens import Claims
-from stockctl.wire import Quote, quote_decoder
+from stockctl.wire import names
+from stockctl.wire.marketdata import Quote, quote_decoder
+from stockctl.wire.seeds import encode_numbers, number, rfc3339
 
 log = logging.getLogger("stockctl.gateway.seeds")
 
@@ -144,7 +144,7 @@ def add_routes(
     app: FastAPI, settings: Settings, store: Any, exchange: Any, keys: Any, r: Any, user: Any, proxy: Any
 ) -> None:
     """Mount the seeds' REST endpoints and their WebSocket on ``app`` (see the module docstring)."""
-    from daemons import gateway as gw  # the gateway imports this module: its names are read late
+    from daemons.gateway import core as gw  # the gateway imports this module: its names are read late
 
     market = market_reader(settings, user)
 
@@ -351,6 +351,6 @@ def _book_view(market: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def gw_close_unauthorized() -> int:
-    from daemons import gateway as gw
+    from daemons.gateway import core as gw
 
     return gw.CLOSE_UNAUTHORIZED

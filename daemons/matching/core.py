@@ -44,24 +44,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from redis.exceptions import RedisError
 
-from stockctl import names
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import (
-    Accepted,
-    Amended,
-    Cancelled,
-    Event,
-    Rejected,
-    Time,
-    Trade,
-    Triggered,
-    command_decoder,
-    event_decoder,
-    load_markets,
-)
-from stockctl.exchange.wire import encode as ex_encode
-from stockctl.ops import REQUEST_ID_HEADER, bind, start_ops
-from stockctl.service import (
+from stockctl.runtime.ops import REQUEST_ID_HEADER, bind, start_ops
+from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
@@ -74,7 +59,22 @@ from stockctl.service import (
     until_ready,
 )
 from stockctl.settings import Settings
-from stockctl.wire import Tick, encode, tick_decoder
+from stockctl.wire import names
+from stockctl.wire.exchange import (
+    Accepted,
+    Amended,
+    Cancelled,
+    Event,
+    Rejected,
+    Time,
+    Trade,
+    Triggered,
+    command_decoder,
+    event_decoder,
+    load_markets,
+)
+from stockctl.wire.exchange import encode as ex_encode
+from stockctl.wire.marketdata import Tick, encode, tick_decoder
 
 log = logging.getLogger("stockctl.matching")
 

@@ -24,8 +24,8 @@ from typing import Literal
 import msgspec
 
 from stockctl.errors import UsageError
-from stockctl.money import PriceError, from_units, to_units
-from stockctl.symbols import parse_symbol
+from stockctl.marketdata.money import PriceError, from_units, to_units
+from stockctl.wire.symbols import parse_symbol
 
 Condition = Literal["above", "below", "cross-sma"]
 CONDITIONS: tuple[str, ...] = ("above", "below", "cross-sma")

@@ -12,8 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from stockctl import names
-from stockctl.alerts import (
+from stockctl.alerts.rules import (
     FIRED_KEPT,
     Alert,
     AlertAdded,
@@ -28,11 +27,12 @@ from stockctl.alerts import (
     parse_request,
 )
 from stockctl.errors import NotFound, UsageError
+from stockctl.wire import names
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from stockctl.marketstore import MarketStore
+    from stockctl.marketdata.store import MarketStore
 
 log = logging.getLogger("stockctl.alerts")
 

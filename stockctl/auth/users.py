@@ -35,9 +35,9 @@ from confusable_homoglyphs import confusables
 from email_validator import EmailNotValidError, validate_email
 from redis.exceptions import WatchError
 
-from stockctl import names
 from stockctl.errors import NotFound, ServiceUnavailable, StockctlError, UsageError
 from stockctl.settings import mask_url
+from stockctl.wire import names
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -464,7 +464,7 @@ class UserInfo:
 
 
 def _sync_redis(settings: Settings) -> tuple[redis.Redis, str]:
-    from stockctl.client import resolve_urls
+    from stockctl.client.api import resolve_urls
 
     _, url = resolve_urls(settings)
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5), url
@@ -562,7 +562,7 @@ def announce_disabled(settings: Settings, email: str, timeout_s: float = 2.0) ->
 
     import nats
 
-    from stockctl.client import resolve_urls
+    from stockctl.client.api import resolve_urls
 
     try:
         url, _ = resolve_urls(settings)

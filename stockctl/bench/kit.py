@@ -34,10 +34,10 @@ from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from stockctl import infra
 from stockctl.errors import StartupError, StockctlError, UsageError
-from stockctl.exchange.wire import Accepted, Cancelled, Event, Trade
+from stockctl.instance import infra
 from stockctl.settings import ENV_PREFIX, Settings, mask_url
+from stockctl.wire.exchange import Accepted, Cancelled, Event, Trade
 
 # nats-py (~150 ms to import), httpx and rich are imported where used: the CLI imports this module
 # at start-up for every command, not only for ``stockctl bench``.

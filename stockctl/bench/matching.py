@@ -26,10 +26,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stockctl.benchkit import LiveOrders, ProgressFn, no_progress, percentile, price_text
+from stockctl.bench.kit import LiveOrders, ProgressFn, no_progress, percentile, price_text
 from stockctl.errors import UsageError
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import (
+from stockctl.wire.exchange import (
     DEFAULT_MARKETS,
     Amend,
     Cancel,

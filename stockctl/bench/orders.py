@@ -46,8 +46,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
 
-from stockctl import names
-from stockctl.benchkit import (
+from stockctl.bench.kit import (
     BenchError,
     CpuMeter,
     LadderResult,
@@ -71,7 +70,9 @@ from stockctl.benchkit import (
     wait_until,
 )
 from stockctl.errors import UsageError
-from stockctl.exchange.wire import (
+from stockctl.settings import Settings
+from stockctl.wire import names
+from stockctl.wire.exchange import (
     DEFAULT_MARKETS,
     Accepted,
     Cancel,
@@ -85,7 +86,6 @@ from stockctl.exchange.wire import (
     Trade,
     encode,
 )
-from stockctl.settings import Settings
 
 DEFAULT_RATES: tuple[int, ...] = (500, 1_000, 2_000, 4_000)
 DEFAULT_SECONDS = 5.0

@@ -32,8 +32,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from stockctl import names
-from stockctl.benchkit import (
+from stockctl.bench.kit import (
     BenchError,
     CpuMeter,
     LadderResult,
@@ -55,11 +54,12 @@ from stockctl.benchkit import (
     wait_until,
 )
 from stockctl.errors import UsageError
-from stockctl.gbm import make_walks
-from stockctl.money import from_units
-from stockctl.service import ensure_tick_stream
+from stockctl.marketdata.gbm import make_walks
+from stockctl.marketdata.money import from_units
+from stockctl.runtime.service import ensure_tick_stream
 from stockctl.settings import Settings
-from stockctl.wire import Tick, encode, quote_decoder
+from stockctl.wire import names
+from stockctl.wire.marketdata import Tick, encode, quote_decoder
 
 DEFAULT_RATES: tuple[int, ...] = (1_000, 5_000, 20_000, 50_000)
 DEFAULT_SECONDS = 5.0

@@ -44,8 +44,7 @@ from typing import Any
 import httpx
 from nats.aio.msg import Msg
 
-from stockctl import names
-from stockctl.benchkit import (
+from stockctl.bench.kit import (
     BenchError,
     CpuMeter,
     PrivateStack,
@@ -63,7 +62,8 @@ from stockctl.benchkit import (
 )
 from stockctl.errors import UsageError
 from stockctl.settings import Settings
-from stockctl.symbols import is_symbol
+from stockctl.wire import names
+from stockctl.wire.symbols import is_symbol
 
 DEFAULT_CLIENTS = 1_000
 DEFAULT_SECONDS = 20.0
@@ -657,7 +657,7 @@ async def _worker_main(address: str, wid: int) -> None:
 
 def worker_main(argv: list[str]) -> None:
     """``python -m stockctl.bench_ws HOST:PORT WORKER_ID``: one client worker."""
-    from stockctl.service import raise_fd_limit
+    from stockctl.runtime.service import raise_fd_limit
 
     raise_fd_limit()
     with contextlib.suppress(KeyboardInterrupt):

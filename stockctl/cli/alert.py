@@ -14,10 +14,10 @@ from typing import Annotated
 import msgspec
 import typer
 
-from stockctl.alerts import Alert, AlertIn, alert_decoder, describe, parse_request
+from stockctl.alerts.rules import Alert, AlertIn, alert_decoder, describe, parse_request
 from stockctl.cli.common import JsonOpt, console, emit_line, fmt_time, get_settings, print_json
 from stockctl.cli.tables import Col, fitted_table
-from stockctl.client import GatewayClient, stream
+from stockctl.client.api import GatewayClient, stream
 from stockctl.errors import UsageError
 
 app = typer.Typer(

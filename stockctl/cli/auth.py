@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from stockctl.accounts import list_users, set_disabled
+from stockctl.auth.users import list_users, set_disabled
 from stockctl.cli.common import JsonOpt, console, get_settings, print_json
-from stockctl.credentials import (
+from stockctl.client.credentials import (
     AuthClient,
     AuthError,
     NotLoggedIn,

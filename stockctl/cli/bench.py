@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
-from stockctl.benchkit import (
+from stockctl.bench.kit import (
     best_of,
     cpu_table,
     fmt_ms,
@@ -21,11 +21,11 @@ from stockctl.benchkit import (
 from stockctl.cli.common import JsonOpt, console, err_console, print_json
 
 if TYPE_CHECKING:
-    from stockctl.bench import BenchResult
-    from stockctl.bench_matching import MatchingBenchResult
-    from stockctl.bench_orders import OrdersBenchResult
-    from stockctl.bench_ws import WsBenchResult
-    from stockctl.benchkit import ProgressFn
+    from stockctl.bench.kit import ProgressFn
+    from stockctl.bench.matching import MatchingBenchResult
+    from stockctl.bench.orders import OrdersBenchResult
+    from stockctl.bench.ticks import BenchResult
+    from stockctl.bench.ws import WsBenchResult
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -98,7 +98,7 @@ def ticks(
     json_out: JsonOpt = False,
 ) -> None:
     """Publisher -> processor throughput and latency, beside the raw NATS baseline."""
-    from stockctl.bench import BenchOptions, parse_rates, run_ticks_bench
+    from stockctl.bench.ticks import BenchOptions, parse_rates, run_ticks_bench
 
     opts = BenchOptions.quick() if quick else BenchOptions()
     _given(
@@ -114,7 +114,7 @@ def ticks(
 
 def render(result: BenchResult) -> None:
     """The steps table, where the CPU went, the baseline, and a verdict against the targets."""
-    from stockctl.bench import KEEP_UP_FRACTION, TARGET_P99_MS, TARGET_RATIO
+    from stockctl.bench.ticks import KEEP_UP_FRACTION, TARGET_P99_MS, TARGET_RATIO
 
     table = steps_table(
         f"bench ticks: {len(result.symbols)} symbols, {result.seconds:g}s per rate",
@@ -221,7 +221,7 @@ def ws(
     json_out: JsonOpt = False,
 ) -> None:
     """Many authenticated WebSocket clients on the gateway: connect time, delivery rate and latency, drops."""
-    from stockctl.bench_ws import WsBenchOptions, parse_symbols, run_ws_bench
+    from stockctl.bench.ws import WsBenchOptions, parse_symbols, run_ws_bench
 
     opts = WsBenchOptions.quick() if quick else WsBenchOptions()
     _given(
@@ -243,7 +243,7 @@ BUSY_OTHER_CORES = 0.25
 
 def render_ws(r: WsBenchResult) -> None:
     """Connections, delivery and latency, where the CPU went, and a verdict against the target."""
-    from stockctl.bench_ws import KEEP_UP_FRACTION, TARGET_CLIENTS, TARGET_P99_MS, TARGET_RATE
+    from stockctl.bench.ws import KEEP_UP_FRACTION, TARGET_CLIENTS, TARGET_P99_MS, TARGET_RATE
 
     per = f" x {r.channels_per_client} channels" if r.channels_per_client > 1 else ""
     table = measure_table(
@@ -320,7 +320,7 @@ def feeds(
     json_out: JsonOpt = False,
 ) -> None:
     """Frames/s the Binance adapter normalises, beside a raw websockets receive baseline, in process."""
-    from stockctl.bench_feeds import DEFAULT_FRAMES, QUICK_FRAMES, run_feeds_bench
+    from stockctl.bench.feeds import DEFAULT_FRAMES, QUICK_FRAMES, run_feeds_bench
 
     count = frames if frames is not None else QUICK_FRAMES if quick else DEFAULT_FRAMES
     with err_console.status("bench feeds...", spinner="dots"):
@@ -355,7 +355,7 @@ def matching(
     json_out: JsonOpt = False,
 ) -> None:
     """The matching engine alone, in process: orders/s and per-order latency on a seeded order stream."""
-    from stockctl.bench_matching import DEFAULT_ORDERS, QUICK_ORDERS, run_matching_bench
+    from stockctl.bench.matching import DEFAULT_ORDERS, QUICK_ORDERS, run_matching_bench
 
     count = orders if orders is not None else QUICK_ORDERS if quick else DEFAULT_ORDERS
     rounds = 1 if quick else 3
@@ -366,7 +366,7 @@ def matching(
 
 def render_matching(r: MatchingBenchResult) -> None:
     """Throughput, latency, what the stream did, and a verdict against the target."""
-    from stockctl.bench_matching import TARGET_ORDERS_PER_S
+    from stockctl.bench.matching import TARGET_ORDERS_PER_S
 
     table = measure_table(
         f"bench matching: {r.orders:,} commands, seed {r.seed}, {r.users} users, {', '.join(r.markets)}"
@@ -441,7 +441,7 @@ def orders(
     json_out: JsonOpt = False,
 ) -> None:
     """Orders end to end: submission -> acknowledging reply, beside raw JetStream."""
-    from stockctl.bench_orders import GATEWAY_USERS, OrdersBenchOptions, parse_order_rates, run_orders_bench
+    from stockctl.bench.orders import GATEWAY_USERS, OrdersBenchOptions, parse_order_rates, run_orders_bench
 
     opts = OrdersBenchOptions.quick() if quick else OrdersBenchOptions()
     _given(
@@ -459,7 +459,7 @@ def orders(
 
 def render_orders(r: OrdersBenchResult) -> None:
     """The steps table, where the CPU went, the baseline, and a verdict against the target."""
-    from stockctl.bench_orders import KEEP_UP_FRACTION, TARGET_P99_MS, TARGET_RATE
+    from stockctl.bench.orders import KEEP_UP_FRACTION, TARGET_P99_MS, TARGET_RATE
 
     path = "gateway HTTP" if r.via == "gateway" else "NATS (the gateway's path)"
     table = steps_table(
@@ -550,7 +550,7 @@ def tui(
     json_out: JsonOpt = False,
 ) -> None:
     """The trading terminal under a fast quote feed, headless: input lag, frames/s, redraws/s per widget."""
-    from stockctl.bench_tui import DEFAULT_SECONDS, QUICK_SECONDS, TuiBenchOptions, render, run_tui_bench
+    from tui.bench import DEFAULT_SECONDS, QUICK_SECONDS, TuiBenchOptions, render, run_tui_bench
 
     length = seconds if seconds is not None else QUICK_SECONDS if quick else DEFAULT_SECONDS
     opts = TuiBenchOptions(rate=rate, seconds=length, symbols=symbols)
@@ -576,7 +576,7 @@ def history(
     json_out: JsonOpt = False,
 ) -> None:
     """The history store: N ticks written and read back, beside a raw executemany baseline."""
-    from stockctl.history.bench import DEFAULT_TICKS, QUICK_TICKS, run_history_bench
+    from stockctl.bench.history import DEFAULT_TICKS, QUICK_TICKS, run_history_bench
 
     count = ticks if ticks is not None else QUICK_TICKS if quick else DEFAULT_TICKS
     _run("history", lambda progress: run_history_bench(count, batch, url, progress), render_history, json_out)

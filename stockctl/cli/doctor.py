@@ -15,11 +15,11 @@ from datetime import datetime
 
 import typer
 
-from stockctl import infra
 from stockctl.cli.common import JsonOpt, console, get_settings, print_json
 from stockctl.errors import StockctlError
+from stockctl.instance import infra
+from stockctl.instance.supervisor import read_state, supervisor_pid
 from stockctl.settings import Settings
-from stockctl.supervisor import read_state, supervisor_pid
 
 app = typer.Typer()
 

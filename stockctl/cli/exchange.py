@@ -24,7 +24,7 @@ from rich.table import Table
 
 from stockctl.cli.common import JsonOpt, console, fmt_time, get_settings, print_json
 from stockctl.cli.tables import Col, fitted_table
-from stockctl.client import GatewayClient, normalise_symbol, stream
+from stockctl.client.api import GatewayClient, normalise_symbol, stream
 from stockctl.errors import UsageError
 
 app = typer.Typer()

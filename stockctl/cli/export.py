@@ -22,11 +22,11 @@ from typing import IO, Annotated
 import typer
 
 from stockctl.cli.common import err_console, get_settings
-from stockctl.client import normalise_symbol
+from stockctl.client.api import normalise_symbol
 from stockctl.errors import NotFound, UsageError
 from stockctl.history import HistoryStore, TickRow, open_store
 from stockctl.history.reads import time_range
-from stockctl.money import from_units
+from stockctl.marketdata.money import from_units
 
 app = typer.Typer()
 

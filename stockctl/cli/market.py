@@ -27,9 +27,9 @@ from stockctl.cli.common import (
     signed_style,
 )
 from stockctl.cli.tables import Col, fitted_table
-from stockctl.client import GatewayClient, normalise_symbol, stream
+from stockctl.client.api import GatewayClient, normalise_symbol, stream
 from stockctl.errors import UsageError
-from stockctl.wire import Quote, Signal, quote_decoder, signal_decoder
+from stockctl.wire.marketdata import Quote, Signal, quote_decoder, signal_decoder
 
 app = typer.Typer()
 

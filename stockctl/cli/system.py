@@ -17,14 +17,14 @@ from typing import Annotated, Any
 
 import typer
 
-from stockctl import infra
 from stockctl.cli.common import JsonOpt, console, err_console, fmt_duration, get_settings, print_json
 from stockctl.cli.tables import Col, fitted_table
-from stockctl.client import remove_instance
+from stockctl.client.api import remove_instance
 from stockctl.errors import NotRunningError, StartupError, UsageError
-from stockctl.replay import ReplayError, validate
+from stockctl.instance import infra
+from stockctl.instance.supervisor import read_state, run_foreground, supervisor_pid
+from stockctl.marketdata.replay import ReplayError, validate
 from stockctl.settings import DAEMONS, SERVERS, Settings
-from stockctl.supervisor import read_state, run_foreground, supervisor_pid
 
 app = typer.Typer()
 
@@ -279,7 +279,7 @@ def start_instance(settings: Settings, attach: bool = False, json_out: bool = Fa
         import msgspec
 
         from stockctl.exchange.engine import Exchange
-        from stockctl.exchange.wire import load_markets
+        from stockctl.wire.exchange import load_markets
 
         try:
             Exchange(load_markets(str(settings.markets_file)))

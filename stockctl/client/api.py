@@ -2,7 +2,7 @@
 
 The CLI uses it; so can a bot::
 
-    from stockctl.client import GatewayClient, stream
+    from stockctl.client.api import GatewayClient, stream
     from stockctl.settings import Settings
 
     settings = Settings()
@@ -34,14 +34,14 @@ import httpx
 import msgspec
 import websockets
 
-from stockctl.alerts import Alert, AlertAdded, AlertList
+from stockctl.alerts.rules import Alert, AlertAdded, AlertList
 from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable, StockctlError, UsageError
 from stockctl.settings import Settings, mask_url
-from stockctl.symbols import parse_symbol
-from stockctl.wire import Candle, PricePoint, Quote, Signal
+from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal
+from stockctl.wire.symbols import parse_symbol
 
 if TYPE_CHECKING:
-    from stockctl.credentials import LiveSession, Session
+    from stockctl.client.credentials import LiveSession, Session
 
 
 def instance_path(settings: Settings) -> Path:
@@ -56,7 +56,7 @@ def server_urls_path(settings: Settings) -> Path:
 def write_instance(settings: Settings) -> None:
     """Record how to reach this instance: ``run/instance.json`` with credentials masked, and
     the NATS and Redis URLs as they are in ``secrets/instance-urls.json`` (0600)."""
-    from stockctl.infra import write_private
+    from stockctl.instance.infra import write_private
 
     nats_url, redis_url = settings.effective_nats_url, settings.effective_redis_url
     write_private(server_urls_path(settings), json.dumps({"nats_url": nats_url, "redis_url": redis_url}))
@@ -141,7 +141,7 @@ def _raise_for(resp: httpx.Response) -> None:
     except ValueError:
         detail = resp.text.strip() or resp.reason_phrase
     if resp.status_code == 401:
-        from stockctl.credentials import NotLoggedIn
+        from stockctl.client.credentials import NotLoggedIn
 
         raise NotLoggedIn(detail if isinstance(detail, str) else str(detail))
     if resp.status_code == 404:
@@ -155,7 +155,7 @@ class GatewayClient:
     """Synchronous REST client of the gateway, authenticated with the stored login."""
 
     def __init__(self, settings: Settings, token: str | None = None) -> None:
-        from stockctl.credentials import access_token
+        from stockctl.client.credentials import access_token
 
         self.base_url = resolve_gateway_url(settings)
         self.token = token or access_token(settings)
@@ -340,7 +340,7 @@ async def _keep_renewed(ws: websockets.ClientConnection, session: LiveSession, g
     cannot be reached it retries every second: the token on the socket is still valid, and
     if it expires first, the gateway's 4401 close takes the reconnect path.
     """
-    from stockctl.credentials import NotLoggedIn
+    from stockctl.client.credentials import NotLoggedIn
 
     while True:
         await asyncio.sleep(max(0.0, grant.renew_in()))
@@ -375,7 +375,7 @@ async def live_frames(
     NotLoggedIn. Other failures reconnect with backoff (``max_attempts`` in a row, None:
     forever); ``on_state`` hears ``("connecting", where)`` and ``("disconnected", why)``.
     """
-    from stockctl.credentials import NotLoggedIn
+    from stockctl.client.credentials import NotLoggedIn
 
     state: StateHandler = on_state or (lambda _state, _detail: None)
     attempt, refused_once = 0, False
@@ -453,7 +453,7 @@ async def stream(
     and resubscribes by itself when the gateway goes away (see :func:`live_frames`); an
     error frame about a channel (say, an unknown symbol) is raised.
     """
-    from stockctl.credentials import LiveSession
+    from stockctl.client.credentials import LiveSession
 
     session = LiveSession(settings, token)
     async for f in live_frames(settings, [channels], session, max_attempts=30 if reconnect else 0):

@@ -75,7 +75,7 @@ from stockctl.exchange.units import (
     parse_decimal,
     show,
 )
-from stockctl.exchange.wire import (
+from stockctl.wire.exchange import (
     DEFAULT_MARKETS,
     Accepted,
     Amend,

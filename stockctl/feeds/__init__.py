@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockctl.errors import UsageError
-from stockctl.money import PriceError, from_units, to_units
-from stockctl.symbols import parse_symbol
+from stockctl.marketdata.money import PriceError, from_units, to_units
+from stockctl.wire.symbols import parse_symbol
 
 log = logging.getLogger("stockctl.feeds")
 

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stockctl.errors import StockctlError, UsageError
-from stockctl.money import from_units
-from stockctl.wire import Candle, PricePoint
+from stockctl.marketdata.money import from_units
+from stockctl.wire.marketdata import Candle, PricePoint
 
 if TYPE_CHECKING:
     from stockctl.settings import Settings

@@ -28,7 +28,7 @@ from stockctl.history import (
     interval_seconds,
 )
 from stockctl.settings import mask_url
-from stockctl.wire import Candle
+from stockctl.wire.marketdata import Candle
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ticks (

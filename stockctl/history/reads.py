@@ -31,10 +31,10 @@ from stockctl.history import (
     parse_cursor,
     parse_duration,
 )
-from stockctl.marketstore import MarketStore
-from stockctl.replay import parse_timestamp
+from stockctl.marketdata.replay import parse_timestamp
+from stockctl.marketdata.store import MarketStore
 from stockctl.settings import Settings
-from stockctl.wire import Candle, PricePoint
+from stockctl.wire.marketdata import Candle, PricePoint
 
 log = logging.getLogger("stockctl.history")
 
@@ -211,7 +211,7 @@ class HistoryReader:
 
 
 def _iv_ns(interval: str) -> int:
-    from stockctl.candles import parse_interval
+    from stockctl.marketdata.candles import parse_interval
 
     return parse_interval(interval)
 

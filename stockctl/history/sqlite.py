@@ -30,7 +30,7 @@ from stockctl.history import (
     fold_candles,
     interval_seconds,
 )
-from stockctl.wire import Candle
+from stockctl.wire.marketdata import Candle
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ticks (

@@ -11,7 +11,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from stockctl.money import SCALE, from_units
+from stockctl.marketdata.money import SCALE, from_units
 
 TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
 

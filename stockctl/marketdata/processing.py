@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-from stockctl.candles import CandleBuilder, CandleState, parse_interval
-from stockctl.money import from_units, mean_str, pct_change_str, to_units
-from stockctl.sma import SmaCrossover
-from stockctl.wire import Candle, PricePoint, Quote, Signal, Tick
+from stockctl.marketdata.candles import CandleBuilder, CandleState, parse_interval
+from stockctl.marketdata.money import from_units, mean_str, pct_change_str, to_units
+from stockctl.marketdata.sma import SmaCrossover
+from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal, Tick
 
 DAY_NS = 86_400_000_000_000
 

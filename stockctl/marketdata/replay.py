@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stockctl.errors import UsageError
-from stockctl.money import PriceError, to_units
-from stockctl.symbols import parse_symbol
+from stockctl.marketdata.money import PriceError, to_units
+from stockctl.wire.symbols import parse_symbol
 
 HEADER = ("timestamp", "symbol", "price", "volume")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from stockctl import names
-from stockctl.candles import parse_interval
 from stockctl.errors import NotFound, UsageError
-from stockctl.processing import quote_from_fields
-from stockctl.symbols import parse_symbol
-from stockctl.wire import Candle, PricePoint, Quote, Signal, candle_decoder, point_decoder, signal_decoder
+from stockctl.marketdata.candles import parse_interval
+from stockctl.marketdata.processing import quote_from_fields
+from stockctl.wire import names
+from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal, candle_decoder, point_decoder, signal_decoder
+from stockctl.wire.symbols import parse_symbol
 
 MAX_LIMIT = 10_000
 

@@ -227,7 +227,7 @@ class Ops:
 
     async def start(self) -> None:
         """Listen (on any free port if ours is busy) and watch the event loop's lag."""
-        from stockctl.service import UvicornServer
+        from stockctl.runtime.service import UvicornServer
 
         sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

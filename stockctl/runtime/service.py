@@ -27,9 +27,9 @@ from nats.js import JetStreamContext, api
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from stockctl import names
-from stockctl.ops import Ops, configure_logging
+from stockctl.runtime.ops import Ops, configure_logging
 from stockctl.settings import Settings, mask_url
+from stockctl.wire import names
 
 log = logging.getLogger("stockctl")
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 import msgspec
 
-from stockctl.symbols import RULE, is_symbol
+from stockctl.wire.symbols import RULE, is_symbol
 
 Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market", "stop", "stop_limit"]

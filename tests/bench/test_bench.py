@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stockctl.bench import parse_rates, percentile
+from stockctl.bench.ticks import parse_rates, percentile
 from stockctl.errors import UsageError
-from tests.benchutil import linux_only, run_private_bench
+from tests.support.bench import linux_only, run_private_bench
 
 
 @pytest.mark.integration

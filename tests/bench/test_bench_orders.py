@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from stockctl.bench_orders import OrderFlow, fund_command, parse_order_rates, price_text
+from stockctl.bench.orders import OrderFlow, fund_command, parse_order_rates, price_text
 from stockctl.errors import UsageError
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import DEFAULT_MARKETS, Cancel, Place
-from tests.benchutil import linux_only, run_private_bench
+from stockctl.wire.exchange import DEFAULT_MARKETS, Cancel, Place
+from tests.support.bench import linux_only, run_private_bench
 
 
 @pytest.mark.integration

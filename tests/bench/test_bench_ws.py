@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stockctl.bench_ws import WsBenchOptions, client_frame, hist_percentile, parse_symbols
+from stockctl.bench.ws import WsBenchOptions, client_frame, hist_percentile, parse_symbols
 from stockctl.errors import UsageError
-from tests.benchutil import linux_only, run_private_bench
+from tests.support.bench import linux_only, run_private_bench
 
 
 @pytest.mark.integration

@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from stockctl.bench_matching import make_stream, run_matching_bench
+from stockctl.bench.matching import make_stream, run_matching_bench
 from stockctl.errors import UsageError
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import Cancel, Place, encode
+from stockctl.wire.exchange import Cancel, Place, encode
 
 
 def test_the_same_seed_gives_the_same_stream_and_another_seed_does_not() -> None:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures)
+from tests.support.pg import pg_server, pg_url  # noqa: F401  (fixtures)
 
 
 def test_bench_history_quick_json_writes_and_reads_back_every_tick(pg_url: str) -> None:  # noqa: F811

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stockctl.bench_tui import TuiBenchOptions, percentile
 from stockctl.errors import UsageError
-from tests.benchutil import run_quick_json
+from tests.support.bench import run_quick_json
+from tui.bench import TuiBenchOptions, percentile
 
 
 @pytest.mark.timeout(150)

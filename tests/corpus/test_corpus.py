@@ -4,7 +4,7 @@ Every case of the corpus gets a clear refusal (4xx JSON with a reason, a WebSock
 frame with the connection still usable, one ``error:`` line from the CLI, a replay error
 naming the line), and after all of them the engine state and the accounts are exactly
 what they were: ``test_state_and_accounts_are_unchanged`` compares a snapshot taken
-before the first case. Run alone with ``pytest tests/test_corpus.py`` (or ``-m corpus``);
+before the first case. Run alone with ``pytest tests/corpus`` (or ``-m corpus``);
 ``-s`` prints the counts per category and of the fuzzing.
 """
 
@@ -33,17 +33,17 @@ import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from stockctl import infra
-from stockctl.accounts import list_users
-from stockctl.client import write_instance
-from stockctl.replay import ReplayError, read_rows, validate
+from stockctl.auth.tokens import AUDIENCE, ISSUER, TokenSigner, public_jwk
+from stockctl.auth.users import list_users
+from stockctl.client.api import write_instance
+from stockctl.instance import infra
+from stockctl.marketdata.replay import ReplayError, read_rows, validate
 from stockctl.settings import Settings
-from stockctl.tokens import AUDIENCE, ISSUER, TokenSigner, public_jwk
-from tests.conftest import REPO, Daemon, Servers, make_settings, wait_for, wipe_exchange
+from tests.support.stack import REPO, Daemon, Servers, make_settings, wait_for, wipe_exchange
 
 pytestmark = [pytest.mark.integration, pytest.mark.corpus]
 
-CORPUS = Path(__file__).parent / "corpus"
+CORPUS = Path(__file__).parent
 PASSWORD = "correct horse battery staple"
 VICTIM, BYSTANDER, ATTACKER, FUZZER = "alice@example.com", "bob@example.com", "mallory@example.com", "fuzz@example.com"
 VICTIM_COID = "victim-coid-5f2c"

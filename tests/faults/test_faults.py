@@ -39,13 +39,13 @@ import httpx
 import msgspec
 import pytest
 
-from stockctl.client import GatewayClient, resolve_gateway_url, resolve_urls
+from stockctl.client.api import GatewayClient, resolve_gateway_url, resolve_urls
 from stockctl.exchange.engine import FEE_ACCOUNT
+from stockctl.instance.supervisor import read_state
 from stockctl.settings import Settings
-from stockctl.supervisor import read_state
-from tests.conftest import wait_for
-from tests.faultkit import MARKETS, Ack, Ledger, Load, Watcher, matching_query, poll, table
-from tests.test_cli import PASSWORD, Cli, pid_alive
+from tests.integration.test_cli import PASSWORD, Cli, pid_alive
+from tests.support.faults import MARKETS, Ack, Ledger, Load, Watcher, matching_query, poll, table
+from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.faults
 

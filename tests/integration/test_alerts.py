@@ -27,11 +27,12 @@ import websockets
 from textual.pilot import Pilot
 from textual.widgets import Input, Label, Select, Static
 
-from stockctl import infra, names
-from stockctl.client import write_instance
+from stockctl.client.api import write_instance
+from stockctl.instance import infra
 from stockctl.settings import Settings
-from stockctl.wire import Tick, encode
-from tests.conftest import REPO, Daemon, Servers, _delete_stream, make_settings
+from stockctl.wire import names
+from stockctl.wire.marketdata import Tick, encode
+from tests.support.stack import REPO, Daemon, Servers, _delete_stream, make_settings
 from tui.app import StockApp, make_app
 from tui.demo import demo_data
 from tui.screens.alert import AlertScreen

@@ -20,12 +20,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from stockctl import infra, names
+from stockctl.auth.tokens import AUDIENCE, ISSUER, KEY_FILE, TokenError, TokenSigner, TokenVerifier
 from stockctl.cli import auth as cli_auth
 from stockctl.errors import StockctlError
+from stockctl.instance import infra
 from stockctl.settings import Settings
-from stockctl.tokens import AUDIENCE, ISSUER, KEY_FILE, TokenError, TokenSigner, TokenVerifier
-from tests.conftest import Daemon, Servers, make_settings, wait_for
+from stockctl.wire import names
+from tests.support.stack import Daemon, Servers, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from stockctl import infra
+from stockctl.instance import infra
 from stockctl.settings import DAEMONS
-from tests.conftest import wait_for
+from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.integration
 

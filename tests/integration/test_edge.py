@@ -27,9 +27,10 @@ import pytest
 import redis
 import websockets
 
-from stockctl import infra, names
+from stockctl.instance import infra
 from stockctl.settings import Settings
-from tests.conftest import REPO, stack_settings, wait_for, wipe_exchange
+from stockctl.wire import names
+from tests.support.stack import REPO, stack_settings, wait_for, wipe_exchange
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,13 @@ import nats
 import pytest
 import websockets
 
-from stockctl import infra, names
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import command_decoder, event_decoder
-from stockctl.exchange.wire import encode as ex_encode
+from stockctl.instance import infra
 from stockctl.settings import Settings
-from tests.conftest import make_settings, wait_for, wipe_exchange
+from stockctl.wire import names
+from stockctl.wire.exchange import command_decoder, event_decoder
+from stockctl.wire.exchange import encode as ex_encode
+from tests.support.stack import make_settings, wait_for, wipe_exchange
 
 pytestmark = pytest.mark.integration
 

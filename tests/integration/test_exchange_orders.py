@@ -11,10 +11,10 @@ import time
 import pytest
 import websockets
 
-from stockctl.client import GatewayClient, OrderRejected
+from stockctl.client.api import GatewayClient, OrderRejected
 from stockctl.errors import NotFound
-from tests.conftest import wait_for
-from tests.test_exchange import Ex, ex  # noqa: F401  (the running-exchange fixture)
+from tests.integration.test_exchange import Ex, ex  # noqa: F401  (the running-exchange fixture)
+from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Live feeds end to end: `stockctl up --feed ...` against local servers speaking Binance's and
-Coinbase's documented protocols from shipped frames (tests/feeds/*.jsonl): a disconnect
+Coinbase's documented protocols from shipped frames (tests/support/feeds/*.jsonl): a disconnect
 mid-stream, id gaps, malformed frames, duplicates, pings that must be answered, heartbeats that
 stop. Real nats-server, valkey-server, processor and feeds daemons; no mocks."""
 
@@ -13,11 +13,11 @@ import httpx
 import pytest
 import redis
 
-from stockctl import names
-from stockctl.wire import point_decoder
-from tests.conftest import wait_for
-from tests.feedserver import FeedServer
-from tests.test_cli import Cli
+from stockctl.wire import names
+from stockctl.wire.marketdata import point_decoder
+from tests.integration.test_cli import Cli
+from tests.support.feedserver import FeedServer
+from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +144,7 @@ def test_feeds_reach_redis_exactly_and_status_reports_gaps_and_reconnects(clean,
 
 
 def test_a_restarted_feed_carries_on_its_sequence_and_drops_what_it_already_had(clean, daemons, tmp_path) -> None:
-    from tests.conftest import make_settings
+    from tests.support.stack import make_settings
 
     first = FeedServer(
         [

@@ -12,13 +12,13 @@ from pathlib import Path
 import nats
 import pytest
 
-from stockctl import names
 from stockctl.history import HistoryStore, open_store
-from stockctl.money import to_units
+from stockctl.marketdata.money import to_units
 from stockctl.settings import Settings
-from stockctl.wire import tick_decoder
-from tests.conftest import Daemon, make_settings, wait_for
-from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures)
+from stockctl.wire import names
+from stockctl.wire.marketdata import tick_decoder
+from tests.support.pg import pg_server, pg_url  # noqa: F401  (fixtures)
+from tests.support.stack import Daemon, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from stockctl.client import write_instance
+from stockctl.client.api import write_instance
 from stockctl.history import open_store
-from stockctl.money import to_units
+from stockctl.marketdata.money import to_units
 from stockctl.settings import Settings
-from tests.conftest import Daemon, stack_settings, wait_for
-from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures)
-from tests.test_history import stream_ticks
+from tests.integration.test_history import stream_ticks
+from tests.support.pg import pg_server, pg_url  # noqa: F401  (fixtures)
+from tests.support.stack import Daemon, stack_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

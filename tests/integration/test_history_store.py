@@ -21,9 +21,9 @@ from stockctl.history import (
 )
 from stockctl.history.postgres import PostgresStore
 from stockctl.history.sqlite import SqliteStore
-from stockctl.money import to_units
+from stockctl.marketdata.money import to_units
 from stockctl.settings import Settings
-from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures)
+from tests.support.pg import pg_server, pg_url  # noqa: F401  (fixtures)
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S  # a whole hour: 1700000000 % 3600 == 800, so use T0 - 800 s as an hour start

@@ -14,12 +14,12 @@ import httpx
 import pytest
 import redis
 
-from stockctl import names
-from stockctl.exchange.wire import event_decoder
-from stockctl.service import FAILPOINT_EXIT
-from stockctl.wire import tick_decoder
-from tests.conftest import stack_settings, wait_for, wipe_exchange
-from tests.test_exchange import Ex, _stream
+from stockctl.runtime.service import FAILPOINT_EXIT
+from stockctl.wire import names
+from stockctl.wire.exchange import event_decoder
+from stockctl.wire.marketdata import tick_decoder
+from tests.integration.test_exchange import Ex, _stream
+from tests.support.stack import stack_settings, wait_for, wipe_exchange
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Daemon, make_settings, stack_settings, wait_for
+from tests.support.stack import Daemon, make_settings, stack_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import nats
 import pytest
 import redis
 
-from stockctl import names
-from stockctl.wire import PricePoint, Tick, candle_decoder, point_decoder, signal_decoder, tick_decoder
-from tests.conftest import make_settings, wait_for
+from stockctl.wire import names
+from stockctl.wire.marketdata import PricePoint, Tick, candle_decoder, point_decoder, signal_decoder, tick_decoder
+from tests.support.stack import make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -242,7 +242,7 @@ def test_processor_rides_out_a_redis_restart(own_servers, tmp_path: Path, daemon
 
 def publish_raw(url: str, ticks: list[Tick]) -> None:
     """Store ``ticks`` in the tick stream in exactly this order, as a publisher retrying would."""
-    from stockctl.wire import encode
+    from stockctl.wire.marketdata import encode
 
     async def send() -> None:
         nc = await nats.connect(url)

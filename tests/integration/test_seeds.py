@@ -21,9 +21,9 @@ import nats
 import pytest
 import websockets
 
-from stockctl import infra
+from stockctl.instance import infra
 from stockctl.settings import Settings
-from tests.conftest import make_settings, wait_for, wipe_exchange
+from tests.support.stack import make_settings, wait_for, wipe_exchange
 
 pytestmark = pytest.mark.integration
 

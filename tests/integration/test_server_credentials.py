@@ -21,10 +21,10 @@ import nats
 import pytest
 import redis
 
-from stockctl import infra
+from stockctl.instance import infra
 from stockctl.settings import mask_url
-from tests.conftest import Servers, wait_for
-from tests.test_cli import PASSWORD, Cli
+from tests.integration.test_cli import PASSWORD, Cli
+from tests.support.stack import Servers, wait_for
 
 pytestmark = pytest.mark.integration
 

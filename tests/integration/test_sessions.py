@@ -28,12 +28,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stockctl.client import live_frames, stream, write_instance
-from stockctl.credentials import LiveSession, NotLoggedIn, Session, credentials_path, load, save
+from stockctl.client.api import live_frames, stream, write_instance
+from stockctl.client.credentials import LiveSession, NotLoggedIn, Session, credentials_path, load, save
 from stockctl.settings import Settings
-from tests.conftest import REPO, stack_settings, wait_for
-from tests.test_cli import Cli
-from tests.test_tui_terminal import Tmux, aapl_price, wait_screen
+from tests.integration.test_cli import Cli
+from tests.integration.test_tui_terminal import Tmux, aapl_price, wait_screen
+from tests.support.stack import REPO, stack_settings, wait_for
 from tui.app import make_app
 from tui.screens.login import LoginScreen
 from tui.widgets.ticker_board import TickerBoard
@@ -207,7 +207,7 @@ def stack(clean, tmp_path: Path, daemons, monkeypatch: pytest.MonkeyPatch) -> St
 
 @pytest.mark.timeout(180)
 async def test_the_tui_stays_on_its_board_past_four_lifetimes(stack: Stack) -> None:
-    from tests.test_tui import until
+    from tests.integration.test_tui import until
 
     app = make_app(stack.settings)  # the stored login, as `stockctl tui` runs
     async with app.run_test(size=(120, 36)) as pilot:

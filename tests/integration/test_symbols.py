@@ -17,10 +17,10 @@ import pytest
 import redis
 import websockets
 
-from stockctl import names
-from stockctl.client import write_instance
-from stockctl.wire import tick_decoder
-from tests.conftest import stack_settings, wait_for
+from stockctl.client.api import write_instance
+from stockctl.wire import names
+from stockctl.wire.marketdata import tick_decoder
+from tests.support.stack import stack_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

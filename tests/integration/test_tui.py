@@ -15,10 +15,10 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import TabbedContent
 
-from stockctl import infra
-from stockctl.client import write_instance
+from stockctl.client.api import write_instance
+from stockctl.instance import infra
 from stockctl.settings import Settings
-from tests.conftest import Daemon, make_settings
+from tests.support.stack import Daemon, make_settings
 from tui.app import StockApp, make_app
 from tui.demo import demo_data
 from tui.router import FrameRouter
@@ -98,7 +98,7 @@ def cell(app: StockApp, symbol: str, column: str) -> str:
 
 async def test_login_then_live_board_chart_and_order_validation(stack: Stack) -> None:
     """One stack for the whole first session: register in the app, quotes, chart, a bad order."""
-    from stockctl.credentials import load
+    from stockctl.client.credentials import load
 
     app = make_app(stack.settings)
 
@@ -477,7 +477,7 @@ async def test_frozen_positions_panel_from_fills_and_live_trades(tmp_path: Path)
 
 
 def _quote(symbol: str, price: str, seq: int = 10_000):
-    from stockctl.wire import Quote
+    from stockctl.wire.marketdata import Quote
 
     return Quote(
         symbol, price, ts=demo_data().now_ns, seq=seq, open=price, high=price, low=price, change="0", change_pct="0"

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stockctl import infra
-from stockctl.client import write_instance
+from stockctl.client.api import write_instance
+from stockctl.instance import infra
 from stockctl.settings import Settings
-from tests.conftest import REPO, make_settings, wait_for
+from tests.support.stack import REPO, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

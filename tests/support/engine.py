@@ -1,4 +1,5 @@
-"""Small factories and independent arithmetic shared by the engine tests (and tests of that arithmetic).
+"""Small factories and independent arithmetic shared by the engine tests
+(``tests/unit/test_engine_arithmetic.py`` checks that arithmetic by hand).
 
 Amounts are computed here from decimal strings with integer arithmetic of their own, never
 with the engine's helpers: 1 unit is 1e-8 of an asset, a TATA_INR lot is 1 share, a tick 0.05.
@@ -9,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import Cancel, CancelAll, Event, Fund, Place
-from tests.unit.helpers import SCALE, units_of
+from stockctl.wire.exchange import Cancel, CancelAll, Event, Fund, Place
+from tests.support.arithmetic import SCALE, units_of
 
 MKT = "TATA_INR"
 BPS = 10_000
@@ -96,19 +97,3 @@ def held(ex: Exchange, user: str, asset: str) -> int:
 
 def total(ex: Exchange, user: str, asset: str) -> int:
     return avail(ex, user, asset) + held(ex, user, asset)
-
-
-# --- the arithmetic itself ------------------------------------------------------------------
-
-
-def test_notional_and_fee_arithmetic_by_hand() -> None:
-    # 10 shares at 100.05 = 1000.5 INR; 10 bps of that = 1.0005 INR.
-    assert notional("100.05", 10) == 1000 * SCALE + SCALE // 2
-    assert fee(notional("100.05", 10), 10) == 100_050_000
-    # 1 share at 0.05 = 0.05 INR = 5,000,000 units; 10 bps = 5,000 units exactly.
-    assert fee(notional("0.05", 1), 10) == 5_000
-
-
-def test_fee_rounds_down_to_the_unit() -> None:
-    assert fee(9_999, 10) == 9
-    assert fee(999, 10) == 0

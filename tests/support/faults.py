@@ -1,4 +1,4 @@
-"""The machinery of the fault-injection suite (``tests/test_faults.py``).
+"""The machinery of the fault-injection suite (``tests/faults/test_faults.py``).
 
 * :class:`Load`: a few users trading through the gateway with the product's REST client
   (:class:`stockctl.client.GatewayClient`), one thread each, at a bounded rate. A submission
@@ -28,14 +28,14 @@ import nats
 import nats.errors
 from nats.js import JetStreamContext, api
 
-from stockctl import names
-from stockctl.client import GatewayClient, OrderRejected, stream
+from stockctl.client.api import GatewayClient, OrderRejected, stream
 from stockctl.errors import ServiceUnavailable, StockctlError
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import Accepted, Cancelled, Event, Funded, Rejected, Trade, command_decoder, event_decoder
-from stockctl.exchange.wire import encode as ex_encode
 from stockctl.settings import Settings
-from stockctl.wire import Quote, Tick, tick_decoder
+from stockctl.wire import names
+from stockctl.wire.exchange import Accepted, Cancelled, Event, Funded, Rejected, Trade, command_decoder, event_decoder
+from stockctl.wire.exchange import encode as ex_encode
+from stockctl.wire.marketdata import Quote, Tick, tick_decoder
 
 MARKETS = ("TATA_INR", "JIO_INR")
 RETRY_FOR_S = 45.0  # how long a trader keeps retrying one submission through an outage

@@ -1,6 +1,6 @@
 """A local WebSocket server that plays an exchange's part from a script of frames.
 
-The script is JSON lines (tests/feeds/*.jsonl), played in order across connections:
+The script is JSON lines (tests/support/feeds/*.jsonl), played in order across connections:
 
 - ``{"frame": {...}}`` sends the object as a text frame; ``{"raw": "..."}`` sends the text as is
   (malformed frames);

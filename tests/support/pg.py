@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stockctl import infra
+from stockctl.instance import infra
 
 
 def pg_bindir() -> Path:

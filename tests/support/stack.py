@@ -1,4 +1,5 @@
-"""Fixtures: real nats-server and valkey-server on free ports, daemons as real processes.
+"""Real nats-server and valkey-server on free ports, daemons as real processes (the fixtures
+in ``tests/conftest.py`` hand them out).
 
 No mocks of NATS or Redis anywhere: the servers are the same binaries, started the same
 way (stockctl.infra), that ``stockctl up`` runs, credentials included: ``Servers.nats_url``
@@ -14,18 +15,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
-import pytest
 import redis
 
-from stockctl import infra, names
+from stockctl.instance import infra
 from stockctl.settings import Settings
+from stockctl.wire import names
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> object:
@@ -129,22 +130,6 @@ async def _delete_stream(url: str) -> None:
         await nc.close()
 
 
-@pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    """One nats-server and one valkey-server for the session; state is wiped per test."""
-    srv = start_servers(tmp_path_factory.mktemp("servers"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def own_servers(tmp_path: Path) -> Iterator[Servers]:
-    """Servers of this test alone, for tests that stop and restart them."""
-    srv = start_servers(tmp_path / "servers")
-    yield srv
-    srv.stop()
-
-
 def make_settings(srv: Servers, home: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "home": home,
@@ -179,14 +164,6 @@ def wipe_exchange(srv: Servers) -> None:
         await nc.close()
 
     asyncio.run(drop())
-
-
-@pytest.fixture
-def clean(servers: Servers) -> Servers:
-    """The session servers with an empty Redis and no tick stream."""
-    redis.Redis.from_url(servers.redis_url).flushall()
-    asyncio.run(_delete_stream(servers.nats_url))
-    return servers
 
 
 @dataclass
@@ -246,29 +223,3 @@ class Daemon:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
-
-
-@pytest.fixture
-def daemons() -> Iterator[Callable[..., Daemon]]:
-    """Factory of daemon processes; every one is stopped at the end of the test."""
-    started: list[Daemon] = []
-
-    def factory(name: str, settings: Settings, start: bool = True, wait_ready: bool = True) -> Daemon:
-        d = Daemon(name, settings)
-        started.append(d)
-        if start:
-            d.start(wait_ready=wait_ready)
-        return d
-
-    yield factory
-    for d in started:
-        if d.proc and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
-    """Tables some suites leave behind (the fault-injection summary), after the results."""
-    for title, text in config.__dict__.get("stockctl_summaries", []):
-        terminalreporter.write_sep("-", title)
-        terminalreporter.write_line(text)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stockctl.accounts import (
+from stockctl.auth.proxies import TrustedProxies
+from stockctl.auth.users import (
     COMMON_PASSWORDS,
     MAX_PASSWORD_CHARS,
     MIN_PASSWORD_CHARS,
@@ -18,7 +19,6 @@ from stockctl.accounts import (
     token_hash,
     verify_password,
 )
-from stockctl.proxies import TrustedProxies
 
 # --- email -----------------------------------------------------------------------------------
 

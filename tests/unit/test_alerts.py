@@ -7,7 +7,7 @@ import random
 import msgspec
 import pytest
 
-from stockctl.alerts import (
+from stockctl.alerts.rules import (
     Alert,
     AlertIn,
     AlertIndex,
@@ -20,7 +20,7 @@ from stockctl.alerts import (
     parse_request,
 )
 from stockctl.errors import UsageError
-from tests.unit.helpers import units_of
+from tests.support.arithmetic import units_of
 
 
 def alert(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockctl.candles import CandleBuilder, CandleState, bucket_start, parse_interval
+from stockctl.marketdata.candles import CandleBuilder, CandleState, bucket_start, parse_interval
 
 SECOND = 1_000_000_000
 MINUTE = 60 * SECOND

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from daemons.gateway import COID_RE, inside_auth
-from stockctl.accounts import InvalidEmail, normalise_email, skeleton
-from stockctl.proxies import PROXY_SECRET_FILE, load_proxy_secret, secret_matches
-from stockctl.symbols import is_symbol
+from daemons.gateway.core import COID_RE, inside_auth
+from stockctl.auth.proxies import PROXY_SECRET_FILE, load_proxy_secret, secret_matches
+from stockctl.auth.users import InvalidEmail, normalise_email, skeleton
+from stockctl.wire.symbols import is_symbol
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [p for d in ("stockctl", "daemons", "tui") for p in (ROOT / d).rglob("*.py")]

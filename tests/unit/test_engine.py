@@ -6,8 +6,8 @@ import msgspec
 import pytest
 
 from stockctl.exchange.engine import ACCOUNTS, FEE_ACCOUNT, Exchange, UnknownMarket
-from stockctl.exchange.wire import DEFAULT_MARKETS, Accepted, Fund, Funded, MarketSpec, Rejected, Trade, encode
-from tests.unit.test_engine_factories import (
+from stockctl.wire.exchange import DEFAULT_MARKETS, Accepted, Fund, Funded, MarketSpec, Rejected, Trade, encode
+from tests.support.engine import (
     MKT,
     avail,
     cancel,

@@ -6,8 +6,8 @@ import msgspec
 import pytest
 
 from stockctl.exchange.engine import Exchange
-from stockctl.exchange.wire import Amend, Amended, Fund, Place, Time, encode
-from tests.unit.test_engine_factories import (
+from stockctl.wire.exchange import Amend, Amended, Fund, Place, Time, encode
+from tests.support.engine import (
     MKT,
     cancel,
     cancel_all,

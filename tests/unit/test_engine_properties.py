@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stockctl.exchange.engine import FEE_ACCOUNT, Exchange
-from stockctl.exchange.wire import (
+from stockctl.wire.exchange import (
     DEFAULT_MARKETS,
     Accepted,
     Amend,
@@ -36,8 +36,8 @@ from stockctl.exchange.wire import (
     Triggered,
     encode,
 )
-from tests.unit.helpers import SCALE
-from tests.unit.test_engine_factories import fee, units
+from tests.support.arithmetic import SCALE
+from tests.support.engine import fee, units
 
 USERS = ("u0", "u1", "u2")
 # A market with a 1e-6 tick and a 0.01 lot: one tick x one lot is 1 unit of INR, so fees do

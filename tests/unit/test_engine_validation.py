@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from stockctl.exchange.engine import ACCOUNTS, Exchange
-from stockctl.exchange.wire import Cancel, CancelAll, MarketSpec, Place, Rejected
-from tests.unit.test_engine_factories import MKT, fund, kinds, limit
+from stockctl.wire.exchange import Cancel, CancelAll, MarketSpec, Place, Rejected
+from tests.support.engine import MKT, fund, kinds, limit
 
 
 def make_place(**overrides: Any) -> Place:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from stockctl.bench_feeds import run_feeds_bench
+from stockctl.bench.feeds import run_feeds_bench
 from stockctl.errors import UsageError
 from stockctl.feeds import FeedHealth, MalformedFrame, exact_price, iso_to_ns, parse_feed
 from stockctl.feeds.binance import BinanceAdapter, ServerShutdown

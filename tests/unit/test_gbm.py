@@ -9,8 +9,8 @@ import statistics
 
 import pytest
 
-from stockctl.gbm import SEED_MODELS, GbmWalk, SymbolModel, make_walks, model_for
-from tests.unit.helpers import SCALE, units_of
+from stockctl.marketdata.gbm import SEED_MODELS, GbmWalk, SymbolModel, make_walks, model_for
+from tests.support.arithmetic import SCALE, units_of
 
 CENT = SCALE // 100
 SECONDS_PER_TRADING_YEAR = 252 * 6.5 * 60 * 60

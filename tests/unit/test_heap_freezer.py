@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stockctl.service import HeapFreezer
+from stockctl.runtime.service import HeapFreezer
 
 
 @pytest.fixture(autouse=True)

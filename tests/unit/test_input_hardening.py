@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stockctl.candles import parse_interval
-from stockctl.money import PriceError, pct_change_str, to_units
-from stockctl.replay import ReplayError, read_rows
+from stockctl.marketdata.candles import parse_interval
+from stockctl.marketdata.money import PriceError, pct_change_str, to_units
+from stockctl.marketdata.replay import ReplayError, read_rows
 
 
 @pytest.mark.parametrize("text", ["１００", "١٢٣.٥", "1٠.5"])

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockctl.money import MAX_UNITS, PriceError, from_units, mean_str, pct_change_str, to_units
-from tests.unit.helpers import SCALE, round_half_even, units_of
+from stockctl.marketdata.money import MAX_UNITS, PriceError, from_units, mean_str, pct_change_str, to_units
+from tests.support.arithmetic import SCALE, round_half_even, units_of
 
 QUADRILLION = 10**15
 

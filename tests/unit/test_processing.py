@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockctl.candles import CandleState
-from stockctl.processing import Applied, SymbolState, Verdict, candle_of, quote_from_fields
-from stockctl.wire import Candle, PricePoint, Tick
-from tests.unit.helpers import SCALE, naive_mean, round_half_even, units_of
+from stockctl.marketdata.candles import CandleState
+from stockctl.marketdata.processing import Applied, SymbolState, Verdict, candle_of, quote_from_fields
+from stockctl.wire.marketdata import Candle, PricePoint, Tick
+from tests.support.arithmetic import SCALE, naive_mean, round_half_even, units_of
 
 NS = 1_000_000_000
 DAY = 86_400 * NS

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stockctl.replay import ReplayError, ReplayRow, parse_timestamp, read_rows, validate
-from tests.unit.helpers import units_of
+from stockctl.marketdata.replay import ReplayError, ReplayRow, parse_timestamp, read_rows, validate
+from tests.support.arithmetic import units_of
 
 NS = 1_000_000_000
 EPOCH_S = 1_700_000_000  # 2023-11-14T22:13:20Z

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from stockctl.seeds import rfc3339, stock_price
+from stockctl.wire.seeds import rfc3339, stock_price
 
 
 def test_rfc3339_matches_datetime_across_seconds_and_the_cache() -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockctl.sma import SlidingSma, SmaCrossover
-from tests.unit.helpers import naive_mean
+from stockctl.marketdata.sma import SlidingSma, SmaCrossover
+from tests.support.arithmetic import naive_mean
 
 
 def push_all(sma: SlidingSma, values: list[int]) -> None:

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stockctl import names
 from stockctl.errors import UsageError
-from stockctl.exchange.wire import load_markets
-from stockctl.replay import ReplayError, parse_row
+from stockctl.marketdata.replay import ReplayError, parse_row
 from stockctl.settings import Settings
-from stockctl.symbols import SYMBOL_PATTERN, is_symbol, parse_symbol
+from stockctl.wire import names
+from stockctl.wire.exchange import load_markets
+from stockctl.wire.symbols import SYMBOL_PATTERN, is_symbol, parse_symbol
 
 REAL = ["BRK.B", "BF-B", "BTC-USD", "BTC/USDT", "TATA_INR", "AAPL", "1INCHUSDT", "7203.T", "ETH-USD.X"]
 

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from stockctl.tokens import AUDIENCE, ISSUER, KEY_FILE, TokenError, TokenSigner, TokenVerifier
+from stockctl.auth.tokens import AUDIENCE, ISSUER, KEY_FILE, TokenError, TokenSigner, TokenVerifier
 
 EMAIL = "ada@example.com"
 

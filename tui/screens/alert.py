@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from stockctl.alerts import AlertIn, describe, parse_request
+from stockctl.alerts.rules import AlertIn, describe, parse_request
 from stockctl.errors import UsageError
 
 CONDITIONS = [

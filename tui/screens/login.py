@@ -81,7 +81,7 @@ class LoginScreen(Screen[str]):
 
     @work(thread=True, exclusive=True, group="login")
     def _authenticate(self, what: str, email: str, password: str) -> None:
-        from stockctl.credentials import AuthClient, Session, base_url, save
+        from stockctl.client.credentials import AuthClient, Session, base_url, save
 
         try:
             url = base_url(self.settings)

@@ -7,7 +7,7 @@ from datetime import datetime
 from rich.text import Text
 from textual.widgets import DataTable
 
-from stockctl.wire import Signal
+from stockctl.wire.marketdata import Signal
 
 REDRAW_S = 0.05
 KEEP = 200

@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input
 
-from stockctl.wire import Quote
+from stockctl.wire.marketdata import Quote
 
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 12

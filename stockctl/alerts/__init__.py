@@ -1,0 +1,1 @@
+"""Price alerts: the rules and their evaluation index (pure), and their Redis store."""

@@ -1,0 +1,1 @@
+"""The Python client of a running instance: REST, WebSocket streams, login and credentials."""

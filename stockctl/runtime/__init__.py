@@ -1,0 +1,1 @@
+"""Daemon plumbing: lifecycle, signals, status file, health and metrics, retries, connections."""

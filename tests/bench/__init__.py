@@ -1,0 +1,1 @@
+"""The benchmarks run small: each reports its figure beside its baseline (no timing asserts)."""

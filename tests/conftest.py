@@ -1,0 +1,64 @@
+"""Fixtures only: the servers, a clean slate per test, daemon processes. Helpers live in
+``tests/support``; nothing imports this module."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from stockctl.settings import Settings
+from tests.support.stack import Daemon, Servers, _delete_stream, start_servers
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """One nats-server and one valkey-server for the session; state is wiped per test."""
+    srv = start_servers(tmp_path_factory.mktemp("servers"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def own_servers(tmp_path: Path) -> Iterator[Servers]:
+    """Servers of this test alone, for tests that stop and restart them."""
+    srv = start_servers(tmp_path / "servers")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def clean(servers: Servers) -> Servers:
+    """The session servers with an empty Redis and no tick stream."""
+    redis.Redis.from_url(servers.redis_url).flushall()
+    asyncio.run(_delete_stream(servers.nats_url))
+    return servers
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., Daemon]]:
+    """Factory of daemon processes; every one is stopped at the end of the test."""
+    started: list[Daemon] = []
+
+    def factory(name: str, settings: Settings, start: bool = True, wait_ready: bool = True) -> Daemon:
+        d = Daemon(name, settings)
+        started.append(d)
+        if start:
+            d.start(wait_ready=wait_ready)
+        return d
+
+    yield factory
+    for d in started:
+        if d.proc and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """Tables some suites leave behind (the fault-injection summary), after the results."""
+    for title, text in config.__dict__.get("stockctl_summaries", []):
+        terminalreporter.write_sep("-", title)
+        terminalreporter.write_line(text)

@@ -1,0 +1,1 @@
+"""Real daemons, real nats-server and valkey-server, real sockets."""
