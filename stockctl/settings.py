@@ -9,6 +9,7 @@ so a daemon started by hand on another host is configured exactly the same way.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -19,9 +20,30 @@ from stockctl.errors import StockctlError
 from stockctl.wire.symbols import parse_symbol
 
 if TYPE_CHECKING:
-    from stockctl.instance.infra import ServerCredentials
+    from stockctl.servercreds import ServerCredentials
 
 ENV_PREFIX = "STOCKCTL_"
+
+_DURATION_RE = re.compile(r"(\d{1,9})([smhdw])", re.ASCII)
+_UNIT_NS = {
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+    "w": 7 * 86_400_000_000_000,
+}
+
+
+def parse_duration(text: str) -> int:
+    """``"30d"`` -> nanoseconds; ``"0"`` -> 0. Raises ValueError naming the accepted forms."""
+    text = text.strip()
+    if text == "0":
+        return 0
+    m = _DURATION_RE.fullmatch(text)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"bad duration {text!r}: use a number and s, m, h, d or w (90s, 2h, 30d), or 0")
+    return int(m.group(1)) * _UNIT_NS[m.group(2)]
+
 
 DAEMONS: tuple[str, ...] = (
     "publisher",
@@ -387,8 +409,6 @@ class Settings(BaseSettings):
     @field_validator("history_retention")
     @classmethod
     def _retention(cls, value: str) -> str:
-        from stockctl.history import parse_duration  # local: avoid an import cycle
-
         parse_duration(value)
         return value.strip()
 
@@ -447,14 +467,12 @@ class Settings(BaseSettings):
 
     def server_credentials(self) -> ServerCredentials:
         """The embedded servers' credentials of this state dir (generated on first use)."""
-        from stockctl.instance.infra import load_credentials  # local: infra is not needed to read settings
+        from stockctl.servercreds import load_credentials  # local: infra is not needed to read settings
 
         return load_credentials(self.secrets_dir)
 
     @property
     def history_retention_ns(self) -> int:
-        from stockctl.history import parse_duration
-
         return parse_duration(self.history_retention)
 
     @property

@@ -464,7 +464,7 @@ class UserInfo:
 
 
 def _sync_redis(settings: Settings) -> tuple[redis.Redis, str]:
-    from stockctl.client.api import resolve_urls
+    from stockctl.instance.registry import resolve_urls
 
     _, url = resolve_urls(settings)
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5), url
@@ -562,7 +562,7 @@ def announce_disabled(settings: Settings, email: str, timeout_s: float = 2.0) ->
 
     import nats
 
-    from stockctl.client.api import resolve_urls
+    from stockctl.instance.registry import resolve_urls
 
     try:
         url, _ = resolve_urls(settings)

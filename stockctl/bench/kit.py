@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 
+from stockctl import servercreds
 from stockctl.errors import StartupError, StockctlError, UsageError
 from stockctl.instance import infra
 from stockctl.settings import ENV_PREFIX, Settings, mask_url
@@ -519,7 +520,7 @@ class PrivateStack(Generic[R]):
         (self.home / "nats").mkdir()
         (self.home / "redis").mkdir()
         secrets_dir = self.home / "secrets"
-        creds = infra.load_credentials(secrets_dir)
+        creds = servercreds.load_credentials(secrets_dir)
         self.progress("starting nats-server and valkey-server")
         nats_conf = creds.write_nats_config(secrets_dir / "nats.conf")
         nats_proc = self.procs.start(

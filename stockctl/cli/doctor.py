@@ -15,6 +15,7 @@ from datetime import datetime
 
 import typer
 
+from stockctl import servercreds
 from stockctl.cli.common import JsonOpt, console, get_settings, print_json
 from stockctl.errors import StockctlError
 from stockctl.instance import infra
@@ -68,7 +69,9 @@ def run_checks(settings: Settings) -> list[Check]:
 
     secret_files = {
         "signing key": [settings.secrets_dir / "jwt-ed25519.pem"],
-        "server creds": [settings.secrets_dir / name for name in (infra.CREDENTIALS_FILE, "nats.conf", "valkey.conf")],
+        "server creds": [
+            settings.secrets_dir / name for name in (servercreds.CREDENTIALS_FILE, "nats.conf", "valkey.conf")
+        ],
     }
     for label, paths in secret_files.items():
         present = [p for p in paths if p.exists()]

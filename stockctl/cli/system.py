@@ -19,9 +19,9 @@ import typer
 
 from stockctl.cli.common import JsonOpt, console, err_console, fmt_duration, get_settings, print_json
 from stockctl.cli.tables import Col, fitted_table
-from stockctl.client.api import remove_instance
 from stockctl.errors import NotRunningError, StartupError, UsageError
 from stockctl.instance import infra
+from stockctl.instance.registry import remove_instance
 from stockctl.instance.supervisor import read_state, run_foreground, supervisor_pid
 from stockctl.marketdata.replay import ReplayError, validate
 from stockctl.settings import DAEMONS, SERVERS, Settings
@@ -312,7 +312,7 @@ def _spawn_supervisor(settings: Settings) -> None:
     log = (settings.log_dir / "supervisor.log").open("ab")
     env = {**os.environ, **settings.to_env()}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stockctl.supervisor"],
+        [sys.executable, "-m", "stockctl.instance.supervisor"],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,

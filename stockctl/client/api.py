@@ -24,9 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -35,79 +33,14 @@ import msgspec
 import websockets
 
 from stockctl.alerts.rules import Alert, AlertAdded, AlertList
-from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable, StockctlError, UsageError
-from stockctl.settings import Settings, mask_url
+from stockctl.errors import NotFound, ServiceUnavailable, StockctlError, UsageError
+from stockctl.instance.registry import resolve_gateway_url, resolve_ws_url
+from stockctl.settings import Settings
 from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal
 from stockctl.wire.symbols import parse_symbol
 
 if TYPE_CHECKING:
     from stockctl.client.credentials import LiveSession, Session
-
-
-def instance_path(settings: Settings) -> Path:
-    return settings.run_dir / "instance.json"
-
-
-def server_urls_path(settings: Settings) -> Path:
-    """Where the running instance's NATS and Redis URLs are kept, credentials included (0600)."""
-    return settings.secrets_dir / "instance-urls.json"
-
-
-def write_instance(settings: Settings) -> None:
-    """Record how to reach this instance: ``run/instance.json`` with credentials masked, and
-    the NATS and Redis URLs as they are in ``secrets/instance-urls.json`` (0600)."""
-    from stockctl.instance.infra import write_private
-
-    nats_url, redis_url = settings.effective_nats_url, settings.effective_redis_url
-    write_private(server_urls_path(settings), json.dumps({"nats_url": nats_url, "redis_url": redis_url}))
-    doc = {
-        "nats_url": mask_url(nats_url),
-        "redis_url": mask_url(redis_url),
-        "auth_url": settings.effective_auth_url,
-        "gateway_url": settings.gateway_url,
-        "ws_url": settings.ws_url,
-    }
-    write_private(instance_path(settings), json.dumps(doc))
-
-
-def remove_instance(settings: Settings) -> None:
-    """Forget the instance's addresses (it stopped)."""
-    instance_path(settings).unlink(missing_ok=True)
-    server_urls_path(settings).unlink(missing_ok=True)
-
-
-def resolve_urls(settings: Settings) -> tuple[str, str]:
-    """NATS and Redis URLs, credentials included: explicit settings first, then the running
-    instance's record."""
-    nats_url, redis_url = settings.nats_url, settings.redis_url
-    if nats_url and redis_url:
-        return nats_url, redis_url
-    try:
-        doc = json.loads(server_urls_path(settings).read_text())
-    except (OSError, ValueError):
-        raise NotRunningError(str(settings.home)) from None
-    return nats_url or doc["nats_url"], redis_url or doc["redis_url"]
-
-
-def resolve_gateway_url(settings: Settings) -> str:
-    """Base URL of the gateway of the running instance (``STOCKCTL_GATEWAY_URL`` wins)."""
-    explicit = os.environ.get("STOCKCTL_GATEWAY_URL")
-    if explicit:
-        return explicit.rstrip("/")
-    try:
-        doc = json.loads(instance_path(settings).read_text())
-    except (OSError, ValueError):
-        raise NotRunningError(str(settings.home)) from None
-    return str(doc.get("gateway_url") or settings.gateway_url).rstrip("/")
-
-
-def resolve_auth_url(settings: Settings) -> str:
-    """Base URL of the auth daemon of the running instance."""
-    try:
-        doc = json.loads(instance_path(settings).read_text())
-    except (OSError, ValueError):
-        raise NotRunningError(str(settings.home)) from None
-    return str(doc.get("auth_url") or settings.effective_auth_url).rstrip("/")
 
 
 def normalise_symbol(text: str) -> str:
@@ -118,17 +51,6 @@ def normalise_symbol(text: str) -> str:
 def symbol_path(text: str) -> str:
     """A symbol as one URL path segment: ``BTC/USDT`` is sent as ``BTC%2FUSDT``."""
     return quote(parse_symbol(text), safe="")
-
-
-def resolve_ws_url(settings: Settings) -> str:
-    explicit = os.environ.get("STOCKCTL_WS_URL")
-    if explicit:
-        return explicit
-    try:
-        doc = json.loads(instance_path(settings).read_text())
-    except (OSError, ValueError):
-        raise NotRunningError(str(settings.home)) from None
-    return str(doc.get("ws_url") or settings.ws_url)
 
 
 def _raise_for(resp: httpx.Response) -> None:

@@ -190,7 +190,7 @@ def base_url(settings: Settings) -> str:
     explicit = os.environ.get(ENV_BASE_URL)
     if explicit:
         return explicit.rstrip("/")
-    from stockctl.client.api import resolve_gateway_url
+    from stockctl.instance.registry import resolve_gateway_url
 
     return resolve_gateway_url(settings)
 

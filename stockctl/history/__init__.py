@@ -26,7 +26,6 @@ Contract:
 
 from __future__ import annotations
 
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -49,29 +48,9 @@ MAX_PAGE = 10_000
 
 SQLITE_FILE = "history.sqlite3"
 
-_DURATION_RE = re.compile(r"(\d{1,9})([smhdw])", re.ASCII)
-_UNIT_NS = {
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-    "d": 86_400_000_000_000,
-    "w": 7 * 86_400_000_000_000,
-}
-
 
 class HistoryError(StockctlError):
     """The history store cannot be opened or written."""
-
-
-def parse_duration(text: str) -> int:
-    """``"30d"`` -> nanoseconds; ``"0"`` -> 0. Raises ValueError naming the accepted forms."""
-    text = text.strip()
-    if text == "0":
-        return 0
-    m = _DURATION_RE.fullmatch(text)
-    if not m or int(m.group(1)) == 0:
-        raise ValueError(f"bad duration {text!r}: use a number and s, m, h, d or w (90s, 2h, 30d), or 0")
-    return int(m.group(1)) * _UNIT_NS[m.group(2)]
 
 
 def parse_cursor(text: str) -> tuple[int, int]:

@@ -21,19 +21,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from stockctl.errors import UsageError
-from stockctl.history import (
-    INTERVALS,
-    MAX_PAGE,
-    HistoryError,
-    HistoryStore,
-    cursor_of,
-    open_store,
-    parse_cursor,
-    parse_duration,
-)
+from stockctl.history import INTERVALS, MAX_PAGE, HistoryError, HistoryStore, cursor_of, open_store, parse_cursor
 from stockctl.marketdata.replay import parse_timestamp
 from stockctl.marketdata.store import MarketStore
-from stockctl.settings import Settings
+from stockctl.settings import Settings, parse_duration
 from stockctl.wire.marketdata import Candle, PricePoint
 
 log = logging.getLogger("stockctl.history")

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from stockctl.client.api import remove_instance, write_instance
 from stockctl.instance import infra
+from stockctl.instance.registry import remove_instance, write_instance
 from stockctl.settings import Settings, mask_url
 
 log = logging.getLogger("stockctl.supervisor")

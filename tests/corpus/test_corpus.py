@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stockctl.auth.tokens import AUDIENCE, ISSUER, TokenSigner, public_jwk
 from stockctl.auth.users import list_users
-from stockctl.client.api import write_instance
 from stockctl.instance import infra
+from stockctl.instance.registry import write_instance
 from stockctl.marketdata.replay import ReplayError, read_rows, validate
 from stockctl.settings import Settings
 from tests.support.stack import REPO, Daemon, Servers, make_settings, wait_for, wipe_exchange

@@ -39,8 +39,9 @@ import httpx
 import msgspec
 import pytest
 
-from stockctl.client.api import GatewayClient, resolve_gateway_url, resolve_urls
+from stockctl.client.api import GatewayClient
 from stockctl.exchange.engine import FEE_ACCOUNT
+from stockctl.instance.registry import resolve_gateway_url, resolve_urls
 from stockctl.instance.supervisor import read_state
 from stockctl.settings import Settings
 from tests.integration.test_cli import PASSWORD, Cli, pid_alive

@@ -27,8 +27,8 @@ import websockets
 from textual.pilot import Pilot
 from textual.widgets import Input, Label, Select, Static
 
-from stockctl.client.api import write_instance
 from stockctl.instance import infra
+from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, encode

@@ -302,7 +302,8 @@ def test_a_slow_client_does_not_delay_a_fast_one(clean, tmp_path: Path, daemons)
 
 
 def test_stream_client_reconnects_after_a_gateway_restart(stack: Stack, tmp_path: Path) -> None:
-    from stockctl.client.api import stream, write_instance
+    from stockctl.client.api import stream
+    from stockctl.instance.registry import write_instance
 
     write_instance(stack.settings)  # what the supervisor does: the client finds the gateway here
     tok = token(stack)
@@ -330,7 +331,7 @@ def test_stream_client_reconnects_after_a_gateway_restart(stack: Stack, tmp_path
 
 def test_a_disabled_user_is_refused_at_once_on_rest_and_websocket(stack: Stack) -> None:
     from stockctl.auth.users import set_disabled
-    from stockctl.client.api import write_instance
+    from stockctl.instance.registry import write_instance
 
     tok = token(stack, "eve@example.com")
     assert get(stack, "/api/v1/prices", tok).status_code == 200

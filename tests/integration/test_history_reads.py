@@ -16,8 +16,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from stockctl.client.api import write_instance
 from stockctl.history import open_store
+from stockctl.instance.registry import write_instance
 from stockctl.marketdata.money import to_units
 from stockctl.settings import Settings
 from tests.integration.test_history import stream_ticks

@@ -11,18 +11,11 @@ import psycopg
 import pytest
 
 from stockctl.errors import UsageError
-from stockctl.history import (
-    HistoryError,
-    HistoryStore,
-    TickRow,
-    open_store,
-    parse_cursor,
-    parse_duration,
-)
+from stockctl.history import HistoryError, HistoryStore, TickRow, open_store, parse_cursor
 from stockctl.history.postgres import PostgresStore
 from stockctl.history.sqlite import SqliteStore
 from stockctl.marketdata.money import to_units
-from stockctl.settings import Settings
+from stockctl.settings import Settings, parse_duration
 from tests.support.pg import pg_server, pg_url  # noqa: F401  (fixtures)
 
 S = 1_000_000_000

@@ -21,7 +21,7 @@ import nats
 import pytest
 import redis
 
-from stockctl.instance import infra
+from stockctl import servercreds
 from stockctl.settings import mask_url
 from tests.integration.test_cli import PASSWORD, Cli
 from tests.support.stack import Servers, wait_for
@@ -219,7 +219,9 @@ def test_external_servers_take_credentials_in_their_urls_and_never_show_them(ser
 
 
 def test_a_wrong_external_password_is_refused_and_not_repeated(servers: Servers, cli: Cli) -> None:
-    wrong_nats = infra.ServerCredentials("stockctl", "WrongNatsPassword1", "x").nats_url("127.0.0.1", servers.nats.port)
+    wrong_nats = servercreds.ServerCredentials("stockctl", "WrongNatsPassword1", "x").nats_url(
+        "127.0.0.1", servers.nats.port
+    )
 
     cli.env["STOCKCTL_START_TIMEOUT"] = "20"  # long enough for a slow start to reach NATS
     cli.env["STOCKCTL_NATS_URL"] = wrong_nats  # the variable, as the README recommends

@@ -28,8 +28,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stockctl.client.api import live_frames, stream, write_instance
+from stockctl.client.api import live_frames, stream
 from stockctl.client.credentials import LiveSession, NotLoggedIn, Session, credentials_path, load, save
+from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
 from tests.integration.test_cli import Cli
 from tests.integration.test_tui_terminal import Tmux, aapl_price, wait_screen

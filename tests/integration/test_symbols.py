@@ -17,7 +17,7 @@ import pytest
 import redis
 import websockets
 
-from stockctl.client.api import write_instance
+from stockctl.instance.registry import write_instance
 from stockctl.wire import names
 from stockctl.wire.marketdata import tick_decoder
 from tests.support.stack import stack_settings, wait_for

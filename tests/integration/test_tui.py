@@ -15,8 +15,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import TabbedContent
 
-from stockctl.client.api import write_instance
 from stockctl.instance import infra
+from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
 from tests.support.stack import Daemon, make_settings
 from tui.app import StockApp, make_app

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stockctl.client.api import write_instance
 from stockctl.instance import infra
+from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
 from tests.support.stack import REPO, make_settings, wait_for
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import nats
 import redis
 
+from stockctl import servercreds
 from stockctl.instance import infra
 from stockctl.settings import Settings
 from stockctl.wire import names
@@ -75,7 +76,7 @@ class Servers:
     nats: Server
     redis: Server
     host: str = "127.0.0.1"
-    credentials: infra.ServerCredentials = field(kw_only=True)
+    credentials: servercreds.ServerCredentials = field(kw_only=True)
     """What the servers accept: the ones :func:`start_servers` started them with."""
 
     @property
@@ -98,7 +99,7 @@ def start_servers(base: Path) -> Servers:
     nats_port, mon_port, redis_port = infra.free_port(), infra.free_port(), infra.free_port()
     (base / "nats").mkdir(exist_ok=True)
     (base / "redis").mkdir(exist_ok=True)
-    creds = infra.load_credentials(base / "secrets")
+    creds = servercreds.load_credentials(base / "secrets")
     nats_srv = Server(
         "nats",
         infra.nats_argv(
