@@ -24,7 +24,7 @@ from pathlib import Path
 
 import redis
 
-from stockctl.errors import MissingBinaryError, PortInUseError
+from stockctl.errors import MissingBinaryError, PortInUseError, StockctlError
 
 
 def nats_server_binary() -> Path:
@@ -122,10 +122,23 @@ def check_ports(host: str, ports: dict[str, int]) -> None:
             raise PortInUseError(port, setting)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port free right now, never one this process handed out before.
+
+    The kernel may give the same ephemeral port to two successive ``bind(0)`` calls once the
+    first socket is closed, so two listeners configured in one go could be given one port.
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise StockctlError(f"no free port on {host}", "free some ports, or set the ports explicitly")
 
 
 def nats_ready(host: str, monitor_port: int) -> bool:

@@ -81,3 +81,11 @@ def test_the_proxy_secret_is_created_once_private_and_shared(tmp_path: Path) -> 
     assert load_proxy_secret(tmp_path / "secrets") == secret
     assert secret_matches(secret, secret)
     assert not secret_matches(secret, None) and not secret_matches(secret, secret[:-1])
+
+
+def test_free_port_never_hands_out_the_same_port_twice() -> None:
+    # Two listeners configured in one go once got one port (the gateway then failed to bind).
+    from stockctl.instance.infra import free_port
+
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
