@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import time
@@ -275,7 +276,7 @@ def test_a_slow_client_does_not_delay_a_fast_one(clean, tmp_path: Path, daemons)
     tok = token(s)
     channels = ["quotes:AAPL", "quotes:MSFT", "quotes:TSLA"]
 
-    async def scenario() -> tuple[list[float], int]:
+    async def scenario() -> tuple[dict[str, list[int]], list[float]]:
         async with (
             websockets.connect(s.ws, max_queue=1) as slow,
             websockets.connect(s.ws, max_queue=None) as fast,
@@ -285,20 +286,24 @@ def test_a_slow_client_does_not_delay_a_fast_one(clean, tmp_path: Path, daemons)
                 await ws.send(json.dumps({"op": "subscribe", "channels": channels}))
             # Stop reading `slow`: its socket buffers fill and the gateway must queue for it.
             slow.transport.pause_reading()
-            latencies: list[float] = []
-            end = time.monotonic() + 6
+            seqs: dict[str, list[int]] = {c: [] for c in channels}
+            arrivals: list[float] = []
+            end = time.monotonic() + 4
             while time.monotonic() < end:
                 msg = json.loads(await asyncio.wait_for(fast.recv(), 5))
                 if msg["type"] == "quote":
-                    latencies.append((time.time_ns() - msg["data"]["ts"]) / 1e6)
-            return latencies, 0
+                    seqs[msg["channel"]].append(msg["data"]["seq"])
+                    arrivals.append(time.monotonic())
+            return seqs, arrivals
 
-    latencies, _ = asyncio.run(scenario())
+    seqs, arrivals = asyncio.run(scenario())
 
-    latencies.sort()
-    assert len(latencies) > 1000  # ~1,200 quotes/s offered
-    p99 = latencies[int(len(latencies) * 0.99)]
-    assert p99 < 250, f"fast client p99 {p99:.1f} ms while a slow client stalls"
+    # Assert: the fast client got every quote of every symbol, in order, none skipped for the
+    # slow one, and never waited long for the next (latency figures live in `bench ws`).
+    for channel, got in seqs.items():
+        assert len(got) > 300, (channel, len(got))
+        assert got == list(range(got[0], got[0] + len(got))), f"{channel}: quotes skipped or reordered"
+    assert max(b - a for a, b in itertools.pairwise(arrivals)) < 1.0
 
 
 def test_stream_client_reconnects_after_a_gateway_restart(stack: Stack, tmp_path: Path) -> None:
