@@ -50,7 +50,6 @@ from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
-    ensure_tick_stream,
     failpoint,
     main,
     open_nats,
@@ -75,6 +74,7 @@ from stockctl.wire.exchange import (
 )
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.marketdata import Tick, encode, tick_decoder
+from stockctl.wire.streams import ensure_exchange_streams, ensure_tick_stream
 
 log = logging.getLogger("stockctl.matching")
 
@@ -101,27 +101,6 @@ class UserQuery(msgspec.Struct):
 class OutcomeQuery(msgspec.Struct):
     user: str
     client_order_id: str
-
-
-async def ensure_exchange_streams(js: JetStreamContext) -> None:
-    """The command and event streams: file storage; commands de-duplicated for 10 minutes."""
-    for name, subjects, dup in (
-        (names.ORDER_STREAM, [names.ORDER_SUBJECTS], 600.0),
-        (names.EVENT_STREAM, [names.EVENT_SUBJECTS], 600.0),
-    ):
-        config = api.StreamConfig(
-            name=name,
-            subjects=subjects,
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            discard=api.DiscardPolicy.OLD,
-            duplicate_window=dup,
-            max_age=30 * 86_400.0,
-        )
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await js.update_stream(config)
 
 
 def event_market(ev: Event) -> str:
