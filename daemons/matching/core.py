@@ -44,6 +44,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from redis.exceptions import RedisError
 
+from daemons.matching.book_feed import BOOK_DEPTH, BookFeed
 from stockctl.exchange.engine import Exchange
 from stockctl.runtime.ops import REQUEST_ID_HEADER, bind, start_ops
 from stockctl.runtime.service import (
@@ -84,7 +85,6 @@ SNAPSHOT_EVERY_S = 5.0
 SNAPSHOT_EVERY_CMDS = 20_000
 RESULT_CACHE = 100_000  # recent command outcomes kept for retried submissions
 HISTORY_LIMIT = 1_000  # fills / trades / finished orders kept per user or market in Redis
-BOOK_DEPTH = 20
 TIME_EVERY_S = 0.25  # how often a due good-till-date expiry is checked for, in a quiet market
 
 
@@ -131,8 +131,7 @@ class Matching:
         # ``viewed`` can lag ``published``; the replay then writes what is missing, once.
         self.ticked: dict[str, int] = {}
         self.viewed: dict[str, int] = {}
-        self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
-        self.book_seq: dict[str, int] = {}
+        self.book_feed = BookFeed(nc)
         self.results: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self.snapshot_at = (time.monotonic(), 0)
         self.time_sent = 0  # the expiry a Time command was last published for
@@ -250,7 +249,7 @@ class Matching:
             await self.nc.publish(inbox, b"[" + b",".join(encoded) + b"]")
         for market in touched:
             if market != names.ACCOUNTS_MARKET:
-                await self._publish_book(market)
+                await self.book_feed.publish(self.engine, market)
         await self._maybe_snapshot()
 
     def _log_outcome(self, msg: Msg, sseq: int, events: list[Event]) -> None:
@@ -364,34 +363,6 @@ class Matching:
             await backoff_sleep(attempt, self.stop)
             attempt += 1
 
-    async def _publish_book(self, market: str) -> None:
-        """A delta against the last published depth (or a full snapshot the first time)."""
-        view = self.engine.book(market, BOOK_DEPTH)
-        bids = {p: q for p, q, _ in view.bids}
-        asks = {p: q for p, q, _ in view.asks}
-        seq = self.book_seq.get(market, 0) + 1
-        self.book_seq[market] = seq
-        previous = self.books.get(market)
-        self.books[market] = (bids, asks)
-        if previous is None:
-            doc: dict[str, Any] = {
-                "type": "snapshot",
-                "market": market,
-                "seq": seq,
-                "bids": view.bids,
-                "asks": view.asks,
-            }
-        else:
-            doc = {
-                "type": "delta",
-                "market": market,
-                "seq": seq,
-                "bids": _diff(previous[0], bids),
-                "asks": _diff(previous[1], asks),
-            }
-        doc["last"] = view.last_trade
-        await self.nc.publish(names.book_subject(market), encode(doc))
-
     async def maybe_send_time(self) -> None:
         """A Time command into EX_ORDERS once the earliest good-till-date expiry has passed."""
         now = time.monotonic()
@@ -443,18 +414,7 @@ class Matching:
 
         async def book(msg: Msg) -> None:
             q = msgspec.json.decode(msg.data, type=BookQuery)
-            view = self.engine.book(q.market, q.depth)
-            await msg.respond(
-                encode(
-                    {
-                        "market": q.market,
-                        "seq": self.book_seq.get(q.market, 0),
-                        "bids": view.bids,
-                        "asks": view.asks,
-                        "last": view.last_trade,
-                    }
-                )
-            )
+            await msg.respond(encode(self.book_feed.snapshot(self.engine, q.market, q.depth)))
 
         async def outcome(msg: Msg) -> None:
             q = msgspec.json.decode(msg.data, type=OutcomeQuery)
@@ -477,13 +437,6 @@ def _guarded(handler: Any) -> Any:
                 await msg.respond(encode({"error": "bad_query", "detail": str(exc)}))
 
     return run
-
-
-def _diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str]]:
-    """Changed levels; quantity "0" means the level is gone."""
-    out = [(p, q) for p, q in new.items() if old.get(p) != q]
-    out.extend((p, "0") for p in old if p not in new)
-    return out
 
 
 def _rejected(events: list[Event]) -> bool:
