@@ -45,6 +45,7 @@ from nats.js import JetStreamContext, api
 from redis.exceptions import RedisError
 
 from daemons.matching.book_feed import BOOK_DEPTH, BookFeed
+from daemons.matching.views import RedisViews, event_market
 from stockctl.exchange.engine import Exchange
 from stockctl.runtime.ops import REQUEST_ID_HEADER, bind, start_ops
 from stockctl.runtime.service import (
@@ -61,14 +62,10 @@ from stockctl.runtime.service import (
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import (
-    Accepted,
-    Amended,
-    Cancelled,
     Event,
     Rejected,
     Time,
     Trade,
-    Triggered,
     command_decoder,
     event_decoder,
     load_markets,
@@ -84,7 +81,6 @@ EXIT_CONFIG = 78  # the supervisor does not restart a daemon that exits with thi
 SNAPSHOT_EVERY_S = 5.0
 SNAPSHOT_EVERY_CMDS = 20_000
 RESULT_CACHE = 100_000  # recent command outcomes kept for retried submissions
-HISTORY_LIMIT = 1_000  # fills / trades / finished orders kept per user or market in Redis
 TIME_EVERY_S = 0.25  # how often a due good-till-date expiry is checked for, in a quiet market
 
 
@@ -101,10 +97,6 @@ class UserQuery(msgspec.Struct):
 class OutcomeQuery(msgspec.Struct):
     user: str
     client_order_id: str
-
-
-def event_market(ev: Event) -> str:
-    return ev.market or names.ACCOUNTS_MARKET
 
 
 class Matching:
@@ -126,18 +118,17 @@ class Matching:
         self.published: dict[str, int] = {}  # market -> last event seq stored in EX_EVENTS
         self.tick_seq: dict[str, int] = {}  # market -> last md.tick seq
         # Derived outputs of stored events: trade ticks in MD_TICKS (``ticked``: the event seq
-        # of the last one) and the fills/trades/orders views in Redis (``viewed``: a watermark
-        # written with them, after the ticks). Events are stored first, so after a crash
-        # ``viewed`` can lag ``published``; the replay then writes what is missing, once.
+        # of the last one) and the fills/trades/orders views in Redis (``views.viewed``: a
+        # watermark written with them, after the ticks). Events are stored first, so after a
+        # crash ``views.viewed`` can lag ``published``; the replay then writes what is missing, once.
         self.ticked: dict[str, int] = {}
-        self.viewed: dict[str, int] = {}
+        self.views = RedisViews(r, stop)
         self.book_feed = BookFeed(nc)
         self.results: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self.snapshot_at = (time.monotonic(), 0)
         self.time_sent = 0  # the expiry a Time command was last published for
         self.time_checked = 0.0
         self.nats_state = StateLog(log, "JetStream publish")
-        self.redis_state = StateLog(log, "Redis views")
 
     @property
     def market_names(self) -> list[str]:
@@ -166,7 +157,7 @@ class Matching:
             self.engine = engine
             self.cmd_seq = int(raw[b"cmd_seq"])
             log.info("restored engine snapshot at command %d", self.cmd_seq)
-        viewed = {k.decode(): int(v) for k, v in (await self.r.hgetall(names.VIEWS_SEQ_KEY)).items()}
+        viewed = await self.views.stored_watermarks()
         for market in [*self.market_names, names.ACCOUNTS_MARKET]:
             published = await self._last_event_seq(market)
             self.published[market] = published
@@ -174,13 +165,13 @@ class Matching:
             self.tick_seq[market] = tick.seq if tick else 0
             self.ticked[market] = (tick and names.event_seq_of_origin(tick.origin)) or 0
             # No watermark yet (a fresh or older exchange): its views are taken as complete.
-            self.viewed[market] = min(viewed.get(market, published), published)
-            if self.viewed[market] < published:
+            self.views.viewed[market] = min(viewed.get(market, published), published)
+            if self.views.viewed[market] < published:
                 log.warning(
                     "%s: events up to %d are stored but their ticks/views stop at %d; the replay writes the rest",
                     market,
                     published,
-                    self.viewed[market],
+                    self.views.viewed[market],
                 )
         self.snapshot_at = (time.monotonic(), self.cmd_seq)
 
@@ -230,7 +221,7 @@ class Matching:
                 touched.add(market)
                 if ev.seq > self.published.get(market, 0):
                     to_store.append(ev)
-                elif ev.seq > self.viewed.get(market, 0):
+                elif self.views.missing(ev):
                     to_derive.append(ev)
             user = getattr(cmd, "user", "")
             key = getattr(cmd, "client_order_id", None) or getattr(cmd, "request_id", "")
@@ -299,7 +290,7 @@ class Matching:
                 self.ticked[market] = ev.seq
         await self._publish_confirmed(ticks)
         failpoint("matching.after_ticks")
-        await self._record_views([ev for ev in events if ev.seq > self.viewed.get(event_market(ev), 0)])
+        await self.views.record([ev for ev in events if self.views.missing(ev)])
 
     async def _publish_confirmed(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
         """Publish in order and wait until JetStream has every one; retry through outages."""
@@ -321,47 +312,6 @@ class Matching:
                 attempt += 1
                 if self.stop.is_set() and attempt > 20:
                     raise
-
-    async def _record_views(self, events: list[Event]) -> None:
-        """Fills, trades and finished orders in Redis, for the gateway's history endpoints."""
-        if not events:
-            return
-        last: dict[str, int] = {}
-        for ev in events:
-            last[event_market(ev)] = ev.seq
-        # One RPUSH and one LTRIM per list for the whole batch, values in event order: far
-        # fewer commands to pack and run than two per event and per side.
-        pushes: dict[str, list[bytes]] = {}
-        for ev in events:
-            if isinstance(ev, Trade):
-                data = ex_encode(ev)
-                for user in {ev.maker_user, ev.taker_user}:
-                    pushes.setdefault(names.fills_key(user), []).append(data)
-                pushes.setdefault(names.trades_key(ev.market), []).append(data)
-            elif isinstance(ev, Accepted | Rejected | Cancelled | Amended | Triggered):
-                # An order's life for `orders --all`: accepted, then cancelled or filled.
-                pushes.setdefault(names.orders_key(ev.user), []).append(ex_encode(ev))
-        attempt = 0
-        while True:
-            # Built afresh each attempt: redis-py empties a pipeline when execute() fails.
-            async with self.r.pipeline(transaction=True) as pipe:
-                for key, values in pushes.items():
-                    pipe.rpush(key, *values)
-                    pipe.ltrim(key, -HISTORY_LIMIT, -1)
-                pipe.hset(names.VIEWS_SEQ_KEY, mapping=last)
-                try:
-                    await pipe.execute()
-                    self.viewed.update(last)
-                    self.redis_state.set("ok")
-                    return
-                except RedisError as exc:
-                    self.redis_state.set("failing", f"{exc}; retrying the fills/trades/orders views")
-            if self.stop.is_set():
-                # The watermark in Redis still says where views stop: the next start redoes them.
-                log.error("shutting down with views not written; the next start writes them from EX_EVENTS")
-                return
-            await backoff_sleep(attempt, self.stop)
-            attempt += 1
 
     async def maybe_send_time(self) -> None:
         """A Time command into EX_ORDERS once the earliest good-till-date expiry has passed."""
@@ -390,7 +340,7 @@ class Matching:
         due = time.monotonic() - at >= SNAPSHOT_EVERY_S or self.cmd_seq - cmds >= SNAPSHOT_EVERY_CMDS
         if self.cmd_seq == cmds or not (due or force):
             return
-        if any(self.viewed.get(m, 0) < seq for m, seq in self.published.items()):
+        if any(self.views.viewed.get(m, 0) < seq for m, seq in self.published.items()):
             return  # a snapshot past events whose ticks/views are missing would make them unrecoverable
         try:
             await self.r.hset(names.SNAPSHOT_KEY, mapping={"data": self.engine.snapshot(), "cmd_seq": self.cmd_seq})
