@@ -42,9 +42,9 @@ import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from redis.exceptions import RedisError
 
 from daemons.matching.book_feed import BOOK_DEPTH, BookFeed
+from daemons.matching.snapshots import Snapshots, SnapshotUnusable
 from daemons.matching.views import RedisViews, event_market
 from stockctl.exchange.engine import Exchange
 from stockctl.runtime.ops import REQUEST_ID_HEADER, bind, start_ops
@@ -78,8 +78,6 @@ log = logging.getLogger("stockctl.matching")
 
 EXIT_CONFIG = 78  # the supervisor does not restart a daemon that exits with this
 
-SNAPSHOT_EVERY_S = 5.0
-SNAPSHOT_EVERY_CMDS = 20_000
 RESULT_CACHE = 100_000  # recent command outcomes kept for retried submissions
 TIME_EVERY_S = 0.25  # how often a due good-till-date expiry is checked for, in a quiet market
 
@@ -125,7 +123,7 @@ class Matching:
         self.views = RedisViews(r, stop)
         self.book_feed = BookFeed(nc)
         self.results: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self.snapshot_at = (time.monotonic(), 0)
+        self.snapshots = Snapshots(r, status)
         self.time_sent = 0  # the expiry a Time command was last published for
         self.time_checked = 0.0
         self.nats_state = StateLog(log, "JetStream publish")
@@ -137,25 +135,13 @@ class Matching:
     # --- startup ----------------------------------------------------------------------
 
     async def restore(self) -> None:
-        raw = await self.r.hgetall(names.SNAPSHOT_KEY)
-        if raw:
-            try:
-                engine = Exchange.restore(raw[b"data"])
-            except ValueError as exc:
-                log.error(
-                    "the exchange snapshot in Redis cannot be restored (%s); run the stockctl that wrote it,"
-                    " or start a fresh exchange",
-                    exc,
-                )
-                raise SystemExit(EXIT_CONFIG) from None
-            if tuple(engine.markets) != tuple(self.specs):
-                log.error(
-                    "the configured markets differ from the exchange's snapshot; markets cannot change under"
-                    " a running exchange: restore the old markets file, or start a fresh exchange"
-                )
-                raise SystemExit(EXIT_CONFIG)
-            self.engine = engine
-            self.cmd_seq = int(raw[b"cmd_seq"])
+        try:
+            restored = await self.snapshots.load(self.specs)
+        except SnapshotUnusable as exc:
+            log.error("%s", exc)
+            raise SystemExit(EXIT_CONFIG) from None
+        if restored is not None:
+            self.engine, self.cmd_seq = restored
             log.info("restored engine snapshot at command %d", self.cmd_seq)
         viewed = await self.views.stored_watermarks()
         for market in [*self.market_names, names.ACCOUNTS_MARKET]:
@@ -173,7 +159,7 @@ class Matching:
                     published,
                     self.views.viewed[market],
                 )
-        self.snapshot_at = (time.monotonic(), self.cmd_seq)
+        self.snapshots.mark(self.cmd_seq)
 
     async def _last_event_seq(self, market: str) -> int:
         try:
@@ -241,7 +227,7 @@ class Matching:
         for market in touched:
             if market != names.ACCOUNTS_MARKET:
                 await self.book_feed.publish(self.engine, market)
-        await self._maybe_snapshot()
+        await self.maybe_snapshot()
 
     def _log_outcome(self, msg: Msg, sseq: int, events: list[Event]) -> None:
         """One line per command (DEBUG) or per rejection (INFO), with the gateway's request id."""
@@ -335,20 +321,13 @@ class Matching:
             return
         self.time_sent = due
 
-    async def _maybe_snapshot(self, force: bool = False) -> None:
-        at, cmds = self.snapshot_at
-        due = time.monotonic() - at >= SNAPSHOT_EVERY_S or self.cmd_seq - cmds >= SNAPSHOT_EVERY_CMDS
-        if self.cmd_seq == cmds or not (due or force):
+    async def maybe_snapshot(self, force: bool = False) -> None:
+        """A snapshot when one is due, unless stored events still lack their ticks or views."""
+        if not self.snapshots.due(self.cmd_seq, force):
             return
         if any(self.views.viewed.get(m, 0) < seq for m, seq in self.published.items()):
             return  # a snapshot past events whose ticks/views are missing would make them unrecoverable
-        try:
-            await self.r.hset(names.SNAPSHOT_KEY, mapping={"data": self.engine.snapshot(), "cmd_seq": self.cmd_seq})
-        except RedisError as exc:
-            log.warning("snapshot not written (%s); the command log still has everything", exc)
-            return
-        self.snapshot_at = (time.monotonic(), self.cmd_seq)
-        self.status.incr("snapshots")
+        await self.snapshots.take(self.engine, self.cmd_seq)
 
     # --- queries (core NATS request/reply) -------------------------------------------
 
@@ -464,7 +443,7 @@ async def run(settings: Settings) -> None:
             try:
                 first = await asyncio.wait_for(inbox.get(), TIME_EVERY_S)
             except TimeoutError:
-                await m._maybe_snapshot()
+                await m.maybe_snapshot()
                 continue
             batch = [first]
             while len(batch) < 1000 and not inbox.empty():
@@ -475,7 +454,7 @@ async def run(settings: Settings) -> None:
             status.info["backlog"] = batch[-1].metadata.num_pending + inbox.qsize()
 
         # --- shutdown --------------------------------------------------------------
-        await m._maybe_snapshot(force=True)
+        await m.maybe_snapshot(force=True)
         await status_task
 
 
