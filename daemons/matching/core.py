@@ -43,7 +43,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from daemons.matching.book_feed import BOOK_DEPTH, BookFeed
+from daemons.matching.book_feed import BookFeed
+from daemons.matching.queries import serve_queries
 from daemons.matching.snapshots import Snapshots, SnapshotUnusable
 from daemons.matching.views import RedisViews, event_market
 from stockctl.exchange.engine import Exchange
@@ -80,21 +81,6 @@ EXIT_CONFIG = 78  # the supervisor does not restart a daemon that exits with thi
 
 RESULT_CACHE = 100_000  # recent command outcomes kept for retried submissions
 TIME_EVERY_S = 0.25  # how often a due good-till-date expiry is checked for, in a quiet market
-
-
-class BookQuery(msgspec.Struct):
-    market: str
-    depth: int = BOOK_DEPTH
-
-
-class UserQuery(msgspec.Struct):
-    user: str
-    market: str | None = None
-
-
-class OutcomeQuery(msgspec.Struct):
-    user: str
-    client_order_id: str
 
 
 class Matching:
@@ -329,44 +315,6 @@ class Matching:
             return  # a snapshot past events whose ticks/views are missing would make them unrecoverable
         await self.snapshots.take(self.engine, self.cmd_seq)
 
-    # --- queries (core NATS request/reply) -------------------------------------------
-
-    async def serve_queries(self) -> None:
-        async def balances(msg: Msg) -> None:
-            q = msgspec.json.decode(msg.data, type=UserQuery)
-            bal = self.engine.balances(q.user)
-            await msg.respond(encode({a: {"available": av, "reserved": rs} for a, (av, rs) in bal.items()}))
-
-        async def orders(msg: Msg) -> None:
-            q = msgspec.json.decode(msg.data, type=UserQuery)
-            await msg.respond(encode(self.engine.open_orders(q.user, q.market)))
-
-        async def book(msg: Msg) -> None:
-            q = msgspec.json.decode(msg.data, type=BookQuery)
-            await msg.respond(encode(self.book_feed.snapshot(self.engine, q.market, q.depth)))
-
-        async def outcome(msg: Msg) -> None:
-            q = msgspec.json.decode(msg.data, type=OutcomeQuery)
-            await msg.respond(self.results.get((q.user, q.client_order_id), b"null"))
-
-        async def markets(msg: Msg) -> None:
-            await msg.respond(encode(list(self.engine.markets)))
-
-        handlers = {"balances": balances, "orders": orders, "book": book, "outcome": outcome, "markets": markets}
-        for what, handler in handlers.items():
-            await self.nc.subscribe(names.query_subject(what), cb=_guarded(handler))
-
-
-def _guarded(handler: Any) -> Any:
-    async def run(msg: Msg) -> None:
-        try:
-            await handler(msg)
-        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
-            with contextlib.suppress(Exception):
-                await msg.respond(encode({"error": "bad_query", "detail": str(exc)}))
-
-    return run
-
 
 def _rejected(events: list[Event]) -> bool:
     return any(isinstance(ev, Rejected) for ev in events)
@@ -406,7 +354,7 @@ async def run(settings: Settings) -> None:
         await m.restore()
         gc.collect()
         gc.freeze()  # the restored engine is long-lived: keep it out of every future collection
-        await m.serve_queries()
+        await serve_queries(nc, m)
         inbox: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def on_msg(msg: Msg) -> None:
