@@ -354,7 +354,7 @@ async def run(settings: Settings) -> None:
         await m.restore()
         gc.collect()
         gc.freeze()  # the restored engine is long-lived: keep it out of every future collection
-        await serve_queries(nc, m)
+        await serve_queries(stack, nc, m)  # answered from here until the stack unwinds
         inbox: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def on_msg(msg: Msg) -> None:
