@@ -23,6 +23,12 @@ The engine has no clock, so good-till-date orders expire when a command at or pa
 ``TIME_EVERY_S`` whether the engine's earliest expiry has passed and, if so, publishes a ``Time``
 command (de-duplicated per expiry) into ``EX_ORDERS`` like any other: applied in stream order,
 it is replayed after a crash exactly as it was applied the first time.
+
+This module holds the command loop and the durable record (events, their trade ticks, the
+time commands); the rest of the daemon is in its siblings: :mod:`.views` (the Redis views
+and their watermark), :mod:`.snapshots` (the engine snapshot), :mod:`.book_feed` (depth
+snapshots and deltas) and :mod:`.queries` (the request/reply endpoints). Stream definitions
+are in :mod:`stockctl.wire.streams`.
 """
 
 from __future__ import annotations
@@ -121,6 +127,7 @@ class Matching:
     # --- startup ----------------------------------------------------------------------
 
     async def restore(self) -> None:
+        """The snapshot, then where each market's events, ticks and views stop (replay starts after)."""
         try:
             restored = await self.snapshots.load(self.specs)
         except SnapshotUnusable as exc:
@@ -164,6 +171,7 @@ class Matching:
     # --- one batch of commands --------------------------------------------------------
 
     async def handle(self, batch: list[Msg]) -> None:
+        """Apply a batch of commands; store and derive its events; then answer and publish depth."""
         to_store: list[Event] = []
         to_derive: list[Event] = []  # stored before a crash, derived outputs maybe not
         replies: list[tuple[str, list[bytes]]] = []
@@ -325,6 +333,7 @@ def _whole(qty: str) -> int:
 
 
 async def run(settings: Settings) -> None:
+    """The daemon: connect, restore, serve queries, apply commands until asked to stop."""
     stop = shutdown_event()
     status = StatusFile(settings, "matching")
     async with AsyncExitStack() as stack:
