@@ -30,9 +30,10 @@ from stockctl.feeds.binance import BinanceAdapter
 from stockctl.feeds.coinbase import CoinbaseAdapter
 from stockctl.feeds.runner import run_feed
 from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import StatusFile, ensure_tick_stream, main, open_nats, shutdown_event, until_ready
+from stockctl.runtime.service import StatusFile, main, open_nats, shutdown_event, until_ready
 from stockctl.settings import Settings
 from stockctl.wire.marketdata import Tick
+from stockctl.wire.streams import ensure_tick_stream
 
 log = logging.getLogger("stockctl.feeds")
 

@@ -34,7 +34,6 @@ from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
-    ensure_tick_stream,
     failpoint,
     main,
     open_nats,
@@ -44,6 +43,7 @@ from stockctl.runtime.service import (
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import tick_decoder
+from stockctl.wire.streams import ensure_tick_stream
 
 log = logging.getLogger("stockctl.history")
 

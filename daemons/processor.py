@@ -35,7 +35,6 @@ from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
-    ensure_tick_stream,
     main,
     open_nats,
     open_redis,
@@ -46,6 +45,7 @@ from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, candle_decoder, encode, point_decoder, tick_decoder
 from stockctl.wire.seeds import STOCK_PRICES_SUBJECT, stock_price
+from stockctl.wire.streams import ensure_tick_stream
 
 log = logging.getLogger("stockctl.processor")
 

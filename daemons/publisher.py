@@ -27,7 +27,6 @@ from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
-    ensure_tick_stream,
     main,
     open_nats,
     shutdown_event,
@@ -36,6 +35,7 @@ from stockctl.runtime.service import (
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, encode, tick_decoder
+from stockctl.wire.streams import ensure_tick_stream
 
 log = logging.getLogger("stockctl.publisher")
 

@@ -23,6 +23,12 @@ The engine has no clock, so good-till-date orders expire when a command at or pa
 ``TIME_EVERY_S`` whether the engine's earliest expiry has passed and, if so, publishes a ``Time``
 command (de-duplicated per expiry) into ``EX_ORDERS`` like any other: applied in stream order,
 it is replayed after a crash exactly as it was applied the first time.
+
+This module holds the command loop and the durable record (events, their trade ticks, the
+time commands); the rest of the daemon is in its siblings: :mod:`.views` (the Redis views
+and their watermark), :mod:`.snapshots` (the engine snapshot), :mod:`.book_feed` (depth
+snapshots and deltas) and :mod:`.queries` (the request/reply endpoints). Stream definitions
+are in :mod:`stockctl.wire.streams`.
 """
 
 from __future__ import annotations
@@ -42,15 +48,17 @@ import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from redis.exceptions import RedisError
 
+from daemons.matching.book_feed import BookFeed
+from daemons.matching.queries import serve_queries
+from daemons.matching.snapshots import Snapshots, SnapshotUnusable
+from daemons.matching.views import RedisViews, event_market
 from stockctl.exchange.engine import Exchange
 from stockctl.runtime.ops import REQUEST_ID_HEADER, bind, start_ops
 from stockctl.runtime.service import (
     StateLog,
     StatusFile,
     backoff_sleep,
-    ensure_tick_stream,
     failpoint,
     main,
     open_nats,
@@ -61,71 +69,24 @@ from stockctl.runtime.service import (
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import (
-    Accepted,
-    Amended,
-    Cancelled,
     Event,
     Rejected,
     Time,
     Trade,
-    Triggered,
     command_decoder,
     event_decoder,
     load_markets,
 )
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.marketdata import Tick, encode, tick_decoder
+from stockctl.wire.streams import ensure_exchange_streams, ensure_tick_stream
 
 log = logging.getLogger("stockctl.matching")
 
 EXIT_CONFIG = 78  # the supervisor does not restart a daemon that exits with this
 
-SNAPSHOT_EVERY_S = 5.0
-SNAPSHOT_EVERY_CMDS = 20_000
 RESULT_CACHE = 100_000  # recent command outcomes kept for retried submissions
-HISTORY_LIMIT = 1_000  # fills / trades / finished orders kept per user or market in Redis
-BOOK_DEPTH = 20
 TIME_EVERY_S = 0.25  # how often a due good-till-date expiry is checked for, in a quiet market
-
-
-class BookQuery(msgspec.Struct):
-    market: str
-    depth: int = BOOK_DEPTH
-
-
-class UserQuery(msgspec.Struct):
-    user: str
-    market: str | None = None
-
-
-class OutcomeQuery(msgspec.Struct):
-    user: str
-    client_order_id: str
-
-
-async def ensure_exchange_streams(js: JetStreamContext) -> None:
-    """The command and event streams: file storage; commands de-duplicated for 10 minutes."""
-    for name, subjects, dup in (
-        (names.ORDER_STREAM, [names.ORDER_SUBJECTS], 600.0),
-        (names.EVENT_STREAM, [names.EVENT_SUBJECTS], 600.0),
-    ):
-        config = api.StreamConfig(
-            name=name,
-            subjects=subjects,
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            discard=api.DiscardPolicy.OLD,
-            duplicate_window=dup,
-            max_age=30 * 86_400.0,
-        )
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await js.update_stream(config)
-
-
-def event_market(ev: Event) -> str:
-    return ev.market or names.ACCOUNTS_MARKET
 
 
 class Matching:
@@ -147,19 +108,17 @@ class Matching:
         self.published: dict[str, int] = {}  # market -> last event seq stored in EX_EVENTS
         self.tick_seq: dict[str, int] = {}  # market -> last md.tick seq
         # Derived outputs of stored events: trade ticks in MD_TICKS (``ticked``: the event seq
-        # of the last one) and the fills/trades/orders views in Redis (``viewed``: a watermark
-        # written with them, after the ticks). Events are stored first, so after a crash
-        # ``viewed`` can lag ``published``; the replay then writes what is missing, once.
+        # of the last one) and the fills/trades/orders views in Redis (``views.viewed``: a
+        # watermark written with them, after the ticks). Events are stored first, so after a
+        # crash ``views.viewed`` can lag ``published``; the replay then writes what is missing, once.
         self.ticked: dict[str, int] = {}
-        self.viewed: dict[str, int] = {}
-        self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
-        self.book_seq: dict[str, int] = {}
+        self.views = RedisViews(r, stop)
+        self.book_feed = BookFeed(nc)
         self.results: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self.snapshot_at = (time.monotonic(), 0)
+        self.snapshots = Snapshots(r, status)
         self.time_sent = 0  # the expiry a Time command was last published for
         self.time_checked = 0.0
         self.nats_state = StateLog(log, "JetStream publish")
-        self.redis_state = StateLog(log, "Redis views")
 
     @property
     def market_names(self) -> list[str]:
@@ -168,27 +127,16 @@ class Matching:
     # --- startup ----------------------------------------------------------------------
 
     async def restore(self) -> None:
-        raw = await self.r.hgetall(names.SNAPSHOT_KEY)
-        if raw:
-            try:
-                engine = Exchange.restore(raw[b"data"])
-            except ValueError as exc:
-                log.error(
-                    "the exchange snapshot in Redis cannot be restored (%s); run the stockctl that wrote it,"
-                    " or start a fresh exchange",
-                    exc,
-                )
-                raise SystemExit(EXIT_CONFIG) from None
-            if tuple(engine.markets) != tuple(self.specs):
-                log.error(
-                    "the configured markets differ from the exchange's snapshot; markets cannot change under"
-                    " a running exchange: restore the old markets file, or start a fresh exchange"
-                )
-                raise SystemExit(EXIT_CONFIG)
-            self.engine = engine
-            self.cmd_seq = int(raw[b"cmd_seq"])
+        """The snapshot, then where each market's events, ticks and views stop (replay starts after)."""
+        try:
+            restored = await self.snapshots.load(self.specs)
+        except SnapshotUnusable as exc:
+            log.error("%s", exc)
+            raise SystemExit(EXIT_CONFIG) from None
+        if restored is not None:
+            self.engine, self.cmd_seq = restored
             log.info("restored engine snapshot at command %d", self.cmd_seq)
-        viewed = {k.decode(): int(v) for k, v in (await self.r.hgetall(names.VIEWS_SEQ_KEY)).items()}
+        viewed = await self.views.stored_watermarks()
         for market in [*self.market_names, names.ACCOUNTS_MARKET]:
             published = await self._last_event_seq(market)
             self.published[market] = published
@@ -196,15 +144,15 @@ class Matching:
             self.tick_seq[market] = tick.seq if tick else 0
             self.ticked[market] = (tick and names.event_seq_of_origin(tick.origin)) or 0
             # No watermark yet (a fresh or older exchange): its views are taken as complete.
-            self.viewed[market] = min(viewed.get(market, published), published)
-            if self.viewed[market] < published:
+            self.views.viewed[market] = min(viewed.get(market, published), published)
+            if self.views.viewed[market] < published:
                 log.warning(
                     "%s: events up to %d are stored but their ticks/views stop at %d; the replay writes the rest",
                     market,
                     published,
-                    self.viewed[market],
+                    self.views.viewed[market],
                 )
-        self.snapshot_at = (time.monotonic(), self.cmd_seq)
+        self.snapshots.mark(self.cmd_seq)
 
     async def _last_event_seq(self, market: str) -> int:
         try:
@@ -223,6 +171,7 @@ class Matching:
     # --- one batch of commands --------------------------------------------------------
 
     async def handle(self, batch: list[Msg]) -> None:
+        """Apply a batch of commands; store and derive its events; then answer and publish depth."""
         to_store: list[Event] = []
         to_derive: list[Event] = []  # stored before a crash, derived outputs maybe not
         replies: list[tuple[str, list[bytes]]] = []
@@ -252,7 +201,7 @@ class Matching:
                 touched.add(market)
                 if ev.seq > self.published.get(market, 0):
                     to_store.append(ev)
-                elif ev.seq > self.viewed.get(market, 0):
+                elif self.views.missing(ev):
                     to_derive.append(ev)
             user = getattr(cmd, "user", "")
             key = getattr(cmd, "client_order_id", None) or getattr(cmd, "request_id", "")
@@ -271,8 +220,8 @@ class Matching:
             await self.nc.publish(inbox, b"[" + b",".join(encoded) + b"]")
         for market in touched:
             if market != names.ACCOUNTS_MARKET:
-                await self._publish_book(market)
-        await self._maybe_snapshot()
+                await self.book_feed.publish(self.engine, market)
+        await self.maybe_snapshot()
 
     def _log_outcome(self, msg: Msg, sseq: int, events: list[Event]) -> None:
         """One line per command (DEBUG) or per rejection (INFO), with the gateway's request id."""
@@ -321,7 +270,7 @@ class Matching:
                 self.ticked[market] = ev.seq
         await self._publish_confirmed(ticks)
         failpoint("matching.after_ticks")
-        await self._record_views([ev for ev in events if ev.seq > self.viewed.get(event_market(ev), 0)])
+        await self.views.record([ev for ev in events if self.views.missing(ev)])
 
     async def _publish_confirmed(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
         """Publish in order and wait until JetStream has every one; retry through outages."""
@@ -343,75 +292,6 @@ class Matching:
                 attempt += 1
                 if self.stop.is_set() and attempt > 20:
                     raise
-
-    async def _record_views(self, events: list[Event]) -> None:
-        """Fills, trades and finished orders in Redis, for the gateway's history endpoints."""
-        if not events:
-            return
-        last: dict[str, int] = {}
-        for ev in events:
-            last[event_market(ev)] = ev.seq
-        # One RPUSH and one LTRIM per list for the whole batch, values in event order: far
-        # fewer commands to pack and run than two per event and per side.
-        pushes: dict[str, list[bytes]] = {}
-        for ev in events:
-            if isinstance(ev, Trade):
-                data = ex_encode(ev)
-                for user in {ev.maker_user, ev.taker_user}:
-                    pushes.setdefault(names.fills_key(user), []).append(data)
-                pushes.setdefault(names.trades_key(ev.market), []).append(data)
-            elif isinstance(ev, Accepted | Rejected | Cancelled | Amended | Triggered):
-                # An order's life for `orders --all`: accepted, then cancelled or filled.
-                pushes.setdefault(names.orders_key(ev.user), []).append(ex_encode(ev))
-        attempt = 0
-        while True:
-            # Built afresh each attempt: redis-py empties a pipeline when execute() fails.
-            async with self.r.pipeline(transaction=True) as pipe:
-                for key, values in pushes.items():
-                    pipe.rpush(key, *values)
-                    pipe.ltrim(key, -HISTORY_LIMIT, -1)
-                pipe.hset(names.VIEWS_SEQ_KEY, mapping=last)
-                try:
-                    await pipe.execute()
-                    self.viewed.update(last)
-                    self.redis_state.set("ok")
-                    return
-                except RedisError as exc:
-                    self.redis_state.set("failing", f"{exc}; retrying the fills/trades/orders views")
-            if self.stop.is_set():
-                # The watermark in Redis still says where views stop: the next start redoes them.
-                log.error("shutting down with views not written; the next start writes them from EX_EVENTS")
-                return
-            await backoff_sleep(attempt, self.stop)
-            attempt += 1
-
-    async def _publish_book(self, market: str) -> None:
-        """A delta against the last published depth (or a full snapshot the first time)."""
-        view = self.engine.book(market, BOOK_DEPTH)
-        bids = {p: q for p, q, _ in view.bids}
-        asks = {p: q for p, q, _ in view.asks}
-        seq = self.book_seq.get(market, 0) + 1
-        self.book_seq[market] = seq
-        previous = self.books.get(market)
-        self.books[market] = (bids, asks)
-        if previous is None:
-            doc: dict[str, Any] = {
-                "type": "snapshot",
-                "market": market,
-                "seq": seq,
-                "bids": view.bids,
-                "asks": view.asks,
-            }
-        else:
-            doc = {
-                "type": "delta",
-                "market": market,
-                "seq": seq,
-                "bids": _diff(previous[0], bids),
-                "asks": _diff(previous[1], asks),
-            }
-        doc["last"] = view.last_trade
-        await self.nc.publish(names.book_subject(market), encode(doc))
 
     async def maybe_send_time(self) -> None:
         """A Time command into EX_ORDERS once the earliest good-till-date expiry has passed."""
@@ -435,76 +315,13 @@ class Matching:
             return
         self.time_sent = due
 
-    async def _maybe_snapshot(self, force: bool = False) -> None:
-        at, cmds = self.snapshot_at
-        due = time.monotonic() - at >= SNAPSHOT_EVERY_S or self.cmd_seq - cmds >= SNAPSHOT_EVERY_CMDS
-        if self.cmd_seq == cmds or not (due or force):
+    async def maybe_snapshot(self, force: bool = False) -> None:
+        """A snapshot when one is due, unless stored events still lack their ticks or views."""
+        if not self.snapshots.due(self.cmd_seq, force):
             return
-        if any(self.viewed.get(m, 0) < seq for m, seq in self.published.items()):
+        if any(self.views.viewed.get(m, 0) < seq for m, seq in self.published.items()):
             return  # a snapshot past events whose ticks/views are missing would make them unrecoverable
-        try:
-            await self.r.hset(names.SNAPSHOT_KEY, mapping={"data": self.engine.snapshot(), "cmd_seq": self.cmd_seq})
-        except RedisError as exc:
-            log.warning("snapshot not written (%s); the command log still has everything", exc)
-            return
-        self.snapshot_at = (time.monotonic(), self.cmd_seq)
-        self.status.incr("snapshots")
-
-    # --- queries (core NATS request/reply) -------------------------------------------
-
-    async def serve_queries(self) -> None:
-        async def balances(msg: Msg) -> None:
-            q = msgspec.json.decode(msg.data, type=UserQuery)
-            bal = self.engine.balances(q.user)
-            await msg.respond(encode({a: {"available": av, "reserved": rs} for a, (av, rs) in bal.items()}))
-
-        async def orders(msg: Msg) -> None:
-            q = msgspec.json.decode(msg.data, type=UserQuery)
-            await msg.respond(encode(self.engine.open_orders(q.user, q.market)))
-
-        async def book(msg: Msg) -> None:
-            q = msgspec.json.decode(msg.data, type=BookQuery)
-            view = self.engine.book(q.market, q.depth)
-            await msg.respond(
-                encode(
-                    {
-                        "market": q.market,
-                        "seq": self.book_seq.get(q.market, 0),
-                        "bids": view.bids,
-                        "asks": view.asks,
-                        "last": view.last_trade,
-                    }
-                )
-            )
-
-        async def outcome(msg: Msg) -> None:
-            q = msgspec.json.decode(msg.data, type=OutcomeQuery)
-            await msg.respond(self.results.get((q.user, q.client_order_id), b"null"))
-
-        async def markets(msg: Msg) -> None:
-            await msg.respond(encode(list(self.engine.markets)))
-
-        handlers = {"balances": balances, "orders": orders, "book": book, "outcome": outcome, "markets": markets}
-        for what, handler in handlers.items():
-            await self.nc.subscribe(names.query_subject(what), cb=_guarded(handler))
-
-
-def _guarded(handler: Any) -> Any:
-    async def run(msg: Msg) -> None:
-        try:
-            await handler(msg)
-        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
-            with contextlib.suppress(Exception):
-                await msg.respond(encode({"error": "bad_query", "detail": str(exc)}))
-
-    return run
-
-
-def _diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str]]:
-    """Changed levels; quantity "0" means the level is gone."""
-    out = [(p, q) for p, q in new.items() if old.get(p) != q]
-    out.extend((p, "0") for p in old if p not in new)
-    return out
+        await self.snapshots.take(self.engine, self.cmd_seq)
 
 
 def _rejected(events: list[Event]) -> bool:
@@ -516,6 +333,7 @@ def _whole(qty: str) -> int:
 
 
 async def run(settings: Settings) -> None:
+    """The daemon: connect, restore, serve queries, apply commands until asked to stop."""
     stop = shutdown_event()
     status = StatusFile(settings, "matching")
     async with AsyncExitStack() as stack:
@@ -545,7 +363,7 @@ async def run(settings: Settings) -> None:
         await m.restore()
         gc.collect()
         gc.freeze()  # the restored engine is long-lived: keep it out of every future collection
-        await m.serve_queries()
+        await serve_queries(stack, nc, m)  # answered from here until the stack unwinds
         inbox: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def on_msg(msg: Msg) -> None:
@@ -582,7 +400,7 @@ async def run(settings: Settings) -> None:
             try:
                 first = await asyncio.wait_for(inbox.get(), TIME_EVERY_S)
             except TimeoutError:
-                await m._maybe_snapshot()
+                await m.maybe_snapshot()
                 continue
             batch = [first]
             while len(batch) < 1000 and not inbox.empty():
@@ -593,7 +411,7 @@ async def run(settings: Settings) -> None:
             status.info["backlog"] = batch[-1].metadata.num_pending + inbox.qsize()
 
         # --- shutdown --------------------------------------------------------------
-        await m._maybe_snapshot(force=True)
+        await m.maybe_snapshot(force=True)
         await status_task
 
 

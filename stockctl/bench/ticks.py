@@ -56,10 +56,10 @@ from stockctl.bench.kit import (
 from stockctl.errors import UsageError
 from stockctl.marketdata.gbm import make_walks
 from stockctl.marketdata.money import from_units
-from stockctl.runtime.service import ensure_tick_stream
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, encode, quote_decoder
+from stockctl.wire.streams import ensure_tick_stream
 
 DEFAULT_RATES: tuple[int, ...] = (1_000, 5_000, 20_000, 50_000)
 DEFAULT_SECONDS = 5.0

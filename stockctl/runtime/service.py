@@ -23,13 +23,11 @@ import nats
 import redis.asyncio as aioredis
 import uvicorn
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext, api
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from stockctl.runtime.ops import Ops, configure_logging
 from stockctl.settings import Settings, mask_url
-from stockctl.wire import names
 
 log = logging.getLogger("stockctl")
 
@@ -264,25 +262,6 @@ async def open_nats(
     stack.push_async_callback(nc.drain)
     ops.check("nats", lambda: nc.is_connected)
     return nc
-
-
-async def ensure_tick_stream(js: JetStreamContext, settings: Settings) -> api.StreamInfo:
-    """Create or update the tick stream: file storage, bounded by age and size."""
-    config = api.StreamConfig(
-        name=names.TICK_STREAM,
-        subjects=[names.TICK_SUBJECTS],
-        storage=api.StorageType.FILE,
-        retention=api.RetentionPolicy.LIMITS,
-        discard=api.DiscardPolicy.OLD,
-        max_age=float(settings.tick_max_age_s),
-        max_bytes=settings.tick_max_bytes,
-        duplicate_window=120.0,
-    )
-    try:
-        return await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
-        # Exists with other limits (settings changed): bring it in line.
-        return await js.update_stream(config)
 
 
 FAILPOINT_EXIT = 86

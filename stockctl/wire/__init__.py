@@ -1,5 +1,6 @@
 """What crosses a process: subjects and keys, stream definitions, and every message shape.
 
-Pure: nothing here does I/O. Each module is a contract between two processes; change one
-and both sides change.
+Nothing here opens a connection; only :mod:`stockctl.wire.streams` does I/O, through the
+JetStream context its caller passes. Each module is a contract between two processes;
+change one and both sides change.
 """

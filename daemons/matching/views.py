@@ -1,0 +1,91 @@
+"""matching's Redis views of stored events: fills, trades and order history, with a watermark.
+
+The gateway's history endpoints read these lists; matching is their only writer. Each
+user's fills, each market's trades and each user's finished orders are a list, oldest
+first, trimmed to the last ``HISTORY_LIMIT``. One MULTI writes a batch's additions together
+with ``VIEWS_SEQ_KEY``, the per-market event seq they reach, so after a crash the watermark
+says exactly which stored events still lack their views: the restart writes those, once.
+
+:meth:`RedisViews.record` retries through Redis outages until it succeeds, or until the
+daemon stops (then the watermark, unchanged, leaves the work to the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from stockctl.runtime.service import StateLog, backoff_sleep
+from stockctl.wire import names
+from stockctl.wire.exchange import Accepted, Amended, Cancelled, Event, Rejected, Trade, Triggered
+from stockctl.wire.exchange import encode as ex_encode
+
+log = logging.getLogger("stockctl.matching")
+
+HISTORY_LIMIT = 1_000  # fills / trades / finished orders kept per user or market in Redis
+
+
+def event_market(ev: Event) -> str:
+    """The market an event belongs to (account events: the pseudo-market ``ACCOUNTS``)."""
+    return ev.market or names.ACCOUNTS_MARKET
+
+
+class RedisViews:
+    """Writes the views and keeps ``viewed``: market -> the last event seq they include."""
+
+    def __init__(self, r: aioredis.Redis, stop: asyncio.Event) -> None:
+        self.r, self.stop = r, stop
+        self.viewed: dict[str, int] = {}
+        self.state = StateLog(log, "Redis views")
+
+    async def stored_watermarks(self) -> dict[str, int]:
+        """The watermark in Redis (empty on a fresh exchange, or one written before there was one)."""
+        return {k.decode(): int(v) for k, v in (await self.r.hgetall(names.VIEWS_SEQ_KEY)).items()}
+
+    def missing(self, event: Event) -> bool:
+        """Whether ``event`` is past the views' watermark."""
+        return event.seq > self.viewed.get(event_market(event), 0)
+
+    async def record(self, events: list[Event]) -> None:
+        """Fills, trades and finished orders in Redis, for the gateway's history endpoints."""
+        if not events:
+            return
+        last: dict[str, int] = {}
+        for ev in events:
+            last[event_market(ev)] = ev.seq
+        # One RPUSH and one LTRIM per list for the whole batch, values in event order: far
+        # fewer commands to pack and run than two per event and per side.
+        pushes: dict[str, list[bytes]] = {}
+        for ev in events:
+            if isinstance(ev, Trade):
+                data = ex_encode(ev)
+                for user in {ev.maker_user, ev.taker_user}:
+                    pushes.setdefault(names.fills_key(user), []).append(data)
+                pushes.setdefault(names.trades_key(ev.market), []).append(data)
+            elif isinstance(ev, Accepted | Rejected | Cancelled | Amended | Triggered):
+                # An order's life for `orders --all`: accepted, then cancelled or filled.
+                pushes.setdefault(names.orders_key(ev.user), []).append(ex_encode(ev))
+        attempt = 0
+        while True:
+            # Built afresh each attempt: redis-py empties a pipeline when execute() fails.
+            async with self.r.pipeline(transaction=True) as pipe:
+                for key, values in pushes.items():
+                    pipe.rpush(key, *values)
+                    pipe.ltrim(key, -HISTORY_LIMIT, -1)
+                pipe.hset(names.VIEWS_SEQ_KEY, mapping=last)
+                try:
+                    await pipe.execute()
+                    self.viewed.update(last)
+                    self.state.set("ok")
+                    return
+                except RedisError as exc:
+                    self.state.set("failing", f"{exc}; retrying the fills/trades/orders views")
+            if self.stop.is_set():
+                # The watermark in Redis still says where views stop: the next start redoes them.
+                log.error("shutting down with views not written; the next start writes them from EX_EVENTS")
+                return
+            await backoff_sleep(attempt, self.stop)
+            attempt += 1

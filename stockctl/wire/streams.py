@@ -1,0 +1,84 @@
+"""Every JetStream stream stockctl keeps, defined in one place.
+
+A stream's configuration is a contract between the processes that write it and those that
+read it, as a subject is: the tick stream ``MD_TICKS`` (written by the publisher, feeds and
+matching; read by the processor and history), the exchange's command stream ``EX_ORDERS``
+(written by the gateway, liquidity and matching's time commands; read by matching) and its
+event stream ``EX_EVENTS`` (written by matching, which reads it back after a restart).
+Names and subjects come from :mod:`stockctl.wire.names`.
+
+Each ``*_config`` function is pure. Each ``ensure_*`` function creates its streams, or
+brings an existing one in line with the configuration (limits changed in the settings),
+through the ``JetStreamContext`` the caller passes: this module opens no connection.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nats.js import api
+from nats.js.errors import BadRequestError
+
+from stockctl.wire import names
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+    from stockctl.settings import Settings
+
+TICK_DUPLICATE_WINDOW_S = 120.0
+EXCHANGE_DUPLICATE_WINDOW_S = 600.0  # a client may retry a command with its id for 10 minutes
+EXCHANGE_MAX_AGE_S = 30 * 86_400.0
+
+
+def tick_stream_config(settings: Settings) -> api.StreamConfig:
+    """``MD_TICKS``: file storage, bounded by the configured age and size."""
+    return api.StreamConfig(
+        name=names.TICK_STREAM,
+        subjects=[names.TICK_SUBJECTS],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.OLD,
+        max_age=float(settings.tick_max_age_s),
+        max_bytes=settings.tick_max_bytes,
+        duplicate_window=TICK_DUPLICATE_WINDOW_S,
+    )
+
+
+def exchange_stream_configs() -> list[api.StreamConfig]:
+    """``EX_ORDERS`` and ``EX_EVENTS``: file storage, kept 30 days, de-duplicated for 10 minutes."""
+    return [
+        api.StreamConfig(
+            name=name,
+            subjects=[subjects],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.OLD,
+            duplicate_window=EXCHANGE_DUPLICATE_WINDOW_S,
+            max_age=EXCHANGE_MAX_AGE_S,
+        )
+        for name, subjects in (
+            (names.ORDER_STREAM, names.ORDER_SUBJECTS),
+            (names.EVENT_STREAM, names.EVENT_SUBJECTS),
+        )
+    ]
+
+
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> api.StreamInfo:
+    """Create the stream, or update it if it exists with another configuration."""
+    try:
+        return await js.add_stream(config)
+    except BadRequestError:
+        # Exists with other limits (settings changed): bring it in line.
+        return await js.update_stream(config)
+
+
+async def ensure_tick_stream(js: JetStreamContext, settings: Settings) -> api.StreamInfo:
+    """Create or update ``MD_TICKS``."""
+    return await ensure_stream(js, tick_stream_config(settings))
+
+
+async def ensure_exchange_streams(js: JetStreamContext) -> None:
+    """Create or update ``EX_ORDERS`` and ``EX_EVENTS``."""
+    for config in exchange_stream_configs():
+        await ensure_stream(js, config)
