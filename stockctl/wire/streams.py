@@ -14,7 +14,7 @@ through the ``JetStreamContext`` the caller passes: this module opens no connect
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from nats.js import api
 from nats.js.errors import BadRequestError
@@ -24,7 +24,13 @@ from stockctl.wire import names
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
-    from stockctl.settings import Settings
+
+class Settings(Protocol):
+    """The limits these definitions read (``stockctl.settings.Settings`` has them): a protocol,
+    so that wire does not import settings, which imports wire."""
+
+    tick_max_age_s: int
+    tick_max_bytes: int
 
 TICK_DUPLICATE_WINDOW_S = 120.0
 EXCHANGE_DUPLICATE_WINDOW_S = 600.0  # a client may retry a command with its id for 10 minutes
