@@ -32,6 +32,7 @@ class Settings(Protocol):
     tick_max_age_s: int
     tick_max_bytes: int
 
+
 TICK_DUPLICATE_WINDOW_S = 120.0
 EXCHANGE_DUPLICATE_WINDOW_S = 600.0  # a client may retry a command with its id for 10 minutes
 EXCHANGE_MAX_AGE_S = 30 * 86_400.0
