@@ -49,10 +49,14 @@ from fastapi.responses import Response
 from redis.exceptions import RedisError
 from starlette.convertors import Convertor, register_url_convertor
 
+from daemons.gateway.exchange_api import order_result
+from daemons.gateway.responses import json_response, small_body
+from daemons.gateway.tokens import Forbidden, Unauthorized, check_user
 from stockctl.auth.tokens import Claims
 from stockctl.errors import NotFound, StockctlError, UsageError
 from stockctl.settings import Settings
 from stockctl.wire import names
+from stockctl.wire.gateway import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, OrderIn
 from stockctl.wire.marketdata import Quote, quote_decoder
 from stockctl.wire.seeds import encode_numbers, number, rfc3339
 
@@ -144,8 +148,6 @@ def add_routes(
     app: FastAPI, settings: Settings, store: Any, exchange: Any, keys: Any, r: Any, user: Any, proxy: Any
 ) -> None:
     """Mount the seeds' REST endpoints and their WebSocket on ``app`` (see the module docstring)."""
-    from daemons.gateway import core as gw  # the gateway imports this module: its names are read late
-
     market = market_reader(settings, user)
 
     @app.get("/prices", include_in_schema=False)
@@ -180,25 +182,25 @@ def add_routes(
         upstream = await proxy(request, "/auth/login")
         if upstream.status_code != 200:
             return upstream
-        return gw.json_response({"token": msgspec.json.decode(upstream.body)["access_token"]})
+        return json_response({"token": msgspec.json.decode(upstream.body)["access_token"]})
 
     @app.post("/order", status_code=201, include_in_schema=False)
     async def seed_order(request: Request) -> Response:
         claims = await user(request)
-        order = await gw.small_body(request, seed_order_decoder, "order")
+        order = await small_body(request, seed_order_decoder, "order")
         if isinstance(order, Response):
             return order
         if order.order_kind == "Limit" and order.price is None:
             raise UsageError("a Limit order needs a price", 'send "price": 100.50')
-        ours = gw.OrderIn(
+        ours = OrderIn(
             market=order.market,
             side=order.order_type.lower(),
             qty=_plain(order.quantity, "quantity"),
             price=_plain(order.price, "price") if order.order_kind == "Limit" and order.price is not None else None,
             type=order.order_kind.lower(),
         )
-        status, doc = gw.order_result(await exchange.place(claims.email, ours))
-        return gw.json_response(doc, status)
+        status, doc = order_result(await exchange.place(claims.email, ours))
+        return json_response(doc, status)
 
     @app.websocket("/ws")
     async def seed_ws(ws: WebSocket) -> None:
@@ -206,10 +208,10 @@ def add_routes(
         claims: Claims | None = None
         if not settings.public_market_data:
             try:
-                claims = await gw.check_user(r, keys, ws.headers.get("authorization"))
-            except (gw.Unauthorized, gw.Forbidden) as exc:
-                code = gw.CLOSE_FORBIDDEN if isinstance(exc, gw.Forbidden) else gw.CLOSE_UNAUTHORIZED
-                hint = "" if code == gw.CLOSE_FORBIDDEN else "; or set STOCKCTL_PUBLIC_MARKET_DATA=1"
+                claims = await check_user(r, keys, ws.headers.get("authorization"))
+            except (Unauthorized, Forbidden) as exc:
+                code = CLOSE_FORBIDDEN if isinstance(exc, Forbidden) else CLOSE_UNAUTHORIZED
+                hint = "" if code == CLOSE_FORBIDDEN else "; or set STOCKCTL_PUBLIC_MARKET_DATA=1"
                 await ws.close(code, (str(exc) + hint)[:120])
                 return
         await SeedSession(ws, exchange.nc, store, exchange, claims, settings.ws_max_messages_per_s).run()
@@ -248,7 +250,7 @@ class SeedSession:
             if not done:  # the token ran out: as on our own WebSocket, reconnect with a fresh one
                 self.closed = True
                 with contextlib.suppress(Exception):
-                    await self.ws.close(gw_close_unauthorized(), "token expired; reconnect with a fresh one")
+                    await self.ws.close(CLOSE_UNAUTHORIZED, "token expired; reconnect with a fresh one")
         finally:
             reader.cancel()
             writer.cancel()
@@ -348,9 +350,3 @@ def _book_view(market: str, doc: dict[str, Any]) -> dict[str, Any]:
         return [[Decimal(row[0]), Decimal(row[1])] for row in rows]
 
     return {"market": market, "seq": doc.get("seq"), "bids": levels(doc["bids"]), "asks": levels(doc["asks"])}
-
-
-def gw_close_unauthorized() -> int:
-    from daemons.gateway import core as gw
-
-    return gw.CLOSE_UNAUTHORIZED
