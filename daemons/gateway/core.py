@@ -38,6 +38,7 @@ from contextlib import AsyncExitStack
 import httpx
 import websockets
 
+from daemons.gateway.auth_proxy import AuthProxy
 from daemons.gateway.exchange_api import ExchangeApi
 from daemons.gateway.fanout import Hub
 from daemons.gateway.rest import build_app
@@ -79,6 +80,7 @@ async def run(settings: Settings) -> None:
         proxy_secret = load_proxy_secret(settings.secrets_dir)  # proves to auth that X-Forwarded-For is ours
         http = httpx.AsyncClient(base_url=settings.effective_auth_url, timeout=10)
         stack.push_async_callback(http.aclose)
+        auth = AuthProxy(settings, http, proxy_secret)
         store = MarketStore(r, settings.candle_intervals)
         exchange = ExchangeApi(settings, nc, nc.jetstream(), r)
         exchange.ack_seconds = ops.histogram("order_ack_seconds", "Order or cancel: submitted to answered")
@@ -102,7 +104,7 @@ async def run(settings: Settings) -> None:
         stack.push_async_callback(ws.wait_closed)
         stack.callback(ws.close)
         http_server = UvicornServer(
-            HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, http, alerts, proxy_secret)), ops),
+            HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, alerts, auth)), ops),
             settings.host,
             settings.gateway_port,
             ws="websockets-sansio",  # the seed clients' /ws

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 import msgspec
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Query, Request
@@ -26,19 +25,18 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from daemons.gateway import auth_proxy
 from daemons.gateway import seeds as gateway_seeds
-from daemons.gateway.auth_proxy import inside_auth
+from daemons.gateway.auth_proxy import AuthProxy
 from daemons.gateway.exchange_api import ExchangeApi, ExchangeUnavailable, amend_result, order_result
 from daemons.gateway.responses import error_response, json_response, small_body
 from daemons.gateway.tokens import Forbidden, KeyRing, Unauthorized, check_user
 from stockctl.alerts.rules import alert_in_decoder
 from stockctl.alerts.store import AlertStore, TooManyAlerts
-from stockctl.auth.proxies import PROXY_SECRET_HEADER, TrustedProxies
 from stockctl.auth.tokens import Claims
 from stockctl.errors import NotFound, StockctlError, UsageError
 from stockctl.history.reads import HistoryReader
 from stockctl.marketdata.store import MarketStore
-from stockctl.runtime.ops import REQUEST_ID_HEADER, bound, new_request_id
 from stockctl.settings import Settings
 from stockctl.wire.gateway import OrderIn, amend_in_decoder, order_in_decoder
 
@@ -76,11 +74,9 @@ def build_app(
     exchange: ExchangeApi,
     keys: KeyRing,
     r: aioredis.Redis,
-    http: httpx.AsyncClient,
     alerts: AlertStore,
-    proxy_secret: str = "",
+    proxy: AuthProxy,
 ) -> FastAPI:
-    proxies = TrustedProxies(settings.trusted_proxies)
     app = FastAPI(
         title="stockctl gateway",
         version="1",
@@ -313,44 +309,7 @@ def build_app(
         claims = await user(request)
         return json_response(await alerts.remove(claims.email, alert_id))
 
-    async def proxy(request: Request, path: str) -> Response:
-        body = await request.body()
-        if len(body) > 64 * 1024:
-            return error_response(413, "too_large", "request body over 64 KiB")
-        # Raw bytes both ways: a header value need not be ASCII, and the path goes on as the client sent it.
-        # Only these three pass: a client's own X-Forwarded-For or proxy secret never reaches auth.
-        headers = [(k, v) for k, v in request.headers.raw if k in (b"content-type", b"authorization", b"accept")]
-        client = proxies.client_address(
-            request.client.host if request.client else None, request.headers.getlist("x-forwarded-for")
-        )
-        headers.append((b"x-forwarded-for", client.encode()))
-        headers.append((PROXY_SECRET_HEADER.encode(), proxy_secret.encode()))  # auth believes the line above
-        headers.append((REQUEST_ID_HEADER.encode(), (bound("request_id") or new_request_id()).encode()))
-        try:
-            upstream = await http.request(
-                request.method, path, content=body, headers=headers, params=request.query_params
-            )
-        except httpx.InvalidURL:
-            return error_response(400, "bad_request", "this URL cannot be passed on to the auth daemon")
-        except httpx.HTTPError as exc:
-            return error_response(503, "auth_unavailable", f"auth daemon unreachable: {exc.__class__.__name__}")
-        keep = {
-            k: v
-            for k, v in upstream.headers.items()
-            if k.lower() in ("content-type", "retry-after", "www-authenticate")
-        }
-        return Response(upstream.content, status_code=upstream.status_code, headers=keep)
+    auth_proxy.add_routes(app, proxy)
 
-    @app.api_route("/auth/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
-    async def auth_proxy(request: Request, rest: str) -> Response:
-        raw_path = (request.scope.get("raw_path") or f"/auth/{rest}".encode()).decode("latin-1")
-        if not inside_auth(raw_path):
-            return error_response(404, "not_found", "no such endpoint: the path leaves /auth/")
-        return await proxy(request, raw_path)
-
-    @app.get("/.well-known/jwks.json", include_in_schema=False)
-    async def jwks(request: Request) -> Response:
-        return await proxy(request, "/.well-known/jwks.json")
-
-    gateway_seeds.add_routes(app, settings, store, exchange, keys, r, user, proxy)
+    gateway_seeds.add_routes(app, settings, store, exchange, keys, r, user, proxy.forward)
     return app
