@@ -30,7 +30,7 @@ from daemons.gateway import seeds as gateway_seeds
 from daemons.gateway.auth_proxy import AuthProxy
 from daemons.gateway.exchange_api import ExchangeApi, ExchangeUnavailable, amend_result, order_result
 from daemons.gateway.responses import error_response, json_response, small_body
-from daemons.gateway.tokens import Forbidden, KeyRing, Unauthorized, check_user
+from daemons.gateway.tokens import Forbidden, KeyRing, Unauthorized, check_user, market_reader
 from stockctl.alerts.rules import alert_in_decoder
 from stockctl.alerts.store import AlertStore, TooManyAlerts
 from stockctl.auth.tokens import Claims
@@ -115,7 +115,7 @@ def build_app(
     async def user(request: Request) -> Claims:
         return await check_user(r, keys, request.headers.get("authorization"))
 
-    market_data = gateway_seeds.market_reader(settings, user)  # market data: public if configured
+    market_data = market_reader(settings, user)  # market data: public if configured
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -311,5 +311,5 @@ def build_app(
 
     auth_proxy.add_routes(app, proxy)
 
-    gateway_seeds.add_routes(app, settings, store, exchange, keys, r, user, proxy.forward)
+    gateway_seeds.add_routes(app, settings, store, exchange, keys, r, user, proxy)
     return app

@@ -44,16 +44,20 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
+import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
+from nats.aio.client import Client as NATS
 from redis.exceptions import RedisError
 from starlette.convertors import Convertor, register_url_convertor
 
-from daemons.gateway.exchange_api import order_result
+from daemons.gateway.auth_proxy import AuthProxy
+from daemons.gateway.exchange_api import ExchangeApi, order_result
 from daemons.gateway.responses import json_response, small_body
-from daemons.gateway.tokens import Forbidden, Unauthorized, check_user
+from daemons.gateway.tokens import Forbidden, KeyRing, Unauthorized, check_user, market_reader
 from stockctl.auth.tokens import Claims
 from stockctl.errors import NotFound, StockctlError, UsageError
+from stockctl.marketdata.store import MarketStore
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.gateway import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, OrderIn
@@ -65,29 +69,6 @@ log = logging.getLogger("stockctl.gateway.seeds")
 GRACE_S = 0.3  # seeds 002/003 never send: after this long without a message, stream everything
 QUEUE_LIMIT = 1024
 BTC_SYMBOLS = ("BTCUSDT", "BTC-USD", "BTC/USDT", "BTCUSD", "BTC")
-Reader = Callable[[Request], Awaitable[Claims | None]]
-
-
-def market_reader(settings: Settings, user: Callable[[Request], Awaitable[Claims]]) -> Reader:
-    """The check for a market-data read: none with ``public_market_data``, else ``user``'s token."""
-
-    async def read(request: Request) -> Claims | None:
-        if settings.public_market_data:
-            return None
-        return await user(request)
-
-    return read
-
-
-PRIVATE_CHANNELS = ("orders", "alerts")
-
-
-def anonymous_may(op: str, channels: list[str], parse: Callable[[str], Any]) -> bool:
-    """Whether a token-less client of our own WebSocket (``public_market_data``) may do ``op``:
-    ping, auth, and (un)subscribing market-data channels; never trading or private channels."""
-    if op in ("ping", "auth", "unsubscribe"):
-        return True
-    return op == "subscribe" and not any(parse(c).kind in PRIVATE_CHANNELS for c in channels)
 
 
 class _PriceSymbol(Convertor[str]):
@@ -145,7 +126,14 @@ def _plain(d: Decimal, what: str) -> str:
 
 
 def add_routes(
-    app: FastAPI, settings: Settings, store: Any, exchange: Any, keys: Any, r: Any, user: Any, proxy: Any
+    app: FastAPI,
+    settings: Settings,
+    store: MarketStore,
+    exchange: ExchangeApi,
+    keys: KeyRing,
+    r: aioredis.Redis,
+    user: Callable[[Request], Awaitable[Claims]],
+    proxy: AuthProxy,
 ) -> None:
     """Mount the seeds' REST endpoints and their WebSocket on ``app`` (see the module docstring)."""
     market = market_reader(settings, user)
@@ -179,7 +167,7 @@ def add_routes(
 
     @app.post("/login", include_in_schema=False)
     async def seed_login(request: Request) -> Response:
-        upstream = await proxy(request, "/auth/login")
+        upstream = await proxy.forward(request, "/auth/login")
         if upstream.status_code != 200:
             return upstream
         return json_response({"token": msgspec.json.decode(upstream.body)["access_token"]})
@@ -220,7 +208,9 @@ def add_routes(
 class SeedSession:
     """One seed client's WebSocket: firehose, seed 001 symbols or seed 004 order books."""
 
-    def __init__(self, ws: WebSocket, nc: Any, store: Any, exchange: Any, claims: Claims | None, rate: float) -> None:
+    def __init__(
+        self, ws: WebSocket, nc: NATS, store: MarketStore, exchange: ExchangeApi, claims: Claims | None, rate: float
+    ) -> None:
         self.ws, self.nc, self.store, self.exchange, self.claims = ws, nc, store, exchange, claims
         self.rate, self.tokens, self.last = rate, rate * 2, time.monotonic()  # as our own /ws: burst of 2 s
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)

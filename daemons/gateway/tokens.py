@@ -6,6 +6,7 @@ at most every 10 s, when a token names a key the ring does not know (a key rotat
 :class:`Unauthorized` (no valid token: HTTP 401, WebSocket close 4401) or :class:`Forbidden`
 (a disabled account: 403, close 4403). Tokens are verified locally; only the disabled set is
 read from Redis, so a disabled account is refused on its next request.
+:func:`market_reader` is the check of a market-data read: none with ``public_market_data``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from fastapi import Request
 
 from stockctl.auth.tokens import Claims, TokenError, TokenVerifier
 from stockctl.errors import StockctlError
 from stockctl.runtime.service import backoff_sleep
+from stockctl.settings import Settings
 from stockctl.wire import names
 
 log = logging.getLogger("stockctl.gateway")
@@ -80,3 +84,17 @@ class Unauthorized(StockctlError):
 
 class Forbidden(StockctlError):
     """A valid token of a user who may not do this."""
+
+
+Reader = Callable[[Request], Awaitable[Claims | None]]
+
+
+def market_reader(settings: Settings, user: Callable[[Request], Awaitable[Claims]]) -> Reader:
+    """The check for a market-data read: none with ``public_market_data``, else ``user``'s token."""
+
+    async def read(request: Request) -> Claims | None:
+        if settings.public_market_data:
+            return None
+        return await user(request)
+
+    return read

@@ -1,8 +1,9 @@
 """The gateway's WebSocket protocol on ``ws_port`` (path ``/ws``): authenticate, then ops.
 
 A client authenticates with an ``Authorization`` header or, within 10 s, a first message
-``{"op":"auth","token":...}``; with ``public_market_data`` it may instead stay anonymous and
-subscribe to market-data channels only. Then it sends :class:`~stockctl.wire.gateway.ClientMsg`
+``{"op":"auth","token":...}``. With ``public_market_data`` it may instead stay anonymous: then
+it may ping, authenticate and (un)subscribe market-data channels, never trade nor see
+``orders`` or ``alerts`` (:func:`anonymous_may`). Then it sends :class:`~stockctl.wire.gateway.ClientMsg`
 ops: ``subscribe``/``unsubscribe`` (fan-out: :mod:`daemons.gateway.fanout`), ``ping``, ``place``,
 ``cancel``, ``amend`` and ``auth`` (a fresh token of the same user). A bad message gets an error
 frame and the connection stays; the close codes are in :mod:`stockctl.wire.gateway`.
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -31,9 +33,8 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
-from daemons.gateway import seeds as gateway_seeds
 from daemons.gateway.exchange_api import ExchangeUnavailable, amend_result, order_result
-from daemons.gateway.fanout import Client, Hub
+from daemons.gateway.fanout import Channel, Client, Hub
 from daemons.gateway.tokens import Forbidden, KeyRing, Unauthorized, check_user
 from stockctl.errors import NotFound, UsageError
 from stockctl.runtime.service import HeapFreezer, StatusFile
@@ -54,6 +55,17 @@ log = logging.getLogger("stockctl.gateway")
 
 AUTH_TIMEOUT_S = 10.0
 STALL_LIMIT_S = 10.0  # a client whose backlog has not moved for this long is closed
+
+
+PRIVATE_CHANNELS = ("orders", "alerts")
+
+
+def anonymous_may(op: str, channels: list[str], parse: Callable[[str], Channel]) -> bool:
+    """Whether a token-less client of our own WebSocket (``public_market_data``) may do ``op``:
+    ping, auth, and (un)subscribing market-data channels; never trading or private channels."""
+    if op in ("ping", "auth", "unsubscribe"):
+        return True
+    return op == "subscribe" and not any(parse(c).kind in PRIVATE_CHANNELS for c in channels)
 
 
 class WsServer:
@@ -133,7 +145,7 @@ class WsServer:
             return
         reply: dict[str, Any] = {"id": msg.id} if msg.id is not None else {}
         try:
-            if client.claims is None and not gateway_seeds.anonymous_may(msg.op, msg.channels, self.hub.parse):
+            if client.claims is None and not anonymous_may(msg.op, msg.channels, self.hub.parse):
                 raise Unauthorized("this needs a token", 'send {"op":"auth","token":"<access token>"} first')
             if msg.op == "ping":
                 client.send_now({"type": "pong", **reply})
