@@ -119,15 +119,30 @@ async def run(settings: Settings) -> None:
         log.info("serving HTTP on %s and WebSocket on %s", settings.gateway_url, settings.ws_url)
 
         # --- main loop -------------------------------------------------------------
-        await ws_server.watchdog(stop)
+        watchdog_task = asyncio.create_task(ws_server.watchdog(stop))
+        stopping = asyncio.create_task(stop.wait())
+        # uvicorn ends only when told to: a serve task that ends before a signal is a dead HTTP
+        # side, and a gateway serving WebSocket alone would look healthy to the supervisor.
+        await asyncio.wait({stopping, serve_task, watchdog_task}, return_when=asyncio.FIRST_COMPLETED)
+        http_died = serve_task.done() and not stop.is_set()
+        stop.set()
 
         # --- shutdown --------------------------------------------------------------
         for client in list(hub.clients):
             client.close_later(1001, "gateway shutting down")
         http_server.should_exit = True
-        await serve_task
-        await status_task
-        await disabled_task
+        if http_died:
+            exc = None if serve_task.cancelled() else serve_task.exception()
+            log.error(
+                "the HTTP server stopped by itself (%s); exiting so that the gateway is restarted",
+                "no error" if exc is None else f"{exc.__class__.__name__}: {exc}",
+                exc_info=exc,
+            )
+        else:
+            await serve_task
+        await asyncio.gather(watchdog_task, status_task, disabled_task, stopping)
+        if http_died:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":
