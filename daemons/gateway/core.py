@@ -1,30 +1,15 @@
-"""gateway: the clients' door. REST over HTTP, live channels over WebSocket, JWT on both.
+"""The gateway daemon: start-up, serving and shutdown of the clients' door.
 
-* HTTP (FastAPI on ``gateway_port``): market data under ``/api/v1``, the seed clients' doors
-  (:mod:`daemons.gateway_seeds`, with their WebSocket at ``/ws`` on this port), and ``/auth/*``
-  passed through to the auth daemon so a client needs one base URL. Market-data reads need
-  no token with ``public_market_data``.
-* WebSocket (``websockets`` on ``ws_port``, path ``/ws``): authenticate (header or first
-  message), subscribe to channels, get a snapshot and then updates. With
-  ``public_market_data`` a client without a token may subscribe to market-data channels only.
+Start-up, in order: Redis, NATS, the auth daemon's signing keys (it waits for auth), the
+matching client, the WebSocket server on ``ws_port`` (:mod:`daemons.gateway.ws`) and the HTTP
+app on ``gateway_port`` (:mod:`daemons.gateway.rest` on uvicorn); ready once both listen.
 
-Fan-out is built for many clients on few cores: each NATS message becomes one frame
-(the payload is spliced in, never re-encoded) written synchronously to every client
-whose socket keeps up. A client that falls behind gets a private backlog in which
-quotes and candles are conflated to the latest per channel; one that cannot keep up at
-all is closed with a reason. Slow clients never delay the others.
+Serving, until SIGTERM or SIGINT: beside the two servers run the WebSocket watchdog, the
+disabled-account check and the status file.
 
-Each NATS message is routed once per client and channel: ``orders`` (``ex.event.>``) and
-``trades:MKT`` (``ex.event.MKT``) see the same events through two subscriptions, so each
-subscription serves its own channel only.
-
-A disabled account loses its open sockets (4403) at once: ``stockctl users disable``
-announces it on ``auth.disabled``, and every ``disabled_check_s`` the gateway re-reads the
-disabled set for the users it serves, in case an announcement was lost.
-
-The client address passed to auth is the socket peer, or what a proxy named in
-``trusted_proxies`` forwarded (:mod:`stockctl.proxies`); ``/auth/*`` paths that would leave
-``/auth/`` once decoded are refused with 404.
+Shutdown: WebSocket clients are closed with 1001, uvicorn finishes its requests, exit 0. If
+the HTTP server stops by itself first (uvicorn crashed or returned), the daemon shuts down
+the same way and exits 1, so that the supervisor restarts it.
 
 The gateway holds no state of its own: any number of them serve the same data.
 """
