@@ -37,6 +37,7 @@ import websockets
 from stockctl.alerts.rules import Alert, AlertAdded, AlertList
 from stockctl.errors import NotFound, NotRunningError, ServiceUnavailable, StockctlError, UsageError
 from stockctl.settings import Settings, mask_url
+from stockctl.wire.gateway import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, ServerFrame, server_frame_decoder
 from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal
 from stockctl.wire.symbols import parse_symbol
 
@@ -313,24 +314,9 @@ class OrderRejected(UsageError):
         self.code = code
 
 
-class Frame(msgspec.Struct):
-    """A server frame on the WebSocket."""
-
-    type: str
-    channel: str | None = None
-    data: msgspec.Raw = msgspec.Raw(b"")
-    error: str | None = None
-    detail: str | None = None
-    id: int | str | None = None
-    email: str | None = None
-
-
-_frame_decoder = msgspec.json.Decoder(Frame)
-
 StateHandler = Callable[[str, str], None]
 RENEW_ID = "renew"
 """The ``id`` of the ``auth`` messages that renew the token on an open socket."""
-CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4401, 4403
 
 
 async def _keep_renewed(ws: websockets.ClientConnection, session: LiveSession, grant: Session) -> None:
@@ -364,7 +350,7 @@ async def live_frames(
     on_state: StateHandler | None = None,
     max_attempts: int | None = 30,
     max_backoff_s: float = 5.0,
-) -> AsyncIterator[Frame]:
+) -> AsyncIterator[ServerFrame]:
     """Every frame of one WebSocket kept open: auth, one subscribe per group, renewal, reconnects.
 
     The subscribe of ``groups[i]`` carries ``id`` i + 1, so an error frame says which group
@@ -394,7 +380,7 @@ async def live_frames(
                 renewer = asyncio.create_task(_keep_renewed(ws, session, grant)) if session.renewable else None
                 try:
                     async for raw in ws:
-                        f = _frame_decoder.decode(raw)
+                        f = server_frame_decoder.decode(raw)
                         if f.type == "welcome":
                             attempt, refused_once = 0, False
                         elif f.type == "error" and f.id == RENEW_ID:

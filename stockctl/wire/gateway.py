@@ -6,6 +6,7 @@
 * A WebSocket client message: :class:`ClientMsg`, ``{"op": ...}``.
 * A server frame: ``{"type","channel","data"}`` built by :func:`frame` around a payload that is
   already JSON (spliced in, never re-encoded); ``trades:MKT`` carries :class:`PublicTrade`.
+  A client reads any frame as a :class:`ServerFrame`.
 * A WebSocket close code tells the client what to do: 4401 log in again, 4403 stop (forbidden),
   1008 slow down (rate), 1013 reconnect later (too slow, or a dependency is down).
 
@@ -94,3 +95,20 @@ encode = msgspec.json.Encoder().encode
 def frame(kind: str, channel: str, data: bytes) -> bytes:
     """A server frame around an already-encoded JSON payload (spliced, not re-encoded)."""
     return b'{"type":"' + kind.encode() + b'","channel":"' + channel.encode() + b'","data":' + data + b"}"
+
+
+class ServerFrame(msgspec.Struct):
+    """A frame from the gateway's WebSocket, as a client reads it: ``type`` always; ``channel`` and
+    ``data`` (left raw) on channel frames; ``error``/``detail`` on errors; ``id`` echoes a request's
+    ``id``; ``email`` is in ``welcome``."""
+
+    type: str
+    channel: str | None = None
+    data: msgspec.Raw = msgspec.Raw(b"")
+    error: str | None = None
+    detail: str | None = None
+    id: int | str | None = None
+    email: str | None = None
+
+
+server_frame_decoder = msgspec.json.Decoder(ServerFrame)
