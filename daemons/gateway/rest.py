@@ -45,7 +45,7 @@ log = logging.getLogger("stockctl.gateway")
 
 class _SymbolSegment(Convertor[str]):
     """A symbol or market in a path: anything, ``/`` (sent as ``%2F``) and control characters
-    included, so that the symbol rule (stockctl.symbols) refuses it with its reason instead of the
+    included, so that the symbol rule (stockctl.wire.symbols) refuses it with its reason instead of the
     router answering a bare 404 (``path``'s ``.*`` stops at a newline)."""
 
     regex = "(?s:.+)"

@@ -1,7 +1,7 @@
 """The seed clients' doors on the gateway's HTTP port: their clients work unchanged but for host and port.
 
 Each seed design document (``shared/seeds/001..004``) is served as it documents itself; prices
-and quantities are JSON numbers carrying our exact decimal digits (:mod:`stockctl.seeds`).
+and quantities are JSON numbers carrying our exact decimal digits (:mod:`stockctl.wire.seeds`).
 
 REST (market data: a token unless ``public_market_data``):
 
