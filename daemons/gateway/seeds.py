@@ -1,7 +1,7 @@
 """The seed clients' doors on the gateway's HTTP port: their clients work unchanged but for host and port.
 
 Each seed design document (``shared/seeds/001..004``) is served as it documents itself; prices
-and quantities are JSON numbers carrying our exact decimal digits (:mod:`stockctl.seeds`).
+and quantities are JSON numbers carrying our exact decimal digits (:mod:`stockctl.wire.seeds`).
 
 REST (market data: a token unless ``public_market_data``):
 
@@ -44,15 +44,23 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
+import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
+from nats.aio.client import Client as NATS
 from redis.exceptions import RedisError
 from starlette.convertors import Convertor, register_url_convertor
 
+from daemons.gateway.auth_proxy import AuthProxy
+from daemons.gateway.exchange_api import ExchangeApi, order_result
+from daemons.gateway.responses import json_response, small_body
+from daemons.gateway.tokens import Forbidden, KeyRing, Unauthorized, check_user, market_reader
 from stockctl.auth.tokens import Claims
 from stockctl.errors import NotFound, StockctlError, UsageError
+from stockctl.marketdata.store import MarketStore
 from stockctl.settings import Settings
 from stockctl.wire import names
+from stockctl.wire.gateway import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, OrderIn
 from stockctl.wire.marketdata import Quote, quote_decoder
 from stockctl.wire.seeds import encode_numbers, number, rfc3339
 
@@ -61,29 +69,6 @@ log = logging.getLogger("stockctl.gateway.seeds")
 GRACE_S = 0.3  # seeds 002/003 never send: after this long without a message, stream everything
 QUEUE_LIMIT = 1024
 BTC_SYMBOLS = ("BTCUSDT", "BTC-USD", "BTC/USDT", "BTCUSD", "BTC")
-Reader = Callable[[Request], Awaitable[Claims | None]]
-
-
-def market_reader(settings: Settings, user: Callable[[Request], Awaitable[Claims]]) -> Reader:
-    """The check for a market-data read: none with ``public_market_data``, else ``user``'s token."""
-
-    async def read(request: Request) -> Claims | None:
-        if settings.public_market_data:
-            return None
-        return await user(request)
-
-    return read
-
-
-PRIVATE_CHANNELS = ("orders", "alerts")
-
-
-def anonymous_may(op: str, channels: list[str], parse: Callable[[str], Any]) -> bool:
-    """Whether a token-less client of our own WebSocket (``public_market_data``) may do ``op``:
-    ping, auth, and (un)subscribing market-data channels; never trading or private channels."""
-    if op in ("ping", "auth", "unsubscribe"):
-        return True
-    return op == "subscribe" and not any(parse(c).kind in PRIVATE_CHANNELS for c in channels)
 
 
 class _PriceSymbol(Convertor[str]):
@@ -141,11 +126,16 @@ def _plain(d: Decimal, what: str) -> str:
 
 
 def add_routes(
-    app: FastAPI, settings: Settings, store: Any, exchange: Any, keys: Any, r: Any, user: Any, proxy: Any
+    app: FastAPI,
+    settings: Settings,
+    store: MarketStore,
+    exchange: ExchangeApi,
+    keys: KeyRing,
+    r: aioredis.Redis,
+    user: Callable[[Request], Awaitable[Claims]],
+    proxy: AuthProxy,
 ) -> None:
     """Mount the seeds' REST endpoints and their WebSocket on ``app`` (see the module docstring)."""
-    from daemons.gateway import core as gw  # the gateway imports this module: its names are read late
-
     market = market_reader(settings, user)
 
     @app.get("/prices", include_in_schema=False)
@@ -177,28 +167,28 @@ def add_routes(
 
     @app.post("/login", include_in_schema=False)
     async def seed_login(request: Request) -> Response:
-        upstream = await proxy(request, "/auth/login")
+        upstream = await proxy.forward(request, "/auth/login")
         if upstream.status_code != 200:
             return upstream
-        return gw.json_response({"token": msgspec.json.decode(upstream.body)["access_token"]})
+        return json_response({"token": msgspec.json.decode(upstream.body)["access_token"]})
 
     @app.post("/order", status_code=201, include_in_schema=False)
     async def seed_order(request: Request) -> Response:
         claims = await user(request)
-        order = await gw.small_body(request, seed_order_decoder, "order")
+        order = await small_body(request, seed_order_decoder, "order")
         if isinstance(order, Response):
             return order
         if order.order_kind == "Limit" and order.price is None:
             raise UsageError("a Limit order needs a price", 'send "price": 100.50')
-        ours = gw.OrderIn(
+        ours = OrderIn(
             market=order.market,
             side=order.order_type.lower(),
             qty=_plain(order.quantity, "quantity"),
             price=_plain(order.price, "price") if order.order_kind == "Limit" and order.price is not None else None,
             type=order.order_kind.lower(),
         )
-        status, doc = gw.order_result(await exchange.place(claims.email, ours))
-        return gw.json_response(doc, status)
+        status, doc = order_result(await exchange.place(claims.email, ours))
+        return json_response(doc, status)
 
     @app.websocket("/ws")
     async def seed_ws(ws: WebSocket) -> None:
@@ -206,10 +196,10 @@ def add_routes(
         claims: Claims | None = None
         if not settings.public_market_data:
             try:
-                claims = await gw.check_user(r, keys, ws.headers.get("authorization"))
-            except (gw.Unauthorized, gw.Forbidden) as exc:
-                code = gw.CLOSE_FORBIDDEN if isinstance(exc, gw.Forbidden) else gw.CLOSE_UNAUTHORIZED
-                hint = "" if code == gw.CLOSE_FORBIDDEN else "; or set STOCKCTL_PUBLIC_MARKET_DATA=1"
+                claims = await check_user(r, keys, ws.headers.get("authorization"))
+            except (Unauthorized, Forbidden) as exc:
+                code = CLOSE_FORBIDDEN if isinstance(exc, Forbidden) else CLOSE_UNAUTHORIZED
+                hint = "" if code == CLOSE_FORBIDDEN else "; or set STOCKCTL_PUBLIC_MARKET_DATA=1"
                 await ws.close(code, (str(exc) + hint)[:120])
                 return
         await SeedSession(ws, exchange.nc, store, exchange, claims, settings.ws_max_messages_per_s).run()
@@ -218,7 +208,9 @@ def add_routes(
 class SeedSession:
     """One seed client's WebSocket: firehose, seed 001 symbols or seed 004 order books."""
 
-    def __init__(self, ws: WebSocket, nc: Any, store: Any, exchange: Any, claims: Claims | None, rate: float) -> None:
+    def __init__(
+        self, ws: WebSocket, nc: NATS, store: MarketStore, exchange: ExchangeApi, claims: Claims | None, rate: float
+    ) -> None:
         self.ws, self.nc, self.store, self.exchange, self.claims = ws, nc, store, exchange, claims
         self.rate, self.tokens, self.last = rate, rate * 2, time.monotonic()  # as our own /ws: burst of 2 s
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
@@ -248,7 +240,7 @@ class SeedSession:
             if not done:  # the token ran out: as on our own WebSocket, reconnect with a fresh one
                 self.closed = True
                 with contextlib.suppress(Exception):
-                    await self.ws.close(gw_close_unauthorized(), "token expired; reconnect with a fresh one")
+                    await self.ws.close(CLOSE_UNAUTHORIZED, "token expired; reconnect with a fresh one")
         finally:
             reader.cancel()
             writer.cancel()
@@ -348,9 +340,3 @@ def _book_view(market: str, doc: dict[str, Any]) -> dict[str, Any]:
         return [[Decimal(row[0]), Decimal(row[1])] for row in rows]
 
     return {"market": market, "seq": doc.get("seq"), "bids": levels(doc["bids"]), "asks": levels(doc["asks"])}
-
-
-def gw_close_unauthorized() -> int:
-    from daemons.gateway import core as gw
-
-    return gw.CLOSE_UNAUTHORIZED

@@ -36,6 +36,7 @@ from stockctl.alerts.rules import Alert, AlertAdded, AlertList
 from stockctl.errors import NotFound, ServiceUnavailable, StockctlError, UsageError
 from stockctl.instance.registry import resolve_gateway_url, resolve_ws_url
 from stockctl.settings import Settings
+from stockctl.wire.gateway import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, ServerFrame, server_frame_decoder
 from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal
 from stockctl.wire.symbols import parse_symbol
 
@@ -235,24 +236,9 @@ class OrderRejected(UsageError):
         self.code = code
 
 
-class Frame(msgspec.Struct):
-    """A server frame on the WebSocket."""
-
-    type: str
-    channel: str | None = None
-    data: msgspec.Raw = msgspec.Raw(b"")
-    error: str | None = None
-    detail: str | None = None
-    id: int | str | None = None
-    email: str | None = None
-
-
-_frame_decoder = msgspec.json.Decoder(Frame)
-
 StateHandler = Callable[[str, str], None]
 RENEW_ID = "renew"
 """The ``id`` of the ``auth`` messages that renew the token on an open socket."""
-CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4401, 4403
 
 
 async def _keep_renewed(ws: websockets.ClientConnection, session: LiveSession, grant: Session) -> None:
@@ -286,7 +272,7 @@ async def live_frames(
     on_state: StateHandler | None = None,
     max_attempts: int | None = 30,
     max_backoff_s: float = 5.0,
-) -> AsyncIterator[Frame]:
+) -> AsyncIterator[ServerFrame]:
     """Every frame of one WebSocket kept open: auth, one subscribe per group, renewal, reconnects.
 
     The subscribe of ``groups[i]`` carries ``id`` i + 1, so an error frame says which group
@@ -316,7 +302,7 @@ async def live_frames(
                 renewer = asyncio.create_task(_keep_renewed(ws, session, grant)) if session.renewable else None
                 try:
                     async for raw in ws:
-                        f = _frame_decoder.decode(raw)
+                        f = server_frame_decoder.decode(raw)
                         if f.type == "welcome":
                             attempt, refused_once = 0, False
                         elif f.type == "error" and f.id == RENEW_ID:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -434,3 +435,51 @@ def test_ws_login_while_redis_is_down_is_closed_try_again_later(own_servers, tmp
 
     # Assert: "try again later", not a crash (1011) of the connection handler
     assert code == 1013 and "storage unavailable" in reason, (code, reason)
+
+
+# Test-only fault injection, loaded by the gateway process alone (a sitecustomize on its
+# PYTHONPATH): once the trigger file exists, uvicorn's serving loop fails as a crash would,
+# or ends as if told to exit. Nothing in the product knows about it.
+_DIE_ON_CUE = """
+import os
+
+import uvicorn.server
+
+_on_tick = uvicorn.server.Server.on_tick
+
+
+async def on_tick(self, counter):
+    if os.path.exists({trigger!r}):
+        open({trigger!r} + ".fired", "w").close()
+        {action}
+    return await _on_tick(self, counter)
+
+
+uvicorn.server.Server.on_tick = on_tick
+"""
+
+
+@pytest.mark.parametrize(
+    "action", ['raise RuntimeError("injected: the HTTP server crashed")', "return True"], ids=["raises", "returns"]
+)
+def test_the_gateway_exits_1_when_its_http_server_stops_by_itself(clean, tmp_path: Path, daemons, action: str) -> None:
+    # Arrange: auth, and a gateway whose uvicorn loop dies on cue
+    settings = stack_settings(clean, tmp_path / "home")
+    daemons("auth", settings)
+    hook, trigger = tmp_path / "hook", tmp_path / "die-now"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_DIE_ON_CUE.format(trigger=str(trigger), action=action))
+    gateway = daemons("gateway", settings, start=False)
+    gateway.env_overrides["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    gateway.start()
+    assert httpx.get(f"{settings.gateway_url}/healthz", timeout=5).status_code == 200
+
+    # Act
+    trigger.touch()
+
+    # Assert: the injection fired, and the process ends with 1 so the supervisor restarts it,
+    # instead of living on with its WebSocket side only
+    wait_for(lambda: Path(f"{trigger}.fired").exists(), 20, what="the injected failure")
+    wait_for(lambda: gateway.proc.poll() is not None, 20, what="the gateway to exit")
+    assert gateway.proc.returncode == 1, gateway.log()
+    assert "the HTTP server stopped by itself" in gateway.log()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from daemons.gateway.core import COID_RE, inside_auth
+from daemons.gateway.auth_proxy import inside_auth
 from stockctl.auth.proxies import PROXY_SECRET_FILE, load_proxy_secret, secret_matches
 from stockctl.auth.users import InvalidEmail, normalise_email, skeleton
+from stockctl.wire.gateway import COID_RE
 from stockctl.wire.symbols import is_symbol
 
 ROOT = Path(__file__).resolve().parents[2]
