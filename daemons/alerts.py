@@ -32,17 +32,11 @@ from redis.exceptions import RedisError
 from stockctl.alerts.rules import Alert, AlertIndex, change_decoder, describe, encode, fired
 from stockctl.alerts.store import AlertStore
 from stockctl.marketdata.money import to_units
+from stockctl.runtime.connections import open_nats, open_redis
+from stockctl.runtime.daemon import main, shutdown_event
 from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import (
-    StateLog,
-    StatusFile,
-    backoff_sleep,
-    main,
-    open_nats,
-    open_redis,
-    shutdown_event,
-    until_ready,
-)
+from stockctl.runtime.retry import backoff_sleep, until_ready
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings, mask_url
 from stockctl.wire import names
 from stockctl.wire.marketdata import point_decoder, quote_decoder, signal_decoder

@@ -63,8 +63,11 @@ from stockctl.auth.users import (
     normalise_email,
     verify_password,
 )
-from stockctl.runtime.ops import BodyLimit, HttpMetrics, start_ops
-from stockctl.runtime.service import StateLog, StatusFile, main, open_redis, shutdown_event
+from stockctl.runtime.connections import open_redis
+from stockctl.runtime.daemon import main, shutdown_event
+from stockctl.runtime.http import BodyLimit
+from stockctl.runtime.ops import HttpMetrics, start_ops
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire.strictjson import duplicate_key
 

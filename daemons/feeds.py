@@ -29,8 +29,12 @@ from stockctl.feeds import FeedHealth, Trade, parse_feed
 from stockctl.feeds.binance import BinanceAdapter
 from stockctl.feeds.coinbase import CoinbaseAdapter
 from stockctl.feeds.runner import run_feed
+from stockctl.runtime.connections import open_nats
+from stockctl.runtime.daemon import main, shutdown_event
 from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import StatusFile, ensure_tick_stream, main, open_nats, shutdown_event, until_ready
+from stockctl.runtime.retry import until_ready
+from stockctl.runtime.service import ensure_tick_stream
+from stockctl.runtime.status import StatusFile
 from stockctl.settings import Settings
 from stockctl.wire.marketdata import Tick
 

@@ -29,18 +29,13 @@ from nats.js import api
 
 from stockctl.history import HistoryStore, TickRow, open_store, retention_cutoff
 from stockctl.marketdata.money import PriceError, to_units
+from stockctl.runtime.connections import open_nats
+from stockctl.runtime.daemon import main, shutdown_event
 from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import (
-    StateLog,
-    StatusFile,
-    backoff_sleep,
-    ensure_tick_stream,
-    failpoint,
-    main,
-    open_nats,
-    shutdown_event,
-    until_ready,
-)
+from stockctl.runtime.process import failpoint
+from stockctl.runtime.retry import backoff_sleep, until_ready
+from stockctl.runtime.service import ensure_tick_stream
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import tick_decoder

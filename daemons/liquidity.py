@@ -21,8 +21,11 @@ from decimal import Decimal
 import msgspec
 from nats.aio.msg import Msg
 
+from stockctl.runtime.connections import open_nats
+from stockctl.runtime.daemon import main, shutdown_event
 from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import StatusFile, backoff_sleep, main, open_nats, shutdown_event
+from stockctl.runtime.retry import backoff_sleep
+from stockctl.runtime.status import StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import CancelAll, Fund, Place, Trade, event_decoder

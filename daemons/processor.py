@@ -30,18 +30,12 @@ from redis.exceptions import RedisError
 
 from stockctl.marketdata.candles import CandleState
 from stockctl.marketdata.processing import Applied, SymbolState, Verdict, candle_of
+from stockctl.runtime.connections import open_nats, open_redis
+from stockctl.runtime.daemon import main, shutdown_event
 from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import (
-    StateLog,
-    StatusFile,
-    backoff_sleep,
-    ensure_tick_stream,
-    main,
-    open_nats,
-    open_redis,
-    shutdown_event,
-    until_ready,
-)
+from stockctl.runtime.retry import backoff_sleep, until_ready
+from stockctl.runtime.service import ensure_tick_stream
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, candle_decoder, encode, point_decoder, tick_decoder

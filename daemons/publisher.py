@@ -22,17 +22,12 @@ from nats.js import JetStreamContext
 from stockctl.marketdata.gbm import make_walks
 from stockctl.marketdata.money import from_units, to_units
 from stockctl.marketdata.replay import ReplayError, read_rows, validate
+from stockctl.runtime.connections import open_nats
+from stockctl.runtime.daemon import main, shutdown_event
 from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import (
-    StateLog,
-    StatusFile,
-    backoff_sleep,
-    ensure_tick_stream,
-    main,
-    open_nats,
-    shutdown_event,
-    until_ready,
-)
+from stockctl.runtime.retry import backoff_sleep, until_ready
+from stockctl.runtime.service import ensure_tick_stream
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, encode, tick_decoder

@@ -73,17 +73,14 @@ from stockctl.auth.tokens import Claims, TokenError, TokenVerifier
 from stockctl.errors import NotFound, StockctlError, UsageError
 from stockctl.history.reads import HistoryReader
 from stockctl.marketdata.store import MarketStore, check_symbol
-from stockctl.runtime.ops import REQUEST_ID_HEADER, BodyLimit, HttpMetrics, bound, new_request_id, start_ops
-from stockctl.runtime.service import (
-    HeapFreezer,
-    StatusFile,
-    UvicornServer,
-    backoff_sleep,
-    main,
-    open_nats,
-    open_redis,
-    shutdown_event,
-)
+from stockctl.runtime.connections import open_nats, open_redis
+from stockctl.runtime.daemon import main, shutdown_event
+from stockctl.runtime.http import BodyLimit, UvicornServer
+from stockctl.runtime.logs import REQUEST_ID_HEADER, bound, new_request_id
+from stockctl.runtime.ops import HttpMetrics, start_ops
+from stockctl.runtime.process import HeapFreezer
+from stockctl.runtime.retry import backoff_sleep
+from stockctl.runtime.status import StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import Amend, Cancel, CancelAll, Fund, Place, Trade, event_decoder, expire_at_ns
