@@ -5,8 +5,9 @@
   of a server that went away do not all come back in the same instant.
 - :func:`retry` awaits ``step()`` until it returns, and returns what it returned. After each
   failure of a type in ``retry_on`` it calls ``on_error(exc, attempt)`` and sleeps the backoff
-  delay. A failure of another type propagates at once. When ``stop`` is set (checked before
-  every attempt; it cuts a sleep short) it raises :class:`Stopped`. Past ``deadline`` (a
+  delay. A failure of another type propagates at once. The first attempt is always made (work
+  in hand is tried even while stopping); once ``stop`` is set, the next sleep is cut short and
+  :class:`Stopped` is raised instead of another attempt. Past ``deadline`` (a
   ``time.monotonic()`` value) it re-raises the last failure instead of sleeping again.
 - :func:`pause` is the sleep: ``delay`` seconds, or less if ``stop`` is set meanwhile.
 
@@ -90,8 +91,6 @@ async def retry(
     """
     attempt = 0
     while True:
-        if stop is not None and stop.is_set():
-            raise Stopped(what or "stopped while retrying")
         try:
             return await step()
         except retry_on as exc:
@@ -107,7 +106,8 @@ async def retry(
                 if left <= 0:
                     raise
                 delay = min(delay, left)
-        await pause(delay, stop)
+        if await pause(delay, stop):
+            raise Stopped(what or "stopped while retrying")
         attempt += 1
 
 
@@ -125,6 +125,8 @@ async def until_ready(
     stop: asyncio.Event, logger: logging.Logger, what: str, step: Callable[[], Awaitable[T]]
 ) -> T | None:
     """:func:`retry` with its first failure logged; None instead of :class:`Stopped`."""
+    if stop.is_set():
+        return None
     try:
         return await retry(step, stop=stop, what=what, logger=logger)
     except Stopped:
