@@ -1,7 +1,8 @@
 """HTTP plumbing shared by the daemons that serve it: a uvicorn server and a body-size limit.
 
-- :class:`UvicornServer` runs uvicorn under the daemon's own signal handling: it never
-  installs handlers, and it stops when the daemon sets ``should_exit``.
+- :class:`SignalFreeServer` runs uvicorn under the daemon's own signal handling: it never
+  installs handlers, and it stops when the daemon sets ``should_exit``. :class:`UvicornServer`
+  is one with the settings the ops listener and the gateway share.
 - :class:`BodyLimit` is ASGI middleware that refuses a request body over a limit with 413
   before the app reads it, whether the length is declared or the body is chunked.
 """
@@ -72,12 +73,28 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-class UvicornServer(uvicorn.Server):
-    """uvicorn driven by the daemon's shutdown event instead of its own signal handlers.
+class SignalFreeServer(uvicorn.Server):
+    """uvicorn that never touches signals: the daemon owns them and sets ``should_exit``.
 
     uvicorn re-raises a captured SIGTERM after serving, which would turn a graceful
-    stop into death by signal; the daemon owns signals and sets ``should_exit``.
+    stop into death by signal.
     """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def wait_started(self, task: asyncio.Task[None]) -> None:
+        """Return once listening; re-raise why not if serving ended first (a port in use)."""
+        while not self.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("HTTP server stopped before it started")
+            await asyncio.sleep(0.02)
+
+
+class UvicornServer(SignalFreeServer):
+    """A :class:`SignalFreeServer` with the daemons' usual settings: quiet, no lifespan, bounded."""
 
     def __init__(self, app: Any, host: str, port: int, ws: str = "none") -> None:
         # ws="none" unless the app serves WebSocket routes (the gateway's seed door does).
@@ -97,15 +114,3 @@ class UvicornServer(uvicorn.Server):
                 timeout_graceful_shutdown=5,
             )
         )
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def wait_started(self, task: asyncio.Task[None]) -> None:
-        """Return once listening; re-raise why not if serving ended first (a port in use)."""
-        while not self.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("HTTP server stopped before it started")
-            await asyncio.sleep(0.02)
