@@ -33,12 +33,16 @@ from typing import IO, Any
 
 from stockctl.client.api import remove_instance, write_instance
 from stockctl.instance import infra
+from stockctl.runtime.retry import Backoff
 from stockctl.settings import Settings, mask_url
 
 log = logging.getLogger("stockctl.supervisor")
 
 EXIT_CONFIG = 78
 STABLE_AFTER = 30.0  # a component that ran this long before dying starts its backoff afresh
+RESTART_BACKOFF = Backoff(base=0.5, cap=30.0, jitter=0.0)
+"""Restart delays of a component that keeps dying: 0.5 s, 1 s, 2 s, ... up to 30 s (no jitter:
+one supervisor, and `stockctl status` shows the exact delay)."""
 
 
 def _die_with_parent() -> None:
@@ -246,7 +250,7 @@ class Supervisor:
             return
         ran = time.time() - comp.started
         comp.failures = 1 if ran > STABLE_AFTER else comp.failures + 1
-        delay = min(30.0, 0.5 * 2 ** (comp.failures - 1))
+        delay = RESTART_BACKOFF.delay(comp.failures - 1)
         comp.state, comp.next_start = "backoff", now + delay
         comp.message = f"exited with {proc.returncode}; restarting in {delay:.1f}s"
         log.warning("%s %s", comp.name, comp.message)
