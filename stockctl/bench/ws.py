@@ -741,7 +741,7 @@ class _WsBench(PrivateStack[WsBenchResult]):
         env = clean_env()
         self.progress(f"starting {workers} client workers")
         for wid in range(workers):
-            argv = [sys.executable, "-m", "stockctl.bench_ws", f"{self.host}:{port}", str(wid)]
+            argv = [sys.executable, "-m", "stockctl.bench.ws", f"{self.host}:{port}", str(wid)]
             self.spawn(f"worker{wid}", argv, env)
         await self.collect("hello", workers, 30.0)
         return server

@@ -312,7 +312,7 @@ def _spawn_supervisor(settings: Settings) -> None:
     log = (settings.log_dir / "supervisor.log").open("ab")
     env = {**os.environ, **settings.to_env()}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stockctl.supervisor"],
+        [sys.executable, "-m", "stockctl.instance.supervisor"],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,

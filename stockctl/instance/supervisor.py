@@ -1,6 +1,6 @@
 """The supervisor: starts the servers and daemons of one instance, watches, restarts, stops them.
 
-``stockctl up`` runs it as a detached process (``python -m stockctl.supervisor``);
+``stockctl up`` runs it as a detached process (``python -m stockctl.instance.supervisor``);
 ``stockctl up --attach`` runs it in the foreground. It holds ``run/supervisor.lock``
 for its lifetime, so a second ``up`` sees it, and writes ``run/state.json`` (one
 document per half second) that ``status`` and ``up`` read.
