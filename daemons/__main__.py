@@ -3,7 +3,7 @@
 import sys
 
 from daemons import NAMES, load
-from stockctl.runtime.service import main
+from stockctl.runtime.daemon import main
 
 if len(sys.argv) != 2 or sys.argv[1] not in NAMES:
     print(f"usage: python -m daemons {{{','.join(NAMES)}}}", file=sys.stderr)

@@ -17,7 +17,6 @@ daemons running. A fired alert is moved to its user's bounded history and publis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,17 +31,10 @@ from redis.exceptions import RedisError
 from stockctl.alerts.rules import Alert, AlertIndex, change_decoder, describe, encode, fired
 from stockctl.alerts.store import AlertStore
 from stockctl.marketdata.money import to_units
-from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import (
-    StateLog,
-    StatusFile,
-    backoff_sleep,
-    main,
-    open_nats,
-    open_redis,
-    shutdown_event,
-    until_ready,
-)
+from stockctl.runtime.connections import open_nats, open_redis
+from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.retry import retry
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings, mask_url
 from stockctl.wire import names
 from stockctl.wire.marketdata import point_decoder, quote_decoder, signal_decoder
@@ -147,29 +139,28 @@ class AlertWatcher:
                 self.removed(change.id)
 
 
-async def run(settings: Settings) -> None:
-    stop = shutdown_event()
-    status = StatusFile(settings, "alerts")
-    resync_all = asyncio.Event()  # set after a NATS reconnect: quotes may have been missed
-    async with AsyncExitStack() as stack:
-        # --- startup ---------------------------------------------------------------
-        ops = await start_ops(stack, settings, "alerts", status)
-        r = await open_redis(stack, ops, stop, log)
-        if r is None:
-            return
-        nc = await open_nats(stack, ops, stop, log, on_reconnect=resync_all.set)
-        if nc is None:
-            return
-        watcher = AlertWatcher(r, nc, status)
-        ops.gauge("alerts_active", lambda: len(watcher.index))
+class Alerts(Daemon):
+    """Subscribes, loads and catches up every active alert, then evaluates messages in order."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.resync_all = asyncio.Event()  # set after a NATS reconnect: quotes may have been missed
+        self.inbox: asyncio.Queue[tuple[str, Msg]] = asyncio.Queue()
+        self.redis_state = StateLog(log, f"Redis {mask_url(settings.effective_redis_url)}")
+        self.next_resync = 0.0
+        self.watcher: AlertWatcher | None = None
+
+    async def startup(self, stack: AsyncExitStack) -> None:
+        r = await open_redis(stack, self.ops, self.stop, log)
+        nc = await open_nats(stack, self.ops, self.stop, log, on_reconnect=self.resync_all.set)
+        watcher = self.watcher = AlertWatcher(r, nc, self.status)
+        self.ops.gauge("alerts_active", lambda: len(watcher.index))
 
         # Subscribe before loading: what arrives meanwhile waits in the queue, so nothing
         # falls between the load and the first live message.
-        inbox: asyncio.Queue[tuple[str, Msg]] = asyncio.Queue()
-
         def enqueue(kind: str) -> Callable[[Msg], Awaitable[None]]:
             async def cb(msg: Msg) -> None:
-                inbox.put_nowait((kind, msg))
+                self.inbox.put_nowait((kind, msg))
 
             return cb
 
@@ -177,53 +168,42 @@ async def run(settings: Settings) -> None:
         await nc.subscribe(names.SIGNAL_SUBJECTS, cb=enqueue("signal"))
         await nc.subscribe(names.ALERT_CHANGED_SUBJECT, cb=enqueue("change"))
         await nc.flush()
-
-        async def load() -> bool:
-            await watcher.resync(catch_up_all=True)
-            return True
-
-        if not await until_ready(stop, log, "loading alerts", load):
-            return
+        await retry(lambda: watcher.resync(catch_up_all=True), stop=self.stop, what="loading alerts", logger=log)
         log.info("watching %d active alerts on %d symbols", len(watcher.index), len(watcher.index.symbols()))
-        status.ready = True
-        status.info.update({"alerts": len(watcher.index)})
-        status_task = asyncio.create_task(status.run(stop))
-        stack.callback(status.remove)
+        self.status.info.update({"alerts": len(watcher.index)})
+        self.next_resync = time.monotonic() + RESYNC_S
 
-        # --- main loop -------------------------------------------------------------
-        redis_state = StateLog(log, f"Redis {mask_url(settings.effective_redis_url)}")
-        next_resync = time.monotonic() + RESYNC_S
-        attempt = 0
-        while not stop.is_set():
-            try:
-                if resync_all.is_set() or time.monotonic() >= next_resync:
-                    everything = resync_all.is_set()
-                    resync_all.clear()
-                    await watcher.resync(catch_up_all=everything)
-                    next_resync = time.monotonic() + RESYNC_S
-                try:
-                    kind, msg = await asyncio.wait_for(inbox.get(), 0.5)
-                except TimeoutError:
-                    continue
-                try:
-                    await watcher.handle(kind, msg)
-                except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-                    log.error("dropping malformed %s on %s: %s", kind, msg.subject, exc)
-                    status.incr("malformed")
-                redis_state.set("ok")
-                attempt = 0
-            except RedisError as exc:
-                # What was being evaluated is still in Redis history: a full catch-up finds it.
-                redis_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying")
-                status.incr("redis_errors")
-                resync_all.set()
-                await backoff_sleep(attempt, stop)
-                attempt += 1
+    async def main_loop(self) -> None:
+        while not self.stop.is_set():
+            await retry(self.step, stop=self.stop, retry_on=RedisError, on_error=self._redis_failed)
+            self.redis_state.set("ok")
 
-        # --- shutdown --------------------------------------------------------------
-        with contextlib.suppress(Exception):
-            await status_task
+    async def step(self) -> None:
+        """A resync if one is due, then the next message if one comes within half a second."""
+        assert self.watcher is not None
+        if self.resync_all.is_set() or time.monotonic() >= self.next_resync:
+            everything = self.resync_all.is_set()
+            self.resync_all.clear()
+            await self.watcher.resync(catch_up_all=everything)
+            self.next_resync = time.monotonic() + RESYNC_S
+        try:
+            kind, msg = await asyncio.wait_for(self.inbox.get(), 0.5)
+        except TimeoutError:
+            return
+        try:
+            await self.watcher.handle(kind, msg)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            log.error("dropping malformed %s on %s: %s", kind, msg.subject, exc)
+            self.status.incr("malformed")
 
+    def _redis_failed(self, exc: Exception, _attempt: int) -> None:
+        # What was being evaluated is still in Redis history: a full catch-up finds it.
+        self.redis_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying")
+        self.status.incr("redis_errors")
+        self.resync_all.set()
+
+
+DAEMON = Alerts
 
 if __name__ == "__main__":
-    main("alerts", run)
+    main("alerts", Alerts)

@@ -19,9 +19,10 @@ Every error is ``{"error": code, "detail": reason}`` with a 4xx status, except 5
 Redis is unreachable. Users, sessions and throttles live in Redis (:mod:`stockctl.accounts`);
 the Ed25519 signing key lives in ``secrets/jwt-ed25519.pem`` (:mod:`stockctl.tokens`).
 
-The daemon drives ``uvicorn.Server`` itself on a socket it binds first: uvicorn's own
-signal handling is switched off, and SIGINT/SIGTERM set the service's shutdown event,
-which asks uvicorn to finish in-flight requests and stop (exit 0).
+The daemon drives ``uvicorn.Server`` itself, as a child task, on a socket it binds first:
+uvicorn's own signal handling is switched off, and SIGINT/SIGTERM stop the daemon, which asks
+uvicorn to finish in-flight requests and stop (exit 0). A server that stops on its own is a
+dead child task: the daemon exits 1.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -63,8 +64,12 @@ from stockctl.auth.users import (
     normalise_email,
     verify_password,
 )
-from stockctl.runtime.ops import BodyLimit, HttpMetrics, start_ops
-from stockctl.runtime.service import StateLog, StatusFile, main, open_redis, shutdown_event
+from stockctl.runtime.connections import open_redis
+from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.http import BodyLimit, SignalFreeServer
+from stockctl.runtime.ops import HttpMetrics
+from stockctl.runtime.retry import pause
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire.strictjson import duplicate_key
 
@@ -202,8 +207,7 @@ class AuthService:
                 self.redis_up = True
                 self.redis_state.set("ok")
             self.status.info["redis"] = "ok" if self.redis_up else "unreachable"
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await pause(1.0, stop)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -545,14 +549,6 @@ def create_app(svc: AuthService) -> FastAPI:
 # --- process ----------------------------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the daemon's shutdown event stops it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, or SystemExit(1) with a clear line in the log."""
     try:
@@ -573,69 +569,63 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def run(settings: Settings) -> None:
-    stop = shutdown_event()
-    status = StatusFile(settings, "auth")
-    async with AsyncExitStack() as stack:
-        # --- startup ---------------------------------------------------------------
-        ops = await start_ops(stack, settings, "auth", status)
+class Auth(Daemon):
+    """Loads the signing key, connects Redis, binds its port, then serves until told to stop."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.server: SignalFreeServer | None = None
+        self.serving: asyncio.Task[None] | None = None
+
+    async def startup(self, stack: AsyncExitStack) -> None:
+        s = self.settings
         try:
-            signer = TokenSigner.for_settings(settings)
+            signer = TokenSigner.for_settings(s)
         except (TokenError, OSError, ValueError) as exc:
-            log.error("cannot load the signing key in %s: %s", settings.secrets_dir, exc)
+            log.error("cannot load the signing key in %s: %s", s.secrets_dir, exc)
             raise SystemExit(1) from None
-        r = await open_redis(stack, ops, stop, log)
-        if r is None:
-            return
-        sock = bind(settings.host, settings.auth_port)
+        r = await open_redis(stack, self.ops, self.stop, log)
+        sock = bind(s.host, s.auth_port)
         try:
-            proxy_secret = load_proxy_secret(settings.secrets_dir)
+            proxy_secret = load_proxy_secret(s.secrets_dir)
         except OSError as exc:
-            log.error("cannot read or create the gateway secret in %s: %s", settings.secrets_dir, exc)
+            log.error("cannot read or create the gateway secret in %s: %s", s.secrets_dir, exc)
             raise SystemExit(1) from None
-        svc = AuthService(settings, UserStore(r), signer, status, proxy_secret)
+        svc = AuthService(s, UserStore(r), signer, self.status, proxy_secret)
         await svc.prepare()
         config = uvicorn.Config(
-            HttpMetrics(BodyLimit(create_app(svc)), ops),
+            HttpMetrics(BodyLimit(create_app(svc)), self.ops),
             log_config=None,
             access_log=False,
             proxy_headers=False,  # X-Forwarded-For is believed only as stockctl.proxies says
             server_header=False,
             lifespan="off",
-            timeout_graceful_shutdown=max(1, int(settings.stop_timeout) - 2),
+            timeout_graceful_shutdown=max(1, int(s.stop_timeout) - 2),
         )
-        server = _Server(config)
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not serving.done() and not stop.is_set():
+        server = self.server = SignalFreeServer(config)
+        self.serving = self.spawn(server.serve(sockets=[sock]), "HTTP server")
+        while not server.started and not self.stop.is_set():  # a server that fails to start stops us
             await asyncio.sleep(0.02)
-        if serving.done():
-            await serving
-            raise SystemExit(1)
-        status.ready = True
-        status.info |= {"url": f"http://{settings.host}:{settings.auth_port}", "kid": signer.kid, "redis": "ok"}
-        stack.callback(status.remove)
-        status_task = asyncio.create_task(status.run(stop))
-        health_task = asyncio.create_task(svc.watch_redis(stop))
-        log.info("listening on %s (signing key %s)", status.info["url"], signer.kid)
+        if self.stop.is_set():
+            return
+        self.spawn(svc.watch_redis(self.stop), "Redis watch")
+        self.status.info |= {"url": f"http://{s.host}:{s.auth_port}", "kid": signer.kid, "redis": "ok"}
+        log.info("listening on %s (signing key %s)", self.status.info["url"], signer.kid)
 
-        # --- main loop -------------------------------------------------------------
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
-        crashed = serving.done() and not stop.is_set()
-
-        # --- shutdown --------------------------------------------------------------
-        stop.set()
-        server.should_exit = True
+    async def shutdown(self) -> None:
+        """Let in-flight requests finish (up to ``stop_timeout``), then force the server off."""
+        if self.server is None or self.serving is None:
+            return
+        self.server.should_exit = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(serving), settings.stop_timeout)
-        if not serving.done():
-            server.force_exit = True
-            await serving
-        await asyncio.gather(status_task, health_task, stopping)
-        if crashed:
-            log.error("the HTTP server stopped on its own")
-            raise SystemExit(1)
+            await asyncio.wait_for(asyncio.shield(self.serving), self.settings.stop_timeout)
+        if not self.serving.done():
+            self.server.force_exit = True
+            with contextlib.suppress(Exception):
+                await self.serving
 
+
+DAEMON = Auth
 
 if __name__ == "__main__":
-    main("auth", run)
+    main("auth", Auth)

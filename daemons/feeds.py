@@ -19,23 +19,29 @@ as ``stockctl_feed_*{feed="binance"}``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
 
-from daemons.publisher import TickPublisher, _Hook, resume_points
-from stockctl.feeds import FeedHealth, Trade, parse_feed
+from prometheus_client import Gauge
+
+from daemons.publisher import TickPublisher, resume_points
+from stockctl.feeds import FeedHealth, Trade
 from stockctl.feeds.binance import BinanceAdapter
 from stockctl.feeds.coinbase import CoinbaseAdapter
 from stockctl.feeds.runner import run_feed
-from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import StatusFile, main, open_nats, shutdown_event, until_ready
+from stockctl.runtime.connections import open_nats
+from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.retry import pause, retry
 from stockctl.settings import Settings
+from stockctl.wire.feeds import parse_feed
 from stockctl.wire.marketdata import Tick
 from stockctl.wire.streams import ensure_tick_stream
 
 log = logging.getLogger("stockctl.feeds")
+
+REFRESH_S = 0.5
+"""How often feed health goes to the status file and the gauges."""
 
 
 def make_adapter(text: str, settings: Settings) -> BinanceAdapter | CoinbaseAdapter:
@@ -46,44 +52,37 @@ def make_adapter(text: str, settings: Settings) -> BinanceAdapter | CoinbaseAdap
     return CoinbaseAdapter(spec, settings.feed_url_coinbase, health)
 
 
-async def run(settings: Settings) -> None:
-    stop = shutdown_event()
-    status = StatusFile(settings, "feeds")
-    adapters = [make_adapter(text, settings) for text in settings.feeds]
-    if not adapters:
-        log.warning("no feeds configured (STOCKCTL_FEEDS / up --feed): nothing to do")
+class Feeds(Daemon):
+    """One child task per feed; a feed task that dies is a bug, and the daemon exits 1 for it."""
 
-    async with AsyncExitStack() as stack:
-        ops = await start_ops(stack, settings, "feeds", status)
-        hook = _Hook()
-        nc = await open_nats(stack, ops, stop, log, on_reconnect=hook)
-        if nc is None:
-            return
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.adapters = [make_adapter(text, settings) for text in settings.feeds]
+        self.pub: TickPublisher | None = None
+        self.seqs: dict[str, int] = {}
+        self.feeds: list[asyncio.Task[None]] = []
+        self.gauges: dict[str, Gauge] = {}
+
+    async def startup(self, stack: AsyncExitStack) -> None:
+        if not self.adapters:
+            log.warning("no feeds configured (STOCKCTL_FEEDS / up --feed): nothing to do")
+        nc = await open_nats(stack, self.ops, self.stop, log, on_reconnect=self._reconnected)
         js = nc.jetstream(publish_async_max_pending=4000)
-        symbols = [sym for a in adapters for sym in a.spec.symbols]
+        symbols = [sym for a in self.adapters for sym in a.spec.symbols]
 
         async def setup() -> dict[str, Tick]:
-            await ensure_tick_stream(js, settings)
+            await ensure_tick_stream(js, self.settings)
             return await resume_points(js, symbols)
 
-        last = await until_ready(stop, log, "JetStream", setup)
-        if last is None:
-            return
-        seqs = {sym: tick.seq for sym, tick in last.items()}
-        for adapter in adapters:
+        last = await retry(setup, stop=self.stop, what="JetStream", logger=log)
+        self.seqs = {sym: tick.seq for sym, tick in last.items()}
+        for adapter in self.adapters:
             for sym in adapter.spec.symbols:
                 if sym in last:
                     adapter.resume(sym, last[sym].origin)
-        pub = TickPublisher(nc, js, stop, status)
-        hook.target = pub.reconnected
-
-        async def publish(trades: list[Trade]) -> None:
-            for t in trades:
-                seqs[t.symbol] = seqs.get(t.symbol, 0) + 1
-                await pub.publish(Tick(t.symbol, t.price, t.ts, seqs[t.symbol], 0, t.origin, t.qty))
-            await pub.confirm(max(0, pub.pending - 100))  # a bounded number in flight
-
-        gauges = {
+        self.pub = TickPublisher(nc, js, self.stop, self.status)
+        ops = self.ops
+        self.gauges = {
             "connected": ops.labelled_gauge("feed_connected", "1 while the feed's connection is up", ["feed"]),
             "age": ops.labelled_gauge("feed_last_message_age_seconds", "since the feed's last frame", ["feed"]),
             "gaps": ops.labelled_gauge("feed_gaps", "gaps in the exchange's trade ids", ["feed"]),
@@ -91,58 +90,72 @@ async def run(settings: Settings) -> None:
             "reconnects": ops.labelled_gauge("feed_reconnects", "connections made again", ["feed"]),
             "malformed": ops.labelled_gauge("feed_malformed_frames", "frames skipped as unreadable", ["feed"]),
         }
+        self.status.info |= {"mode": "feeds", "symbols": len(symbols)}
+        self.refresh()
 
-        def refresh() -> None:
-            now = time.time()
-            for key in ("gaps", "missed_trades", "malformed", "reconnects", "duplicates", "frames"):
-                status.counters[key] = 0
-            for a in adapters:
-                h = a.health
-                status.counters["gaps"] += h.gaps
-                status.counters["missed_trades"] += h.missed
-                status.counters["malformed"] += h.malformed
-                status.counters["reconnects"] += h.reconnects
-                status.counters["duplicates"] += h.duplicates
-                status.counters["frames"] += h.frames
-                gauges["connected"].labels(h.name).set(1 if h.connected else 0)
-                gauges["age"].labels(h.name).set(now - h.last_message if h.last_message else float("nan"))
-                gauges["gaps"].labels(h.name).set(h.gaps)
-                gauges["missed"].labels(h.name).set(h.missed)
-                gauges["reconnects"].labels(h.name).set(h.reconnects)
-                gauges["malformed"].labels(h.name).set(h.malformed)
-            status.info["feeds"] = {a.health.name: a.health.snapshot() for a in adapters}
-
-        status.ready = True
-        status.info |= {"mode": "feeds", "symbols": len(symbols)}
-        refresh()
-        stack.callback(status.remove)
-        tasks = [
-            asyncio.create_task(
+    async def main_loop(self) -> None:
+        s = self.settings
+        self.feeds = [
+            self.spawn(
                 run_feed(
                     a,
-                    publish,
-                    silence_s=settings.feed_silence_s if a.exchange == "coinbase" else None,
-                    ping_interval_s=settings.feed_ping_interval_s,
-                    backoff_min_s=settings.feed_backoff_min_s,
-                    backoff_max_s=settings.feed_backoff_max_s,
+                    self.publish,
+                    silence_s=s.feed_silence_s if a.exchange == "coinbase" else None,
+                    ping_interval_s=s.feed_ping_interval_s,
+                    backoff_min_s=s.feed_backoff_min_s,
+                    backoff_max_s=s.feed_backoff_max_s,
                 ),
                 name=f"feed-{a.exchange}",
             )
-            for a in adapters
+            for a in self.adapters
         ]
-        while not stop.is_set():
-            refresh()
-            status.write()
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # a bug, not a network problem: crash and be restarted
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await pub.confirm()
+        while not self.stop.is_set():
+            self.refresh()
+            self.status.write()  # twice as often as the base's writer: feed health is watched live
+            await pause(REFRESH_S, self.stop)
 
+    async def shutdown(self) -> None:
+        for task in self.feeds:
+            task.cancel()
+        await asyncio.gather(*self.feeds, return_exceptions=True)
+        if self.pub is not None:
+            await self.pub.confirm()
+
+    async def publish(self, trades: list[Trade]) -> None:
+        assert self.pub is not None
+        for t in trades:
+            self.seqs[t.symbol] = self.seqs.get(t.symbol, 0) + 1
+            await self.pub.publish(Tick(t.symbol, t.price, t.ts, self.seqs[t.symbol], 0, t.origin, t.qty))
+        await self.pub.confirm(max(0, self.pub.pending - 100))  # a bounded number in flight
+
+    def refresh(self) -> None:
+        """Feed health into the status counters and info, and the labelled gauges."""
+        counters, gauges = self.status.counters, self.gauges
+        now = time.time()
+        for key in ("gaps", "missed_trades", "malformed", "reconnects", "duplicates", "frames"):
+            counters[key] = 0
+        for a in self.adapters:
+            h = a.health
+            counters["gaps"] += h.gaps
+            counters["missed_trades"] += h.missed
+            counters["malformed"] += h.malformed
+            counters["reconnects"] += h.reconnects
+            counters["duplicates"] += h.duplicates
+            counters["frames"] += h.frames
+            gauges["connected"].labels(h.name).set(1 if h.connected else 0)
+            gauges["age"].labels(h.name).set(now - h.last_message if h.last_message else float("nan"))
+            gauges["gaps"].labels(h.name).set(h.gaps)
+            gauges["missed"].labels(h.name).set(h.missed)
+            gauges["reconnects"].labels(h.name).set(h.reconnects)
+            gauges["malformed"].labels(h.name).set(h.malformed)
+        self.status.info["feeds"] = {a.health.name: a.health.snapshot() for a in self.adapters}
+
+    def _reconnected(self) -> None:
+        if self.pub is not None:
+            self.pub.reconnected()
+
+
+DAEMON = Feeds
 
 if __name__ == "__main__":
-    main("feeds", run)
+    main("feeds", Feeds)

@@ -25,21 +25,15 @@ from contextlib import AsyncExitStack
 import msgspec
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from stockctl.history import HistoryStore, TickRow, open_store, retention_cutoff
 from stockctl.marketdata.money import PriceError, to_units
-from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import (
-    StateLog,
-    StatusFile,
-    backoff_sleep,
-    failpoint,
-    main,
-    open_nats,
-    shutdown_event,
-    until_ready,
-)
+from stockctl.runtime.connections import open_nats
+from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.process import failpoint
+from stockctl.runtime.retry import Backoff, Stopped, retry
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import tick_decoder
@@ -48,6 +42,9 @@ from stockctl.wire.streams import ensure_tick_stream
 log = logging.getLogger("stockctl.history")
 
 FETCH_WAIT_S = 0.5
+FETCH_BACKOFF = Backoff(base=0.2, cap=1.0)
+"""Between failed fetches while NATS reconnects (nats-py comes back by itself): short, so the
+writer resumes soon after NATS does."""
 ACK_WAIT_S = 10.0
 """How long a fetched, unacknowledged tick waits before JetStream delivers it again (a
 crashed writer's batch comes back this long after it was fetched)."""
@@ -83,21 +80,18 @@ class Writer:
             kept = [r for r in rows if r.ts >= cutoff]
             self.status.incr("expired", len(rows) - len(kept))
             rows = kept
-        attempt = 0
-        while True:
-            try:
-                new = await asyncio.to_thread(self.store.write, rows)
-                break
-            except Exception as exc:  # the database is away or refusing: hold the batch
-                self.db_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying the batch")
-                self.status.incr("db_errors")
-                for msg in batch:  # still ours: no redelivery to a second writer meanwhile
-                    with contextlib.suppress(Exception):
-                        await msg.in_progress()
-                await backoff_sleep(attempt, self.stop)
-                attempt += 1
-                if self.stop.is_set():
-                    return False
+
+        async def held(exc: Exception, _attempt: int) -> None:  # the database is away or refusing
+            self.db_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying the batch")
+            self.status.incr("db_errors")
+            for msg in batch:  # still ours: no redelivery to a second writer meanwhile
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+        try:
+            new = await retry(lambda: asyncio.to_thread(self.store.write, rows), stop=self.stop, on_error=held)
+        except Stopped:
+            return False
         self.db_state.set("ok")
         self.status.incr("ticks", new)
         self.status.incr("duplicates", len(rows) - new)
@@ -118,30 +112,25 @@ class Writer:
             log.info("pruned %d ticks older than %s", deleted, self.s.history_retention)
 
 
-async def run(settings: Settings) -> None:
-    stop = shutdown_event()
-    status = StatusFile(settings, "history")
-    async with AsyncExitStack() as stack:
-        # --- startup ---------------------------------------------------------------
-        ops = await start_ops(stack, settings, "history", status)
-        nc = await open_nats(stack, ops, stop, log)
-        if nc is None:
-            return
+class History(Daemon):
+    """Opens the store and its pull consumer, then fetches, stores, acks, and prunes on schedule."""
 
-        async def connect() -> HistoryStore:
-            return await asyncio.to_thread(open_store, settings)
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.writer: Writer | None = None
+        self.psub: JetStreamContext.PullSubscription | None = None
 
-        store = await until_ready(stop, log, "history store", connect)
-        if store is None:
-            return
+    async def startup(self, stack: AsyncExitStack) -> None:
+        s = self.settings
+        nc = await open_nats(stack, self.ops, self.stop, log)
+        store = await retry(lambda: asyncio.to_thread(open_store, s), stop=self.stop, what="history store", logger=log)
         stack.callback(store.close)
-        writer = Writer(settings, store, status, stop)
-        ops.check("store", lambda: writer.db_state.state in (None, "ok"))
+        writer = self.writer = Writer(s, store, self.status, self.stop)
+        self.ops.check("store", lambda: writer.db_state.state in (None, "ok"))
         js = nc.jetstream()
-        if await until_ready(stop, log, "JetStream", lambda: ensure_tick_stream(js, settings)) is None:
-            return
+        await retry(lambda: ensure_tick_stream(js, s), stop=self.stop, what="JetStream", logger=log)
 
-        async def subscribe() -> object:
+        async def subscribe() -> JetStreamContext.PullSubscription:
             return await js.pull_subscribe(
                 names.TICK_SUBJECTS,
                 durable=names.HISTORY_DURABLE,
@@ -149,41 +138,31 @@ async def run(settings: Settings) -> None:
                 config=api.ConsumerConfig(
                     ack_policy=api.AckPolicy.EXPLICIT,
                     deliver_policy=api.DeliverPolicy.ALL,
-                    max_ack_pending=settings.history_batch * 4,
+                    max_ack_pending=s.history_batch * 4,
                     ack_wait=ACK_WAIT_S,
                 ),
             )
 
-        psub = await until_ready(stop, log, "history consumer", subscribe)
-        if psub is None:
-            return
+        psub = self.psub = await retry(subscribe, stop=self.stop, what="history consumer", logger=log)
 
         async def unsubscribe() -> None:  # before the drain, which would wait on the pull subscription
             with contextlib.suppress(Exception):
-                await psub.unsubscribe()  # type: ignore[attr-defined]
+                await psub.unsubscribe()
 
         stack.push_async_callback(unsubscribe)
-        status.ready = True
-        status.info |= {"store": store.where, "retention": settings.history_retention}
-        status_task = asyncio.create_task(status.run(stop))
-        stack.callback(status.remove)
-        log.info("writing ticks to %s (retention %s)", store.where, settings.history_retention)
+        self.batch_seconds = self.ops.histogram("batch_seconds", "Time to store and ack one batch of ticks")
+        self.status.info |= {"store": store.where, "retention": s.history_retention}
+        log.info("writing ticks to %s (retention %s)", store.where, s.history_retention)
 
-        # --- main loop -------------------------------------------------------------
-        batch_seconds = ops.histogram("batch_seconds", "Time to store and ack one batch of ticks")
+    async def main_loop(self) -> None:
+        writer = self.writer
+        assert writer is not None
         next_prune = time.monotonic()
-        while not stop.is_set():
+        while not self.stop.is_set():
             if time.monotonic() >= next_prune:
                 await writer.prune()
-                next_prune = time.monotonic() + settings.history_prune_interval_s
-            try:
-                batch = await psub.fetch(settings.history_batch, timeout=FETCH_WAIT_S)  # type: ignore[attr-defined]
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.Error as exc:  # reconnecting: nats-py comes back by itself
-                log.debug("fetch failed: %s", exc)
-                await backoff_sleep(1, stop)
-                continue
+                next_prune = time.monotonic() + self.settings.history_prune_interval_s
+            batch = await retry(self.fetch, stop=self.stop, retry_on=nats.errors.Error, backoff=FETCH_BACKOFF)
             if not batch:
                 continue
             started = time.perf_counter()
@@ -193,12 +172,22 @@ async def run(settings: Settings) -> None:
             with contextlib.suppress(nats.errors.Error):  # a lost ack: redelivered, stored once anyway
                 for msg in batch:
                     await msg.ack()
-            batch_seconds.observe(time.perf_counter() - started)
-            status.info["backlog"] = batch[-1].metadata.num_pending
+            self.batch_seconds.observe(time.perf_counter() - started)
+            self.status.info["backlog"] = batch[-1].metadata.num_pending
 
-        # --- shutdown --------------------------------------------------------------
-        await status_task
+    async def fetch(self) -> list[Msg]:
+        """Up to ``history_batch`` ticks, or none if none come within :data:`FETCH_WAIT_S`."""
+        assert self.psub is not None
+        try:
+            return await self.psub.fetch(self.settings.history_batch, timeout=FETCH_WAIT_S)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except nats.errors.Error as exc:  # reconnecting: retried after a short backoff
+            log.debug("fetch failed: %s", exc)
+            raise
 
+
+DAEMON = History
 
 if __name__ == "__main__":
-    main("history", run)
+    main("history", History)

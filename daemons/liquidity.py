@@ -20,9 +20,11 @@ from decimal import Decimal
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
-from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import StatusFile, backoff_sleep, main, open_nats, shutdown_event
+from stockctl.runtime.connections import open_nats
+from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.retry import retry
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import CancelAll, Fund, Place, Trade, event_decoder
@@ -66,107 +68,103 @@ class Quoter:
         return out
 
 
-async def run(settings: Settings) -> None:
-    stop = shutdown_event()
-    status = StatusFile(settings, "liquidity")
-    rng = random.Random(settings.seed if settings.seed is not None else None)
-    async with AsyncExitStack() as stack:
-        # --- startup ---------------------------------------------------------------
-        ops = await start_ops(stack, settings, "liquidity", status)
-        nc = await open_nats(stack, ops, stop, log)
-        if nc is None:
-            return
-        js = nc.jetstream()
-        attempt = 0
-        specs: list[dict] = []
-        while not stop.is_set():
-            try:
-                resp = await nc.request(names.query_subject("markets"), b"{}", timeout=2)
-                specs = msgspec.json.decode(resp.data)
-                break
-            except Exception as exc:  # matching not up yet
-                if attempt == 0:
-                    log.info("waiting for the matching engine (%s)", exc.__class__.__name__)
-                await backoff_sleep(attempt, stop)
-                attempt += 1
+class Liquidity(Daemon):
+    """Funds its two accounts, then re-quotes every market each second (at once after a fill)."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.rng = random.Random(settings.seed if settings.seed is not None else None)
+        self.quoters: dict[str, Quoter] = {}
+        self.counter = int(time.time() * 1000)
+        self.filled = asyncio.Event()
+        self.js: JetStreamContext | None = None
+
+    async def startup(self, stack: AsyncExitStack) -> None:
+        nc = await open_nats(stack, self.ops, self.stop, log)
+        self.js = nc.jetstream()
+
+        async def markets() -> list[dict]:
+            resp = await nc.request(names.query_subject("markets"), b"{}", timeout=2)
+            return msgspec.json.decode(resp.data)
+
+        def waiting(exc: Exception, attempt: int) -> None:
+            if attempt == 0:  # matching not up yet
+                log.info("waiting for the matching engine (%s)", exc.__class__.__name__)
+
+        specs = await retry(markets, stop=self.stop, on_error=waiting)
         if not specs:
+            self.stop.set()  # no market to quote: nothing to do
             return
-        quoters = {s["symbol"]: Quoter(s, rng) for s in specs}
-        counter = int(time.time() * 1000)
-
-        async def send(market: str, cmd: object, key: str, user: str) -> None:
-            await js.publish(names.order_subject(market), ex_encode(cmd), headers={"Nats-Msg-Id": f"{user}:{key}"})
-
+        self.quoters = {s["symbol"]: Quoter(s, self.rng) for s in specs}
         big = {"INR": "1000000000", **{s["base"]: "10000000" for s in specs}}
         for user in (MAKER, TAKER):
             fund = Fund(user=user, request_id="fund", amounts=big, ts=time.time_ns())
-            await send(names.ACCOUNTS_MARKET, fund, "fund", user)
+            await self.send(names.ACCOUNTS_MARKET, fund, "fund", user)
+        await nc.subscribe(names.EVENT_SUBJECTS, cb=self.on_event)
+        self.status.info |= {"markets": sorted(self.quoters)}
 
-        filled = asyncio.Event()
-
-        async def on_event(msg: Msg) -> None:
-            if not msg.data.startswith(b'{"event":"trade"'):
-                return
-            ev = event_decoder.decode(msg.data)
-            if isinstance(ev, Trade) and ev.market in quoters:
-                quoters[ev.market].last_trade = Decimal(ev.price)
-                if MAKER in (ev.maker_user, ev.taker_user):
-                    filled.set()
-                status.incr("trades")
-
-        await nc.subscribe(names.EVENT_SUBJECTS, cb=on_event)
-        status.ready = True
-        status.info |= {"markets": sorted(quoters)}
-        status_task = asyncio.create_task(status.run(stop))
-        stack.callback(status.remove)
-
-        # --- main loop -------------------------------------------------------------
-        tick = 0
-        while not stop.is_set():
-            tick += 1
-            for q in quoters.values():
-                q.step()
-                counter += 1
+    async def main_loop(self) -> None:
+        while not self.stop.is_set():
+            for q in self.quoters.values():
                 try:
-                    now = time.time_ns()
-                    await send(q.market, CancelAll(MAKER, f"c{counter}", q.market, now), f"c{counter}", MAKER)
-                    for side, price, qty in q.ladder():
-                        counter += 1
-                        place = Place(
-                            user=MAKER,
-                            client_order_id=f"mm{counter}",
-                            market=q.market,
-                            side=side,  # type: ignore[arg-type]
-                            type="limit",
-                            qty=str(qty),
-                            ts=now,
-                            price=str(price),
-                            tif="gtc",
-                        )
-                        await send(q.market, place, f"mm{counter}", MAKER)
-                    if rng.random() < 0.5:
-                        counter += 1
-                        side = rng.choice(("buy", "sell"))
-                        noise = Place(
-                            user=TAKER,
-                            client_order_id=f"nt{counter}",
-                            market=q.market,
-                            side=side,  # type: ignore[arg-type]
-                            type="market",
-                            qty=str(q.lot * rng.randint(1, 5)),
-                            ts=now,
-                        )
-                        await send(q.market, noise, f"nt{counter}", TAKER)
-                    status.incr("quotes")
+                    await self.quote(q)
+                    self.status.incr("quotes")
                 except Exception as exc:  # NATS away: try again next round
                     log.warning("could not quote %s: %s", q.market, exc.__class__.__name__)
-            filled.clear()
+            self.filled.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(filled.wait(), REQUOTE_S)
+                await asyncio.wait_for(self.filled.wait(), REQUOTE_S)
 
-        # --- shutdown --------------------------------------------------------------
-        await status_task
+    async def quote(self, q: Quoter) -> None:
+        """Cancel the maker's orders in ``q``'s market, place a fresh ladder, maybe a noise order."""
+        q.step()
+        self.counter += 1
+        now = time.time_ns()
+        cancel = f"c{self.counter}"
+        await self.send(q.market, CancelAll(MAKER, cancel, q.market, now), cancel, MAKER)
+        for side, price, qty in q.ladder():
+            self.counter += 1
+            place = Place(
+                user=MAKER,
+                client_order_id=f"mm{self.counter}",
+                market=q.market,
+                side=side,  # type: ignore[arg-type]
+                type="limit",
+                qty=str(qty),
+                ts=now,
+                price=str(price),
+                tif="gtc",
+            )
+            await self.send(q.market, place, f"mm{self.counter}", MAKER)
+        if self.rng.random() < 0.5:
+            self.counter += 1
+            noise = Place(
+                user=TAKER,
+                client_order_id=f"nt{self.counter}",
+                market=q.market,
+                side=self.rng.choice(("buy", "sell")),  # type: ignore[arg-type]
+                type="market",
+                qty=str(q.lot * self.rng.randint(1, 5)),
+                ts=now,
+            )
+            await self.send(q.market, noise, f"nt{self.counter}", TAKER)
 
+    async def send(self, market: str, cmd: object, key: str, user: str) -> None:
+        assert self.js is not None
+        await self.js.publish(names.order_subject(market), ex_encode(cmd), headers={"Nats-Msg-Id": f"{user}:{key}"})
+
+    async def on_event(self, msg: Msg) -> None:
+        if not msg.data.startswith(b'{"event":"trade"'):
+            return
+        ev = event_decoder.decode(msg.data)
+        if isinstance(ev, Trade) and ev.market in self.quoters:
+            self.quoters[ev.market].last_trade = Decimal(ev.price)
+            if MAKER in (ev.maker_user, ev.taker_user):
+                self.filled.set()
+            self.status.incr("trades")
+
+
+DAEMON = Liquidity
 
 if __name__ == "__main__":
-    main("liquidity", run)
+    main("liquidity", Liquidity)

@@ -30,17 +30,10 @@ from redis.exceptions import RedisError
 
 from stockctl.marketdata.candles import CandleState
 from stockctl.marketdata.processing import Applied, SymbolState, Verdict, candle_of
-from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import (
-    StateLog,
-    StatusFile,
-    backoff_sleep,
-    main,
-    open_nats,
-    open_redis,
-    shutdown_event,
-    until_ready,
-)
+from stockctl.runtime.connections import open_nats, open_redis
+from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.retry import Stopped, retry
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, candle_decoder, encode, point_decoder, tick_decoder
@@ -179,27 +172,30 @@ class Processor:
         An empty batch still runs: it is how a gap that outlived its grace period is
         given up on in a quiet stream.
         """
-        attempt = 0
-        while True:
+        retried = False
+
+        async def apply_and_commit() -> Plan:
+            nonlocal retried
+            if retried:  # in-memory state may be ahead of Redis after a failed commit: reload it
+                with contextlib.suppress(RedisError):
+                    await self.restore_all()
+            retried = True
             # The reorder buffer is part of the state a failed commit rolls back.
             early = {sym: dict(b) for sym, b in self.early.items()}
             gap_since = dict(self.gap_since)
             try:
                 plan = await self._plan(batch)
                 await self._commit(plan)
-                self.redis_state.set("ok")
-                break
-            except RedisError as exc:
-                # In-memory state may be ahead of Redis now: reload it after the outage.
-                self.redis_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying batch")
-                self.status.incr("redis_errors")
+            except RedisError:
                 self.early, self.gap_since = early, gap_since
-                await backoff_sleep(attempt, self.stop)
-                attempt += 1
-                if self.stop.is_set():
-                    return  # not acked: redelivered to the next run
-                with contextlib.suppress(RedisError):
-                    await self.restore_all()
+                raise
+            return plan
+
+        try:
+            plan = await retry(apply_and_commit, stop=self.stop, retry_on=RedisError, on_error=self._redis_failed)
+        except Stopped:
+            return  # not acked: redelivered to the next run
+        self.redis_state.set("ok")
         for msg in plan.released:
             await msg.ack()
         for msg in batch:
@@ -212,6 +208,10 @@ class Processor:
         if batch:
             self.status.incr("batches")
         self.status.info["early"] = sum(len(b) for b in self.early.values())
+
+    def _redis_failed(self, exc: Exception, _attempt: int) -> None:
+        self.redis_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying batch")
+        self.status.incr("redis_errors")
 
     async def _plan(self, batch: list[Msg]) -> Plan:
         plan = Plan()
@@ -350,31 +350,27 @@ class Processor:
             await pipe.execute()
 
 
-async def run(settings: Settings) -> None:
-    stop = shutdown_event()
-    status = StatusFile(settings, "processor")
-    async with AsyncExitStack() as stack:
-        # --- startup ---------------------------------------------------------------
-        ops = await start_ops(stack, settings, "processor", status)
-        r = await open_redis(stack, ops, stop, log)
-        if r is None:
-            return
-        nc = await open_nats(stack, ops, stop, log)
-        if nc is None:
-            return
+class ProcessorDaemon(Daemon):
+    """Restores every symbol from Redis, then applies batches from its durable consumer."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self.proc: Processor | None = None
+
+    async def startup(self, stack: AsyncExitStack) -> None:
+        s = self.settings
+        r = await open_redis(stack, self.ops, self.stop, log)
+        nc = await open_nats(stack, self.ops, self.stop, log)
         js = nc.jetstream()
-        info = await until_ready(stop, log, "JetStream", lambda: ensure_tick_stream(js, settings))
-        if info is None:
-            return
-        proc = Processor(settings, nc, js, r, status, stop)
+        info = await retry(lambda: ensure_tick_stream(js, s), stop=self.stop, what="JetStream", logger=log)
+        proc = self.proc = Processor(s, nc, js, r, self.status, self.stop)
         await proc.restore_all()
         await proc.check_stream_epoch(info)
         log.info("restored %d symbols from Redis", len(proc.states))
 
-        inbox: asyncio.Queue[Msg] = asyncio.Queue()
-
         async def on_msg(msg: Msg) -> None:
-            inbox.put_nowait(msg)
+            self.inbox.put_nowait(msg)
 
         await js.subscribe(
             names.TICK_SUBJECTS,
@@ -389,15 +385,16 @@ async def run(settings: Settings) -> None:
                 ack_wait=30.0,
             ),
         )
-        status.ready = True
-        status.info |= {"symbols": len(proc.states)}
-        status_task = asyncio.create_task(status.run(stop))
-        stack.callback(status.remove)
+        self.batch_seconds = self.ops.histogram("batch_seconds", "Time to apply and commit one batch of ticks")
+        self.status.info |= {"symbols": len(proc.states)}
 
-        # --- main loop -------------------------------------------------------------
-        limit = settings.processor_batch
-        batch_seconds = ops.histogram("batch_seconds", "Time to apply and commit one batch of ticks")
-        while not stop.is_set():
+    async def main_loop(self) -> None:
+        """Batches of what has arrived, up to ``processor_batch``; whatever is still queued at
+        the end is unacked and will be redelivered to the next run."""
+        proc, inbox, status = self.proc, self.inbox, self.status
+        assert proc is not None
+        limit = self.settings.processor_batch
+        while not self.stop.is_set():
             try:
                 first = await asyncio.wait_for(inbox.get(), 0.5)
             except TimeoutError:
@@ -409,14 +406,12 @@ async def run(settings: Settings) -> None:
                 batch.append(inbox.get_nowait())
             started = time.perf_counter()
             await proc.handle(batch)
-            batch_seconds.observe(time.perf_counter() - started)
+            self.batch_seconds.observe(time.perf_counter() - started)
             status.info["symbols"] = len(proc.states)
             status.info["backlog"] = batch[-1].metadata.num_pending + inbox.qsize()
 
-        # --- shutdown --------------------------------------------------------------
-        # Whatever is still queued is unacked and will be redelivered to the next run.
-        await status_task
 
+DAEMON = ProcessorDaemon
 
 if __name__ == "__main__":
-    main("processor", run)
+    main("processor", ProcessorDaemon)

@@ -8,11 +8,10 @@ after a NATS outage is stored once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 import nats.js.errors
@@ -22,16 +21,10 @@ from nats.js import JetStreamContext
 from stockctl.marketdata.gbm import make_walks
 from stockctl.marketdata.money import from_units, to_units
 from stockctl.marketdata.replay import ReplayError, read_rows, validate
-from stockctl.runtime.ops import start_ops
-from stockctl.runtime.service import (
-    StateLog,
-    StatusFile,
-    backoff_sleep,
-    main,
-    open_nats,
-    shutdown_event,
-    until_ready,
-)
+from stockctl.runtime.connections import open_nats
+from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.retry import Stopped, pause, retry
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, encode, tick_decoder
@@ -41,6 +34,8 @@ log = logging.getLogger("stockctl.publisher")
 
 EXIT_CONFIG = 78  # EX_CONFIG: the supervisor does not restart a daemon that exits with this
 MSG_ID = "Nats-Msg-Id"
+SHUTDOWN_GRACE_S = 5.0
+"""How long a stopping publisher keeps resending unconfirmed ticks to an absent NATS."""
 
 
 class TickPublisher:
@@ -124,44 +119,36 @@ class TickPublisher:
         self._state.set("ok")
 
     async def _republish_all(self) -> None:
-        """Publish everything unconfirmed again, in order; the stream de-duplicates by id."""
-        attempt = 0
-        deadline = None
+        """Publish everything unconfirmed again, in order; the stream de-duplicates by id.
+
+        Retried for as long as an outage lasts; once the daemon is stopping, for at most
+        :data:`SHUTDOWN_GRACE_S` more, and then what is left is dropped, loudly.
+        """
+        deadline: float | None = None
         while self._pending:
             _, subject, payload, headers = self._pending[0]
+            send = functools.partial(self._js.publish, subject, payload, headers=headers, timeout=2.0)
+            if self._stop.is_set() and deadline is None:
+                deadline = time.monotonic() + SHUTDOWN_GRACE_S
             try:
-                await self._js.publish(subject, payload, headers=headers, timeout=2.0)
-            except Exception as exc:
-                self._state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying")
-                if self._stop.is_set():
-                    # Shutting down with NATS away: give it a little while, then give up loudly.
-                    deadline = deadline or time.monotonic() + 5.0
-                    if time.monotonic() > deadline:
-                        log.error("dropping %d unconfirmed ticks at shutdown", len(self._pending))
-                        self._pending.clear()
-                        return
-                await backoff_sleep(attempt, asyncio.Event() if self._stop.is_set() else self._stop)
-                attempt += 1
-                continue
+                await retry(send, stop=None if deadline else self._stop, deadline=deadline, on_error=self._failing)
+            except Stopped:
+                continue  # told to stop mid-outage: go on under the shutdown deadline
+            except Exception:  # the deadline passed with NATS still away
+                log.error("dropping %d unconfirmed ticks at shutdown", len(self._pending))
+                self._pending.clear()
+                return
             self._pending.popleft()
             self._state.set("ok")
-            attempt = 0
+
+    def _failing(self, exc: Exception, _attempt: int) -> None:
+        self._state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying")
 
 
 def _retrieve(fut: asyncio.Future) -> None:
     """Mark a failed ack as seen: the tick it covered is resent, so the error is handled."""
     if not fut.cancelled():
         fut.exception()
-
-
-class _Hook:
-    """A callback whose target is set once the object it calls exists."""
-
-    target: Callable[[], None] | None = None
-
-    def __call__(self) -> None:
-        if self.target is not None:
-            self.target()
 
 
 async def resume_points(js: JetStreamContext, symbols: list[str]) -> dict[str, Tick]:
@@ -214,9 +201,7 @@ async def simulate(settings: Settings, pub: TickPublisher, stop: asyncio.Event, 
         await pub.confirm(pub.pending - 100)  # keep a bounded number in flight
         # Sleep at least 2 ms: at high rates several slots are published per wake-up
         # rather than waking the loop thousands of times a second.
-        delay = max(t0 + slots * slot - loop.time(), 0.002)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+        await pause(max(t0 + slots * slot - loop.time(), 0.002), stop)
 
 
 async def replay(settings: Settings, pub: TickPublisher, stop: asyncio.Event, last: dict[str, Tick]) -> None:
@@ -245,9 +230,7 @@ async def replay(settings: Settings, pub: TickPublisher, stop: asyncio.Event, la
             delay = start_wall + (row.ts - start_ts) / 1e9 / settings.replay_speed - loop.time()
             if delay > 0:
                 await pub.confirm()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                if stop.is_set():
+                if await pause(delay, stop):
                     break
         seqs[row.symbol] = seqs.get(row.symbol, 0) + 1
         await pub.publish(
@@ -258,56 +241,56 @@ async def replay(settings: Settings, pub: TickPublisher, stop: asyncio.Event, la
     log.info("replay of %s finished: %d rows published", path.name, rows)
 
 
-async def run(settings: Settings) -> None:
-    stop = shutdown_event()
-    status = StatusFile(settings, "publisher")
-    if settings.replay_csv is not None:
-        try:
-            count = validate(settings.replay_csv)
-        except ReplayError as exc:
-            log.error("cannot replay: %s", exc)
-            raise SystemExit(EXIT_CONFIG) from None
-        log.info("replaying %s (%d rows) at speed %s", settings.replay_csv, count, settings.replay_speed)
+class Publisher(Daemon):
+    """Checks the CSV (if replaying), resumes each symbol's sequence, then publishes until done."""
 
-    async with AsyncExitStack() as stack:
-        # --- startup ---------------------------------------------------------------
-        ops = await start_ops(stack, settings, "publisher", status)
-        reconnect_hook = _Hook()
-        nc = await open_nats(stack, ops, stop, log, on_reconnect=reconnect_hook)
-        if nc is None:
-            return
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.pub: TickPublisher | None = None
+        self.last: dict[str, Tick] = {}
+
+    async def startup(self, stack: AsyncExitStack) -> None:
+        s = self.settings
+        if s.replay_csv is not None:
+            try:
+                count = validate(s.replay_csv)
+            except ReplayError as exc:
+                log.error("cannot replay: %s", exc)
+                raise SystemExit(EXIT_CONFIG) from None
+            log.info("replaying %s (%d rows) at speed %s", s.replay_csv, count, s.replay_speed)
+        nc = await open_nats(stack, self.ops, self.stop, log, on_reconnect=self._reconnected)
         js = nc.jetstream(publish_async_max_pending=4000)
 
         async def setup() -> dict[str, Tick]:
-            await ensure_tick_stream(js, settings)
-            return await resume_points(js, settings.symbols)
+            await ensure_tick_stream(js, s)
+            return await resume_points(js, s.symbols)
 
-        resumed = await until_ready(stop, log, "JetStream", setup)
-        if resumed is None:
-            return
-        last = resumed
-        status.ready = True
-        status.info |= {
-            "mode": "replay" if settings.replay_csv else "simulate",
-            "symbols": len(settings.symbols),
-            "rate": settings.rate,
+        self.last = await retry(setup, stop=self.stop, what="JetStream", logger=log)
+        self.pub = TickPublisher(nc, js, self.stop, self.status)
+        self.status.info |= {
+            "mode": "replay" if s.replay_csv else "simulate",
+            "symbols": len(s.symbols),
+            "rate": s.rate,
         }
-        status_task = asyncio.create_task(status.run(stop))
-        stack.callback(status.remove)
 
-        # --- main loop -------------------------------------------------------------
-        pub = TickPublisher(nc, js, stop, status)
-        reconnect_hook.target = pub.reconnected
-        if settings.replay_csv is not None:
-            await replay(settings, pub, stop, last)
+    async def main_loop(self) -> None:
+        assert self.pub is not None
+        if self.settings.replay_csv is not None:
+            await replay(self.settings, self.pub, self.stop, self.last)
         else:
-            await simulate(settings, pub, stop, last)
-        await stop.wait()  # finished publishing (limit or end of file): stay up until told to stop
+            await simulate(self.settings, self.pub, self.stop, self.last)
+        await self.stop.wait()  # finished publishing (limit or end of file): stay up until told to stop
 
-        # --- shutdown --------------------------------------------------------------
-        await pub.confirm()
-        await status_task
+    async def shutdown(self) -> None:
+        if self.pub is not None:
+            await self.pub.confirm()
 
+    def _reconnected(self) -> None:
+        if self.pub is not None:
+            self.pub.reconnected()
+
+
+DAEMON = Publisher
 
 if __name__ == "__main__":
-    main("publisher", run)
+    main("publisher", Publisher)

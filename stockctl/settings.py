@@ -331,7 +331,7 @@ class Settings(BaseSettings):
     @field_validator("feeds")
     @classmethod
     def _feeds(cls, value: list[str]) -> list[str]:
-        from stockctl.feeds import parse_feed  # local: feeds imports settings' neighbours
+        from stockctl.wire.feeds import parse_feed
 
         seen: dict[str, str] = {}
         out = []
@@ -424,7 +424,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _feeds_beside_simulation(self) -> Settings:
         if self.runs_simulator and self.feeds:
-            from stockctl.feeds import parse_feed
+            from stockctl.wire.feeds import parse_feed
 
             fed = {sym for text in self.feeds for sym in parse_feed(text).symbols}
             both = sorted(fed & set(self.symbols))

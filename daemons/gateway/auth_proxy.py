@@ -25,7 +25,7 @@ from fastapi.responses import Response
 
 from daemons.gateway.responses import error_response
 from stockctl.auth.proxies import PROXY_SECRET_HEADER, TrustedProxies
-from stockctl.runtime.ops import REQUEST_ID_HEADER, bound, new_request_id
+from stockctl.runtime.logs import REQUEST_ID_HEADER, bound, new_request_id
 from stockctl.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024

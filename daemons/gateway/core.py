@@ -32,15 +32,11 @@ from daemons.gateway.ws import WsServer
 from stockctl.alerts.store import AlertStore
 from stockctl.auth.proxies import load_proxy_secret
 from stockctl.marketdata.store import MarketStore
-from stockctl.runtime.ops import BodyLimit, HttpMetrics, start_ops
-from stockctl.runtime.service import (
-    StatusFile,
-    UvicornServer,
-    main,
-    open_nats,
-    open_redis,
-    shutdown_event,
-)
+from stockctl.runtime.connections import open_nats, open_redis
+from stockctl.runtime.daemon import main, shutdown_event
+from stockctl.runtime.http import BodyLimit, UvicornServer
+from stockctl.runtime.ops import HttpMetrics, start_ops
+from stockctl.runtime.status import StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 

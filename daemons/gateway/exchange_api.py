@@ -30,7 +30,7 @@ from prometheus_client import Histogram
 from daemons.gateway.views import concerns, fill_view, own_view
 from stockctl.errors import NotFound, StockctlError, UsageError
 from stockctl.marketdata.store import check_symbol
-from stockctl.runtime.ops import REQUEST_ID_HEADER, bound
+from stockctl.runtime.logs import REQUEST_ID_HEADER, bound
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import Amend, Cancel, CancelAll, Fund, Place, expire_at_ns

@@ -36,7 +36,7 @@ from stockctl.alerts.store import AlertStore
 from stockctl.auth.tokens import Claims
 from stockctl.errors import StockctlError, UsageError
 from stockctl.marketdata.store import MarketStore, check_symbol
-from stockctl.runtime.service import StatusFile
+from stockctl.runtime.status import StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import Trade, event_decoder

@@ -22,7 +22,7 @@ from fastapi import Request
 
 from stockctl.auth.tokens import Claims, TokenError, TokenVerifier
 from stockctl.errors import StockctlError
-from stockctl.runtime.service import backoff_sleep
+from stockctl.runtime.retry import backoff_sleep
 from stockctl.settings import Settings
 from stockctl.wire import names
 

@@ -37,7 +37,8 @@ from daemons.gateway.exchange_api import ExchangeUnavailable, amend_result, orde
 from daemons.gateway.fanout import Channel, Client, Hub
 from daemons.gateway.tokens import Forbidden, KeyRing, Unauthorized, check_user
 from stockctl.errors import NotFound, UsageError
-from stockctl.runtime.service import HeapFreezer, StatusFile
+from stockctl.runtime.process import HeapFreezer
+from stockctl.runtime.status import StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.gateway import (

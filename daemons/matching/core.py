@@ -54,18 +54,13 @@ from daemons.matching.queries import serve_queries
 from daemons.matching.snapshots import Snapshots, SnapshotUnusable
 from daemons.matching.views import RedisViews, event_market
 from stockctl.exchange.engine import Exchange
-from stockctl.runtime.ops import REQUEST_ID_HEADER, bind, start_ops
-from stockctl.runtime.service import (
-    StateLog,
-    StatusFile,
-    backoff_sleep,
-    failpoint,
-    main,
-    open_nats,
-    open_redis,
-    shutdown_event,
-    until_ready,
-)
+from stockctl.runtime.connections import open_nats, open_redis
+from stockctl.runtime.daemon import main, shutdown_event
+from stockctl.runtime.logs import REQUEST_ID_HEADER, bind
+from stockctl.runtime.ops import start_ops
+from stockctl.runtime.process import failpoint
+from stockctl.runtime.retry import backoff_sleep, until_ready
+from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import (

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from stockctl.exchange.engine import Exchange
-from stockctl.runtime.service import StatusFile
+from stockctl.runtime.status import StatusFile
 from stockctl.wire import names
 from stockctl.wire.exchange import MarketSpec
 

@@ -18,7 +18,8 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from stockctl.runtime.service import StateLog, backoff_sleep
+from stockctl.runtime.retry import backoff_sleep
+from stockctl.runtime.status import StateLog
 from stockctl.wire import names
 from stockctl.wire.exchange import Accepted, Amended, Cancelled, Event, Rejected, Trade, Triggered
 from stockctl.wire.exchange import encode as ex_encode

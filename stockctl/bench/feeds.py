@@ -18,8 +18,9 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from stockctl.feeds import FeedHealth, parse_feed
+from stockctl.feeds import FeedHealth
 from stockctl.feeds.binance import BinanceAdapter
+from stockctl.wire.feeds import parse_feed
 
 DEFAULT_FRAMES = 200_000
 QUICK_FRAMES = 20_000

@@ -657,7 +657,7 @@ async def _worker_main(address: str, wid: int) -> None:
 
 def worker_main(argv: list[str]) -> None:
     """``python -m stockctl.bench_ws HOST:PORT WORKER_ID``: one client worker."""
-    from stockctl.runtime.service import raise_fd_limit
+    from stockctl.runtime.process import raise_fd_limit
 
     raise_fd_limit()
     with contextlib.suppress(KeyboardInterrupt):

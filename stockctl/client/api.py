@@ -35,6 +35,7 @@ import websockets
 from stockctl.alerts.rules import Alert, AlertAdded, AlertList
 from stockctl.errors import NotFound, ServiceUnavailable, StockctlError, UsageError
 from stockctl.instance.registry import resolve_gateway_url, resolve_ws_url
+from stockctl.runtime.retry import Backoff
 from stockctl.settings import Settings
 from stockctl.wire.gateway import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, ServerFrame, server_frame_decoder
 from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal
@@ -286,6 +287,7 @@ async def live_frames(
     from stockctl.client.credentials import NotLoggedIn
 
     state: StateHandler = on_state or (lambda _state, _detail: None)
+    backoff = Backoff(base=0.2, cap=max_backoff_s)  # jittered: clients of a restarted gateway do not return in step
     attempt, refused_once = 0, False
     pending: Session | None = None  # the fresh token to use after a 4401
     while True:
@@ -344,7 +346,7 @@ async def live_frames(
         state("disconnected", detail)
         if max_attempts is not None and attempt >= max_attempts:
             raise ServiceUnavailable(f"{detail} after {attempt} attempts", "is the instance up? `stockctl status`")
-        await asyncio.sleep(min(max_backoff_s, 0.2 * 2**attempt))
+        await asyncio.sleep(backoff.delay(attempt))
         attempt += 1
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from stockctl.feeds import FeedHealth, FeedSpec, MalformedFrame, Trade, exact_price, exact_qty, int_field
+from stockctl.feeds import FeedHealth, MalformedFrame, Trade, exact_price, exact_qty, int_field
+from stockctl.wire.feeds import FeedSpec
 
 DEFAULT_URL = "wss://stream.binance.com:9443/stream"
 

@@ -20,17 +20,8 @@ from typing import Any
 
 import msgspec
 
-from stockctl.feeds import (
-    FeedHealth,
-    FeedRejected,
-    FeedSpec,
-    MalformedFrame,
-    Trade,
-    exact_price,
-    exact_qty,
-    int_field,
-    iso_to_ns,
-)
+from stockctl.feeds import FeedHealth, FeedRejected, MalformedFrame, Trade, exact_price, exact_qty, int_field, iso_to_ns
+from stockctl.wire.feeds import FeedSpec
 
 DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
 

@@ -1,7 +1,8 @@
 """Keep one feed connected: connect, read, normalise, hand trades on; reconnect when it breaks.
 
-Reconnects back off exponentially with jitter (a random 50-100 % of ``min(max, min * 2**n)``,
-so many clients do not come back in step), reset once a connection has delivered a trade. A
+Reconnects back off exponentially with jitter (:class:`~stockctl.runtime.retry.Backoff`: a random
+50-100 % of ``min(max, min * 2**n)``, so many clients do not come back in step), reset once a
+connection has delivered a trade. A
 connection that stays silent too long is closed and made again: Coinbase sends a heartbeat
 every second, so ``feed_silence_s`` without any frame means the connection is dead even if TCP
 has not noticed. Binance's liveness is the WebSocket ping/pong: the server pings every 20 s
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 
 from stockctl.feeds import FeedHealth, FeedRejected, MalformedFrame, Trade
 from stockctl.feeds.binance import ServerShutdown
+from stockctl.runtime.retry import Backoff
 
 log = logging.getLogger("stockctl.feeds")
 
@@ -37,11 +38,6 @@ class Adapter(Protocol):
     def parse(self, raw: str | bytes) -> list[Trade]: ...
 
 
-def backoff_delay(attempt: int, low: float, high: float) -> float:
-    """Jittered exponential backoff: 50-100 % of ``min(high, low * 2**attempt)``."""
-    return min(high, low * 2 ** min(attempt, 20)) * random.uniform(0.5, 1.0)
-
-
 async def run_feed(
     adapter: Adapter,
     on_trades: Callable[[list[Trade]], Awaitable[None]],
@@ -51,8 +47,13 @@ async def run_feed(
     backoff_min_s: float,
     backoff_max_s: float,
 ) -> None:
-    """Run until cancelled."""
+    """Run until cancelled.
+
+    Not :func:`~stockctl.runtime.retry.retry`: a connection never "succeeds" for good, the
+    backoff starts afresh after one that delivered, and an announced shutdown reconnects at once.
+    """
     health = adapter.health
+    backoff = Backoff(base=backoff_min_s, cap=backoff_max_s)
     attempt = 0
     while True:
         delivered = False
@@ -107,5 +108,5 @@ async def run_feed(
         if delivered or immediate:
             attempt = 0
         if not immediate:
-            await asyncio.sleep(backoff_delay(attempt, backoff_min_s, backoff_max_s))
+            await asyncio.sleep(backoff.delay(attempt))
             attempt += 1

@@ -1,6 +1,6 @@
 """The supervisor: starts the servers and daemons of one instance, watches, restarts, stops them.
 
-``stockctl up`` runs it as a detached process (``python -m stockctl.supervisor``);
+``stockctl up`` runs it as a detached process (``python -m stockctl.instance.supervisor``);
 ``stockctl up --attach`` runs it in the foreground. It holds ``run/supervisor.lock``
 for its lifetime, so a second ``up`` sees it, and writes ``run/state.json`` (one
 document per half second) that ``status`` and ``up`` read.
@@ -33,12 +33,16 @@ from typing import IO, Any
 
 from stockctl.instance import infra
 from stockctl.instance.registry import remove_instance, write_instance
+from stockctl.runtime.retry import Backoff
 from stockctl.settings import Settings, mask_url
 
 log = logging.getLogger("stockctl.supervisor")
 
 EXIT_CONFIG = 78
 STABLE_AFTER = 30.0  # a component that ran this long before dying starts its backoff afresh
+RESTART_BACKOFF = Backoff(base=0.5, cap=30.0, jitter=0.0)
+"""Restart delays of a component that keeps dying: 0.5 s, 1 s, 2 s, ... up to 30 s (no jitter:
+one supervisor, and `stockctl status` shows the exact delay)."""
 
 
 def _die_with_parent() -> None:
@@ -246,7 +250,7 @@ class Supervisor:
             return
         ran = time.time() - comp.started
         comp.failures = 1 if ran > STABLE_AFTER else comp.failures + 1
-        delay = min(30.0, 0.5 * 2 ** (comp.failures - 1))
+        delay = RESTART_BACKOFF.delay(comp.failures - 1)
         comp.state, comp.next_start = "backoff", now + delay
         comp.message = f"exited with {proc.returncode}; restarting in {delay:.1f}s"
         log.warning("%s %s", comp.name, comp.message)

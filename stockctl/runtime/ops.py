@@ -1,4 +1,4 @@
-"""Operability shared by every daemon: health probes, Prometheus metrics, structured logs.
+"""Operability shared by every daemon: health probes and Prometheus metrics.
 
 Each daemon serves, on its own loopback port (``metrics_port`` + its place in ``DAEMONS``):
 
@@ -10,25 +10,20 @@ Each daemon serves, on its own loopback port (``metrics_port`` + its place in ``
   ``stockctl_<counter>_total``, plus gauges (event-loop lag, consumer backlog, clients) and
   the histograms a daemon registers (order ack latency, tick-to-commit latency, HTTP).
 
-Logs: ``--log-format json`` writes one JSON object per line; a request id set with
-:func:`bind` (the gateway takes ``X-Request-ID`` or makes one, and passes it on to auth and,
-in a command header, to matching) is added to every line logged while handling it.
+:class:`HttpMetrics` is the ASGI middleware that times HTTP requests and carries their request
+id (:mod:`stockctl.runtime.logs`) in and out. Logs themselves are :mod:`stockctl.runtime.logs`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import json
 import logging
 import os
 import re
-import secrets
 import socket
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
@@ -40,92 +35,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from stockctl.runtime.http import UvicornServer
+from stockctl.runtime.logs import REQUEST_ID_HEADER, bind, clean_request_id
+from stockctl.runtime.status import StatusFile
 from stockctl.settings import DAEMONS, Settings
 
 log = logging.getLogger("stockctl.ops")
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-REQUEST_ID_HEADER = "X-Request-ID"
-"""HTTP header (and NATS command header) carrying the request id across daemons."""
-
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-# --- request ids and structured logs ------------------------------------------------------
-
-_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("stockctl_log_context", default=None)
-
-
-def new_request_id() -> str:
-    return secrets.token_hex(8)
-
-
-def clean_request_id(value: str | None) -> str:
-    """A caller's request id if it is short and plain, else a fresh one (it ends up in logs)."""
-    if value and len(value) <= 64 and all(c.isalnum() or c in "-_.:" for c in value):
-        return value
-    return new_request_id()
-
-
-@contextlib.contextmanager
-def bind(**fields: Any) -> Iterator[None]:
-    """Add ``fields`` (request_id, order_id, user, ...) to every log line in this context."""
-    current = _context.get() or {}
-    token = _context.set({**current, **{k: v for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        _context.reset(token)
-
-
-def bound(name: str) -> Any:
-    """A field bound in the current context, or ``None``."""
-    return (_context.get() or {}).get(name)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, daemon, logger, msg, the bound fields, exc."""
-
-    def __init__(self, daemon: str) -> None:
-        super().__init__()
-        self.daemon = daemon
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "daemon": self.daemon,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        doc.update(_context.get() or {})
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str, ensure_ascii=False)
-
-
-class TextFormatter(logging.Formatter):
-    """The plain format, with bound fields appended as ``key=value``."""
-
-    def __init__(self, daemon: str) -> None:
-        super().__init__(f"%(asctime)s %(levelname)-7s {daemon}: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = _context.get()
-        if fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
-        return line
-
-
-def configure_logging(name: str, level: str, fmt: str = "text") -> logging.Logger:
-    """Logs on stderr (the supervisor sends them to ``logs/<name>.log``), text or JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(name) if fmt == "json" else TextFormatter(name))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    # nats-py logs every reconnect attempt at ERROR; we log state changes ourselves.
-    logging.getLogger("nats").setLevel(logging.CRITICAL)
-    return logging.getLogger(f"stockctl.{name}")
-
 
 # --- metrics --------------------------------------------------------------------------------
 
@@ -133,7 +51,7 @@ def configure_logging(name: str, level: str, fmt: str = "text") -> logging.Logge
 class _StatusCollector(Collector):
     """The daemon's ``StatusFile`` counters and numeric info as Prometheus metrics."""
 
-    def __init__(self, daemon: str, status: Any, gauges: dict[str, Callable[[], float]]) -> None:
+    def __init__(self, daemon: str, status: StatusFile, gauges: dict[str, Callable[[], float]]) -> None:
         self.daemon, self.status, self.gauges = daemon, status, gauges
 
     def collect(self) -> Iterable[Any]:
@@ -161,7 +79,7 @@ class _StatusCollector(Collector):
 class Ops:
     """One daemon's health checks, metrics registry and ops HTTP listener."""
 
-    def __init__(self, settings: Settings, daemon: str, status: Any) -> None:
+    def __init__(self, settings: Settings, daemon: str, status: StatusFile) -> None:
         self.settings, self.daemon, self.status = settings, daemon, status
         self.registry = CollectorRegistry(auto_describe=False)
         self.checks: dict[str, Callable[[], Awaitable[bool] | bool]] = {}
@@ -227,8 +145,6 @@ class Ops:
 
     async def start(self) -> None:
         """Listen (on any free port if ours is busy) and watch the event loop's lag."""
-        from stockctl.runtime.service import UvicornServer
-
         sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -261,62 +177,6 @@ class Ops:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-MAX_BODY_BYTES = 1024 * 1024
-"""No HTTP request body larger than this is read into memory (endpoints set tighter limits)."""
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes gets 413 before the app reads it.
-
-    A declared ``Content-Length`` is refused at once; a chunked body is read up to the limit
-    and then refused, so an endless upload costs at most ``limit`` bytes of memory.
-    """
-
-    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
-
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"error": "too_large", "detail": f"request body over {self.limit} bytes"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit() or int(declared) > self.limit:
-                await self._refuse(send)
-                return
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._refuse(send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
 
 
 #: ``{symbol:path}`` in a route template is labelled ``{symbol}``: the convertor is not the API.
@@ -362,7 +222,7 @@ class HttpMetrics:
                 )
 
 
-async def start_ops(stack: contextlib.AsyncExitStack, settings: Settings, daemon: str, status: Any) -> Ops:
+async def start_ops(stack: contextlib.AsyncExitStack, settings: Settings, daemon: str, status: StatusFile) -> Ops:
     """Create and start a daemon's ops listener; stopped when ``stack`` unwinds."""
     ops = Ops(settings, daemon, status)
     await ops.start()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from stockctl.runtime.service import FAILPOINT_EXIT
+from stockctl.runtime.process import FAILPOINT_EXIT
 from stockctl.wire import names
 from stockctl.wire.exchange import event_decoder
 from stockctl.wire.marketdata import tick_decoder

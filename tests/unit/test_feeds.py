@@ -8,9 +8,9 @@ import pytest
 
 from stockctl.bench.feeds import run_feeds_bench
 from stockctl.errors import UsageError
-from stockctl.feeds import FeedHealth, MalformedFrame, exact_price, iso_to_ns, parse_feed
+from stockctl.feeds import FeedHealth, MalformedFrame, exact_price, iso_to_ns
 from stockctl.feeds.binance import BinanceAdapter, ServerShutdown
-from stockctl.feeds.runner import backoff_delay
+from stockctl.wire.feeds import parse_feed
 
 
 def test_feed_specs_parse_and_bad_ones_say_why() -> None:
@@ -59,12 +59,6 @@ def test_binance_frames_gaps_duplicates_and_shutdown() -> None:
         a.parse(json.dumps({"stream": "ethusdt@trade", "data": {}}))
     with pytest.raises(ServerShutdown):
         a.parse(json.dumps({"stream": "btcusdt@trade", "data": {"e": "serverShutdown", "E": 1}}))
-
-
-def test_backoff_is_jittered_and_capped() -> None:
-    delays = [backoff_delay(3, 0.5, 30) for _ in range(200)]
-    assert all(2.0 <= d <= 4.0 for d in delays) and len(set(delays)) > 100
-    assert all(15 <= backoff_delay(30, 0.5, 30) <= 30 for _ in range(50))
 
 
 def test_feeds_bench_normalises_every_frame() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stockctl.runtime.service import HeapFreezer
+from stockctl.runtime.process import HeapFreezer
 
 
 @pytest.fixture(autouse=True)

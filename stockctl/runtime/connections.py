@@ -1,0 +1,130 @@
+"""A daemon's NATS and Redis connections: connected with retries, closed with the daemon.
+
+- :func:`open_nats` connects (retrying with :func:`~stockctl.runtime.retry.retry` until it works),
+  registers the ``nats`` readiness check and drains the connection when the daemon's exit stack
+  unwinds. Once connected, nats-py reconnects by itself forever; its callbacks only log state
+  changes and call ``on_reconnect``.
+- :func:`open_redis` makes a pooled client that retries single commands across brief outages,
+  waits until Redis answers PING, registers the ``redis`` check and closes the client with the
+  stack.
+
+Both raise :class:`~stockctl.runtime.retry.Stopped` if the daemon is told to stop before they
+connect. URLs carry credentials: only their masked form is ever logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import nats
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NATS
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from stockctl.runtime.ops import Ops
+from stockctl.runtime.retry import retry
+from stockctl.runtime.status import StateLog
+from stockctl.settings import Settings, mask_url
+
+
+async def connect_nats(
+    settings: Settings,
+    name: str,
+    stop: asyncio.Event,
+    logger: logging.Logger,
+    on_reconnect: Callable[[], None] | None = None,
+) -> NATS:
+    """Connect, retrying with backoff until it works (or raising Stopped once ``stop`` is set)."""
+    state = StateLog(logger, f"NATS {mask_url(settings.effective_nats_url)}")
+
+    async def disconnected() -> None:
+        if not stop.is_set():  # draining at shutdown also disconnects
+            state.set("disconnected", "retrying")
+
+    async def reconnected() -> None:
+        state.set("reconnected")
+        if on_reconnect is not None:
+            on_reconnect()
+
+    async def error(exc: Exception) -> None:
+        # nats-py retries a first connect inside nats.connect and reports each failure only
+        # here: say once why we are not connected (a wrong password above all), not per try.
+        if "authorization violation" in str(exc).lower():
+            state.set("refused", f"{exc}; check the user and password in the URL (STOCKCTL_NATS_URL)")
+        elif state.state in (None, "unreachable"):
+            state.set("unreachable", f"{exc.__class__.__name__}: {exc}; retrying")
+        else:
+            logger.debug("nats error: %s", exc)
+
+    async def connect() -> NATS:
+        return await nats.connect(
+            settings.effective_nats_url,
+            name=f"stockctl-{name}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            allow_reconnect=True,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+            pending_size=64 * 1024 * 1024,
+        )
+
+    def unreachable(exc: Exception, _attempt: int) -> None:
+        state.set("unreachable", f"{exc.__class__.__name__}: {exc}; retrying")
+
+    nc = await retry(connect, stop=stop, on_error=unreachable, what="NATS")
+    state.set("connected")
+    return nc
+
+
+async def open_nats(
+    stack: contextlib.AsyncExitStack,
+    ops: Ops,
+    stop: asyncio.Event,
+    logger: logging.Logger,
+    on_reconnect: Callable[[], None] | None = None,
+) -> NATS:
+    """The daemon's NATS connection: drained with ``stack``, with a readiness check."""
+    nc = await connect_nats(ops.settings, ops.daemon, stop, logger, on_reconnect=on_reconnect)
+    stack.push_async_callback(nc.drain)
+    ops.check("nats", lambda: nc.is_connected)
+    return nc
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    """A pooled async Redis client that retries commands across brief outages."""
+    # A blocking pool: a burst of requests (thousands of WebSocket clients connecting at
+    # once) waits for a connection instead of failing with "too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.effective_redis_url,
+        max_connections=64,
+        timeout=10,
+        decode_responses=False,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+    )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+
+
+async def open_redis(
+    stack: contextlib.AsyncExitStack, ops: Ops, stop: asyncio.Event, logger: logging.Logger
+) -> aioredis.Redis:
+    """The daemon's Redis client, answering PING: closed with ``stack``, with a readiness check."""
+    r = redis_client(ops.settings)
+    stack.push_async_callback(r.aclose)
+    ops.check("redis", r.ping)
+    state = StateLog(logger, f"Redis {mask_url(ops.settings.effective_redis_url)}")
+
+    def unreachable(exc: Exception, _attempt: int) -> None:
+        state.set("unreachable", f"{exc.__class__.__name__}: {exc}; retrying")
+
+    await retry(r.ping, stop=stop, on_error=unreachable, what="Redis")
+    state.set("connected")
+    return r

@@ -1,0 +1,80 @@
+"""Process-level knobs of a daemon: the open-files limit, garbage-collector freezing, failpoints.
+
+- :func:`raise_fd_limit` lifts the soft open-files limit to the hard one at start.
+- :class:`HeapFreezer` keeps long-lived objects out of full garbage collections.
+- :func:`failpoint` kills the process at a named point when ``STOCKCTL_FAILPOINTS`` says so
+  (fault-injection tests); unset, it costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+
+FAILPOINT_EXIT = 86
+_failpoint_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """Die here, abruptly, if ``STOCKCTL_FAILPOINTS`` names this point.
+
+    The variable is a comma-separated list of ``name`` (the first pass) or ``name@N`` (the
+    Nth pass). Fault-injection tests use it to crash a daemon at an exact moment, as kill -9
+    there would, instead of hoping a timed kill lands in a window of microseconds. Unset in
+    production, where this is one dictionary lookup.
+    """
+    points = os.environ.get("STOCKCTL_FAILPOINTS")
+    if not points:
+        return
+    hits = _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
+    for point in points.split(","):
+        target, _, nth = point.strip().partition("@")
+        if target == name and hits == (int(nth) if nth.isdigit() else 1):
+            logging.getLogger("stockctl").error("failpoint %s (pass %d): exiting abruptly", name, hits)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(FAILPOINT_EXIT)
+
+
+class HeapFreezer:
+    """Keeps long-lived objects (connections, books) out of full garbage collections.
+
+    A full collection walks every tracked object; with 10,000 WebSocket clients that is
+    millions of objects and pauses of ~0.4 s in which no frame is sent. Freezing moves
+    what exists now into the permanent generation, which collections skip. Objects of
+    clients that later leave are still freed by reference counting; only their cycles
+    wait, so when the population halves we unfreeze and let one collection reclaim them.
+    """
+
+    def __init__(self, step: int = 500) -> None:
+        self.step = step
+        self.frozen_at = 0
+        self.freezes = 0
+
+    def startup(self) -> None:
+        """Freeze what start-up built (modules, apps, clients): it lives as long as the process."""
+        gc.collect()
+        gc.freeze()
+
+    def update(self, population: int) -> None:
+        """Called periodically with the number of long-lived things (clients, orders)."""
+        if population >= self.frozen_at + self.step:
+            gc.freeze()
+            self.frozen_at, self.freezes = population, self.freezes + 1
+        elif population < self.frozen_at // 2:
+            gc.unfreeze()
+            self.frozen_at = population
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one (a gateway holds a socket per client)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
