@@ -14,6 +14,7 @@ import httpx
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import TabbedContent
+from textual.worker import WorkerFailed
 
 from stockctl.client.api import write_instance
 from stockctl.instance import infra
@@ -279,6 +280,49 @@ async def test_frozen_order_entry_takes_stops_gtd_icebergs_and_amends_the_select
         assert data.amended[-1] == {"order_id": first["order_id"], "price": None, "qty": "1", "market": first["market"]}
         assert entry.amending is None
         await until(pilot, lambda: "amended" in str(entry.query_one("#entry-result").render()), 3, "amend result")
+
+
+async def test_frozen_worker_errors_are_notices_and_a_bug_stops_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers never catch: the app's one Worker.StateChanged handler shows a refusal where the
+    user looks (a notice, the order form's result line); any other exception is a bug that stops the app."""
+    from stockctl.errors import StockctlError
+    from tui.source import FrozenApi
+    from tui.widgets.open_orders import OpenOrders
+
+    def refuse(self: FrozenApi, *args: object, **kwargs: object) -> dict[str, object]:
+        raise StockctlError("market closed")
+
+    monkeypatch.setattr(FrozenApi, "place", refuse)
+    monkeypatch.setattr(FrozenApi, "cancel", refuse)
+    app = frozen_app(tmp_path)
+
+    def notices() -> list[tuple[str, str]]:
+        return [(n.message, n.severity) for n in app._notifications]
+
+    with pytest.raises(WorkerFailed) as failed:
+        async with app.run_test(size=(160, 48)) as pilot:
+            entry, orders = app.panel(OrderEntry), app.panel(OpenOrders)
+            await until(pilot, lambda: bool(entry.specs) and orders.row_count == 2, what="specs and open orders")
+            await pilot.press("4")
+            entry.query_one("#entry-qty").value = "2"
+            entry.query_one("#entry-price").value = "100.05"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: ("market closed", "error") in notices(), 3, "refused order notice")
+            assert "market closed" in str(entry.query_one("#entry-result").render())
+            order_id = orders.selected()["order_id"]  # type: ignore[index]
+            await pilot.press("x")
+            await until(pilot, lambda: (f"cancel {order_id}: market closed", "error") in notices(), 3, "cancel")
+            assert app.is_running
+
+            def bug(self: FrozenApi, *args: object) -> list[object]:
+                raise ZeroDivisionError("a bug")
+
+            monkeypatch.setattr(FrozenApi, "history", bug)
+            await pilot.press("r")
+            await until(pilot, lambda: not app.is_running, 3, "the app stops on a bug")
+    assert isinstance(failed.value.error, ZeroDivisionError)
 
 
 async def test_frozen_panels_and_palette(tmp_path: Path) -> None:
