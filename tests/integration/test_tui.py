@@ -7,19 +7,18 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import TabbedContent
 from textual.worker import WorkerFailed
 
 from stockctl.client.api import write_instance
-from stockctl.instance import infra
 from stockctl.settings import Settings
-from tests.support.stack import Daemon, make_settings
+from tests.support.cli import PASSWORD
+from tests.support.gateway import GatewayStack
+from tests.support.stack import stack_settings
 from tui.app import StockApp, make_app
 from tui.demo import demo_data
 from tui.router import FrameRouter
@@ -28,39 +27,14 @@ from tui.widgets.order_entry import OrderEntry, validate_order
 from tui.widgets.price_chart import PriceChart, crossovers, sma
 from tui.widgets.ticker_board import TickerBoard
 
-PASSWORD = "correct horse battery staple"
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    daemons: dict[str, Daemon]
-
-    def token(self, email: str = "tui@example.com") -> str:
-        resp = httpx.post(
-            f"{self.settings.gateway_url}/auth/register", json={"email": email, "password": PASSWORD}, timeout=10
-        )
-        assert resp.status_code == 201, resp.text
-        return resp.json()["access_token"]
-
 
 @pytest.fixture
-def stack(clean, tmp_path: Path, daemons) -> Stack:
+def stack(clean, tmp_path: Path, daemons) -> GatewayStack:
     """processor, publisher (5 ticks/s, seeded), auth and gateway on free ports; instance.json written."""
-    settings = make_settings(
-        clean,
-        tmp_path / "home",
-        rate=5,
-        seed=3,
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
-        sma_fast=3,
-        sma_slow=6,
-    )
+    settings = stack_settings(clean, tmp_path / "home", rate=5, seed=3, sma_fast=3, sma_slow=6)
     write_instance(settings)
     started = {name: daemons(name, settings) for name in ("processor", "publisher", "auth", "gateway")}
-    return Stack(settings, started)
+    return GatewayStack(settings, started)
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +71,7 @@ def cell(app: StockApp, symbol: str, column: str) -> str:
 # --- against real daemons -------------------------------------------------------------------
 
 
-async def test_login_then_live_board_chart_and_order_validation(stack: Stack) -> None:
+async def test_login_then_live_board_chart_and_order_validation(stack: GatewayStack) -> None:
     """One stack for the whole first session: register in the app, quotes, chart, a bad order."""
     from stockctl.client.credentials import load
 
@@ -157,8 +131,8 @@ async def test_login_then_live_board_chart_and_order_validation(stack: Stack) ->
         assert app.is_running
 
 
-async def test_gateway_restart_shows_disconnected_then_recovers(stack: Stack) -> None:
-    app = make_app(stack.settings, token=stack.token())
+async def test_gateway_restart_shows_disconnected_then_recovers(stack: GatewayStack) -> None:
+    app = make_app(stack.settings, token=stack.token("tui@example.com"))
 
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.connection == "live" and "AAPL" in board(app).quotes, what="live feed")
