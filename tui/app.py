@@ -1,18 +1,21 @@
 """``stockctl tui``: the Textual trading terminal. It talks to the gateway only.
 
-Data arrives through workers that post typed messages (``tui.messages``): REST calls run
-in thread workers, the WebSocket feed in an async worker that reconnects and
-resubscribes by itself. Widgets merge what arrives and redraw at most 20 times a second.
+Data arrives through workers (``tui.workers.job``) that post typed messages
+(``tui.messages``): REST calls run in thread workers, the WebSocket feed in an async worker
+that reconnects and resubscribes by itself. Workers never catch: one handler,
+``_worker_failed``, turns their errors into notices, the login screen or a retry.
+Widgets merge what arrives and redraw at most 20 times a second.
 """
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterable
+from contextlib import closing
 from functools import partial, wraps
 from typing import Any, TypeVar
 
-from textual import on, work
+from textual import on
 from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -21,6 +24,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerFailed, WorkerState
 
 from stockctl.alerts.rules import Alert, describe
 from stockctl.errors import StockctlError
@@ -40,6 +44,7 @@ from tui.messages import (
     InitialLoaded,
     OpenOrdersSnapshot,
     OrderEventArrived,
+    OrderResult,
     QuoteArrived,
     SignalsArrived,
     TradesArrived,
@@ -59,6 +64,7 @@ from tui.widgets.price_chart import RANGES, PriceChart
 from tui.widgets.signals_log import SignalsLog
 from tui.widgets.ticker_board import TickerBoard
 from tui.widgets.trade_tape import TradeTape
+from tui.workers import job
 
 W = TypeVar("W", bound=Widget)
 
@@ -99,22 +105,7 @@ class StockApp(App[None]):
 
     TITLE = "stockctl"
     AUTO_FOCUS = "#board"
-    CSS = """
-    #main { layout: grid; grid-size: 2 2; grid-columns: 1fr 1fr; grid-rows: 1fr 1fr; }
-    #main > * { border: round $primary 50%; border-title-color: $text; }
-    #main > *:focus-within { border: round $accent; }
-    #main.narrow { grid-size: 1 2; grid-columns: 1fr; grid-rows: 10 1fr; }
-    #main.narrow > #chart, #main.narrow > #signals, #main.narrow > #tabs { display: none; }
-    #main.narrow.view-chart > #chart { display: block; }
-    #main.narrow.view-signals > #signals { display: block; }
-    #main.narrow.view-tabs > #tabs { display: block; }
-    #tabs { height: 1fr; }
-    #tabs TabPane { padding: 0; }
-    #book-row { height: 1fr; }
-    #book-row > OrderBook { width: 3fr; }
-    #book-row > TradeTape { width: 2fr; }
-    Screen.disconnected Header { background: $error 60%; }
-    """
+    CSS_PATH = "app.tcss"
 
     BINDINGS = [
         Binding("q", "quit", "Quit"),
@@ -210,9 +201,9 @@ class StockApp(App[None]):
     def _freeze_heap(self) -> None:
         """Move what exists now (widgets, styles, loaded data) out of the garbage collector's way.
 
-        A full collection walks every object; at 1,000 quotes/s they came every few seconds
-        and held a frame back for up to ~100 ms (bench tui: input lag p99 136-160 ms before,
-        97-101 ms after). Done at start and once more when the first live data is in.
+        A full collection walks every object, and under a fast feed collections come often and
+        hold frames back (``stockctl bench tui`` measures the input lag). Done at start and once
+        more when the first live data is in.
         """
         gc.collect()
         gc.freeze()
@@ -243,13 +234,9 @@ class StockApp(App[None]):
 
     # --- start: login, REST, feed ---------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="login")
+    @job("login", exclusive=True)
     def _check_login(self) -> None:
-        try:
-            self.source.check_login()
-        except StockctlError as exc:
-            self.post_message(AuthState(False, str(exc)))
-            return
+        self.source.check_login()
         self.post_message(AuthState(True))
 
     def on_auth_state(self, message: AuthState) -> None:
@@ -264,29 +251,57 @@ class StockApp(App[None]):
         self.user = email
         self._load_initial()
 
-    @work(thread=True, exclusive=True, group="initial")
-    def _load_initial(self) -> None:
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """The one place where a job's error becomes what the user sees (jobs never catch).
+
+        A lost login shows the login screen; the first REST load retries; the live feed and
+        the login form show any error and keep the screen. Elsewhere a StockctlError is a
+        notice and anything else a bug, raised here to stop the app with its traceback as
+        Textual does for a failed worker.
+        """
         from stockctl.client.credentials import NotLoggedIn
 
-        try:
-            api = self.source.api()
+        worker, error = event.worker, event.worker.error
+        if event.state != WorkerState.ERROR or not isinstance(error, Exception):
+            return
+        group, readable = worker.group, isinstance(error, StockctlError)
+        text = str(error) if readable else f"{error.__class__.__name__}: {error}"
+        where = f"{worker.name}: " if worker.name else ""
+        if isinstance(error, NotLoggedIn) and group in ("initial", "feed"):
+            if group == "feed":
+                self.feed_started = False  # the next InitialLoaded after the login starts it again
+            self.post_message(AuthState(False, text))
+        elif group == "feed":
+            self.post_message(FeedProblem(f"live feed stopped: {error.__class__.__name__}: {error}", "error"))
+        elif group == "authenticate":
+            for screen in self.screen_stack:
+                if isinstance(screen, LoginScreen):
+                    screen.show_status(text, error=True)
+        elif not readable:
+            raise WorkerFailed(error)
+        elif group == "login":
+            self.post_message(AuthState(False, text))
+        elif group == "initial":
+            self.post_message(ConnectionChanged("disconnected", text))
+            self.set_timer(RETRY_S, self._load_initial)
+        elif group in ("orders", "cancels"):
+            self.post_message(OrderResult(where + text, error=True, in_form=group == "orders"))
+        elif group == "alerts":
+            self.post_message(AlertAddResult(where + text, error=True))
+        else:
+            self.post_message(FeedProblem(where + text))
+
+    @job("initial", exclusive=True)
+    def _load_initial(self) -> None:
+        with closing(self.source.api()) as api:
+            quotes = api.quotes()
+            history = {q.symbol: [p.price for p in api.history(q.symbol, SPARK_POINTS)] for q in quotes}
+            initial = Initial(quotes, history)
             try:
-                quotes = api.quotes()
-                history = {q.symbol: [p.price for p in api.history(q.symbol, SPARK_POINTS)] for q in quotes}
-                initial = Initial(quotes, history)
-                try:
-                    initial.markets = api.markets()
-                except StockctlError as exc:
-                    initial.markets_error = str(exc)
-            finally:
-                api.close()
-        except NotLoggedIn as exc:
-            self.post_message(AuthState(False, str(exc)))
-            return
-        except StockctlError as exc:
-            self.post_message(ConnectionChanged("disconnected", str(exc)))
-            self.call_from_thread(self.set_timer, RETRY_S, self._load_initial)
-            return
+                initial.markets = api.markets()
+            except StockctlError as exc:  # quotes without the exchange: the board still starts
+                initial.markets_error = str(exc)
         self.post_message(InitialLoaded(initial))
 
     @_while_open
@@ -323,10 +338,8 @@ class StockApp(App[None]):
         groups.append(["alerts"])
         return groups
 
-    @work(exclusive=True, group="feed")
+    @job("feed", exclusive=True, thread=False)
     async def _run_feed(self, groups: list[list[str]]) -> None:
-        from stockctl.client.credentials import NotLoggedIn
-
         def on_frame(kind: str, channel: str, data: bytes) -> None:
             for msg in self.router.route(kind, channel, data):
                 self.post_message(msg)
@@ -337,13 +350,7 @@ class StockApp(App[None]):
         def on_error(text: str) -> None:
             self.post_message(FeedProblem(text))
 
-        try:
-            await self.source.feed(groups, on_frame, on_state, on_error)
-        except NotLoggedIn as exc:
-            self.feed_started = False
-            self.post_message(AuthState(False, str(exc)))
-        except Exception as exc:  # a bug must not kill the terminal: say it, keep the screen
-            self.post_message(FeedProblem(f"live feed stopped: {exc.__class__.__name__}: {exc}", "error"))
+        await self.source.feed(groups, on_frame, on_state, on_error)
 
     # --- connection state ---------------------------------------------------------------
 
@@ -426,21 +433,14 @@ class StockApp(App[None]):
             self.panel(TradeTape).show(symbol)
             self.panel(OrderEntry).choose_market(symbol)
 
-    @work(thread=True, exclusive=True, group="chart")
+    @job("chart", "chart {symbol}", exclusive=True)
     def _load_chart(self, symbol: str, mode: str) -> None:
         chart = self.panel(PriceChart)
-        try:
-            api = self.source.api()
-            try:
-                if mode == "ticks":
-                    points = [(p.ts, p.price) for p in api.history(symbol, chart.wanted)]
-                else:
-                    points = [(c.start, c.close) for c in api.candles(symbol, mode, chart.wanted)]
-            finally:
-                api.close()
-        except StockctlError as exc:
-            self.post_message(FeedProblem(f"chart {symbol}: {exc}"))
-            return
+        with closing(self.source.api()) as api:
+            if mode == "ticks":
+                points = [(p.ts, p.price) for p in api.history(symbol, chart.wanted)]
+            else:
+                points = [(c.start, c.close) for c in api.candles(symbol, mode, chart.wanted)]
         self.post_message(ChartLoaded(symbol, mode, points))
 
     @_while_open
@@ -455,20 +455,13 @@ class StockApp(App[None]):
 
     # --- account ------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="account")
+    @job("account", "account", exclusive=True)
     def _load_account(self) -> None:
         if not self.markets:
             return
-        try:
-            api = self.source.api()
-            try:
-                balances = api.balances()
-                fills = api.fills(FILLS_FOR_POSITIONS)
-            finally:
-                api.close()
-        except StockctlError as exc:
-            self.post_message(FeedProblem(f"account: {exc}"))
-            return
+        with closing(self.source.api()) as api:
+            balances = api.balances()
+            fills = api.fills(FILLS_FOR_POSITIONS)
         self.post_message(BalancesLoaded(balances))
         self.post_message(FillsLoaded(fills))
 
@@ -509,26 +502,23 @@ class StockApp(App[None]):
     def _submit(self, message: OrderEntry.Submit) -> None:
         self._place(message.order)
 
-    @work(thread=True, group="orders")
+    @job("orders")
     def _place(self, order: dict[str, Any]) -> None:
-        entry = self.panel(OrderEntry)
-        try:
-            api = self.source.api()
-            try:
-                doc = api.place(order)
-            finally:
-                api.close()
-        except StockctlError as exc:
-            self.call_from_thread(entry.show_result, str(exc), True)
-            self.call_from_thread(self.notify, str(exc), severity="error", timeout=5)
-            return
+        with closing(self.source.api()) as api:
+            doc = api.place(order)
         fills = ", ".join(f"{f['qty']}@{f['price']}" for f in doc.get("filled", []))
         text = f"order {doc.get('order_id', '?')}: {doc.get('status', 'done')}" + (
             f" (filled {fills})" if fills else ""
         )
-        self.call_from_thread(entry.show_result, text)
-        self.call_from_thread(self.notify, text, timeout=3)
-        self.balances_due = True
+        self.post_message(OrderResult(text))
+
+    @_while_open
+    def on_order_result(self, message: OrderResult) -> None:
+        if message.in_form:
+            self.panel(OrderEntry).show_result(message.text, message.error)
+        severity, timeout = ("error", 5) if message.error else ("information", 3)
+        self.notify(message.text, severity=severity, timeout=timeout)
+        self.balances_due = self.balances_due or not message.error  # a change: reload the balances
 
     @on(OpenOrders.EditRequested)
     def _edit_requested(self, message: OpenOrders.EditRequested) -> None:
@@ -539,55 +529,29 @@ class StockApp(App[None]):
     def _amend_requested(self, message: OrderEntry.Amend) -> None:
         self._amend(message.order_id, message.market, message.price, message.qty)
 
-    @work(thread=True, group="orders")
+    @job("orders", "amend {order_id}")
     def _amend(self, order_id: int, market: str, price: str | None, qty: str | None) -> None:
-        entry = self.panel(OrderEntry)
-        try:
-            api = self.source.api()
-            try:
-                doc = api.amend(order_id, price=price, qty=qty, market=market or None)
-            finally:
-                api.close()
-        except StockctlError as exc:
-            self.call_from_thread(entry.show_result, f"amend {order_id}: {exc}", True)
-            self.call_from_thread(self.notify, f"amend {order_id}: {exc}", severity="error", timeout=5)
-            return
+        with closing(self.source.api()) as api:
+            doc = api.amend(order_id, price=price, qty=qty, market=market or None)
         text = f"order {order_id} amended: {doc.get('qty')}@{doc.get('price') or 'market'} ({doc.get('status')})"
-        self.call_from_thread(entry.show_result, text)
-        self.call_from_thread(self.notify, text, timeout=3)
-        self.balances_due = True
+        self.post_message(OrderResult(text))
 
     @on(OpenOrders.CancelRequested)
     def _cancel_requested(self, message: OpenOrders.CancelRequested) -> None:
         self._cancel(message.order_id, message.market)
 
-    @work(thread=True, group="orders")
+    @job("cancels", "cancel {order_id}")
     def _cancel(self, order_id: int, market: str) -> None:
-        try:
-            api = self.source.api()
-            try:
-                api.cancel(order_id, market or None)
-            finally:
-                api.close()
-        except StockctlError as exc:
-            self.call_from_thread(self.notify, f"cancel {order_id}: {exc}", severity="error", timeout=5)
-            return
-        self.call_from_thread(self.notify, f"order {order_id} cancelled", timeout=3)
-        self.balances_due = True
+        with closing(self.source.api()) as api:
+            api.cancel(order_id, market or None)
+        self.post_message(OrderResult(f"order {order_id} cancelled", in_form=False))
 
     # --- price alerts -------------------------------------------------------------------
 
-    @work(thread=True, group="alerts")
+    @job("alerts", "alert not set")
     def _add_alert(self, body: dict[str, Any]) -> None:
-        try:
-            api = self.source.api()
-            try:
-                added = api.add_alert(body["symbol"], body["condition"], body.get("threshold"), body.get("side"))
-            finally:
-                api.close()
-        except StockctlError as exc:
-            self.post_message(AlertAddResult(f"alert not set: {exc}", error=True))
-            return
+        with closing(self.source.api()) as api:
+            added = api.add_alert(body["symbol"], body["condition"], body.get("threshold"), body.get("side"))
         text = f"alert {added.alert.id} set: {describe(added.alert)} (last {added.last_price})"
         self.post_message(AlertAddResult(text + (f"; {added.note}" if added.note else "")))
 

@@ -9,7 +9,7 @@ router and the same ``QuoteArrived`` messages, at ``rate`` quotes a second sprea
 Measured over that window:
 
 * **input lag**: a key press (``s``, which re-sorts the board and changes its subtitle)
-  is posted to the app every ~100-200 ms, the way the terminal driver posts keys; the lag
+  is posted to the app at random intervals (``PROBE_EVERY_S``), the way the terminal driver posts keys; the lag
   is the time from posting the key to the end of the first frame that shows the new subtitle;
 * **frames per second**: screen updates the compositor produced (each is also encoded to
   terminal output, as a real terminal would get, but not written anywhere);

@@ -160,3 +160,13 @@ class AlertAddResult(Message):
     def __init__(self, text: str, error: bool = False) -> None:
         super().__init__()
         self.text, self.error = text, error
+
+
+class OrderResult(Message):
+    """What the gateway answered to placing, amending or cancelling an order: a readable line,
+    whether it was refused, and whether the order entry form shows it too (cancels are not sent from it).
+    """
+
+    def __init__(self, text: str, error: bool = False, in_form: bool = True) -> None:
+        super().__init__()
+        self.text, self.error, self.in_form = text, error, in_form

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import json
 import os
 import platform
 import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +33,7 @@ from pydantic import ValidationError
 
 from stockctl import servercreds
 from stockctl.errors import StartupError, StockctlError, UsageError
-from stockctl.instance import infra
+from stockctl.instance import infra, launch
 from stockctl.settings import ENV_PREFIX, Settings, mask_url
 from stockctl.wire.exchange import Accepted, Cancelled, Event, Trade
 
@@ -332,22 +329,6 @@ class SchedWaitMeter:
 
 # --- child processes ---------------------------------------------------------------------
 
-_libc: Any = None
-
-
-def _load_libc() -> None:
-    """Load libc in the parent, so the child's pre-exec hook only makes one call."""
-    global _libc
-    if _libc is None and sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the benchmark dies, even by SIGKILL (Linux)."""
-    if _libc is not None:
-        _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
 
 class Processes:
     """Child processes of one benchmark, stopped in reverse start order, always."""
@@ -355,23 +336,15 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
-        _load_libc()
 
     def start(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+        self, name: str, argv: list[str], cwd: Path, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in ``cwd``, its output in ``NAME.log`` (``env=None``: this process's)."""
         logf = (self.log_dir / f"{name}.log").open("ab")
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(cwd) if cwd else None,
-                start_new_session=True,  # a Ctrl-C reaches the benchmark, which stops them in order
-                preexec_fn=_die_with_parent if _libc is not None else None,
-            )
+            # Own session: a Ctrl-C reaches the benchmark, which stops them in order; and they die with it.
+            proc = launch.start(argv, log=logf, env=env, cwd=cwd, new_session=True, die_with_parent=True)
         except OSError as exc:
             logf.close()
             raise BenchError(f"cannot start {name}: {exc}") from None
@@ -412,14 +385,6 @@ class Processes:
                 self._stop_one(proc)
             finally:
                 logf.close()
-
-
-def read_status(path: Path) -> dict[str, Any] | None:
-    """A daemon's status file (``run/NAME.json``), or None while it is missing or half written."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def clean_env() -> dict[str, str]:
@@ -575,10 +540,8 @@ class PrivateStack(Generic[R]):
         self, settings: Settings, daemons: Sequence[str], timeout: float, announce: str | None = None
     ) -> None:
         """Start ``daemons`` and wait until each says it is ready in its status file."""
-        env = clean_env()
-        env.update(settings.to_env())
-        env["PYTHONUNBUFFERED"] = "1"
-        started = {name: self.spawn(name, [sys.executable, "-m", "daemons", name], env) for name in daemons}
+        env = launch.child_env(settings, clean_env())
+        started = {name: self.spawn(name, launch.daemon_argv(name), env) for name in daemons}
         self.daemons.update(started)
         self.progress(announce or f"starting the {', '.join(daemons)} daemon{'s' if len(daemons) > 1 else ''}")
         waiting = set(started)
@@ -589,8 +552,7 @@ class PrivateStack(Generic[R]):
                 if proc.poll() is not None:
                     tail = self.procs.log_tail(name) or None
                     raise StartupError(f"the {name} daemon exited with {proc.returncode} at start", tail)
-                doc = read_status(settings.run_dir / f"{name}.json")
-                if doc and doc.get("ready") and doc.get("pid") == proc.pid:
+                if launch.daemon_ready(settings, name, proc.pid):
                     waiting.discard(name)
             if waiting and time.monotonic() > deadline:
                 late = ", ".join(sorted(waiting))

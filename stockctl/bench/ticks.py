@@ -47,13 +47,13 @@ from stockctl.bench.kit import (
     parse_rates,
     pct_ms,
     percentile,
-    read_status,
     run_private,
     step_ladder,
     steps_doc,
     wait_until,
 )
 from stockctl.errors import UsageError
+from stockctl.instance.launch import read_status
 from stockctl.marketdata.gbm import make_walks
 from stockctl.marketdata.money import from_units
 from stockctl.settings import Settings

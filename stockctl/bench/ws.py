@@ -7,7 +7,7 @@ Like ``bench ticks``, everything runs on private servers in a temporary director
   daemons (``python -m daemons NAME``), configured through :meth:`Settings.to_env`;
 * one bench user, registered over HTTP through the gateway; its access token (valid
   for the whole run) authenticates every client;
-* ``--workers`` client processes (``python -m stockctl.bench_ws``), each with its own
+* ``--workers`` client processes (``python -m stockctl.bench.ws``), each with its own
   event loop and a share of the connections. A client opens ``/ws``, sends
   ``{"op":"auth","token":...}``, waits for ``welcome``, subscribes to its channels
   (``quotes:SYM``, round-robin over the symbols) and waits for ``subscribed``.
@@ -56,11 +56,11 @@ from stockctl.bench.kit import (
     machine_doc,
     no_progress,
     percentile,
-    read_status,
     register_user,
     run_private,
 )
 from stockctl.errors import UsageError
+from stockctl.instance import launch
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.symbols import is_symbol
@@ -656,7 +656,7 @@ async def _worker_main(address: str, wid: int) -> None:
 
 
 def worker_main(argv: list[str]) -> None:
-    """``python -m stockctl.bench_ws HOST:PORT WORKER_ID``: one client worker."""
+    """``python -m stockctl.bench.ws HOST:PORT WORKER_ID``: one client worker."""
     from stockctl.runtime.process import raise_fd_limit
 
     raise_fd_limit()
@@ -741,7 +741,7 @@ class _WsBench(PrivateStack[WsBenchResult]):
         env = clean_env()
         self.progress(f"starting {workers} client workers")
         for wid in range(workers):
-            argv = [sys.executable, "-m", "stockctl.bench.ws", f"{self.host}:{port}", str(wid)]
+            argv = launch.module_argv("stockctl.bench.ws", f"{self.host}:{port}", str(wid))
             self.spawn(f"worker{wid}", argv, env)
         await self.collect("hello", workers, 30.0)
         return server
@@ -869,7 +869,7 @@ class _WsBench(PrivateStack[WsBenchResult]):
         cpu.start()
         kernel0, t_kernel0 = kernel_ticks(), time.monotonic()
         gw_status = settings.run_dir / "gateway.json"
-        gw_before = read_status(gw_status) or {}
+        gw_before = launch.read_status(gw_status) or {}
 
         def measuring(latest: dict[int, dict[str, Any]]) -> None:
             quotes = sum(d.get("quotes", 0) for d in latest.values())
@@ -883,7 +883,7 @@ class _WsBench(PrivateStack[WsBenchResult]):
         results = await self.collect("result", workers, opts.seconds + 30, measuring)
         usage = cpu.stop()
         kernel1, t_kernel1 = kernel_ticks(), time.monotonic()
-        gw_after = read_status(gw_status) or {}
+        gw_after = launch.read_status(gw_status) or {}
         self.check_alive("gateway", "processor", "publisher")
 
         hist: Counter[int] = Counter()

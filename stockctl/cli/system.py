@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from enum import StrEnum
@@ -20,7 +19,7 @@ import typer
 from stockctl.cli.common import JsonOpt, console, err_console, fmt_duration, get_settings, print_json
 from stockctl.cli.tables import Col, fitted_table
 from stockctl.errors import NotRunningError, StartupError, UsageError
-from stockctl.instance import infra
+from stockctl.instance import infra, launch
 from stockctl.instance.registry import remove_instance
 from stockctl.instance.supervisor import read_state, run_foreground, supervisor_pid
 from stockctl.marketdata.replay import ReplayError, validate
@@ -309,17 +308,16 @@ def start_instance(settings: Settings, attach: bool = False, json_out: bool = Fa
 
 
 def _spawn_supervisor(settings: Settings) -> None:
-    log = (settings.log_dir / "supervisor.log").open("ab")
-    env = {**os.environ, **settings.to_env()}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stockctl.instance.supervisor"],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        env=env,
-        start_new_session=True,
-        cwd=str(settings.home),
-    )
+    # Its own session, and no death with the CLI: the supervisor outlives this command.
+    with (settings.log_dir / "supervisor.log").open("ab") as log:
+        proc = launch.start(
+            launch.module_argv(launch.SUPERVISOR),
+            log=log,
+            env=launch.child_env(settings, os.environ),
+            cwd=settings.home,
+            new_session=True,
+            die_with_parent=False,
+        )
     deadline = time.monotonic() + settings.start_timeout
     with console.status("starting stockctl...", spinner="dots") as spinner:
         while True:

@@ -1,6 +1,7 @@
 """The supervisor: starts the servers and daemons of one instance, watches, restarts, stops them.
 
-``stockctl up`` runs it as a detached process (``python -m stockctl.instance.supervisor``);
+``stockctl up`` runs it as a detached process (``python -m stockctl.instance.supervisor``, started
+through :mod:`stockctl.instance.launch`);
 ``stockctl up --attach`` runs it in the foreground. It holds ``run/supervisor.lock``
 for its lifetime, so a second ``up`` sees it, and writes ``run/state.json`` (one
 document per half second) that ``status`` and ``up`` read.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from stockctl.instance import infra
+from stockctl.instance import infra, launch
 from stockctl.instance.registry import remove_instance, write_instance
 from stockctl.runtime.retry import Backoff
 from stockctl.settings import Settings, mask_url
@@ -43,12 +43,6 @@ STABLE_AFTER = 30.0  # a component that ran this long before dying starts its ba
 RESTART_BACKOFF = Backoff(base=0.5, cap=30.0, jitter=0.0)
 """Restart delays of a component that keeps dying: 0.5 s, 1 s, 2 s, ... up to 30 s (no jitter:
 one supervisor, and `stockctl status` shows the exact delay)."""
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM me when the supervisor dies (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -140,13 +134,7 @@ class Supervisor:
     def _plan(self) -> list[Component]:
         s = self.s
         # The one carrier of the credentials to the daemons: the URLs themselves.
-        child_env = {
-            **os.environ,
-            **s.to_env(),
-            "STOCKCTL_NATS_URL": self.nats_url,
-            "STOCKCTL_REDIS_URL": self.redis_url,
-            "PYTHONUNBUFFERED": "1",
-        }
+        child_env = launch.child_env(s, os.environ, STOCKCTL_NATS_URL=self.nats_url, STOCKCTL_REDIS_URL=self.redis_url)
         comps: list[Component] = []
         for name in s.components():
             if name == "nats":
@@ -182,16 +170,12 @@ class Supervisor:
                     "auth": f"{s.host}:{s.auth_port}",
                     "gateway": f"{s.host}:{s.gateway_port} ws:{s.ws_port}",
                 }.get(name, "")
-                argv = [sys.executable, "-m", "daemons", name]
+                argv = launch.daemon_argv(name)
                 comps.append(Component(name, "daemon", argv, address, self._daemon_ready, env=child_env))
         return comps
 
     def _daemon_ready(self, comp: Component) -> bool:
-        try:
-            doc = json.loads((self.s.run_dir / f"{comp.name}.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return bool(doc.get("ready")) and comp.proc is not None and doc.get("pid") == comp.proc.pid
+        return comp.proc is not None and launch.daemon_ready(self.s, comp.name, comp.proc.pid)
 
     # --- process control ------------------------------------------------------------
 
@@ -200,17 +184,16 @@ class Supervisor:
             comp._log = (self.s.log_dir / f"{comp.name}.log").open("ab", buffering=0)
         comp._log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {comp.name}\n".encode())
         if comp.kind == "daemon":
-            (self.s.run_dir / f"{comp.name}.json").unlink(missing_ok=True)
+            launch.status_path(self.s, comp.name).unlink(missing_ok=True)
         try:
-            comp.proc = await asyncio.create_subprocess_exec(
-                *comp.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=comp._log,
-                stderr=comp._log,
+            # Own session: a Ctrl-C reaches only the supervisor, which stops the children in order.
+            comp.proc = await launch.start_async(
+                comp.argv,
+                log=comp._log,
                 env=comp.env or None,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-                cwd=str(self.s.home),
+                cwd=self.s.home,
+                new_session=True,
+                die_with_parent=True,
             )
         except OSError as exc:
             comp.state, comp.message = "failed", f"cannot start: {exc}"

@@ -39,7 +39,7 @@ from stockctl.instance import infra
 from stockctl.instance.registry import write_instance
 from stockctl.marketdata.replay import ReplayError, read_rows, validate
 from stockctl.settings import Settings
-from tests.support.stack import REPO, Daemon, Servers, make_settings, wait_for, wipe_exchange
+from tests.support.stack import REPO, Daemon, Servers, stack_settings, wait_for, wipe_exchange
 
 pytestmark = [pytest.mark.integration, pytest.mark.corpus]
 
@@ -242,12 +242,9 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """matching, processor, auth and gateway; a victim with open orders and fills; a logged-in attacker."""
     wipe_exchange(servers)
     tmp = tmp_path_factory.mktemp("corpus")
-    settings = make_settings(
+    settings = stack_settings(
         servers,
         tmp / "home",
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
         symbols=["AAPL"],
         log_level="INFO",
         access_token_ttl_s=3600,

@@ -44,7 +44,7 @@ from stockctl.exchange.engine import FEE_ACCOUNT
 from stockctl.instance.registry import resolve_gateway_url, resolve_urls
 from stockctl.instance.supervisor import read_state
 from stockctl.settings import Settings
-from tests.integration.test_cli import PASSWORD, Cli, pid_alive
+from tests.support.cli import PASSWORD, Cli, pid_alive
 from tests.support.faults import MARKETS, Ack, Ledger, Load, Watcher, matching_query, poll, table
 from tests.support.stack import wait_for
 

@@ -27,12 +27,11 @@ import websockets
 from textual.pilot import Pilot
 from textual.widgets import Input, Label, Select, Static
 
-from stockctl.instance import infra
 from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, encode
-from tests.support.stack import REPO, Daemon, Servers, _delete_stream, make_settings
+from tests.support.stack import REPO, Daemon, Servers, _delete_stream, stack_settings
 from tui.app import StockApp, make_app
 from tui.demo import demo_data
 from tui.screens.alert import AlertScreen
@@ -66,12 +65,9 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """processor, auth, gateway and alerts on free ports; SMA 2/4 so crossovers take a few ticks."""
     redis.Redis.from_url(servers.redis_url).flushall()
     asyncio.run(_delete_stream(servers.nats_url))
-    settings = make_settings(
+    settings = stack_settings(
         servers,
         tmp_path_factory.mktemp("alerts") / "home",
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
         sma_fast=2,
         sma_slow=4,
         alerts_per_user=LIMIT,

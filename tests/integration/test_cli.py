@@ -15,80 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from stockctl.instance import infra
 from stockctl.settings import DAEMONS
+from tests.support.cli import Cli, cli_instance, pid_alive
 from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery staple"
 SEED = {"AAPL", "GOOGL", "AMZN", "MSFT", "TSLA"}
-
-
-class Cli:
-    """Runs ``stockctl`` against one state dir."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")},
-            "STOCKCTL_HOME": str(home),
-            "STOCKCTL_NATS_PORT": str(infra.free_port()),
-            "STOCKCTL_NATS_MONITOR_PORT": str(infra.free_port()),
-            "STOCKCTL_REDIS_PORT": str(infra.free_port()),
-            "STOCKCTL_GATEWAY_PORT": str(infra.free_port()),
-            "STOCKCTL_WS_PORT": str(infra.free_port()),
-            "STOCKCTL_AUTH_PORT": str(infra.free_port()),
-            "STOCKCTL_METRICS_PORT": "0",
-            "XDG_CONFIG_HOME": str(home.parent / "config"),
-            "STOCKCTL_RATE": "20",
-            "STOCKCTL_LIQUIDITY": "false",  # a quiet exchange unless a test wants market makers
-            "COLUMNS": "200",
-        }
-
-    def run(
-        self, *args: str, timeout: float = 90, check: bool = False, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "stockctl", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            input=input if input is not None else "",
-        )
-        if check:
-            assert proc.returncode == 0, f"stockctl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        return proc
-
-    def register(self, email: str = "ada@example.com") -> None:
-        self.run("register", email, "--password-stdin", input=PASSWORD + "\n", check=True)
-
-    def up(self) -> None:
-        self.run("up", check=True)
-        self.register()
-
-    def json(self, *args: str) -> object:
-        return json.loads(self.run(*args, "--json", check=True).stdout)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is gone for our purposes.
-    try:
-        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
 
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[Cli]:
-    c = Cli(tmp_path / "home")
-    yield c
-    c.run("down", timeout=120)
+    yield from cli_instance(tmp_path / "home")
 
 
 def test_up_prices_status_down_leaves_nothing_behind(cli: Cli) -> None:

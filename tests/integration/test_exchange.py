@@ -8,66 +8,23 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 import websockets
 
 from stockctl.exchange.engine import Exchange
-from stockctl.instance import infra
-from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import command_decoder, event_decoder
 from stockctl.wire.exchange import encode as ex_encode
-from tests.support.stack import make_settings, wait_for, wipe_exchange
+from tests.support.exchange import Ex, running_exchange
+from tests.support.stack import stack_settings, wait_for, wipe_exchange
+from tests.support.streams import read_stream
 
 pytestmark = pytest.mark.integration
-
-PASSWORD = "correct horse battery staple"
-
-
-class Ex:
-    """A running exchange: settings, daemons and logged-in users."""
-
-    def __init__(self, settings: Settings, procs: dict) -> None:
-        self.settings, self.procs = settings, procs
-        self.tokens: dict[str, str] = {}
-
-    @property
-    def base(self) -> str:
-        return self.settings.gateway_url
-
-    def login(self, email: str) -> str:
-        if email not in self.tokens:
-            resp = httpx.post(f"{self.base}/auth/register", json={"email": email, "password": PASSWORD}, timeout=10)
-            assert resp.status_code == 201, resp.text
-            self.tokens[email] = resp.json()["access_token"]
-        return self.tokens[email]
-
-    def call(self, email: str, method: str, path: str, **kw) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.login(email)}"}
-        return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=15, **kw)
-
-    def order(self, email: str, **body) -> httpx.Response:
-        return self.call(email, "POST", "/api/v1/orders", json=body)
-
-    def balances(self, email: str) -> dict[str, dict[str, str]]:
-        return self.call(email, "GET", "/api/v1/balances").json()
 
 
 @pytest.fixture
 def ex(servers, tmp_path: Path, daemons) -> Ex:
-    wipe_exchange(servers)
-    settings = make_settings(
-        servers,
-        tmp_path / "home",
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
-        symbols=["AAPL"],
-        rate=5,
-    )
-    procs = {name: daemons(name, settings) for name in ("matching", "processor", "auth", "gateway")}
-    return Ex(settings, procs)
+    return running_exchange(servers, tmp_path, daemons)
 
 
 def total(balances: list[dict[str, dict[str, str]]], asset: str) -> Decimal:
@@ -206,27 +163,6 @@ def test_an_order_response_names_no_counterparty(ex: Ex) -> None:
     assert all(k not in t for t in trades for k in ("maker_order_id", "maker_client_order_id", "maker_fee"))
 
 
-def _stream(url: str, stream: str, subjects: str) -> list[bytes]:
-    async def read() -> list[bytes]:
-        nc = await nats.connect(url)
-        js = nc.jetstream()
-        out: list[bytes] = []
-        seq = 1
-        try:
-            while True:
-                try:
-                    raw = await js.get_msg(stream, seq=seq, subject=subjects, next=True)
-                except nats.js.errors.NotFoundError:
-                    break
-                out.append(raw.data)
-                seq = raw.seq + 1
-        finally:
-            await nc.close()
-        return out
-
-    return asyncio.run(read())
-
-
 def test_kill9_of_matching_under_load_loses_no_acknowledged_order(ex: Ex) -> None:
     # Arrange: two users crossing orders concurrently.
     users = ["henry@example.com", "irene@example.com"]
@@ -273,7 +209,9 @@ def test_kill9_of_matching_under_load_loses_no_acknowledged_order(ex: Ex) -> Non
     # Assert: every acknowledged order is in the event log exactly once ...
     acked = {coid for coid, status in results if status in (201, 422)}
     assert len(acked) > 100
-    events = [event_decoder.decode(b) for b in _stream(ex.settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
+    events = [
+        event_decoder.decode(b) for b in read_stream(ex.settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")
+    ]
     outcome_ids = [e.client_order_id for e in events if e.__struct_config__.tag in ("accepted", "rejected")]
     assert acked <= set(outcome_ids)
     assert len(outcome_ids) == len(set(outcome_ids)), "an order was recorded twice"
@@ -284,7 +222,7 @@ def test_kill9_of_matching_under_load_loses_no_acknowledged_order(ex: Ex) -> Non
     # ... and the live engine equals an independent replay of the command log.
     engine = Exchange()
     replayed = []
-    for data in _stream(ex.settings.nats_url, names.ORDER_STREAM, "ex.order.>"):
+    for data in read_stream(ex.settings.nats_url, names.ORDER_STREAM, "ex.order.>"):
         replayed.extend(engine.apply(command_decoder.decode(data)))
     tata = [ex_encode(e) for e in replayed if e.market == "TATA_INR"]
     assert tata == [ex_encode(e) for e in events]
@@ -297,12 +235,9 @@ def test_kill9_of_matching_under_load_loses_no_acknowledged_order(ex: Ex) -> Non
 
 def test_exchange_carries_on_after_nats_and_redis_restarts(own_servers, tmp_path: Path, daemons) -> None:
     # Arrange
-    settings = make_settings(
+    settings = stack_settings(
         own_servers,
         tmp_path / "home",
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
     )
     procs = {name: daemons(name, settings) for name in ("matching", "auth", "gateway")}
     ex = Ex(settings, procs)
@@ -326,7 +261,7 @@ def test_exchange_carries_on_after_nats_and_redis_restarts(own_servers, tmp_path
     ids = [first.json()["order_id"], second.json()["order_id"], third.json()["order_id"]]
     opens = ex.call("kim@example.com", "GET", "/api/v1/orders").json()
     assert sorted(o["order_id"] for o in opens) == sorted(ids)
-    events = [event_decoder.decode(b) for b in _stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
+    events = [event_decoder.decode(b) for b in read_stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert len([e for e in events if e.__struct_config__.tag == "accepted"]) == 3
 
@@ -347,12 +282,9 @@ def test_markets_come_from_configuration(servers, tmp_path: Path, daemons) -> No
     ]
     markets_file = tmp_path / "markets.json"
     markets_file.write_text(json.dumps(spec))
-    settings = make_settings(
+    settings = stack_settings(
         servers,
         tmp_path / "home",
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
         markets_file=markets_file,
         demo_balances={"INR": "100000", "INFY": "100"},
     )

@@ -7,13 +7,14 @@ import asyncio
 import datetime as dt
 import json
 import time
+from pathlib import Path
 
 import pytest
 import websockets
 
 from stockctl.client.api import GatewayClient, OrderRejected
 from stockctl.errors import NotFound
-from tests.integration.test_exchange import Ex, ex  # noqa: F401  (the running-exchange fixture)
+from tests.support.exchange import Ex, running_exchange
 from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.integration
@@ -21,15 +22,20 @@ pytestmark = pytest.mark.integration
 MKT = "TATA_INR"
 
 
-def opens(ex: Ex, email: str) -> list[dict]:  # noqa: F811  (ex: the fixture's name)
+@pytest.fixture
+def ex(servers, tmp_path: Path, daemons) -> Ex:
+    return running_exchange(servers, tmp_path, daemons)
+
+
+def opens(ex: Ex, email: str) -> list[dict]:
     return ex.call(email, "GET", "/api/v1/orders").json()
 
 
-def asks(ex: Ex) -> list[tuple[str, str]]:  # noqa: F811
+def asks(ex: Ex) -> list[tuple[str, str]]:
     return [(p, q) for p, q, *_ in ex.call("obs@example.com", "GET", f"/api/v1/book/{MKT}").json()["asks"]]
 
 
-def test_amend_over_rest_keeps_or_loses_priority_trades_when_crossing_and_hides_others_orders(ex: Ex) -> None:  # noqa: F811
+def test_amend_over_rest_keeps_or_loses_priority_trades_when_crossing_and_hides_others_orders(ex: Ex) -> None:
     ada, bob, cy = "ada@example.com", "bob@example.com", "cy@example.com"
     first = ex.order(ada, market=MKT, side="sell", qty="5", price="100").json()["order_id"]
     assert ex.order(bob, market=MKT, side="sell", qty="5", price="100").status_code == 201
@@ -69,7 +75,7 @@ def test_amend_over_rest_keeps_or_loses_priority_trades_when_crossing_and_hides_
     assert opens(ex, ada) == [] and opens(ex, bob)[0]["remaining"] == "3"
 
 
-def test_stops_and_icebergs_over_rest(ex: Ex) -> None:  # noqa: F811
+def test_stops_and_icebergs_over_rest(ex: Ex) -> None:
     ada, bob, cy = "ada@example.com", "bob@example.com", "cy@example.com"
     ex.order(bob, market=MKT, side="sell", qty="1", price="100")
     ex.order(cy, market=MKT, side="buy", qty="1", price="100")  # last trade: 100
@@ -110,7 +116,7 @@ def test_stops_and_icebergs_over_rest(ex: Ex) -> None:  # noqa: F811
     assert "triggered" in [e["event"] for e in history]
 
 
-def test_gtd_orders_expire_in_a_quiet_market_one_after_another(ex: Ex) -> None:  # noqa: F811
+def test_gtd_orders_expire_in_a_quiet_market_one_after_another(ex: Ex) -> None:
     ada = "ada@example.com"
     assert ex.balances(ada)["INR"]["reserved"] == "0"  # registered and funded before the clock starts
     now = dt.datetime.now(dt.UTC)
@@ -142,7 +148,7 @@ def test_gtd_orders_expire_in_a_quiet_market_one_after_another(ex: Ex) -> None: 
     assert ex.balances(ada)["INR"]["reserved"] == "0"
 
 
-def test_amend_over_websocket_and_the_python_client(ex: Ex, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_amend_over_websocket_and_the_python_client(ex: Ex, monkeypatch: pytest.MonkeyPatch) -> None:
     ada, bob = "ada@example.com", "bob@example.com"
     token = ex.login(ada)
     oid = ex.order(ada, market=MKT, side="sell", qty="4", price="101", display_qty="2").json()["order_id"]

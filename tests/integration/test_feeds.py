@@ -15,7 +15,7 @@ import redis
 
 from stockctl.wire import names
 from stockctl.wire.marketdata import point_decoder
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 from tests.support.feedserver import FeedServer
 from tests.support.stack import wait_for
 

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,41 +16,23 @@ import websockets
 
 from stockctl.instance import infra
 from stockctl.settings import Settings
-from tests.support.stack import make_settings, wait_for
+from tests.support.cli import PASSWORD
+from tests.support.gateway import GatewayStack
+from tests.support.stack import stack_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery staple"
 
-
-@dataclass
-class Stack:
-    settings: Settings
-    daemons: dict
-
-    @property
-    def base(self) -> str:
-        return self.settings.gateway_url
-
-    @property
-    def ws(self) -> str:
-        return self.settings.ws_url
-
-
-def stack_settings(servers, home: Path, **overrides) -> Settings:
-    ports = {
-        "gateway_port": infra.free_port(),
-        "ws_port": infra.free_port(),
-        "auth_port": infra.free_port(),
-    }
-    return make_settings(servers, home, **{"rate": 20, "seed": 1, **ports, **overrides})
+def gateway_settings(servers, home: Path, **overrides) -> Settings:
+    """:func:`stack_settings` at 20 ticks/s with seed 1 unless ``overrides`` say otherwise."""
+    return stack_settings(servers, home, **{"rate": 20, "seed": 1, **overrides})
 
 
 @pytest.fixture
-def stack(clean, tmp_path: Path, daemons) -> Stack:
-    settings = stack_settings(clean, tmp_path / "home")
+def stack(clean, tmp_path: Path, daemons) -> GatewayStack:
+    settings = gateway_settings(clean, tmp_path / "home")
     started = {name: daemons(name, settings) for name in ("processor", "publisher", "auth", "gateway")}
-    s = Stack(settings, started)
+    s = GatewayStack(settings, started)
     wait_for(lambda: len(get(s, "/api/v1/prices", token(s)).json()) == 2, 20, what="prices via gateway")
     return s
 
@@ -59,25 +40,20 @@ def stack(clean, tmp_path: Path, daemons) -> Stack:
 _tokens: dict[str, str] = {}
 
 
-def register(s: Stack, email: str) -> dict:
+def register(s: GatewayStack, email: str) -> dict:
     resp = httpx.post(f"{s.base}/auth/register", json={"email": email, "password": PASSWORD}, timeout=10)
     assert resp.status_code == 201, resp.text
     return resp.json()
 
 
-def token(s: Stack, email: str = "ada@example.com") -> str:
+def token(s: GatewayStack, email: str = "ada@example.com") -> str:
     key = f"{s.base}|{email}"
     if key not in _tokens:
-        resp = httpx.post(f"{s.base}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
-        if resp.status_code == 401:
-            _tokens[key] = register(s, email)["access_token"]
-        else:
-            assert resp.status_code == 200, resp.text
-            _tokens[key] = resp.json()["access_token"]
+        _tokens[key] = s.token(email)
     return _tokens[key]
 
 
-def get(s: Stack, path: str, tok: str | None, base: str | None = None) -> httpx.Response:
+def get(s: GatewayStack, path: str, tok: str | None, base: str | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {tok}"} if tok else {}
     return httpx.get(f"{base or s.base}{path}", headers=headers, timeout=10)
 
@@ -90,7 +66,7 @@ def _forget_tokens() -> None:
 # --- REST ---------------------------------------------------------------------------------
 
 
-def test_rest_needs_a_token_and_serves_market_data(stack: Stack) -> None:
+def test_rest_needs_a_token_and_serves_market_data(stack: GatewayStack) -> None:
     tok = token(stack)
 
     assert get(stack, "/api/v1/prices", None).status_code == 401
@@ -106,7 +82,7 @@ def test_rest_needs_a_token_and_serves_market_data(stack: Stack) -> None:
     assert isinstance(get(stack, "/api/v1/signals/AAPL", tok).json(), list)
 
 
-def test_seed_002_aliases(stack: Stack) -> None:
+def test_seed_002_aliases(stack: GatewayStack) -> None:
     tok = token(stack)
 
     # seed 002's envelope (tests/test_seeds.py checks it in full)
@@ -115,7 +91,7 @@ def test_seed_002_aliases(stack: Stack) -> None:
     wait_for(lambda: len(get(stack, "/price/history/MSFT/2", tok).json()["data"]) == 2, 10)
 
 
-def test_rest_errors_are_4xx_json_with_a_reason(stack: Stack) -> None:
+def test_rest_errors_are_4xx_json_with_a_reason(stack: GatewayStack) -> None:
     tok = token(stack)
     cases = {
         "/api/v1/prices/NOPE": (404, "known symbols: AAPL, MSFT"),
@@ -133,13 +109,13 @@ def test_rest_errors_are_4xx_json_with_a_reason(stack: Stack) -> None:
         assert needle in resp.json()["detail"], (path, resp.text)
 
 
-def test_openapi_spec_is_served(stack: Stack) -> None:
+def test_openapi_spec_is_served(stack: GatewayStack) -> None:
     spec = httpx.get(f"{stack.base}/openapi.json", timeout=10).json()
 
     assert "/api/v1/prices" in spec["paths"]
 
 
-def test_two_gateways_serve_the_same_data(stack: Stack, daemons, tmp_path: Path) -> None:
+def test_two_gateways_serve_the_same_data(stack: GatewayStack, daemons, tmp_path: Path) -> None:
     other = stack.settings.model_copy(update={"gateway_port": infra.free_port(), "ws_port": infra.free_port()})
     other = Settings(**{**other.model_dump(), "home": tmp_path / "home2"})
     other.ensure_dirs()
@@ -167,7 +143,7 @@ async def recv_until(ws, pred, timeout: float = 10.0) -> dict:
             return msg
 
 
-def test_ws_auth_subscribe_snapshot_updates_unsubscribe(stack: Stack) -> None:
+def test_ws_auth_subscribe_snapshot_updates_unsubscribe(stack: GatewayStack) -> None:
     tok = token(stack)
 
     async def scenario() -> None:
@@ -193,7 +169,7 @@ def test_ws_auth_subscribe_snapshot_updates_unsubscribe(stack: Stack) -> None:
     asyncio.run(scenario())
 
 
-def test_ws_token_in_header_and_ping_pong(stack: Stack) -> None:
+def test_ws_token_in_header_and_ping_pong(stack: GatewayStack) -> None:
     tok = token(stack)
 
     async def scenario() -> None:
@@ -205,7 +181,7 @@ def test_ws_token_in_header_and_ping_pong(stack: Stack) -> None:
     asyncio.run(scenario())
 
 
-def test_ws_bad_frames_get_error_frames_and_the_connection_stays(stack: Stack) -> None:
+def test_ws_bad_frames_get_error_frames_and_the_connection_stays(stack: GatewayStack) -> None:
     tok = token(stack)
     bad = [
         "not json",
@@ -237,7 +213,7 @@ def test_ws_bad_frames_get_error_frames_and_the_connection_stays(stack: Stack) -
     assert "known symbols" in errors[2]["detail"]
 
 
-def test_ws_without_valid_token_is_closed_4401(stack: Stack) -> None:
+def test_ws_without_valid_token_is_closed_4401(stack: GatewayStack) -> None:
     async def close_code(first: str | None, headers: dict | None = None) -> int:
         async with websockets.connect(stack.ws, additional_headers=headers or {}) as ws:
             if first is not None:
@@ -251,7 +227,7 @@ def test_ws_without_valid_token_is_closed_4401(stack: Stack) -> None:
     assert asyncio.run(close_code(None, {"Authorization": "Bearer nope"})) == 4401
 
 
-def test_ws_oversized_message_closes_with_1009(stack: Stack) -> None:
+def test_ws_oversized_message_closes_with_1009(stack: GatewayStack) -> None:
     tok = token(stack)
 
     async def scenario() -> int:
@@ -269,10 +245,10 @@ def test_ws_oversized_message_closes_with_1009(stack: Stack) -> None:
 
 def test_a_slow_client_does_not_delay_a_fast_one(clean, tmp_path: Path, daemons) -> None:
     # Arrange: a busy market, one client that reads nothing, one that reads everything.
-    settings = stack_settings(clean, tmp_path / "home", rate=400, symbols=["AAPL", "MSFT", "TSLA"])
+    settings = gateway_settings(clean, tmp_path / "home", rate=400, symbols=["AAPL", "MSFT", "TSLA"])
     for name in ("processor", "publisher", "auth", "gateway"):
         daemons(name, settings)
-    s = Stack(settings, {})
+    s = GatewayStack(settings, {})
     wait_for(lambda: len(get(s, "/api/v1/prices", token(s)).json()) == 3, 20)
     tok = token(s)
     channels = ["quotes:AAPL", "quotes:MSFT", "quotes:TSLA"]
@@ -307,7 +283,7 @@ def test_a_slow_client_does_not_delay_a_fast_one(clean, tmp_path: Path, daemons)
     assert max(b - a for a, b in itertools.pairwise(arrivals)) < 1.0
 
 
-def test_stream_client_reconnects_after_a_gateway_restart(stack: Stack, tmp_path: Path) -> None:
+def test_stream_client_reconnects_after_a_gateway_restart(stack: GatewayStack, tmp_path: Path) -> None:
     from stockctl.client.api import stream
     from stockctl.instance.registry import write_instance
 
@@ -335,7 +311,7 @@ def test_stream_client_reconnects_after_a_gateway_restart(stack: Stack, tmp_path
     assert len(seqs) >= 6 and seqs == sorted(seqs)
 
 
-def test_a_disabled_user_is_refused_at_once_on_rest_and_websocket(stack: Stack) -> None:
+def test_a_disabled_user_is_refused_at_once_on_rest_and_websocket(stack: GatewayStack) -> None:
     from stockctl.auth.users import set_disabled
     from stockctl.instance.registry import write_instance
 
@@ -360,7 +336,7 @@ def test_a_disabled_user_is_refused_at_once_on_rest_and_websocket(stack: Stack) 
     assert get(stack, "/api/v1/prices", tok).status_code == 200
 
 
-def test_an_oversized_body_is_refused_before_it_is_read(stack: Stack) -> None:
+def test_an_oversized_body_is_refused_before_it_is_read(stack: GatewayStack) -> None:
     # Arrange
     headers = {"Authorization": f"Bearer {token(stack)}", "Content-Type": "application/json"}
     huge = b'{"market":"' + b"A" * (2 * 1024 * 1024) + b'"}'
@@ -391,7 +367,7 @@ def test_an_oversized_body_is_refused_before_it_is_read(stack: Stack) -> None:
     assert get(stack, "/api/v1/prices", token(stack)).status_code == 200
 
 
-def test_ws_reauth_as_another_user_is_refused_and_the_connection_stays_its_own(stack: Stack) -> None:
+def test_ws_reauth_as_another_user_is_refused_and_the_connection_stays_its_own(stack: GatewayStack) -> None:
     ada, bob = token(stack, "ada@example.com"), token(stack, "bob@example.com")
 
     async def scenario() -> tuple[dict, dict, dict]:
@@ -415,10 +391,10 @@ def test_ws_reauth_as_another_user_is_refused_and_the_connection_stays_its_own(s
 
 def test_ws_login_while_redis_is_down_is_closed_try_again_later(own_servers, tmp_path: Path, daemons) -> None:
     # Arrange
-    settings = stack_settings(own_servers, tmp_path / "home")
+    settings = gateway_settings(own_servers, tmp_path / "home")
     for name in ("auth", "gateway"):
         daemons(name, settings)
-    s = Stack(settings, {})
+    s = GatewayStack(settings, {})
     tok = token(s)
     own_servers.redis.stop()
 

@@ -13,33 +13,15 @@ import nats
 import pytest
 
 from stockctl.history import HistoryStore, open_store
-from stockctl.marketdata.money import to_units
 from stockctl.settings import Settings
 from stockctl.wire import names
-from stockctl.wire.marketdata import tick_decoder
 from tests.support.pg import pg_server, pg_url  # noqa: F401  (fixtures)
 from tests.support.stack import Daemon, make_settings, wait_for
+from tests.support.streams import stream_ticks
 
 pytestmark = pytest.mark.integration
 
 S = 1_000_000_000
-
-
-def stream_ticks(nats_url: str) -> set[tuple[str, int, int, int, int]]:
-    """Every tick in MD_TICKS as (symbol, seq, ts, price units, volume), read independently."""
-
-    async def read() -> set[tuple[str, int, int, int, int]]:
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        info = await js.stream_info(names.TICK_STREAM)
-        out: set[tuple[str, int, int, int, int]] = set()
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            t = tick_decoder.decode((await js.get_msg(names.TICK_STREAM, seq)).data)
-            out.add((t.symbol, t.seq, t.ts, to_units(t.price), t.volume))
-        await nc.close()
-        return out
-
-    return asyncio.run(read())
 
 
 def stored(store: HistoryStore) -> list[tuple[str, int, int, int, int]]:

@@ -20,9 +20,9 @@ from stockctl.history import open_store
 from stockctl.instance.registry import write_instance
 from stockctl.marketdata.money import to_units
 from stockctl.settings import Settings
-from tests.integration.test_history import stream_ticks
 from tests.support.pg import pg_server, pg_url  # noqa: F401  (fixtures)
 from tests.support.stack import Daemon, stack_settings, wait_for
+from tests.support.streams import stream_ticks
 
 pytestmark = pytest.mark.integration
 

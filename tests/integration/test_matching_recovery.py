@@ -18,8 +18,9 @@ from stockctl.runtime.process import FAILPOINT_EXIT
 from stockctl.wire import names
 from stockctl.wire.exchange import event_decoder
 from stockctl.wire.marketdata import tick_decoder
-from tests.integration.test_exchange import Ex, _stream
+from tests.support.exchange import Ex
 from tests.support.stack import stack_settings, wait_for, wipe_exchange
+from tests.support.streams import read_stream
 
 pytestmark = pytest.mark.integration
 
@@ -60,11 +61,11 @@ def test_a_crash_before_the_views_are_written_is_repaired_on_restart(
 
     # Assert: the answer came from the stored events, after the restart.
     assert answer and answer[0].status_code == 201 and answer[0].json()["status"] == "filled", answer
-    events = [event_decoder.decode(b) for b in _stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
+    events = [event_decoder.decode(b) for b in read_stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
     trades = [e for e in events if e.__struct_config__.tag == "trade"]
     assert len(trades) == 1
     # One tick for the one trade, naming its event: none lost, none repeated.
-    ticks = [tick_decoder.decode(b) for b in _stream(settings.nats_url, names.TICK_STREAM, "md.tick.TATA_INR")]
+    ticks = [tick_decoder.decode(b) for b in read_stream(settings.nats_url, names.TICK_STREAM, "md.tick.TATA_INR")]
     assert [(t.seq, t.price, t.origin) for t in ticks] == [(1, trades[0].price, f"exchange:{trades[0].seq}")]
     # Each side's fill and the market's trade are in the views exactly once.
     for user in (alice, bob):

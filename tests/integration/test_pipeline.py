@@ -14,6 +14,7 @@ import redis
 from stockctl.wire import names
 from stockctl.wire.marketdata import PricePoint, Tick, candle_decoder, point_decoder, signal_decoder, tick_decoder
 from tests.support.stack import make_settings, wait_for
+from tests.support.streams import read_stream
 
 pytestmark = pytest.mark.integration
 
@@ -31,27 +32,9 @@ def history(r: redis.Redis, sym: str) -> list[PricePoint]:
     return [point_decoder.decode(b) for b in r.lrange(names.history_key(sym), 0, -1)]
 
 
-def stream_ticks(url: str, sym: str) -> list[Tick]:
+def stream_ticks_of(url: str, sym: str) -> list[Tick]:
     """Every tick of ``sym`` in the JetStream stream, read independently of the processor."""
-
-    async def read() -> list[Tick]:
-        nc = await nats.connect(url)
-        js = nc.jetstream()
-        out: list[Tick] = []
-        seq = 1
-        try:
-            while True:
-                try:
-                    raw = await js.get_msg(names.TICK_STREAM, seq=seq, subject=names.tick_subject(sym), next=True)
-                except nats.js.errors.NotFoundError:
-                    break
-                out.append(tick_decoder.decode(raw.data))
-                seq = raw.seq + 1
-        finally:
-            await nc.close()
-        return out
-
-    return asyncio.run(read())
+    return [tick_decoder.decode(b) for b in read_stream(url, names.TICK_STREAM, names.tick_subject(sym))]
 
 
 def naive_mean(prices: list[str]) -> str:
@@ -91,7 +74,7 @@ def test_ticks_become_quotes_history_candles_and_signals(clean, tmp_path: Path, 
 
     # Assert
     for sym in settings.symbols:
-        ticks = stream_ticks(clean.nats_url, sym)
+        ticks = stream_ticks_of(clean.nats_url, sym)
         assert [t.seq for t in ticks] == list(range(1, n + 1))
         hist = history(r, sym)
         assert [(p.price, p.ts, p.seq) for p in hist] == [(t.price, t.ts, t.seq) for t in ticks]
@@ -128,7 +111,7 @@ def test_processor_kill9_mid_stream_loses_and_duplicates_nothing(clean, tmp_path
     # Act: kill -9 mid-stream, let ticks pile up, start a new processor.
     proc.kill()
     seq_at_kill = quote_seq(r, "AAPL")
-    wait_for(lambda: len(stream_ticks(clean.nats_url, "AAPL")) >= seq_at_kill + 100, 20, what="backlog")
+    wait_for(lambda: len(stream_ticks_of(clean.nats_url, "AAPL")) >= seq_at_kill + 100, 20, what="backlog")
     daemons("processor", settings)
     for sym in settings.symbols:
         wait_for(lambda sym=sym: quote_seq(r, sym) == n, 40, what=f"{sym} caught up")
@@ -136,7 +119,7 @@ def test_processor_kill9_mid_stream_loses_and_duplicates_nothing(clean, tmp_path
     # Assert: exactly the stream's ticks, in order, each once; counters not double counted.
     assert seq_at_kill < n
     for sym in settings.symbols:
-        ticks = stream_ticks(clean.nats_url, sym)
+        ticks = stream_ticks_of(clean.nats_url, sym)
         assert [p.seq for p in history(r, sym)] == list(range(1, n + 1))
         candles = [candle_decoder.decode(b) for b in r.zrange(names.candles_key(sym, "1s"), 0, -1)]
         assert sum(c.count for c in candles) == n
@@ -147,15 +130,15 @@ def test_publisher_restart_continues_sequence_and_price(clean, tmp_path: Path, d
     # Arrange
     settings = make_settings(clean, tmp_path / "home", rate=100, publish_limit=20)
     pub = daemons("publisher", settings)
-    wait_for(lambda: len(stream_ticks(clean.nats_url, "MSFT")) == 20, 20, what="first run")
+    wait_for(lambda: len(stream_ticks_of(clean.nats_url, "MSFT")) == 20, 20, what="first run")
     assert pub.terminate() == 0
 
     # Act
     daemons("publisher", settings)
-    wait_for(lambda: len(stream_ticks(clean.nats_url, "MSFT")) == 40, 20, what="second run")
+    wait_for(lambda: len(stream_ticks_of(clean.nats_url, "MSFT")) == 40, 20, what="second run")
 
     # Assert: sequence carries on, and the walk starts from where it stopped.
-    ticks = stream_ticks(clean.nats_url, "MSFT")
+    ticks = stream_ticks_of(clean.nats_url, "MSFT")
     assert [t.seq for t in ticks] == list(range(1, 41))
     jump = abs(Decimal(ticks[20].price) / Decimal(ticks[19].price) - 1)
     assert jump < Decimal("0.02")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,44 +20,24 @@ import nats
 import pytest
 import websockets
 
-from stockctl.instance import infra
-from stockctl.settings import Settings
-from tests.support.stack import make_settings, wait_for, wipe_exchange
+from tests.support.cli import PASSWORD
+from tests.support.gateway import GatewayStack
+from tests.support.stack import stack_settings, wait_for, wipe_exchange
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery staple"
 
-
-@dataclass
-class Stack:
-    settings: Settings
-    daemons: dict
-
-    @property
-    def base(self) -> str:
-        return self.settings.gateway_url
-
+class Stack(GatewayStack):
     @property
     def seed_ws(self) -> str:  # the seeds' `/ws`, on the gateway's HTTP port
         return f"ws://{self.settings.host}:{self.settings.gateway_port}/ws"
 
-    def token(self, email: str = "ada@example.com") -> str:
-        resp = httpx.post(f"{self.base}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
-        if resp.status_code == 401:
-            resp = httpx.post(f"{self.base}/auth/register", json={"email": email, "password": PASSWORD}, timeout=10)
-        assert resp.status_code in (200, 201), resp.text
-        return resp.json()["access_token"]
-
 
 def start(servers, home: Path, daemons, public: bool, names: tuple[str, ...], **overrides) -> Stack:
     wipe_exchange(servers)
-    settings = make_settings(
+    settings = stack_settings(
         servers,
         home,
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
         symbols=["AAPL", "GOOG", "BTCUSDT"],  # the symbols the seeds' examples name
         rate=20,
         sma_fast=3,

@@ -23,7 +23,7 @@ import redis
 
 from stockctl import servercreds
 from stockctl.settings import mask_url
-from tests.integration.test_cli import PASSWORD, Cli
+from tests.support.cli import PASSWORD, Cli, cli_instance
 from tests.support.stack import Servers, wait_for
 
 pytestmark = pytest.mark.integration
@@ -82,9 +82,7 @@ def files_holding(root: Path, secret: str, skip: Path | None = None) -> list[str
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[Cli]:
-    c = Cli(tmp_path / "home")
-    yield c
-    c.run("down", timeout=120)
+    yield from cli_instance(tmp_path / "home")
 
 
 def test_mask_url_hides_every_form_of_userinfo() -> None:

@@ -32,9 +32,9 @@ from stockctl.client.api import live_frames, stream
 from stockctl.client.credentials import LiveSession, NotLoggedIn, Session, credentials_path, load, save
 from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
-from tests.integration.test_cli import Cli
-from tests.integration.test_tui_terminal import Tmux, aapl_price, wait_screen
+from tests.support.cli import Cli
 from tests.support.stack import REPO, stack_settings, wait_for
+from tests.support.terminal import Tmux, aapl_price, wait_screen
 from tui.app import make_app
 from tui.screens.login import LoginScreen
 from tui.widgets.ticker_board import TickerBoard

@@ -7,18 +7,18 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import TabbedContent
+from textual.worker import WorkerFailed
 
-from stockctl.instance import infra
 from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
-from tests.support.stack import Daemon, make_settings
+from tests.support.cli import PASSWORD
+from tests.support.gateway import GatewayStack
+from tests.support.stack import stack_settings
 from tui.app import StockApp, make_app
 from tui.demo import demo_data
 from tui.router import FrameRouter
@@ -27,39 +27,14 @@ from tui.widgets.order_entry import OrderEntry, validate_order
 from tui.widgets.price_chart import PriceChart, crossovers, sma
 from tui.widgets.ticker_board import TickerBoard
 
-PASSWORD = "correct horse battery staple"
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    daemons: dict[str, Daemon]
-
-    def token(self, email: str = "tui@example.com") -> str:
-        resp = httpx.post(
-            f"{self.settings.gateway_url}/auth/register", json={"email": email, "password": PASSWORD}, timeout=10
-        )
-        assert resp.status_code == 201, resp.text
-        return resp.json()["access_token"]
-
 
 @pytest.fixture
-def stack(clean, tmp_path: Path, daemons) -> Stack:
+def stack(clean, tmp_path: Path, daemons) -> GatewayStack:
     """processor, publisher (5 ticks/s, seeded), auth and gateway on free ports; instance.json written."""
-    settings = make_settings(
-        clean,
-        tmp_path / "home",
-        rate=5,
-        seed=3,
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
-        sma_fast=3,
-        sma_slow=6,
-    )
+    settings = stack_settings(clean, tmp_path / "home", rate=5, seed=3, sma_fast=3, sma_slow=6)
     write_instance(settings)
     started = {name: daemons(name, settings) for name in ("processor", "publisher", "auth", "gateway")}
-    return Stack(settings, started)
+    return GatewayStack(settings, started)
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +71,7 @@ def cell(app: StockApp, symbol: str, column: str) -> str:
 # --- against real daemons -------------------------------------------------------------------
 
 
-async def test_login_then_live_board_chart_and_order_validation(stack: Stack) -> None:
+async def test_login_then_live_board_chart_and_order_validation(stack: GatewayStack) -> None:
     """One stack for the whole first session: register in the app, quotes, chart, a bad order."""
     from stockctl.client.credentials import load
 
@@ -156,8 +131,8 @@ async def test_login_then_live_board_chart_and_order_validation(stack: Stack) ->
         assert app.is_running
 
 
-async def test_gateway_restart_shows_disconnected_then_recovers(stack: Stack) -> None:
-    app = make_app(stack.settings, token=stack.token())
+async def test_gateway_restart_shows_disconnected_then_recovers(stack: GatewayStack) -> None:
+    app = make_app(stack.settings, token=stack.token("tui@example.com"))
 
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.connection == "live" and "AAPL" in board(app).quotes, what="live feed")
@@ -279,6 +254,49 @@ async def test_frozen_order_entry_takes_stops_gtd_icebergs_and_amends_the_select
         assert data.amended[-1] == {"order_id": first["order_id"], "price": None, "qty": "1", "market": first["market"]}
         assert entry.amending is None
         await until(pilot, lambda: "amended" in str(entry.query_one("#entry-result").render()), 3, "amend result")
+
+
+async def test_frozen_worker_errors_are_notices_and_a_bug_stops_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers never catch: the app's one Worker.StateChanged handler shows a refusal where the
+    user looks (a notice, the order form's result line); any other exception is a bug that stops the app."""
+    from stockctl.errors import StockctlError
+    from tui.source import FrozenApi
+    from tui.widgets.open_orders import OpenOrders
+
+    def refuse(self: FrozenApi, *args: object, **kwargs: object) -> dict[str, object]:
+        raise StockctlError("market closed")
+
+    monkeypatch.setattr(FrozenApi, "place", refuse)
+    monkeypatch.setattr(FrozenApi, "cancel", refuse)
+    app = frozen_app(tmp_path)
+
+    def notices() -> list[tuple[str, str]]:
+        return [(n.message, n.severity) for n in app._notifications]
+
+    with pytest.raises(WorkerFailed) as failed:
+        async with app.run_test(size=(160, 48)) as pilot:
+            entry, orders = app.panel(OrderEntry), app.panel(OpenOrders)
+            await until(pilot, lambda: bool(entry.specs) and orders.row_count == 2, what="specs and open orders")
+            await pilot.press("4")
+            entry.query_one("#entry-qty").value = "2"
+            entry.query_one("#entry-price").value = "100.05"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: ("market closed", "error") in notices(), 3, "refused order notice")
+            assert "market closed" in str(entry.query_one("#entry-result").render())
+            order_id = orders.selected()["order_id"]  # type: ignore[index]
+            await pilot.press("x")
+            await until(pilot, lambda: (f"cancel {order_id}: market closed", "error") in notices(), 3, "cancel")
+            assert app.is_running
+
+            def bug(self: FrozenApi, *args: object) -> list[object]:
+                raise ZeroDivisionError("a bug")
+
+            monkeypatch.setattr(FrozenApi, "history", bug)
+            await pilot.press("r")
+            await until(pilot, lambda: not app.is_running, 3, "the app stops on a bug")
+    assert isinstance(failed.value.error, ZeroDivisionError)
 
 
 async def test_frozen_panels_and_palette(tmp_path: Path) -> None:

@@ -37,9 +37,8 @@ import pytest
 import websockets
 
 from stockctl.instance import infra
-from stockctl.instance.registry import write_instance
-from stockctl.settings import Settings
-from tests.support.stack import REPO, make_settings, wait_for
+from tests.support.cli import LoggedIn, logged_in_stack
+from tests.support.stack import REPO, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +46,6 @@ CHROMIUM = "/usr/bin/chromium"
 # Loopback: no proxy from the environment (websockets >= 15 honours the proxy variables).
 NO_PROXY: dict[str, Any] = {"proxy": None} if int(websockets.__version__.split(".")[0]) >= 15 else {}
 EMAIL = "web@example.com"
-PASSWORD = "correct horse battery staple"
 AAPL_ROW = re.compile(r"AAPL\s+\d+\.\d+")
 
 SCREEN_JS = """(() => {
@@ -60,12 +58,6 @@ SCREEN_JS = """(() => {
   }
   return JSON.stringify({cols: t.cols, rows: t.rows, text: rows.join("\\n")});
 })()"""
-
-
-@dataclass
-class LoggedIn:
-    settings: Settings
-    env: dict[str, str]
 
 
 @dataclass
@@ -85,33 +77,7 @@ class Running:
 @pytest.fixture
 def logged_in(clean, tmp_path: Path, daemons) -> LoggedIn:
     """A running stack and a user logged in exactly as ``stockctl login`` leaves it."""
-    settings = make_settings(
-        clean,
-        tmp_path / "home",
-        rate=5,
-        seed=11,
-        gateway_port=infra.free_port(),
-        ws_port=infra.free_port(),
-        auth_port=infra.free_port(),
-    )
-    write_instance(settings)
-    for name in ("processor", "publisher", "auth", "gateway"):
-        daemons(name, settings)
-    resp = httpx.post(f"{settings.gateway_url}/auth/register", json={"email": EMAIL, "password": PASSWORD}, timeout=10)
-    assert resp.status_code == 201, resp.text
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_") and k not in ("COLUMNS", "LINES")}
-    env.update(STOCKCTL_HOME=str(settings.home), XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONUNBUFFERED="1")
-    login = subprocess.run(
-        [sys.executable, "-m", "stockctl", "login", EMAIL, "--password-stdin"],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=30,
-    )
-    assert login.returncode == 0, login.stderr
-    return LoggedIn(settings, env)
+    return logged_in_stack(clean, tmp_path, daemons, EMAIL, seed=11)
 
 
 # --- processes ------------------------------------------------------------------------------

@@ -1,3 +1,5 @@
-"""Test helpers: process launchers, waiting, engine factories, fault kit. Tests import helpers
-from here only, never from conftest or from another test file.
+"""Test helpers: servers and daemons (``stack``), the CLI (``cli``), tmux (``terminal``), a running
+exchange (``exchange``), gateway stacks (``gateway``), JetStream reads (``streams``), engine
+factories, the fault kit. Tests import helpers from here only, never from conftest or from
+another test file.
 """

@@ -41,6 +41,14 @@ def fund(ex: Exchange, user: str, inr: str = "1000000", tata: str = "1000", jio:
     assert type(out[0]).__name__ == "Funded", out
 
 
+def funded(*users: str) -> Exchange:
+    """A fresh exchange in which each of ``users`` is funded with :func:`fund`'s defaults."""
+    ex = Exchange()
+    for user in users:
+        fund(ex, user)
+    return ex
+
+
 def limit(
     user: str,
     side: str,

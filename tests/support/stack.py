@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import nats
 import redis
 
 from stockctl import servercreds
-from stockctl.instance import infra
+from stockctl.instance import infra, launch
 from stockctl.settings import Settings
 from stockctl.wire import names
 
@@ -182,34 +181,25 @@ class Daemon:
 
     @property
     def status_path(self) -> Path:
-        return self.settings.run_dir / f"{self.name}.json"
+        return launch.status_path(self.settings, self.name)
 
     def start(self, wait_ready: bool = True) -> Daemon:
-        env = {**os.environ, **self.settings.to_env(), **self.env_overrides, "PYTHONUNBUFFERED": "1"}
+        env = launch.child_env(self.settings, os.environ, **self.env_overrides)
         self.status_path.unlink(missing_ok=True)
+        # In pytest's process group (a Ctrl-C stops them too); the fixtures kill what is left at the end.
         with self.log_path.open("ab") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemons", self.name],
-                stdout=fh,
-                stderr=fh,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=REPO,
+            self.proc = launch.start(
+                launch.daemon_argv(self.name), log=fh, env=env, cwd=REPO, new_session=False, die_with_parent=False
             )
         if wait_ready:
             wait_for(self.is_ready, 30, what=f"{self.name} ready")
         return self
 
     def is_ready(self) -> bool:
-        import json
-
-        if self.proc is not None and self.proc.poll() is not None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            doc = json.loads(self.status_path.read_text())
-        except (OSError, ValueError):
-            return False
-        return bool(doc.get("ready")) and doc.get("pid") == self.proc.pid  # type: ignore[union-attr]
+        return launch.daemon_ready(self.settings, self.name, self.proc.pid)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -14,6 +14,7 @@ from tests.support.engine import (
     cancel_all,
     fee,
     fund,
+    funded,
     held,
     kinds,
     limit,
@@ -30,10 +31,7 @@ TAKER_BPS = 10
 
 @pytest.fixture
 def ex() -> Exchange:
-    ex = Exchange()
-    for user in ("alice", "bob", "carol"):
-        fund(ex, user)
-    return ex
+    return funded("alice", "bob", "carol")
 
 
 def book_of(ex: Exchange, market_: str = MKT) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:

@@ -13,6 +13,7 @@ from tests.support.engine import (
     cancel_all,
     fee,
     fund,
+    funded,
     held,
     kinds,
     limit,
@@ -29,10 +30,7 @@ T0 = 1_700_000_000_000_000_000  # ns
 
 @pytest.fixture
 def ex() -> Exchange:
-    ex = Exchange()
-    for user in ("alice", "bob", "carol", "dave"):
-        fund(ex, user)
-    return ex
+    return funded("alice", "bob", "carol", "dave")
 
 
 def amend(user: str, oid: int, price: str | None = None, qty: str | int | None = None, ts: int = 1) -> Amend:

@@ -8,7 +8,7 @@ import pytest
 
 from stockctl.exchange.engine import ACCOUNTS, Exchange
 from stockctl.wire.exchange import Cancel, CancelAll, MarketSpec, Place, Rejected
-from tests.support.engine import MKT, fund, kinds, limit
+from tests.support.engine import MKT, funded, kinds, limit
 
 
 def make_place(**overrides: Any) -> Place:
@@ -30,9 +30,7 @@ def make_place(**overrides: Any) -> Place:
 
 @pytest.fixture
 def ex() -> Exchange:
-    ex = Exchange()
-    fund(ex, "bob")
-    return ex
+    return funded("bob")
 
 
 def rejected(ex: Exchange, cmd: object) -> Rejected:

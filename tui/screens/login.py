@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static
 
-from stockctl.errors import StockctlError
 from stockctl.settings import Settings
+from tui.workers import job
 
 
 class LoginScreen(Screen[str]):
@@ -45,7 +44,8 @@ class LoginScreen(Screen[str]):
             yield Label(self.reason or "no stored login for this instance", id="login-status")
         yield Footer()
 
-    def _status(self, text: str, error: bool = False) -> None:
+    def show_status(self, text: str, error: bool = False) -> None:
+        """The line under the buttons: progress, or why the last try was refused."""
         label = self.query_one("#login-status", Label)
         label.update(text)
         label.set_class(error, "error")
@@ -74,24 +74,18 @@ class LoginScreen(Screen[str]):
         email = self.query_one("#login-email", Input).value.strip()
         password = self.query_one("#login-password", Input).value
         if not email or not password:
-            self._status("give an email and a password", error=True)
+            self.show_status("give an email and a password", error=True)
             return
-        self._status("registering…" if what == "register" else "logging in…")
+        self.show_status("registering…" if what == "register" else "logging in…")
         self._authenticate(what, email, password)
 
-    @work(thread=True, exclusive=True, group="login")
+    @job("authenticate", exclusive=True)
     def _authenticate(self, what: str, email: str, password: str) -> None:
+        """Runs on the app: a refusal reaches the app's one worker handler, which calls :meth:`show_status`."""
         from stockctl.client.credentials import AuthClient, Session, base_url, save
 
-        try:
-            url = base_url(self.settings)
-            with AuthClient(url) as client:
-                doc = client.register(email, password) if what == "register" else client.login(email, password)
-            save(self.settings, Session.from_tokens(url, doc))
-        except StockctlError as exc:
-            self.app.call_from_thread(self._status, str(exc), True)
-            return
-        except Exception as exc:  # never a traceback on screen
-            self.app.call_from_thread(self._status, f"{exc.__class__.__name__}: {exc}", True)
-            return
+        url = base_url(self.settings)
+        with AuthClient(url) as client:
+            doc = client.register(email, password) if what == "register" else client.login(email, password)
+        save(self.settings, Session.from_tokens(url, doc))
         self.app.call_from_thread(self.dismiss, email)
