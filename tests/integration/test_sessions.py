@@ -33,6 +33,7 @@ from stockctl.client.credentials import LiveSession, NotLoggedIn, Session, crede
 from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
 from tests.support.cli import Cli
+from tests.support.pilot import until
 from tests.support.stack import REPO, stack_settings, wait_for
 from tests.support.terminal import Tmux, aapl_price, wait_screen
 from tui.app import make_app
@@ -210,8 +211,6 @@ def stack(clean, tmp_path: Path, daemons, monkeypatch: pytest.MonkeyPatch) -> St
 async def test_the_tui_and_a_client_stream_stay_live_past_four_lifetimes(stack: Stack) -> None:
     # One run of four lifetimes, two clients of one login in one process: the TUI under Pilot
     # stays on its board, and a stockctl.client stream keeps its subscriptions.
-    from tests.integration.test_tui import until
-
     channels = ["quotes:AAPL", "quotes:MSFT"]
     before = load(stack.settings)
 

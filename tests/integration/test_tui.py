@@ -6,7 +6,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
 from tests.support.cli import PASSWORD
 from tests.support.gateway import GatewayStack
+from tests.support.pilot import until
 from tests.support.stack import stack_settings
 from tui.app import StockApp, make_app
 from tui.demo import demo_data
@@ -49,15 +50,6 @@ def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     yield
     monkeypatch.undo()
     time.tzset()
-
-
-async def until(pilot: Pilot, predicate: Callable[[], object], timeout: float = 15.0, what: str = "") -> None:
-    """Let the app run until ``predicate()`` holds (fail after ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await pilot.pause(0.05)
 
 
 def board(app: StockApp) -> TickerBoard:
