@@ -30,7 +30,7 @@ from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, encode
-from tests.support.pilot import until as until_pilot
+from tests.support.pilot import until as until_app
 from tests.support.stack import REPO, Daemon, Servers, _delete_stream, stack_settings
 from tui.app import StockApp, make_app
 from tui.demo import demo_data
@@ -557,14 +557,12 @@ async def test_tui_alert_key_adds_an_alert_and_a_fired_one_is_notified(stack: St
     app = make_app(stack.settings, token=tok)
 
     async with app.run_test(size=(160, 48)) as pilot:
-        await until_pilot(
-            pilot, lambda: app.connection == "live" and "TUI" in app.panel(TickerBoard).quotes, 20, "live"
-        )
+        await until_app(pilot, lambda: app.connection == "live" and "TUI" in app.panel(TickerBoard).quotes, 20, "live")
         app.select_symbol("TUI")
 
         # Act: `a` opens the form, prefilled with the last price; change it and press enter.
         await pilot.press("a")
-        await until_pilot(pilot, lambda: isinstance(app.screen, AlertScreen), 5, "alert form")
+        await until_app(pilot, lambda: isinstance(app.screen, AlertScreen), 5, "alert form")
         form = app.screen
         price = form.query_one("#alert-price", Input)
         assert "TUI · last 100.00" in str(form.query_one("#alert-title", Static).render())
@@ -573,15 +571,15 @@ async def test_tui_alert_key_adds_an_alert_and_a_fired_one_is_notified(stack: St
         await pilot.pause()
         assert "alert when TUI above 101.25" in str(form.query_one("#alert-status", Label).render())
         await pilot.press("enter")
-        await until_pilot(pilot, lambda: not isinstance(app.screen, AlertScreen), 5, "form closed")
-        await until_pilot(pilot, lambda: any("set: TUI above 101.25" in m for _, m, _ in toasts(app)), 10, "added")
+        await until_app(pilot, lambda: not isinstance(app.screen, AlertScreen), 5, "form closed")
+        await until_app(pilot, lambda: any("set: TUI above 101.25" in m for _, m, _ in toasts(app)), 10, "added")
         (alert,) = (await listing(stack, tok))["active"]
         assert (alert["symbol"], alert["condition"], alert["threshold"]) == ("TUI", "above", "101.25")
 
         # A crossing: the fired alert pops up as a notification.
         await ticks(stack, "TUI", "101.10", "101.30")
         title = f"Alert {alert['id']} fired"
-        await until_pilot(pilot, lambda: any(t == title for t, _, _ in toasts(app)), 15, "fired notification")
+        await until_app(pilot, lambda: any(t == title for t, _, _ in toasts(app)), 15, "fired notification")
 
     (fired_toast,) = [(m, sev) for t, m, sev in toasts(app) if t == title]
     assert fired_toast == ("TUI above 101.25: now 101.30", "warning")
@@ -592,12 +590,12 @@ async def test_frozen_alert_form_validates_as_you_type_and_does_cross_sma(tmp_pa
     app = make_app(Settings(home=tmp_path / "home"), data=data)
 
     async with app.run_test(size=(80, 24)) as pilot:
-        await until_pilot(pilot, lambda: app.selected == "AAPL", 5, "AAPL selected")
+        await until_app(pilot, lambda: app.selected == "AAPL", 5, "AAPL selected")
         last = app.panel(TickerBoard).quotes["AAPL"].price
 
         # A bad price: the reason shows and enter does nothing.
         await pilot.press("a")
-        await until_pilot(pilot, lambda: isinstance(app.screen, AlertScreen), 5, "alert form")
+        await until_app(pilot, lambda: isinstance(app.screen, AlertScreen), 5, "alert form")
         form = app.screen
         assert form.query_one("#alert-price", Input).value == last
         form.query_one("#alert-price", Input).value = "1.123456789"
@@ -612,14 +610,14 @@ async def test_frozen_alert_form_validates_as_you_type_and_does_cross_sma(tmp_pa
         await pilot.pause()
         assert form.has_class("cross") and not form.query_one("#alert-price", Input).display
         await pilot.press("ctrl+s")
-        await until_pilot(pilot, lambda: bool(data.alerts), 5, "alert added")
-        await until_pilot(pilot, lambda: any("alert 1 set: AAPL cross-sma sell" in m for _, m, _ in toasts(app)), 5)
+        await until_app(pilot, lambda: bool(data.alerts), 5, "alert added")
+        await until_app(pilot, lambda: any("alert 1 set: AAPL cross-sma sell" in m for _, m, _ in toasts(app)), 5)
 
         # escape closes the form without adding anything
         await pilot.press("a")
-        await until_pilot(pilot, lambda: isinstance(app.screen, AlertScreen), 5, "alert form again")
+        await until_app(pilot, lambda: isinstance(app.screen, AlertScreen), 5, "alert form again")
         await pilot.press("escape")
-        await until_pilot(pilot, lambda: not isinstance(app.screen, AlertScreen), 5, "form closed")
+        await until_app(pilot, lambda: not isinstance(app.screen, AlertScreen), 5, "form closed")
         assert "Alert" in {c.title for c in app.get_system_commands(app.screen)}  # in the command palette
 
     assert [(a.symbol, a.condition, a.side, a.threshold) for a in data.alerts] == [("AAPL", "cross-sma", "sell", None)]
