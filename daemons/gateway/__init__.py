@@ -14,6 +14,6 @@
 What crosses the sockets (messages, frames, close codes) is in :mod:`stockctl.wire.gateway`.
 """
 
-from daemons.gateway.core import run
+from daemons.gateway.core import DAEMON
 
-__all__ = ["run"]
+__all__ = ["DAEMON"]

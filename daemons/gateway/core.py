@@ -17,6 +17,7 @@ The gateway holds no state of its own: any number of them serve the same data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import AsyncExitStack
 
@@ -33,31 +34,32 @@ from stockctl.alerts.store import AlertStore
 from stockctl.auth.proxies import load_proxy_secret
 from stockctl.marketdata.store import MarketStore
 from stockctl.runtime.connections import open_nats, open_redis
-from stockctl.runtime.daemon import main, shutdown_event
+from stockctl.runtime.daemon import Daemon, main
 from stockctl.runtime.http import BodyLimit, UvicornServer
-from stockctl.runtime.ops import HttpMetrics, start_ops
-from stockctl.runtime.status import StatusFile
+from stockctl.runtime.ops import HttpMetrics
+from stockctl.runtime.retry import Stopped
 from stockctl.settings import Settings
 from stockctl.wire import names
 
 log = logging.getLogger("stockctl.gateway")
 
 
-async def run(settings: Settings) -> None:
-    stop = shutdown_event()
-    status = StatusFile(settings, "gateway")
-    async with AsyncExitStack() as stack:
-        # --- startup ---------------------------------------------------------------
-        ops = await start_ops(stack, settings, "gateway", status)
-        r = await open_redis(stack, ops, stop, log)
-        if r is None:
-            return
-        nc = await open_nats(stack, ops, stop, log)
-        if nc is None:
-            return
+class Gateway(Daemon):
+    """The clients' door: the WebSocket server and the HTTP app, over Redis, NATS and auth."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.hub: Hub | None = None
+        self.http_server: UvicornServer | None = None
+        self.serve_task: asyncio.Task[None] | None = None
+
+    async def startup(self, stack: AsyncExitStack) -> None:
+        settings, ops, status = self.settings, self.ops, self.status
+        r = await open_redis(stack, ops, self.stop, log)
+        nc = await open_nats(stack, ops, self.stop, log)
         keys = KeyRing(settings.effective_auth_url)
-        if not await keys.load(stop):
-            return
+        if not await keys.load(self.stop):
+            raise Stopped
         proxy_secret = load_proxy_secret(settings.secrets_dir)  # proves to auth that X-Forwarded-For is ours
         http = httpx.AsyncClient(base_url=settings.effective_auth_url, timeout=10)
         stack.push_async_callback(http.aclose)
@@ -67,10 +69,10 @@ async def run(settings: Settings) -> None:
         exchange.ack_seconds = ops.histogram("order_ack_seconds", "Order or cancel: submitted to answered")
         await exchange.start()
         alerts = AlertStore(r, settings.alerts_per_user, publish=nc.publish)
-        hub = Hub(nc, store, exchange, status, alerts)
-        ws_server = WsServer(settings, hub, keys, r, status)
+        self.hub = Hub(nc, store, exchange, status, alerts)
+        ws_server = WsServer(settings, self.hub, keys, r, status)
         await nc.subscribe(names.ACCOUNT_DISABLED_SUBJECT, cb=ws_server.on_disabled)
-        disabled_task = asyncio.create_task(ws_server.watch_disabled(stop))
+        self.spawn(ws_server.watch_disabled(self.stop), "disabled-account check")
         ws = await websockets.serve(
             ws_server.handler,
             settings.host,
@@ -84,47 +86,41 @@ async def run(settings: Settings) -> None:
         )
         stack.push_async_callback(ws.wait_closed)
         stack.callback(ws.close)
-        http_server = UvicornServer(
+        self.http_server = UvicornServer(
             HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, alerts, auth)), ops),
             settings.host,
             settings.gateway_port,
             ws="websockets-sansio",  # the seed clients' /ws
         )
-        serve_task = asyncio.create_task(http_server.serve())
-        await http_server.wait_started(serve_task)
+        self.serve_task = self.spawn(self._serve_http(), "http")
+        await self.http_server.wait_started(self.serve_task)
         ws_server.heap.startup()
-        status.ready = True
         status.info |= {"http": settings.gateway_url, "ws": settings.ws_url, "clients": 0}
-        status_task = asyncio.create_task(status.run(stop))
-        stack.callback(status.remove)
+        self.spawn(ws_server.watchdog(self.stop), "WebSocket watchdog")
         log.info("serving HTTP on %s and WebSocket on %s", settings.gateway_url, settings.ws_url)
 
-        # --- main loop -------------------------------------------------------------
-        watchdog_task = asyncio.create_task(ws_server.watchdog(stop))
-        stopping = asyncio.create_task(stop.wait())
-        # uvicorn ends only when told to: a serve task that ends before a signal is a dead HTTP
-        # side, and a gateway serving WebSocket alone would look healthy to the supervisor.
-        await asyncio.wait({stopping, serve_task, watchdog_task}, return_when=asyncio.FIRST_COMPLETED)
-        http_died = serve_task.done() and not stop.is_set()
-        stop.set()
+    async def _serve_http(self) -> None:
+        """uvicorn ends only when told to: ending before that is a dead HTTP side, and a gateway
+        serving WebSocket alone would look healthy to the supervisor (the base exits 1)."""
+        assert self.http_server is not None
+        try:
+            await self.http_server.serve()
+        except Exception as exc:
+            raise RuntimeError(f"the HTTP server stopped by itself ({exc.__class__.__name__}: {exc})") from exc
+        if not self.stop.is_set():
+            raise RuntimeError("the HTTP server stopped by itself (no error)")
 
-        # --- shutdown --------------------------------------------------------------
-        for client in list(hub.clients):
-            client.close_later(1001, "gateway shutting down")
-        http_server.should_exit = True
-        if http_died:
-            exc = None if serve_task.cancelled() else serve_task.exception()
-            log.error(
-                "the HTTP server stopped by itself (%s); exiting so that the gateway is restarted",
-                "no error" if exc is None else f"{exc.__class__.__name__}: {exc}",
-                exc_info=exc,
-            )
-        else:
-            await serve_task
-        await asyncio.gather(watchdog_task, status_task, disabled_task, stopping)
-        if http_died:
-            raise SystemExit(1)
+    async def shutdown(self) -> None:
+        if self.hub is not None:
+            for client in list(self.hub.clients):
+                client.close_later(1001, "gateway shutting down")
+        if self.http_server is not None and self.serve_task is not None:
+            self.http_server.should_exit = True
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self.serve_task  # uvicorn finishes its requests
 
+
+DAEMON = Gateway
 
 if __name__ == "__main__":
-    main("gateway", run)
+    main("gateway", Gateway)
