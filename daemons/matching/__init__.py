@@ -1,5 +1,5 @@
 """matching: applies exchange commands in stream order and records every outcome."""
 
-from daemons.matching.core import run
+from daemons.matching.core import DAEMON
 
-__all__ = ["run"]
+__all__ = ["DAEMON"]

@@ -55,11 +55,10 @@ from daemons.matching.snapshots import Snapshots, SnapshotUnusable
 from daemons.matching.views import RedisViews, event_market
 from stockctl.exchange.engine import Exchange
 from stockctl.runtime.connections import open_nats, open_redis
-from stockctl.runtime.daemon import main, shutdown_event
+from stockctl.runtime.daemon import Daemon, main
 from stockctl.runtime.logs import REQUEST_ID_HEADER, bind
-from stockctl.runtime.ops import start_ops
 from stockctl.runtime.process import failpoint
-from stockctl.runtime.retry import backoff_sleep, until_ready
+from stockctl.runtime.retry import backoff_sleep, retry
 from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
@@ -327,31 +326,30 @@ def _whole(qty: str) -> int:
     return int(qty.split(".")[0])
 
 
-async def run(settings: Settings) -> None:
-    """The daemon: connect, restore, serve queries, apply commands until asked to stop."""
-    stop = shutdown_event()
-    status = StatusFile(settings, "matching")
-    async with AsyncExitStack() as stack:
-        # --- startup ---------------------------------------------------------------
-        ops = await start_ops(stack, settings, "matching", status)
-        r = await open_redis(stack, ops, stop, log)
-        if r is None:
-            return
-        reconnected = asyncio.Event()  # set after a NATS reconnect: the command consumer may be gone
-        nc = await open_nats(stack, ops, stop, log, on_reconnect=reconnected.set)
-        if nc is None:
-            return
-        js = nc.jetstream(publish_async_max_pending=20_000)
+class MatchingDaemon(Daemon):
+    """Connect, restore, serve queries, then apply commands in stream order until stopped."""
 
-        async def setup() -> bool:
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.m: Matching | None = None
+        self.js: JetStreamContext | None = None
+        self.sub: Any = None
+        self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self.reconnected = asyncio.Event()  # set after a NATS reconnect: the command consumer may be gone
+
+    async def startup(self, stack: AsyncExitStack) -> None:
+        settings = self.settings
+        r = await open_redis(stack, self.ops, self.stop, log)
+        nc = await open_nats(stack, self.ops, self.stop, log, on_reconnect=self.reconnected.set)
+        js = self.js = nc.jetstream(publish_async_max_pending=20_000)
+
+        async def setup() -> None:
             await ensure_exchange_streams(js)
             await ensure_tick_stream(js, settings)
-            return True
 
-        if not await until_ready(stop, log, "JetStream", setup):
-            return
+        await retry(setup, stop=self.stop, what="JetStream", logger=log)
         try:
-            m = Matching(settings, nc, js, r, status, stop)
+            m = self.m = Matching(settings, nc, js, r, self.status, self.stop)
         except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("bad markets file %s: %s", settings.markets_file, exc)
             raise SystemExit(EXIT_CONFIG) from None
@@ -359,38 +357,36 @@ async def run(settings: Settings) -> None:
         gc.collect()
         gc.freeze()  # the restored engine is long-lived: keep it out of every future collection
         await serve_queries(stack, nc, m)  # answered from here until the stack unwinds
-        inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self.sub = await self._subscribe()
+        self.status.info |= {"markets": m.market_names}
+
+    async def _subscribe(self) -> Any:
+        assert self.m is not None and self.js is not None
+        start = self.m.cmd_seq + 1
+        config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
 
         async def on_msg(msg: Msg) -> None:
-            inbox.put_nowait(msg)
+            self.inbox.put_nowait(msg)
 
-        batch_seconds = ops.histogram("batch_seconds", "Time to apply, store and answer one batch of commands")
+        sub = await self.js.subscribe(
+            names.ORDER_SUBJECTS, stream=names.ORDER_STREAM, ordered_consumer=True, config=config, cb=on_msg
+        )
+        log.info("consuming commands from stream seq %d", start)
+        return sub
 
-        async def subscribe() -> Any:
-            start = m.cmd_seq + 1
-            config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
-            sub = await js.subscribe(
-                names.ORDER_SUBJECTS, stream=names.ORDER_STREAM, ordered_consumer=True, config=config, cb=on_msg
-            )
-            log.info("consuming commands from stream seq %d", start)
-            return sub
-
-        sub = await subscribe()
-        status.ready = True
-        status.info |= {"markets": m.market_names}
-        status_task = asyncio.create_task(status.run(stop))
-        stack.callback(status.remove)
-
-        # --- main loop -------------------------------------------------------------
-        while not stop.is_set():
-            if reconnected.is_set():
+    async def main_loop(self) -> None:
+        m, inbox = self.m, self.inbox
+        assert m is not None
+        batch_seconds = self.ops.histogram("batch_seconds", "Time to apply, store and answer one batch of commands")
+        while not self.stop.is_set():
+            if self.reconnected.is_set():
                 # The ordered consumer lives in the server's memory: a restarted nats-server has lost
                 # it, and nats-py would notice only after two missed heartbeats (10-20 s without
                 # orders). Start a new one at once; commands already applied are skipped by seq.
-                reconnected.clear()
+                self.reconnected.clear()
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-                sub = await until_ready(stop, log, "JetStream consumer", subscribe) or sub
+                    await self.sub.unsubscribe()
+                self.sub = await retry(self._subscribe, stop=self.stop, what="JetStream consumer", logger=log)
             await m.maybe_send_time()
             try:
                 first = await asyncio.wait_for(inbox.get(), TIME_EVERY_S)
@@ -403,12 +399,14 @@ async def run(settings: Settings) -> None:
             started = time.perf_counter()
             await m.handle(batch)
             batch_seconds.observe(time.perf_counter() - started)
-            status.info["backlog"] = batch[-1].metadata.num_pending + inbox.qsize()
+            self.status.info["backlog"] = batch[-1].metadata.num_pending + inbox.qsize()
 
-        # --- shutdown --------------------------------------------------------------
-        await m.maybe_snapshot(force=True)
-        await status_task
+    async def shutdown(self) -> None:
+        if self.m is not None:
+            await self.m.maybe_snapshot(force=True)
 
+
+DAEMON = MatchingDaemon
 
 if __name__ == "__main__":
-    main("matching", run)
+    main("matching", MatchingDaemon)

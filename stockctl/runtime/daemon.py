@@ -33,7 +33,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from stockctl.runtime.logs import configure_logging
@@ -44,9 +44,6 @@ from stockctl.runtime.status import StatusFile
 from stockctl.settings import Settings
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-LegacyRun = Callable[[Settings], Awaitable[None]]
-"""A daemon module's ``async def run(settings)``: the gateway and matching, until converted."""
 
 
 class Daemon:
@@ -142,27 +139,12 @@ class Daemon:
         await asyncio.gather(*self._children, return_exceptions=True)
 
 
-def shutdown_event() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM, for a daemon that still writes its own ``run``."""
-    event = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in HANDLED_SIGNALS:
-        loop.add_signal_handler(sig, event.set)
-    return event
+async def _serve(name: str, target: type[Daemon], settings: Settings) -> int:
+    return await target(settings, name).serve()
 
 
-async def _serve(name: str, target: type[Daemon] | LegacyRun, settings: Settings) -> int:
-    if isinstance(target, type) and issubclass(target, Daemon):
-        return await target(settings, name).serve()
-    # Legacy branch: the gateway and matching still expose ``async def run(settings)``.
-    # Remove it once the lead has converted them to Daemon subclasses.
-    with contextlib.suppress(Stopped):  # open_nats/open_redis raise it when stopped first
-        await target(settings)
-    return 0
-
-
-def main(name: str, target: type[Daemon] | LegacyRun) -> None:
-    """Entry point of a daemon process: ``target`` is its Daemon subclass (or legacy ``run``)."""
+def main(name: str, target: type[Daemon]) -> None:
+    """Entry point of a daemon process: ``target`` is its Daemon subclass."""
     raise_fd_limit()
     from pydantic import ValidationError
 
