@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from decimal import Decimal
 from enum import StrEnum
@@ -26,10 +25,9 @@ from stockctl.cli.common import JsonOpt, console, fmt_time, get_settings, print_
 from stockctl.cli.tables import Col, fitted_table
 from stockctl.client.api import GatewayClient, normalise_symbol, stream
 from stockctl.errors import UsageError
+from stockctl.exchange.validation import ORDER_TYPES, amend_problem, edge_decimal, expiry_ms
 
 app = typer.Typer()
-
-_NUMBER = re.compile(r"\d{1,15}(\.\d{1,8})?", re.ASCII)
 
 
 class Side(StrEnum):
@@ -40,38 +38,25 @@ class Side(StrEnum):
 def parse_order_spec(text: str) -> tuple[str, str | None]:
     """``10@100.5`` -> ("10", "100.5") (limit); ``10`` -> ("10", None) (market).
 
-    Only the shape is checked here (positive plain decimals); the exchange checks tick
+    Only the shape is checked here (``validation.edge_decimal``); the exchange checks tick
     size, lot size, limits and funds and says which one failed.
     """
     qty, sep, price = text.strip().partition("@")
-    if not _NUMBER.fullmatch(qty) or Decimal(qty) == 0:
+    if not edge_decimal(qty):
         raise UsageError(f"bad quantity {qty!r}", "give a positive number, e.g. 10 or 10@100.5")
     if not sep:
         return qty, None
-    if not _NUMBER.fullmatch(price) or Decimal(price) == 0:
+    if not edge_decimal(price):
         raise UsageError(f"bad price {price!r}", "give a positive decimal after @, e.g. 10@100.5")
     return qty, price
 
 
-_RELATIVE = re.compile(r"\+(\d{1,9})([smhd])", re.ASCII)
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def parse_expiry(text: str, now_ms: int | None = None) -> str | int:
-    """``--expire-at``: ``+30s`` / ``+5m`` / ``+2h`` / ``+1d`` from now (as epoch ms), epoch ms, or
-    an RFC 3339 time passed through (the gateway parses it and says what is wrong with it)."""
-    text = text.strip()
-    rel = _RELATIVE.fullmatch(text)
-    if rel:
-        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        return now + int(rel.group(1)) * _UNIT_MS[rel.group(2)]
-    if text.isascii() and text.isdigit():
-        return int(text)
-    if not text or "T" not in text.upper():
-        raise UsageError(
-            f"bad expiry {text[:40]!r}", "give +30s, +5m, +2h, epoch milliseconds, or a time like 2030-01-02T15:04:05Z"
-        )
-    return text
+def parse_expiry(text: str) -> str | int:
+    """``--expire-at`` as the gateway takes it (``validation.expiry_ms``, relative to now)."""
+    try:
+        return expiry_ms(text, time.time_ns() // 1_000_000)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _events_summary(doc: dict[str, Any]) -> str:
@@ -127,7 +112,7 @@ def order(
     if stop_limit and price is None:
         raise UsageError("--stop-limit needs its limit price", "use QTY@PRICE")
     kind = order_type or ("stop_limit" if stop_limit else "stop" if stop else "limit" if price else "market")
-    if kind not in ("limit", "market", "stop", "stop_limit"):
+    if kind not in ORDER_TYPES:
         raise UsageError(f"bad --type {kind!r}", "limit, market, stop or stop_limit")
     body: dict[str, Any] = {
         "market": normalise_symbol(market),
@@ -247,10 +232,10 @@ def amend(
     json_out: JsonOpt = False,
 ) -> None:
     """Change an open order's price and/or quantity; a new price that crosses trades at once."""
-    if price is None and qty is None:
+    if amend_problem(price, qty, True) is not None:  # the only problem it can have here: bad_amend
         raise UsageError("nothing to amend", "give --price, --qty or both")
     for name, value in (("price", price), ("qty", qty)):
-        if value is not None and (not _NUMBER.fullmatch(value) or Decimal(value) == 0):
+        if value is not None and not edge_decimal(value):
             raise UsageError(f"bad {name} {value!r}", "give a positive plain decimal, e.g. 10 or 100.5")
     with GatewayClient(get_settings()) as gw:
         doc = gw.amend(order_id, price=price, qty=qty, market=normalise_symbol(market) if market else None)

@@ -5,6 +5,10 @@ There is no I/O, no clock (every event carries its command's ``ts``), no randomn
 float: the same commands give the same events, byte for byte, and ``snapshot()`` /
 ``restore()`` carry the exact state (sequences, ids, books in time priority, balances).
 
+This module is the state machine and its matching loop. What an order may say (and the code a
+rule's rejection carries) is ``validation``'s; the book's structures and read-only queries are
+``book``'s; accounts and the reservation rule ``accounts``'; the snapshot format ``snapshot``'s.
+
 Units. Inside, a price is an integer number of ticks, a quantity an integer number of lots
 and a balance an integer number of 1e-8 units of its asset. A market is accepted only if one
 lot is a whole number of base units (``bpl``) and one tick times one lot a whole number of
@@ -64,17 +68,20 @@ from collections import deque
 from collections.abc import Sequence
 from heapq import heappop, heappush
 
-import msgspec
-
-from stockctl.exchange.units import (
-    ASSET_DP,
-    ASSET_SCALE,
-    Step,
-    asset_units,
-    fmt_amount,
-    parse_decimal,
-    show,
+from stockctl.exchange import snapshot as snapshots
+from stockctl.exchange.accounts import (
+    BPS,
+    FEE_ACCOUNT,
+    Account,
+    bad_user,
+    fund_credits,
+    hold_for,
+    release,
+    shortfall,
 )
+from stockctl.exchange.book import ACCOUNTS, BookView, Level, Market, Order, OrderView
+from stockctl.exchange.units import fmt_amount, show
+from stockctl.exchange.validation import CACHE_MAX, amend_problem, order_problems
 from stockctl.wire.exchange import (
     DEFAULT_MARKETS,
     Accepted,
@@ -88,374 +95,16 @@ from stockctl.wire.exchange import (
     Fund,
     Funded,
     MarketSpec,
-    OrderType,
     Place,
     Rejected,
-    Side,
     Time,
-    TimeInForce,
     Trade,
     Triggered,
 )
 
-FEE_ACCOUNT = "__fees__"
-"""The account fees are paid to; no command may act as this user."""
-ACCOUNTS = "ACCOUNTS"
-"""The pseudo-market of account events and of commands naming no known market."""
-BPS = 10_000
-MAX_NAME = 128
-"""Longest user name, client order id or request id accepted (bounds what state a command can add)."""
-MAX_FUND_UNITS = 10**12 * ASSET_SCALE
-"""Largest single Fund amount of one asset (a trillion): anything above is bad input."""
-MAX_STEPS = 10**15
-"""A market's max price / max quantity may be at most this many ticks / lots."""
-SNAPSHOT_VERSION = 2
-"""2 adds pending stops, iceberg display and good-till-date expiry; version 1 snapshots still restore."""
-_CACHE_MAX = 1 << 16
-_TIFS = ("gtc", "ioc", "fok", "gtd")
-_TYPES = ("limit", "market", "stop", "stop_limit")
-_MARKET_PRICE = "a market order takes no price (it fills at the best prices in the book); use a limit order to set one"
-_MARKET_POST_ONLY = "post_only applies to limit orders only: a market order always takes liquidity"
-
 
 class UnknownMarket(KeyError):
     """A query named a market the exchange does not have."""
-
-
-class OrderView(msgspec.Struct, frozen=True):
-    """One open (resting) order, as its owner sees it."""
-
-    order_id: int
-    client_order_id: str
-    market: str
-    side: Side
-    type: OrderType
-    price: str | None
-    qty: str
-    remaining: str
-    tif: TimeInForce
-    post_only: bool
-    ts: int
-    status: str = "open"  # "pending": a stop not triggered yet (not in the book)
-    stop_price: str | None = None
-    expire_at: int | None = None
-    display_qty: str | None = None  # an iceberg: the book shows at most this much of it
-    visible: str | None = None  # what the book shows of it now (icebergs only)
-
-
-class BookView(msgspec.Struct, frozen=True):
-    """Aggregated depth, best level first: ``(price, total remaining qty, order count)``."""
-
-    market: str
-    bids: list[tuple[str, str, int]]
-    asks: list[tuple[str, str, int]]
-    last_trade: str | None
-    seq: int
-
-
-# --- internal state -----------------------------------------------------------------------
-
-
-class _Account:
-    __slots__ = ("avail", "coids", "held", "orders", "user")
-
-    def __init__(self, user: str, assets: Sequence[str]) -> None:
-        self.user = user
-        self.avail: dict[str, int] = dict.fromkeys(assets, 0)
-        self.held: dict[str, int] = dict.fromkeys(assets, 0)
-        self.orders: dict[int, _Order] = {}  # open (resting) orders, by id, in id order
-        self.coids: dict[str, int] = {}  # client_order_id -> id of the open order using it
-
-
-class _Order:
-    """An open order: resting in the book (limit gtc/gtd, maybe an iceberg) or a pending stop.
-    An order that never rests (IOC, FOK, market) is never built."""
-
-    __slots__ = (
-        "acct",
-        "coid",
-        "display",
-        "expire",
-        "is_buy",
-        "kind",
-        "market",
-        "oid",
-        "pending",
-        "post_only",
-        "price",
-        "prio",
-        "qty",
-        "remaining",
-        "reserved",
-        "stop",
-        "tif",
-        "ts",
-        "user",
-        "visible",
-    )
-
-    def __init__(
-        self,
-        oid: int,
-        acct: _Account,
-        coid: str,
-        market: _Market,
-        is_buy: bool,
-        price: int,
-        qty: int,
-        remaining: int,
-        post_only: bool,
-        ts: int,
-        reserved: int,
-        kind: str = "limit",
-        tif: str = "gtc",
-        stop: int = 0,
-        expire: int = 0,
-        display: int = 0,
-    ) -> None:
-        self.oid = oid
-        self.acct = acct
-        self.user = acct.user
-        self.coid = coid
-        self.market = market
-        self.is_buy = is_buy
-        self.price = price  # ticks
-        self.qty = qty  # lots, as placed
-        self.remaining = remaining  # lots; 0 once the order is done (filled or cancelled)
-        self.post_only = post_only
-        self.ts = ts
-        self.reserved = reserved  # units of quote (buy) or base (sell) held for this order
-        self.kind = kind  # as placed: limit, stop (a stop buy's price is its cap) or stop_limit
-        self.tif = tif
-        self.stop = stop  # ticks; 0: not a stop
-        self.pending = stop != 0  # a stop not triggered yet: held, but not in the book
-        self.expire = expire  # ns; 0: no expiry (gtd orders only)
-        self.display = display  # lots; 0: not an iceberg
-        self.visible = display if display and display < remaining else remaining  # what the book shows
-        self.prio = 0  # time priority in its level (or among stops); set when it joins the back
-
-
-class _Level:
-    """One price of one side: orders in time priority. Cancelled orders stay in the deque as dead
-    entries (remaining 0) until they reach the front or the deque is compacted; ``count`` and
-    ``qty`` cover live orders only, and a level with no live order is removed from the book.
-    ``qty`` is everything that can fill there, icebergs' hidden parts included; ``hidden`` is the
-    part the book does not show (so depth is ``qty - hidden``)."""
-
-    __slots__ = ("count", "hidden", "orders", "price", "qty")
-
-    def __init__(self, price: int) -> None:
-        self.price = price
-        self.orders: deque[_Order] = deque()
-        self.count = 0
-        self.qty = 0
-        self.hidden = 0
-
-
-class _Market:
-    __slots__ = (
-        "ask_keys",
-        "asks",
-        "base",
-        "bid_keys",
-        "bids",
-        "bpl",
-        "last",
-        "lot",
-        "max_lots",
-        "max_ticks",
-        "min_lots",
-        "price_cache",
-        "pstr",
-        "px",
-        "qstr",
-        "qtl",
-        "qty_cache",
-        "quote",
-        "seq",
-        "spec",
-        "stop_buys",
-        "stop_sells",
-        "symbol",
-        "tick",
-    )
-
-    def __init__(self, spec: MarketSpec) -> None:
-        sym = spec.symbol
-        if not isinstance(sym, str) or not sym or sym == ACCOUNTS:
-            raise ValueError(f"bad market symbol {show(sym)}")
-        if not spec.base or not spec.quote or spec.base == spec.quote:
-            raise ValueError(f"{sym}: base and quote must be two different assets")
-        if FEE_ACCOUNT in (spec.base, spec.quote):
-            raise ValueError(f"{sym}: {FEE_ACCOUNT!r} is not an asset name")
-        try:
-            tick, lot = Step(spec.tick_size), Step(spec.lot_size)
-        except ValueError as exc:
-            raise ValueError(f"{sym}: tick and lot sizes must be positive decimals: {exc}") from None
-        if tick.dp > ASSET_DP or lot.dp > ASSET_DP:
-            raise ValueError(f"{sym}: tick and lot sizes may have at most {ASSET_DP} decimals")
-        qtl, rem = divmod(tick.num * lot.num * ASSET_SCALE, 10 ** (tick.dp + lot.dp))
-        if rem:
-            raise ValueError(
-                f"{sym}: tick size {spec.tick_size} x lot size {spec.lot_size} is not a whole number of"
-                f" 1e-{ASSET_DP} {spec.quote} units, so fills could not be settled exactly"
-            )
-        self.spec = spec
-        self.symbol = sym
-        self.base = spec.base
-        self.quote = spec.quote
-        self.tick = tick
-        self.lot = lot
-        self.qtl = qtl  # quote units per (1 tick x 1 lot)
-        self.bpl = lot.num * 10 ** (ASSET_DP - lot.dp)  # base units per lot
-        self.min_lots = self._steps(spec.min_qty, lot, "min_qty")
-        self.max_lots = self._steps(spec.max_qty, lot, "max_qty")
-        self.max_ticks = self._steps(spec.max_price, tick, "max_price")
-        if self.min_lots > self.max_lots:
-            raise ValueError(f"{sym}: min_qty {spec.min_qty} is above max_qty {spec.max_qty}")
-        # Book: price (ticks) -> level; keys sorted ascending with the best level LAST
-        # (bids keyed by price, asks by -price), so the best is keys[-1] and popping it is O(1).
-        self.bids: dict[int, _Level] = {}
-        self.asks: dict[int, _Level] = {}
-        self.bid_keys: list[int] = []
-        self.ask_keys: list[int] = []
-        self.seq = 0
-        self.last: int | None = None
-        # Pending stops, sorted by (stop price, time priority); each entry is (stop, prio, order).
-        self.stop_buys: list[tuple[int, int, _Order]] = []
-        self.stop_sells: list[tuple[int, int, _Order]] = []
-        self.px: list[int] = []  # trade prices of the command being applied, while stops are pending
-        # Parse and format caches (valid values only; cleared when large). They never affect output.
-        self.qty_cache: dict[str, int] = {}
-        self.price_cache: dict[str, int] = {}
-        self.pstr: dict[int, str] = {}
-        self.qstr: dict[int, str] = {}
-
-    def _steps(self, text: str, step: Step, name: str) -> int:
-        parsed = parse_decimal(text)
-        k = step.count(*parsed) if parsed is not None else None
-        if not k or k > MAX_STEPS:
-            raise ValueError(f"{self.symbol}: {name} {show(text)} must be a positive multiple of {step.text}")
-        return k
-
-    # edges ------------------------------------------------------------------------------
-
-    def fmt_price(self, ticks: int) -> str:
-        s = self.pstr.get(ticks)
-        if s is None:
-            s = self.tick.format(ticks)
-            if len(self.pstr) >= _CACHE_MAX:
-                self.pstr.clear()
-            self.pstr[ticks] = s
-        return s
-
-    def fmt_qty(self, lots: int) -> str:
-        s = self.qstr.get(lots)
-        if s is None:
-            s = self.lot.format(lots)
-            if len(self.qstr) >= _CACHE_MAX:
-                self.qstr.clear()
-            self.qstr[lots] = s
-        return s
-
-    def parse_qty(self, text: object) -> tuple[int, None] | tuple[None, tuple[str, str]]:
-        parsed = parse_decimal(text)
-        if parsed is None:
-            if isinstance(text, str) and text[:1] == "-" and parse_decimal(text[1:]) is not None:
-                return None, ("bad_qty", f"quantity must be above zero, not {show(text)}")
-            return None, ("bad_qty", f"quantity {show(text)} is not a plain decimal number like 10 or 2.5")
-        if parsed[0] == 0:
-            return None, ("bad_qty", f"quantity must be above zero, not {text}")
-        lots = self.lot.count(*parsed)
-        if lots is None:
-            return None, ("lot_size", f"quantity {text} is not a multiple of the lot size {self.spec.lot_size}")
-        if lots < self.min_lots:
-            return None, ("min_qty", f"quantity {text} is below the minimum {self.spec.min_qty} for {self.symbol}")
-        if lots > self.max_lots:
-            return None, ("max_qty", f"quantity {text} is above the maximum {self.spec.max_qty} for {self.symbol}")
-        if len(self.qty_cache) >= _CACHE_MAX:
-            self.qty_cache.clear()
-        self.qty_cache[text] = lots  # type: ignore[index]
-        return lots, None
-
-    def parse_price(self, text: object) -> tuple[int, None] | tuple[None, tuple[str, str]]:
-        parsed = parse_decimal(text)
-        if parsed is None:
-            if isinstance(text, str) and text[:1] == "-" and parse_decimal(text[1:]) is not None:
-                return None, ("bad_price", f"price must be above zero, not {show(text)}")
-            return None, ("bad_price", f"price {show(text)} is not a plain decimal number like 100 or 99.95")
-        if parsed[0] == 0:
-            return None, ("bad_price", f"price must be above zero, not {text}")
-        ticks = self.tick.count(*parsed)
-        if ticks is None:
-            return None, ("tick_size", f"price {text} is not a multiple of the tick size {self.spec.tick_size}")
-        if ticks > self.max_ticks:
-            return None, (
-                "price_range",
-                f"price {text} is above the maximum {self.spec.max_price} for {self.symbol}",
-            )
-        if len(self.price_cache) >= _CACHE_MAX:
-            self.price_cache.clear()
-        self.price_cache[text] = ticks  # type: ignore[index]
-        return ticks, None
-
-
-# --- snapshot format ----------------------------------------------------------------------
-
-
-class _SnapOrder(msgspec.Struct, array_like=True):
-    oid: int
-    user: str
-    coid: str
-    price: int
-    qty: int
-    remaining: int
-    post_only: bool
-    ts: int
-    reserved: int
-    # Version 2 (a version 1 snapshot's shorter rows decode with these defaults):
-    kind: str = "limit"
-    tif: str = "gtc"
-    stop: int = 0
-    expire: int = 0
-    display: int = 0
-    visible: int = 0
-
-
-class _SnapBook(msgspec.Struct):
-    symbol: str
-    seq: int
-    last_trade: int | None
-    bids: list[_SnapOrder]  # best level first, time priority within a level
-    asks: list[_SnapOrder]
-    stop_buys: list[_SnapOrder] = []  # pending stops in trigger order (stop price, then time)
-    stop_sells: list[_SnapOrder] = []
-
-
-class _SnapAccount(msgspec.Struct):
-    user: str
-    avail: dict[str, int]
-    held: dict[str, int]
-
-
-class _Snapshot(msgspec.Struct):
-    version: int
-    markets: list[MarketSpec]
-    taker_fee_bps: int
-    maker_fee_bps: int
-    next_order_id: int
-    next_trade_id: int
-    accounts_seq: int
-    books: list[_SnapBook]
-    fees: _SnapAccount
-    accounts: list[_SnapAccount]  # in funding order
-
-
-_snap_encode = msgspec.json.Encoder().encode
-_snap_decoder = msgspec.json.Decoder(_Snapshot)
-
-
-# --- the engine ---------------------------------------------------------------------------
 
 
 def _check_bps(name: str, value: object) -> int:
@@ -490,26 +139,26 @@ class Exchange:
         self._tb = _check_bps("taker_fee_bps", taker_fee_bps)
         self._mb = _check_bps("maker_fee_bps", maker_fee_bps)
         self._rb = max(self._tb, self._mb)  # what a limit buy reserves for its fee
-        self._markets: dict[str, _Market] = {}
+        self._markets: dict[str, Market] = {}
         assets: dict[str, None] = {}
         for spec in markets:
             if not isinstance(spec, MarketSpec):
                 raise ValueError(f"not a MarketSpec: {spec!r}")
             if spec.symbol in self._markets:
                 raise ValueError(f"market {spec.symbol} is listed twice")
-            self._markets[spec.symbol] = _Market(spec)
+            self._markets[spec.symbol] = Market(spec)
             assets[spec.base] = None
             assets[spec.quote] = None
         if not self._markets:
             raise ValueError("an exchange needs at least one market")
         self._assets: tuple[str, ...] = tuple(assets)
-        self._accounts: dict[str, _Account] = {}
-        self._fees = _Account(FEE_ACCOUNT, self._assets)
+        self._accounts: dict[str, Account] = {}
+        self._fees = Account(FEE_ACCOUNT, self._assets)
         self._accounts_seq = 0
         self._next_oid = 1
         self._next_tid = 1
         self._next_prio = 1  # time priority counter (internal: never in events or snapshots)
-        self._gtd: list[tuple[int, int, _Account]] = []  # heap of (expire_at, order id, owner); stale entries skipped
+        self._gtd: list[tuple[int, int, Account]] = []  # heap of (expire_at, order id, owner); stale entries skipped
         self._known = ", ".join(self._markets)
         self._fee_str: dict[int, str] = {0: "0"}  # fee units -> text (a cache; never affects output)
 
@@ -531,7 +180,7 @@ class Exchange:
     def market_spec(self, market: str) -> MarketSpec:
         return self._market(market).spec
 
-    def _market(self, market: str) -> _Market:
+    def _market(self, market: str) -> Market:
         m = self._markets.get(market) if isinstance(market, str) else None
         if m is None:
             raise UnknownMarket(f"unknown market {show(market)}: known markets are {self._known}")
@@ -562,29 +211,7 @@ class Exchange:
         if acct is None:
             return []
         mine = sorted((o for o in acct.orders.values() if m is None or o.market is m), key=lambda o: o.oid)
-        return [self._view(o) for o in mine]
-
-    @staticmethod
-    def _view(o: _Order) -> OrderView:
-        m = o.market
-        return OrderView(
-            order_id=o.oid,
-            client_order_id=o.coid,
-            market=m.symbol,
-            side="buy" if o.is_buy else "sell",
-            type=o.kind,  # type: ignore[arg-type]
-            price=m.fmt_price(o.price) if o.price else None,
-            qty=m.fmt_qty(o.qty),
-            remaining=m.fmt_qty(o.remaining),
-            tif=o.tif,  # type: ignore[arg-type]
-            post_only=o.post_only,
-            ts=o.ts,
-            status="pending" if o.pending else "open",
-            stop_price=m.fmt_price(o.stop) if o.stop else None,
-            expire_at=o.expire or None,
-            display_qty=m.fmt_qty(o.display) if o.display else None,
-            visible=m.fmt_qty(o.visible) if o.display and not o.pending else None,
-        )
+        return [o.market.view(o) for o in mine]
 
     def next_expiry(self) -> int | None:
         """The earliest ``expire_at`` (ns) of an open good-till-date order, or None: a command with
@@ -593,21 +220,7 @@ class Exchange:
 
     def book(self, market: str, depth: int = 20) -> BookView:
         """Depth of one market, best level first; ``seq`` is the market's last event seq."""
-        m = self._market(market)
-        n = max(0, depth)
-        # Only what is displayed: an iceberg's hidden part is not depth anyone can see.
-        bids = [
-            (m.fmt_price(k), m.fmt_qty(lv.qty - lv.hidden), lv.count)
-            for k in m.bid_keys[::-1][:n]
-            for lv in (m.bids[k],)
-        ]
-        asks = [
-            (m.fmt_price(-k), m.fmt_qty(lv.qty - lv.hidden), lv.count)
-            for k in m.ask_keys[::-1][:n]
-            for lv in (m.asks[-k],)
-        ]
-        last = None if m.last is None else m.fmt_price(m.last)
-        return BookView(market=m.symbol, bids=bids, asks=asks, last_trade=last, seq=m.seq)
+        return self._market(market).depth(depth)
 
     def seq(self, market: str) -> int:
         """The last event seq of a market (or of ``ACCOUNTS``); 0 before any event."""
@@ -623,13 +236,9 @@ class Exchange:
                 out[a] += acct.avail[a] + acct.held[a]
         return out
 
-    def _reserve_for(self, o: _Order) -> int:
+    def _reserve_for(self, o: Order) -> int:
         """What a resting order must hold for its remaining quantity."""
-        m = o.market
-        if not o.is_buy:
-            return o.remaining * m.bpl
-        notional = o.price * o.remaining * m.qtl
-        return notional + notional * self._rb // BPS
+        return hold_for(o.market, o.is_buy, o.price, o.remaining, self._rb)
 
     def audit(self) -> list[str]:
         """Every broken internal invariant, described (empty when the state is consistent)."""
@@ -746,7 +355,7 @@ class Exchange:
 
     # rejections -----------------------------------------------------------------------------
 
-    def _reject(self, m: _Market, ts: int, user: str, ident: str, code: str, reason: str) -> list[Event]:
+    def _reject(self, m: Market, ts: int, user: str, ident: str, code: str, reason: str) -> list[Event]:
         m.seq += 1
         return [Rejected(m.seq, ts, m.symbol, user, ident, reason, code)]
 
@@ -770,13 +379,6 @@ class Exchange:
             value = getattr(cmd, name, None)
             if type(value) is not typ:
                 return f"malformed command: {name} must be a {typ.__name__}, not {type(value).__name__}"
-        return None
-
-    def _bad_user(self, user: str) -> str | None:
-        if not user or len(user) > MAX_NAME:
-            return f"user must be a name of 1 to {MAX_NAME} characters"
-        if user == FEE_ACCOUNT:
-            return f"user {user!r} is reserved"
         return None
 
     def _early_reject(self, cmd: Place | Cancel | CancelAll | Amend, ident_field: str) -> list[Event]:
@@ -804,130 +406,45 @@ class Exchange:
             return self._early_reject(c, "client_order_id")
         acct = self._accounts.get(user)
         if acct is None:
-            bad = self._bad_user(user)
+            bad = bad_user(user)
             if bad:
                 return self._reject(m, ts, user, coid, "bad_user", bad)
-        if not coid or len(coid) > MAX_NAME:
-            return self._reject(
-                m, ts, user, coid, "bad_client_order_id", f"client_order_id must be 1 to {MAX_NAME} characters"
-            )
         side, typ, tif, post_only, ptext = c.side, c.type, c.tif, c.post_only, c.price
         stext, expire, dtext = c.stop_price, c.expire_at, c.display_qty
-        if side == "buy":
-            is_buy = True
-        elif side == "sell":
-            is_buy = False
-        else:
-            return self._reject(m, ts, user, coid, "bad_side", f"side must be buy or sell, not {show(side)}")
-        if typ not in _TYPES:
-            return self._reject(
-                m, ts, user, coid, "bad_type", f"order type must be limit, market, stop or stop_limit, not {show(typ)}"
-            )
+        bad_fields = order_problems(coid, side, typ, tif, post_only, ptext is not None, stext is not None, expire, ts)
+        if bad_fields:
+            return self._reject(m, ts, user, coid, *bad_fields[0])
+        is_buy = side == "buy"
         is_stop = typ == "stop" or typ == "stop_limit"
         is_limit = typ == "limit" or typ == "stop_limit"  # has a limit price (a stop buy's price is its cap)
-        if tif not in _TIFS:
-            return self._reject(
-                m, ts, user, coid, "bad_tif", f"time in force must be gtc, ioc, fok or gtd, not {show(tif)}"
-            )
-        if post_only is not False and post_only is not True:
-            return self._reject(m, ts, user, coid, "bad_post_only", "post_only must be true or false")
-        if is_limit:
-            if ptext is None:
-                return self._reject(m, ts, user, coid, "price_required", f"a {typ} order needs a price")
-            if post_only and tif not in ("gtc", "gtd"):
-                return self._reject(
-                    m,
-                    ts,
-                    user,
-                    coid,
-                    "post_only_tif",
-                    f"a post-only order must be gtc or gtd: as {tif} it could never rest",
-                )
-        elif post_only:
-            return self._reject(m, ts, user, coid, "post_only_market", _MARKET_POST_ONLY)
-        elif typ == "stop" and is_buy:
-            if ptext is None:
-                return self._reject(
-                    m, ts, user, coid, "price_required",
-                    "a stop buy needs a price: the most it may pay once triggered (its protection cap, and what"
-                    " it reserves)",
-                )  # fmt: skip
-        elif ptext is not None:
-            return self._reject(m, ts, user, coid, "price_not_allowed", _MARKET_PRICE)
-        if is_stop:
-            if stext is None:
-                return self._reject(m, ts, user, coid, "stop_price_required", f"a {typ} order needs a stop_price")
-        elif stext is not None:
-            return self._reject(m, ts, user, coid, "stop_price_not_allowed", "stop_price needs type stop or stop_limit")
-        if tif == "gtd":
-            if typ == "market":
-                return self._reject(m, ts, user, coid, "bad_tif", "a market order cannot be gtd: it never rests")
-            if type(expire) is not int or expire <= 0:
-                return self._reject(
-                    m, ts, user, coid, "bad_expire_at", "a gtd order needs expire_at (a time: epoch nanoseconds)"
-                )
-            if expire <= ts:
-                return self._reject(
-                    m, ts, user, coid, "expire_in_past", f"expire_at {expire} is not after the order's time {ts}"
-                )
-        elif expire is not None:
-            return self._reject(m, ts, user, coid, "bad_expire_at", "expire_at needs tif gtd")
-        else:
+        if expire is None:
             expire = 0
         qtext = c.qty
         lots = m.qty_cache.get(qtext) if type(qtext) is str else None
         if lots is None:
-            lots, err = m.parse_qty(qtext)
+            lots, err = m.qty(qtext)
             if err is not None:
                 return self._reject(m, ts, user, coid, *err)
         display = 0
         if dtext is not None:
-            if typ != "limit" or tif not in ("gtc", "gtd"):
-                return self._reject(
-                    m, ts, user, coid, "display_not_allowed", "display_qty (an iceberg) needs a limit gtc or gtd order"
-                )
-            parsed = parse_decimal(dtext)
-            if parsed is None or parsed[0] == 0:
-                return self._reject(
-                    m,
-                    ts,
-                    user,
-                    coid,
-                    "bad_display_qty",
-                    f"display_qty {show(dtext)} must be a plain decimal above zero",
-                )
-            display = m.lot.count(*parsed)  # type: ignore[assignment]
-            if display is None:
-                return self._reject(
-                    m, ts, user, coid, "display_lot_size",
-                    f"display_qty {dtext} is not a multiple of the lot size {m.spec.lot_size}",
-                )  # fmt: skip
-            if display > lots:
-                return self._reject(
-                    m, ts, user, coid, "display_above_qty", f"display_qty {dtext} is above the order's quantity {qtext}"
-                )
+            display, err = m.display(dtext, typ, tif, lots, qtext)  # type: ignore[assignment]
+            if err is not None:
+                return self._reject(m, ts, user, coid, *err)
         ticks = 0
         if ptext is not None:
             ticks = m.price_cache.get(ptext) if type(ptext) is str else None  # type: ignore[assignment]
             if ticks is None:
-                ticks, err = m.parse_price(ptext)  # type: ignore[assignment]
+                ticks, err = m.price(ptext)  # type: ignore[assignment]
                 if err is not None:
                     return self._reject(m, ts, user, coid, *err)
         stop = 0
         if is_stop:
-            stop, err = m.parse_price(stext)  # type: ignore[assignment]
+            stop, err = m.stop_price(stext)  # type: ignore[assignment]
             if err is not None:
-                code, why = err
-                return self._reject(
-                    m, ts, user, coid, "stop_tick_size" if code == "tick_size" else "bad_stop_price", "stop " + why
-                )
-            last = m.last
-            if last is not None and (last >= stop if is_buy else last <= stop):
-                return self._reject(
-                    m, ts, user, coid, "would_trigger",
-                    f"the last trade {m.fmt_price(last)} already meets stop_price {m.fmt_price(stop)}: it would"
-                    f" trigger at once; place a {'limit' if typ == 'stop_limit' else 'market'} order instead",
-                )  # fmt: skip
+                return self._reject(m, ts, user, coid, *err)
+            err = m.trigger_problem(typ, is_buy, stop, m.last)
+            if err is not None:
+                return self._reject(m, ts, user, coid, *err)
         if acct is not None and coid in acct.coids:
             return self._reject(
                 m,
@@ -938,19 +455,19 @@ class Exchange:
                 f"client_order_id {show(coid)} is already used by your open order {acct.coids[coid]}",
             )
 
+        # Funds: every order but a market buy must have what it may spend (a stop: once triggered),
+        # which is what it holds while open: accounts.hold_for, written out here (the hot path).
+        if is_buy:
+            have = acct.avail[m.quote] if acct is not None else 0
+            need = ticks * lots * m.qtl
+            need += need * self._rb // BPS
+        else:
+            have = acct.avail[m.base] if acct is not None else 0
+            need = lots * m.bpl
+        if need > have and (is_limit or is_stop or not is_buy):
+            return self._reject(m, ts, user, coid, "funds", shortfall(m, is_buy, ticks, lots, have, self._rb)[1])  # type: ignore[arg-type]
         if is_stop:
             # Pending: held at placement for what it may spend once triggered, not in the book.
-            if is_buy:
-                have = acct.avail[m.quote] if acct is not None else 0
-                cost = ticks * lots * m.qtl
-                need = cost + cost * self._rb // BPS
-                if need > have:
-                    return self._reject(m, ts, user, coid, "funds", self._funds_reason(m, cost, have))
-            else:
-                have = acct.avail[m.base] if acct is not None else 0
-                need = lots * m.bpl
-                if need > have:
-                    return self._reject(m, ts, user, coid, "funds", self._funds_reason(m, 0, have, need))
             assert acct is not None
             oid = self._next_oid
             self._next_oid = oid + 1
@@ -964,7 +481,7 @@ class Exchange:
             asset = m.quote if is_buy else m.base
             acct.avail[asset] -= need
             acct.held[asset] += need
-            o = _Order(oid, acct, coid, m, is_buy, ticks, lots, lots, post_only, ts, need, typ, tif, stop, expire)
+            o = Order(oid, acct, coid, m, is_buy, ticks, lots, lots, post_only, ts, need, typ, tif, stop, expire)
             self._add_stop(o)
             acct.orders[oid] = o
             acct.coids[coid] = oid
@@ -972,38 +489,28 @@ class Exchange:
                 heappush(self._gtd, (expire, oid, acct))
             return events
 
-        # Funds (and, for market orders, liquidity). ``want`` is where matching stops; a market
-        # order that cannot fill one lot is rejected here, before it gets an id.
+        # Liquidity, for market orders. ``want`` is where matching stops; a market order that
+        # cannot fill one lot is rejected here, before it gets an id.
         want = lots
         remainder = "no_liquidity"  # why a market order's remainder is cancelled (IOC: "ioc")
-        if is_buy:
-            have = acct.avail[m.quote] if acct is not None else 0
-            if is_limit:
-                cost = ticks * lots * m.qtl
-                if cost + cost * self._rb // BPS > have:
-                    return self._reject(m, ts, user, coid, "funds", self._funds_reason(m, cost, have))
-            else:
-                fillable, cost, funds_limited = self._walk_market_buy(m, acct, lots, have)
-                if fillable == 0:
-                    return self._reject(m, ts, user, coid, *self._market_buy_refusal(m, acct, have))
-                if funds_limited:
-                    # Stop where the money runs out; otherwise match on like any order (the book
-                    # runs out, and the buyer's own asks on the way are cancelled as self-trades).
-                    want, remainder = fillable, "funds"
-                if tif == "fok" and fillable < lots:
-                    want = 0
-        else:
-            have = acct.avail[m.base] if acct is not None else 0
-            if lots * m.bpl > have:
-                return self._reject(m, ts, user, coid, "funds", self._funds_reason(m, 0, have, lots * m.bpl))
-            if not is_limit:
-                fillable = self._available(m, False, acct, lots, 0)  # type: ignore[arg-type]
-                if fillable == 0:
-                    return self._reject(
-                        m, ts, user, coid, "no_liquidity", f"no buy orders in {m.symbol} to sell to (other than yours)"
-                    )
-                if tif == "fok" and fillable < lots:
-                    want = 0
+        if not is_limit and is_buy:
+            fillable, _, funds_limited = m.walk_market_buy(acct, lots, have, self._tb)
+            if fillable == 0:
+                return self._reject(m, ts, user, coid, *m.market_buy_refusal(acct, have, self._tb))
+            if funds_limited:
+                # Stop where the money runs out; otherwise match on like any order (the book
+                # runs out, and the buyer's own asks on the way are cancelled as self-trades).
+                want, remainder = fillable, "funds"
+            if tif == "fok" and fillable < lots:
+                want = 0
+        elif not is_limit:
+            fillable = m.fillable(False, acct, lots, 0)  # type: ignore[arg-type]
+            if fillable == 0:
+                return self._reject(
+                    m, ts, user, coid, "no_liquidity", f"no buy orders in {m.symbol} to sell to (other than yours)"
+                )
+            if tif == "fok" and fillable < lots:
+                want = 0
         assert acct is not None  # every accepted order needs funds, hence an account
 
         oid = self._next_oid
@@ -1023,7 +530,7 @@ class Exchange:
         events = [accepted]
         if is_limit:
             limit = ticks
-            if not post_only and tif == "fok" and self._available(m, is_buy, acct, lots, ticks) < lots:
+            if not post_only and tif == "fok" and m.fillable(is_buy, acct, lots, ticks) < lots:
                 want = 0
         else:
             limit = m.max_ticks if is_buy else 0
@@ -1040,8 +547,8 @@ class Exchange:
 
     def _enter(
         self,
-        m: _Market,
-        acct: _Account,
+        m: Market,
+        acct: Account,
         oid: int,
         coid: str,
         is_buy: bool,
@@ -1095,7 +602,7 @@ class Exchange:
                 keep += keep * self._rb // BPS
                 avail[quote] -= keep
                 acct.held[quote] += keep
-                o = _Order(oid, acct, coid, m, True, ticks, qty, rem, post_only, placed_ts, keep, kind, tif)
+                o = Order(oid, acct, coid, m, True, ticks, qty, rem, post_only, placed_ts, keep, kind, tif)
                 o.expire, o.display = expire, display
                 o.visible = display if display and display < rem else rem
                 self._rest(o)
@@ -1113,7 +620,7 @@ class Exchange:
                 keep = rem * m.bpl
                 avail[base] -= keep
                 acct.held[base] += keep
-                o = _Order(oid, acct, coid, m, False, ticks, qty, rem, post_only, placed_ts, keep, kind, tif)
+                o = Order(oid, acct, coid, m, False, ticks, qty, rem, post_only, placed_ts, keep, kind, tif)
                 o.expire, o.display = expire, display
                 o.visible = display if display and display < rem else rem
                 self._rest(o)
@@ -1121,97 +628,9 @@ class Exchange:
             m.seq += 1
             events.append(Cancelled(m.seq, ts, m.symbol, acct.user, oid, coid, m.fmt_qty(rem), remainder))  # type: ignore[arg-type]
 
-    def _funds_reason(self, m: _Market, cost: int, have: int, base_units: int = 0) -> str:
-        if base_units:
-            b = m.base
-            need, avail = fmt_amount(base_units), fmt_amount(have)
-            return f"insufficient {b}: the order needs {need} {b} but {avail} {b} is available"
-        q = m.quote
-        fee = cost * self._rb // BPS
-        fee_part = f" plus up to {fmt_amount(fee)} {q} fee" if fee else ""
-        return (
-            f"insufficient {q}: the order needs {fmt_amount(cost + fee)} {q} ({fmt_amount(cost)} {q} at its limit"
-            f" price{fee_part}) but {fmt_amount(have)} {q} is available"
-        )
-
-    def _available(self, m: _Market, taker_buys: bool, acct: _Account, want: int, limit: int) -> int:
-        """Lots the book would fill for ``acct`` up to ``want``, within ``limit``, not counting its own orders."""
-        keys, levels = (m.ask_keys, m.asks) if taker_buys else (m.bid_keys, m.bids)
-        mine = bool(acct.orders)
-        got = 0
-        for i in range(len(keys) - 1, -1, -1):
-            p = -keys[i] if taker_buys else keys[i]
-            if (p > limit) if taker_buys else (p < limit):
-                break
-            lvl = levels[p]
-            if not mine:
-                got += lvl.qty
-                if got >= want:
-                    return want
-                continue
-            for mo in lvl.orders:
-                r = mo.remaining
-                if r and mo.acct is not acct:
-                    got += r
-                    if got >= want:
-                        return want
-        return got
-
-    def _walk_market_buy(self, m: _Market, acct: _Account | None, want: int, budget: int) -> tuple[int, int, bool]:
-        """``(lots, cost, funds_limited)``: what a market buy of ``want`` lots can fill, best ask first,
-        skipping the buyer's own asks, while cost + taker fee stays within ``budget`` quote units."""
-        tb = self._tb
-        keys, levels, qtl = m.ask_keys, m.asks, m.qtl
-        mine = acct is not None and bool(acct.orders)
-        got = cost = 0
-        for i in range(len(keys) - 1, -1, -1):
-            p = -keys[i]
-            lvl = levels[p]
-            if mine:
-                a = sum(o.remaining for o in lvl.orders if o.remaining and o.acct is not acct)
-                if not a:
-                    continue
-            else:
-                a = lvl.qty
-            if a > want - got:
-                a = want - got
-            u = p * qtl
-            total = cost + a * u
-            if total + total * tb // BPS > budget:
-                # The most lots at this price that the budget covers: x + floor(x*tb/BPS) <= budget
-                # holds for x <= budget*BPS // (BPS+tb), and fails for x > that + 2.
-                x0 = budget * BPS // (BPS + tb)
-                k = min(max(0, (x0 - cost) // u), a)
-                while k < a:
-                    nxt = cost + (k + 1) * u
-                    if nxt + nxt * tb // BPS > budget:
-                        break
-                    k += 1
-                return got + k, cost + k * u, True
-            got += a
-            cost = total
-            if got == want:
-                return got, cost, False
-        return got, cost, False
-
-    def _market_buy_refusal(self, m: _Market, acct: _Account | None, have: int) -> tuple[str, str]:
-        best = next(
-            (-k for k in reversed(m.ask_keys) if any(o.remaining and o.acct is not acct for o in m.asks[-k].orders)),
-            None,
-        )
-        if best is None:
-            return "no_liquidity", f"no sell orders in {m.symbol} to buy from (other than yours)"
-        cost = best * m.qtl
-        need = cost + cost * self._tb // BPS
-        q = m.quote
-        return "funds", (
-            f"insufficient {q}: one lot ({m.fmt_qty(1)} {m.base}) at the best ask {m.fmt_price(best)} needs"
-            f" {fmt_amount(need)} {q} with the taker fee, but {fmt_amount(have)} {q} is available"
-        )
-
     def _fee_text(self, units: int) -> str:
         s = fmt_amount(units)
-        if len(self._fee_str) >= _CACHE_MAX:
+        if len(self._fee_str) >= CACHE_MAX:
             self._fee_str.clear()
             self._fee_str[0] = "0"
         self._fee_str[units] = s
@@ -1223,8 +642,8 @@ class Exchange:
 
     def _take_buy(
         self,
-        m: _Market,
-        acct: _Account,
+        m: Market,
+        acct: Account,
         oid: int,
         coid: str,
         rem: int,
@@ -1313,8 +732,8 @@ class Exchange:
 
     def _take_sell(
         self,
-        m: _Market,
-        acct: _Account,
+        m: Market,
+        acct: Account,
         oid: int,
         coid: str,
         rem: int,
@@ -1410,7 +829,7 @@ class Exchange:
                 del levels[p]
         return rem, paid, taker_fees, maker_fees
 
-    def _self_trade(self, m: _Market, mo: _Order, lvl: _Level, ts: int, events: list[Event]) -> None:
+    def _self_trade(self, m: Market, mo: Order, lvl: Level, ts: int, events: list[Event]) -> None:
         """Cancel a resting order the incoming order of its own user reached (the caller pops it)."""
         rem = mo.remaining
         m.seq += 1
@@ -1419,21 +838,9 @@ class Exchange:
         lvl.qty -= rem
         lvl.hidden -= rem - mo.visible
         mo.remaining = 0
-        self._release(mo)
+        release(mo)
 
-    @staticmethod
-    def _release(o: _Order) -> None:
-        """Free what a resting order holds and forget it: it is no longer open."""
-        acct = o.acct
-        if o.reserved:
-            asset = o.market.quote if o.is_buy else o.market.base
-            acct.held[asset] -= o.reserved
-            acct.avail[asset] += o.reserved
-            o.reserved = 0
-        del acct.orders[o.oid]
-        del acct.coids[o.coid]
-
-    def _rest(self, o: _Order) -> None:
+    def _rest(self, o: Order) -> None:
         """Put an order at the back of its level and index it under its owner."""
         m = o.market
         if o.is_buy:
@@ -1442,7 +849,7 @@ class Exchange:
             levels, keys, key = m.asks, m.ask_keys, -o.price
         lvl = levels.get(o.price)
         if lvl is None:
-            lvl = levels[o.price] = _Level(o.price)
+            lvl = levels[o.price] = Level(o.price)
             insort(keys, key)
         o.prio = self._next_prio
         self._next_prio += 1
@@ -1453,7 +860,7 @@ class Exchange:
         o.acct.orders[o.oid] = o
         o.acct.coids[o.coid] = o.oid
 
-    def _unbook(self, o: _Order, reason: str | None, ts: int, events: list[Event]) -> None:
+    def _unbook(self, o: Order, reason: str | None, ts: int, events: list[Event]) -> None:
         """Cancel an open order (resting or a pending stop): Cancelled event (none if ``reason`` is
         None: an amend takes it off to put it back), bookkeeping, reservation released."""
         m = o.market
@@ -1464,7 +871,7 @@ class Exchange:
         if o.pending:
             self._drop_stop(o)
             o.remaining = 0
-            self._release(o)
+            release(o)
             return
         if o.is_buy:
             levels, keys, key = m.bids, m.bid_keys, o.price
@@ -1480,12 +887,12 @@ class Exchange:
             del keys[bisect_left(keys, key)]
         elif len(lvl.orders) > 2 * lvl.count + 16:
             lvl.orders = deque(x for x in lvl.orders if x.remaining)
-        self._release(o)
+        release(o)
 
     # amend ------------------------------------------------------------------------------
 
-    def _amend(self, c: Amend) -> list[Event]:
-        """Change an open order's price and/or quantity (see the module docstring for the rules)."""
+    def _own_order(self, c: Cancel | Amend) -> tuple[Market, Account, Order] | list[Event]:
+        """The open order a cancel or an amend names, with its market and account, or the rejection."""
         user, rid, ts, oid = c.user, c.request_id, c.ts, c.order_id
         m = self._markets.get(c.market) if type(c.market) is str else None
         if m is None or type(user) is not str or type(rid) is not str or type(ts) is not int:
@@ -1502,48 +909,39 @@ class Exchange:
                 "unknown_order",
                 f"unknown order {shown}: you have no open order with that id in {m.symbol}",
             )
-        assert acct is not None
-        if c.price is None and c.qty is None:
-            return self._reject(m, ts, user, rid, "bad_amend", "nothing to amend: give a new price, a new qty, or both")
+        return m, o.acct, o
+
+    def _amend(self, c: Amend) -> list[Event]:
+        """Change an open order's price and/or quantity (see the module docstring for the rules)."""
+        found = self._own_order(c)
+        if type(found) is list:
+            return found
+        m, acct, o = found  # type: ignore[misc]
+        user, rid, ts, oid = c.user, c.request_id, c.ts, c.order_id
+        bad = amend_problem(c.price, c.qty, bool(o.price))
+        if bad is not None:
+            return self._reject(m, ts, user, rid, *bad)
         ticks = o.price
         if c.price is not None:
-            if not o.price:
-                return self._reject(
-                    m,
-                    ts,
-                    user,
-                    rid,
-                    "price_not_allowed",
-                    "a stop sell has no price to amend (it becomes a market order)",
-                )
-            ticks, err = m.parse_price(c.price)  # type: ignore[assignment]
+            ticks, err = m.price(c.price)  # type: ignore[assignment]
             if err is not None:
                 return self._reject(m, ts, user, rid, *err)
         qty = o.qty
         if c.qty is not None:
-            qty, err = m.parse_qty(c.qty)  # type: ignore[assignment]
+            qty, err = m.qty(c.qty)  # type: ignore[assignment]
             if err is not None:
                 return self._reject(m, ts, user, rid, *err)
         filled = o.qty - o.remaining
-        if qty <= filled:
-            return self._reject(
-                m, ts, user, rid, "bad_qty",
-                f"the new quantity {m.fmt_qty(qty)} is not above what is already filled ({m.fmt_qty(filled)}):"
-                " cancel the order instead",
-            )  # fmt: skip
+        bad = m.filled_problem(qty, filled)
+        if bad is not None:
+            return self._reject(m, ts, user, rid, *bad)
         rem = qty - filled
         is_buy = o.is_buy
-        if is_buy:
-            cost = ticks * rem * m.qtl
-            need = cost + cost * self._rb // BPS
-            have = acct.avail[m.quote] + o.reserved
-            if need > have:
-                return self._reject(m, ts, user, rid, "funds", self._funds_reason(m, cost, have))
-        else:
-            need = rem * m.bpl
-            have = acct.avail[m.base] + o.reserved
-            if need > have:
-                return self._reject(m, ts, user, rid, "funds", self._funds_reason(m, 0, have, need))
+        # What it holds now counts towards what it needs.
+        have = acct.avail[m.quote if is_buy else m.base] + o.reserved
+        need, short = shortfall(m, is_buy, ticks, rem, have, self._rb)
+        if short is not None:
+            return self._reject(m, ts, user, rid, "funds", short)
         crosses = not o.pending and (
             bool(m.ask_keys and -m.ask_keys[-1] <= ticks) if is_buy else bool(m.bid_keys and m.bid_keys[-1] >= ticks)
         )
@@ -1587,40 +985,38 @@ class Exchange:
         # arrival at the back of its level, trading first as a taker if it now crosses.
         self._unbook(o, None, ts, events)
         last = m.last
-        self._enter(
-            m, acct, oid, o.coid, is_buy, True, ticks, rem, qty, rem, ticks, o.tif, o.post_only, "ioc",
-            o.ts, ts, events, o.kind, o.expire, o.display,
-        )  # fmt: skip
+        o.price, o.qty = ticks, qty
+        self._enter_limit(o, rem, ts, events)
         if m.px:
             self._triggers(m, last, ts, events)
         return events
 
     # stops ------------------------------------------------------------------------------
 
-    def _add_stop(self, o: _Order) -> None:
+    def _add_stop(self, o: Order) -> None:
         """Queue a pending stop at the back of those with its stop price."""
         o.prio = self._next_prio
         self._next_prio += 1
         insort(o.market.stop_buys if o.is_buy else o.market.stop_sells, (o.stop, o.prio, o))
 
     @staticmethod
-    def _drop_stop(o: _Order) -> None:
+    def _drop_stop(o: Order) -> None:
         stops = o.market.stop_buys if o.is_buy else o.market.stop_sells
         del stops[bisect_left(stops, (o.stop, o.prio))]
 
-    def _triggers(self, m: _Market, last: int | None, ts: int, events: list[Event]) -> None:
+    def _triggers(self, m: Market, last: int | None, ts: int, events: list[Event]) -> None:
         """Enter the stops the trades of this command triggered, then those their trades trigger.
 
         Per trade, in trade order: the stops it triggers, nearest first (the stop price closest to
         the last trade before it: buys lowest first, sells highest first), then time. They enter
         one by one, after the command that caused them; a stop triggered by a triggered stop's
         trade enters after every stop triggered before it."""
-        queue: deque[tuple[_Order, int]] = deque()
+        queue: deque[tuple[Order, int]] = deque()
         while True:
             px, m.px = m.px, []
             for p in px:
                 buys, sells = m.stop_buys, m.stop_sells
-                hit: list[tuple[int, int, _Order]] = []
+                hit: list[tuple[int, int, Order]] = []
                 if buys and buys[0][0] <= p:
                     i = bisect_right(buys, (p, 1 << 62))
                     hit.extend(buys[:i])
@@ -1640,13 +1036,13 @@ class Exchange:
             o, p = queue.popleft()
             self._fire(o, p, ts, events)
 
-    def _fire(self, o: _Order, p: int, ts: int, events: list[Event]) -> None:
+    def _fire(self, o: Order, p: int, ts: int, events: list[Event]) -> None:
         """A triggered stop enters: its reservation goes back to available (it covers what the order
         may now spend) and it matches as a market order (a stop buy capped at its price) or a limit
         order at its price (stop_limit). Stop-market orders never rest: no liquidity cancels."""
         m, acct = o.market, o.acct
         o.pending = False
-        self._release(o)
+        release(o)
         lots, is_buy = o.remaining, o.is_buy
         m.seq += 1
         events.append(
@@ -1656,20 +1052,27 @@ class Exchange:
             )
         )  # fmt: skip
         if o.kind == "stop_limit":
-            want = lots
-            if not o.post_only and o.tif == "fok" and self._available(m, is_buy, acct, lots, o.price) < lots:
-                want = 0
-            self._enter(
-                m, acct, o.oid, o.coid, is_buy, True, o.price, lots, o.qty, want, o.price, o.tif, o.post_only, "ioc",
-                o.ts, ts, events, o.kind, o.expire, 0,
-            )  # fmt: skip
+            self._enter_limit(o, lots, ts, events)
             return  # if it rests, its expiry entry from placement still stands (same id, same expire_at)
         limit = o.price if is_buy else 0
-        fillable = self._available(m, is_buy, acct, lots, limit)
+        fillable = m.fillable(is_buy, acct, lots, limit)
         want = 0 if not fillable or (o.tif == "fok" and fillable < lots) else lots
         self._enter(
             m, acct, o.oid, o.coid, is_buy, False, o.price, lots, o.qty, want, limit, o.tif, False, "no_liquidity",
             o.ts, ts, events, o.kind, 0, 0,
+        )  # fmt: skip
+
+    def _enter_limit(self, o: Order, lots: int, ts: int, events: list[Event]) -> None:
+        """An open order that is off the book enters again as a limit order at its price, for
+        ``lots``, keeping its id, placement time and terms: a triggered stop-limit, or an amend that
+        lost priority. Only a FOK stop-limit can be all-or-nothing here (a resting order is gtc/gtd)."""
+        m, acct, is_buy, price = o.market, o.acct, o.is_buy, o.price
+        want = lots
+        if not o.post_only and o.tif == "fok" and m.fillable(is_buy, acct, lots, price) < lots:
+            want = 0
+        self._enter(
+            m, acct, o.oid, o.coid, is_buy, True, price, lots, o.qty, want, price, o.tif, o.post_only, "ioc",
+            o.ts, ts, events, o.kind, o.expire, o.display,
         )  # fmt: skip
 
     # expiry -----------------------------------------------------------------------------
@@ -1687,24 +1090,11 @@ class Exchange:
     # cancel -----------------------------------------------------------------------------
 
     def _cancel(self, c: Cancel) -> list[Event]:
-        user, rid, ts, oid = c.user, c.request_id, c.ts, c.order_id
-        m = self._markets.get(c.market) if type(c.market) is str else None
-        if m is None or type(user) is not str or type(rid) is not str or type(ts) is not int:
-            return self._early_reject(c, "request_id")
-        acct = self._accounts.get(user)
-        o = acct.orders.get(oid) if acct is not None and type(oid) is int else None
-        if o is None or o.market is not m:
-            shown = oid if type(oid) is int else show(oid)
-            return self._reject(
-                m,
-                ts,
-                user,
-                rid,
-                "unknown_order",
-                f"unknown order {shown}: you have no open order with that id in {m.symbol}",
-            )
+        found = self._own_order(c)
+        if type(found) is list:
+            return found
         events: list[Event] = []
-        self._unbook(o, "user", ts, events)
+        self._unbook(found[2], "user", c.ts, events)  # type: ignore[index]
         return events
 
     def _cancel_all(self, c: CancelAll) -> list[Event]:
@@ -1730,7 +1120,7 @@ class Exchange:
         problem = self._malformed(c, (("user", str), ("request_id", str), ("ts", int), ("amounts", dict)))
         if problem:
             return [self._sys_reject(c, rid, "bad_command", problem)]
-        bad = self._bad_user(user)
+        bad = bad_user(user)
         if bad:
             return [self._sys_reject(c, rid, "bad_user", bad)]
         if user in self._accounts:
@@ -1742,33 +1132,11 @@ class Exchange:
                     f"user {user!r} is already funded; an account is funded once",
                 )
             ]
-        if not amounts:
-            return [self._sys_reject(c, rid, "bad_amount", "nothing to fund: amounts is empty")]
-        credits: dict[str, int] = {}
-        for asset, text in amounts.items():
-            if type(asset) is not str or asset not in self._fees.avail:
-                return [
-                    self._sys_reject(
-                        c,
-                        rid,
-                        "unknown_asset",
-                        f"unknown asset {show(asset)}: known assets are {', '.join(self._assets)}",
-                    )
-                ]
-            parsed = parse_decimal(text)
-            units = asset_units(*parsed) if parsed is not None else None
-            if units is None or units <= 0 or units > MAX_FUND_UNITS:
-                return [
-                    self._sys_reject(
-                        c,
-                        rid,
-                        "bad_amount",
-                        f"amount {show(text)} of {asset} must be a plain decimal above zero, at most"
-                        f" {fmt_amount(MAX_FUND_UNITS)}, with at most {ASSET_DP} decimals",
-                    )
-                ]
-            credits[asset] = units
-        acct = self._accounts[user] = _Account(user, self._assets)
+        credits, bad_amounts = fund_credits(amounts, self._assets)
+        if bad_amounts is not None:
+            return [self._sys_reject(c, rid, *bad_amounts)]
+        assert credits is not None
+        acct = self._accounts[user] = Account(user, self._assets)
         for asset in sorted(credits):
             acct.avail[asset] += credits[asset]
         self._accounts_seq += 1
@@ -1778,126 +1146,12 @@ class Exchange:
 
     def snapshot(self) -> bytes:
         """The exact state as JSON bytes: restore() of them continues with the same events."""
-
-        def row(o: _Order) -> _SnapOrder:
-            return _SnapOrder(
-                o.oid, o.user, o.coid, o.price, o.qty, o.remaining, o.post_only, o.ts, o.reserved,
-                o.kind, o.tif, o.stop, o.expire, o.display, o.visible,
-            )  # fmt: skip
-
-        def orders(keys: list[int], levels: dict[int, _Level], sign: int) -> list[_SnapOrder]:
-            return [row(o) for k in reversed(keys) for o in levels[k * sign].orders if o.remaining]
-
-        def account(a: _Account) -> _SnapAccount:
-            return _SnapAccount(a.user, dict(a.avail), dict(a.held))
-
-        snap = _Snapshot(
-            version=SNAPSHOT_VERSION,
-            markets=list(self.markets),
-            taker_fee_bps=self._tb,
-            maker_fee_bps=self._mb,
-            next_order_id=self._next_oid,
-            next_trade_id=self._next_tid,
-            accounts_seq=self._accounts_seq,
-            books=[
-                _SnapBook(
-                    m.symbol,
-                    m.seq,
-                    m.last,
-                    orders(m.bid_keys, m.bids, 1),
-                    orders(m.ask_keys, m.asks, -1),
-                    [row(o) for _, _, o in m.stop_buys],
-                    [row(o) for _, _, o in m.stop_sells],
-                )
-                for m in self._markets.values()
-            ],
-            fees=account(self._fees),
-            accounts=[account(a) for a in self._accounts.values()],
-        )
-        return _snap_encode(snap)
+        return snapshots.save(self)
 
     @classmethod
     def restore(cls, data: bytes) -> Exchange:
         """The exchange a snapshot describes. Raises ValueError if the data is not a consistent snapshot."""
-        try:
-            snap = _snap_decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"not an exchange snapshot: {exc}") from None
-        if snap.version not in (1, SNAPSHOT_VERSION):  # a version 1 snapshot decodes with v2's defaults
-            raise ValueError(
-                f"snapshot version {snap.version} is not 1 or {SNAPSHOT_VERSION}: restore it with its stockctl"
-            )
-        ex = cls(snap.markets, snap.taker_fee_bps, snap.maker_fee_bps)
-        ex._next_oid = snap.next_order_id
-        ex._next_tid = snap.next_trade_id
-        ex._accounts_seq = snap.accounts_seq
-
-        def load(acct: _Account, s: _SnapAccount) -> None:
-            if set(s.avail) != set(ex._assets) or set(s.held) != set(ex._assets):
-                raise ValueError(f"snapshot account {s.user!r} does not list exactly the assets {ex._assets}")
-            acct.avail.update(s.avail)
-            acct.held.update(s.held)
-
-        load(ex._fees, snap.fees)
-        for s in snap.accounts:
-            if s.user in ex._accounts or ex._bad_user(s.user):
-                raise ValueError(f"snapshot has a bad or repeated account {s.user!r}")
-            load(ex._accounts.setdefault(s.user, _Account(s.user, ex._assets)), s)
-        if [b.symbol for b in snap.books] != list(ex._markets):
-            raise ValueError("snapshot books do not match its markets")
-        every: list[_Order] = []
-        for b in snap.books:
-            m = ex._markets[b.symbol]
-            m.seq, m.last = b.seq, b.last_trade
-            for want_buy, rows, stops in ((True, b.bids, b.stop_buys), (False, b.asks, b.stop_sells)):
-                for pending, group in ((False, rows), (True, stops)):
-                    for r in group:
-                        acct = ex._accounts.get(r.user)
-                        if acct is None:
-                            raise ValueError(f"snapshot order {r.oid} belongs to no account")
-                        kinds = ("stop", "stop_limit") if pending else ("limit", "stop_limit")
-                        if r.kind not in kinds or r.tif not in _TIFS or (r.stop > 0) is not pending:
-                            raise ValueError(f"snapshot order {r.oid} has a bad type {r.kind!r} or stop {r.stop}")
-                        o = _Order(
-                            r.oid, acct, r.coid, m, want_buy, r.price, r.qty, r.remaining, r.post_only, r.ts,
-                            r.reserved, r.kind, r.tif, r.stop, r.expire, r.display,
-                        )  # fmt: skip
-                        o.visible = r.visible or r.remaining
-                        if o.expire:
-                            heappush(ex._gtd, (o.expire, o.oid, acct))
-                        every.append(o)
-                        if pending:
-                            ex._add_stop(o)
-                            continue
-                        levels, keys, key = (
-                            (m.bids, m.bid_keys, o.price) if want_buy else (m.asks, m.ask_keys, -o.price)
-                        )
-                        lvl = levels.get(o.price)
-                        if lvl is None:
-                            lvl = levels[o.price] = _Level(o.price)
-                            insort(keys, key)
-                        o.prio = ex._next_prio
-                        ex._next_prio += 1
-                        lvl.orders.append(o)
-                        lvl.count += 1
-                        lvl.qty += o.remaining
-                        lvl.hidden += o.remaining - o.visible
-        for o in sorted(every, key=lambda o: o.oid):
-            if o.oid in o.acct.orders or o.coid in o.acct.coids:
-                raise ValueError(f"snapshot order {o.oid} repeats an order id or client_order_id")
-            o.acct.orders[o.oid] = o
-            o.acct.coids[o.coid] = o.oid
-        problems = ex.audit()
-        if problems:
-            raise ValueError("inconsistent snapshot: " + "; ".join(problems[:5]))
-        return ex
+        return snapshots.load(cls, data)
 
 
-__all__ = [
-    "ACCOUNTS",
-    "FEE_ACCOUNT",
-    "BookView",
-    "Exchange",
-    "OrderView",
-    "UnknownMarket",
-]
+__all__ = ["Exchange", "UnknownMarket"]

@@ -40,7 +40,7 @@ import msgspec
 import pytest
 
 from stockctl.client.api import GatewayClient
-from stockctl.exchange.engine import FEE_ACCOUNT
+from stockctl.exchange.accounts import FEE_ACCOUNT
 from stockctl.instance.registry import resolve_gateway_url, resolve_urls
 from stockctl.instance.supervisor import read_state
 from stockctl.settings import Settings

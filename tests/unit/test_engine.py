@@ -5,7 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from stockctl.exchange.engine import ACCOUNTS, FEE_ACCOUNT, Exchange, UnknownMarket
+from stockctl.exchange.accounts import FEE_ACCOUNT
+from stockctl.exchange.book import ACCOUNTS
+from stockctl.exchange.engine import Exchange, UnknownMarket
 from stockctl.wire.exchange import DEFAULT_MARKETS, Accepted, Fund, Funded, MarketSpec, Rejected, Trade, encode
 from tests.support.engine import (
     MKT,

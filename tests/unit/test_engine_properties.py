@@ -15,7 +15,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockctl.exchange.engine import FEE_ACCOUNT, Exchange
+from stockctl.exchange.accounts import FEE_ACCOUNT
+from stockctl.exchange.engine import Exchange
 from stockctl.wire.exchange import (
     DEFAULT_MARKETS,
     Accepted,

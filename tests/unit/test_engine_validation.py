@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from stockctl.exchange.engine import ACCOUNTS, Exchange
+from stockctl.exchange.book import ACCOUNTS
+from stockctl.exchange.engine import Exchange
 from stockctl.wire.exchange import Cancel, CancelAll, MarketSpec, Place, Rejected
 from tests.support.engine import MKT, funded, kinds, limit
 

@@ -9,8 +9,7 @@ quantity instead of a new order, and ``escape`` goes back to placing orders.
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
+import time
 from typing import Any
 
 from textual.app import ComposeResult
@@ -18,26 +17,41 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
-NUMBER = re.compile(r"\d{1,15}(\.\d{1,8})?", re.ASCII)
+from stockctl.exchange.validation import (
+    LIMIT_TYPES,
+    MarketRules,
+    display_problem,
+    edge_decimal,
+    expiry_ms,
+    order_problems,
+    rules_for,
+    takes_price,
+)
+
+# The form's short wording of a market rule's problem, by its code (the rule is validation's).
+_SAYS = {
+    "lot_size": "not a multiple of the lot size {s.lot_size}",
+    "min_qty": "below the minimum {s.min_qty}",
+    "max_qty": "above the maximum {s.max_qty}",
+    "tick_size": "not a multiple of the tick size {s.tick_size}",
+    "price_range": "above the maximum {s.max_price}",
+    "display_lot_size": "not a multiple of the lot size {s.lot_size}",
+    "display_above_qty": "above the quantity",
+}
 
 
-def _multiple(value: Decimal, step: str) -> bool:
-    try:
-        s = Decimal(step)
-    except InvalidOperation:
-        return True
-    return s <= 0 or (value % s) == 0
-
-
-def _check_price(name: str, price: str, spec: dict[str, Any] | None, errors: list[str]) -> None:
-    if not NUMBER.fullmatch(price) or Decimal(price) == 0:
-        errors.append(f"{name}: {price!r} is not a positive number")
-    elif spec:
-        p = Decimal(price)
-        if not _multiple(p, spec.get("tick_size", "0")):
-            errors.append(f"{name}: not a multiple of the tick size {spec['tick_size']}")
-        if spec.get("max_price") and p > Decimal(spec["max_price"]):
-            errors.append(f"{name}: above the maximum {spec['max_price']}")
+def _value_error(name: str, text: str, rules: MarketRules | None, is_qty: bool) -> tuple[int | None, str | None]:
+    """A typed quantity (``is_qty``) or price through the edges' shape, then the market's rules
+    if known: its value in lots or ticks (None if not known) and the form's message, or None."""
+    if not edge_decimal(text):
+        return None, f"{name}: {text!r} is not a positive number"
+    if rules is None:
+        return None, None
+    value, problem = rules.qty(text) if is_qty else rules.price(text)
+    if problem is None:
+        return value, None
+    says = _SAYS.get(problem[0])
+    return None, f"{name}: " + (says.format(s=rules.spec) if says else problem[1])
 
 
 def validate_order(
@@ -52,56 +66,58 @@ def validate_order(
     expire: str = "",
     display: str = "",
 ) -> tuple[dict[str, Any] | None, list[str]]:
-    """The order body for the gateway, or the reasons it would be refused (tick, lot, limits)."""
+    """The order body for the gateway, or the reasons it would be refused (the exchange's rules,
+    ``stockctl.exchange.validation``, one reason per field)."""
     errors: list[str] = []
     qty, price, stop, expire, display = qty.strip(), price.strip(), stop.strip(), expire.strip(), display.strip()
+    rules = rules_for(spec)
     if not market:
         errors.append("choose a market")
+    lots = None
     if not qty:
         errors.append("quantity: required")
-    elif not NUMBER.fullmatch(qty) or Decimal(qty) == 0:
-        errors.append(f"quantity: {qty!r} is not a positive number")
-    elif spec:
-        q = Decimal(qty)
-        if not _multiple(q, spec.get("lot_size", "0")):
-            errors.append(f"quantity: not a multiple of the lot size {spec['lot_size']}")
-        if q < Decimal(spec.get("min_qty", "0")):
-            errors.append(f"quantity: below the minimum {spec['min_qty']}")
-        if spec.get("max_qty") and q > Decimal(spec["max_qty"]):
-            errors.append(f"quantity: above the maximum {spec['max_qty']}")
-    priced = otype in ("limit", "stop_limit") or (otype == "stop" and side == "buy")
-    if priced:
-        if not price:
-            what = "the cap of a stop buy" if otype == "stop" else f"a {otype.replace('_', '-')} order"
-            errors.append(f"price: required for {what}")
-        else:
-            _check_price("price", price, spec, errors)
-    elif price:
+    else:
+        lots, bad = _value_error("quantity", qty, rules, True)
+        if bad:
+            errors.append(bad)
+    shape = order_problems(None, side, otype, tif, False, bool(price), bool(stop), expire or None, None, every=True)
+    codes = {code for code, _ in shape}
+    priced = takes_price(otype, side == "buy")
+    if "price_required" in codes:
+        what = "the cap of a stop buy" if otype == "stop" else f"a {otype.replace('_', '-')} order"
+        errors.append(f"price: required for {what}")
+    elif "price_not_allowed" in codes:
         errors.append(f"price: leave empty for a {'market order' if otype == 'market' else 'stop sell'}")
-    if otype in ("stop", "stop_limit"):
-        if not stop:
-            errors.append("stop price: required for a stop order")
-        else:
-            _check_price("stop price", stop, spec, errors)
-    elif stop:
+    elif price:
+        _, bad = _value_error("price", price, rules, False)
+        if bad:
+            errors.append(bad)
+    if "stop_price_required" in codes:
+        errors.append("stop price: required for a stop order")
+    elif "stop_price_not_allowed" in codes:
         errors.append("stop price: only for stop and stop_limit orders")
-    if tif == "gtd":
-        if otype == "market":
-            errors.append("gtd: a market order never rests")
-        elif not expire:
-            errors.append("expiry: required for gtd (+30s, +5m, epoch ms or 2030-01-02T15:04:05Z)")
-    elif expire:
-        errors.append("expiry: only with tif gtd")
+    elif stop:
+        _, bad = _value_error("stop price", stop, rules, False)
+        if bad:
+            errors.append(bad)
+    if "bad_tif" in codes:
+        errors.append("gtd: a market order never rests")
+    elif "bad_expire_at" in codes:
+        errors.append(
+            "expiry: only with tif gtd"
+            if expire
+            else "expiry: required for gtd (+30s, +5m, epoch ms or 2030-01-02T15:04:05Z)"
+        )
     if display:
-        if otype != "limit" or tif not in ("gtc", "gtd"):
+        if display_problem(otype, tif) is not None:
             errors.append("display qty: only for a limit gtc or gtd order (an iceberg)")
-        elif not NUMBER.fullmatch(display) or Decimal(display) == 0:
+        elif not edge_decimal(display):
             errors.append(f"display qty: {display!r} is not a positive number")
-        elif NUMBER.fullmatch(qty) and Decimal(display) > Decimal(qty):
-            errors.append("display qty: above the quantity")
-        elif spec and not _multiple(Decimal(display), spec.get("lot_size", "0")):
-            errors.append(f"display qty: not a multiple of the lot size {spec['lot_size']}")
-    if otype in ("market", "stop") and tif == "gtc":
+        elif rules is not None:
+            _, wrong = rules.display(display, otype, tif, lots, qty)
+            if wrong is not None:
+                errors.append("display qty: " + _SAYS[wrong[0]].format(s=rules.spec))
+    if otype not in LIMIT_TYPES and tif == "gtc":
         tif = "ioc"  # a market order never rests
     if errors:
         return None, errors
@@ -111,12 +127,9 @@ def validate_order(
     if stop:
         body["stop_price"] = stop
     if expire:
-        from stockctl.cli.exchange import parse_expiry
-        from stockctl.errors import UsageError
-
         try:
-            body["expire_at"] = parse_expiry(expire)
-        except UsageError as exc:
+            body["expire_at"] = expiry_ms(expire, time.time_ns() // 1_000_000)
+        except ValueError as exc:
             return None, [f"expiry: {exc}"]
     if display:
         body["display_qty"] = display
@@ -281,14 +294,15 @@ class OrderEntry(VerticalScroll):
 
     def _amend_change(self, qty: str, price: str) -> tuple[dict[str, str | None], list[str]]:
         o = self.amending or {}
-        spec = self.specs.get(str(o.get("market", "")))
+        rules = rules_for(self.specs.get(str(o.get("market", ""))))
         errors: list[str] = []
-        if not NUMBER.fullmatch(qty) or Decimal(qty) == 0:
-            errors.append(f"quantity: {qty!r} is not a positive number")
-        elif spec and not _multiple(Decimal(qty), spec.get("lot_size", "0")):
-            errors.append(f"quantity: not a multiple of the lot size {spec['lot_size']}")
+        _, bad = _value_error("quantity", qty, rules, True)
+        if bad:
+            errors.append(bad)
         if price:
-            _check_price("price", price, spec, errors)
+            _, bad = _value_error("price", price, rules, False)
+            if bad:
+                errors.append(bad)
         elif o.get("price"):
             errors.append("price: required (the order has one)")
         change = {
