@@ -354,6 +354,8 @@ class NaiveBook:
         qty = int(c.qty)
         price = units(c.price) if c.price is not None else None
         buy = c.side == "buy"
+        if c.tif == "gtd" and c.expire_at <= 0:  # type: ignore[operator]
+            return [("rejected", "bad_expire_at")]  # not a time at all (epoch 0 or before)
         if c.tif == "gtd" and c.expire_at <= c.ts:  # type: ignore[operator]
             return [("rejected", "expire_in_past")]
         if c.stop_price is not None:
