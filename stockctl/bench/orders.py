@@ -46,14 +46,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
 
+from stockctl.bench.cpu import CpuMeter, SchedWaitMeter
 from stockctl.bench.kit import (
     BenchError,
-    CpuMeter,
     LadderResult,
     LiveOrders,
     PrivateStack,
     ProgressFn,
-    SchedWaitMeter,
     close_nats,
     connect_nats,
     machine_doc,

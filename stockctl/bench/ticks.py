@@ -32,9 +32,9 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from stockctl.bench.cpu import CpuMeter
 from stockctl.bench.kit import (
     BenchError,
-    CpuMeter,
     LadderResult,
     PrivateStack,
     ProgressFn,

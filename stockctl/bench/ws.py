@@ -44,15 +44,14 @@ from typing import Any
 import httpx
 from nats.aio.msg import Msg
 
+from stockctl.bench.cpu import CpuMeter, kernel_ticks
 from stockctl.bench.kit import (
     BenchError,
-    CpuMeter,
     PrivateStack,
     ProgressFn,
     clean_env,
     close_nats,
     connect_nats,
-    kernel_ticks,
     machine_doc,
     no_progress,
     percentile,
