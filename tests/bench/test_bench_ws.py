@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stockctl.bench.ws import WsBenchOptions, client_frame, hist_percentile, parse_symbols
+from stockctl.bench.ws import WsBenchOptions, hist_percentile, parse_symbols
+from stockctl.bench.ws_client import client_frame
 from stockctl.errors import UsageError
 from tests.support.bench import linux_only, run_private_bench
 
