@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stockctl.bench.orders import OrderFlow, fund_command, parse_order_rates, price_text
+from stockctl.bench.orders import parse_order_rates, price_text
+from stockctl.bench.submitters import OrderFlow, fund_command
 from stockctl.errors import UsageError
 from stockctl.exchange.engine import Exchange
 from stockctl.wire.exchange import DEFAULT_MARKETS, Cancel, Place
