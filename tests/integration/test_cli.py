@@ -265,6 +265,7 @@ def test_doctor_names_a_busy_port_and_fails(cli: Cli) -> None:
     assert checks["instance"]["status"] == "warn"
 
 
+@pytest.mark.timeout(360)  # some thirty CLI processes, each a Python start-up (120 s was not enough on CI)
 def test_two_users_trade_through_the_trading_commands(cli: Cli) -> None:
     # Arrange: a quiet exchange; ada and bob each logged in (their own config dirs).
     cli.up()
