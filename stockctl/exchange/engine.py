@@ -602,9 +602,9 @@ class Exchange:
                 keep += keep * self._rb // BPS
                 avail[quote] -= keep
                 acct.held[quote] += keep
-                o = Order(oid, acct, coid, m, True, ticks, qty, rem, post_only, placed_ts, keep, kind, tif)
-                o.expire, o.display = expire, display
-                o.visible = display if display and display < rem else rem
+                o = Order(
+                    oid, acct, coid, m, True, ticks, qty, rem, post_only, placed_ts, keep, kind, tif, 0, expire, display
+                )
                 self._rest(o)
         else:
             keys = m.bid_keys
@@ -620,9 +620,24 @@ class Exchange:
                 keep = rem * m.bpl
                 avail[base] -= keep
                 acct.held[base] += keep
-                o = Order(oid, acct, coid, m, False, ticks, qty, rem, post_only, placed_ts, keep, kind, tif)
-                o.expire, o.display = expire, display
-                o.visible = display if display and display < rem else rem
+                o = Order(
+                    oid,
+                    acct,
+                    coid,
+                    m,
+                    False,
+                    ticks,
+                    qty,
+                    rem,
+                    post_only,
+                    placed_ts,
+                    keep,
+                    kind,
+                    tif,
+                    0,
+                    expire,
+                    display,
+                )
                 self._rest(o)
         if rem and not rests:
             m.seq += 1
@@ -891,8 +906,8 @@ class Exchange:
 
     # amend ------------------------------------------------------------------------------
 
-    def _own_order(self, c: Cancel | Amend) -> tuple[Market, Account, Order] | list[Event]:
-        """The open order a cancel or an amend names, with its market and account, or the rejection."""
+    def _own_order(self, c: Cancel | Amend) -> Order | list[Event]:
+        """The open order a cancel or an amend names (in its market, of its user), or the rejection."""
         user, rid, ts, oid = c.user, c.request_id, c.ts, c.order_id
         m = self._markets.get(c.market) if type(c.market) is str else None
         if m is None or type(user) is not str or type(rid) is not str or type(ts) is not int:
@@ -909,14 +924,14 @@ class Exchange:
                 "unknown_order",
                 f"unknown order {shown}: you have no open order with that id in {m.symbol}",
             )
-        return m, o.acct, o
+        return o
 
     def _amend(self, c: Amend) -> list[Event]:
         """Change an open order's price and/or quantity (see the module docstring for the rules)."""
-        found = self._own_order(c)
-        if type(found) is list:
-            return found
-        m, acct, o = found  # type: ignore[misc]
+        o = self._own_order(c)
+        if type(o) is list:
+            return o
+        m, acct = o.market, o.acct  # type: ignore[union-attr]
         user, rid, ts, oid = c.user, c.request_id, c.ts, c.order_id
         bad = amend_problem(c.price, c.qty, bool(o.price))
         if bad is not None:
@@ -1090,11 +1105,11 @@ class Exchange:
     # cancel -----------------------------------------------------------------------------
 
     def _cancel(self, c: Cancel) -> list[Event]:
-        found = self._own_order(c)
-        if type(found) is list:
-            return found
+        o = self._own_order(c)
+        if type(o) is list:
+            return o
         events: list[Event] = []
-        self._unbook(found[2], "user", c.ts, events)  # type: ignore[index]
+        self._unbook(o, "user", c.ts, events)  # type: ignore[arg-type]
         return events
 
     def _cancel_all(self, c: CancelAll) -> list[Event]:

@@ -86,8 +86,12 @@ def order_problems(
         return (("bad_tif", f"time in force must be gtc, ioc, fok or gtd, not {show(tif)}"),)
     if post_only is not False and post_only is not True:
         return (("bad_post_only", "post_only must be true or false"),)
-    if typ == "limit" and tif == "gtc" and not has_stop and expire is None and has_price:
-        return _NO_PROBLEM  # the common order, decided without the walk below
+    if not has_stop and expire is None and tif != "gtd":  # the common orders, decided without the walk below
+        if typ == "limit":
+            if has_price and (not post_only or tif == "gtc"):
+                return _NO_PROBLEM
+        elif typ == "market" and not has_price and not post_only:
+            return _NO_PROBLEM
     found: list[Problem] = []
     # The price: which orders need one, and which may not have one.
     if typ == "limit" or typ == "stop_limit":
@@ -125,7 +129,9 @@ def order_problems(
             found.append(("expire_in_past", f"expire_at {expire} is not after the order's time {ts}"))
     elif expire is not None:
         found.append(("bad_expire_at", "expire_at needs tif gtd"))
-    return tuple(found[:1] if not every else found)
+    if not found:
+        return _NO_PROBLEM
+    return tuple(found) if every else (found[0],)
 
 
 def display_problem(typ: object, tif: object) -> Problem | None:
