@@ -327,6 +327,11 @@ class Processor:
             return
         s = self.s
         async with self.r.pipeline(transaction=True) as pipe:
+            # WATCH (of a key only this daemon writes) so that redis-py never re-sends the
+            # transaction by itself after a lost reply: EXEC may have been applied, and only the
+            # reload after a RedisError (the stored seqs) tells the applied ticks apart.
+            await pipe.watch(names.SYMBOLS_KEY)
+            pipe.multi()
             if plan.new_symbols:
                 pipe.sadd(names.SYMBOLS_KEY, *plan.new_symbols)
             for sym, state in plan.touched.items():

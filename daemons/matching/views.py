@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -50,6 +51,12 @@ class RedisViews:
         """Whether ``event`` is past the views' watermark."""
         return event.seq > self.viewed.get(event_market(event), 0)
 
+    @staticmethod
+    async def _applied(pipe: Any, last: dict[str, int]) -> bool:
+        """True if the watermark already covers these events: an earlier attempt was applied."""
+        stored = await pipe.hmget(names.VIEWS_SEQ_KEY, list(last))
+        return all(v is not None and int(v) >= seq for v, seq in zip(stored, last.values(), strict=True))
+
     async def record(self, events: list[Event]) -> None:
         """Fills, trades and finished orders in Redis, for the gateway's history endpoints."""
         if not events:
@@ -72,18 +79,27 @@ class RedisViews:
         attempt = 0
         while True:
             # Built afresh each attempt: redis-py empties a pipeline when execute() fails.
-            async with self.r.pipeline(transaction=True) as pipe:
-                for key, values in pushes.items():
-                    pipe.rpush(key, *values)
-                    pipe.ltrim(key, -HISTORY_LIMIT, -1)
-                pipe.hset(names.VIEWS_SEQ_KEY, mapping=last)
-                try:
+            try:
+                async with self.r.pipeline(transaction=True) as pipe:
+                    # WATCH first: redis-py then never re-sends the transaction by itself after a
+                    # lost reply (EXEC may have been applied: a Redis restart right after it), and
+                    # on a retry the watermark, written in the same transaction, says if it was.
+                    await pipe.watch(names.VIEWS_SEQ_KEY)
+                    if attempt and await self._applied(pipe, last):
+                        self.viewed.update(last)
+                        self.state.set("ok")
+                        return
+                    pipe.multi()
+                    for key, values in pushes.items():
+                        pipe.rpush(key, *values)
+                        pipe.ltrim(key, -HISTORY_LIMIT, -1)
+                    pipe.hset(names.VIEWS_SEQ_KEY, mapping=last)
                     await pipe.execute()
                     self.viewed.update(last)
                     self.state.set("ok")
                     return
-                except RedisError as exc:
-                    self.state.set("failing", f"{exc}; retrying the fills/trades/orders views")
+            except RedisError as exc:
+                self.state.set("failing", f"{exc}; retrying the fills/trades/orders views")
             if self.stop.is_set():
                 # The watermark in Redis still says where views stop: the next start redoes them.
                 log.error("shutting down with views not written; the next start writes them from EX_EVENTS")
