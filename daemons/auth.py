@@ -16,8 +16,8 @@ counts only from a proxy in ``trusted_proxies`` or from this instance's gateway,
 the secret of ``secrets/gateway-proxy.key`` (:mod:`stockctl.proxies`).
 
 Every error is ``{"error": code, "detail": reason}`` with a 4xx status, except 503 while
-Redis is unreachable. Users, sessions and throttles live in Redis (:mod:`stockctl.accounts`);
-the Ed25519 signing key lives in ``secrets/jwt-ed25519.pem`` (:mod:`stockctl.tokens`).
+Redis is unreachable. Users, sessions and throttles live in Redis (:mod:`stockctl.auth.users`);
+the Ed25519 signing key lives in ``secrets/jwt-ed25519.pem`` (:mod:`stockctl.auth.tokens`).
 
 The daemon drives ``uvicorn.Server`` itself, as a child task, on a socket it binds first:
 uvicorn's own signal handling is switched off, and SIGINT/SIGTERM stop the daemon, which asks

@@ -25,7 +25,7 @@ MAX_BACKOFF_S = 2.0
 
 
 class Api(Protocol):
-    """The REST calls the app makes (a subset of :class:`stockctl.client.GatewayClient`)."""
+    """The REST calls the app makes (a subset of :class:`stockctl.client.api.GatewayClient`)."""
 
     def quotes(self) -> list[Quote]: ...
     def history(self, symbol: str, limit: int) -> list[PricePoint]: ...
@@ -88,7 +88,7 @@ class GatewaySource:
     ) -> None:
         """Stay subscribed to ``groups`` (one subscribe request each) forever, reconnecting.
 
-        The token is renewed on the open socket before it expires (:func:`stockctl.client.live_frames`,
+        The token is renewed on the open socket before it expires (:func:`stockctl.client.api.live_frames`,
         the same code as the CLI's streams). A group the gateway refuses (say, the exchange is
         down) is reported through ``on_error`` and the others keep flowing. Raises NotLoggedIn
         when the login is gone.

@@ -11,7 +11,7 @@ Only quotes and signals that come after the alert was created count: an alert re
 symbol's quote sequence number and time when it was made. So an alert set while the price
 is already beyond it fires on the next tick, and a daemon that replays stored history
 after a restart neither misses a crossing nor fires on one older than the alert.
-Thresholds are exact decimal strings; comparisons use integer units (:mod:`stockctl.money`).
+Thresholds are exact decimal strings; comparisons use integer units (:mod:`stockctl.marketdata.money`).
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ class Throttle:
     retry_after: int = 0
 
 
-# Lua keeps each multi-key change atomic (the keys all come from stockctl.names).
+# Lua keeps each multi-key change atomic (the keys all come from stockctl.wire.names).
 CREATE_USER = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local owner = redis.call('GET', KEYS[3])

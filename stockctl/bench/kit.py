@@ -3,7 +3,7 @@
 A benchmark that needs servers runs them on a :class:`PrivateStack` in a temporary
 directory (:func:`run_private`), so it never touches, and is never disturbed by, a running
 instance: a nats-server (JetStream) and a valkey-server on free ports, started the way the
-supervisor starts them (:mod:`stockctl.infra`), then the real daemons (``python -m daemons
+supervisor starts them (:mod:`stockctl.instance.infra`), then the real daemons (``python -m daemons
 NAME``) configured through :meth:`Settings.to_env` as the supervisor configures them. Every
 process it starts is stopped in reverse order, whatever happens.
 

@@ -2,7 +2,7 @@
 
 Everything runs on private servers in a temporary directory (a running instance is never
 touched): a nats-server (JetStream) and a valkey-server started the way the supervisor
-starts them (:mod:`stockctl.infra`), and the real matching daemon (``python -m daemons
+starts them (:mod:`stockctl.instance.infra`), and the real matching daemon (``python -m daemons
 matching``, configured through :meth:`Settings.to_env`). No liquidity daemon: the book holds
 only the benchmark's own orders.
 

@@ -4,7 +4,7 @@ Everything runs on private servers in a temporary directory, so a benchmark neve
 touches (or is disturbed by) a running instance:
 
 * a nats-server (JetStream) and a valkey-server on free ports, started the way the
-  supervisor starts them (:mod:`stockctl.infra`);
+  supervisor starts them (:mod:`stockctl.instance.infra`);
 * the real processor daemon (``python -m daemons processor``), configured through
   :meth:`Settings.to_env` like the supervisor configures it;
 * in this process, a paced tick driver publishing the publisher's messages (same

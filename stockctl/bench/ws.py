@@ -2,7 +2,7 @@
 
 Like ``bench ticks``, everything runs on private servers in a temporary directory:
 
-* a nats-server (JetStream) and a valkey-server on free ports (:mod:`stockctl.infra`);
+* a nats-server (JetStream) and a valkey-server on free ports (:mod:`stockctl.instance.infra`);
 * the real processor, publisher (``--rate`` ticks/s per symbol), auth and gateway
   daemons (``python -m daemons NAME``), configured through :meth:`Settings.to_env`;
 * one bench user, registered over HTTP through the gateway; its access token (valid

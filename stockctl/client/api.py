@@ -11,7 +11,7 @@ The CLI uses it; so can a bot::
     async for kind, channel, data in stream(settings, ["quotes:AAPL"]):
         ...
 
-Streams use the stored login through :class:`stockctl.credentials.LiveSession`: the
+Streams use the stored login through :class:`stockctl.client.credentials.LiveSession`: the
 access token is renewed on the open socket before it expires, so a stream lasts as long
 as the login does (:func:`live_frames`, shared with the TUI).
 

@@ -19,7 +19,7 @@ Contract:
   still lands in its bucket), high/low/volume/count over every stored tick of it.
 * Ticks read oldest first by ``(ts, seq)``; a page continues after the cursor
   ``"TS:SEQ"`` of its last point (``ts`` ns, ``seq``), candles after a bucket start (ns).
-* Prices are integer units of 1e-8 inside (:mod:`stockctl.money`), decimal strings out.
+* Prices are integer units of 1e-8 inside (:mod:`stockctl.marketdata.money`), decimal strings out.
 * Retention prunes ticks and candles older than the cutoff; ticks older than it arriving
   late are not stored (they would be pruned at once).
 """

@@ -9,7 +9,7 @@ document per half second) that ``status`` and ``up`` read.
 Children run in their own process groups (a Ctrl-C reaches only the supervisor, which
 then stops them in order) and get SIGTERM from the kernel if the supervisor dies.
 
-The embedded servers start with the state dir's credentials (:mod:`stockctl.infra`);
+The embedded servers start with the state dir's credentials (:mod:`stockctl.instance.infra`);
 the daemons get the NATS and Redis URLs, credentials included, in ``STOCKCTL_NATS_URL``
 and ``STOCKCTL_REDIS_URL`` (an environment only this user can read), and nothing the
 supervisor writes or logs holds them unmasked.

@@ -12,7 +12,7 @@ and must not become a second, look-alike symbol), a separator at either end or n
 
 The check runs on the text as given, *before* upper-casing: ``str.upper`` maps some non-ASCII
 letters to ASCII (``ﬀ`` -> ``FF``, ``ı`` -> ``I``), which would let a look-alike in. How a symbol
-is spelled inside NATS subjects and Redis keys is :func:`stockctl.names.symbol_token`.
+is spelled inside NATS subjects and Redis keys is :func:`stockctl.wire.names.symbol_token`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The machinery of the fault-injection suite (``tests/faults/test_faults.py``).
 
 * :class:`Load`: a few users trading through the gateway with the product's REST client
-  (:class:`stockctl.client.GatewayClient`), one thread each, at a bounded rate. A submission
+  (:class:`stockctl.client.api.GatewayClient`), one thread each, at a bounded rate. A submission
   that fails (gateway gone, matching not answering) is retried with the same
   ``client_order_id``, as a careful bot would; every acknowledgement is recorded.
-* :class:`Watcher`: the product's WebSocket client (:func:`stockctl.client.stream`) on a
+* :class:`Watcher`: the product's WebSocket client (:func:`stockctl.client.api.stream`) on a
   quote channel and the user's own ``orders``, recording what arrives and when.
 * :class:`Ledger`: an independent replay of the command log (``EX_ORDERS``) into a fresh
   engine next to what the matching daemon stored (``EX_EVENTS``), and the tick stream
@@ -205,7 +205,7 @@ class Trader(threading.Thread):
 
 
 class Watcher(threading.Thread):
-    """stockctl.client.stream on ``channels``, in its own event loop; records arrival times."""
+    """stockctl.client.api.stream on ``channels``, in its own event loop; records arrival times."""
 
     def __init__(self, settings: Settings, token: str, channels: list[str]) -> None:
         super().__init__(name="ws-watcher", daemon=True)

@@ -2,7 +2,7 @@
 in ``tests/conftest.py`` hand them out).
 
 No mocks of NATS or Redis anywhere: the servers are the same binaries, started the same
-way (stockctl.infra), that ``stockctl up`` runs, credentials included: ``Servers.nats_url``
+way (stockctl.instance.infra), that ``stockctl up`` runs, credentials included: ``Servers.nats_url``
 and ``Servers.redis_url`` carry them, so whatever connects through them is let in.
 """
 

@@ -1,4 +1,4 @@
-"""stockctl.money: exact decimal strings <-> integer units, and exact ratio strings."""
+"""stockctl.marketdata.money: exact decimal strings <-> integer units, and exact ratio strings."""
 
 from __future__ import annotations
 

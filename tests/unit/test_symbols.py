@@ -1,4 +1,4 @@
-"""Real ticker symbols: the rule (stockctl.symbols) and the subject/key encoding (stockctl.names)."""
+"""Real ticker symbols: the rule (stockctl.wire.symbols) and the subject/key encoding (stockctl.wire.names)."""
 
 from __future__ import annotations
 
