@@ -95,15 +95,7 @@ class GatewayClient:
         self.close()
 
     def _get(self, path: str, type_: Any, **params: Any) -> Any:
-        try:
-            resp = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(
-                f"cannot reach the gateway at {self.base_url} ({exc.__class__.__name__})",
-                "is the instance up? `stockctl status`",
-            ) from None
-        _raise_for(resp)
-        return msgspec.json.decode(resp.content, type=type_)
+        return self._page(path, type_, **params)[0]
 
     def symbols(self) -> list[str]:
         return self._get("/api/v1/symbols", list[str])
