@@ -268,6 +268,54 @@ async def page_text(cdp: DevTools, url: str) -> str:
         await asyncio.sleep(0.1)
 
 
+# aiohttp's access line of a refused handshake; the log wraps lines, so it is matched with all spacing removed.
+REFUSED_SOCKET = re.compile(r'"GET/ws\?[^"]*HTTP/1\.1"403')
+
+
+def refused_sockets(log: Path) -> int:
+    """How many socket handshakes the web server has refused (403) so far."""
+    return len(REFUSED_SOCKET.findall(re.sub(r"\s+", "", log.read_text())))
+
+
+FOREIGN_JS = """<!doctype html><title>evil</title><script>
+window.__outcome = "pending";
+const ws = new WebSocket(%s);
+ws.onopen = () => { window.__outcome = "opened"; };
+ws.onclose = (e) => { window.__outcome = (window.__outcome === "opened" ? "opened " : "") + "closed " + e.code; };
+</script>"""
+
+
+@contextlib.contextmanager
+def foreign_page(server: Running, tmp_path: Path) -> Iterator[str]:
+    """A page served from another origin (another port on loopback) whose script opens the web
+    terminal's socket with the secret; yields its URL."""
+    import http.server
+    import threading
+
+    target = ws_url(server, token=server.token)
+    body = (FOREIGN_JS % json.dumps(target)).encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 # --- the tests ------------------------------------------------------------------------------
 
 
@@ -346,6 +394,20 @@ async def test_tui_web_in_headless_chromium_renders_the_live_board(logged_in: Lo
             await cdp.call("Page.navigate", url=bare)
             await board(cdp, tmp_path, log, "failed-reload")
             assert await cdp.evaluate("location.href") == bare
+
+            # A page of another origin (another port of this host) that knows the secret still cannot
+            # open the terminal: the browser sends its Origin, and the socket answers 403.
+            sessions = len(apps(server))
+            refusals = refused_sockets(log)
+            with foreign_page(server, tmp_path) as evil:
+                await page_text(cdp, evil)
+                deadline = time.monotonic() + 15
+                while (outcome := await cdp.evaluate("window.__outcome || ''")) in ("", "pending"):
+                    assert time.monotonic() < deadline, "the foreign page's socket neither opened nor failed"
+                    await asyncio.sleep(0.1)
+            assert outcome.startswith("closed") and "opened" not in outcome, outcome
+            assert len(apps(server)) <= sessions, "a foreign page started a terminal session"
+            assert refused_sockets(log) > refusals, log.read_text()[-2000:]
 
     # Closing the browser ends the session; Ctrl+C stops the server: nothing is left running.
     assert browser.stopped_cleanly, "chromium did not exit on SIGTERM"
