@@ -50,6 +50,7 @@ CYCLE_S = TTL_S * 2 / 3 - 1
 """How often one login rotates: a token is due with a third of its life left, counted from 1 s
 before it was asked for (the server's whole second)."""
 EMAIL = "renew@example.com"
+LATE_BID = "1.05"  # below every level the liquidity daemon quotes (around 950), so within the ladder's depth
 PASSWORD = "correct horse battery staple"
 
 
@@ -150,6 +151,10 @@ def test_two_watches_alert_watch_book_watch_and_the_tui_share_one_login_past_fou
         screen = wait_screen(term, lambda s: aapl_price(s) and "live" in s, "TUI still live")
         first = aapl_price(screen)
         wait_screen(term, lambda s: aapl_price(s) not in (None, first), "AAPL moving on the TUI after 45 s")
+        # A bid at a price nobody else quotes, placed now, reaches `book --watch` started before.
+        cli.run("order", "buy", "TATA_INR", f"1@{LATE_BID}", check=True)
+        wait_for(lambda: any(p == LATE_BID for p, *_ in cli.json("book", "TATA_INR")["bids"]), 20, what="the bid")
+        time.sleep(2)  # the ladder redraws 8 times a second; its last drawing is printed when it stops
         alive = [c.proc.poll() is None for c in clients]
     finally:
         term.kill()
@@ -163,6 +168,8 @@ def test_two_watches_alert_watch_book_watch_and_the_tui_share_one_login_past_fou
         times = [t for t, line in w.lines if json.loads(line)["type"] == "quote"]
         assert max_gap(times, start, end) <= MAX_GAP_S, f"a {max_gap(times, start, end):.1f} s gap in quotes"
     assert json.loads(alerts.lines[0][1])["symbol"] == "AAPL"
+    # `book --watch` kept its channel: its last ladder (printed at Ctrl-C) has the late bid.
+    wait_for(lambda: LATE_BID in "".join(line for _, line in book.lines), 10, what="the late bid in `book --watch`")
     assert not screens_off_board, screens_off_board[0]
     # The renewals rotated the refresh token, and no process spent one another had spent.
     auth = counters(home, "auth")
