@@ -40,8 +40,18 @@ SymbolArg = Annotated[
     str, typer.Argument(help="Symbol, e.g. AAPL (TAB completes).", autocompletion=complete_symbols, show_default=False)
 ]
 
-LIMIT_MAX = 100_000
-"""The most points, candles or signals one call shows (the gateway's page bound)."""
+LATEST_MAX = 10_000
+"""The most of the latest points, candles or signals one call shows: the gateway's bound."""
+RANGE_MAX = 100_000
+"""The most points or candles of a range one call shows (it pages through the gateway's pages)."""
+
+
+def _check_latest(limit: int, ranged: bool, what: str) -> None:
+    if not ranged and limit > LATEST_MAX:
+        raise UsageError(
+            f"--limit {limit} is over {LATEST_MAX:,} for the latest {what}",
+            f"give a range (--since 1h, --from) for up to {RANGE_MAX:,}",
+        )
 
 
 def quote_doc(q: Quote) -> dict:
@@ -166,7 +176,10 @@ def _more(cursor: str | None, what: str) -> None:
 def history(
     symbol: SymbolArg,
     limit: Annotated[
-        int, typer.Option(min=1, max=LIMIT_MAX, help="Points to show (the latest, or a range's first).")
+        int,
+        typer.Option(
+            min=1, max=RANGE_MAX, help=f"Points to show: the latest 1-{LATEST_MAX}, or a range's first 1-{RANGE_MAX}."
+        ),
     ] = 20,
     since: SinceOpt = None,
     start: FromOpt = None,
@@ -180,6 +193,7 @@ def history(
 
     cursor = None
     ranged = _ranged(since, start, end, after)
+    _check_latest(limit, ranged, "points")
     with GatewayClient(get_settings()) as client:
         if ranged:
             points, cursor = client.history_range(symbol, limit, since=since, to=end, after=after, **{"from": start})
@@ -213,7 +227,10 @@ def candles(
     symbol: SymbolArg,
     interval: Annotated[str, typer.Option("--interval", "-i", help="Candle interval: 1s, 1m, 1h.")] = "1m",
     limit: Annotated[
-        int, typer.Option(min=1, max=LIMIT_MAX, help="Candles to show (the latest, or a range's first).")
+        int,
+        typer.Option(
+            min=1, max=RANGE_MAX, help=f"Candles to show: the latest 1-{LATEST_MAX}, or a range's first 1-{RANGE_MAX}."
+        ),
     ] = 20,
     since: SinceOpt = None,
     start: FromOpt = None,
@@ -229,6 +246,7 @@ def candles(
 
     cursor = None
     ranged = _ranged(since, start, end, after)
+    _check_latest(limit, ranged, "candles")
     with GatewayClient(get_settings()) as client:
         if ranged:
             rows, cursor = client.candles_range(
@@ -259,7 +277,7 @@ def candles(
 @app.command()
 def signals(
     symbol: SymbolArg,
-    limit: Annotated[int, typer.Option(min=1, max=LIMIT_MAX, help="Most recent signals to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=LATEST_MAX, help="Most recent signals to show.")] = 20,
     json_out: JsonOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
