@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from stockctl.cli import app
 from stockctl.cli.market import LATEST_MAX
+from stockctl.cli.tables import Format, pick_format
 from stockctl.components import COMPONENTS, DAEMONS, LOG_SOURCES, SERVERS
 from stockctl.errors import UsageError
 from stockctl.settings import Settings
@@ -82,3 +83,11 @@ def test_the_latest_bound_in_help_is_enforced_before_any_request(command: str) -
     result = runner.invoke(app, [command, "AAPL", "--limit", str(LATEST_MAX + 1)])
 
     assert isinstance(result.exception, UsageError) and "give a range" in str(result.exception)
+
+
+def test_json_and_format_must_agree() -> None:
+    assert pick_format(None, True) is Format.json
+    assert pick_format(Format.csv, False) is Format.csv
+    assert pick_format(None, False) is Format.table
+    with pytest.raises(UsageError, match="--json and --format csv disagree"):
+        pick_format(Format.csv, True)
