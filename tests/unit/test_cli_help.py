@@ -91,3 +91,36 @@ def test_json_and_format_must_agree() -> None:
     assert pick_format(None, False) is Format.table
     with pytest.raises(UsageError, match="--json and --format csv disagree"):
         pick_format(Format.csv, True)
+
+
+TABLE_COMMANDS = [
+    ("prices",),
+    ("history",),
+    ("candles",),
+    ("signals",),
+    ("orders",),
+    ("fills",),
+    ("balance",),
+    ("markets",),
+    ("book",),
+    ("trades",),
+    ("status",),
+    ("doctor",),
+    ("alert", "list"),
+    ("users", "list"),
+    ("config", "show"),
+]
+
+
+def test_every_table_command_takes_format_table_json_or_csv_and_json() -> None:
+    found = dict(commands())
+    for path in TABLE_COMMANDS:
+        opts = {o for p in found[path].params for o in p.opts}
+        assert {"--format", "--json"} <= opts, path
+        assert "table, json or csv" in help_text(*path), path
+
+
+def test_orders_all_is_two_tables_so_not_csv() -> None:
+    result = runner.invoke(app, ["orders", "--all", "--format", "csv"])
+
+    assert isinstance(result.exception, UsageError) and "use --json" in str(result.exception)
