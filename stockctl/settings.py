@@ -1,22 +1,35 @@
 """The one settings object shared by the CLI, the supervisor, the daemons and the TUI.
 
 Every field reads from an environment variable ``STOCKCTL_<FIELD>`` (for example
-``STOCKCTL_NATS_PORT``); CLI flags override the environment. The supervisor hands
-its effective settings to the daemons through the same variables (:meth:`Settings.to_env`),
-so a daemon started by hand on another host is configured exactly the same way.
+``STOCKCTL_NATS_PORT``) and from the config file (:func:`config_path`: TOML, top-level keys
+are field names, the ``[tui]`` table holds ``theme`` and ``keys``). Precedence: CLI flags
+(init arguments) > environment > config file > defaults. The supervisor hands its effective
+settings to the daemons through the variables (:meth:`Settings.to_env`), so a daemon started
+by hand on another host is configured exactly the same way.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
-from stockctl.errors import StockctlError
+from stockctl.components import DAEMONS, SERVERS
+from stockctl.errors import StockctlError, UsageError
 from stockctl.wire.symbols import parse_symbol
 
 if TYPE_CHECKING:
@@ -45,20 +58,63 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * _UNIT_NS[m.group(2)]
 
 
-DAEMONS: tuple[str, ...] = (
-    "publisher",
-    "processor",
-    "matching",
-    "auth",
-    "gateway",
-    "alerts",
-    "liquidity",
-    "feeds",
-    "history",
-)
-"""Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
+CONFIG_ENV = "STOCKCTL_CONFIG"
+TUI_TABLE = {"theme": "tui_theme", "keys": "tui_keys"}
+"""The ``[tui]`` table of the config file: its keys and the fields they set."""
+SECRET_FIELDS = ("nats_url", "redis_url", "history_url")
+"""Fields whose value may hold a password: shown and logged through :func:`mask_url` only."""
 
-SERVERS: tuple[str, ...] = ("nats", "redis")
+
+def config_path() -> Path:
+    """The config file: ``$STOCKCTL_CONFIG``, else ``$XDG_CONFIG_HOME/stockctl/config.toml``
+    (``~/.config`` by default). It need not exist."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "stockctl" / "config.toml"
+
+
+def unknown_setting(key: str, names: list[str], where: str) -> UsageError:
+    """The error for a setting name that is no field, with the closest names as the fix."""
+    close = difflib.get_close_matches(key, names, n=3)
+    hint = f"did you mean {' or '.join(close)}?" if close else "see `stockctl config show` for the names"
+    return UsageError(f"unknown setting {key!r}" + (f" {where}" if where else ""), hint)
+
+
+def flatten_config(data: dict[str, Any], names: list[str], path: Path) -> dict[str, Any]:
+    """The config file's TOML document as field values: ``[tui] theme`` is ``tui_theme``.
+    An unknown key is a UsageError naming the file (a typo would otherwise be ignored)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "tui" and isinstance(value, dict):
+            for sub, inner in value.items():
+                if sub not in TUI_TABLE:
+                    raise unknown_setting(f"tui.{sub}", [f"tui.{k}" for k in TUI_TABLE], f"in {path}")
+                out[TUI_TABLE[sub]] = inner
+        elif key in names and key not in TUI_TABLE.values():
+            out[key] = value
+        else:
+            raise unknown_setting(key, names, f"in {path}")
+    return out
+
+
+class ConfigFileSource(TomlConfigSettingsSource):
+    """The config file as a settings source, below the environment; a missing file is empty."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None = None) -> None:
+        self.path = path or config_path()
+        self.names = list(settings_cls.model_fields)  # the base class reads the file in its __init__
+        super().__init__(settings_cls, toml_file=self.path)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            with file_path.open(mode="rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            hint = f"fix it, or point {CONFIG_ENV} elsewhere"
+            raise UsageError(f"bad config file {file_path}: {exc}", hint) from None
+        return flatten_config(data, self.names, Path(file_path))
 
 
 def default_home() -> Path:
@@ -314,12 +370,49 @@ class Settings(BaseSettings):
     only: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Run only these components (servers and/or daemons); empty means all."""
 
+    tui_theme: str = Field("textual-dark", min_length=1, max_length=64)
+    """The TUI's theme, a name in Textual's theme registry (``[tui] theme`` in the config file)."""
+
+    tui_keys: dict[str, str] = Field(default_factory=dict)
+    """TUI key bindings, action -> key (``[tui.keys]`` in the config file, JSON in the environment):
+    ``{"quit": "ctrl+q"}``. Empty keeps the TUI's own."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags > environment > config file > defaults (no dotenv, no secrets dir)."""
+        return init_settings, env_settings, ConfigFileSource(settings_cls)
+
     # --- validation -----------------------------------------------------------------
 
     @field_validator("symbols", "candle_intervals", "only", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("tui_keys", mode="before")
+    @classmethod
+    def _keys_json(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `config set tui_keys '{"quit": "ctrl+q"}'`
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError('bad key bindings: give a JSON object, e.g. {"quit": "ctrl+q"}') from None
+        return value
+
+    @field_validator("tui_keys")
+    @classmethod
+    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for action, key in value.items():
+            if not re.fullmatch(r"[a-z_][a-z0-9_.]{0,63}", action) or not key.strip() or " " in key:
+                raise ValueError(f"bad key binding {action!r} = {key!r}: use action = key, e.g. quit = ctrl+q")
+        return value
 
     @field_validator("feeds", mode="before")
     @classmethod
@@ -449,7 +542,7 @@ class Settings(BaseSettings):
 
     def __repr_args__(self):  # secrets and credentials never reach logs
         for key, value in super().__repr_args__():
-            if key in ("nats_url", "redis_url", "history_url"):
+            if key in SECRET_FIELDS:
                 value = mask_url(value)
             yield key, value
 
@@ -531,7 +624,9 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
-            if isinstance(value, list):
+            if name == "tui_keys":  # bindings may hold commas ("q,ctrl+c"): JSON, as the source decodes it
+                value = json.dumps(value)
+            elif isinstance(value, list):
                 value = (";" if name == "feeds" else ",").join(str(v) for v in value)
             elif isinstance(value, dict):
                 value = ",".join(f"{k}={v}" for k, v in value.items())
@@ -546,5 +641,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with CLI overrides (``None`` means not given)."""
+    """Settings from the environment and the config file, with CLI overrides (``None`` means not given)."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def setting_origins(**overrides: Any) -> dict[str, str]:
+    """Where each field's effective value comes from: ``flag``, ``env``, ``file`` or ``default``."""
+    given = {k for k, v in overrides.items() if v is not None}
+    env = EnvSettingsSource(Settings)()
+    file = ConfigFileSource(Settings).toml_data
+    return {
+        name: "flag" if name in given else "env" if name in env else "file" if name in file else "default"
+        for name in Settings.model_fields
+    }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,11 @@ import redis
 
 from stockctl.settings import Settings
 from tests.support.stack import Daemon, Servers, _delete_stream, start_servers
+
+# No test reads the config file of whoever runs the suite: Settings made here, and the
+# daemons started from here (they inherit the environment), see an empty one. Tests of the
+# file point STOCKCTL_CONFIG at their own; `Cli` drops STOCKCTL_* and uses a private dir.
+os.environ["STOCKCTL_CONFIG"] = os.devnull
 
 
 @pytest.fixture(scope="session")

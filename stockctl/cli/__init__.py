@@ -1,4 +1,9 @@
-"""The ``stockctl`` command line: one module per command group, joined here."""
+"""The ``stockctl`` command line: one module per command group, joined here.
+
+Every call imports these modules to build the command tree, so they import only typer and
+the standard library at module level (``stockctl.cli.common`` says why); ``--version``
+reads the installed package's metadata and returns before any command runs.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,8 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.markup import escape
 
-from stockctl.cli import alert, auth, bench, doctor, exchange, export, market, system
+from stockctl.cli import alert, auth, bench, config, doctor, exchange, export, market, system
 from stockctl.cli.common import err_console
 from stockctl.errors import StockctlError
 
@@ -29,12 +33,35 @@ app = typer.Typer(
 )
 
 
+def version() -> str:
+    """The installed stockctl's version (its package metadata), or the source tree's."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("stockctl")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from stockctl import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"stockctl {version()}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     home: Annotated[
         Path | None,
         typer.Option("--home", envvar="STOCKCTL_HOME", help="State dir of the instance to use.", show_default=False),
     ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     if home is not None:
         os.environ["STOCKCTL_HOME"] = str(home.expanduser().resolve())
@@ -49,6 +76,7 @@ app.add_typer(auth.app)
 app.add_typer(auth.users_app, name="users", help="Operator commands: list, disable, enable accounts.")
 app.add_typer(bench.app, name="bench", help="Measure the system on this machine.")
 app.add_typer(alert.app, name="alert")
+app.add_typer(config.app, name="config")
 
 
 @app.command("tui")
@@ -79,6 +107,8 @@ def tui_cmd(
 
 def fail(message: str, code: int) -> NoReturn:
     """One line on stderr (the message may hold user input: it is never read as markup) and exit."""
+    from rich.markup import escape
+
     err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", soft_wrap=True)
     sys.exit(code)
 

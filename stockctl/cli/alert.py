@@ -6,19 +6,19 @@ closed too; ``alert list --all`` shows what fired, ``alert watch`` streams it li
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import msgspec
 import typer
 
-from stockctl.alerts.rules import Alert, AlertIn, alert_decoder, describe, parse_request
 from stockctl.cli.common import JsonOpt, console, emit_line, fmt_time, get_settings, print_json
-from stockctl.cli.tables import Col, fitted_table
-from stockctl.client.api import GatewayClient, stream
+from stockctl.cli.complete import complete_symbols
+from stockctl.cli.tables import Col, FormatOpt, Report, emit
 from stockctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from stockctl.alerts.rules import Alert
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,7 +28,13 @@ app = typer.Typer(
 
 @app.command("add")
 def add(
-    symbol: Annotated[str, typer.Argument(help="Symbol, e.g. AAPL (or an exchange market such as TATA_INR).")],
+    symbol: Annotated[
+        str,
+        typer.Argument(
+            help="Symbol, e.g. AAPL (or an exchange market such as TATA_INR; TAB completes).",
+            autocompletion=complete_symbols,
+        ),
+    ],
     condition: Annotated[str, typer.Argument(help="above, below or cross-sma.", show_default=False)],
     price: Annotated[str | None, typer.Argument(help="Price for above/below, e.g. 200.5.", show_default=False)] = None,
     side: Annotated[
@@ -40,6 +46,9 @@ def add(
     json_out: JsonOpt = False,
 ) -> None:
     """Set an alert: `AAPL above 200`, `AAPL below 150.25`, `AAPL cross-sma --side buy`."""
+    from stockctl.alerts.rules import AlertIn, describe, parse_request
+    from stockctl.client.api import GatewayClient
+
     # The same checks the gateway makes, so a typo is caught before any network.
     spec = parse_request(AlertIn(symbol, condition, price, side))
     with GatewayClient(get_settings()) as gw:
@@ -70,6 +79,20 @@ COLS = [
 ]
 
 
+ALERT_FIELDS = (
+    "id",
+    "symbol",
+    "condition",
+    "threshold",
+    "side",
+    "status",
+    "created",
+    "fired_ts",
+    "fired_price",
+    "signal",
+)
+
+
 def _row(a: Alert) -> list[str]:
     status = "[cyan]active[/]" if a.status == "active" else "[yellow]fired[/]"
     price = (a.fired_price or "") + (f" ({a.signal})" if a.signal else "")
@@ -80,18 +103,23 @@ def _row(a: Alert) -> list[str]:
 def list_(
     show_all: Annotated[bool, typer.Option("--all", help="Also the alerts that fired (the most recent 100).")] = False,
     json_out: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Your active alerts (--all: also the ones that fired)."""
+    from stockctl.client.api import GatewayClient
+
     with GatewayClient(get_settings()) as gw:
         listing = gw.alerts()
-    if json_out:
-        print_json(listing if show_all else listing.active)
-        return
     rows = listing.active + (listing.fired if show_all else [])
-    if not rows:
-        console.print("no alerts" if show_all else "no active alerts; add one with `stockctl alert add AAPL above 200`")
-        return
-    console.print(fitted_table(COLS, [_row(a) for a in rows], console.width))
+    report = Report(
+        listing if show_all else listing.active,
+        ALERT_FIELDS,
+        ([getattr(a, f) for f in ALERT_FIELDS] for a in rows),
+        COLS,
+        [_row(a) for a in rows],
+        empty="no alerts" if show_all else "no active alerts; add one with `stockctl alert add AAPL above 200`",
+    )
+    emit(report, fmt, json_out)
 
 
 @app.command("rm")
@@ -100,6 +128,9 @@ def rm(
     json_out: JsonOpt = False,
 ) -> None:
     """Remove one of your active alerts."""
+    from stockctl.alerts.rules import describe
+    from stockctl.client.api import GatewayClient
+
     if not alert_id.isascii() or not alert_id.isdigit():
         raise UsageError(f"bad alert id {alert_id[:20]!r}", "ids are whole numbers: see `stockctl alert list`")
     with GatewayClient(get_settings()) as gw:
@@ -116,6 +147,11 @@ def watch(
     json_out: Annotated[bool, typer.Option("--json", help="Print each fired alert as one JSON line.")] = False,
 ) -> None:
     """Stream your alerts as they fire (reconnects by itself)."""
+    import msgspec
+
+    from stockctl.alerts.rules import alert_decoder, describe
+    from stockctl.client.api import stream
+
     settings = get_settings()
 
     async def follow() -> None:
@@ -135,6 +171,8 @@ def watch(
             seen += 1
             if count is not None and seen >= count:
                 return
+
+    import asyncio  # here: importing it costs every command's start-up
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(follow())

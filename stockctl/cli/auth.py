@@ -1,30 +1,23 @@
-"""``register``, ``login``, ``logout``, ``whoami`` and the operator's ``users list/disable/enable``."""
+"""``register``, ``login``, ``logout``, ``whoami`` and the operator's ``users list/disable/enable``.
+
+The auth client and the users store (Redis) are imported inside the commands (start-up time).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from stockctl.auth.users import list_users, set_disabled
 from stockctl.cli.common import JsonOpt, console, get_settings, print_json
-from stockctl.client.credentials import (
-    AuthClient,
-    AuthError,
-    NotLoggedIn,
-    Session,
-    access_token,
-    base_url,
-    clear,
-    load,
-    refresh_session,
-    save,
-)
+from stockctl.cli.tables import Col, FormatOpt, Report, emit, records
 from stockctl.errors import ServiceUnavailable, StockctlError, UsageError
+
+if TYPE_CHECKING:
+    from stockctl.client.credentials import Session
 
 app = typer.Typer()
 users_app = typer.Typer(
@@ -58,6 +51,8 @@ def _session_doc(session: Session) -> dict[str, Any]:
 
 
 def _start_session(email: str, password_stdin: bool, json_out: bool, new_account: bool) -> None:
+    from stockctl.client.credentials import AuthClient, Session, base_url, load, save
+
     settings = get_settings()
     url = base_url(settings)
     password = read_password(password_stdin, confirm=new_account)
@@ -91,6 +86,8 @@ def login(email: EmailArg, password_stdin: PasswordStdin = False, json_out: Json
 @app.command()
 def logout() -> None:
     """Revoke the session on the instance and forget it here."""
+    from stockctl.client.credentials import AuthClient, clear, load
+
     settings = get_settings()
     session = load(settings)
     if session is None:
@@ -112,6 +109,16 @@ def logout() -> None:
 @app.command()
 def whoami(json_out: JsonOpt = False) -> None:
     """The account this CLI is logged in as, checked with the server."""
+    from stockctl.client.credentials import (
+        AuthClient,
+        AuthError,
+        NotLoggedIn,
+        access_token,
+        base_url,
+        load,
+        refresh_session,
+    )
+
     settings = get_settings()
     token = access_token(settings)
     session = load(settings)
@@ -145,28 +152,33 @@ def _when(iso: str) -> str:
         return iso
 
 
+def _state(disabled: bool) -> str:
+    return "[red]disabled[/]" if disabled else "[green]active[/]"
+
+
 @users_app.command("list")
-def users_list(json_out: JsonOpt = False) -> None:
+def users_list(json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Every account: email, registration time, disabled, live sessions."""
+    from stockctl.auth.users import list_users
+
     users = [u.doc() for u in list_users(get_settings())]
-    if json_out:
-        print_json(users)
-        return
-    if not users:
-        console.print("no accounts yet: `stockctl register EMAIL`")
-        return
-    table = Table(header_style="bold")
-    for col, justify in (("email", "left"), ("registered", "left"), ("state", "left"), ("sessions", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for u in users:
-        state = "[red]disabled[/]" if u["disabled"] else "[green]active[/]"
-        table.add_row(u["email"], _when(u["created"]), state, str(u["sessions"]))
-    console.print(table)
+    fields = ("email", "created", "disabled", "sessions")
+    report = Report(
+        users,
+        fields,
+        records(users, fields),
+        [Col("email", "left"), Col("registered", "left"), Col("state", "left"), Col("sessions")],
+        [[u["email"], _when(u["created"]), _state(u["disabled"]), str(u["sessions"])] for u in users],
+        empty="no accounts yet: `stockctl register EMAIL`",
+    )
+    emit(report, fmt, json_out)
 
 
 @users_app.command()
 def disable(email: EmailArg) -> None:
     """Lock an account out now: no login or refresh, sessions revoked, open connections closed."""
+    from stockctl.auth.users import set_disabled
+
     settings = get_settings()
     info = set_disabled(settings, email, True)
     if info.announced:
@@ -179,5 +191,7 @@ def disable(email: EmailArg) -> None:
 @users_app.command()
 def enable(email: EmailArg) -> None:
     """Let a disabled account log in again."""
+    from stockctl.auth.users import set_disabled
+
     info = set_disabled(get_settings(), email, False)
     console.print(f"enabled [bold]{info.email}[/]")

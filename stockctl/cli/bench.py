@@ -7,17 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
-from stockctl.bench.kit import (
-    best_of,
-    cpu_table,
-    fmt_ms,
-    fmt_num,
-    kept_up_cell,
-    measure_table,
-    not_run_note,
-    pass_fail,
-    steps_table,
-)
 from stockctl.cli.common import JsonOpt, console, err_console, print_json
 
 if TYPE_CHECKING:
@@ -114,6 +103,16 @@ def ticks(
 
 def render(result: BenchResult) -> None:
     """The steps table, where the CPU went, the baseline, and a verdict against the targets."""
+    from stockctl.bench.kit import (
+        best_of,
+        cpu_table,
+        fmt_ms,
+        fmt_num,
+        kept_up_cell,
+        not_run_note,
+        pass_fail,
+        steps_table,
+    )
     from stockctl.bench.ticks import KEEP_UP_FRACTION, TARGET_P99_MS, TARGET_RATIO
 
     table = steps_table(
@@ -243,6 +242,7 @@ BUSY_OTHER_CORES = 0.25
 
 def render_ws(r: WsBenchResult) -> None:
     """Connections, delivery and latency, where the CPU went, and a verdict against the target."""
+    from stockctl.bench.kit import fmt_ms, fmt_num, measure_table, pass_fail
     from stockctl.bench.ws import KEEP_UP_FRACTION, TARGET_CLIENTS, TARGET_P99_MS, TARGET_RATE
 
     per = f" x {r.channels_per_client} channels" if r.channels_per_client > 1 else ""
@@ -366,6 +366,7 @@ def matching(
 
 def render_matching(r: MatchingBenchResult) -> None:
     """Throughput, latency, what the stream did, and a verdict against the target."""
+    from stockctl.bench.kit import measure_table, pass_fail
     from stockctl.bench.matching import TARGET_ORDERS_PER_S
 
     table = measure_table(
@@ -459,6 +460,16 @@ def orders(
 
 def render_orders(r: OrdersBenchResult) -> None:
     """The steps table, where the CPU went, the baseline, and a verdict against the target."""
+    from stockctl.bench.kit import (
+        best_of,
+        cpu_table,
+        fmt_ms,
+        fmt_num,
+        kept_up_cell,
+        not_run_note,
+        pass_fail,
+        steps_table,
+    )
     from stockctl.bench.orders import KEEP_UP_FRACTION, TARGET_P99_MS, TARGET_RATE
 
     path = "gateway HTTP" if r.via == "gateway" else "NATS (the gateway's path)"
@@ -584,6 +595,8 @@ def history(
 
 def render_history(r: Any) -> None:
     """One table per backend: write, duplicate rewrite and read rates beside the raw baseline."""
+    from stockctl.bench.kit import measure_table
+
     for b in r.backends:
         table = measure_table(f"bench history: {b.backend} ({b.where}), {b.ticks:,} ticks, {b.batch:,} per transaction")
         table.add_row("raw executemany", f"{b.raw_write_per_s:,.0f} ticks/s", "bare INSERT, same key, no candles")

@@ -1,4 +1,10 @@
-"""Helpers every command module shares: settings from flags, output, formatting."""
+"""Helpers every command module shares: settings from flags, output, formatting.
+
+Start-up cost is part of the contract: every ``stockctl`` call imports all command modules
+(typer needs their signatures for ``--help``), so they import only typer and the standard
+library at module level. pydantic, rich, msgspec, httpx and redis are imported inside the
+functions that use them; ``tests/unit/test_cli_startup.py`` keeps it so.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +12,63 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import msgspec
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 
 from stockctl.errors import UsageError
-from stockctl.settings import Settings, load_settings
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from stockctl.settings import Settings
+
+
+class LazyConsole:
+    """A rich ``Console`` built on first use (importing rich costs start-up time); every
+    attribute is the real console's. Pass :attr:`real` where rich wants a Console itself."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def real(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+console: Any = LazyConsole()
+err_console: Any = LazyConsole(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
 
 
 def get_settings(**overrides: Any) -> Settings:
     """Settings from env + flags; a bad value is a one-line usage error naming the setting."""
+    from pydantic import ValidationError
+
+    from stockctl.settings import load_settings
+
     try:
         return load_settings(**overrides)
     except ValidationError as exc:
+        from stockctl.settings import config_path, setting_origins
+
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "settings"
         msg = err["msg"].removeprefix("Value error, ")
-        raise UsageError(
-            f"bad {field}: {msg}", f"check --{field.replace('_', '-')} or STOCKCTL_{field.upper()}"
-        ) from None
+        if setting_origins(**overrides).get(str(err["loc"][0]) if err["loc"] else "") == "file":
+            hint = f"check {field} in {config_path()} (`stockctl config set {field} VALUE`)"
+        else:
+            hint = f"check --{field.replace('_', '-')} or STOCKCTL_{field.upper()}"
+        raise UsageError(f"bad {field}: {msg}", hint) from None
 
 
 def emit_line(text: str) -> bool:
@@ -52,6 +88,8 @@ def emit_line(text: str) -> bool:
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout (msgspec structs included), never wrapped by rich."""
+    import msgspec
+
     sys.stdout.write(json.dumps(msgspec.to_builtins(obj), indent=2) + "\n")
     sys.stdout.flush()
 

@@ -9,18 +9,18 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import typer
 
-from stockctl import servercreds
-from stockctl.cli.common import JsonOpt, console, get_settings, print_json
+from stockctl.cli.common import JsonOpt, console, get_settings
+from stockctl.cli.tables import FormatOpt, Report, emit
 from stockctl.errors import StockctlError
-from stockctl.instance import infra
-from stockctl.instance.supervisor import read_state, supervisor_pid
-from stockctl.settings import Settings
+
+if TYPE_CHECKING:
+    from stockctl.settings import Settings
 
 app = typer.Typer()
 
@@ -41,6 +41,10 @@ def _version(path: str) -> str:
 
 
 def run_checks(settings: Settings) -> list[Check]:
+    from stockctl import servercreds
+    from stockctl.instance import infra
+    from stockctl.instance.supervisor import read_state, supervisor_pid
+
     checks: list[Check] = []
     py = sys.version_info
     checks.append(Check("python", "ok" if py >= (3, 11) else "fail", f"{py.major}.{py.minor}.{py.micro}"))
@@ -127,6 +131,8 @@ def run_checks(settings: Settings) -> list[Check]:
             )
         )
         if not settings.nats_url:
+            import urllib.request
+
             try:
                 with urllib.request.urlopen(
                     f"http://{settings.host}:{settings.nats_monitor_port}/varz", timeout=2
@@ -160,14 +166,21 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 @app.command()
-def doctor(json_out: JsonOpt = False) -> None:
+def doctor(json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Check Python, server binaries, state dir, secrets, ports, the instance, disk and clock."""
     checks = run_checks(get_settings())
-    if json_out:
-        print_json([asdict(c) for c in checks])
-    else:
+
+    def draw() -> None:
         mark = {"ok": "[green]✔ ok  [/]", "warn": "[yellow]! warn[/]", "fail": "[bold red]✘ fail[/]"}
         for c in checks:
             console.print(f"{mark[c.status]}  [bold]{c.name:<13}[/] {c.detail}", soft_wrap=True)
+
+    report = Report(
+        [asdict(c) for c in checks],
+        ("name", "status", "detail"),
+        ([c.name, c.status, c.detail] for c in checks),
+        draw=draw,
+    )
+    emit(report, fmt, json_out)
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)

@@ -5,29 +5,41 @@
 cap as ``QTY@CAP``), ``--stop-limit P`` (a limit order at ``@PRICE`` once triggered),
 ``--gtd``/``--expire-at`` (good till that time: RFC 3339, epoch milliseconds or ``+30s``/``+5m``/``+2h``)
 and ``--display-qty`` (an iceberg). The exchange checks the rest and says which rule failed.
+The table commands print ``--format table|json|csv`` through ``stockctl.cli.tables.emit``;
+the gateway client is imported inside the commands (start-up time).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import msgspec
 import typer
-from rich.live import Live
-from rich.table import Table
 
 from stockctl.cli.common import JsonOpt, console, fmt_time, get_settings, print_json
-from stockctl.cli.tables import Col, fitted_table
-from stockctl.client.api import GatewayClient, normalise_symbol, stream
+from stockctl.cli.complete import complete_markets
+from stockctl.cli.tables import Col, FormatOpt, Report, emit
 from stockctl.errors import UsageError
-from stockctl.exchange.validation import ORDER_TYPES, amend_problem, edge_decimal, expiry_ms
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer()
+
+MarketArg = Annotated[
+    str,
+    typer.Argument(help="Market, e.g. TATA_INR (TAB completes).", autocompletion=complete_markets, show_default=False),
+]
+MarketOpt = Annotated[str | None, typer.Option(help="Only this market.", autocompletion=complete_markets)]
+
+FILLS_MAX = 1000
+"""The most fills or trades one call shows (the gateway's bound)."""
+
+BOOK_DEPTH_MAX = 100
+"""The most book levels per side one call shows."""
 
 
 class Side(StrEnum):
@@ -41,6 +53,8 @@ def parse_order_spec(text: str) -> tuple[str, str | None]:
     Only the shape is checked here (``validation.edge_decimal``); the exchange checks tick
     size, lot size, limits and funds and says which one failed.
     """
+    from stockctl.exchange.validation import edge_decimal
+
     qty, sep, price = text.strip().partition("@")
     if not edge_decimal(qty):
         raise UsageError(f"bad quantity {qty!r}", "give a positive number, e.g. 10 or 10@100.5")
@@ -53,6 +67,8 @@ def parse_order_spec(text: str) -> tuple[str, str | None]:
 
 def parse_expiry(text: str) -> str | int:
     """``--expire-at`` as the gateway takes it (``validation.expiry_ms``, relative to now)."""
+    from stockctl.exchange.validation import expiry_ms
+
     try:
         return expiry_ms(text, time.time_ns() // 1_000_000)
     except ValueError as exc:
@@ -68,7 +84,7 @@ def _events_summary(doc: dict[str, Any]) -> str:
 @app.command()
 def order(
     side: Annotated[Side, typer.Argument(help="buy or sell.")],
-    market: Annotated[str, typer.Argument(help="Market, e.g. TATA_INR.")],
+    market: MarketArg,
     spec: Annotated[str, typer.Argument(help="QTY@PRICE for a limit order, QTY for a market order.")],
     ioc: Annotated[bool, typer.Option("--ioc", help="Immediate or cancel: fill what you can now.")] = False,
     fok: Annotated[bool, typer.Option("--fok", help="Fill or kill: all now or nothing.")] = False,
@@ -100,6 +116,9 @@ def order(
     json_out: JsonOpt = False,
 ) -> None:
     """Place an order: prints its id, its status and each fill."""
+    from stockctl.client.api import GatewayClient, normalise_symbol
+    from stockctl.exchange.validation import ORDER_TYPES
+
     qty, price = parse_order_spec(spec)
     if ioc and fok:
         raise UsageError("--ioc and --fok exclude each other")
@@ -183,42 +202,73 @@ ORDER_COLS = [
 ]
 
 
+ORDER_FIELDS = (
+    "order_id",
+    "market",
+    "side",
+    "type",
+    "status",
+    "price",
+    "qty",
+    "remaining",
+    "stop_price",
+    "visible",
+    "expire_at",
+    "ts",
+    "client_order_id",
+)
+
+
 @app.command()
 def orders(
-    market: Annotated[str | None, typer.Option(help="Only this market.")] = None,
+    market: MarketOpt = None,
     history: Annotated[
-        bool, typer.Option("--all", help="Also finished orders (accepted, cancelled, rejected).")
+        bool, typer.Option("--all", help="Also finished orders (accepted, cancelled, rejected); not with csv.")
     ] = False,
     json_out: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Your open orders (``--all`` for history)."""
+    from stockctl.cli.tables import Format, pick_format, records
+    from stockctl.client.api import GatewayClient, normalise_symbol
+
+    if history and pick_format(fmt, json_out) is Format.csv:
+        raise UsageError("--all prints two tables, and CSV holds one", "drop --all, or use --json")
     with GatewayClient(get_settings()) as gw:
         doc = gw.orders(market=normalise_symbol(market) if market else None, history=history)
     opens = doc["open"] if history else doc
-    if json_out:
-        print_json(doc if history else opens)
-        return
-    if not opens and not history:
-        console.print("no open orders")
-        return
-    console.print(fitted_table(ORDER_COLS, _order_rows(opens), console.width, title="open orders"))
-    if history:
-        table = fitted_table(
-            [Col("time", "left"), Col("event", "left"), Col("id"), Col("market", "left"), Col("detail", "left")],
+    report = Report(
+        doc if history else opens,
+        ORDER_FIELDS,
+        records(opens, ORDER_FIELDS),
+        ORDER_COLS,
+        _order_rows(opens),
+        title="open orders",
+        empty=None if history else "no open orders",
+        after=(lambda: _print_history(doc["history"])) if history else None,
+    )
+    emit(report, fmt, json_out)
+
+
+def _print_history(events: list[dict[str, Any]]) -> None:
+    from stockctl.cli.tables import fitted_table
+
+    table = fitted_table(
+        [Col("time", "left"), Col("event", "left"), Col("id"), Col("market", "left"), Col("detail", "left")],
+        [
             [
-                [
-                    fmt_time(e["ts"]),
-                    e["event"],
-                    str(e.get("order_id", "-")),
-                    e["market"],
-                    e.get("reason") or f"{e.get('side', '')} {e.get('qty', '')}@{e.get('price') or 'market'}",
-                ]
-                for e in doc["history"]
-            ],
-            console.width,
-            title="order history",
-        )
-        console.print(table)
+                fmt_time(e["ts"]),
+                e["event"],
+                str(e.get("order_id", "-")),
+                e["market"],
+                e.get("reason") or f"{e.get('side', '')} {e.get('qty', '')}@{e.get('price') or 'market'}",
+            ]
+            for e in events
+        ],
+        console.width,
+        title="order history",
+    )
+    console.print(table)
 
 
 @app.command()
@@ -228,10 +278,15 @@ def amend(
     qty: Annotated[
         str | None, typer.Option("--qty", help="New total quantity; a decrease at the same price keeps priority.")
     ] = None,
-    market: Annotated[str | None, typer.Option(help="Its market (looked up if not given).")] = None,
+    market: Annotated[
+        str | None, typer.Option(help="Its market (looked up if not given).", autocompletion=complete_markets)
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Change an open order's price and/or quantity; a new price that crosses trades at once."""
+    from stockctl.client.api import GatewayClient, normalise_symbol
+    from stockctl.exchange.validation import amend_problem, edge_decimal
+
     if amend_problem(price, qty, True) is not None:  # the only problem it can have here: bad_amend
         raise UsageError("nothing to amend", "give --price, --qty or both")
     for name, value in (("price", price), ("qty", qty)):
@@ -254,10 +309,14 @@ def amend(
 def cancel(
     order_id: Annotated[int | None, typer.Argument(help="Order id (see `stockctl orders`).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Cancel all your open orders.")] = False,
-    market: Annotated[str | None, typer.Option(help="With --all: only this market.")] = None,
+    market: Annotated[
+        str | None, typer.Option(help="With --all: only this market.", autocompletion=complete_markets)
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Cancel an order, or all of them."""
+    from stockctl.client.api import GatewayClient, normalise_symbol
+
     if (order_id is None) == (not all_):
         raise UsageError("give an ORDER_ID or --all")
     with GatewayClient(get_settings()) as gw:
@@ -273,30 +332,31 @@ def cancel(
         console.print(f"order {order_id} cancelled")
 
 
+FILL_FIELDS = ("ts", "market", "side", "qty", "price", "fee", "liquidity", "order_id", "client_order_id", "trade_id")
+FILL_COLS = [
+    Col("time", "left"),
+    Col("market", "left"),
+    Col("side", "left"),
+    Col("qty"),
+    Col("price"),
+    Col("fee", priority=2),
+    Col("order", priority=1),
+    Col("role", "left", priority=3),
+]
+
+
 @app.command()
 def fills(
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most recent fills.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=FILLS_MAX, help="Most recent fills.")] = 50,
     json_out: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Your fills: time, market, side, qty, price, fee, order id."""
+    from stockctl.cli.tables import records
+    from stockctl.client.api import GatewayClient
+
     with GatewayClient(get_settings()) as gw:
         rows = gw.fills(limit)
-    if json_out:
-        print_json(rows)
-        return
-    if not rows:
-        console.print("no fills yet")
-        return
-    cols = [
-        Col("time", "left"),
-        Col("market", "left"),
-        Col("side", "left"),
-        Col("qty"),
-        Col("price"),
-        Col("fee", priority=2),
-        Col("order", priority=1),
-        Col("role", "left", priority=3),
-    ]
     table_rows = [
         [
             fmt_time(f["ts"]),
@@ -310,22 +370,56 @@ def fills(
         ]
         for f in rows
     ]
-    console.print(fitted_table(cols, table_rows, console.width, title="fills"))
+    report = Report(
+        rows, FILL_FIELDS, records(rows, FILL_FIELDS), FILL_COLS, table_rows, title="fills", empty="no fills yet"
+    )
+    emit(report, fmt, json_out)
 
 
-@app.command()
-def balance(json_out: JsonOpt = False) -> None:
+@app.command("balance")
+def balance(json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Available and reserved per asset."""
+    from stockctl.client.api import GatewayClient
+
     with GatewayClient(get_settings()) as gw:
         doc = gw.balances()
-    if json_out:
-        print_json(doc)
-        return
-    rows = [[asset, v["available"], v["reserved"]] for asset, v in sorted(doc.items())]
-    console.print(fitted_table([Col("asset", "left"), Col("available"), Col("reserved")], rows, console.width))
+    assets = sorted(doc.items())
+    report = Report(
+        doc,
+        ("asset", "available", "reserved"),
+        ([asset, v["available"], v["reserved"]] for asset, v in assets),
+        [Col("asset", "left"), Col("available"), Col("reserved")],
+        [[asset, v["available"], v["reserved"]] for asset, v in assets],
+    )
+    emit(report, fmt, json_out)
+
+
+MARKET_FIELDS = ("symbol", "base", "quote", "tick_size", "lot_size", "min_qty", "max_qty", "max_price")
+
+
+@app.command("markets")
+def markets_cmd(json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
+    """The exchange's markets: base and quote asset, tick size, lot size, order size and price bounds."""
+    from stockctl.cli.tables import records
+    from stockctl.client.api import GatewayClient
+
+    with GatewayClient(get_settings()) as gw:
+        rows = gw.markets()
+    report = Report(
+        rows,
+        MARKET_FIELDS,
+        records(rows, MARKET_FIELDS),
+        [Col("market", "left"), Col("base", "left"), Col("quote", "left")]
+        + [Col(f.replace("_", " "), priority=1) for f in MARKET_FIELDS[3:]],
+        [[str(m.get(f, "")) for f in MARKET_FIELDS] for m in rows],
+        empty="no markets",
+    )
+    emit(report, fmt, json_out)
 
 
 def render_book(doc: dict[str, Any], depth: int) -> Table:
+    from rich.table import Table
+
     bids, asks = doc["bids"][:depth], doc["asks"][:depth]
     biggest = max([Decimal(q) for _, q, *_ in bids + asks] or [Decimal(1)])
     table = Table(title=f"{doc['market']} (seq {doc.get('seq', '-')})", header_style="bold", box=None)
@@ -359,26 +453,32 @@ def render_book(doc: dict[str, Any], depth: int) -> Table:
 
 @app.command()
 def book(
-    market: Annotated[str, typer.Argument(help="Market, e.g. TATA_INR.")],
-    depth: Annotated[int, typer.Option(min=1, max=100, help="Levels per side.")] = 10,
-    watch: Annotated[bool, typer.Option("--watch", help="Keep the ladder live.")] = False,
+    market: MarketArg,
+    depth: Annotated[int, typer.Option(min=1, max=BOOK_DEPTH_MAX, help="Levels per side.")] = 10,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the ladder live (table only).")] = False,
     json_out: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Depth ladder of a market: bids and asks with size bars, spread and mid."""
+    import msgspec
+    from rich.live import Live
+
+    from stockctl.client.api import GatewayClient, normalise_symbol, stream
+
     settings = get_settings()
     with GatewayClient(settings) as gw:
         doc = gw.book(market, depth)
-    if json_out and not watch:
-        print_json(doc)
-        return
     if not watch:
-        console.print(render_book(doc, depth))
+        levels = [("bid", p, q) for p, q, *_ in doc["bids"][:depth]]
+        levels += [("ask", p, q) for p, q, *_ in doc["asks"][:depth]]
+        report = Report(doc, ("side", "price", "qty"), levels, draw=lambda: console.print(render_book(doc, depth)))
+        emit(report, fmt, json_out)
         return
     channel = f"book:{normalise_symbol(market)}"
 
     async def follow() -> None:
         state = {"bids": {p: q for p, q, *_ in doc["bids"]}, "asks": {p: q for p, q, *_ in doc["asks"]}}
-        with Live(render_book(doc, depth), console=console, refresh_per_second=8) as live:
+        with Live(render_book(doc, depth), console=console.real, refresh_per_second=8) as live:
             async for kind, _ch, data in stream(settings, [channel]):
                 update = msgspec.json.decode(data)
                 if kind == "snapshot" or update.get("type") == "snapshot":
@@ -402,22 +502,28 @@ def book(
                 }
                 live.update(render_book(ladder, depth))
 
+    import asyncio  # here: importing it costs every command's start-up
+
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(follow())
 
 
+TRADE_FIELDS = ("ts", "trade_id", "market", "price", "qty", "taker_side")
+
+
 @app.command()
 def trades(
-    market: Annotated[str, typer.Argument(help="Market, e.g. TATA_INR.")],
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most recent trades.")] = 20,
+    market: MarketArg,
+    limit: Annotated[int, typer.Option(min=1, max=FILLS_MAX, help="Most recent trades.")] = 20,
     json_out: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Recent trades of a market."""
+    from stockctl.cli.tables import records
+    from stockctl.client.api import GatewayClient, normalise_symbol
+
     with GatewayClient(get_settings()) as gw:
         rows = gw.trades(market, limit)
-    if json_out:
-        print_json(rows)
-        return
     table_rows = [
         [
             fmt_time(t["ts"]),
@@ -429,7 +535,10 @@ def trades(
         for t in rows
     ]
     cols = [Col("time", "left"), Col("price"), Col("qty"), Col("taker", "left"), Col("trade", priority=1)]
-    console.print(fitted_table(cols, table_rows, console.width, title=f"{normalise_symbol(market)} trades"))
+    report = Report(
+        rows, TRADE_FIELDS, records(rows, TRADE_FIELDS), cols, table_rows, title=f"{normalise_symbol(market)} trades"
+    )
+    emit(report, fmt, json_out)
 
 
 __all__ = ["app", "parse_expiry", "parse_order_spec"]

@@ -17,16 +17,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
 from stockctl.cli.common import err_console, get_settings
-from stockctl.client.api import normalise_symbol
+from stockctl.cli.complete import complete_symbols
 from stockctl.errors import NotFound, UsageError
-from stockctl.history import HistoryStore, TickRow, open_store
-from stockctl.history.reads import time_range
-from stockctl.marketdata.money import from_units
+
+if TYPE_CHECKING:
+    from stockctl.history import HistoryStore, TickRow
 
 app = typer.Typer()
 
@@ -57,6 +57,8 @@ def pages(store: HistoryStore, symbol: str, start: int | None, end: int | None) 
 
 
 def write_csv(out: IO[str], batches: Iterable[list[TickRow]]) -> int:
+    from stockctl.marketdata.money import from_units
+
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     n = 0
@@ -102,7 +104,7 @@ def write_parquet(path: Path, batches: Iterable[list[TickRow]]) -> int:
 
 @app.command()
 def export(
-    symbol: str,
+    symbol: Annotated[str, typer.Argument(help="Symbol (TAB completes).", autocompletion=complete_symbols)],
     start: Annotated[
         str | None, typer.Option("--from", help="Start: ISO 8601 (naive is UTC) or epoch s/ms/ns.")
     ] = None,
@@ -112,6 +114,10 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (csv: default stdout).")] = None,
 ) -> None:
     """Every stored tick of a symbol in a range, from the history store, as CSV or Parquet."""
+    from stockctl.history import open_store
+    from stockctl.history.reads import time_range
+    from stockctl.wire.symbols import parse_symbol as normalise_symbol
+
     sym = normalise_symbol(symbol)
     lo, hi = time_range(since, start, end)
     if fmt is ExportFormat.parquet and output is None:

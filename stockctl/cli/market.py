@@ -1,20 +1,17 @@
-"""``prices``, ``price``, ``history``, ``candles``, ``signals``, ``watch``: market data commands."""
+"""``prices``, ``price``, ``history``, ``candles``, ``signals``, ``watch``: market data commands.
+
+The table commands print ``--format table|json|csv`` through ``stockctl.cli.tables.emit``;
+the gateway client and the wire types are imported inside the commands (start-up time).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import csv
 import json
-import sys
 from decimal import Decimal
-from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import msgspec
 import typer
-from rich.live import Live
-from rich.table import Table
 
 from stockctl.cli.common import (
     JsonOpt,
@@ -23,26 +20,43 @@ from stockctl.cli.common import (
     fmt_time,
     get_settings,
     iso_time,
-    print_json,
     signed_style,
 )
-from stockctl.cli.tables import Col, fitted_table
-from stockctl.client.api import GatewayClient, normalise_symbol, stream
+from stockctl.cli.complete import complete_symbols
+from stockctl.cli.tables import Col, FormatOpt, Report, emit, fitted_table
 from stockctl.errors import UsageError
-from stockctl.wire.marketdata import Quote, Signal, quote_decoder, signal_decoder
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from stockctl.client.api import GatewayClient
+    from stockctl.wire.marketdata import Quote, Signal
 
 app = typer.Typer()
 
 SPARK = "▁▂▃▄▅▆▇█"
 
+SymbolArg = Annotated[
+    str, typer.Argument(help="Symbol, e.g. AAPL (TAB completes).", autocompletion=complete_symbols, show_default=False)
+]
 
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-    csv = "csv"
+LATEST_MAX = 10_000
+"""The most of the latest points, candles or signals one call shows: the gateway's bound."""
+RANGE_MAX = 100_000
+"""The most points or candles of a range one call shows (it pages through the gateway's pages)."""
+
+
+def _check_latest(limit: int, ranged: bool, what: str) -> None:
+    if not ranged and limit > LATEST_MAX:
+        raise UsageError(
+            f"--limit {limit} is over {LATEST_MAX:,} for the latest {what}",
+            f"give a range (--since 1h, --from) for up to {RANGE_MAX:,}",
+        )
 
 
 def quote_doc(q: Quote) -> dict:
+    import msgspec
+
     return {**msgspec.to_builtins(q), "ts_ns": q.ts, "ts": iso_time(q.ts)}
 
 
@@ -65,28 +79,16 @@ def _signal_cell(side: str | None) -> str:
     return "-"
 
 
+PRICE_CSV = ("symbol", "price", "change", "change_pct", "open", "high", "low", "volume", "sma_fast", "sma_slow", "ts")
+
+
 @app.command()
-def prices(
-    json_out: JsonOpt = False,
-    fmt: Annotated[Format, typer.Option("--format", help="table, json or csv (for scripts).")] = Format.table,
-) -> None:
+def prices(json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Latest price of every symbol: last, change, change %, day range, time."""
+    from stockctl.client.api import GatewayClient
+
     with GatewayClient(get_settings()) as client:
         quotes = client.quotes()
-    if json_out or fmt is Format.json:
-        print_json([quote_doc(q) for q in quotes])
-        return
-    if fmt is Format.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["symbol", "price", "change", "change_pct", "open", "high", "low", "volume", "ts"])
-        for q in quotes:
-            writer.writerow(
-                [q.symbol, q.price, q.change, q.change_pct, q.open, q.high, q.low, q.volume, iso_time(q.ts)]
-            )
-        return
-    if not quotes:
-        console.print("no prices yet: is the publisher running? `stockctl status`")
-        return
     rows = [
         [
             q.symbol,
@@ -103,7 +105,22 @@ def prices(
         ]
         for q in quotes
     ]
-    console.print(fitted_table(PRICE_COLS, rows, console.width))
+    csv_rows = (
+        [
+            *(q.symbol, q.price, q.change, q.change_pct, q.open, q.high, q.low, q.volume),
+            *(q.sma_fast, q.sma_slow, iso_time(q.ts)),
+        ]
+        for q in quotes
+    )
+    report = Report(
+        [quote_doc(q) for q in quotes],
+        PRICE_CSV,
+        csv_rows,
+        PRICE_COLS,
+        rows,
+        empty="no prices yet: is the publisher running? `stockctl status`",
+    )
+    emit(report, fmt, json_out)
 
 
 PRICE_COLS = [
@@ -122,8 +139,11 @@ PRICE_COLS = [
 
 
 @app.command()
-def price(symbol: str, json_out: JsonOpt = False) -> None:
+def price(symbol: SymbolArg, json_out: JsonOpt = False) -> None:
     """Latest quote of one symbol."""
+    from stockctl.cli.common import print_json
+    from stockctl.client.api import GatewayClient
+
     with GatewayClient(get_settings()) as client:
         q = client.quote(symbol)
     if json_out:
@@ -154,103 +174,131 @@ def _more(cursor: str | None, what: str) -> None:
 
 @app.command()
 def history(
-    symbol: str,
+    symbol: SymbolArg,
     limit: Annotated[
-        int, typer.Option(min=1, max=100_000, help="Points to show (the latest, or a range's first).")
+        int,
+        typer.Option(
+            min=1, max=RANGE_MAX, help=f"Points to show: the latest 1-{LATEST_MAX}, or a range's first 1-{RANGE_MAX}."
+        ),
     ] = 20,
     since: SinceOpt = None,
     start: FromOpt = None,
     end: ToOpt = None,
     after: Annotated[str | None, typer.Option("--after", help="Continue a range after this TS:SEQ cursor.")] = None,
     json_out: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Price points of a symbol, oldest first: the latest, or a range (--since/--from/--to) page by page."""
+    from stockctl.client.api import GatewayClient, normalise_symbol
+
     cursor = None
+    ranged = _ranged(since, start, end, after)
+    _check_latest(limit, ranged, "points")
     with GatewayClient(get_settings()) as client:
-        if _ranged(since, start, end, after):
+        if ranged:
             points, cursor = client.history_range(symbol, limit, since=since, to=end, after=after, **{"from": start})
         else:
             points = client.history(symbol, limit)
-    if json_out:
-        print_json([{"price": p.price, "ts": iso_time(p.ts), "ts_ns": p.ts, "seq": p.seq} for p in points])
-        return
-    rows = [[fmt_time(p.ts), str(p.seq), p.price] for p in points]
-    ranged = _ranged(since, start, end, after)
-    title = f"{normalise_symbol(symbol)}: {'' if ranged else 'last '}{len(points)} prices"
-    console.print(fitted_table([Col("time", "left"), Col("seq"), Col("price")], rows, console.width, title))
-    _more(cursor, "points")
+    report = Report(
+        [{"price": p.price, "ts": iso_time(p.ts), "ts_ns": p.ts, "seq": p.seq} for p in points],
+        ("ts", "ts_ns", "seq", "price"),
+        ([iso_time(p.ts), p.ts, p.seq, p.price] for p in points),
+        [Col("time", "left"), Col("seq"), Col("price")],
+        [[fmt_time(p.ts), str(p.seq), p.price] for p in points],
+        title=f"{normalise_symbol(symbol)}: {'' if ranged else 'last '}{len(points)} prices",
+        after=lambda: _more(cursor, "points"),
+    )
+    emit(report, fmt, json_out)
+
+
+CANDLE_COLS = [
+    Col("start", "left"),
+    Col("open"),
+    Col("high"),
+    Col("low"),
+    Col("close"),
+    Col("volume", priority=1),
+    Col("ticks", priority=2),
+]
 
 
 @app.command()
 def candles(
-    symbol: str,
+    symbol: SymbolArg,
     interval: Annotated[str, typer.Option("--interval", "-i", help="Candle interval: 1s, 1m, 1h.")] = "1m",
     limit: Annotated[
-        int, typer.Option(min=1, max=100_000, help="Candles to show (the latest, or a range's first).")
+        int,
+        typer.Option(
+            min=1, max=RANGE_MAX, help=f"Candles to show: the latest 1-{LATEST_MAX}, or a range's first 1-{RANGE_MAX}."
+        ),
     ] = 20,
     since: SinceOpt = None,
     start: FromOpt = None,
     end: ToOpt = None,
     after: Annotated[str | None, typer.Option("--after", help="Continue a range after this bucket start (ns).")] = None,
     json_out: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """OHLCV candles of a symbol, oldest first: the latest, or a range (--since/--from/--to) page by page."""
+    import msgspec
+
+    from stockctl.client.api import GatewayClient, normalise_symbol
+
     cursor = None
+    ranged = _ranged(since, start, end, after)
+    _check_latest(limit, ranged, "candles")
     with GatewayClient(get_settings()) as client:
-        if _ranged(since, start, end, after):
+        if ranged:
             rows, cursor = client.candles_range(
                 symbol, interval, limit, since=since, to=end, after=after, **{"from": start}
             )
         else:
             rows = client.candles(symbol, interval, limit)
-    if json_out:
-        print_json([{**msgspec.to_builtins(c), "start_ns": c.start, "start": iso_time(c.start)} for c in rows])
-        return
-    if not rows:
-        console.print(
-            f"no {interval} candles for {normalise_symbol(symbol)}"
-            + (" in that range" if _ranged(since, start, end, after) else " yet")
-        )
-        return
     table_rows = []
     for c in rows:
         style = "green" if Decimal(c.close) >= Decimal(c.open) else "red"
         table_rows.append(
             [fmt_time(c.start)[:8], c.open, c.high, c.low, f"[{style}]{c.close}[/]", f"{c.volume:,}", str(c.count)]
         )
-    cols = [
-        Col("start", "left"),
-        Col("open"),
-        Col("high"),
-        Col("low"),
-        Col("close"),
-        Col("volume", priority=1),
-        Col("ticks", priority=2),
-    ]
-    console.print(fitted_table(cols, table_rows, console.width, f"{normalise_symbol(symbol)} {interval} candles"))
-    _more(cursor, "candles")
+    sym = normalise_symbol(symbol)
+    report = Report(
+        [{**msgspec.to_builtins(c), "start_ns": c.start, "start": iso_time(c.start)} for c in rows],
+        ("start", "start_ns", "open", "high", "low", "close", "volume", "count"),
+        ([iso_time(c.start), c.start, c.open, c.high, c.low, c.close, c.volume, c.count] for c in rows),
+        CANDLE_COLS,
+        table_rows,
+        title=f"{sym} {interval} candles",
+        empty=f"no {interval} candles for {sym}" + (" in that range" if ranged else " yet"),
+        after=lambda: _more(cursor, "candles"),
+    )
+    emit(report, fmt, json_out)
 
 
 @app.command()
 def signals(
-    symbol: str,
-    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Most recent signals to show.")] = 20,
+    symbol: SymbolArg,
+    limit: Annotated[int, typer.Option(min=1, max=LATEST_MAX, help="Most recent signals to show.")] = 20,
     json_out: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """SMA crossover signals of a symbol (BUY: fast crossed above slow)."""
+    import msgspec
+
+    from stockctl.client.api import GatewayClient, normalise_symbol
+
     with GatewayClient(get_settings()) as client:
         rows = client.signals(symbol, limit)
-    if json_out:
-        print_json([{**msgspec.to_builtins(s), "ts_ns": s.ts, "ts": iso_time(s.ts)} for s in rows])
-        return
-    if not rows:
-        console.print(
-            f"no SMA crossovers for {normalise_symbol(symbol)} yet (the slow SMA needs its full window first)"
-        )
-        return
-    table_rows = [[fmt_time(s.ts), _signal_cell(s.side), s.price, s.sma_fast, s.sma_slow] for s in rows]
-    cols = [Col("time", "left"), Col("side", "left"), Col("price"), Col("SMA fast"), Col("SMA slow")]
-    console.print(fitted_table(cols, table_rows, console.width, f"{normalise_symbol(symbol)} SMA signals"))
+    sym = normalise_symbol(symbol)
+    report = Report(
+        [{**msgspec.to_builtins(s), "ts_ns": s.ts, "ts": iso_time(s.ts)} for s in rows],
+        ("ts", "ts_ns", "side", "price", "sma_fast", "sma_slow"),
+        ([iso_time(s.ts), s.ts, s.side, s.price, s.sma_fast, s.sma_slow] for s in rows),
+        [Col("time", "left"), Col("side", "left"), Col("price"), Col("SMA fast"), Col("SMA slow")],
+        [[fmt_time(s.ts), _signal_cell(s.side), s.price, s.sma_fast, s.sma_slow] for s in rows],
+        title=f"{sym} SMA signals",
+        empty=f"no SMA crossovers for {sym} yet (the slow SMA needs its full window first)",
+    )
+    emit(report, fmt, json_out)
 
 
 class WatchBoard:
@@ -271,6 +319,8 @@ class WatchBoard:
                 self.last_signal[sym] = sigs[-1]
 
     def update(self, item: Quote | Signal) -> None:
+        from stockctl.wire.marketdata import Signal
+
         if isinstance(item, Signal):
             self.last_signal[item.symbol] = item
             return
@@ -319,11 +369,19 @@ WATCH_COLS = [
 
 @app.command()
 def watch(
-    symbols: Annotated[list[str], typer.Argument(help="Symbols to watch.")],
+    symbols: Annotated[
+        list[str], typer.Argument(help="Symbols to watch (TAB completes).", autocompletion=complete_symbols)
+    ],
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many updates.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print each update as one JSON line.")] = False,
 ) -> None:
     """Live table of quotes: price, change, sparkline, SMA fast/slow, last signal."""
+    import msgspec
+    from rich.live import Live
+
+    from stockctl.client.api import GatewayClient, normalise_symbol, stream
+    from stockctl.wire.marketdata import quote_decoder, signal_decoder
+
     syms = [normalise_symbol(s) for s in symbols]
     if len(set(syms)) != len(syms):
         raise UsageError("a symbol is given twice")
@@ -335,7 +393,7 @@ def watch(
 
     async def follow() -> None:
         seen = 0
-        live_ctx = _NoLive() if json_out else Live(board.render(), console=console, refresh_per_second=8)
+        live_ctx = _NoLive() if json_out else Live(board.render(), console=console.real, refresh_per_second=8)
         with live_ctx as live:
             async for kind, _channel, data in stream(settings, channels):
                 if kind == "snapshot":
@@ -352,6 +410,8 @@ def watch(
                 seen += 1
                 if count is not None and seen >= count:
                     return
+
+    import asyncio  # here: importing it costs every command's start-up
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(follow())

@@ -1,10 +1,13 @@
-"""``up``, ``down``, ``status``, ``logs``, ``restart``: control of the local instance."""
+"""``up``, ``down``, ``status``, ``logs``, ``restart``: control of the local instance.
+
+The supervisor and server modules are imported inside the commands (start-up time); the
+component names in help texts and completion come from ``stockctl.components``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import signal
@@ -12,18 +15,18 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from stockctl.cli.common import JsonOpt, console, err_console, fmt_duration, get_settings, print_json
-from stockctl.cli.tables import Col, fitted_table
+from stockctl.cli.complete import complete_components, complete_log_sources, complete_running
+from stockctl.cli.tables import Col, FormatOpt, Report, emit, fitted_table
+from stockctl.components import COMPONENTS, LOG_SOURCES
 from stockctl.errors import NotRunningError, StartupError, UsageError
-from stockctl.instance import infra, launch
-from stockctl.instance.registry import remove_instance
-from stockctl.instance.supervisor import read_state, run_foreground, supervisor_pid
-from stockctl.marketdata.replay import ReplayError, validate
-from stockctl.settings import DAEMONS, SERVERS, Settings
+
+if TYPE_CHECKING:
+    from stockctl.settings import Settings
 
 app = typer.Typer()
 
@@ -67,6 +70,8 @@ def _last_log_line(settings: Settings, name: str) -> str:
 
 
 def status_rows(settings: Settings) -> list[dict[str, Any]]:
+    from stockctl.instance.supervisor import read_state
+
     state = read_state(settings) or {}
     now = time.time()
     rows = []
@@ -152,7 +157,7 @@ def _health_markup(health: str | None) -> str:
     return f"[green]{health}[/]" if health == "ready" else f"[red]{health}[/]"
 
 
-def render_status(settings: Settings, rows: list[dict[str, Any]]) -> None:
+def status_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     table_rows = []
     for r in rows:
         style = STATE_STYLE.get(r["state"], "")
@@ -172,14 +177,25 @@ def render_status(settings: Settings, rows: list[dict[str, Any]]) -> None:
         )
         for name, h in (r.get("feeds") or {}).items():
             table_rows.append(_feed_line(name, h))
-    console.print(fitted_table(STATUS_COLS, table_rows, console.width, title=f"stockctl @ {settings.home}"))
+    return table_rows
+
+
+def render_status(settings: Settings, rows: list[dict[str, Any]]) -> None:
+    console.print(fitted_table(STATUS_COLS, status_table(rows), console.width, title=f"stockctl @ {settings.home}"))
+
+
+STATUS_FIELDS = ("name", "kind", "pid", "state", "uptime_s", "restarts", "address", "ops", "rate", "health", "message")
 
 
 @app.command()
 def up(
     attach: Annotated[bool, typer.Option("--attach", help="Stay in the foreground; Ctrl-C stops everything.")] = False,
     only: Annotated[
-        str | None, typer.Option(help="Start only these components, comma separated (nats,redis,publisher,processor).")
+        str | None,
+        typer.Option(
+            help=f"Start only these components, comma separated: {', '.join(COMPONENTS)}.",
+            autocompletion=complete_components,
+        ),
     ] = None,
     nats_url: Annotated[
         str | None,
@@ -255,6 +271,10 @@ def _saved_settings_path(settings: Settings) -> Path:
 
 def start_instance(settings: Settings, attach: bool = False, json_out: bool = False) -> None:
     """Check ports and inputs, then run the supervisor (detached, or in the foreground)."""
+    from stockctl.instance import infra
+    from stockctl.instance.supervisor import run_foreground, supervisor_pid
+    from stockctl.marketdata.replay import ReplayError, validate
+
     settings.ensure_dirs()
     pid = supervisor_pid(settings)
     if pid is not None:
@@ -294,6 +314,8 @@ def start_instance(settings: Settings, attach: bool = False, json_out: bool = Fa
     with os.fdopen(fd, "w") as fh:
         fh.write(settings.model_dump_json())
     if attach:
+        import logging
+
         err_console.print(f"stockctl running in the foreground ({settings.home}); Ctrl-C stops it")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s supervisor: %(message)s")
         run_foreground(settings)
@@ -308,6 +330,9 @@ def start_instance(settings: Settings, attach: bool = False, json_out: bool = Fa
 
 
 def _spawn_supervisor(settings: Settings) -> None:
+    from stockctl.instance import launch
+    from stockctl.instance.supervisor import read_state
+
     # Its own session, and no death with the CLI: the supervisor outlives this command.
     with (settings.log_dir / "supervisor.log").open("ab") as log:
         proc = launch.start(
@@ -357,6 +382,8 @@ def _show_status(settings: Settings, json_out: bool) -> None:
 
 def _stop_supervisor(settings: Settings, pid: int, quiet: bool = False) -> None:
     """SIGTERM the supervisor and wait for it; it stops its children in order."""
+    from stockctl.instance.supervisor import read_state, supervisor_pid
+
     n = len((read_state(settings) or {}).get("components", [])) or 4
     budget = settings.stop_timeout * (n + 1) + 5
     if pid > 0:
@@ -384,6 +411,9 @@ class _null:
 
 def _kill_leftovers(settings: Settings) -> int:
     """After a supervisor crash, stop the children it left (those still named in state.json)."""
+    from stockctl.instance.registry import remove_instance
+    from stockctl.instance.supervisor import read_state
+
     killed = 0
     for comp in (read_state(settings) or {}).get("components", []):
         pid = comp.get("pid")
@@ -402,6 +432,8 @@ def _kill_leftovers(settings: Settings) -> int:
 @app.command()
 def down() -> None:
     """Stop everything gracefully (SIGTERM, then SIGKILL after the stop timeout)."""
+    from stockctl.instance.supervisor import supervisor_pid
+
     settings = get_settings()
     pid = supervisor_pid(settings)
     if pid is None:
@@ -416,28 +448,45 @@ def down() -> None:
 
 
 @app.command()
-def status(json_out: JsonOpt = False) -> None:
+def status(json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Components with pid, state, uptime, restarts, address and message rate (exit 3 if down)."""
+    from stockctl.cli.tables import Format, pick_format, records
+    from stockctl.instance.supervisor import supervisor_pid
+
     settings = get_settings()
+    chosen = pick_format(fmt, json_out)
     if supervisor_pid(settings) is None:
-        if json_out:
+        if chosen is Format.json:
             print_json([])
             raise typer.Exit(3)
         raise NotRunningError(str(settings.home))
-    _show_status(settings, json_out)
+    rows = status_rows(settings)
+    report = Report(
+        rows,
+        STATUS_FIELDS,
+        records(rows, STATUS_FIELDS),
+        STATUS_COLS,
+        status_table(rows),
+        title=f"stockctl @ {settings.home}",
+    )
+    emit(report, chosen)
 
 
 @app.command()
 def logs(
-    name: Annotated[str, typer.Argument(help="Component: nats, redis, publisher, processor or supervisor.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help=f"Component: {', '.join(LOG_SOURCES)}.", autocompletion=complete_log_sources, show_default=False
+        ),
+    ],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines of history to show.")] = 50,
 ) -> None:
     """Show a component's log."""
     settings = get_settings()
-    known = ("supervisor", *SERVERS, *DAEMONS)
-    if name not in known:
-        raise UsageError(f"unknown component {name!r}", f"choose one of {', '.join(known)}")
+    if name not in LOG_SOURCES:
+        raise UsageError(f"unknown component {name!r}", f"choose one of {', '.join(LOG_SOURCES)}")
     path = settings.log_dir / f"{name}.log"
     if not path.exists():
         raise UsageError(f"no log for {name} yet in {settings.log_dir}", "start it with `stockctl up`")
@@ -461,9 +510,18 @@ def logs(
 
 @app.command()
 def restart(
-    name: Annotated[str | None, typer.Argument(help="Component to restart; all when omitted.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help=f"Component to restart (one of {', '.join(COMPONENTS)} that runs); all when omitted.",
+            autocompletion=complete_running,
+        ),
+    ] = None,
 ) -> None:
     """Restart one component (the supervisor brings it back), or the whole instance."""
+    from stockctl.instance.supervisor import supervisor_pid
+    from stockctl.settings import Settings
+
     settings = get_settings()
     if supervisor_pid(settings) is None:
         raise NotRunningError(str(settings.home))

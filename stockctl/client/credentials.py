@@ -35,12 +35,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from stockctl.errors import ServiceUnavailable, StockctlError, UsageError
 from stockctl.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 ENV_BASE_URL = "STOCKCTL_AUTH_BASE_URL"
 REFRESH_MARGIN_S = 30
@@ -73,6 +74,8 @@ class AuthClient:
 
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
+        import httpx  # here: shell completion reads the stored session and must start fast
+
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
 
     def close(self) -> None:
@@ -85,6 +88,8 @@ class AuthClient:
         self.close()
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:

@@ -1,0 +1,30 @@
+"""The names of the components an instance runs: the supervisor's list, in start order.
+
+A module of its own, free of imports, so that the CLI's help texts and shell completion
+can name the components without loading the settings machinery (``stockctl.settings``
+re-exports these names).
+"""
+
+from __future__ import annotations
+
+DAEMONS: tuple[str, ...] = (
+    "publisher",
+    "processor",
+    "matching",
+    "auth",
+    "gateway",
+    "alerts",
+    "liquidity",
+    "feeds",
+    "history",
+)
+"""Daemons started by ``stockctl up``, in start order (stopped in reverse)."""
+
+SERVERS: tuple[str, ...] = ("nats", "redis")
+"""The embedded servers, started before the daemons."""
+
+COMPONENTS: tuple[str, ...] = (*SERVERS, *DAEMONS)
+"""Everything ``stockctl up --only`` can name."""
+
+LOG_SOURCES: tuple[str, ...] = ("supervisor", *COMPONENTS)
+"""Everything with a log in ``<home>/logs`` (``stockctl logs NAME``)."""
