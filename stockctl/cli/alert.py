@@ -17,7 +17,7 @@ import typer
 from stockctl.alerts.rules import Alert, AlertIn, alert_decoder, describe, parse_request
 from stockctl.cli.common import JsonOpt, console, emit_line, fmt_time, get_settings, print_json
 from stockctl.cli.tables import Col, fitted_table
-from stockctl.client.api import GatewayClient, stream
+from stockctl.client.api import GatewayClient
 from stockctl.errors import UsageError
 
 app = typer.Typer(
@@ -119,6 +119,8 @@ def watch(
     settings = get_settings()
 
     async def follow() -> None:
+        from stockctl.sdk.stream import stream  # the SDK's socket loop: renews, reconnects, fails over
+
         seen = 0
         async for kind, _channel, data in stream(settings, ["alerts"]):
             if kind != "alert":

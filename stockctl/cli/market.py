@@ -27,7 +27,7 @@ from stockctl.cli.common import (
     signed_style,
 )
 from stockctl.cli.tables import Col, fitted_table
-from stockctl.client.api import GatewayClient, normalise_symbol, stream
+from stockctl.client.api import GatewayClient, normalise_symbol
 from stockctl.errors import UsageError
 from stockctl.wire.marketdata import Quote, Signal, quote_decoder, signal_decoder
 
@@ -334,6 +334,8 @@ def watch(
     channels = [f"{kind}:{sym}" for sym in syms for kind in ("quotes", "signals")]
 
     async def follow() -> None:
+        from stockctl.sdk.stream import stream  # the SDK's socket loop: renews, reconnects, fails over
+
         seen = 0
         live_ctx = _NoLive() if json_out else Live(board.render(), console=console, refresh_per_second=8)
         with live_ctx as live:
