@@ -126,6 +126,8 @@ class Client:
         self._http: httpx.AsyncClient | None = None
         self._rest_i = 0
         self._rules: dict[str, MarketRules] = {}
+        self.orders_placed = 0
+        """Orders this client placed that the exchange accepted."""
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -280,7 +282,9 @@ class Client:
             "display_qty": None if display_qty is None else text(display_qty),
         }
         body = {k: v for k, v in body.items() if v is not None}
-        return await self._json("POST", "/api/v1/orders", body, OrderResult)
+        placed = await self._json("POST", "/api/v1/orders", body, OrderResult)
+        self.orders_placed += 1
+        return placed
 
     async def order(
         self, market: str, side: Literal["buy", "sell"], qty: Number, price: Number | None = None, **kw: Any
