@@ -43,7 +43,8 @@ class SyncClient:
                 except StopAsyncIteration:
                     return
         finally:
-            self._run(agen.aclose())  # type: ignore[attr-defined]
+            if self._loop.is_running():  # a generator dropped after close(): nothing left to close
+                self._run(agen.aclose())  # type: ignore[attr-defined]
 
     def __enter__(self) -> SyncClient:
         self._run(self.client.login())

@@ -130,3 +130,15 @@ def test_frames_decode_to_their_types_and_own_trades_know_your_side() -> None:
     assert (ev.data.liquidity, ev.data.side, ev.data.order_id, ev.data.remaining) == ("maker", "sell", 11, 1)
     with pytest.raises(msgspec.ValidationError):
         decode_frame(b'{"type":"nonsense"}')
+
+
+def test_the_package_ships_py_typed_in_the_wheel() -> None:
+    # hatch puts every file of a listed package in the wheel (a built wheel was checked to
+    # hold stockctl/py.typed): so the marker must exist, and the wheel must list the package.
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "stockctl" / "py.typed").is_file()
+    wheel = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert "stockctl" in wheel["packages"] and not wheel.get("exclude")
