@@ -88,12 +88,12 @@ class GatewaySource:
     ) -> None:
         """Stay subscribed to ``groups`` (one subscribe request each) forever, reconnecting.
 
-        The token is renewed on the open socket before it expires (:func:`stockctl.client.api.live_frames`,
-        the same code as the CLI's streams). A group the gateway refuses (say, the exchange is
+        The token is renewed on the open socket before it expires (:func:`stockctl.sdk.stream.live_frames`,
+        the SDK's socket loop, which the CLI's streams use too). A group the gateway refuses (say, the exchange is
         down) is reported through ``on_error`` and the others keep flowing. Raises NotLoggedIn
         when the login is gone.
         """
-        from stockctl.client.api import live_frames
+        from stockctl.sdk.stream import live_frames
 
         frames = live_frames(
             self.settings, groups, self.session, on_state=on_state, max_attempts=None, max_backoff_s=MAX_BACKOFF_S

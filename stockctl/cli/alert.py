@@ -150,11 +150,12 @@ def watch(
     import msgspec
 
     from stockctl.alerts.rules import alert_decoder, describe
-    from stockctl.client.api import stream
 
     settings = get_settings()
 
     async def follow() -> None:
+        from stockctl.sdk.stream import stream  # the SDK's socket loop: renews, reconnects, fails over
+
         seen = 0
         async for kind, _channel, data in stream(settings, ["alerts"]):
             if kind != "alert":

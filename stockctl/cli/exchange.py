@@ -463,7 +463,7 @@ def book(
     import msgspec
     from rich.live import Live
 
-    from stockctl.client.api import GatewayClient, normalise_symbol, stream
+    from stockctl.client.api import GatewayClient
 
     settings = get_settings()
     with GatewayClient(settings) as gw:
@@ -474,33 +474,14 @@ def book(
         report = Report(doc, ("side", "price", "qty"), levels, draw=lambda: console.print(render_book(doc, depth)))
         emit(report, fmt, json_out)
         return
-    channel = f"book:{normalise_symbol(market)}"
 
     async def follow() -> None:
-        state = {"bids": {p: q for p, q, *_ in doc["bids"]}, "asks": {p: q for p, q, *_ in doc["asks"]}}
+        from stockctl.sdk import Client  # the SDK keeps the book: snapshot, deltas, resync on a gap
+
         with Live(render_book(doc, depth), console=console.real, refresh_per_second=8) as live:
-            async for kind, _ch, data in stream(settings, [channel]):
-                update = msgspec.json.decode(data)
-                if kind == "snapshot" or update.get("type") == "snapshot":
-                    state = {
-                        "bids": {p: q for p, q, *_ in update["bids"]},
-                        "asks": {p: q for p, q, *_ in update["asks"]},
-                    }
-                else:
-                    for side in ("bids", "asks"):
-                        for p, q in update[side]:
-                            if Decimal(q) == 0:
-                                state[side].pop(p, None)
-                            else:
-                                state[side][p] = q
-                ladder = {
-                    "market": normalise_symbol(market),
-                    "seq": update.get("seq"),
-                    "last": update.get("last"),
-                    "bids": sorted(([p, q] for p, q in state["bids"].items()), key=lambda x: -Decimal(x[0])),
-                    "asks": sorted(([p, q] for p, q in state["asks"].items()), key=lambda x: Decimal(x[0])),
-                }
-                live.update(render_book(ladder, depth))
+            async with Client(settings=settings) as client:
+                async for local in client.book(market):
+                    live.update(render_book(msgspec.to_builtins(local.to_update()), depth))
 
     import asyncio  # here: importing it costs every command's start-up
 

@@ -379,7 +379,7 @@ def watch(
     import msgspec
     from rich.live import Live
 
-    from stockctl.client.api import GatewayClient, normalise_symbol, stream
+    from stockctl.client.api import GatewayClient, normalise_symbol
     from stockctl.wire.marketdata import quote_decoder, signal_decoder
 
     syms = [normalise_symbol(s) for s in symbols]
@@ -392,6 +392,8 @@ def watch(
     channels = [f"{kind}:{sym}" for sym in syms for kind in ("quotes", "signals")]
 
     async def follow() -> None:
+        from stockctl.sdk.stream import stream  # the SDK's socket loop: renews, reconnects, fails over
+
         seen = 0
         live_ctx = _NoLive() if json_out else Live(board.render(), console=console.real, refresh_per_second=8)
         with live_ctx as live:

@@ -1,48 +1,34 @@
-"""Client of a running instance, through its gateway: REST reads and live WebSocket channels.
+"""Synchronous REST client of a running instance's gateway, as the CLI uses it.
 
-The CLI uses it; so can a bot::
-
-    from stockctl.client.api import GatewayClient, stream
+    from stockctl.client.api import GatewayClient
     from stockctl.settings import Settings
 
-    settings = Settings()
-    with GatewayClient(settings) as gw:          # token from `stockctl login`
+    with GatewayClient(Settings()) as gw:          # token from `stockctl login`
         print(gw.quote("AAPL").price)
-    async for kind, channel, data in stream(settings, ["quotes:AAPL"]):
-        ...
 
-Streams use the stored login through :class:`stockctl.client.credentials.LiveSession`: the
-access token is renewed on the open socket before it expires, so a stream lasts as long
-as the login does (:func:`live_frames`, shared with the TUI).
+Live channels are the SDK's (:mod:`stockctl.sdk.stream`: one WebSocket loop that renews the
+token on the open socket, reconnects and fails over), and so is the async, typed client a bot
+wants (:class:`stockctl.sdk.Client`). :func:`raise_for` maps a gateway error to the one-line
+errors of :mod:`stockctl.errors`; the SDK's REST calls use it too.
 
 The instance is found from the state dir (``run/instance.json``, written by the
-supervisor); ``STOCKCTL_GATEWAY_URL`` / ``STOCKCTL_WS_URL`` point elsewhere.
+supervisor); ``STOCKCTL_GATEWAY_URL`` points elsewhere.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import msgspec
-import websockets
 
 from stockctl.alerts.rules import Alert, AlertAdded, AlertList
-from stockctl.errors import NotFound, ServiceUnavailable, StockctlError, UsageError
-from stockctl.instance.registry import resolve_gateway_url, resolve_ws_url
-from stockctl.runtime.retry import Backoff
+from stockctl.errors import NotFound, ServiceUnavailable, UsageError
+from stockctl.instance.registry import resolve_gateway_url
 from stockctl.settings import Settings
-from stockctl.wire.gateway import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, ServerFrame, server_frame_decoder
 from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal
 from stockctl.wire.symbols import parse_symbol
-
-if TYPE_CHECKING:
-    from stockctl.client.credentials import LiveSession, Session
 
 
 def normalise_symbol(text: str) -> str:
@@ -73,6 +59,9 @@ def _raise_for(resp: httpx.Response) -> None:
     if resp.status_code in (400, 409, 413, 422, 429):
         raise UsageError(str(detail))
     raise ServiceUnavailable(f"gateway error {resp.status_code}: {detail}")
+
+
+raise_for = _raise_for  # the SDK maps errors the same way
 
 
 class GatewayClient:
@@ -227,139 +216,3 @@ class OrderRejected(UsageError):
     def __init__(self, reason: str, code: str = "") -> None:
         super().__init__(f"rejected: {reason}")
         self.code = code
-
-
-StateHandler = Callable[[str, str], None]
-RENEW_ID = "renew"
-"""The ``id`` of the ``auth`` messages that renew the token on an open socket."""
-
-
-async def _keep_renewed(ws: websockets.ClientConnection, session: LiveSession, grant: Session) -> None:
-    """Renew the socket's token before it expires: rotate, then ``{"op":"auth"}`` on the socket.
-
-    Ends by closing the socket and raising NotLoggedIn when the login is gone. While auth
-    cannot be reached it retries every second: the token on the socket is still valid, and
-    if it expires first, the gateway's 4401 close takes the reconnect path.
-    """
-    from stockctl.client.credentials import NotLoggedIn
-
-    while True:
-        await asyncio.sleep(max(0.0, grant.renew_in()))
-        try:
-            fresh = await asyncio.to_thread(session.renew, grant.access_token)
-        except NotLoggedIn:
-            await ws.close(1000, "logged out")
-            raise
-        except StockctlError:
-            await asyncio.sleep(1.0)
-            continue
-        if fresh.access_token != grant.access_token:
-            await ws.send(json.dumps({"op": "auth", "token": fresh.access_token, "id": RENEW_ID}))
-        grant = fresh
-
-
-async def live_frames(
-    settings: Settings,
-    groups: list[list[str]],
-    session: LiveSession,
-    on_state: StateHandler | None = None,
-    max_attempts: int | None = 30,
-    max_backoff_s: float = 5.0,
-) -> AsyncIterator[ServerFrame]:
-    """Every frame of one WebSocket kept open: auth, one subscribe per group, renewal, reconnects.
-
-    The subscribe of ``groups[i]`` carries ``id`` i + 1, so an error frame says which group
-    it is about. While connected, the token is renewed before it expires on the open socket
-    (the subscriptions stay; a ``welcome`` frame answers each renewal). When the gateway
-    closes with 4401 (token refused or expired), it reconnects once at once with a fresh
-    token; a second 4401 before a ``welcome``, a 4403, or a login that is gone raises
-    NotLoggedIn. Other failures reconnect with backoff (``max_attempts`` in a row, None:
-    forever); ``on_state`` hears ``("connecting", where)`` and ``("disconnected", why)``.
-    """
-    from stockctl.client.credentials import NotLoggedIn
-
-    state: StateHandler = on_state or (lambda _state, _detail: None)
-    backoff = Backoff(base=0.2, cap=max_backoff_s)  # jittered: clients of a restarted gateway do not return in step
-    attempt, refused_once = 0, False
-    pending: Session | None = None  # the fresh token to use after a 4401
-    while True:
-        grant: Session | None = None
-        try:
-            url = resolve_ws_url(settings)
-            state("connecting", url if not attempt else f"attempt {attempt + 1}")
-            grant = pending or await asyncio.to_thread(session.current)
-            pending = None
-            async with websockets.connect(url, open_timeout=5, max_size=2**22) as ws:
-                await ws.send(json.dumps({"op": "auth", "token": grant.access_token}))
-                for i, channels in enumerate(groups, 1):
-                    await ws.send(json.dumps({"op": "subscribe", "channels": channels, "id": i}))
-                renewer = asyncio.create_task(_keep_renewed(ws, session, grant)) if session.renewable else None
-                try:
-                    async for raw in ws:
-                        f = server_frame_decoder.decode(raw)
-                        if f.type == "welcome":
-                            attempt, refused_once = 0, False
-                        elif f.type == "error" and f.id == RENEW_ID:
-                            continue  # the old token stays until it expires; then the 4401 path
-                        yield f
-                finally:
-                    if renewer is not None:
-                        renewer.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await renewer
-                if renewer is not None and renewer.done() and not renewer.cancelled():
-                    exc = renewer.exception()
-                    if isinstance(exc, NotLoggedIn):
-                        raise exc
-            detail = "the gateway closed the connection"
-        except websockets.ConnectionClosed as exc:
-            close = exc.rcvd
-            code = close.code if close is not None else None
-            if code == CLOSE_UNAUTHORIZED and not refused_once and session.renewable and grant is not None:
-                refused_once = True
-                state("disconnected", "token refused; reconnecting with a fresh one")
-                try:
-                    pending = await asyncio.to_thread(session.renew, grant.access_token)
-                except NotLoggedIn:
-                    raise
-                except StockctlError as err:
-                    state("disconnected", str(err))
-                else:
-                    continue  # at once: the subscriptions come back with the new connection
-            elif code in (CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN):
-                raise NotLoggedIn(close.reason if close and close.reason else "the gateway refused the token") from None
-            detail = f"connection lost ({close.reason if close and close.reason else 'closed'})"
-        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-            detail = f"cannot reach the gateway ({exc.__class__.__name__})"
-        except StockctlError as exc:
-            if isinstance(exc, NotLoggedIn):
-                raise
-            detail = str(exc)
-        state("disconnected", detail)
-        if max_attempts is not None and attempt >= max_attempts:
-            raise ServiceUnavailable(f"{detail} after {attempt} attempts", "is the instance up? `stockctl status`")
-        await asyncio.sleep(backoff.delay(attempt))
-        attempt += 1
-
-
-async def stream(
-    settings: Settings,
-    channels: list[str],
-    reconnect: bool = True,
-    token: str | Callable[[], str] | None = None,
-) -> AsyncIterator[tuple[str, str, msgspec.Raw]]:
-    """Yield ``(type, channel, raw JSON data)`` for snapshots and updates of ``channels``.
-
-    With the stored login (no ``token``) the session renews itself before the access token
-    expires, on the open socket, so a stream runs for as long as the login lasts. Reconnects
-    and resubscribes by itself when the gateway goes away (see :func:`live_frames`); an
-    error frame about a channel (say, an unknown symbol) is raised.
-    """
-    from stockctl.client.credentials import LiveSession
-
-    session = LiveSession(settings, token)
-    async for f in live_frames(settings, [channels], session, max_attempts=30 if reconnect else 0):
-        if f.type == "error":
-            raise UsageError(f.detail or f.error or "gateway error")
-        if f.channel is not None and len(f.data):
-            yield f.type, f.channel, f.data

@@ -14,7 +14,7 @@ token is still fresh, it uses those instead of refreshing again. The file is rep
 atomically (a 0600 temp file, then rename), so a reader never sees half a session.
 
 :class:`LiveSession` is the one place long-lived clients (``watch``, ``alert watch``,
-``book --watch``, the TUI, :func:`stockctl.client.api.stream`) get their tokens from: it
+``book --watch``, the TUI, the SDK's :mod:`stockctl.sdk.stream`) get their tokens from: it
 says when the token it handed out is due and renews it under that lock.
 
 The base URL is the gateway's (``stockctl.client.resolve_gateway_url``), which proxies

@@ -284,8 +284,8 @@ def test_a_slow_client_does_not_delay_a_fast_one(clean, tmp_path: Path, daemons)
 
 
 def test_stream_client_reconnects_after_a_gateway_restart(stack: GatewayStack, tmp_path: Path) -> None:
-    from stockctl.client.api import stream
     from stockctl.instance.registry import write_instance
+    from stockctl.sdk.stream import stream
 
     write_instance(stack.settings)  # what the supervisor does: the client finds the gateway here
     tok = token(stack)

@@ -2,7 +2,7 @@
 
 Every test runs the real daemons with ``STOCKCTL_ACCESS_TOKEN_TTL_S=10`` for at least four
 token lifetimes (>= 40 s). The clients (``watch``, ``alert watch``, ``book --watch``, the TUI
-and :func:`stockctl.client.api.stream`) must renew on the open socket, share one credentials
+and :func:`stockctl.sdk.stream.stream`) must renew on the open socket, share one credentials
 file without tripping the server's refresh-token reuse detection, and come back once with
 a fresh token after a 4401 close.
 """
@@ -28,9 +28,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stockctl.client.api import live_frames, stream
 from stockctl.client.credentials import LiveSession, NotLoggedIn, Session, credentials_path, load, save
 from stockctl.instance.registry import write_instance
+from stockctl.sdk.stream import live_frames, stream
 from stockctl.settings import Settings
 from tests.support.cli import Cli
 from tests.support.pilot import until

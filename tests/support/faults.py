@@ -4,7 +4,7 @@
   (:class:`stockctl.client.api.GatewayClient`), one thread each, at a bounded rate. A submission
   that fails (gateway gone, matching not answering) is retried with the same
   ``client_order_id``, as a careful bot would; every acknowledgement is recorded.
-* :class:`Watcher`: the product's WebSocket client (:func:`stockctl.client.api.stream`) on a
+* :class:`Watcher`: the product's WebSocket client (:func:`stockctl.sdk.stream.stream`) on a
   quote channel and the user's own ``orders``, recording what arrives and when.
 * :class:`Ledger`: an independent replay of the command log (``EX_ORDERS``) into a fresh
   engine next to what the matching daemon stored (``EX_EVENTS``), and the tick stream
@@ -28,9 +28,10 @@ import nats
 import nats.errors
 from nats.js import JetStreamContext, api
 
-from stockctl.client.api import GatewayClient, OrderRejected, stream
+from stockctl.client.api import GatewayClient, OrderRejected
 from stockctl.errors import ServiceUnavailable, StockctlError
 from stockctl.exchange.engine import Exchange
+from stockctl.sdk.stream import stream
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import Accepted, Cancelled, Event, Funded, Rejected, Trade, command_decoder, event_decoder
@@ -205,7 +206,7 @@ class Trader(threading.Thread):
 
 
 class Watcher(threading.Thread):
-    """stockctl.client.api.stream on ``channels``, in its own event loop; records arrival times."""
+    """stockctl.sdk.stream.stream on ``channels``, in its own event loop; records arrival times."""
 
     def __init__(self, settings: Settings, token: str, channels: list[str]) -> None:
         super().__init__(name="ws-watcher", daemon=True)
