@@ -290,6 +290,17 @@ class Settings(BaseSettings):
     """Addresses or networks (``10.0.0.5,192.168.0.0/24``) of reverse proxies in front of the
     gateway or auth whose ``X-Forwarded-For`` is believed. Empty: none; the socket peer counts."""
 
+    rest_rate_limit: int = Field(20_000, ge=0, le=10_000_000)
+    """REST requests each user (or, for anonymous market-data reads, each address) may make per
+    ``rest_rate_window_s`` on one gateway; past it 429 with ``Retry-After``. 0: no limit."""
+
+    rest_rate_window_s: float = Field(10.0, gt=0, le=3600)
+    """Window of the REST rate limit (fixed windows)."""
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Browser origins (``https://app.example``) allowed to call the REST API cross-origin.
+    Empty: CORS off, no ``Access-Control-*`` headers at all."""
+
     disabled_check_s: float = Field(5.0, gt=0, le=3600)
     """How often each gateway re-reads the disabled accounts, in case an announcement was lost."""
 
@@ -391,7 +402,7 @@ class Settings(BaseSettings):
 
     # --- validation -----------------------------------------------------------------
 
-    @field_validator("symbols", "candle_intervals", "only", "trusted_proxies", mode="before")
+    @field_validator("symbols", "candle_intervals", "only", "trusted_proxies", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)

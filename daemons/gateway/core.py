@@ -87,10 +87,10 @@ class Gateway(Daemon):
         stack.push_async_callback(ws.wait_closed)
         stack.callback(ws.close)
         self.http_server = UvicornServer(
-            HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, alerts, auth)), ops),
+            HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, alerts, auth, ws_server)), ops),
             settings.host,
             settings.gateway_port,
-            ws="websockets-sansio",  # the seed clients' /ws
+            ws="websockets-sansio",  # the seed clients' /ws and the full protocol's /api/v1/ws
         )
         self.serve_task = self.spawn(self._serve_http(), "http")
         await self.http_server.wait_started(self.serve_task)

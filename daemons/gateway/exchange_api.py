@@ -215,6 +215,10 @@ class ExchangeApi:
         raw = await self.r.lrange(names.fills_key(user), -limit, -1)
         return [fill_view(user, msgspec.json.decode(b)) for b in raw]
 
+    async def trades_of(self, user: str) -> list[dict[str, Any]]:
+        """Every trade the views keep with ``user`` on either side, oldest first (both sides named)."""
+        return [msgspec.json.decode(b) for b in await self.r.lrange(names.fills_key(user), 0, -1)]
+
     async def recorded_outcome(self, user: str, client_order_id: str) -> list[dict[str, Any]] | None:
         """An order's events from the Redis views (accepted or rejected, its fills, its cancel)."""
         orders = [msgspec.json.decode(b) for b in await self.r.lrange(names.orders_key(user), 0, -1)]

@@ -31,6 +31,7 @@ from websockets.asyncio.server import ServerConnection, broadcast
 
 from daemons.gateway.exchange_api import ExchangeApi
 from daemons.gateway.views import own_view
+from daemons.gateway.ws_asgi import AsgiSocket
 from stockctl.alerts.rules import alert_decoder
 from stockctl.alerts.store import AlertStore
 from stockctl.auth.tokens import Claims
@@ -52,7 +53,7 @@ class Client:
 
     _ids = itertools.count()
 
-    def __init__(self, ws: ServerConnection, settings: Settings) -> None:
+    def __init__(self, ws: ServerConnection | AsgiSocket, settings: Settings) -> None:
         self.ws = ws
         self.claims: Claims | None = None
         self.channels: set[str] = set()
@@ -83,7 +84,7 @@ class Client:
         if self.closing:
             return
         if self.fast():
-            broadcast((self.ws,), data, text=True)
+            broadcast((self.ws,), data, text=True)  # type: ignore[arg-type]  # fast(): a websockets socket
             return
         if key in self.backlog:
             del self.backlog[key]  # conflate: keep only the latest, at the back
@@ -250,7 +251,7 @@ class Hub:
         fast = []
         for client in members:
             if client.fast():
-                fast.append(client.ws)
+                fast.append(client.ws)  # type: ignore[arg-type]  # fast(): a websockets socket
             else:
                 client.offer(key or f"#{next(Client._unique)}", data)
         if fast:

@@ -1,4 +1,5 @@
-"""The gateway's WebSocket protocol on ``ws_port`` (path ``/ws``): authenticate, then ops.
+"""The gateway's WebSocket protocol on ``ws_port`` (path ``/ws``), and on the REST port at
+``/api/v1/ws`` (:mod:`daemons.gateway.ws_asgi`): authenticate, then ops.
 
 A client authenticates with an ``Authorization`` header or, within 10 s, a first message
 ``{"op":"auth","token":...}``. With ``public_market_data`` it may instead stay anonymous: then
@@ -28,6 +29,7 @@ import redis.asyncio as aioredis
 import websockets
 from nats.aio.msg import Msg
 from redis.exceptions import RedisError
+from starlette.websockets import WebSocket
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request as WsRequest
@@ -36,6 +38,7 @@ from websockets.http11 import Response as WsResponse
 from daemons.gateway.exchange_api import ExchangeUnavailable, amend_result, order_result
 from daemons.gateway.fanout import Channel, Client, Hub
 from daemons.gateway.tokens import Forbidden, KeyRing, Unauthorized, check_user
+from daemons.gateway.ws_asgi import AsgiSocket
 from stockctl.errors import NotFound, UsageError
 from stockctl.runtime.process import HeapFreezer
 from stockctl.runtime.status import StatusFile
@@ -81,7 +84,16 @@ class WsServer:
             return conn.respond(404, "WebSocket endpoint is /ws\n")
         return None
 
-    async def handler(self, ws: ServerConnection) -> None:
+    async def serve_asgi(self, ws: WebSocket) -> None:
+        """The same protocol for a client of ``/api/v1/ws`` on the REST port (uvicorn)."""
+        await ws.accept()
+        sock = AsgiSocket(ws)
+        try:
+            await self.handler(sock)
+        finally:
+            await sock.close(1000)
+
+    async def handler(self, ws: ServerConnection | AsgiSocket) -> None:
         client = Client(ws, self.s)
         self.hub.clients.add(client)
         self.status.incr("connections")

@@ -2,7 +2,9 @@
 
 * An order (REST ``POST /api/v1/orders`` body, WebSocket ``place``): :class:`OrderIn`; a change to
   an open order (REST ``PATCH``, WebSocket ``amend``): :class:`AmendIn`. A ``client_order_id`` is
-  1-64 of ``A-Z a-z 0-9 _ . -`` (:data:`COID_RE`, always fullmatched).
+  1-64 of ``A-Z a-z 0-9 _ . -`` (:data:`COID_RE`, always fullmatched). Prices and quantities
+  may be JSON strings or JSON numbers: :class:`NumberTolerant` reads a number from its own
+  text, exactly (``0.1`` is ``"0.1"``, never a float), so both spellings are one order.
 * A WebSocket client message: :class:`ClientMsg`, ``{"op": ...}``.
 * A server frame: ``{"type","channel","data"}`` built by :func:`frame` around a payload that is
   already JSON (spliced in, never re-encoded); ``trades:MKT`` carries :class:`PublicTrade`.
@@ -16,6 +18,8 @@ Pure: nothing here does I/O. The gateway decodes with these; a client may encode
 from __future__ import annotations
 
 import re
+from decimal import Decimal
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -24,6 +28,59 @@ CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_POLICY, CLOSE_SLOW = 4401, 4403, 1008
 CLOSE_TRY_LATER = 1013  # "try again later": a dependency is down, not the client's fault
 
 COID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # .fullmatch only: `$` would let "X\n" through
+
+
+SIDES = ("buy", "sell")
+ORDER_TYPES = ("limit", "market", "stop", "stop_limit")
+TIFS = ("gtc", "ioc", "fok", "gtd")
+ORDER_STATUSES = ("pending", "open", "partially_filled", "filled", "cancelled", "partially_filled_cancelled")
+"""An order's life: ``pending`` (a stop before its trigger), ``open``, ``partially_filled``
+(open, part filled), then ``filled``, ``cancelled`` or ``partially_filled_cancelled`` (also an
+expiry, an IOC's rest, a self-trade prevention: ``reason`` says which)."""
+OrderStatus = Literal["pending", "open", "partially_filled", "filled", "cancelled", "partially_filled_cancelled"]
+
+NUMERIC_FIELDS = frozenset({"qty", "price", "stop_price", "display_qty", "threshold"})
+"""Fields of a client's body or message that are decimal strings, also given as JSON numbers."""
+
+T = TypeVar("T")
+
+
+def number_text(value: Any) -> Any:
+    """A JSON number as the exact decimal text it was written as (``1e3`` -> ``"1000"``); a
+    non-number is returned as it is, for the type's own check. ``NaN`` never gets here: it is
+    not JSON."""
+    if isinstance(value, bool):
+        return value  # a bool is an int to Python, but not a number to anyone sending JSON
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        # 1e999999999 spelled out would be a gigabyte: an absurd exponent keeps its short form,
+        # which the engine refuses as not a plain decimal.
+        return format(value, "f") if -64 < value.adjusted() < 64 else str(value)
+    return value
+
+
+def _as_text(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: number_text(v) if k in NUMERIC_FIELDS else _as_text(v) for k, v in doc.items()}
+    return doc
+
+
+class NumberTolerant(Generic[T]):
+    """A decoder of ``type_`` that takes the :data:`NUMERIC_FIELDS` as JSON strings or numbers.
+
+    The body is decoded untyped with numbers as :class:`~decimal.Decimal` (exact: the digits
+    sent), those fields become their text, and the result is converted to ``type_`` with its
+    usual checks (unknown fields refused, wrong types named by path). ``decode`` has the
+    signature of ``msgspec.json.Decoder.decode``, so :func:`~stockctl.wire.strictjson.decode_strict`
+    takes it."""
+
+    def __init__(self, type_: type[T]) -> None:
+        self.type = type_
+        self._raw = msgspec.json.Decoder(float_hook=Decimal)
+
+    def decode(self, raw: str | bytes) -> T:
+        return msgspec.convert(_as_text(self._raw.decode(raw)), self.type)
 
 
 class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,7 +99,7 @@ class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
     display_qty: str | None = None  # an iceberg: the most the book shows
 
 
-order_in_decoder = msgspec.json.Decoder(OrderIn)
+order_in_decoder = NumberTolerant(OrderIn)
 
 
 class AmendIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,7 +111,7 @@ class AmendIn(msgspec.Struct, forbid_unknown_fields=True):
     market: str | None = None
 
 
-amend_in_decoder = msgspec.json.Decoder(AmendIn)
+amend_in_decoder = NumberTolerant(AmendIn)
 
 
 class PublicTrade(msgspec.Struct, tag="trade", tag_field="event"):
@@ -86,7 +143,7 @@ class ClientMsg(msgspec.Struct, forbid_unknown_fields=True):
     qty: str | None = None  # amend
 
 
-client_msg_decoder = msgspec.json.Decoder(ClientMsg)
+client_msg_decoder = NumberTolerant(ClientMsg)
 
 
 encode = msgspec.json.Encoder().encode

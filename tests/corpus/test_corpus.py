@@ -724,9 +724,16 @@ FUZZ_TARGETS = {
 
 
 def fuzz_operation(
-    op: Any, mode: Any, base: str, headers: dict[str, str], examples: int, statuses: Counter[int]
+    op: Any,
+    mode: Any,
+    base: str,
+    headers: dict[str, str],
+    examples: int,
+    statuses: Counter[int],
+    conformance: list[Any] | None = None,
 ) -> str | None:
-    """Up to ``examples`` requests generated for one operation; the first failure, or None."""
+    """Up to ``examples`` requests generated for one operation; the first failure, or None.
+    With ``conformance`` (schemathesis checks), each answer is also checked against the spec."""
     from hypothesis import HealthCheck, Phase, given
     from hypothesis import settings as hsettings
     from hypothesis.errors import Unsatisfiable
@@ -743,6 +750,8 @@ def fuzz_operation(
     def fuzz(case: Any) -> None:
         resp = case.call(base_url=base, headers=headers, timeout=15)
         statuses[resp.status_code] += 1
+        if conformance:
+            case.validate_response(resp, checks=conformance, headers=headers)
         where = f"{op.label} ({mode.value}): {case.as_curl_command(headers=headers)}"
         assert resp.status_code < 500, f"{where} -> {resp.status_code} {resp.content[:300]!r}"
         if resp.status_code >= 400:
@@ -757,14 +766,29 @@ def fuzz_operation(
         return None  # e.g. no negative input exists for an operation without parameters
     except AssertionError as exc:
         return str(exc).split("\n")[0][:600]
+    except Exception as exc:  # schemathesis' failure group: the answer does not match the spec
+        return f"{op.label} ({mode.value}): {str(exc)[:600]}"
     return None
 
 
 @pytest.mark.parametrize("target", list(FUZZ_TARGETS))
 def test_fuzz_openapi_spec(stack: Stack, target: str) -> None:
     import schemathesis
+    from schemathesis import checks
 
     spec_on, base_on, with_token, examples = FUZZ_TARGETS[target]
+    # The gateway's answers are checked against its spec (issue 14): shapes, statuses, headers.
+    conformance = (
+        [
+            checks.not_a_server_error,
+            checks.status_code_conformance,
+            checks.content_type_conformance,
+            checks.response_schema_conformance,
+            checks.response_headers_conformance,
+        ]
+        if spec_on == "gateway"
+        else None
+    )
     spec_url = f"{stack.gateway}/openapi.json" if spec_on == "gateway" else f"{stack.auth}/auth/openapi.json"
     base = stack.gateway if base_on == "gateway" else stack.auth
     headers = {"Authorization": f"Bearer {stack.tokens[FUZZER]}"} if with_token else {}
@@ -776,7 +800,7 @@ def test_fuzz_openapi_spec(stack: Stack, target: str) -> None:
     for result in schema.get_all_operations():
         operations += 1
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-            failure = fuzz_operation(result.ok(), mode, base, headers, examples, statuses)
+            failure = fuzz_operation(result.ok(), mode, base, headers, examples, statuses, conformance)
             if failure is not None:
                 failures.append(failure)
 

@@ -335,7 +335,8 @@ async def test_bad_input_gets_a_4xx_with_the_reason(stack: Stack) -> None:
         ({"symbol": "BAD", "condition": "above", "threshold": "100000.01"}, 400, "absurdly far"),
         ({"symbol": "BAD", "condition": "above", "threshold": "9999999999999999"}, 400, "absurdly large"),
         ({"symbol": "BAD", "condition": "above", "threshold": "100.123456789"}, 400, "too many decimals"),
-        ({"symbol": "BAD", "condition": "above", "threshold": 100.5}, 400, "not exact"),
+        # a JSON number is read from its digits (issue 14), never through a float that would round it
+        ({"symbol": "BAD", "condition": "above", "threshold": 100.123456789}, 400, "too many decimals"),
         ({"symbol": "BAD", "condition": "above"}, 400, "need a price"),
         ({"symbol": "BAD", "condition": "sideways", "threshold": "1"}, 400, "bad condition 'sideways'"),
         ({"symbol": "BAD", "condition": "cross-sma", "threshold": "1"}, 400, "cross-sma takes no price"),
