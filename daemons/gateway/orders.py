@@ -68,15 +68,18 @@ def finished_state(events: list[dict[str, Any]], fills: list[dict[str, Any]]) ->
         elif e.get("event") == "cancelled":
             cancelled = e
     qty = Decimal(state["qty"])
-    remaining = Decimal(cancelled["remaining"]) if cancelled is not None else qty - qty  # "0" in qty's places
-    filled = qty - remaining
+    # A finished order has nothing left to fill: `remaining` is 0 (FIX's LeavesQty), and what a
+    # cancel took off the book is `cancelled_qty`.
+    unfilled = Decimal(cancelled["remaining"]) if cancelled is not None else qty - qty  # "0" in qty's places
+    filled = qty - unfilled
     if cancelled is None:
         status = "filled"
     else:
         status = "partially_filled_cancelled" if filled else "cancelled"
         state["reason"] = cancelled["reason"]
+        state["cancelled_qty"] = format(unfilled, "f")
     return state | {
-        "remaining": format(remaining, "f"),
+        "remaining": format(qty - qty, "f"),
         "filled_qty": format(filled, "f"),
         "avg_price": avg_price(fills),
         "status": status,

@@ -174,6 +174,7 @@ class OrderState(msgspec.Struct, frozen=True):
     ts: int | None = None
     stop_price: str | None = None
     reason: str | None = None
+    cancelled_qty: str | None = None  # a cancelled order: what the cancel took off (``remaining`` is 0)
 
 
 class BookLevel(msgspec.Struct, frozen=True, array_like=True):

@@ -184,6 +184,7 @@ class OrderState(msgspec.Struct):
     expire_at: int | None = None
     display_qty: str | None = None
     reason: str | None = None
+    cancelled_qty: str | None = None  # a cancelled order: what the cancel took off (its `remaining` is 0)
 
 
 class OrdersWithHistory(msgspec.Struct):

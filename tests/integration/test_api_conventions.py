@@ -104,10 +104,11 @@ def test_orders_by_id_status_fills_numbers_and_times(ex: Ex) -> None:
     # cancelled after a part fill
     assert ex.call("alice@example.com", "DELETE", f"/api/v1/orders/{oid}").status_code == 200
     done = ex.call("alice@example.com", "GET", f"/api/v1/orders/{oid}").json()
-    assert (done["status"], done["remaining"], done["filled_qty"], done["reason"]) == (
+    assert (done["status"], done["remaining"], done["filled_qty"], done["cancelled_qty"], done["reason"]) == (
         "partially_filled_cancelled",
-        "6",
+        "0",
         "4",
+        "6",
         "user",
     )
 

@@ -154,8 +154,6 @@ def test_orders_account_and_live_iterators_through_a_failed_over_client(gateway:
 
 
 def test_get_order_reports_status_filled_quantity_average_price_and_remaining(gateway: str) -> None:
-    """Needs ``GET /api/v1/orders/{id}`` (built on another branch): passes once that is merged."""
-
     async def scenario() -> None:
         async with (
             Client(gateway, email="carol@example.com", password=PASSWORD, register=True) as carol,
@@ -177,7 +175,12 @@ def test_get_order_reports_status_filled_quantity_average_price_and_remaining(ga
             finally:
                 await carol.cancel(placed.order_id)
             done = await carol.get_order(placed.order_id)
-            assert (done.status, done.filled_qty, done.remaining) == ("partially_filled_cancelled", "4", "0")
+            assert (done.status, done.filled_qty, done.remaining, done.cancelled_qty) == (
+                "partially_filled_cancelled",
+                "4",
+                "0",
+                "2",
+            )
             with pytest.raises(NotFound):
                 await dan.get_order(placed.order_id)  # someone else's order is unknown
 
