@@ -197,3 +197,39 @@ def test_the_readme_python_sdk_example_runs_as_written(gateway: str) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert "open" in out.stdout and "cancelled" in out.stdout, out.stdout
+
+
+def test_stops_gtd_and_icebergs_through_the_sdk(gateway: str) -> None:
+    """The order types of the exchange as typed arguments: a pending stop (amended, then
+    cancelled), a good-till-date order that expires by itself, an iceberg the book shows in part."""
+
+    async def scenario() -> None:
+        async with Client(gateway, email="erin@example.com", password=PASSWORD, register=True) as erin:
+            stop = await erin.buy(MKT, 1, "5000", stop_price="4999")  # far above any trade: it waits
+            assert stop.status == "pending" and stop.order_id is not None
+            state = await erin.get_order(stop.order_id)
+            assert (state.status, state.type, state.stop_price) == ("pending", "stop_limit", "4999.00")
+            moved = await erin.amend(stop.order_id, qty=2)
+            assert moved.remaining == "2"
+            assert (await erin.get_order(stop.order_id)).qty == "2"
+            await erin.cancel(stop.order_id)
+            assert (await erin.get_order(stop.order_id)).status == "cancelled"
+
+            expire_ms = int(time.time() * 1000) + 1500
+            gtd = await erin.buy(MKT, 1, "1.50", expire_at=expire_ms)
+            assert gtd.status == "open" and gtd.order_id is not None
+            ice = await erin.sell(MKT, 10, "4000", display_qty=2)
+            assert ice.order_id is not None
+            depth = await erin.book_snapshot(MKT)
+            assert [lvl.qty for lvl in depth.asks if lvl.price == "4000.00"] == ["2"]  # only what it shows
+            mine = {o.order_id: o for o in await erin.open_orders(MKT)}
+            assert mine[ice.order_id].remaining == "10"  # its owner sees it whole
+
+            async def expired() -> bool:
+                done = await erin.get_order(gtd.order_id)  # type: ignore[arg-type]
+                return done.status == "cancelled" and done.reason == "expired"
+
+            await until(expired, 15, "the gtd order to expire in a quiet market")
+            await erin.cancel_all(MKT)
+
+    asyncio.run(asyncio.wait_for(scenario(), 40))
