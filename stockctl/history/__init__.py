@@ -7,7 +7,7 @@ One interface, two backends:
 * SQLite (the default): ``<home>/data/history.sqlite3``, WAL, one transaction per batch,
   ``synchronous=FULL`` so an acknowledged batch survives a power cut, not only a crash.
 * PostgreSQL by URL (``STOCKCTL_HISTORY_URL=postgresql://...``) through psycopg 3; a
-  TimescaleDB hypertable when that extension is available to the database.
+  TimescaleDB hypertable when that extension is available as the ``ticks`` table is created.
 
 Contract:
 

@@ -3,9 +3,11 @@
 Same tables and contract as the SQLite store. A batch is COPYed into a temporary table and
 moved with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING``, so the database
 itself says which ticks were new; those are folded into the candles in the same
-transaction. If the database can load TimescaleDB, ``ticks`` is a hypertable on ``ts``
-(one-day chunks); a hypertable's unique key must hold its time column, so there the key is
-``(symbol, seq, ts)``, which a redelivered tick (the same message) still collides with.
+transaction. If the database can load TimescaleDB when ``ticks`` is created, it is a hypertable
+on ``ts`` (one-day chunks); a hypertable's unique key must hold its time column, so there the
+key is ``(symbol, seq, ts)``, which a redelivered tick (the same message) still collides with.
+A ``ticks`` table that already exists as a plain table stays one (its key has no ``ts``, so
+``create_hypertable`` would fail on every start); the writer logs that once when it opens.
 
 A read-only store (the gateway's, the CLI's export) sets its session read-only, so it cannot
 change anything even if the URL's role could.
@@ -13,6 +15,7 @@ change anything even if the URL's role could.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 
@@ -83,6 +86,8 @@ ON CONFLICT (symbol, iv, start) DO UPDATE SET
 
 DAY_NS = 86_400_000_000_000
 
+log = logging.getLogger("stockctl.history")
+
 
 class PostgresStore(HistoryStore):
     """History in a PostgreSQL (or TimescaleDB) database."""
@@ -102,14 +107,20 @@ class PostgresStore(HistoryStore):
             self.db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
             return
         with self.db.transaction():
-            self.hypertable = self._timescale_available()
+            timescale = self._timescale_available()
+            exists = self.db.execute("SELECT to_regclass('ticks') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+            self.hypertable = timescale and not exists
             self.db.execute(SCHEMA.format(key="symbol, seq, ts" if self.hypertable else "symbol, seq"))
             if self.hypertable:
-                self.db.execute(
-                    "SELECT create_hypertable('ticks', 'ts', chunk_time_interval => %s::bigint,"
-                    " if_not_exists => true, migrate_data => true)",
-                    (DAY_NS,),
-                )
+                self.db.execute("SELECT create_hypertable('ticks', 'ts', chunk_time_interval => %s::bigint)", (DAY_NS,))
+            elif timescale:
+                self.hypertable = self._is_hypertable()
+                if not self.hypertable:
+                    log.info(
+                        "TimescaleDB is available, but the ticks table of %s predates it and stays a plain"
+                        " table (a hypertable's key needs ts); rename it away to start a hypertable",
+                        self.where,
+                    )
         self.db.execute(
             "CREATE TEMP TABLE IF NOT EXISTS stage (symbol TEXT, seq BIGINT, ts BIGINT, price BIGINT, volume BIGINT)"
         )
@@ -125,6 +136,13 @@ class PostgresStore(HistoryStore):
         except psycopg.Error:
             return False
         return True
+
+    def _is_hypertable(self) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = 'ticks'"
+            " AND hypertable_schema = current_schema()"
+        ).fetchone()
+        return row is not None
 
     def write(self, rows: Sequence[TickRow]) -> int:
         if self.read_only:
