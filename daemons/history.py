@@ -10,6 +10,9 @@ holds the batch (nothing acked, progress reported so it is not redelivered meanw
 retries it. Acks are explicit, not AckAll: with AckAll the next run's first ack would also
 acknowledge a batch that a crash left uncommitted, and those ticks would be lost.
 
+A live feed's exact quantity (``Tick.qty``) is stored with its tick, in 1e-8 units, and summed
+into the candles, so it outlives the tick stream's window.
+
 Every ``history_prune_interval_s`` it deletes ticks and candles older than the retention;
 ticks older than that arriving late are not stored at all.
 """
@@ -56,7 +59,8 @@ def rows_of(batch: list[Msg], status: StatusFile) -> list[TickRow]:
     for msg in batch:
         try:
             tick = tick_decoder.decode(msg.data)
-            rows.append(TickRow(tick.symbol, tick.seq, tick.ts, to_units(tick.price), tick.volume))
+            qty = to_units(tick.qty, "quantity") if tick.qty else 0  # a live feed's exact quantity
+            rows.append(TickRow(tick.symbol, tick.seq, tick.ts, to_units(tick.price), tick.volume, qty))
         except (msgspec.DecodeError, msgspec.ValidationError, PriceError) as exc:
             log.error("skipping malformed tick on %s: %s", msg.subject, exc)
             status.incr("malformed")

@@ -2,7 +2,9 @@
 
 ``write_private`` writes a 0600 file atomically; ``load_credentials`` reads (or on first use
 generates) ``secrets/servers.json``, the passwords nats-server and valkey-server are started
-with. Settings read it to build URLs, so it depends on nothing but the error family.
+with. Settings read it to build URLs, so it depends on nothing but the error family. With
+public market data on, the NATS config also lets in connections without credentials, to
+read the public subjects only.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +23,8 @@ CREDENTIALS_FILE = "servers.json"
 """Name of the embedded servers' credentials inside the secrets dir."""
 
 NATS_USER = "stockctl"
+NATS_PUBLIC_USER = "public"
+"""Whom a NATS connection without credentials is, when public market data is on (no password)."""
 
 
 class CredentialsError(StockctlError):
@@ -45,10 +50,30 @@ class ServerCredentials:
     def redis_url(self, host: str, port: int, db: int = 0) -> str:
         return f"redis://:{self.redis_password}@{host}:{port}/{db}"
 
-    def write_nats_config(self, path: Path) -> Path:
-        """A nats-server config (mode 0600) that admits only this user; its path."""
-        text = f'authorization {{\n  user: "{self.nats_user}"\n  password: "{self.nats_password}"\n}}\n'
-        return write_private(path, text)
+    def write_nats_config(self, path: Path, public_subjects: Sequence[str] = ()) -> Path:
+        """A nats-server config (mode 0600) that admits only this user; its path.
+
+        With ``public_subjects`` (public market data on) a connection without credentials is
+        let in too, as :data:`NATS_PUBLIC_USER`: it may subscribe to those subjects and to
+        nothing else, and publish nothing (no orders, no ticks, no JetStream API). A wrong
+        password is still refused, not taken for the public user."""
+        if not public_subjects:
+            text = f'authorization {{\n  user: "{self.nats_user}"\n  password: "{self.nats_password}"\n}}\n'
+            return write_private(path, text)
+        allow = ", ".join(f'"{subject}"' for subject in public_subjects)
+        lines = [
+            "authorization {",
+            "  users: [",
+            f'    {{user: "{self.nats_user}", password: "{self.nats_password}"}}',
+            f'    {{user: "{NATS_PUBLIC_USER}", permissions: {{',
+            '      publish: {deny: [">"]}',
+            f"      subscribe: {{allow: [{allow}]}}",
+            "    }}",
+            "  ]",
+            "}",
+            f'no_auth_user: "{NATS_PUBLIC_USER}"',
+        ]
+        return write_private(path, "\n".join(lines) + "\n")
 
     def write_redis_config(self, path: Path) -> Path:
         """A valkey-server config (mode 0600) that requires this password; its path."""

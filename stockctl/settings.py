@@ -254,8 +254,9 @@ class Settings(BaseSettings):
 
     public_market_data: bool = False
     """Serve market-data reads (REST) and market-data channels without a token, as exchanges
-    serve public market data; seeds 001-003's clients need it. Trading and private data
-    (orders, fills, balances, alerts) always need one."""
+    serve public market data; seeds 001-003's clients need it. The embedded NATS then also lets
+    clients without credentials subscribe to ``stock_prices`` (seed 000's), and only that.
+    Trading and private data (orders, fills, balances, alerts) always need one."""
 
     auth_port: int = Field(8701, ge=1, le=65535)
     """HTTP port of the auth daemon."""

@@ -9,7 +9,10 @@ the TOML file wins when both exist)::
 
 A top-level ``[watchlists]`` table (``{"watchlists": {...}}`` in JSON) is read the same
 way. The list ``all`` (every symbol) always comes first; a file that defines ``all``
-replaces it with that group. Symbols are matched case-insensitively.
+replaces it with that group. Symbols are matched case-insensitively and checked as every
+other door checks them (:func:`stockctl.wire.symbols.parse_symbol`): ``BRK.B`` and
+``btc/usdt`` are fine, a control character, wildcard or look-alike letter is a
+:class:`WatchlistError` naming the file, the list and the reason.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from stockctl.client.credentials import config_dir
+from stockctl.errors import StockctlError
+from stockctl.wire.symbols import parse_symbol
 
 ALL = "all"
 FILES = ("watchlists.toml", "watchlists.json")
@@ -66,7 +71,10 @@ def parse_watchlists(doc: Any, where: str = "watchlists") -> dict[str, frozenset
     for name, symbols in doc.items():
         if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
             raise WatchlistError(f"{where}: {name!r} must be a list of symbols (strings)")
-        groups[str(name)] = frozenset(s.strip().upper() for s in symbols if s.strip())
+        try:
+            groups[str(name)] = frozenset(parse_symbol(s) for s in symbols if s.strip())
+        except StockctlError as exc:
+            raise WatchlistError(f"{where}: {name}: {exc}") from None
     return groups
 
 

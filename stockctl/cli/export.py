@@ -4,8 +4,9 @@ history store.
 It reads the store directly and read-only (the state dir's SQLite file, or
 ``STOCKCTL_HISTORY_URL``), page by page, so a million ticks stream out in constant memory and
 without a gateway round trip per page. Whoever can read the state dir can read that file
-anyway, so no login is asked for. Prices stay exact: decimal strings in CSV, ``decimal128(26, 8)``
-in Parquet (which needs pyarrow: ``pip install 'stockctl[parquet]'``).
+anyway, so no login is asked for. Prices and a live feed's quantities (``qty``, empty for a tick
+without one) stay exact: decimal strings in CSV, ``decimal128(26, 8)`` in Parquet (which needs
+pyarrow: ``pip install 'stockctl[parquet]'``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 app = typer.Typer()
 
 PAGE = 10_000
-COLUMNS = ("symbol", "seq", "ts", "ts_ns", "price", "volume")
+COLUMNS = ("symbol", "seq", "ts", "ts_ns", "price", "volume", "qty")
 
 
 class ExportFormat(StrEnum):
@@ -57,13 +58,15 @@ def pages(store: HistoryStore, symbol: str, start: int | None, end: int | None) 
 
 
 def write_csv(out: IO[str], batches: Iterable[list[TickRow]]) -> int:
-    from stockctl.marketdata.money import from_units
+    from stockctl.marketdata.money import from_units, qty_text
 
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     n = 0
     for page in batches:
-        writer.writerows((r.symbol, r.seq, iso_utc(r.ts), r.ts, from_units(r.price), r.volume) for r in page)
+        writer.writerows(
+            (r.symbol, r.seq, iso_utc(r.ts), r.ts, from_units(r.price), r.volume, qty_text(r.qty) or "") for r in page
+        )
         n += len(page)
     return n
 
@@ -81,6 +84,7 @@ def write_parquet(path: Path, batches: Iterable[list[TickRow]]) -> int:
             ("ts", pa.timestamp("ns", tz="UTC")),
             ("price", pa.decimal128(26, 8)),
             ("volume", pa.int64()),
+            ("qty", pa.decimal128(26, 8)),
         ]
     )
     n = 0
@@ -94,6 +98,7 @@ def write_parquet(path: Path, batches: Iterable[list[TickRow]]) -> int:
                     "ts": pa.array([r.ts for r in rows], pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
                     "price": [Decimal(r.price).scaleb(-8) for r in rows],
                     "volume": [r.volume for r in rows],
+                    "qty": [Decimal(r.qty).scaleb(-8) if r.qty else None for r in rows],
                 },
                 schema=schema,
             )

@@ -7,8 +7,8 @@ with jittered backoff, a silence watchdog) and the ``feeds`` daemon publishes ea
 :class:`stockctl.wire.Tick` on ``md.tick.<SYM>``, so the processor path is the simulator's.
 
 Symbols keep the exchange's spelling, upper-cased: Binance ``btcusdt`` is ``BTCUSDT``,
-Coinbase ``BTC-USD`` is ``BTC-USD``. Prices stay exact (decimal strings, at most 8 decimals,
-never a float); timestamps are the exchange's trade times in integer nanoseconds.
+Coinbase ``BTC-USD`` is ``BTC-USD``. Prices and quantities stay exact (decimal strings, at
+most 8 decimals, never a float); timestamps are the exchange's trade times in integer nanoseconds.
 
 Gaps are found by the exchange's own ids, which are consecutive per symbol (Binance trade id
 ``t`` or aggregate id ``a``; Coinbase ``trade_id``): an id more than one past the last is a gap
@@ -69,12 +69,16 @@ def exact_price(text: Any) -> str:
 
 
 def exact_qty(text: Any) -> str:
-    """A quantity string, exact, trailing fraction zeros trimmed (``"0.00700000"`` -> ``"0.007"``)."""
+    """A quantity string, exact, trailing fraction zeros trimmed (``"0.00700000"`` -> ``"0.007"``):
+    above zero, at most 8 decimals (the 1e-8 units the history store and candles sum)."""
     if not isinstance(text, str) or not _DECIMAL.fullmatch(text):
         raise MalformedFrame(f"quantity {str(text)[:40]!r} is not a decimal string")
     whole, _, frac = text.partition(".")
     frac = frac.rstrip("0")
-    return f"{int(whole)}.{frac}" if frac else str(int(whole))
+    try:
+        return from_units(to_units(f"{whole}.{frac}" if frac else whole, "quantity"), 0)
+    except PriceError as exc:
+        raise MalformedFrame(str(exc)) from None
 
 
 _ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z", re.ASCII)

@@ -7,7 +7,7 @@ One interface, two backends:
 * SQLite (the default): ``<home>/data/history.sqlite3``, WAL, one transaction per batch,
   ``synchronous=FULL`` so an acknowledged batch survives a power cut, not only a crash.
 * PostgreSQL by URL (``STOCKCTL_HISTORY_URL=postgresql://...``) through psycopg 3; a
-  TimescaleDB hypertable when that extension is available to the database.
+  TimescaleDB hypertable when that extension is available as the ``ticks`` table is created.
 
 Contract:
 
@@ -19,7 +19,12 @@ Contract:
   still lands in its bucket), high/low/volume/count over every stored tick of it.
 * Ticks read oldest first by ``(ts, seq)``; a page continues after the cursor
   ``"TS:SEQ"`` of its last point (``ts`` ns, ``seq``), candles after a bucket start (ns).
-* Prices are integer units of 1e-8 inside (:mod:`stockctl.marketdata.money`), decimal strings out.
+* Prices are integer units of 1e-8 inside (:mod:`stockctl.marketdata.money`), decimal strings out;
+  so is a live feed's exact traded quantity (``qty``, 0 for a tick without one: a simulated tick
+  counts whole units in ``volume``). Candles sum both; a candle read out has the processor's
+  shape: ``volume`` plus the whole units of ``qty``, and ``qty`` exact.
+* A store made before ``qty`` existed gets the column in place (``ALTER TABLE ... ADD COLUMN
+  qty ... DEFAULT 0``) when the writer opens it: its old ticks keep ``qty`` 0.
 * Retention prunes ticks and candles older than the cutoff; ticks older than it arriving
   late are not stored (they would be pruned at once).
 """
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stockctl.errors import StockctlError, UsageError
-from stockctl.marketdata.money import from_units
+from stockctl.marketdata.money import SCALE, from_units, qty_text
 from stockctl.wire.marketdata import Candle, PricePoint
 
 if TYPE_CHECKING:
@@ -74,6 +79,8 @@ class TickRow:
     ts: int
     price: int
     volume: int
+    qty: int = 0
+    """Exact traded quantity in 1e-8 units (a live feed's ``Tick.qty``); 0 when the tick has none."""
 
     def point(self) -> PricePoint:
         return PricePoint(from_units(self.price), self.ts, self.seq)
@@ -88,6 +95,7 @@ class CandleAgg:
     low: int
     close: int
     volume: int
+    qty: int
     count: int
     open_key: tuple[int, int]
     close_key: tuple[int, int]
@@ -105,11 +113,12 @@ def fold_candles(rows: Iterable[TickRow]) -> dict[CandleKey, CandleAgg]:
             key = (r.symbol, iv_ns // 1_000_000_000, r.ts - r.ts % iv_ns)
             agg = out.get(key)
             if agg is None:
-                out[key] = CandleAgg(r.price, r.price, r.price, r.price, r.volume, 1, key_ts, key_ts)
+                out[key] = CandleAgg(r.price, r.price, r.price, r.price, r.volume, r.qty, 1, key_ts, key_ts)
                 continue
             agg.high = max(agg.high, r.price)
             agg.low = min(agg.low, r.price)
             agg.volume += r.volume
+            agg.qty += r.qty
             agg.count += 1
             if key_ts < agg.open_key:
                 agg.open, agg.open_key = r.price, key_ts
@@ -121,7 +130,7 @@ def fold_candles(rows: Iterable[TickRow]) -> dict[CandleKey, CandleAgg]:
 def candle_params(folded: dict[CandleKey, CandleAgg]) -> list[tuple[object, ...]]:
     """Rows for the backends' candle upsert, in its column order."""
     return [
-        (sym, iv, start, a.open, a.high, a.low, a.close, a.volume, a.count, *a.open_key, *a.close_key)
+        (sym, iv, start, a.open, a.high, a.low, a.close, a.volume, a.count, *a.open_key, *a.close_key, a.qty)
         for (sym, iv, start), a in folded.items()
     ]
 
@@ -133,8 +142,20 @@ def interval_seconds(interval: str) -> int:
 
 
 def candle_from_row(symbol: str, interval: str, row: Sequence[int]) -> Candle:
-    start, o, h, lo, c, vol, count = row
-    return Candle(symbol, interval, start, from_units(o), from_units(h), from_units(lo), from_units(c), vol, count)
+    """A stored candle (``start, open, high, low, close, volume, count, qty``) as the processor shapes it."""
+    start, o, h, lo, c, vol, count, qty = row
+    return Candle(
+        symbol,
+        interval,
+        start,
+        from_units(o),
+        from_units(h),
+        from_units(lo),
+        from_units(c),
+        vol + qty // SCALE,
+        count,
+        qty_text(qty),
+    )
 
 
 class HistoryStore(ABC):

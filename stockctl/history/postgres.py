@@ -3,9 +3,14 @@
 Same tables and contract as the SQLite store. A batch is COPYed into a temporary table and
 moved with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING``, so the database
 itself says which ticks were new; those are folded into the candles in the same
-transaction. If the database can load TimescaleDB, ``ticks`` is a hypertable on ``ts``
-(one-day chunks); a hypertable's unique key must hold its time column, so there the key is
-``(symbol, seq, ts)``, which a redelivered tick (the same message) still collides with.
+transaction. If the database can load TimescaleDB when ``ticks`` is created, it is a hypertable
+on ``ts`` (one-day chunks); a hypertable's unique key must hold its time column, so there the
+key is ``(symbol, seq, ts)``, which a redelivered tick (the same message) still collides with.
+A ``ticks`` table that already exists as a plain table stays one (its key has no ``ts``, so
+``create_hypertable`` would fail on every start); the writer logs that once when it opens.
+Tables from before the ``qty`` columns get them when the writer opens the store (``ALTER TABLE
+... ADD COLUMN IF NOT EXISTS ... DEFAULT 0``: no table rewrite since PostgreSQL 11); a
+read-only open is a :class:`~stockctl.history.HistoryError` until then.
 
 A read-only store (the gateway's, the CLI's export) sets its session read-only, so it cannot
 change anything even if the URL's role could.
@@ -13,6 +18,7 @@ change anything even if the URL's role could.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 
@@ -37,6 +43,7 @@ CREATE TABLE IF NOT EXISTS ticks (
     ts BIGINT NOT NULL,
     price BIGINT NOT NULL,
     volume BIGINT NOT NULL,
+    qty BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY ({key})
 );
 CREATE INDEX IF NOT EXISTS ticks_by_time ON ticks (symbol, ts, seq);
@@ -54,14 +61,21 @@ CREATE TABLE IF NOT EXISTS candles (
     open_seq BIGINT NOT NULL,
     close_ts BIGINT NOT NULL,
     close_seq BIGINT NOT NULL,
+    qty BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (symbol, iv, start)
 );
 CREATE TABLE IF NOT EXISTS symbols (symbol TEXT PRIMARY KEY);
+ALTER TABLE ticks ADD COLUMN IF NOT EXISTS qty BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE candles ADD COLUMN IF NOT EXISTS qty BIGINT NOT NULL DEFAULT 0;
 """
+# The two ALTERs bring a store from before exact quantities up to date; on a new one they are no-ops.
+
+TICK_COLUMNS = "symbol, seq, ts, price, volume, qty"
 
 CANDLE_UPSERT = """
-INSERT INTO candles (symbol, iv, start, open, high, low, close, volume, count, open_ts, open_seq, close_ts, close_seq)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO candles
+    (symbol, iv, start, open, high, low, close, volume, count, open_ts, open_seq, close_ts, close_seq, qty)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (symbol, iv, start) DO UPDATE SET
     open = CASE WHEN (excluded.open_ts, excluded.open_seq) < (candles.open_ts, candles.open_seq)
         THEN excluded.open ELSE candles.open END,
@@ -78,10 +92,13 @@ ON CONFLICT (symbol, iv, start) DO UPDATE SET
     high = GREATEST(candles.high, excluded.high),
     low = LEAST(candles.low, excluded.low),
     volume = candles.volume + excluded.volume,
+    qty = candles.qty + excluded.qty,
     count = candles.count + excluded.count
 """
 
 DAY_NS = 86_400_000_000_000
+
+log = logging.getLogger("stockctl.history")
 
 
 class PostgresStore(HistoryStore):
@@ -100,18 +117,30 @@ class PostgresStore(HistoryStore):
             ) from None
         if read_only:
             self.db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            if self._predates_qty():
+                self.db.close()
+                raise HistoryError(
+                    f"the history store {self.where} predates exact quantities", "the history daemon upgrades it"
+                )
             return
         with self.db.transaction():
-            self.hypertable = self._timescale_available()
+            timescale = self._timescale_available()
+            exists = self.db.execute("SELECT to_regclass('ticks') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+            self.hypertable = timescale and not exists
             self.db.execute(SCHEMA.format(key="symbol, seq, ts" if self.hypertable else "symbol, seq"))
             if self.hypertable:
-                self.db.execute(
-                    "SELECT create_hypertable('ticks', 'ts', chunk_time_interval => %s::bigint,"
-                    " if_not_exists => true, migrate_data => true)",
-                    (DAY_NS,),
-                )
+                self.db.execute("SELECT create_hypertable('ticks', 'ts', chunk_time_interval => %s::bigint)", (DAY_NS,))
+            elif timescale:
+                self.hypertable = self._is_hypertable()
+                if not self.hypertable:
+                    log.info(
+                        "TimescaleDB is available, but the ticks table of %s predates it and stays a plain"
+                        " table (a hypertable's key needs ts); rename it away to start a hypertable",
+                        self.where,
+                    )
         self.db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS stage (symbol TEXT, seq BIGINT, ts BIGINT, price BIGINT, volume BIGINT)"
+            "CREATE TEMP TABLE IF NOT EXISTS stage"
+            " (symbol TEXT, seq BIGINT, ts BIGINT, price BIGINT, volume BIGINT, qty BIGINT)"
         )
 
     def _timescale_available(self) -> bool:
@@ -126,6 +155,21 @@ class PostgresStore(HistoryStore):
             return False
         return True
 
+    def _predates_qty(self) -> bool:
+        """Whether ``ticks`` exists without its ``qty`` column (made by an earlier version)."""
+        row = self.db.execute(
+            "SELECT to_regclass('ticks') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'ticks' AND column_name = 'qty')"
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _is_hypertable(self) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = 'ticks'"
+            " AND hypertable_schema = current_schema()"
+        ).fetchone()
+        return row is not None
+
     def write(self, rows: Sequence[TickRow]) -> int:
         if self.read_only:
             raise HistoryError(f"the history store {self.where} is open read-only", "the history daemon writes it")
@@ -133,12 +177,12 @@ class PostgresStore(HistoryStore):
             return 0
         with self._lock, self.db.transaction(), self.db.cursor() as cur:
             cur.execute("TRUNCATE stage")
-            with cur.copy("COPY stage (symbol, seq, ts, price, volume) FROM STDIN") as copy:
+            with cur.copy(f"COPY stage ({TICK_COLUMNS}) FROM STDIN") as copy:
                 for r in rows:
-                    copy.write_row((r.symbol, r.seq, r.ts, r.price, r.volume))
+                    copy.write_row((r.symbol, r.seq, r.ts, r.price, r.volume, r.qty))
             cur.execute(
-                "INSERT INTO ticks SELECT symbol, seq, ts, price, volume FROM stage"
-                " ON CONFLICT DO NOTHING RETURNING symbol, seq, ts, price, volume"
+                f"INSERT INTO ticks ({TICK_COLUMNS}) SELECT {TICK_COLUMNS} FROM stage"
+                f" ON CONFLICT DO NOTHING RETURNING {TICK_COLUMNS}"
             )
             new = [TickRow(*row) for row in cur.fetchall()]
             if new:
@@ -168,10 +212,7 @@ class PostgresStore(HistoryStore):
             where.append("(ts, seq) > (%s, %s)")
             args.extend(after)
         order = "DESC" if latest else "ASC"
-        sql = (
-            f"SELECT symbol, seq, ts, price, volume FROM ticks WHERE {' AND '.join(where)}"
-            f" ORDER BY ts {order}, seq {order} LIMIT %s"
-        )
+        sql = f"SELECT {TICK_COLUMNS} FROM ticks WHERE {' AND '.join(where)} ORDER BY ts {order}, seq {order} LIMIT %s"
         with self._lock:
             rows = [TickRow(*r) for r in self.db.execute(sql, (*args, limit)).fetchall()]
         return rows[::-1] if latest else rows
@@ -193,7 +234,7 @@ class PostgresStore(HistoryStore):
                 args.append(value)
         order = "DESC" if latest else "ASC"
         sql = (
-            f"SELECT start, open, high, low, close, volume, count FROM candles WHERE {' AND '.join(where)}"
+            f"SELECT start, open, high, low, close, volume, count, qty FROM candles WHERE {' AND '.join(where)}"
             f" ORDER BY start {order} LIMIT %s"
         )
         with self._lock:

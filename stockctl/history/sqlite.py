@@ -10,7 +10,10 @@ while the writer has it) fit a live append log and a separate reading gateway wo
 
 Tables: ``ticks`` (PRIMARY KEY (symbol, seq), WITHOUT ROWID, plus an index on
 (symbol, ts, seq) for time ranges and pages), ``candles`` (PRIMARY KEY (symbol, iv, start)),
-``symbols``. A temporary ``stage`` table takes each batch so that one
+``symbols``. A file from before the ``qty`` columns gets them when the writer opens it (an
+``ALTER TABLE ... ADD COLUMN``, which SQLite does without rewriting the table); a read-only
+open of such a file is a :class:`~stockctl.history.HistoryError` until then. A temporary
+``stage`` table takes each batch so that one
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` tells which ticks were new.
 """
 
@@ -39,6 +42,7 @@ CREATE TABLE IF NOT EXISTS ticks (
     ts INTEGER NOT NULL,
     price INTEGER NOT NULL,
     volume INTEGER NOT NULL,
+    qty INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (symbol, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ticks_by_time ON ticks (symbol, ts, seq);
@@ -56,14 +60,16 @@ CREATE TABLE IF NOT EXISTS candles (
     open_seq INTEGER NOT NULL,
     close_ts INTEGER NOT NULL,
     close_seq INTEGER NOT NULL,
+    qty INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (symbol, iv, start)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS symbols (symbol TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 CANDLE_UPSERT = """
-INSERT INTO candles (symbol, iv, start, open, high, low, close, volume, count, open_ts, open_seq, close_ts, close_seq)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO candles
+    (symbol, iv, start, open, high, low, close, volume, count, open_ts, open_seq, close_ts, close_seq, qty)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (symbol, iv, start) DO UPDATE SET
     open = CASE WHEN (excluded.open_ts, excluded.open_seq) < (candles.open_ts, candles.open_seq)
         THEN excluded.open ELSE candles.open END,
@@ -80,8 +86,14 @@ ON CONFLICT (symbol, iv, start) DO UPDATE SET
     high = max(candles.high, excluded.high),
     low = min(candles.low, excluded.low),
     volume = candles.volume + excluded.volume,
+    qty = candles.qty + excluded.qty,
     count = candles.count + excluded.count
 """
+
+QTY_COLUMN = "qty INTEGER NOT NULL DEFAULT 0"
+"""What a store made before exact quantities gets added to ``ticks`` and ``candles``."""
+
+TICK_COLUMNS = "symbol, seq, ts, price, volume, qty"
 
 PRUNE_CHUNK = 20_000
 
@@ -104,14 +116,28 @@ class SqliteStore(HistoryStore):
                 self.db.execute("PRAGMA synchronous=FULL")  # a commit (then an ack) survives a power cut
                 self.db.execute("PRAGMA temp_store=MEMORY")
                 self.db.executescript(SCHEMA)
+                for table in self._without_qty():
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {QTY_COLUMN}")
                 self.db.execute(
                     "CREATE TEMP TABLE IF NOT EXISTS stage (symbol TEXT, seq INTEGER, ts INTEGER,"
-                    " price INTEGER, volume INTEGER, PRIMARY KEY (symbol, seq)) WITHOUT ROWID"
+                    " price INTEGER, volume INTEGER, qty INTEGER, PRIMARY KEY (symbol, seq)) WITHOUT ROWID"
                 )
                 path.chmod(0o600)
             self.db.execute("PRAGMA busy_timeout=5000")
+            old = read_only and self._without_qty()
         except sqlite3.Error as exc:
             raise HistoryError(f"cannot open the history store {path}: {exc}", "check the state dir") from None
+        if old:
+            self.db.close()
+            raise HistoryError(f"the history store {path} predates exact quantities", "the history daemon upgrades it")
+
+    def _without_qty(self) -> list[str]:
+        """The tables still lacking the ``qty`` column (a store from an earlier version)."""
+        return [
+            table
+            for table in ("ticks", "candles")
+            if "qty" not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+        ]
 
     def write(self, rows: Sequence[TickRow]) -> int:
         if self.read_only:
@@ -124,14 +150,14 @@ class SqliteStore(HistoryStore):
             try:
                 db.execute("DELETE FROM stage")
                 db.executemany(
-                    "INSERT OR IGNORE INTO stage VALUES (?, ?, ?, ?, ?)",
-                    [(r.symbol, r.seq, r.ts, r.price, r.volume) for r in rows],
+                    "INSERT OR IGNORE INTO stage VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.symbol, r.seq, r.ts, r.price, r.volume, r.qty) for r in rows],
                 )
                 new = [
                     TickRow(*row)
                     for row in db.execute(
-                        "INSERT INTO ticks SELECT symbol, seq, ts, price, volume FROM stage WHERE true"
-                        " ON CONFLICT DO NOTHING RETURNING symbol, seq, ts, price, volume"
+                        f"INSERT INTO ticks ({TICK_COLUMNS}) SELECT {TICK_COLUMNS} FROM stage WHERE true"
+                        f" ON CONFLICT DO NOTHING RETURNING {TICK_COLUMNS}"
                     )
                 ]
                 if new:
@@ -164,7 +190,7 @@ class SqliteStore(HistoryStore):
             args.extend(after)
         order = "DESC" if latest else "ASC"
         sql = (
-            f"SELECT symbol, seq, ts, price, volume FROM ticks INDEXED BY ticks_by_time WHERE {' AND '.join(where)}"
+            f"SELECT {TICK_COLUMNS} FROM ticks INDEXED BY ticks_by_time WHERE {' AND '.join(where)}"
             f" ORDER BY ts {order}, seq {order} LIMIT ?"
         )
         with self._lock:
@@ -188,7 +214,7 @@ class SqliteStore(HistoryStore):
                 args.append(value)
         order = "DESC" if latest else "ASC"
         sql = (
-            f"SELECT start, open, high, low, close, volume, count FROM candles WHERE {' AND '.join(where)}"
+            f"SELECT start, open, high, low, close, volume, count, qty FROM candles WHERE {' AND '.join(where)}"
             f" ORDER BY start {order} LIMIT ?"
         )
         with self._lock:

@@ -10,9 +10,10 @@ Children run in their own process groups (a Ctrl-C reaches only the supervisor, 
 then stops them in order) and get SIGTERM from the kernel if the supervisor dies.
 
 The embedded servers start with the state dir's credentials (:mod:`stockctl.instance.infra`);
-the daemons get the NATS and Redis URLs, credentials included, in ``STOCKCTL_NATS_URL``
-and ``STOCKCTL_REDIS_URL`` (an environment only this user can read), and nothing the
-supervisor writes or logs holds them unmasked.
+with ``STOCKCTL_PUBLIC_MARKET_DATA`` NATS also admits clients without credentials, to
+subscribe to ``stock_prices`` only. The daemons get the NATS and Redis URLs, credentials
+included, in ``STOCKCTL_NATS_URL`` and ``STOCKCTL_REDIS_URL`` (an environment only this user
+can read), and nothing the supervisor writes or logs holds them unmasked.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from stockctl.instance import infra, launch
 from stockctl.instance.registry import remove_instance, write_instance
 from stockctl.runtime.retry import Backoff
 from stockctl.settings import Settings, mask_url
+from stockctl.wire.seeds import STOCK_PRICES_SUBJECT
 
 log = logging.getLogger("stockctl.supervisor")
 
@@ -140,7 +142,9 @@ class Supervisor:
             if name == "nats":
                 store = s.data_dir / "nats"
                 store.mkdir(parents=True, exist_ok=True)
-                conf = s.server_credentials().write_nats_config(s.secrets_dir / "nats.conf")
+                # public market data: a client without credentials may read stock_prices (seed 000)
+                public = (STOCK_PRICES_SUBJECT,) if s.public_market_data else ()
+                conf = s.server_credentials().write_nats_config(s.secrets_dir / "nats.conf", public)
                 comps.append(
                     Component(
                         "nats",

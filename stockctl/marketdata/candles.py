@@ -1,4 +1,4 @@
-"""OHLCV candles over fixed intervals, on integer price units."""
+"""OHLCV candles over fixed intervals, on integer price (and quantity) units."""
 
 from __future__ import annotations
 
@@ -32,14 +32,17 @@ class CandleState:
     close: int
     volume: int
     count: int
+    qty: int = 0
+    """Exact traded quantity in 1e-8 units, summed from ticks that carry one (a live feed's)."""
 
-    def add(self, units: int, volume: int) -> None:
+    def add(self, units: int, volume: int, qty: int = 0) -> None:
         if units > self.high:
             self.high = units
         if units < self.low:
             self.low = units
         self.close = units
         self.volume += volume
+        self.qty += qty
         self.count += 1
 
 
@@ -56,14 +59,14 @@ class CandleBuilder:
         self.interval_ns = interval_ns
         self.current = current
 
-    def add(self, ts_ns: int, units: int, volume: int) -> CandleState | None:
+    def add(self, ts_ns: int, units: int, volume: int, qty: int = 0) -> CandleState | None:
         """Fold a tick in; return the candle it changed (None for a late tick)."""
         start = bucket_start(ts_ns, self.interval_ns)
         cur = self.current
         if cur is None or start > cur.start:
-            self.current = CandleState(start, units, units, units, units, volume, 1)
+            self.current = CandleState(start, units, units, units, units, volume, 1, qty)
             return self.current
         if start < cur.start:
             return None
-        cur.add(units, volume)
+        cur.add(units, volume, qty)
         return cur

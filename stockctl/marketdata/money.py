@@ -1,7 +1,9 @@
-"""Exact prices: decimal strings at the edges, integer units inside.
+"""Exact prices and traded quantities: decimal strings at the edges, integer units inside.
 
 A price unit is 1e-8 of the quote currency; eight decimals cover equities, FX and
-crypto quotes alike. Nothing here touches float.
+crypto quotes alike. A live feed's traded quantity uses the same scale (1e-8 of the
+base asset: a satoshi of BTC), which is as fine as Binance and Coinbase quote sizes.
+Nothing here touches float.
 """
 
 from __future__ import annotations
@@ -20,19 +22,20 @@ class PriceError(ValueError):
     """A price string that is not a positive decimal with at most 8 decimals."""
 
 
-def to_units(text: str) -> int:
-    """Parse ``"189.25"`` into integer units, rejecting signs, exponents, NaN and excess decimals."""
+def to_units(text: str, what: str = "price") -> int:
+    """Parse ``"189.25"`` into integer units, rejecting signs, exponents, NaN and excess decimals
+    (``what`` names the value in the message: a price, or a ``"quantity"``)."""
     m = _PRICE_RE.fullmatch(text.strip())
     if not m:
         if re.fullmatch(r"\d+\.\d{9,}", text.strip(), re.ASCII):
             raise PriceError(f"too many decimals in {text!r} (at most {PRICE_DP})")
-        raise PriceError(f"not a positive decimal price: {text!r}")
+        raise PriceError(f"not a positive decimal {what}: {text!r}")
     whole, frac = m.group(1), (m.group(2) or "")
     units = int(whole) * SCALE + int(frac.ljust(PRICE_DP, "0") or 0)
     if units <= 0:
-        raise PriceError(f"price must be above zero: {text!r}")
+        raise PriceError(f"{what} must be above zero: {text!r}")
     if units > MAX_UNITS:
-        raise PriceError(f"price is absurdly large: {text!r}")
+        raise PriceError(f"{what} is absurdly large: {text!r}")
     return units
 
 
@@ -44,6 +47,11 @@ def from_units(units: int, min_dp: int = 2) -> str:
     if len(frac_s) < min_dp:
         frac_s = frac_s.ljust(min_dp, "0")
     return f"{sign}{whole}.{frac_s}" if frac_s else f"{sign}{whole}"
+
+
+def qty_text(units: int) -> str | None:
+    """An exact quantity for the wire (``"0.0012"``, ``"3"``); None for 0, which means none was given."""
+    return from_units(units, 0) if units else None
 
 
 def ratio_str(numerator: int, denominator: int, dp: int = 4) -> str:

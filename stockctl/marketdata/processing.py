@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Literal
 
 from stockctl.marketdata.candles import CandleBuilder, CandleState, parse_interval
-from stockctl.marketdata.money import from_units, mean_str, pct_change_str, to_units
+from stockctl.marketdata.money import SCALE, from_units, mean_str, pct_change_str, qty_text, to_units
 from stockctl.marketdata.sma import SmaCrossover
 from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal, Tick
 
@@ -51,6 +51,8 @@ class SymbolState:
     high: int = 0
     low: int = 0
     volume: int = 0
+    qty: int = 0
+    """Today's exact traded quantity (1e-8 units) of ticks that carry ``qty``."""
     last_signal: Literal["BUY", "SELL"] | None = None
     last_quote: Quote | None = field(default=None)
 
@@ -84,11 +86,13 @@ class SymbolState:
         day = tick.ts // DAY_NS
         if day != self.day:
             # A new (UTC) trading day: open, high, low and volume start again.
-            self.day, self.open, self.high, self.low, self.volume = day, units, units, units, 0
+            self.day, self.open, self.high, self.low, self.volume, self.qty = day, units, units, units, 0, 0
         else:
             self.high = max(self.high, units)
             self.low = min(self.low, units)
+        qty = to_units(tick.qty, "quantity") if tick.qty else 0
         self.volume += tick.volume
+        self.qty += qty
 
         side = self.crossover.push(units)
         fast, slow = self.crossover.fast, self.crossover.slow
@@ -102,7 +106,7 @@ class SymbolState:
 
         changed = []
         for iv, builder in self.candles.items():
-            candle = builder.add(tick.ts, units, tick.volume)
+            candle = builder.add(tick.ts, units, tick.volume, qty)
             if candle is not None:
                 changed.append((iv, candle))
 
@@ -116,10 +120,11 @@ class SymbolState:
             low=from_units(self.low),
             change=from_units(units - self.open),
             change_pct=pct_change_str(self.open, units),
-            volume=self.volume,
+            volume=self.volume + self.qty // SCALE,
             sma_fast=sma_fast,
             sma_slow=sma_slow,
             signal=self.last_signal,
+            qty=qty_text(self.qty),
         )
         self.last_quote = quote
         return Applied(quote, PricePoint(tick.price, tick.ts, tick.seq), changed, signal)
@@ -145,6 +150,7 @@ class SymbolState:
             "sma_slow": q.sma_slow or "",
             "signal": q.signal or "",
             "sma_relation": self.crossover.relation,
+            "qty": q.qty or "",
         }
         return fields
 
@@ -167,7 +173,9 @@ class SymbolState:
         state.last_sseq = int(fields["sseq"])
         state.day = int(fields["day"])
         state.open, state.high, state.low = (to_units(fields[k]) for k in ("open", "high", "low"))
-        state.volume = int(fields["volume"])
+        # the hash's volume holds the whole units of qty too (what clients read); take them out
+        state.qty = to_units(fields["qty"], "quantity") if fields.get("qty") else 0
+        state.volume = int(fields["volume"]) - state.qty // SCALE
         state.last_signal = fields.get("signal") or None  # type: ignore[assignment]
         # The SMA windows and the crossover side come from replaying history, so a
         # restart neither invents nor misses a crossover.
@@ -178,14 +186,16 @@ class SymbolState:
         state.crossover.seed_relation(int(fields.get("sma_relation") or 0))
         for iv, candle in last_candles.items():
             if iv in state.candles:
+                qty = to_units(candle.qty, "quantity") if candle.qty else 0
                 state.candles[iv].current = CandleState(
                     candle.start,
                     to_units(candle.open),
                     to_units(candle.high),
                     to_units(candle.low),
                     to_units(candle.close),
-                    candle.volume,
+                    candle.volume - qty // SCALE,
                     candle.count,
+                    qty,
                 )
         state.last_quote = quote_from_fields(fields)
         return state
@@ -207,6 +217,7 @@ def quote_from_fields(fields: dict[str, str]) -> Quote:
         sma_fast=fields.get("sma_fast") or None,
         sma_slow=fields.get("sma_slow") or None,
         signal=fields.get("signal") or None,  # type: ignore[arg-type]
+        qty=fields.get("qty") or None,
     )
 
 
@@ -219,6 +230,7 @@ def candle_of(symbol: str, interval: str, c: CandleState) -> Candle:
         from_units(c.high),
         from_units(c.low),
         from_units(c.close),
-        c.volume,
+        c.volume + c.qty // SCALE,
         c.count,
+        qty_text(c.qty),
     )

@@ -23,8 +23,8 @@ class Tick(msgspec.Struct, frozen=True, omit_defaults=True):
     """Where the tick came from: ``sim``, ``csv:<file>:<line>``, an exchange market, or a live
     feed's trade (``binance:trade:<id>``, ``binance:aggTrade:<id>``, ``coinbase:match:<id>``)."""
     qty: str | None = None
-    """A live feed's exact traded quantity (crypto trades in fractions; ``volume`` counts whole
-    units only and is 0 for them)."""
+    """A live feed's exact traded quantity (crypto trades in fractions, at most 8 decimals); its
+    ``volume`` is 0, and quotes, candles and the history store count ``qty`` instead."""
 
 
 class Quote(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -40,10 +40,13 @@ class Quote(msgspec.Struct, frozen=True, omit_defaults=True):
     change: str
     change_pct: str
     volume: int = 0
+    """Units traded today (UTC): the ticks' ``volume``, plus the whole units of ``qty``."""
     sma_fast: str | None = None
     sma_slow: str | None = None
     signal: Literal["BUY", "SELL"] | None = None
     """Side of the most recent crossover signal, if any."""
+    qty: str | None = None
+    """The exact quantity traded today of a symbol whose ticks carry ``qty`` (a live feed's)."""
 
 
 class Signal(msgspec.Struct, frozen=True):
@@ -58,7 +61,7 @@ class Signal(msgspec.Struct, frozen=True):
     sma_slow: str
 
 
-class Candle(msgspec.Struct, frozen=True):
+class Candle(msgspec.Struct, frozen=True, omit_defaults=True):
     """OHLCV over one interval bucket starting at ``start`` (ns)."""
 
     symbol: str
@@ -69,7 +72,10 @@ class Candle(msgspec.Struct, frozen=True):
     low: str
     close: str
     volume: int
+    """Units traded: the ticks' ``volume``, plus the whole units of ``qty``."""
     count: int
+    qty: str | None = None
+    """The exact quantity traded, for a symbol whose ticks carry ``qty`` (a live feed's)."""
 
 
 class PricePoint(msgspec.Struct, frozen=True, array_like=True):

@@ -6,7 +6,7 @@ and a grep for a function finds every reader and writer.
 Symbols and market names enter a subject or a key only through :func:`symbol_token`, one
 reversible encoding: ``A-Z``, ``0-9``, ``_`` and ``-`` stand for themselves (so ``AAPL`` and
 ``TATA_INR`` are spelled as before), and every other character of a symbol (``.`` and ``/``,
-see :mod:`stockctl.symbols`) becomes ``%`` and its two hex digits, as in a URL: ``BRK.B`` is
+see :mod:`stockctl.wire.symbols`) becomes ``%`` and its two hex digits, as in a URL: ``BRK.B`` is
 ``md.tick.BRK%2EB``, ``BTC/USDT`` is ``md:quote:BTC%2FUSDT``. A token never holds ``.``, ``*``,
 ``>`` or whitespace (a NATS subject token cannot) nor ``:`` (the Redis key separator), and
 ``%`` is never part of a symbol, so :func:`symbol_from_token` gives the symbol back exactly.

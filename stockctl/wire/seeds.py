@@ -39,7 +39,7 @@ def rfc3339(ts_ns: int) -> str:
 def stock_price(symbol: str, price: str, ts_ns: int) -> bytes:
     """Seed 000/002's ``{"symbol","price","timestamp"}``, spliced: cheap enough for every tick.
 
-    ``symbol`` holds only ``A-Z 0-9 _ - . /`` (:mod:`stockctl.symbols`) and ``price`` is a plain
+    ``symbol`` holds only ``A-Z 0-9 _ - . /`` (:mod:`stockctl.wire.symbols`) and ``price`` is a plain
     decimal, so neither needs JSON escaping.
     """
     return (

@@ -5,6 +5,8 @@ stop. Real nats-server, valkey-server, processor and feeds daemons; no mocks."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +15,9 @@ import httpx
 import pytest
 import redis
 
+from stockctl.history.sqlite import SqliteStore
 from stockctl.wire import names
-from stockctl.wire.marketdata import point_decoder
+from stockctl.wire.marketdata import candle_decoder, point_decoder
 from tests.support.cli import Cli
 from tests.support.feedserver import FeedServer
 from tests.support.stack import wait_for
@@ -70,6 +73,7 @@ def test_feeds_reach_redis_exactly_and_status_reports_gaps_and_reconnects(clean,
         "STOCKCTL_FEED_SILENCE_S": "1.5",
         "STOCKCTL_FEED_BACKOFF_MIN_S": "0.05",
         "STOCKCTL_FEED_BACKOFF_MAX_S": "0.2",
+        "STOCKCTL_HISTORY_RETENTION": "0",  # the frames' trades are from 2024: keep them
     }
     r = redis.Redis.from_url(clean.redis_url)
     try:
@@ -77,7 +81,7 @@ def test_feeds_reach_redis_exactly_and_status_reports_gaps_and_reconnects(clean,
         up = cli.run(
             "up",
             "--only",
-            "processor,feeds",
+            "processor,feeds,history",
             "--nats-url",
             clean.nats_url,
             "--redis-url",
@@ -97,6 +101,20 @@ def test_feeds_reach_redis_exactly_and_status_reports_gaps_and_reconnects(clean,
         assert history(r, "ETHUSDT") == ETHUSDT
         assert history(r, "BTC-USD") == BTC_USD
         assert r.hget(names.quote_key("BTC-USD"), "price") == b"67012.00"
+
+        # exact quantities: the day's and the candles' sums, and every tick's in the history store
+        assert r.hmget(names.quote_key("BTC-USD"), "qty", "volume") == [b"1.961", b"1"]  # 0.5+0.01+1.25+0.001+0.2
+        [minute] = [candle_decoder.decode(b) for b in r.zrange(names.candles_key("BTCUSDT", "1m"), 0, -1)]
+        assert (minute.qty, minute.volume, minute.count) == ("0.8312", 0, 5)
+        store = SqliteStore(cli.home / "data" / "history.sqlite3", read_only=True)
+        wait_for(lambda: store.count("BTC-USD") == 5, 20, what="feed ticks in the history store")
+        assert [t.qty for t in store.ticks("BTC-USD")] == [50_000_000, 1_000_000, 125_000_000, 100_000, 20_000_000]
+        assert [c.qty for c in store.candles("BTC-USD", "1m")] == ["1.761", "0.2"]  # 16:26 and 16:27
+        store.close()
+        rows = list(csv.DictReader(io.StringIO(cli.run("export", "BTC-USD", "--from", "0", check=True).stdout)))
+        assert [(row["qty"], row["volume"]) for row in rows] == [
+            (q, "0") for q in ("0.5", "0.01", "1.25", "0.001", "0.2")
+        ]
 
         # the exchanges' protocols: the streams in the URL, the documented subscribe, pongs
         assert binance.paths[0] == "/stream?streams=btcusdt@trade/ethusdt@aggTrade"

@@ -86,6 +86,24 @@ def test_candles_equal_a_recomputation_from_the_ticks(store: HistoryStore) -> No
             assert (c.count, c.volume) == (len(rs), sum(r.volume for r in rs))
 
 
+def test_a_feeds_exact_quantities_are_stored_and_summed_into_candles(store: HistoryStore) -> None:
+    qtys = ["0.0012", "0.5", "0.49880001", "1", "0.00000001"]  # 1e-8 units: a satoshi is exact
+    rows = [
+        TickRow("BTC/USDT", i, HOUR + i * S // 10, to_units("67000"), 0, to_units(q)) for i, q in enumerate(qtys, 1)
+    ]
+    assert store.write(rows) == 5
+    assert store.write(rows[:2]) == 0  # a redelivery adds nothing to the sums
+    assert [r.qty for r in store.ticks("BTC/USDT")] == [to_units(q) for q in qtys]
+    [m] = store.candles("BTC/USDT", "1m")
+    assert (m.qty, m.volume, m.count) == ("2.00000002", 2, 5)  # the processor's shape: volume, the whole units
+    store.write([TickRow("BTC/USDT", 6, HOUR + 30 * S, to_units("67000"), 0, to_units("0.99999998"))])
+    [m] = store.candles("BTC/USDT", "1m")
+    assert (m.qty, m.volume) == ("3", 3)
+    store.write([tick(1, HOUR, "10.00", 7)])  # a simulated tick: whole units, no qty
+    [c] = store.candles("AAPL", "1m")
+    assert (c.volume, c.qty) == (7, None) and store.ticks("AAPL")[0].qty == 0
+
+
 def test_ranges_and_pages_by_cursor(store: HistoryStore) -> None:
     store.write([tick(i, HOUR + i * S, "50.00") for i in range(1, 101)])
     store.write([tick(i, HOUR + i * S, "70.00", symbol="MSFT") for i in range(1, 11)])
@@ -162,3 +180,55 @@ def test_durations_and_cursors_parse_or_say_how() -> None:
             parse_cursor(bad)
     with pytest.raises(ValueError, match="bad duration"):
         Settings(history_retention="forever")
+
+
+OLD_TICKS = """CREATE TABLE ticks (symbol TEXT NOT NULL, seq {int} NOT NULL, ts {int} NOT NULL, price {int} NOT NULL,
+    volume {int} NOT NULL, PRIMARY KEY (symbol, seq)){rowid}"""
+OLD_CANDLES = """CREATE TABLE candles (symbol TEXT NOT NULL, iv INTEGER NOT NULL, start {int} NOT NULL,
+    open {int} NOT NULL, high {int} NOT NULL, low {int} NOT NULL, close {int} NOT NULL, volume {int} NOT NULL,
+    count {int} NOT NULL, open_ts {int} NOT NULL, open_seq {int} NOT NULL, close_ts {int} NOT NULL,
+    close_seq {int} NOT NULL, PRIMARY KEY (symbol, iv, start)){rowid}"""
+"""The tables as the store made them before exact quantities (no ``qty`` columns)."""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_store_from_before_qty_is_upgraded_in_place(backend: str, tmp_path: Path, request) -> None:
+    if backend == "sqlite":
+        path = tmp_path / "h.sqlite3"
+        db = sqlite3.connect(path)
+        kinds = {"int": "INTEGER", "rowid": " WITHOUT ROWID"}
+        ph = "?"
+    else:
+        url = request.getfixturevalue("pg_url")
+        db = psycopg.connect(url, autocommit=True)
+        kinds = {"int": "BIGINT", "rowid": ""}
+        ph = "%s"
+    for ddl in (OLD_TICKS, OLD_CANDLES, "CREATE TABLE symbols (symbol TEXT PRIMARY KEY)"):
+        db.execute(ddl.format(**kinds))
+    db.execute(f"INSERT INTO ticks VALUES ('AAPL', 1, {ph}, 1000000000, 5)", (HOUR,))
+    db.execute(
+        f"INSERT INTO candles VALUES ('AAPL', 60, {ph}, 1000000000, 1000000000, 1000000000, 1000000000, 5, 1,"
+        f" {ph}, 1, {ph}, 1)",
+        (HOUR, HOUR, HOUR),
+    )
+    db.execute("INSERT INTO symbols VALUES ('AAPL')")
+    db.commit()
+    db.close()
+
+    def opened(read_only: bool = False) -> HistoryStore:
+        return SqliteStore(path, read_only) if backend == "sqlite" else PostgresStore(url, read_only)
+
+    with pytest.raises(HistoryError, match="predates exact quantities; the history daemon upgrades it"):
+        opened(read_only=True)  # the gateway and export wait for the writer, rather than fail on a column
+    store = opened()  # the writer: ALTER TABLE ... ADD COLUMN
+    assert store.write([tick(2, HOUR + S, "11.00", 2), TickRow("AAPL", 3, HOUR + 2 * S, to_units("12"), 0, 25)]) == 2
+    assert [(r.seq, r.volume, r.qty) for r in store.ticks("AAPL")] == [(1, 5, 0), (2, 2, 0), (3, 0, 25)]
+    [m] = store.candles("AAPL", "1m")
+    assert (m.open, m.close, m.volume, m.count, m.qty) == ("10.00", "12.00", 7, 3, "0.00000025")
+    store.close()
+    again = opened()  # a second open finds nothing to add
+    assert again.count() == 3
+    again.close()
+    reader = opened(read_only=True)
+    assert [r.qty for r in reader.ticks("AAPL")] == [0, 0, 25]
+    reader.close()

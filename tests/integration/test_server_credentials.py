@@ -20,6 +20,7 @@ from pathlib import Path
 import nats
 import pytest
 import redis
+from nats.aio.msg import Msg
 
 from stockctl import servercreds
 from stockctl.settings import mask_url
@@ -233,3 +234,53 @@ def test_a_wrong_external_password_is_refused_and_not_repeated(servers: Servers,
     for secret in ("WrongNatsPassword1", servers.credentials.redis_password):
         assert secret not in failed.stdout + failed.stderr
         assert not files_holding(cli.home, secret, skip=cli.home / "secrets")
+
+
+def test_public_market_data_lets_a_client_without_credentials_read_stock_prices_only(cli: Cli) -> None:
+    # Act: the embedded NATS of an instance with public market data on (seed 000's door)
+    cli.env["STOCKCTL_PUBLIC_MARKET_DATA"] = "1"
+    cli.run("up", "--only", "nats,redis,processor,publisher", "--symbols", "AAPL", check=True)
+    port = int(cli.env["STOCKCTL_NATS_PORT"])
+    creds = json.loads((cli.home / "secrets" / "servers.json").read_text())
+    ours = servercreds.ServerCredentials(**creds).nats_url("127.0.0.1", port)
+
+    async def scenario() -> tuple[list[dict], list[str], list[bytes]]:
+        refused: list[str] = []
+
+        async def collect(exc: Exception) -> None:
+            refused.append(str(exc))
+
+        # seed 000's consumer, with host and port only
+        anon = await nats.connect(f"nats://127.0.0.1:{port}", error_cb=collect, allow_reconnect=False)
+        prices = await anon.subscribe("stock_prices")
+        got = [json.loads((await prices.next_msg(10)).data) for _ in range(3)]
+        admin = await nats.connect(ours)
+        leaked: list[bytes] = []
+
+        async def watch(msg: Msg) -> None:
+            if b"intruder" in msg.data:
+                leaked.append(msg.data)
+
+        for subject in ("ex.order.>", "md.>"):
+            await admin.subscribe(subject, cb=watch)
+        await admin.flush()
+        await anon.publish("ex.order.AAPL", b'{"intruder": 1}')
+        await anon.publish("md.tick.AAPL", b'{"intruder": 2}')
+        await anon.subscribe("ex.event.>")
+        await anon.flush()
+        await asyncio.sleep(0.5)
+        got.append(json.loads((await prices.next_msg(10)).data))  # the connection stays, reading
+        await anon.close()
+        await admin.close()
+        return got, refused, leaked
+
+    got, refused, leaked = asyncio.run(scenario())
+
+    # Assert: it reads StockPrice messages, and every other door is shut
+    assert {m["symbol"] for m in got} == {"AAPL"} and all(list(m) == ["symbol", "price", "timestamp"] for m in got)
+    assert leaked == []
+    assert any('permissions violation for publish to "ex.order.aapl"' in r.lower() for r in refused), refused
+    assert any('permissions violation for publish to "md.tick.aapl"' in r.lower() for r in refused), refused
+    assert any('permissions violation for subscription to "ex.event.>"' in r.lower() for r in refused), refused
+    # a wrong password is refused, not taken for the public user
+    assert "Authorization Violation" in nats_connect_error(f"nats://stockctl:guess@127.0.0.1:{port}")

@@ -31,8 +31,13 @@ from tui.widgets.ticker_board import TickerBoard
 
 @pytest.fixture
 def stack(clean, tmp_path: Path, daemons) -> GatewayStack:
-    """processor, publisher (5 ticks/s, seeded), auth and gateway on free ports; instance.json written."""
-    settings = stack_settings(clean, tmp_path / "home", rate=5, seed=3, sma_fast=3, sma_slow=6)
+    """processor, publisher (5 ticks/s, seeded), auth and gateway on free ports; instance.json written.
+
+    Two of its symbols are real tickers with a ``.`` and a ``/``, which subjects, Redis keys,
+    WebSocket channels and REST paths must all carry."""
+    settings = stack_settings(
+        clean, tmp_path / "home", rate=5, seed=3, sma_fast=3, sma_slow=6, symbols="AAPL,BRK.B,BTC/USDT,MSFT"
+    )
     write_instance(settings)
     started = {name: daemons(name, settings) for name in ("processor", "publisher", "auth", "gateway")}
     return GatewayStack(settings, started)
@@ -67,6 +72,9 @@ async def test_login_then_live_board_chart_and_order_validation(stack: GatewaySt
     """One stack for the whole first session: register in the app, quotes, chart, a bad order."""
     from stockctl.client.credentials import load
 
+    conf = Path(os.environ["XDG_CONFIG_HOME"]) / "stockctl"
+    conf.mkdir(parents=True)
+    (conf / "watchlists.toml").write_text('crypto = ["btc/usdt"]\n')
     app = make_app(stack.settings)
 
     async with app.run_test(size=(160, 48)) as pilot:
@@ -94,7 +102,9 @@ async def test_login_then_live_board_chart_and_order_validation(stack: GatewaySt
 
         # Live quotes reach the board, drawn in place.
         await until(pilot, lambda: app.connection == "live", what="live feed")
-        await until(pilot, lambda: {"AAPL", "MSFT"} <= set(board(app).quotes), what="quotes on the board")
+        quotes = board(app).quotes
+        await until(pilot, lambda: {"AAPL", "BRK.B", "BTC/USDT", "MSFT"} <= set(quotes), what="quotes on the board")
+        assert board(app).visible_symbols() == ["AAPL", "BRK.B", "BTC/USDT", "MSFT"]
         first = board(app).quotes["AAPL"].seq
         await until(pilot, lambda: board(app).quotes["AAPL"].seq > first + 2, what="live AAPL updates")
         await until(pilot, lambda: cell(app, "AAPL", "last") == board(app).quotes["AAPL"].price, 2, "drawn")
@@ -105,11 +115,20 @@ async def test_login_then_live_board_chart_and_order_validation(stack: GatewaySt
         await until(pilot, lambda: chart.symbol == "AAPL" and len(chart.prices) > 1, what="AAPL chart")
         board(app).table.focus()
         await pilot.press("down")
-        await until(pilot, lambda: chart.symbol == "MSFT" and len(chart.prices) > 1, what="MSFT chart")
+        await until(pilot, lambda: chart.symbol == "BRK.B" and len(chart.prices) > 1, what="BRK.B chart")
         # The chart keeps a bounded window, which may already be full: count live ticks by seq.
         loaded = chart.last_seq
         await until(pilot, lambda: chart.last_seq > loaded, what="live points on the chart")
-        assert "MSFT" in str(chart.border_title)
+        assert "BRK.B" in str(chart.border_title)
+        await until(pilot, lambda: cell(app, "BTC/USDT", "last") == quotes["BTC/USDT"].price, 2, "BTC/USDT drawn")
+        await until(pilot, lambda: quotes["BTC/USDT"].seq >= 20, what="a BTC/USDT history to load")
+        await pilot.press("down")
+        # 15 points within a second are its loaded history: live ticks (5/s) alone bring fewer
+        await until(pilot, lambda: chart.symbol == "BTC/USDT" and len(chart.prices) >= 15, 1.0, "BTC/USDT history")
+        assert "BTC/USDT" in str(chart.border_title)
+        await pilot.press("w")  # the watchlist file spells it in lower case
+        assert board(app).visible_symbols() == ["BTC/USDT"]
+        assert board(app).border_title == "Tickers · crypto"
 
         # A bad quantity: a readable error as you type, and ctrl+s sends nothing.
         await pilot.press("4")

@@ -8,7 +8,7 @@ import pytest
 
 from stockctl.bench.feeds import run_feeds_bench
 from stockctl.errors import UsageError
-from stockctl.feeds import FeedHealth, MalformedFrame, exact_price, iso_to_ns
+from stockctl.feeds import FeedHealth, MalformedFrame, exact_price, exact_qty, iso_to_ns
 from stockctl.feeds.binance import BinanceAdapter, ServerShutdown
 from stockctl.wire.feeds import parse_feed
 
@@ -36,6 +36,12 @@ def test_prices_and_times_are_exact() -> None:
     for bad in ("6.7e4", "-1", "NaN", 67012.34, "0.000000001"):
         with pytest.raises(MalformedFrame):
             exact_price(bad)
+    assert [exact_qty(q) for q in ("0.00700000", "1.00000000", "0.00000001", "007", "2.5000000000")] == [
+        "0.007", "1", "0.00000001", "7", "2.5",
+    ]  # fmt: skip
+    for bad, why in (("0.000000001", "too many decimals"), ("0.00000000", "above zero"), ("1e-3", "decimal")):
+        with pytest.raises(MalformedFrame, match=why):
+            exact_qty(bad)  # the history store and candles sum quantities in 1e-8 units
     assert iso_to_ns("2014-11-07T08:19:27.028459Z") == 1415348367_028459000
     with pytest.raises(MalformedFrame):
         iso_to_ns("2014-11-07 08:19:27")

@@ -239,6 +239,31 @@ def test_candle_of_formats_prices() -> None:
     assert c == Candle("AAPL", "1m", MIDNIGHT, "1.50", "2.00", "1.00", "0.00000001", 9, 3)
 
 
+def test_a_feeds_exact_quantities_make_the_candle_and_day_volume() -> None:
+    state = make_state("BTCUSDT")
+    ticks = [Tick("BTCUSDT", "67000.00", MIDNIGHT + i * NS // 4, i, 0, "binance:trade:1", q) for i, q in
+             enumerate(["0.0012", "0.5", "0.49880001", "1"], start=1)]  # fmt: skip
+    applied = [state.apply(t, t.seq) for t in ticks]
+    minute = candle_of("BTCUSDT", "1m", state.candles["1m"].current)  # type: ignore[arg-type]
+    assert (minute.qty, minute.volume, minute.count) == ("2.00000001", 2, 4)  # volume: the whole units
+    second = candle_of("BTCUSDT", "1s", state.candles["1s"].current)  # type: ignore[arg-type]
+    assert (second.start, second.qty, second.volume) == (MIDNIGHT + NS, "1", 1)  # the fourth tick alone
+    assert [a.quote.qty for a in applied] == ["0.0012", "0.5012", "1.00000001", "2.00000001"]
+    assert [a.quote.volume for a in applied] == [0, 0, 1, 2]
+    # restart: the quote hash and the newest candles give the exact sums back
+    back = restored_copy(state, [a.point for a in applied])
+    nxt = Tick("BTCUSDT", "67001.00", MIDNIGHT + 50 * NS, 5, 0, "binance:trade:5", "0.00000002")
+    a, b = state.apply(nxt, 5), back.apply(nxt, 5)
+    assert a.quote == b.quote and a.quote.qty == "2.00000003"
+    assert [candle_of("BTCUSDT", iv, c) for iv, c in a.candles] == [candle_of("BTCUSDT", iv, c) for iv, c in b.candles]
+    # a new UTC day starts the day's quantity again; a simulated tick carries none
+    late = state.apply(Tick("BTCUSDT", "1.00", MIDNIGHT + DAY, 6, 0, "x", "0.1"), 6).quote
+    assert (late.qty, late.volume) == ("0.1", 0)
+    sim = make_state().apply(tick(1, "10.00", volume=7), 1)
+    assert (sim.quote.qty, sim.quote.volume) == (None, 7)
+    assert candle_of("AAPL", "1m", sim.candles[1][1]) == Candle("AAPL", "1m", MIDNIGHT, *["10.00"] * 4, 7, 1)
+
+
 # --- quote_fields / restore ---------------------------------------------------------------
 
 

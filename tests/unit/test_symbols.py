@@ -125,3 +125,16 @@ def test_a_markets_file_with_a_bad_market_is_refused(tmp_path) -> None:
     bad.write_text("[" + spec % "BTC USDT" + "]")
     with pytest.raises(ValueError, match="bad market 'BTC USDT'"):
         load_markets(str(bad))
+
+
+def test_watchlists_take_real_symbols_and_refuse_look_alikes_naming_file_and_list() -> None:
+    from tui.watchlists import WatchlistError, parse_watchlists
+
+    groups = parse_watchlists({"crypto": ["btc/usdt", " BTC-USD "], "us": ["brk.b", "BF-B"]}, "w.toml")
+    assert groups["crypto"] == frozenset({"BTC/USDT", "BTC-USD"})
+    assert groups["us"] == frozenset({"BRK.B", "BF-B"})
+    for bad, reason in (("AAPL\x1b", "control character U+001B"), ("\u0410APL", "U+0410"), ("MD.*", "wildcard")):
+        with pytest.raises(WatchlistError) as info:
+            parse_watchlists({"us": ["MSFT", bad]}, "w.toml")
+        assert str(info.value).startswith("w.toml: us: bad symbol ")
+        assert reason in str(info.value) and "e.g. BRK.B" in str(info.value)  # the reason, then the rule
