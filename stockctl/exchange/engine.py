@@ -1023,7 +1023,8 @@ class Exchange:
         """Enter the stops the trades of this command triggered, then those their trades trigger.
 
         Per trade, in trade order: the stops it triggers, nearest first (the stop price closest to
-        the last trade before it: buys lowest first, sells highest first), then time. They enter
+        the last trade before it: buys lowest first, sells highest first), then time; with no trade
+        before it, the farthest from its price first (still buys lowest, sells highest). They enter
         one by one, after the command that caused them; a stop triggered by a triggered stop's
         trade enters after every stop triggered before it."""
         queue: deque[tuple[Order, int]] = deque()
@@ -1041,8 +1042,14 @@ class Exchange:
                     hit.extend(sells[i:])
                     del sells[i:]
                 if hit:
-                    ref = p if last is None else last
-                    hit.sort(key=lambda e: (abs(e[0] - ref), e[1]))
+                    if last is None:
+                        # No trade before this one: the market came from below to the buy stops and
+                        # from above to the sell stops, so the nearest to where it came from is the
+                        # farthest from this price (buys lowest first, sells highest first).
+                        hit.sort(key=lambda e: (-abs(e[0] - p), e[1]))
+                    else:
+                        ref = last
+                        hit.sort(key=lambda e: (abs(e[0] - ref), e[1]))
                     queue.extend((o, p) for _, _, o in hit)
                 last = p
             if not queue:

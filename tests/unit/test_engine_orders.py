@@ -303,6 +303,22 @@ def test_stops_triggered_by_one_trade_enter_nearest_first_then_by_time(ex: Excha
     assert taker_order == [7, 4, 5, 3]
 
 
+def test_with_no_trade_before_stops_enter_nearest_to_where_the_market_came_from(ex: Exchange) -> None:
+    # No last trade: nothing was refused would_trigger, so the first trade hits stops on both
+    # sides. A rise reached the lowest buy stop first and a fall the highest sell stop, so those
+    # enter first: the farthest from the trade price first, buys and sells alike, then by time.
+    ex.apply(stop("alice", "buy", 1, "103", price="120", coid="b103"))  # 1
+    ex.apply(stop("bob", "buy", 1, "101", price="120", coid="b101"))  # 2
+    ex.apply(stop("alice", "sell", 1, "104", coid="s104"))  # 3
+    ex.apply(stop("bob", "sell", 1, "106", coid="s106"))  # 4
+    ex.apply(stop("carol", "buy", 1, "101", price="120", coid="b101-later"))  # 5
+    ex.apply(limit("carol", "sell", 1, "104", "first"))  # 6
+
+    out = ex.apply(limit("dave", "buy", 1, "104", "push"))  # the market's first trade, at 104
+
+    assert [e.order_id for e in only(out, "Triggered")] == [2, 5, 4, 1, 3]
+
+
 def test_a_triggered_stop_can_trigger_others_in_a_cascade(ex: Exchange) -> None:
     trade_last(ex, "100")
     ex.apply(stop("alice", "sell", 1, "99", coid="s1"))  # 3
