@@ -304,7 +304,7 @@ def amend_result(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     fills = [e for e in events if e.get("event") == "trade" and e.get("taker_order_id") == oid]
     cancelled = any(e.get("event") == "cancelled" and e.get("order_id") == oid for e in events)
     remaining = fills[-1]["taker_remaining"] if fills else first["remaining"]
-    status = "cancelled" if cancelled else "filled" if _is_zero(remaining) else "open"
+    status = "cancelled" if cancelled else "filled" if _is_zero(remaining) else first.get("status", "open")
     return 200, {
         "order_id": oid,
         "client_order_id": first["client_order_id"],

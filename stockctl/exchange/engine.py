@@ -972,6 +972,7 @@ class Exchange:
                 m.seq, ts, m.symbol, user, oid, o.coid,
                 m.fmt_price(o.price) if o.price else None, m.fmt_price(ticks) if ticks else None,
                 m.fmt_qty(o.qty), m.fmt_qty(qty), m.fmt_qty(rem), "kept" if keeps else "lost",
+                "pending" if o.pending else "open",
             )
         ]  # fmt: skip
         asset = m.quote if is_buy else m.base

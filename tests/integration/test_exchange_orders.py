@@ -94,6 +94,8 @@ def test_stops_and_icebergs_over_rest(ex: Ex) -> None:
     assert (pending["status"], pending["stop_price"], pending["price"]) == ("pending", "105.00", "110.00")
     assert ex.balances(ada)["INR"]["reserved"] != "0"
     assert ex.call(ada, "GET", f"/api/v1/book/{MKT}").json()["bids"] == []
+    raised = ex.call(ada, "PATCH", f"/api/v1/orders/{stop_id}", json={"price": "111"})  # a higher cap
+    assert raised.status_code == 200 and raised.json()["status"] == "pending", raised.text
 
     # An iceberg shows its display part only; its owner sees all of it.
     ice = ex.order(bob, market=MKT, side="sell", qty="9", price="106", display_qty="2")

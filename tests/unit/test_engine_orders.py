@@ -93,8 +93,8 @@ def test_a_quantity_decrease_at_the_same_price_keeps_time_priority(ex: Exchange)
 
     am = out[0]
     assert isinstance(am, Amended)
-    assert (am.order_id, am.old_price, am.new_price, am.old_qty, am.new_qty, am.remaining, am.priority) == (
-        1, "100.00", "100.00", "5", "3", "3", "kept",
+    assert (am.order_id, am.old_price, am.new_price, am.old_qty, am.new_qty, am.remaining, am.priority, am.status) == (
+        1, "100.00", "100.00", "5", "3", "3", "kept", "open",
     )  # fmt: skip
     assert [t.maker_order_id for t in only(fill, "Trade")] == [1]
     assert held(ex, "alice", "TATA") == 0 and held(ex, "bob", "TATA") == shares(5)
@@ -339,7 +339,7 @@ def test_a_pending_stop_can_be_cancelled_and_amended(ex: Exchange) -> None:
 
     out = ex.apply(amend("alice", 3, price="107", qty=4))
     assert held(ex, "alice", "INR") == notional("107", 4) + fee(notional("107", 4), TAKER_BPS)
-    assert (out[0].new_price, out[0].new_qty) == ("107.00", "4")
+    assert (out[0].new_price, out[0].new_qty, out[0].status) == ("107.00", "4", "pending")
     assert ex.open_orders("alice")[0].status == "pending"
     out = ex.apply(cancel("alice", 3))
     assert kinds(out) == ["Cancelled"] and out[0].remaining == "4"
