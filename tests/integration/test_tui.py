@@ -246,6 +246,14 @@ async def test_frozen_order_entry_takes_stops_gtd_icebergs_and_amends_the_select
         assert data.amended[-1] == {"order_id": first["order_id"], "price": None, "qty": "1", "market": first["market"]}
         assert entry.amending is None
         await until(pilot, lambda: "amended" in str(entry.query_one("#entry-result").render()), 3, "amend result")
+        # esc (in the form) leaves amend mode without sending anything.
+        orders.focus()
+        await pilot.press("e")
+        await until(pilot, lambda: entry.amending is not None, 3, "amend mode again")
+        entry.query_one("#entry-qty").focus()
+        await pilot.press("escape")
+        await until(pilot, lambda: entry.amending is None, 3, "amend mode left")
+        assert len(data.amended) == 1
 
 
 async def test_frozen_worker_errors_are_notices_and_a_bug_stops_the_app(
