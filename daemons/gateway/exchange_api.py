@@ -184,12 +184,15 @@ class ExchangeApi:
         if change.market is None:
             opens = msgspec.json.decode(await self.query("orders", {"user": user}))
             mine = next((o for o in opens if o["order_id"] == order_id), None)
+            key = f"amend-{uuid.uuid4().hex}"
             if mine is None:
-                raise NotFound(f"no open order {order_id}", "see `stockctl orders`")
+                # Answered as the engine answers an unknown id when the market is given, so that the
+                # code (unknown_order, 404) does not depend on whether the client named the market.
+                return [unknown_order(user, key, order_id)]
             market = mine["market"]
         else:
             market = await self.known_market(change.market)
-        key = f"amend-{uuid.uuid4().hex}"
+            key = f"amend-{uuid.uuid4().hex}"
         cmd = Amend(user, key, market, order_id, time.time_ns(), price=change.price, qty=change.qty)
         return await self.submit(market, cmd, key, user)
 
@@ -245,6 +248,18 @@ class ExchangeApi:
         return [msgspec.json.decode(b) for b in raw]
 
 
+def unknown_order(user: str, key: str, order_id: int) -> dict[str, Any]:
+    """The rejection of a command on an id that is not one of the user's open orders, found out by
+    the gateway's lookup (no market named) before any market saw it: no seq, no market."""
+    return {
+        "event": "rejected",
+        "user": user,
+        "client_order_id": key,
+        "reason": f"unknown order {order_id}: you have no open order with that id",
+        "code": "unknown_order",
+    }
+
+
 class ExchangeUnavailable(StockctlError):
     """The matching daemon did not answer in time."""
 
@@ -293,7 +308,7 @@ def amend_result(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     fills = [e for e in events if e.get("event") == "trade" and e.get("taker_order_id") == oid]
     cancelled = any(e.get("event") == "cancelled" and e.get("order_id") == oid for e in events)
     remaining = fills[-1]["taker_remaining"] if fills else first["remaining"]
-    status = "cancelled" if cancelled else "filled" if _is_zero(remaining) else "open"
+    status = "cancelled" if cancelled else "filled" if _is_zero(remaining) else first.get("status", "open")
     return 200, {
         "order_id": oid,
         "client_order_id": first["client_order_id"],

@@ -35,7 +35,7 @@ from starlette.requests import ClientDisconnect
 from daemons.gateway import auth_proxy, openapi
 from daemons.gateway import seeds as gateway_seeds
 from daemons.gateway.auth_proxy import AuthProxy
-from daemons.gateway.exchange_api import ExchangeApi, ExchangeUnavailable, amend_result, order_result
+from daemons.gateway.exchange_api import ExchangeApi, ExchangeUnavailable, amend_result, order_result, unknown_order
 from daemons.gateway.limits import RateHeaders, RateLimited, RateLimiter, add_cors, charge
 from daemons.gateway.orders import fills_by_order, open_state, order_state, page, parse_after
 from daemons.gateway.responses import error_response, json_response, small_body
@@ -278,8 +278,9 @@ def build_app(
         if market is None:
             opens = msgspec.json.decode(await exchange.query("orders", {"user": claims.email}))
             mine = next((o for o in opens if o["order_id"] == order_id), None)
-            if mine is None:
-                raise NotFound(f"no open order {order_id}", "see `stockctl orders`")
+            if mine is None:  # the same code as the engine's answer when the market is named
+                rejected = unknown_order(claims.email, "", order_id)
+                return error_response(404, rejected["code"], rejected["reason"])
             market = mine["market"]
         events = await exchange.cancel(claims.email, market, order_id)
         status, doc = order_result(events)

@@ -171,7 +171,7 @@ class WsServer:
                     else:
                         await self.hub.unsubscribe(client, channel)
                 client.send_now({"type": f"{msg.op}d", "channels": sorted(client.channels), **reply})
-            elif msg.op in ("place", "cancel") and await self.r.sismember(names.DISABLED_KEY, client.email):
+            elif msg.op in ("place", "cancel", "amend") and await self.r.sismember(names.DISABLED_KEY, client.email):
                 # An order is worth one lookup: a disable whose announcement is late still stops it.
                 raise Forbidden("account disabled", "ask the operator to enable it")
             elif msg.op == "place":

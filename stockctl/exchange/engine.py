@@ -34,31 +34,53 @@ order settles once when matching ends: what it spent leaves available, and if it
 what its remainder may cost moves to reserved. Hence, per asset, the sum over all accounts
 of available + reserved (``totals()``) only changes on ``Fund``.
 
-Orders. Price-time priority; the trade price is the maker's. Limit GTC rests; IOC cancels its
-remainder (``ioc``); FOK is checked against the book before anything is touched and is
-cancelled whole (``fok``) unless it can fill completely; a post-only order that would cross
-(any resting order at a crossing price, the user's own included) is cancelled (``post_only``)
-without trading; market orders never rest: a remainder is cancelled with ``no_liquidity``
-(the book ran out) or ``funds`` (a market buy capped by the buyer's quote). A market order
-that cannot fill even one lot is Rejected instead (``no_liquidity`` / ``funds``): nothing
-changed. Self-trade prevention: an incoming order never fills against its user's resting
-order; that resting order is cancelled (``self_trade``) and matching continues (a market buy
-capped by funds stops where its funds do). Only limit GTC orders ever rest.
+Orders. Price-time priority; the trade price is the maker's. Limit GTC and GTD orders rest;
+IOC cancels its remainder (``ioc``); FOK is checked against the book before anything is touched
+and is cancelled whole (``fok``) unless it can fill completely (an iceberg's hidden part
+counts); a post-only order that would cross (any resting order at a crossing price, the user's
+own included) is cancelled (``post_only``) without trading; market orders never rest: a
+remainder is cancelled with ``no_liquidity`` (the book ran out) or ``funds`` (a market buy
+capped by the buyer's quote). A market order that cannot fill even one lot is Rejected instead
+(``no_liquidity`` / ``funds``): nothing changed. Self-trade prevention: an incoming order never
+fills against its user's resting order; that resting order is cancelled (``self_trade``) and
+matching continues (a market buy capped by funds stops where its funds do).
+
+Order types beyond these. Amend changes a resting order's (or pending stop's) price and/or
+quantity: a decrease at the same price keeps time priority, anything else goes to the back of
+the (new) level and, if it now crosses, trades as a taker at once; a post-only order that would
+cross is refused and stays. A stop (a market order once triggered, a buy capped at ``price``)
+or stop-limit (a limit order at ``price``) waits outside the book until the market's last trade
+reaches its ``stop_price`` (buy: at or above, sell: at or below); one whose condition holds at
+placement is refused (``would_trigger``). The stops one trade triggers enter after the command
+that caused them, the stop price nearest the previous trade first (with no previous trade, the
+farthest from this one: buys lowest, sells highest), then by time; their trades may trigger
+more, which queue behind. A GTD order is cancelled (``expired``) by the first command whose
+``ts`` is at or past its ``expire_at``, before that command is matched. An iceberg
+(``display_qty``) shows only its displayed part in ``book()``; a filled displayed part refills
+from the hidden part and goes to the back of its level.
 
 Events. Each market numbers its events ``seq`` 1, 2, 3... The pseudo-market ``ACCOUNTS`` has
 its own sequence and carries ``Funded``, rejected ``Fund`` commands, and the rejection of any
 command that names no known market or is malformed (so no sequence, and no event subject, is
-ever made from an arbitrary market name). Order ids and trade ids are global and consecutive. Every
-order event sequence is ``Accepted``, then ``Cancelled(self_trade)`` / ``Trade`` events in
-matching order, then at most one ``Cancelled`` for the remainder. ``CancelAll`` with nothing
-to cancel is a ``Rejected`` (``no_open_orders``), so every command gets an answer.
+ever made from an arbitrary market name). Order ids and trade ids are global and consecutive. A
+command's events are: first the ``Cancelled(expired)`` of every GTD order it made due (in any
+market); then its own: ``Accepted`` (or ``Amended``), then ``Cancelled(self_trade)`` / ``Trade``
+events in matching order, then at most one ``Cancelled`` for the remainder (a pending stop's
+placement is its ``Accepted`` alone); then, stop by stop, each triggered stop's ``Triggered``
+followed by its own trades and cancels, in the same shape. ``CancelAll`` with nothing to cancel
+is a ``Rejected`` (``no_open_orders``), so every command gets an answer; a ``Time`` command with
+nothing due has no events.
 
 Rejection codes: ``unknown_market``, ``bad_command``, ``bad_user``, ``bad_client_order_id``,
 ``bad_side``, ``bad_type``, ``bad_tif``, ``bad_post_only``, ``post_only_market``,
 ``post_only_tif``, ``price_required``, ``price_not_allowed``, ``bad_qty``, ``lot_size``,
 ``min_qty``, ``max_qty``, ``bad_price``, ``tick_size``, ``price_range``,
 ``duplicate_client_order_id``, ``funds``, ``no_liquidity``, ``unknown_order``,
-``no_open_orders``, ``already_funded``, ``unknown_asset``, ``bad_amount``.
+``no_open_orders``, ``already_funded``, ``unknown_asset``, ``bad_amount``; for stops
+``stop_price_required``, ``stop_price_not_allowed``, ``bad_stop_price``, ``stop_tick_size``,
+``would_trigger``; for GTD ``bad_expire_at``, ``expire_in_past``; for icebergs
+``display_not_allowed``, ``bad_display_qty``, ``display_lot_size``, ``display_above_qty``; for
+amends ``bad_amend`` (neither price nor qty), ``post_only`` (it would cross).
 """
 
 from __future__ import annotations
@@ -927,7 +949,13 @@ class Exchange:
         return o
 
     def _amend(self, c: Amend) -> list[Event]:
-        """Change an open order's price and/or quantity (see the module docstring for the rules)."""
+        """Change an open order's price and/or quantity (the rules: the module docstring's "Order
+        types beyond these"). The checks come first, so a refused amend changes nothing: the id is
+        the user's open order, the new values are valid (qty above what is filled), the funds cover
+        the new reservation, and a post-only order would not cross. Then ``Amended``; a pending
+        stop only moves among the stops; a kept priority changes the order in place; otherwise it
+        leaves the book and enters again as a new arrival (trading if it crosses), and the stops
+        its trades trigger follow."""
         o = self._own_order(c)
         if type(o) is list:
             return o
@@ -972,6 +1000,7 @@ class Exchange:
                 m.seq, ts, m.symbol, user, oid, o.coid,
                 m.fmt_price(o.price) if o.price else None, m.fmt_price(ticks) if ticks else None,
                 m.fmt_qty(o.qty), m.fmt_qty(qty), m.fmt_qty(rem), "kept" if keeps else "lost",
+                "pending" if o.pending else "open",
             )
         ]  # fmt: skip
         asset = m.quote if is_buy else m.base
@@ -1023,7 +1052,8 @@ class Exchange:
         """Enter the stops the trades of this command triggered, then those their trades trigger.
 
         Per trade, in trade order: the stops it triggers, nearest first (the stop price closest to
-        the last trade before it: buys lowest first, sells highest first), then time. They enter
+        the last trade before it: buys lowest first, sells highest first), then time; with no trade
+        before it, the farthest from its price first (still buys lowest, sells highest). They enter
         one by one, after the command that caused them; a stop triggered by a triggered stop's
         trade enters after every stop triggered before it."""
         queue: deque[tuple[Order, int]] = deque()
@@ -1041,8 +1071,14 @@ class Exchange:
                     hit.extend(sells[i:])
                     del sells[i:]
                 if hit:
-                    ref = p if last is None else last
-                    hit.sort(key=lambda e: (abs(e[0] - ref), e[1]))
+                    if last is None:
+                        # No trade before this one: the market came from below to the buy stops and
+                        # from above to the sell stops, so the nearest to where it came from is the
+                        # farthest from this price (buys lowest first, sells highest first).
+                        hit.sort(key=lambda e: (-abs(e[0] - p), e[1]))
+                    else:
+                        ref = last
+                        hit.sort(key=lambda e: (abs(e[0] - ref), e[1]))
                     queue.extend((o, p) for _, _, o in hit)
                 last = p
             if not queue:

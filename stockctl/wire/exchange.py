@@ -162,6 +162,8 @@ class Amended(msgspec.Struct, frozen=True, tag="amended", tag_field="event"):
     new_qty: str
     remaining: str
     priority: Literal["kept", "lost"]
+    # A pending stop stays pending when amended; events stored before this field read as open.
+    status: Literal["open", "pending"] = "open"
 
 
 class Triggered(msgspec.Struct, frozen=True, tag="triggered", tag_field="event"):

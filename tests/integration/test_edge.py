@@ -329,23 +329,28 @@ def test_an_order_on_an_open_socket_of_a_disabled_account_is_refused_before_any_
     doc = edge.register("eve@example.com")
     order = {"market": "TATA_INR", "side": "buy", "qty": "1", "price": "99.05"}
 
-    async def scenario() -> tuple[dict, int]:
+    async def scenario() -> tuple[dict, int, int]:
         ws = await open_socket(edge, doc["access_token"])
+        other = await open_socket(edge, doc["access_token"])
         await ws.send(json.dumps({"op": "place", "order": order, "id": 1}))
         while (first := json.loads(await asyncio.wait_for(ws.recv(), 15)))["type"] != "order_result":
             pass
         edge.redis().sadd(names.DISABLED_KEY, "eve@example.com")
         await ws.send(json.dumps({"op": "place", "order": order, "id": 2}))
         code, _ = await closed_within(ws, 10)
-        return first, code
+        change = {"op": "amend", "order_id": first["order_id"], "market": "TATA_INR", "price": "99.10", "id": 3}
+        await other.send(json.dumps(change))
+        amend_code, _ = await closed_within(other, 10)
+        return first, code, amend_code
 
-    first, code = asyncio.run(scenario())
+    first, code, amend_code = asyncio.run(scenario())
 
     assert first["code"] == 201
-    assert code == 4403
+    assert code == amend_code == 4403
     edge.redis().srem(names.DISABLED_KEY, "eve@example.com")
     mine = httpx.get(f"{edge.gateway}/api/v1/orders", headers={"Authorization": f"Bearer {doc['access_token']}"})
-    assert [o["order_id"] for o in mine.json()] == [first["order_id"]]  # the second order was never placed
+    # The second order was never placed, and the first was not amended.
+    assert [(o["order_id"], o["price"]) for o in mine.json()] == [(first["order_id"], "99.05")]
 
 
 # --- item 7: small holes ---------------------------------------------------------------------------

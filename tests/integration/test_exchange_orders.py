@@ -54,8 +54,11 @@ def test_amend_over_rest_keeps_or_loses_priority_trades_when_crossing_and_hides_
     missing = ex.call(bob, "PATCH", "/api/v1/orders/999999", json={"qty": "1", "market": MKT})
     assert theirs.status_code == missing.status_code == 404
     assert theirs.json()["error"] == missing.json()["error"] == "unknown_order"
-    lookup = ex.call(bob, "PATCH", f"/api/v1/orders/{first}", json={"qty": "1"})
+    lookup = ex.call(bob, "PATCH", f"/api/v1/orders/{first}", json={"qty": "1"})  # no market: looked up
     assert lookup.status_code == 404 and set(lookup.json()) == {"error", "detail"}
+    assert lookup.json()["error"] == "unknown_order", lookup.text
+    lookup = ex.call(bob, "DELETE", f"/api/v1/orders/{first}")  # the same for a cancel
+    assert lookup.status_code == 404 and lookup.json()["error"] == "unknown_order", lookup.text
     assert opens(ex, ada)[0]["remaining"] == "2"
 
     # A new qty at or below the filled part is refused; bad JSON fields too; nothing changes.
@@ -91,6 +94,8 @@ def test_stops_and_icebergs_over_rest(ex: Ex) -> None:
     assert (pending["status"], pending["stop_price"], pending["price"]) == ("pending", "105.00", "110.00")
     assert ex.balances(ada)["INR"]["reserved"] != "0"
     assert ex.call(ada, "GET", f"/api/v1/book/{MKT}").json()["bids"] == []
+    raised = ex.call(ada, "PATCH", f"/api/v1/orders/{stop_id}", json={"price": "111"})  # a higher cap
+    assert raised.status_code == 200 and raised.json()["status"] == "pending", raised.text
 
     # An iceberg shows its display part only; its owner sees all of it.
     ice = ex.order(bob, market=MKT, side="sell", qty="9", price="106", display_qty="2")
@@ -174,7 +179,10 @@ def test_amend_over_websocket_and_the_python_client(ex: Ex, monkeypatch: pytest.
                     events.append(msg["data"])
                 elif msg.get("channel") == f"book:{MKT}":
                     books.append(msg["data"])
-            assert [(e["type"], e["error"]) for e in errors] == [("error", "notfound")], errors
+            # No market given: the gateway looks the id up, and answers as the engine would.
+            assert [(e["type"], e["code"], e["error"]) for e in errors] == [("amend_result", 404, "unknown_order")], (
+                errors
+            )
             return result, events, books
 
     result, events, books = asyncio.run(scenario())

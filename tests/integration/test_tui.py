@@ -265,6 +265,14 @@ async def test_frozen_order_entry_takes_stops_gtd_icebergs_and_amends_the_select
         assert data.amended[-1] == {"order_id": first["order_id"], "price": None, "qty": "1", "market": first["market"]}
         assert entry.amending is None
         await until(pilot, lambda: "amended" in str(entry.query_one("#entry-result").render()), 3, "amend result")
+        # esc (in the form) leaves amend mode without sending anything.
+        orders.focus()
+        await pilot.press("e")
+        await until(pilot, lambda: entry.amending is not None, 3, "amend mode again")
+        entry.query_one("#entry-qty").focus()
+        await pilot.press("escape")
+        await until(pilot, lambda: entry.amending is None, 3, "amend mode left")
+        assert len(data.amended) == 1
 
 
 async def test_frozen_worker_errors_are_notices_and_a_bug_stops_the_app(
@@ -330,6 +338,43 @@ async def test_frozen_panels_and_palette(tmp_path: Path) -> None:
         assert app.theme != dark
         await pilot.press("i")
         await until(pilot, lambda: app.panel(PriceChart).mode == "1s", 3, "1s candles")
+
+
+async def test_frozen_ladder_shows_only_an_icebergs_displayed_part_its_owner_the_whole(tmp_path: Path) -> None:
+    """The book and open orders the gateway would serve, taken from the engine: an iceberg of 100
+    showing 10 at 252.50 beside a plain 5 at 252.55."""
+    import io
+
+    import msgspec
+    from rich.console import Console
+
+    from daemons.matching.book_feed import BookFeed
+    from stockctl.exchange.engine import Exchange
+    from stockctl.wire.exchange import Fund, Place
+    from tui.widgets.open_orders import OpenOrders
+    from tui.widgets.order_book import OrderBook
+
+    ex = Exchange()
+    ex.apply(Fund("me", "f", {"JIO": "1000"}, 0))
+    ex.apply(Place("me", "ice", "JIO_INR", "sell", "limit", "100", 1, price="252.50", display_qty="10"))
+    ex.apply(Place("me", "plain", "JIO_INR", "sell", "limit", "5", 1, price="252.55"))
+    data = demo_data()
+    data.books["JIO_INR"] = BookFeed(None).snapshot(ex, "JIO_INR")  # type: ignore[arg-type]
+    data.orders = msgspec.to_builtins(ex.open_orders("me"))
+    app = make_app(Settings(home=tmp_path / "home"), data=data)
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        book, orders = app.panel(OrderBook), app.panel(OpenOrders)
+        await pilot.press("4")  # JIO_INR, the fourth symbol on the board
+        await until(pilot, lambda: book.market == "JIO_INR" and orders.row_count == 2, 3, "book and orders")
+        bids, asks, _, _ = book.books["JIO_INR"]
+        assert (bids, asks) == ([], [["252.50", "10"], ["252.55", "5"]])
+        console = Console(width=80, file=io.StringIO(), record=True)
+        console.print(book.render())
+        best = next(line.split() for line in console.export_text().splitlines() if "252.50" in line)
+        assert best[-1] == "10", best  # the best ask's size, as drawn
+        iceberg = orders.orders[1]
+        assert (iceberg["qty"], iceberg["remaining"], iceberg["visible"]) == ("100", "100", "10")
 
 
 def test_snapshot_80x24(snap_compare, tmp_path: Path) -> None:

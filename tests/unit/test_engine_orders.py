@@ -93,8 +93,8 @@ def test_a_quantity_decrease_at_the_same_price_keeps_time_priority(ex: Exchange)
 
     am = out[0]
     assert isinstance(am, Amended)
-    assert (am.order_id, am.old_price, am.new_price, am.old_qty, am.new_qty, am.remaining, am.priority) == (
-        1, "100.00", "100.00", "5", "3", "3", "kept",
+    assert (am.order_id, am.old_price, am.new_price, am.old_qty, am.new_qty, am.remaining, am.priority, am.status) == (
+        1, "100.00", "100.00", "5", "3", "3", "kept", "open",
     )  # fmt: skip
     assert [t.maker_order_id for t in only(fill, "Trade")] == [1]
     assert held(ex, "alice", "TATA") == 0 and held(ex, "bob", "TATA") == shares(5)
@@ -303,6 +303,22 @@ def test_stops_triggered_by_one_trade_enter_nearest_first_then_by_time(ex: Excha
     assert taker_order == [7, 4, 5, 3]
 
 
+def test_with_no_trade_before_stops_enter_nearest_to_where_the_market_came_from(ex: Exchange) -> None:
+    # No last trade: nothing was refused would_trigger, so the first trade hits stops on both
+    # sides. A rise reached the lowest buy stop first and a fall the highest sell stop, so those
+    # enter first: the farthest from the trade price first, buys and sells alike, then by time.
+    ex.apply(stop("alice", "buy", 1, "103", price="120", coid="b103"))  # 1
+    ex.apply(stop("bob", "buy", 1, "101", price="120", coid="b101"))  # 2
+    ex.apply(stop("alice", "sell", 1, "104", coid="s104"))  # 3
+    ex.apply(stop("bob", "sell", 1, "106", coid="s106"))  # 4
+    ex.apply(stop("carol", "buy", 1, "101", price="120", coid="b101-later"))  # 5
+    ex.apply(limit("carol", "sell", 1, "104", "first"))  # 6
+
+    out = ex.apply(limit("dave", "buy", 1, "104", "push"))  # the market's first trade, at 104
+
+    assert [e.order_id for e in only(out, "Triggered")] == [2, 5, 4, 1, 3]
+
+
 def test_a_triggered_stop_can_trigger_others_in_a_cascade(ex: Exchange) -> None:
     trade_last(ex, "100")
     ex.apply(stop("alice", "sell", 1, "99", coid="s1"))  # 3
@@ -323,7 +339,7 @@ def test_a_pending_stop_can_be_cancelled_and_amended(ex: Exchange) -> None:
 
     out = ex.apply(amend("alice", 3, price="107", qty=4))
     assert held(ex, "alice", "INR") == notional("107", 4) + fee(notional("107", 4), TAKER_BPS)
-    assert (out[0].new_price, out[0].new_qty) == ("107.00", "4")
+    assert (out[0].new_price, out[0].new_qty, out[0].status) == ("107.00", "4", "pending")
     assert ex.open_orders("alice")[0].status == "pending"
     out = ex.apply(cancel("alice", 3))
     assert kinds(out) == ["Cancelled"] and out[0].remaining == "4"

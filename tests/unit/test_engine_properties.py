@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stockctl.exchange.accounts import FEE_ACCOUNT
@@ -449,8 +449,16 @@ class NaiveBook:
                 hit = [
                     s for s in self.stops if s["market"] == market and (s["stop"] <= p if s["buy"] else s["stop"] >= p)
                 ]
-                base = p if ref is None else ref
-                for s in sorted(hit, key=lambda s: (abs(s["stop"] - base), s["prio"])):
+
+                def rank(s: dict[str, Any], p: int = p, ref: int | None = ref) -> tuple[int, int]:
+                    # With a trade before: how far the market moved from it to the stop. With none:
+                    # how far this trade overshot the stop (the market came from below to a buy stop
+                    # and from above to a sell stop, so the largest overshoot was reached first).
+                    if ref is not None:
+                        return (s["stop"] - ref if s["buy"] else ref - s["stop"]), s["prio"]
+                    return -(p - s["stop"] if s["buy"] else s["stop"] - p), s["prio"]
+
+                for s in sorted(hit, key=rank):
                     self.stops.remove(s)
                     queue.append(s)
                 ref = p
@@ -561,8 +569,25 @@ def naive_valid(c: Command) -> bool:
     return not isinstance(c, Fund)
 
 
+def _stop(user: str, coid: str, side: str, kind: str, price: str | None, stop: str | None = None) -> Place:
+    return Place(user, coid, "TATA_INR", side, kind, "1", 1, price=price, stop_price=stop)  # type: ignore[arg-type]
+
+
+# No trade before: the first one (at 100.15) hits buy and sell stops together, in a fixed order.
+NO_LAST_TRADE = [
+    _stop("u0", "a", "buy", "stop", "100.30", "100.10"),
+    _stop("u1", "b", "buy", "stop", "100.30", "100.00"),
+    _stop("u0", "c", "sell", "stop", None, "100.15"),
+    _stop("u1", "d", "sell", "stop", None, "100.25"),
+    _stop("u2", "e", "sell", "limit", "100.15"),
+    _stop("u2", "f", "sell", "limit", "100.20"),
+    _stop("u1", "g", "buy", "limit", "100.15"),
+]
+
+
 @settings(max_examples=200, deadline=None)
 @given(cmds=command_lists(rich=True, max_size=60))
+@example(cmds=NO_LAST_TRADE)
 def test_matching_agrees_with_a_naive_book(cmds: list[Command]) -> None:
     ex = Exchange()
     for user in USERS:

@@ -105,7 +105,8 @@ class OpenOrders(DataTable):
                 self._upsert(o)
         elif kind == "amended" and ev.get("order_id") in self.orders:
             old = self.orders[ev["order_id"]]
-            self._upsert({**old, "price": ev.get("new_price"), "qty": ev["new_qty"], "remaining": ev["remaining"]})
+            changed = {"price": ev.get("new_price"), "qty": ev["new_qty"], "remaining": ev["remaining"]}
+            self._upsert({**old, **changed, "status": ev.get("status", old.get("status", "open"))})
         elif kind == "triggered" and ev.get("order_id") in self.orders:
             self._upsert({**self.orders[ev["order_id"]], "status": "open"})
         elif kind == "trade":
