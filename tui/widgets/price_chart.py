@@ -33,8 +33,9 @@ from textual_plotext.plot import Plot
 from stockctl.marketdata.candles import bucket_start, parse_interval
 from stockctl.wire.marketdata import Candle, Signal
 
-REDRAW_S = 0.1
-"""Shortest gap between two drawings of the tick line (so at most 10 a second)."""
+REDRAW_S = 0.25
+"""Shortest gap between two drawings of the tick line (at most 4 a second: a drawing costs ~30-50 ms
+of a shared core, and `stockctl bench tui` showed key presses waiting behind 10 a second)."""
 CANDLE_REDRAW_S = 0.5
 """Candles redraw more rarely: a drawing costs more, and a 1s candle still shows twice."""
 RANGES = (60, 120, 300, 1000)
