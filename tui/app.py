@@ -12,13 +12,12 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable
 from contextlib import closing
-from functools import partial, wraps
+from functools import wraps
 from typing import Any, TypeVar
 
 from textual import on
 from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
 from textual.containers import Container, Horizontal
 from textual.css.query import NoMatches
 from textual.screen import Screen
@@ -29,6 +28,7 @@ from textual.worker import Worker, WorkerFailed, WorkerState
 from stockctl.alerts.rules import Alert, describe
 from stockctl.errors import StockctlError
 from stockctl.settings import Settings
+from tui.keys import BINDINGS, check_theme, keymap, palette_commands
 from tui.messages import (
     AlertAddResult,
     AlertFired,
@@ -52,6 +52,7 @@ from tui.messages import (
 from tui.router import FrameRouter
 from tui.screens.alert import AlertScreen
 from tui.screens.login import LoginScreen
+from tui.screens.watchlist import Edited, WatchlistScreen
 from tui.source import FrozenData, FrozenSource, GatewaySource, Source
 from tui.watchlists import ALL, WatchlistError, load_watchlists
 from tui.widgets.balances_table import BalancesTable
@@ -60,7 +61,7 @@ from tui.widgets.open_orders import OpenOrders
 from tui.widgets.order_book import OrderBook
 from tui.widgets.order_entry import OrderEntry
 from tui.widgets.positions import PositionsTable
-from tui.widgets.price_chart import RANGES, PriceChart
+from tui.widgets.price_chart import RANGES, SIGNALS_KEPT, PriceChart
 from tui.widgets.signals_log import SignalsLog
 from tui.widgets.ticker_board import TickerBoard
 from tui.widgets.trade_tape import TradeTape
@@ -107,29 +108,7 @@ class StockApp(App[None]):
     AUTO_FOCUS = "#board"
     CSS_PATH = "app.tcss"
 
-    BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("s", "sort", "Sort"),
-        Binding("left_square_bracket", "range(-1)", "Range-", key_display="["),
-        Binding("right_square_bracket", "range(1)", "Range+", key_display="]"),
-        Binding("i", "interval", "Interval"),
-        Binding("ctrl+s", "submit_order", "Submit order", priority=True),
-        Binding("x", "cancel_order", "Cancel order"),
-        Binding("w", "next_watchlist", "Watchlist"),
-        Binding("v", "next_view", "Panel"),
-        Binding("t", "toggle_theme", "Theme"),
-        Binding("a", "add_alert", "Alert"),
-        Binding("r", "reload", "Reload", show=False),
-        Binding("1", "view('chart')", "Chart", show=False),
-        Binding("2", "view('signals')", "Signals", show=False),
-        Binding("3", "view('book')", "Book", show=False),
-        Binding("4", "view('order')", "Order entry", show=False),
-        Binding("5", "view('orders')", "Orders", show=False),
-        Binding("6", "view('fills')", "Fills", show=False),
-        Binding("7", "view('balances')", "Balances", show=False),
-        Binding("8", "view('positions')", "Positions", show=False),
-    ]
+    BINDINGS = BINDINGS  # tui/keys.py: each has an id, the name [tui.keys] rebinds it by
 
     def __init__(
         self,
@@ -140,6 +119,9 @@ class StockApp(App[None]):
     ) -> None:
         super().__init__()
         self.settings = settings
+        # Checked before anything starts: a bad [tui] setting is one line from the CLI.
+        self.theme = check_theme(settings.tui_theme, self.available_themes)
+        self.set_keymap(keymap(settings.tui_keys))
         self._froze_live = False
         self.source: Source = source or GatewaySource(settings, token)
         self.stale_after = stale_after
@@ -396,12 +378,13 @@ class StockApp(App[None]):
     def on_quote_arrived(self, message: QuoteArrived) -> None:
         q = message.quote
         self.panel(TickerBoard).update_quote(q)
-        self.panel(PriceChart).add_price(q.symbol, q.price, q.seq)
+        self.panel(PriceChart).add_price(q.symbol, q.price, q.seq, q.ts)
         self.panel(PositionsTable).set_last(q.symbol, q.price)
 
     @_while_open
     def on_signals_arrived(self, message: SignalsArrived) -> None:
         self.panel(SignalsLog).add_signals(message.signals)
+        self.panel(PriceChart).add_signals(message.signals)
 
     @_while_open
     def on_book_changed(self, message: BookChanged) -> None:
@@ -422,11 +405,7 @@ class StockApp(App[None]):
             return
         self.selected = symbol
         chart = self.panel(PriceChart)
-        chart.symbol = symbol
-        chart.prices = []
-        chart.loading = True
-        chart.border_title = f"{symbol} · loading…"
-        chart.refresh()
+        chart.clear(symbol)
         self._load_chart(symbol, chart.mode)
         if any(m.get("symbol") == symbol for m in self.markets):
             self.panel(OrderBook).show(symbol)
@@ -437,16 +416,24 @@ class StockApp(App[None]):
     def _load_chart(self, symbol: str, mode: str) -> None:
         chart = self.panel(PriceChart)
         with closing(self.source.api()) as api:
+            points, candles = [], []
             if mode == "ticks":
                 points = [(p.ts, p.price) for p in api.history(symbol, chart.wanted)]
             else:
-                points = [(c.start, c.close) for c in api.candles(symbol, mode, chart.wanted)]
-        self.post_message(ChartLoaded(symbol, mode, points))
+                candles = api.candles(symbol, mode, chart.wanted)
+            signals = api.signals(symbol, SIGNALS_KEPT)
+        self.post_message(ChartLoaded(symbol, mode, points, candles, signals))
 
     @_while_open
     def on_chart_loaded(self, message: ChartLoaded) -> None:
-        if message.symbol == self.selected:
-            self.panel(PriceChart).set_series(message.symbol, message.mode, [p for _, p in message.points])
+        if message.symbol != self.selected:
+            return
+        chart = self.panel(PriceChart)
+        chart.add_signals(message.signals)
+        if message.mode == "ticks":
+            chart.set_series(message.symbol, message.mode, message.points)
+        else:
+            chart.set_candles(message.symbol, message.mode, message.candles)
 
     def _refresh_candles(self) -> None:
         chart = self.panel(PriceChart)
@@ -619,6 +606,21 @@ class StockApp(App[None]):
         if board.visible_symbols() and self.selected not in board.visible_symbols():
             self.select_symbol(board.visible_symbols()[0])
 
+    def action_edit_watchlist(self, how: str) -> None:
+        """Add the selected symbol to the shown watchlist, or remove it (a form; saved to the file)."""
+        name = self.panel(TickerBoard).watch_name
+        self.push_screen(WatchlistScreen(how == "add", "" if name == ALL else name, self.selected), self._edited)
+
+    def _edited(self, edited: Edited | None) -> None:
+        if edited is None:
+            return
+        quoted = "" if edited.symbol in self.symbols or not edited.add else " (not quoted by this instance)"
+        self.notify(edited.describe() + quoted, severity="information" if edited.changed else "warning", timeout=4)
+        board = self.panel(TickerBoard)
+        board.set_watchlist(edited.name, edited.lists.groups.get(edited.name))
+        if board.visible_symbols() and self.selected not in board.visible_symbols():
+            self.select_symbol(board.visible_symbols()[0])
+
     def action_range(self, step: int) -> None:
         """Show fewer or more points on the chart."""
         chart = self.panel(PriceChart)
@@ -632,8 +634,9 @@ class StockApp(App[None]):
         chart.mode = (
             self.modes[(self.modes.index(chart.mode) + 1) % len(self.modes)] if chart.mode in self.modes else "ticks"
         )
-        chart.border_title = f"{self.selected} · {chart.mode} · loading…"
         if self.selected:
+            chart.clear(self.selected)
+            chart.border_title = f"{self.selected} · {chart.mode} · loading…"
             self._load_chart(self.selected, chart.mode)
 
     def action_submit_order(self) -> None:
@@ -657,10 +660,6 @@ class StockApp(App[None]):
         quote = self.panel(TickerBoard).quotes.get(self.selected)
         self.push_screen(AlertScreen(self.selected, quote.price if quote else None), self._alert_form_closed)
 
-    def action_toggle_theme(self) -> None:
-        """Switch between the light and the dark theme."""
-        self.theme = "textual-light" if self.theme != "textual-light" else "textual-dark"
-
     def action_reload(self) -> None:
         """Reload quotes, markets, chart and account over REST."""
         self._load_initial()
@@ -682,13 +681,7 @@ class StockApp(App[None]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
-            if binding.action == "quit":
-                continue
-            doc = getattr(self, "action_" + binding.action.split("(")[0], None)
-            help_text = (doc.__doc__ or "").strip() if doc else ""
-            yield SystemCommand(binding.description, help_text, partial(self.run_action, binding.action))
+        yield from palette_commands(self)
 
 
 def make_app(

@@ -5,12 +5,59 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from stockctl.wire.marketdata import PricePoint, Quote, Signal
+from msgspec.structs import replace
+
+from stockctl.marketdata.candles import bucket_start, parse_interval
+from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal
 from tui.source import FrozenData
-from tui.widgets.price_chart import crossovers, sma
 
 T0 = 1_700_000_000_000_000_000
 STEP = 200_000_000  # 5 ticks a second
+
+
+def sma(values: list[float], window: int) -> list[float | None]:
+    """Simple moving average; None until the window is full."""
+    out: list[float | None] = []
+    total = 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / window if i >= window - 1 else None)
+    return out
+
+
+def crossovers(fast: list[float | None], slow: list[float | None]) -> list[tuple[int, str]]:
+    """Indexes where fast crosses slow: BUY when it crosses above, SELL below (the demo's
+    stand-in for the processor's signals; the chart only shows signals, it computes none)."""
+    marks: list[tuple[int, str]] = []
+    prev = 0
+    for i, (f, s) in enumerate(zip(fast, slow, strict=True)):
+        if f is None or s is None:
+            continue
+        sign = 1 if f > s else -1 if f < s else 0
+        if sign and prev and sign != prev:
+            marks.append((i, "BUY" if sign > 0 else "SELL"))
+        if sign:
+            prev = sign
+    return marks
+
+
+def candles_of(symbol: str, points: list[PricePoint], volumes: list[int], interval: str) -> list[Candle]:
+    """OHLCV candles of ``interval`` folded from the ticks, as the processor builds them."""
+    span = parse_interval(interval)
+    out: list[Candle] = []
+    for pt, vol in zip(points, volumes, strict=True):
+        start, p = bucket_start(pt.ts, span), Decimal(pt.price)
+        last = out[-1] if out else None
+        if last is None or start > last.start:
+            out.append(Candle(symbol, interval, start, pt.price, pt.price, pt.price, pt.price, vol, 1))
+            continue
+        high, low = max(Decimal(last.high), p), min(Decimal(last.low), p)
+        out[-1] = replace(
+            last, high=str(high), low=str(low), close=pt.price, volume=last.volume + vol, count=last.count + 1
+        )
+    return out
 
 
 def _walk(rng: random.Random, start: float, n: int) -> list[Decimal]:
@@ -24,13 +71,16 @@ def _walk(rng: random.Random, start: float, n: int) -> list[Decimal]:
 def demo_data(seed: int = 7, points: int = 400, fast: int = 20, slow: int = 50) -> FrozenData:
     """Two stocks and two exchange markets with history, signals, a book, trades, orders and fills."""
     rng = random.Random(seed)
+    volume_rng = random.Random(seed + 1)  # its own stream: prices, books and trades stay as they were
     starts = {"AAPL": 187.5, "MSFT": 402.25, "JIO_INR": 251.4, "TATA_INR": 1042.7}
     now = T0 + points * STEP
-    quotes, history, signals = [], {}, {}
+    quotes, history, signals, candles = [], {}, {}, {}
     for sym, start in starts.items():
         prices = _walk(rng, start, points)
         pts = [PricePoint(str(p), T0 + i * STEP, i + 1) for i, p in enumerate(prices)]
         history[sym] = pts
+        volumes = [1 + int(volume_rng.expovariate(1 / 15)) for _ in pts]
+        candles[sym] = [c for iv in ("1s", "1m") for c in candles_of(sym, pts, volumes, iv)]
         first, last = prices[0], prices[-1]
         change = last - first
         # One symbol went quiet 40 s ago: it shows as stale.
@@ -138,6 +188,7 @@ def demo_data(seed: int = 7, points: int = 400, fast: int = 20, slow: int = 50) 
         quotes=quotes,
         history=history,
         signals=signals,
+        candles=candles,
         markets=markets,
         books=books,
         trades=trades,

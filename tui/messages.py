@@ -12,7 +12,7 @@ from typing import Any
 from textual.message import Message
 
 from stockctl.alerts.rules import Alert
-from stockctl.wire.marketdata import Quote, Signal
+from stockctl.wire.marketdata import Candle, Quote, Signal
 
 
 class QuoteArrived(Message):
@@ -107,11 +107,20 @@ class InitialLoaded(Message):
 
 
 class ChartLoaded(Message):
-    """Price points (oldest first) for the chart of one symbol in one mode."""
+    """What the chart of one symbol in one mode shows, oldest first: (ts, price) ticks or
+    candles, and the server's recent signals of the symbol (its markers)."""
 
-    def __init__(self, symbol: str, mode: str, points: list[tuple[int, str]]) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        mode: str,
+        points: list[tuple[int, str]],
+        candles: list[Candle] | None = None,
+        signals: list[Signal] | None = None,
+    ) -> None:
         super().__init__()
         self.symbol, self.mode, self.points = symbol, mode, points
+        self.candles, self.signals = candles or [], signals or []
 
 
 class BalancesLoaded(Message):

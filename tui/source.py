@@ -30,6 +30,7 @@ class Api(Protocol):
     def quotes(self) -> list[Quote]: ...
     def history(self, symbol: str, limit: int) -> list[PricePoint]: ...
     def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]: ...
+    def signals(self, symbol: str, limit: int) -> list[Signal]: ...
     def markets(self) -> list[dict[str, Any]]: ...
     def balances(self) -> dict[str, dict[str, str]]: ...
     def fills(self, limit: int = 100) -> list[dict[str, Any]]: ...
@@ -119,6 +120,8 @@ class FrozenData:
     quotes: list[Quote]
     history: dict[str, list[PricePoint]]
     signals: dict[str, list[Signal]] = field(default_factory=dict)
+    candles: dict[str, list[Candle]] = field(default_factory=dict)
+    """Each symbol's candles of every interval, oldest first."""
     markets: list[dict[str, Any]] = field(default_factory=list)
     books: dict[str, dict[str, Any]] = field(default_factory=dict)
     trades: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -145,7 +148,10 @@ class FrozenApi:
         return self.data.history.get(symbol, [])[-limit:]
 
     def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
-        return []
+        return [c for c in self.data.candles.get(symbol, []) if c.interval == interval][-limit:]
+
+    def signals(self, symbol: str, limit: int) -> list[Signal]:
+        return self.data.signals.get(symbol, [])[-limit:]
 
     def markets(self) -> list[dict[str, Any]]:
         return list(self.data.markets)

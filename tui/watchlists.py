@@ -89,3 +89,58 @@ def load_watchlists(base: Path | None = None) -> Watchlists:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise WatchlistError(f"{path}: {exc}") from None
     return Watchlists(parse_watchlists(doc, str(path)), path)
+
+
+# --- editing from the app (imports are local: this part is additive to the reader above) ------
+
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def check_name(name: str) -> str:
+    """A watchlist name one can edit: 1-40 letters, digits, ``_`` or ``-``, and not ``all``."""
+    name = name.strip()
+    if not name or len(name) > 40 or not NAME_CHARS.issuperset(name):
+        raise WatchlistError(f"bad watchlist name {name[:40]!r}: use 1-40 letters, digits, _ or -")
+    if name.lower() == ALL:
+        raise WatchlistError("'all' is every symbol and cannot be edited: name a watchlist, or press w to pick one")
+    return name
+
+
+def edit_watchlist(name: str, symbol: str, add: bool, base: Path | None = None) -> tuple[Watchlists, bool]:
+    """Add ``symbol`` to (``add``) or remove it from the watchlist ``name`` in the watchlists
+    file, and the lists as saved, with whether anything changed. A new name makes a new list;
+    without a file, ``watchlists.toml`` is made. A TOML file keeps its comments; the file is
+    replaced atomically. The symbol is checked with :func:`stockctl.wire.symbols.parse_symbol`
+    (UsageError); a bad name or file is a WatchlistError."""
+    import os
+    import tempfile
+
+    import tomlkit
+
+    from stockctl.wire.symbols import parse_symbol
+
+    name, symbol = check_name(name), parse_symbol(symbol)
+    base = base if base is not None else config_dir()
+    path = watchlists_path(base) or base / FILES[0]
+    toml = path.suffix == ".toml"
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        doc: Any = tomlkit.parse(text) if toml else (json.loads(text) if text.strip() else {})
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.ParseError, json.JSONDecodeError) as exc:
+        raise WatchlistError(f"{path}: {exc}; fix it by hand first") from None
+    parse_watchlists(doc.unwrap() if toml else doc, str(path))  # the same shape rules as reading
+    table = doc["watchlists"] if isinstance(doc.get("watchlists"), dict) else doc
+    current = [str(s) for s in table.get(name, [])]
+    kept = [s for s in current if s.strip().upper() != symbol]
+    changed = len(kept) == len(current) if add else len(kept) != len(current)
+    if changed:
+        table[name] = [*current, symbol] if add else kept
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(tomlkit.dumps(doc) if toml else json.dumps(doc, indent=2) + "\n")
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return load_watchlists(base), changed

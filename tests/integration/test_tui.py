@@ -25,7 +25,7 @@ from tui.demo import demo_data
 from tui.router import FrameRouter
 from tui.screens.login import LoginScreen
 from tui.widgets.order_entry import OrderEntry, validate_order
-from tui.widgets.price_chart import PriceChart, crossovers, sma
+from tui.widgets.price_chart import PriceChart
 from tui.widgets.ticker_board import TickerBoard
 
 
@@ -333,9 +333,7 @@ async def test_frozen_panels_and_palette(tmp_path: Path) -> None:
         assert app.panel(OrderBook).books["JIO_INR"][0][0] == ["251.35", "220"]
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Filter", "Sort", "Submit order", "Cancel order", "Theme", "Range+", "Interval"} <= titles
-        dark = app.theme
-        await pilot.press("t")
-        assert app.theme != dark
+        assert app.theme == "textual-dark"  # the default of [tui] theme
         await pilot.press("i")
         await until(pilot, lambda: app.panel(PriceChart).mode == "1s", 3, "1s candles")
 
@@ -388,7 +386,9 @@ def test_snapshot_160x48(snap_compare, tmp_path: Path) -> None:
 async def _settle(pilot: Pilot) -> None:
     app = pilot.app
     assert isinstance(app, StockApp)
-    await until(pilot, lambda: app.connection == "frozen" and app.panel(PriceChart).prices, what="frozen data")
+    chart = app.panel(PriceChart)
+    await until(pilot, lambda: app.connection == "frozen" and chart.prices, what="frozen data")
+    await until(pilot, lambda: chart.settled and chart.drawn is not None, what="the chart drawn")
     await pilot.pause(0.3)
 
 
@@ -405,15 +405,12 @@ def test_book_deltas_update_the_ladder() -> None:
     assert router.route("quotes:AAPL", "quotes:AAPL", b"not json") == []
 
 
-def test_validation_and_sma_crossovers() -> None:
+def test_order_validation() -> None:
     spec = {"tick_size": "0.05", "lot_size": "1", "min_qty": "1", "max_qty": "100", "max_price": "1000"}
     order, errors = validate_order("sell", "X_INR", "market", "5", "", "gtc", spec)
     assert errors == [] and order == {"market": "X_INR", "side": "sell", "type": "market", "qty": "5", "tif": "ioc"}
     _, errors = validate_order("buy", "X_INR", "limit", "500", "2000", "gtc", spec)
     assert errors == ["quantity: above the maximum 100", "price: above the maximum 1000"]
-    prices = [5.0] * 4 + [1.0] * 4 + [9.0] * 4 + [0.0] * 4
-    marks = crossovers(sma(prices, 2), sma(prices, 4))
-    assert [side for _, side in marks] == ["BUY", "SELL"]
 
 
 def test_tui_web_serve_builds_a_loopback_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

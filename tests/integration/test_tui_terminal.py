@@ -59,10 +59,10 @@ def test_tui_in_tmux_live_board_keys_palette_and_quit(logged_in: LoggedIn, tmp_p
         term.keys("C-p")
         wait_screen(term, lambda s: "Search for commands" in s, "command palette")
         term.type("Theme")
-        screen = wait_screen(term, lambda s: "Switch between the light and the dark theme" in s, "Theme command")
+        screen = wait_screen(term, lambda s: "Change the current theme" in s, "Theme command")
         term.keys("Escape")
         # (wait until it is gone: an Escape and a key sent together read as Alt+key)
-        wait_screen(term, lambda s: "🔎" not in s and "Switch between" not in s and "Tickers" in s, "palette gone")
+        wait_screen(term, lambda s: "🔎" not in s and "Change the current" not in s and "Tickers" in s, "palette gone")
 
         # `/` opens the filter box (type once you see it, as a person does: keys sent in the same
         # instant as the `/` still reach the board); the board narrows as you type; Escape clears it.

@@ -10,6 +10,7 @@ from textual.widget import Widget
 
 REDRAW_S = 0.05
 BAR = 10
+SIZE = "size"
 
 
 def _dec(text: str | None) -> Decimal:
@@ -72,16 +73,18 @@ class OrderBook(Widget):
         rows = max(1, self.content_size.height - 3)
         bids, asks = bids[:rows], asks[:rows]
         biggest = max([_dec(q) for _, q, *_ in bids + asks] or [Decimal(1)]) or Decimal(1)
-        widest_q = max((len(q) for _, q, *_ in bids + asks), default=1)
-        widest_p = max((len(p) for p, *_ in bids + asks), default=1)
-        bar_w = max(1, min(BAR, (self.content_size.width - 10 - 2 * widest_q - 2 * widest_p) // 2))
+        # The headers are part of the widths: a column narrower than "size" would cut it to "si…".
+        widest_q = max([len(SIZE), *(len(q) for _, q, *_ in bids + asks)])
+        widest_p = max([len("bid"), *(len(p) for p, *_ in bids + asks)])
+        # Six columns with one space of padding each side: 12 columns of padding.
+        bar_w = max(1, min(BAR, (self.content_size.width - 12 - 2 * widest_q - 2 * widest_p) // 2))
         table = Table(box=None, expand=True, padding=(0, 1), header_style="bold")
-        table.add_column("size", justify="right", no_wrap=True)
+        table.add_column(SIZE, justify="right", no_wrap=True, min_width=widest_q)
         table.add_column("", justify="right", no_wrap=True, overflow="crop", max_width=bar_w)
         table.add_column("bid", justify="right", no_wrap=True, min_width=widest_p)
         table.add_column("ask", justify="left", no_wrap=True, min_width=widest_p)
-        table.add_column(" ", justify="left", no_wrap=True, overflow="crop", max_width=bar_w)
-        table.add_column("size ", justify="left", no_wrap=True)
+        table.add_column("", justify="left", no_wrap=True, overflow="crop", max_width=bar_w)
+        table.add_column(SIZE, justify="left", no_wrap=True, min_width=widest_q)
 
         def bar(q: str) -> str:
             return "█" * max(1, int(_dec(q) / biggest * bar_w))
