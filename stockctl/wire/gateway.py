@@ -80,7 +80,11 @@ class NumberTolerant(Generic[T]):
         self._raw = msgspec.json.Decoder(float_hook=Decimal)
 
     def decode(self, raw: str | bytes) -> T:
-        return msgspec.convert(_as_text(self._raw.decode(raw)), self.type)
+        try:
+            doc = self._raw.decode(raw)
+        except RecursionError:  # thousands of nested arrays: msgspec's typed decoder refused them up front
+            raise msgspec.DecodeError("JSON is malformed: nested too deeply") from None
+        return msgspec.convert(_as_text(doc), self.type)
 
 
 class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
