@@ -27,6 +27,7 @@ from stockctl.exchange.book import OrderView
 from stockctl.wire.exchange import Accepted, Amended, Cancelled, Funded, MarketSpec, Rejected, Triggered
 from stockctl.wire.gateway import PublicTrade
 from stockctl.wire.marketdata import Candle, Quote, Signal
+from stockctl.wire.rest import Fill, FillSummary  # the REST answers' own structs, as the OpenAPI spec has them
 
 Side = Literal["buy", "sell"]
 
@@ -93,29 +94,6 @@ class Balance(msgspec.Struct, frozen=True):
 
     available: str
     reserved: str
-
-
-class Fill(msgspec.Struct, frozen=True):
-    """One of ``GET /api/v1/fills``: your side of a trade."""
-
-    ts: int
-    market: str
-    side: Side
-    qty: str
-    price: str
-    fee: str
-    liquidity: Literal["maker", "taker"]
-    order_id: int
-    client_order_id: str
-    trade_id: int
-
-
-class FillSummary(msgspec.Struct, frozen=True):
-    """A fill of the order just placed or amended (``filled`` of its answer)."""
-
-    qty: str
-    price: str
-    fee: str
 
 
 class OrderResult(msgspec.Struct, frozen=True):
