@@ -4,7 +4,8 @@ Data arrives through workers (``tui.workers.job``) that post typed messages
 (``tui.messages``): REST calls run in thread workers, the WebSocket feed in an async worker
 that reconnects and resubscribes by itself. Workers never catch: one handler,
 ``_worker_failed``, turns their errors into notices, the login screen or a retry.
-Widgets merge what arrives and redraw at most 20 times a second.
+Widgets merge what arrives and redraw at most 20 times a second. Quotes are not a message
+each: a 50 ms timer applies those the router kept, in one batch (``_apply_quotes``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ FILLS_SHOWN = 100
 FILLS_FOR_POSITIONS = 1000  # the most the gateway returns (and keeps) per user
 SPARK_POINTS = 12
 RETRY_S = 2.0
+QUOTES_EVERY_S = 0.05  # quotes are applied in batches, at most 20 times a second
 
 STATE_LABEL = {
     "starting": "○ starting",
@@ -177,6 +179,7 @@ class StockApp(App[None]):
         self._layout(self.size.width)
         self.set_interval(0.5, self._maybe_reload_balances)
         self.set_interval(RETRY_S, self._refresh_candles)
+        self.set_interval(QUOTES_EVERY_S, self._apply_quotes)
         self._start_when_mounted()
         self._freeze_heap()
 
@@ -193,11 +196,9 @@ class StockApp(App[None]):
     def _start_when_mounted(self) -> None:
         """Start loading once every panel (tab panes mount late) can receive data."""
         try:
-            for kind in (TickerBoard, PriceChart, SignalsLog, OrderBook, TradeTape, OrderEntry, OpenOrders):
+            kinds = (TickerBoard, PriceChart, SignalsLog, OrderBook, TradeTape, OrderEntry, OpenOrders, FillsTable)
+            for kind in (*kinds, BalancesTable, PositionsTable):
                 self.panel(kind)
-            self.panel(FillsTable)
-            self.panel(BalancesTable)
-            self.panel(PositionsTable)
         except NoMatches:
             self.set_timer(0.02, self._start_when_mounted)
             return
@@ -374,12 +375,19 @@ class StockApp(App[None]):
 
     # --- market data --------------------------------------------------------------------
 
-    @_while_open
     def on_quote_arrived(self, message: QuoteArrived) -> None:
-        q = message.quote
-        self.panel(TickerBoard).update_quote(q)
-        self.panel(PriceChart).add_price(q.symbol, q.price, q.seq, q.ts)
-        self.panel(PositionsTable).set_last(q.symbol, q.price)
+        self.router.quotes.append(message.quote)  # applied with the feed's, on the next tick
+
+    def _apply_quotes(self) -> None:
+        """Every 50 ms, the quotes routed since: the board and positions show the latest, the chart each tick."""
+        if not self.router.quotes or self._closing or not self.main_screen.is_attached:
+            return
+        board, chart, positions = self.panel(TickerBoard), self.panel(PriceChart), self.panel(PositionsTable)
+        for q in self.router.take_quotes():
+            board.update_quote(q)
+            positions.set_last(q.symbol, q.price)  # marks it dirty only: redrawn on its own timer
+            if q.symbol == chart.symbol:
+                chart.add_price(q.symbol, q.price, q.seq, q.ts)
 
     @_while_open
     def on_signals_arrived(self, message: SignalsArrived) -> None:

@@ -1,4 +1,8 @@
-"""Turns WebSocket frames into typed messages; keeps each market's book between deltas."""
+"""Turns WebSocket frames into typed messages; keeps each market's book between deltas.
+
+Quotes, the one high-rate feed, are not a message each: they are kept in arrival order until the
+app takes them (:meth:`FrameRouter.take_quotes`, every 50 ms) and applies them in one batch.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ from tui.messages import (
     BookChanged,
     OpenOrdersSnapshot,
     OrderEventArrived,
-    QuoteArrived,
     SignalsArrived,
     TradesArrived,
 )
@@ -73,6 +76,12 @@ class FrameRouter:
 
     def __init__(self) -> None:
         self.books: dict[str, Book] = {}
+        self.quotes: list[Quote] = []
+
+    def take_quotes(self) -> list[Quote]:
+        """The quotes routed since the last call, oldest first."""
+        taken, self.quotes = self.quotes, []
+        return taken
 
     def route(self, kind: str, channel: str, data: bytes) -> list[Message]:
         try:
@@ -83,9 +92,9 @@ class FrameRouter:
     def _route(self, kind: str, channel: str, data: bytes) -> list[Message]:
         family, _, name = channel.partition(":")
         if family == "quotes":
-            if data == b"null":
-                return []
-            return [QuoteArrived(_quote.decode(data))]
+            if data != b"null":
+                self.quotes.append(_quote.decode(data))
+            return []
         if family == "signals":
             sigs = _signals.decode(data) if kind == "snapshot" else [_signal.decode(data)]
             return [SignalsArrived(sigs)]

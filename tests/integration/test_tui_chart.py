@@ -1,4 +1,4 @@
-"""The price chart: textual-plotext ticks and candles with volume and a time axis, markers from
+"""The price chart: hand-drawn ticks and candles with volume and a time axis, markers from
 the server's signals only, and bounded, coalesced redraws (frozen data: no network)."""
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
-"""Price chart of the selected symbol, drawn with textual-plotext on a time axis.
+"""Price chart of the selected symbol on a time axis, drawn by hand into line strips.
 
-Ticks are a price line; a candle interval (``1s``, ``1m``, any in ``candle_intervals``) is
+Ticks are a braille price line; a candle interval (``1s``, ``1m``, any in ``candle_intervals``) is
 candlesticks over a volume panel. The ▲ BUY / ▼ SELL markers are the server's SMA crossover
 signals (the ``signals:<SYM>`` channel and ``GET /api/v1/signals``), placed at the tick or
 candle they fall in; the chart computes none.
 
 Contract: data calls (:meth:`PriceChart.set_series`, :meth:`~PriceChart.set_candles`,
 :meth:`~PriceChart.add_price`, :meth:`~PriceChart.add_signals`) only mark the chart dirty. A
-timer takes a snapshot of the dirty state (:class:`Frame`) and draws it in a thread worker,
-one drawing at a time: plotext needs tens of milliseconds for a plot, which must not hold up
-the event loop (key presses). So the chart redraws at most every ``REDRAW_S`` (ticks) or
-``CANDLE_REDRAW_S`` (candles, which also reload every 2 s), never more than 20 times a second,
-and updates arriving meanwhile are coalesced into the next drawing. Prices are exact decimal
-strings everywhere but here, where they become plot coordinates (floats, display only).
+timer takes a snapshot of the dirty state (:class:`Frame`) at most every ``REDRAW_S`` (ticks) or
+``CANDLE_REDRAW_S`` (candles, which also reload every 2 s) and draws it on the event loop: a
+drawing (:func:`draw`) takes about a millisecond, where textual-plotext took 45-80 ms in a thread
+that held the GIL and so held up key presses anyway. A snapshot equal to the one drawn is not
+drawn again and repaints nothing; the drawing is kept as one strip per line. Prices are exact
+decimal strings everywhere but here, where they become plot coordinates (floats, display only).
 """
 
 from __future__ import annotations
@@ -22,22 +22,22 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from functools import partial
+from itertools import pairwise
 
 from msgspec.structs import replace
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual.message import Message
-from textual_plotext import PlotextPlot
-from textual_plotext.plot import Plot
+from textual.strip import Strip
+from textual.widget import Widget
 
 from stockctl.marketdata.candles import bucket_start, parse_interval
 from stockctl.wire.marketdata import Candle, Signal
 
-REDRAW_S = 0.25
-"""Shortest gap between two drawings of the tick line (at most 4 a second: a drawing costs ~30-50 ms
-of a shared core, and `stockctl bench tui` showed key presses waiting behind 10 a second)."""
-CANDLE_REDRAW_S = 0.5
-"""Candles redraw more rarely: a drawing costs more, and a 1s candle still shows twice."""
+REDRAW_S = 0.1
+"""Shortest gap between two drawings of the tick line (at most 10 a second; a drawing is ~1 ms)."""
+CANDLE_REDRAW_S = 0.25
+"""Candles redraw more rarely: a 1s candle still shows four times."""
 RANGES = (60, 120, 300, 1000)
 """Points shown (ticks or candles); ``[`` and ``]`` switch."""
 SIGNALS_KEPT = 200
@@ -139,55 +139,112 @@ def _price_label(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.2f}"
 
 
-def draw(plot: Plot, frame: Frame) -> Text:
-    """The plotext drawing of ``frame`` (runs in a thread: it touches nothing but ``plot``)."""
-    plot.clear_figure()
-    plot.clear_data()
-    width, height = frame.width, frame.height
-    plot.plotsize(width, height)
-    plot.theme(frame.theme)
-    xs = list(range(len(frame.times)))
+BRAILLE_BITS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
+"""Braille dot bits by (row 0-3, column 0-1) inside one character cell."""
+EIGHTHS = " ▁▂▃▄▅▆▇█"
+UP, DOWN, LINE, VOLUME, LABEL = "green", "red", "cyan", "blue", "dim"
+Cells = list[list[tuple[str, str]]]
+
+
+def _spread(i: int, n: int, cols: int) -> int:
+    """The column of point ``i`` of ``n`` spread over ``cols`` columns (the newest at the right edge)."""
+    return cols - 1 if n <= 1 else round(i * (cols - 1) / (n - 1))
+
+
+def draw(frame: Frame) -> list[list[tuple[str, str]]]:
+    """The chart of ``frame`` as rows of (text, style) runs, ``frame.height`` rows of ``frame.width``
+    cells: price labels, candles (wick │, body ┃) or a braille line, ▲/▼ signal markers, a volume
+    panel under candles and a time axis. Pure and cheap (a few ms at most): it runs on the event loop."""
+    width, height, n = frame.width, frame.height, len(frame.times)
     seconds = frame.mode == "ticks" or parse_interval(frame.mode) < 60_000_000_000
-    ticks_wanted = max(2, width // 14)
-    if frame.candles and height >= 10:
-        vol_rows = max(4, round(height * VOLUME_ROWS))
-        plot.subplots(2, 1)
-        top, bottom = plot.subplot(1, 1), plot.subplot(2, 1)
-        top.plotsize(width, height - vol_rows)
-        bottom.plotsize(width, vol_rows)
-    else:
-        top, bottom = plot, None
+    vol_rows = max(3, round(height * VOLUME_ROWS)) if frame.candles and height >= 10 else 0
+    price_rows = max(1, height - 1 - vol_rows)
+    marks = [y for _, y, _ in frame.markers]
+    lo = min([*(frame.low or frame.close), *marks])
+    hi = max([*(frame.high or frame.close), *marks])
+    levels, labels = price_ticks(lo, hi, max(2, min(price_rows, (height - 2) // (4 if vol_rows else 3))))
+    vmax = max(frame.volume, default=0)
+    vol_label = f"{vmax:,}" if vol_rows else ""
+    margin = max(len(t) for t in [*labels, vol_label])
+    cols = max(1, width - margin - 1)
+    grid: Cells = [[(" ", "")] * cols for _ in range(price_rows + vol_rows)]
+
+    def row_of(price: float, rows: int = price_rows) -> int:
+        return rows // 2 if hi <= lo else round((hi - price) / (hi - lo) * (rows - 1))
+
     if frame.candles:
-        data = {"Open": list(frame.open), "Close": list(frame.close), "High": list(frame.high), "Low": list(frame.low)}
-        top.candlestick(xs, data)
+        for i in range(n):
+            x = _spread(i, n, cols)
+            o, c = frame.open[i], frame.close[i]
+            style = UP if c >= o else DOWN
+            top, bottom = row_of(max(o, c)), row_of(min(o, c))
+            for r in range(row_of(frame.high[i]), row_of(frame.low[i]) + 1):
+                grid[r][x] = ("┃" if top <= r <= bottom else "│", style)
+            if vol_rows and vmax > 0:
+                eighths = round(frame.volume[i] / vmax * vol_rows * 8)
+                for k in range(vol_rows):
+                    part = max(0, min(8, eighths - 8 * k))
+                    if part:
+                        grid[price_rows + vol_rows - 1 - k][x] = (EIGHTHS[part], VOLUME)
     else:
-        top.plot(xs, list(frame.close), marker="braille", color="cyan")
-    for side, marker, color in (("BUY", "▲", "green+"), ("SELL", "▼", "red+")):
-        at = [(i, y) for i, y, s in frame.markers if s == side]
-        if at:
-            top.scatter([i for i, _ in at], [y for _, y in at], marker=marker, color=color)
-    positions, labels = time_labels(frame.times, ticks_wanted, seconds)
-    # Our own y labels, so the price and volume panels share one left margin (aligned x axes).
-    lows = (frame.low or frame.close) + tuple(y for _, y, _ in frame.markers)
-    highs = (frame.high or frame.close) + tuple(y for _, y, _ in frame.markers)
-    prices, price_labels = price_ticks(min(lows), max(highs), max(2, (height - 2) // (4 if bottom else 3)))
-    top_margin = max(len(t) for t in price_labels)
-    if bottom is not None:
-        vmax = max(frame.volume, default=0)
-        vol_label = f"{vmax:,}"
-        margin = max(top_margin, len(vol_label))
-        top.yticks(prices, [t.rjust(margin) for t in price_labels])
-        top.xticks([])
-        bottom.bar(xs, list(frame.volume), width=0.6, color="blue+")
-        bottom.yticks([vmax], [vol_label.rjust(margin)])
-        bottom.xticks(positions, labels)
-    else:
-        top.yticks(prices, price_labels)
-        top.xticks(positions, labels)
-    return Text.from_ansi(plot.build())
+        _braille(grid, [(_spread(i, n, cols * 2), row_of(y, price_rows * 4)) for i, y in enumerate(frame.close)])
+    for i, y, side in frame.markers:
+        if 0 <= i < n:
+            grid[row_of(y)][_spread(i, n, cols)] = ("▲", "bold " + UP) if side == "BUY" else ("▼", "bold " + DOWN)
+
+    label_at = {row_of(v): t for v, t in zip(levels, labels, strict=True)}
+    out: list[list[tuple[str, str]]] = []
+    for r, cells in enumerate(grid):
+        text = label_at.get(r) if r < price_rows else (vol_label if r == price_rows else None)
+        line = [(text.rjust(margin) + "┤", LABEL) if text is not None else (" " * margin + "│", LABEL)]
+        out.append(line + _runs(cells))
+    positions, times = time_labels(frame.times, max(2, width // 14), seconds)
+    axis = [" "] * cols
+    free = 0
+    for pos, label in zip(positions, times, strict=True):
+        x = max(0, min(cols - len(label), _spread(pos, n, cols) - len(label) // 2))
+        if x >= free and x + len(label) <= cols:
+            axis[x : x + len(label)] = label
+            free = x + len(label) + 1
+    out.append([(" " * margin + "└", LABEL), ("".join(axis), LABEL)])
+    return out
 
 
-class PriceChart(PlotextPlot):
+def _braille(grid: Cells, dots: list[tuple[int, int]]) -> None:
+    """A line through ``dots`` ((x, y) in braille dots, 2 x 4 a cell) drawn into ``grid``."""
+    bits: dict[tuple[int, int], int] = {}
+
+    def dot(x: int, y: int) -> None:
+        key = (y // 4, x // 2)
+        bits[key] = bits.get(key, 0) | BRAILLE_BITS[y % 4][x % 2]
+
+    for (x0, y0), (x1, y1) in pairwise(dots):
+        steps = max(abs(x1 - x0), abs(y1 - y0), 1)
+        for k in range(steps + 1):
+            dot(x0 + round((x1 - x0) * k / steps), y0 + round((y1 - y0) * k / steps))
+    if len(dots) == 1:
+        dot(*dots[0])
+    for (r, c), b in bits.items():
+        if 0 <= r < len(grid) and 0 <= c < len(grid[r]):
+            grid[r][c] = (chr(0x2800 + b), LINE)
+
+
+def _runs(cells: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Neighbouring cells of one style joined into one run."""
+    runs: list[tuple[str, str]] = []
+    chars: list[str] = []
+    style = cells[0][1] if cells else ""
+    for ch, st in cells:
+        if st != style:
+            runs.append(("".join(chars), style))
+            chars, style = [], st
+        chars.append(ch)
+    if chars:
+        runs.append(("".join(chars), style))
+    return runs
+
+
+class PriceChart(Widget):
     """Ticks or candles of one symbol with volume, a time axis and the server's BUY/SELL signals."""
 
     DEFAULT_CSS = """
@@ -207,8 +264,12 @@ class PriceChart(PlotextPlot):
         self.last_seq = 0
         self.dirty = False
         self.loading = False
-        self.drawing = False
+        self.drawing = False  # drawings are synchronous now; kept for `settled`
         self.drawn: Text | None = None
+        self.drawn_frame: Frame | None = None
+        self._rows: list[list[tuple[str, str]]] = []
+        self._strips: tuple[Style, list[Strip]] | None = None
+        self._message: tuple[str, list[Strip]] | None = None
         self.drawn_at = 0.0
         self.drawings = 0
         self.border_title = "Chart"
@@ -223,15 +284,11 @@ class PriceChart(PlotextPlot):
         return self.shown
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.set_interval(REDRAW_S / 2, self._flush)
 
     def on_resize(self) -> None:
         self.dirty = True
-
-    def _register_theme(self, app_theme_name: str) -> None:
-        super()._register_theme(app_theme_name)
-        self.dirty = True  # the drawn text carries the old theme's colours
+        self._flush()
 
     # --- data -------------------------------------------------------------------------------
 
@@ -317,7 +374,7 @@ class PriceChart(PlotextPlot):
     def frame(self) -> Frame:
         """A snapshot of what to draw now, at the widget's size and theme."""
         width, height = self.content_size.width, self.content_size.height
-        theme = self._get_plotext_theme_name(self.app.theme)
+        theme = self.app.theme
         if self.mode == "ticks":
             return Frame(
                 "ticks",
@@ -349,41 +406,23 @@ class PriceChart(PlotextPlot):
 
     def _flush(self) -> None:
         gap = REDRAW_S if self.mode == "ticks" else CANDLE_REDRAW_S
-        if not self.dirty or self.drawing or time.monotonic() - self.drawn_at < gap:
+        if not self.dirty or time.monotonic() - self.drawn_at < gap:
             return
         self.dirty = False
         if not self.symbol or len(self.times) < 1 or self.content_size.width < 12 or self.content_size.height < 3:
-            self.drawn = None
+            if self.drawn is not None:
+                self.drawn, self.drawn_frame, self._rows, self._strips = None, None, [], None
             self.refresh()
             return
         frame = self.frame()
-        self.drawing = True
         self.drawn_at = time.monotonic()
-        # On the app, so a failure reaches its one worker handler (a bug there stops the app).
-        self.app.run_worker(
-            partial(self._draw, frame),
-            group="chart-draw",
-            description="PriceChart.draw",
-            thread=True,
-            exit_on_error=False,
-        )
-
-    def _draw(self, frame: Frame) -> None:
-        # A thread: post_message is the thread-safe way back to the event loop.
-        self.post_message(self.Drawn(draw(self._plot, frame), frame))
-
-    class Drawn(Message):
-        """A finished drawing, from the drawing thread."""
-
-        def __init__(self, text: Text, frame: Frame) -> None:
-            super().__init__()
-            self.text, self.frame = text, frame
-
-    def on_price_chart_drawn(self, message: Drawn) -> None:
-        self.drawing = False
-        self.drawn = message.text
+        if frame == self.drawn_frame:
+            return  # nothing shown would change: no drawing, no repaint
+        rows = self._rows = draw(frame)
+        self._strips = None  # painted from the rows (on the widget's background) when next shown
+        self.drawn = Text("\n").join(Text.assemble(*row) for row in rows)  # for whoever reads the chart
+        self.drawn_frame = frame
         self.drawings += 1
-        frame = message.frame
         if frame.candles and not self.loading:
             suffix = f" ({frame.per_bar} per bar)" if frame.per_bar > 1 else ""
             self.border_title = f"{self.symbol} · {self.mode} candles · last {self.shown}{suffix}"
@@ -394,16 +433,46 @@ class PriceChart(PlotextPlot):
         """Nothing waits to be drawn (tests and snapshots wait for this)."""
         return not self.dirty and not self.drawing
 
-    def render(self) -> Text:
+    def _status(self) -> str | None:
+        """What the chart says instead of a drawing, if anything."""
         if not self.symbol:
-            return Text("select a symbol", style="dim")
+            return "select a symbol"
         if self.loading and not self.times:
-            return Text("loading…", style="dim")
+            return "loading…"
         if not self.times:
-            return Text("waiting for prices…", style="dim")
+            return "waiting for prices…"
         if self.content_size.width < 12 or self.content_size.height < 3:
-            return Text("(too small)", style="dim")
-        return self.drawn if self.drawn is not None else Text("drawing…", style="dim")
+            return "(too small)"
+        return None if self.drawn is not None else "drawing…"
+
+    def render_line(self, y: int) -> Strip:
+        width, base = self.size.width, self.rich_style
+        status = self._status()
+        if status is None:
+            if self._strips is None or self._strips[0] != base:
+                self._strips = (base, [_strip(row, base) for row in self._rows])
+            strips = self._strips[1]
+        else:
+            if self._message is None or self._message[0] != status:
+                segments = list(Segment.apply_style(Text(status, style="dim").render(self.app.console), base))
+                self._message = (status, [Strip(segments)])
+            strips = self._message[1]
+        strip = strips[y] if y < len(strips) else Strip.blank(width, base)
+        return strip.crop(0, width).extend_cell_length(width, base)
+
+
+def _strip(row: list[tuple[str, str]], base: Style) -> Strip:
+    return Strip(list(Segment.apply_style([Segment(t, _style(st)) for t, st in row], base)))
+
+
+_styles: dict[str, Style] = {}
+
+
+def _style(name: str) -> Style:
+    found = _styles.get(name)
+    if found is None:
+        found = _styles[name] = Style.parse(name) if name else Style()
+    return found
 
 
 def _ok(price: str) -> bool:

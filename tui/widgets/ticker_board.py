@@ -1,4 +1,9 @@
-"""The ticker board: every symbol and market, updated in place, flashing on change."""
+"""The ticker board: every symbol and market, updated in place, flashing on change.
+
+Quotes only land in ``pending``; a 50 ms timer applies them, so a row is rebuilt at most 20 times
+a second however fast quotes come, and only rows whose cells changed are repainted
+(:class:`tui.widgets.quote_table.QuoteTable` keeps each row's rendered line).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Input
+from textual.widgets import Input
 
 from stockctl.wire.marketdata import Quote
+from tui.widgets.quote_table import QuoteTable
 
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 12
 FLASH_S = 0.6
 REDRAW_S = 0.05  # at most 20 redraws a second
 COLUMNS = ("sym", "last", "chg", "chg %", "high", "low", "trend", "age")
+COL_INDEX = {c: i for i, c in enumerate(COLUMNS)}
 SORTS = ("symbol", "change %", "last", "age")
 
 
@@ -77,7 +84,7 @@ class TickerBoard(Vertical):
     TickerBoard { height: 1fr; }
     TickerBoard > Input { display: none; height: 3; }
     TickerBoard.filtering > Input { display: block; }
-    TickerBoard > DataTable { height: 1fr; }
+    TickerBoard > QuoteTable { height: 1fr; }
     """
 
     class Selected(Message):
@@ -108,15 +115,13 @@ class TickerBoard(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter symbols", id="board-filter")
-        yield DataTable(id="board", cursor_type="row", zebra_stripes=False)
+        yield QuoteTable([(c, c) for c in COLUMNS], id="board")
 
     @property
-    def table(self) -> DataTable:
-        return self.query_one("#board", DataTable)
+    def table(self) -> QuoteTable:
+        return self.query_one("#board", QuoteTable)
 
     def on_mount(self) -> None:
-        for col in COLUMNS:
-            self.table.add_column(col, key=col)
         self.set_interval(REDRAW_S, self._flush)
         self.set_interval(1.0, self._tick_ages)
 
@@ -132,6 +137,7 @@ class TickerBoard(Vertical):
         for sym in extra:
             self._add_symbol(sym)
         self._flush()
+        self.table.move_cursor(0)
 
     def update_quote(self, quote: Quote) -> None:
         """A new quote; drawn on the next redraw tick."""
@@ -146,7 +152,7 @@ class TickerBoard(Vertical):
             self.symbols.append(sym)
             self.series.setdefault(sym, deque(maxlen=SPARK_WIDTH))
             if self._matches(sym):
-                self.table.add_row(*self._cells(sym), key=sym)
+                self.table.add_row(self._cells(sym), key=sym)
                 self._sort()
 
     # --- drawing ------------------------------------------------------------------------
@@ -203,8 +209,7 @@ class TickerBoard(Vertical):
             else:
                 self.stale.discard(sym)
             if sym in table.rows:
-                for col, cell in zip(COLUMNS, self._cells(sym), strict=True):
-                    table.update_cell(sym, col, cell)
+                table.update_row(sym, self._cells(sym))
         for sym, until in list(self.flash_until.items()):
             if until <= now:
                 del self.flash_until[sym]
@@ -225,8 +230,7 @@ class TickerBoard(Vertical):
             else:
                 self.stale.discard(sym)
             if was != (sym in self.stale):
-                for col, cell in zip(COLUMNS, self._cells(sym), strict=True):
-                    table.update_cell(sym, col, cell)
+                table.update_row(sym, self._cells(sym))
             else:
                 table.update_cell(sym, "age", self._age_cell(sym))
 
@@ -236,8 +240,7 @@ class TickerBoard(Vertical):
         mode = SORTS[self.sort_index]
         quotes = self.quotes
 
-        def key(cell: Text | str) -> object:
-            sym = str(cell)
+        def key(sym: str) -> object:
             q = quotes.get(sym)
             if mode == "symbol" or q is None:
                 return (0, sym) if mode == "symbol" else (1, sym)
@@ -247,7 +250,7 @@ class TickerBoard(Vertical):
                 return (0, -_dec(q.price))
             return (0, -q.ts)
 
-        self.table.sort("sym", key=key)
+        self.table.set_order(sorted(self.table.order, key=key))
 
     def action_cycle_sort(self) -> None:
         """Sort by the next column: symbol, change %, last, age."""
@@ -285,7 +288,7 @@ class TickerBoard(Vertical):
         for sym in self.symbols:
             shown = sym in table.rows
             if self._matches(sym) and not shown:
-                table.add_row(*self._cells(sym), key=sym)
+                table.add_row(self._cells(sym), key=sym)
             elif not self._matches(sym) and shown:
                 table.remove_row(sym)
         self._sort()
@@ -299,9 +302,8 @@ class TickerBoard(Vertical):
 
     def visible_symbols(self) -> list[str]:
         """Symbols in the order the board shows them."""
-        return [str(row.key.value) for row in self.table.ordered_rows]
+        return list(self.table.order)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def on_quote_table_row_highlighted(self, event: QuoteTable.RowHighlighted) -> None:
         event.stop()
-        if event.row_key.value is not None:
-            self.post_message(self.Selected(str(event.row_key.value)))
+        self.post_message(self.Selected(event.key))
