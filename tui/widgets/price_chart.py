@@ -52,7 +52,7 @@ LABEL_COLS = 10
 
 @dataclass(frozen=True)
 class Frame:
-    """What one drawing shows: a snapshot taken on the event loop, drawn in a thread."""
+    """What one drawing shows: a snapshot of the chart's data at its size."""
 
     mode: str
     times: tuple[int, ...]
@@ -253,6 +253,7 @@ class PriceChart(Widget):
 
     def __init__(self, fast: int = 20, slow: int = 50, id: str | None = None) -> None:
         super().__init__(id=id)
+        self._base: tuple[tuple[str, bool], Style] | None = None
         self.fast, self.slow = fast, slow  # shown in the subtitle: the server's SMA windows
         self.symbol = ""
         self.mode = "ticks"
@@ -265,7 +266,7 @@ class PriceChart(Widget):
         self.dirty = False
         self.loading = False
         self.drawing = False  # drawings are synchronous now; kept for `settled`
-        self.drawn: Text | None = None
+        self._text: Text | None = None
         self.drawn_frame: Frame | None = None
         self._rows: list[list[tuple[str, str]]] = []
         self._strips: tuple[Style, list[Strip]] | None = None
@@ -410,23 +411,28 @@ class PriceChart(Widget):
             return
         self.dirty = False
         if not self.symbol or len(self.times) < 1 or self.content_size.width < 12 or self.content_size.height < 3:
-            if self.drawn is not None:
-                self.drawn, self.drawn_frame, self._rows, self._strips = None, None, [], None
+            self.drawn_frame, self._rows, self._strips, self._text = None, [], None, None
             self.refresh()
             return
         frame = self.frame()
         self.drawn_at = time.monotonic()
         if frame == self.drawn_frame:
             return  # nothing shown would change: no drawing, no repaint
-        rows = self._rows = draw(frame)
-        self._strips = None  # painted from the rows (on the widget's background) when next shown
-        self.drawn = Text("\n").join(Text.assemble(*row) for row in rows)  # for whoever reads the chart
+        self._rows = draw(frame)
+        self._strips = self._text = None  # made from the rows when next painted, or read
         self.drawn_frame = frame
         self.drawings += 1
         if frame.candles and not self.loading:
             suffix = f" ({frame.per_bar} per bar)" if frame.per_bar > 1 else ""
             self.border_title = f"{self.symbol} · {self.mode} candles · last {self.shown}{suffix}"
         self.refresh()
+
+    @property
+    def drawn(self) -> Text | None:
+        """The last drawing as text (None before the first)."""
+        if self._text is None and self.drawn_frame is not None:
+            self._text = Text("\n").join(Text.assemble(*row) for row in self._rows)
+        return self._text
 
     @property
     def settled(self) -> bool:
@@ -443,10 +449,22 @@ class PriceChart(Widget):
             return "waiting for prices…"
         if self.content_size.width < 12 or self.content_size.height < 3:
             return "(too small)"
-        return None if self.drawn is not None else "drawing…"
+        return None if self.drawn_frame is not None else "drawing…"
+
+    def base_style(self) -> Style:
+        """The widget's own rich style, worked out once per theme and focus (``rich_style`` walks
+        every ancestor each time, and a frame asks for it once per line)."""
+        key = (self.app.theme, self.has_focus)
+        if self._base is None or self._base[0] != key:
+            self._base = (key, self.rich_style)
+        return self._base[1]
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._base = None
 
     def render_line(self, y: int) -> Strip:
-        width, base = self.size.width, self.rich_style
+        width, base = self.size.width, self.base_style()
         status = self._status()
         if status is None:
             if self._strips is None or self._strips[0] != base:

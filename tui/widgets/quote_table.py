@@ -85,6 +85,7 @@ class QuoteTable(ScrollView, can_focus=True):
     def __init__(self, columns: Sequence[tuple[str, str]], id: str | None = None) -> None:
         """``columns`` are (key, label) pairs, left to right."""
         super().__init__(id=id)
+        self._base: tuple[tuple[str, bool], Style] | None = None
         self.column_keys = [k for k, _ in columns]
         self._col_index = {k: i for i, k in enumerate(self.column_keys)}
         self.labels = [label for _, label in columns]
@@ -252,9 +253,21 @@ class QuoteTable(ScrollView, can_focus=True):
     def _look(self) -> tuple[object, ...]:
         return (self.has_focus, self.app.theme, tuple(self.widths))
 
+    def base_style(self) -> Style:
+        """The widget's own rich style, worked out once per theme and focus (``rich_style`` walks
+        every ancestor each time, and a frame asks for it once per line)."""
+        key = (self.app.theme, self.has_focus)
+        if self._base is None or self._base[0] != key:
+            self._base = (key, self.rich_style)
+        return self._base[1]
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._base = None
+
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self.base_style()
         if y == 0:
             strip = self._header_strip()
         else:
@@ -280,7 +293,7 @@ class QuoteTable(ScrollView, can_focus=True):
             return cached[1]
         self.repaints += 1
         over = self.get_component_rich_style("quote-table--cursor") if cursor else None
-        strip = self._line(self.rows[row_key], self.rich_style, over)
+        strip = self._line(self.rows[row_key], self.base_style(), over)
         self._strips[row_key] = (key, strip)
         return strip
 
