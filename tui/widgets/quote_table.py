@@ -269,14 +269,17 @@ class QuoteTable(ScrollView, can_focus=True):
         width = self.size.width
         base = self.base_style()
         if y == 0:
-            strip = self._header_strip()
+            strip, fill = self._header_strip(), self.get_component_rich_style("quote-table--header")
         else:
             row = y - 1 + self.scroll_offset.y
             if row >= len(self.order):
                 return Strip.blank(width, base)
-            strip = self._row_strip(self.order[row])
+            key = self.order[row]
+            strip, fill = self._row_strip(key), base
+            if key == self.cursor_key:  # the cursor and the header span the whole width, as in a DataTable
+                fill = base + self.get_component_rich_style("quote-table--cursor")
         x = self.scroll_offset.x
-        return strip.crop(x, x + width).extend_cell_length(width, base)
+        return strip.crop(x, x + width).extend_cell_length(width, fill)
 
     def _header_strip(self) -> Strip:
         key = self._look()
@@ -305,7 +308,9 @@ class QuoteTable(ScrollView, can_focus=True):
         for value, width in zip(cells, self.widths, strict=True):
             text = value if isinstance(value, Text) else Text(value)
             segments.append(pad)
-            segments.extend(Segment.adjust_line_length(list(text.render(console)), width))
+            # Text.render draws the spans only: the text's own style goes under them here.
+            inner = Segment.apply_style(text.render(console), _style(text.style))
+            segments.extend(Segment.adjust_line_length(list(inner), width))
             segments.append(pad)
         return Strip(Segment.simplify(Segment.apply_style(segments, base, over)))
 
@@ -315,3 +320,15 @@ def _same(a: Cell, b: Cell) -> bool:
     if isinstance(a, Text) and isinstance(b, Text):
         return a.plain == b.plain and a.style == b.style and a.spans == b.spans
     return type(a) is type(b) and a == b
+
+
+_styles: dict[str, Style] = {}
+
+
+def _style(style: str | Style) -> Style:
+    if isinstance(style, Style):
+        return style
+    found = _styles.get(style)
+    if found is None:
+        found = _styles[style] = Style.parse(style) if style else Style()
+    return found
