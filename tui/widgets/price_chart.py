@@ -269,8 +269,8 @@ class PriceChart(Widget):
         self._text: Text | None = None
         self.drawn_frame: Frame | None = None
         self._rows: list[list[tuple[str, str]]] = []
-        self._strips: tuple[Style, list[Strip]] | None = None
-        self._message: tuple[str, list[Strip]] | None = None
+        self._strips: tuple[tuple[Style, int, str | None], list[Strip]] | None = None
+        """The painted lines, for (base style, width, status message or None for the drawing)."""
         self.drawn_at = 0.0
         self.drawings = 0
         self.border_title = "Chart"
@@ -466,17 +466,13 @@ class PriceChart(Widget):
     def render_line(self, y: int) -> Strip:
         width, base = self.size.width, self.base_style()
         status = self._status()
-        if status is None:
-            if self._strips is None or self._strips[0] != base:
-                self._strips = (base, [_strip(row, base) for row in self._rows])
-            strips = self._strips[1]
-        else:
-            if self._message is None or self._message[0] != status:
-                segments = list(Segment.apply_style(Text(status, style="dim").render(self.app.console), base))
-                self._message = (status, [Strip(segments)])
-            strips = self._message[1]
-        strip = strips[y] if y < len(strips) else Strip.blank(width, base)
-        return strip.crop(0, width).extend_cell_length(width, base)
+        key = (base, width, status)
+        if self._strips is None or self._strips[0] != key:
+            rows = self._rows if status is None else [[(status, "dim")]]
+            lines = [_strip(row, base).crop(0, width).extend_cell_length(width, base) for row in rows]
+            self._strips = (key, lines)
+        strips = self._strips[1]
+        return strips[y] if y < len(strips) else Strip.blank(width, base)
 
 
 def _strip(row: list[tuple[str, str]], base: Style) -> Strip:

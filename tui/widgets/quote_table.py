@@ -250,9 +250,6 @@ class QuoteTable(ScrollView, can_focus=True):
 
     # --- drawing ------------------------------------------------------------------------
 
-    def _look(self) -> tuple[object, ...]:
-        return (self.has_focus, self.app.theme, tuple(self.widths))
-
     def base_style(self) -> Style:
         """The widget's own rich style, worked out once per theme and focus (``rich_style`` walks
         every ancestor each time, and a frame asks for it once per line)."""
@@ -266,37 +263,42 @@ class QuoteTable(ScrollView, can_focus=True):
         self._base = None
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        base = self.base_style()
         if y == 0:
-            strip, fill = self._header_strip(), self.get_component_rich_style("quote-table--header")
-        else:
-            row = y - 1 + self.scroll_offset.y
-            if row >= len(self.order):
-                return Strip.blank(width, base)
-            key = self.order[row]
-            strip, fill = self._row_strip(key), base
-            if key == self.cursor_key:  # the cursor and the header span the whole width, as in a DataTable
-                fill = base + self.get_component_rich_style("quote-table--cursor")
-        x = self.scroll_offset.x
+            return self._header_strip()
+        row = y - 1 + self.scroll_offset.y
+        if row >= len(self.order):
+            return Strip.blank(self.size.width, self.base_style())
+        return self._row_strip(self.order[row])
+
+    def _look(self) -> tuple[object, ...]:
+        return (self.has_focus, self.app.theme, tuple(self.widths), self.size.width, self.scroll_offset.x)
+
+    def _fit_width(self, strip: Strip, fill: Style) -> Strip:
+        """The visible part of a line, filled to the widget's width (the cursor and the header
+        span the whole width, as in a DataTable)."""
+        x, width = self.scroll_offset.x, self.size.width
         return strip.crop(x, x + width).extend_cell_length(width, fill)
 
     def _header_strip(self) -> Strip:
         key = self._look()
         if self._header is None or self._header[0] != key:
             style = self.get_component_rich_style("quote-table--header")
-            self._header = (key, self._line([Text(label) for label in self.labels], style, None))
+            line = self._line([Text(label) for label in self.labels], style, None)
+            self._header = (key, self._fit_width(line, style))
         return self._header[1]
 
     def _row_strip(self, row_key: str) -> Strip:
+        """The row's line at the widget's width: from the cache unless the row or the look changed."""
         cursor = row_key == self.cursor_key
         key = (self._version[row_key], cursor, *self._look())
         cached = self._strips.get(row_key)
         if cached is not None and cached[0] == key:
             return cached[1]
         self.repaints += 1
+        base = self.base_style()
         over = self.get_component_rich_style("quote-table--cursor") if cursor else None
-        strip = self._line(self.rows[row_key], self.base_style(), over)
+        line = self._line(self.rows[row_key], base, over)
+        strip = self._fit_width(line, base + over if over else base)
         self._strips[row_key] = (key, strip)
         return strip
 
