@@ -37,7 +37,6 @@ DEFAULT_SECONDS = 30.0
 QUICK_SECONDS = 3.0
 DEFAULT_SYMBOLS = 10
 TARGET_REDRAWS_PER_S = 20
-REDRAW_SLACK = 2  # the board also redraws once a second for ages, and on the probe key
 TARGET_LAG_P99_MS = 50.0
 PROBE_EVERY_S = (0.1, 0.2)
 SIZE = (160, 48)
@@ -304,7 +303,6 @@ async def _run(opts: TuiBenchOptions, progress: Any) -> TuiBenchResult:
         source.stop.set()
         app.on_frame = None
         await asyncio.gather(*presses)
-    redraw_limit = TARGET_REDRAWS_PER_S + REDRAW_SLACK
     p99 = percentile(lags, 99)
     result = TuiBenchResult(
         rate=opts.rate,
@@ -329,8 +327,8 @@ async def _run(opts: TuiBenchOptions, progress: Any) -> TuiBenchResult:
     )
     result.targets = {
         "kept_up": sent >= 0.95 * opts.rate * elapsed,
-        "board_redraws_max_per_s": redraw_limit,
-        "board_redraws_met": painted["board"] <= redraw_limit,
+        "redraws_max_per_s": TARGET_REDRAWS_PER_S,  # each widget, counting its ages and the probe key's redraws
+        "redraws_met": all(v <= TARGET_REDRAWS_PER_S for v in painted.values()),
         "lag_p99_target_ms": TARGET_LAG_P99_MS,
         "lag_met": p99 is not None and p99 < TARGET_LAG_P99_MS and missed == 0,
     }
@@ -373,8 +371,8 @@ def render(r: TuiBenchResult, console: Any) -> None:
     t = r.targets
     console.print(
         f"verdict: fed {r.rate:,.0f}/s {ok(t['kept_up'])};"
-        f" board <= {t['board_redraws_max_per_s']} redraws/s {ok(t['board_redraws_met'])}"
-        f" ({r.redraws_per_s.get('board', 0):.1f});"
+        f" each widget <= {t['redraws_max_per_s']} redraws/s {ok(t['redraws_met'])}"
+        f" (most {max(r.redraws_per_s.values(), default=0):.1f});"
         f" input lag p99 < {t['lag_p99_target_ms']:g} ms {ok(t['lag_met'])} ({ms(r.input_lag_p99_ms)} ms)"
         f" [dim]in {r.elapsed_s:.0f}s[/]"
     )

@@ -111,6 +111,8 @@ class TickerBoard(Vertical):
         self.watch: frozenset[str] | None = None
         self.watch_name = "all"
         self.sort_index = 0
+        self.painted_at = 0.0
+        self.ages_due = False
         self.border_title = "Tickers"
 
     def compose(self) -> ComposeResult:
@@ -123,7 +125,7 @@ class TickerBoard(Vertical):
 
     def on_mount(self) -> None:
         self.set_interval(REDRAW_S, self._flush)
-        self.set_interval(1.0, self._tick_ages)
+        self.set_interval(1.0, self._ages_due)
 
     # --- data in ------------------------------------------------------------------------
 
@@ -190,10 +192,19 @@ class TickerBoard(Vertical):
         age = (self.now_ns() - q.ts) / 1e9
         return Text(fmt_age(age), style="bold yellow" if sym in self.stale else "dim")
 
-    def _flush(self) -> None:
-        """Apply pending quotes and end expired flashes (one redraw per tick at most)."""
+    def _flush(self, now_too: bool = False) -> None:
+        """Apply pending quotes, end expired flashes, update ages when due: one redraw at most every
+        ``REDRAW_S``, counting the ones a key asked for (``now_too``: a key's own redraw, which
+        also takes what is pending, and puts off the next data one)."""
         now = time.monotonic()
+        if not now_too and now - self.painted_at < REDRAW_S * 0.9:
+            return
         table = self.table
+        if self.pending or self.ages_due or self.flash_until or now_too:
+            self.painted_at = now
+        if self.ages_due:
+            self.ages_due = False
+            self._tick_ages()
         changed = self.pending
         self.pending = {}
         for sym, q in changed.items():
@@ -217,6 +228,9 @@ class TickerBoard(Vertical):
                     table.update_cell(sym, "last", self._cells(sym)[1])
         if changed and SORTS[self.sort_index] != "symbol":
             self._sort()
+
+    def _ages_due(self) -> None:
+        self.ages_due = True
 
     def _tick_ages(self) -> None:
         """Once a second: ages, and dimming of symbols with no update for ``stale_after`` s."""
@@ -255,6 +269,7 @@ class TickerBoard(Vertical):
     def action_cycle_sort(self) -> None:
         """Sort by the next column: symbol, change %, last, age."""
         self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self._flush(now_too=True)
         self._sort()
         self.border_subtitle = f"sorted by {SORTS[self.sort_index]}"
 
