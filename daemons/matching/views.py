@@ -23,7 +23,6 @@ from stockctl.runtime.retry import backoff_sleep
 from stockctl.runtime.status import StateLog
 from stockctl.wire import names
 from stockctl.wire.exchange import Accepted, Amended, Cancelled, Event, Rejected, Trade, Triggered
-from stockctl.wire.exchange import encode as ex_encode
 
 log = logging.getLogger("stockctl.matching")
 
@@ -57,25 +56,27 @@ class RedisViews:
         stored = await pipe.hmget(names.VIEWS_SEQ_KEY, list(last))
         return all(v is not None and int(v) >= seq for v, seq in zip(stored, last.values(), strict=True))
 
-    async def record(self, events: list[Event]) -> None:
-        """Fills, trades and finished orders in Redis, for the gateway's history endpoints."""
+    async def record(self, events: list[tuple[Event, bytes]]) -> None:
+        """Fills, trades and finished orders in Redis, for the gateway's history endpoints.
+
+        ``events`` come with their encoding (as stored in ``EX_EVENTS``), which the lists hold.
+        """
         if not events:
             return
         last: dict[str, int] = {}
-        for ev in events:
+        for ev, _ in events:
             last[event_market(ev)] = ev.seq
         # One RPUSH and one LTRIM per list for the whole batch, values in event order: far
         # fewer commands to pack and run than two per event and per side.
         pushes: dict[str, list[bytes]] = {}
-        for ev in events:
+        for ev, data in events:
             if isinstance(ev, Trade):
-                data = ex_encode(ev)
                 for user in {ev.maker_user, ev.taker_user}:
                     pushes.setdefault(names.fills_key(user), []).append(data)
                 pushes.setdefault(names.trades_key(ev.market), []).append(data)
             elif isinstance(ev, Accepted | Rejected | Cancelled | Amended | Triggered):
                 # An order's life for `orders --all`: accepted, then cancelled or filled.
-                pushes.setdefault(names.orders_key(ev.user), []).append(ex_encode(ev))
+                pushes.setdefault(names.orders_key(ev.user), []).append(data)
         attempt = 0
         while True:
             # Built afresh each attempt: redis-py empties a pipeline when execute() fails.

@@ -16,7 +16,7 @@ import redis
 
 from stockctl.runtime.process import FAILPOINT_EXIT
 from stockctl.wire import names
-from stockctl.wire.exchange import event_decoder
+from stockctl.wire.exchange import decode_record
 from stockctl.wire.marketdata import tick_decoder
 from tests.support.exchange import Ex
 from tests.support.stack import stack_settings, wait_for, wipe_exchange
@@ -61,7 +61,9 @@ def test_a_crash_before_the_views_are_written_is_repaired_on_restart(
 
     # Assert: the answer came from the stored events, after the restart.
     assert answer and answer[0].status_code == 201 and answer[0].json()["status"] == "filled", answer
-    events = [event_decoder.decode(b) for b in read_stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
+    events = [
+        e for b in read_stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR") for e in decode_record(b)
+    ]
     trades = [e for e in events if e.__struct_config__.tag == "trade"]
     assert len(trades) == 1
     # One tick for the one trade, naming its event: none lost, none repeated.
