@@ -147,14 +147,18 @@ class Matching:
             self.engine, self.cmd_seq = restored
             log.info("restored engine snapshot at command %d", self.cmd_seq)
         viewed = await self.views.stored_watermarks()
+        fresh: list[str] = []
         for market in [*self.market_names, names.ACCOUNTS_MARKET]:
             published = await self._last_event_seq(market)
             self.published[market] = published
             tick = await self._last_tick(market)
             self.tick_seq[market] = tick.seq if tick else 0
             self.ticked[market] = (tick and names.event_seq_of_origin(tick.origin)) or 0
-            # No watermark yet (a fresh or older exchange): its views are taken as complete.
+            # No watermark: an exchange older than the watermark, its views taken as complete (a market
+            # with no events yet gets watermark 0 below, so a crash in its first batch is repaired).
             self.views.viewed[market] = min(viewed.get(market, published), published)
+            if market not in viewed and published == 0:
+                fresh.append(market)
             if self.views.viewed[market] < published:
                 log.warning(
                     "%s: events up to %d are stored but their ticks/views stop at %d; the replay writes the rest",
@@ -162,6 +166,7 @@ class Matching:
                     published,
                     self.views.viewed[market],
                 )
+        await retry(lambda: self.views.start_empty(fresh), stop=self.stop, what="Redis views watermark", logger=log)
         self.snapshots.mark(self.cmd_seq)
 
     async def _last_event_seq(self, market: str) -> int:

@@ -46,6 +46,16 @@ class RedisViews:
         """The watermark in Redis (empty on a fresh exchange, or one written before there was one)."""
         return {k.decode(): int(v) for k, v in (await self.r.hgetall(names.VIEWS_SEQ_KEY)).items()}
 
+    async def start_empty(self, markets: list[str]) -> None:
+        """Write watermark 0 for markets with no events and no watermark yet.
+
+        A market without a watermark is taken as fully viewed (its events were stored before
+        the watermark existed); one written before its first event keeps a crash in that
+        first batch, after its record is stored, from passing for complete.
+        """
+        if markets:
+            await self.r.hset(names.VIEWS_SEQ_KEY, mapping=dict.fromkeys(markets, 0))
+
     def missing(self, event: Event) -> bool:
         """Whether ``event`` is past the views' watermark."""
         return event.seq > self.viewed.get(event_market(event), 0)
