@@ -13,7 +13,7 @@ The daemon works in batches: it takes every command the consumer has delivered (
 the batch's outcome in this order: the *records*, one ``EX_EVENTS`` message per market holding
 that market's events of the batch as a JSON array (consecutive per-market seqs; cut in two
 only past ``RECORD_MAX_BYTES``), published together and each confirmed; the trade ticks; the
-Redis views, in one MULTI with their watermark; then the replies; then depth. A record is
+Redis views, in one script with their watermark; then the replies; then depth. A record is
 stored whole or not at all, and its ``Nats-Msg-Id`` (``<market>:<first seq>-<last seq>``)
 makes a record resent after a lost ack a duplicate, as a unit.
 
@@ -294,7 +294,7 @@ class Matching:
         """Trade ticks, then the Redis views, for stored events that do not have them yet.
 
         Ticks go first and carry their event seq, views are written with their watermark in
-        one MULTI: whichever step a crash interrupts, the restart knows where it stopped.
+        one atomic script: whichever step a crash interrupts, the restart knows where it stopped.
         """
         ticks: list[tuple[str, bytes, dict[str, str]]] = []
         for ev, _ in events:

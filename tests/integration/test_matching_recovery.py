@@ -18,14 +18,18 @@ import msgspec
 import nats
 import pytest
 import redis
+import redis.asyncio as aioredis
 from nats.aio.msg import Msg
 
+from daemons.matching.views import RedisViews
 from stockctl.exchange.engine import Exchange
 from stockctl.runtime.process import FAILPOINT_EXIT
 from stockctl.wire import names
 from stockctl.wire.exchange import (
+    Accepted,
     Cancel,
     Command,
+    Event,
     Fund,
     Place,
     Trade,
@@ -225,3 +229,30 @@ def test_a_crash_after_a_batch_is_stored_loses_nothing_and_doubles_nothing(
     assert trades > 10
     # ... and every command got one reply, its own events, after the restart.
     assert {i: got for i, got in replies.items()} == {i: [encode_record(want)] for i, want in expected.items()}
+
+
+def test_views_of_a_batch_written_twice_are_written_once(servers) -> None:
+    # Arrange: a batch's events (an accept and a trade) for the views, as matching writes them.
+    wipe_exchange(servers)
+    accepted = Accepted(1, 1, "TATA_INR", "ann", 1, "s-1", "sell", "limit", "gtc", False, "3", "100")
+    trade = Trade(2, 1, "TATA_INR", 7, "100", "2", "buy", "ann", 1, "s-1", "1", "0", "ben", 2, "b-1", "0", "0")
+    events: list[tuple[Event, bytes]] = [(ev, ex_encode(ev)) for ev in (accepted, trade)]
+
+    async def scenario() -> None:
+        r = aioredis.Redis.from_url(servers.redis_url)
+        views = RedisViews(r, asyncio.Event())
+        # Act: the same batch twice, as a resend after a lost reply would
+        await views.record(events)
+        views.viewed.clear()
+        await views.record(events)
+        await r.aclose()
+
+    asyncio.run(scenario())
+
+    # Assert: each list holds each event once; the watermark is the batch's last seq.
+    r = redis.Redis.from_url(servers.redis_url)
+    assert r.lrange(names.trades_key("TATA_INR"), 0, -1) == [ex_encode(trade)]
+    assert r.lrange(names.fills_key("ann"), 0, -1) == [ex_encode(trade)]
+    assert r.lrange(names.fills_key("ben"), 0, -1) == [ex_encode(trade)]
+    assert r.lrange(names.orders_key("ann"), 0, -1) == [ex_encode(accepted)]
+    assert r.hget(names.VIEWS_SEQ_KEY, "TATA_INR") == b"2"
