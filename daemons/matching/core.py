@@ -448,11 +448,14 @@ class MatchingDaemon(Daemon):
                     await self.sub.unsubscribe()
                 self.sub = await retry(self._subscribe, stop=self.stop, what="JetStream consumer", logger=log)
             await m.maybe_send_time()
-            try:
-                first = await asyncio.wait_for(inbox.get(), TIME_EVERY_S)
-            except TimeoutError:
-                await m.maybe_snapshot()
-                continue
+            if inbox.empty():  # a timer only when there is nothing to do: none per batch under load
+                try:
+                    first = await asyncio.wait_for(inbox.get(), TIME_EVERY_S)
+                except TimeoutError:
+                    await m.maybe_snapshot()
+                    continue
+            else:
+                first = inbox.get_nowait()
             batch = [first]
             while len(batch) < BATCH_MAX and not inbox.empty():
                 batch.append(inbox.get_nowait())
