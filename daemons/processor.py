@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from contextlib import AsyncExitStack
@@ -49,6 +50,10 @@ from stockctl.wire.seeds import STOCK_PRICES_SUBJECT, stock_price
 from stockctl.wire.streams import ensure_tick_stream
 
 log = logging.getLogger("stockctl.processor")
+
+# A symbol's subjects are validated and escaped once per process, not once per tick.
+_quote_subject = functools.lru_cache(maxsize=65_536)(names.quote_subject)
+_signal_subject = functools.lru_cache(maxsize=65_536)(names.signal_subject)
 
 _V1_ACK_TOKENS = 9
 """``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``; longer is the v2 form."""
@@ -116,13 +121,13 @@ class Plan:
         for iv, candle in applied.candles:
             # Encoded once at commit, not per tick: later ticks of the bucket mutate it.
             self.candles.setdefault((sym, iv), {})[candle.start] = candle
-        self.outbox.append((names.quote_subject(sym), encode(applied.quote)))
+        self.outbox.append((_quote_subject(sym), encode(applied.quote)))
         q = applied.quote  # seed 000's clients read every tick on `stock_prices`
         self.outbox.append((STOCK_PRICES_SUBJECT, stock_price(sym, q.price, q.ts)))
         if applied.signal is not None:
             data = encode(applied.signal)
             self.signals.setdefault(sym, []).append(data)
-            self.outbox.append((names.signal_subject(sym), data))
+            self.outbox.append((_signal_subject(sym), data))
 
     def encoded_candles(self) -> dict[tuple[str, str], dict[int, bytes]]:
         return {
