@@ -53,6 +53,9 @@ def qty_text(units: int) -> str | None:
     return from_units(units, 0) if units else None
 
 
+_POW10 = tuple(10**i for i in range(19))
+
+
 def ratio_str(numerator: int, denominator: int, dp: int = 4) -> str:
     """``numerator / denominator`` (both in units) rounded half-even to ``dp`` decimals.
 
@@ -63,12 +66,13 @@ def ratio_str(numerator: int, denominator: int, dp: int = 4) -> str:
         raise ZeroDivisionError("ratio_str: the denominator is 0")
     negative = (numerator < 0) != (denominator < 0)
     den = abs(denominator)
-    q, rem = divmod(abs(numerator) * 10**dp, den)
+    scale = _POW10[dp] if dp < len(_POW10) else 10**dp
+    q, rem = divmod(abs(numerator) * scale, den)
     if 2 * rem > den or (2 * rem == den and q & 1):
         q += 1
-    whole, frac = divmod(q, 10**dp)
+    whole, frac = divmod(q, scale)
     sign = "-" if negative and q else ""  # never "-0.00"
-    return f"{sign}{whole}.{frac:0{dp}d}" if dp > 0 else f"{sign}{whole}"
+    return f"{sign}{whole}.{str(frac).zfill(dp)}" if dp > 0 else f"{sign}{whole}"
 
 
 def mean_str(total_units: int, count: int, dp: int = 4) -> str:

@@ -8,8 +8,8 @@ separately. Delivery is what ``nc.publish`` gives: buffered during a reconnect (
 connection's ``pending_size``), at most once, in order with the connection's other publishes.
 
 It leans on ``Client._send_command`` and ``Client._flush_pending``, the two calls nats-py's own
-``publish`` ends in (unchanged from nats-py 2.0 to 2.16): if a release renames them, the unit
-test of this module fails rather than the daemons.
+``publish`` ends in (unchanged from nats-py 2.0 to 2.16): if a release changes them,
+tests/integration/test_natsout.py fails rather than the daemons.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ async def send_frames(nc: NATS, data: bytes, count: int) -> None:
         if limit <= 0 or len(data) + nc._pending_data_size > limit:
             raise errors.OutboundBufferLimitError
     nc.stats["out_msgs"] += count
-    nc.stats["out_bytes"] += len(data)
+    nc.stats["out_bytes"] += len(data)  # frame bytes (publish counts payloads only): close enough
     await nc._send_command(data)
     if nc._flush_queue is not None and nc._flush_queue.empty():
         await nc._flush_pending()
