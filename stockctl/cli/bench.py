@@ -83,6 +83,16 @@ def ticks(
         bool,
         typer.Option("--probe/--no-probe", help="Once a rate falls behind, try rates just below what it delivered."),
     ] = True,
+    backlog: Annotated[
+        int,
+        typer.Option(
+            "--backlog",
+            min=0,
+            max=10_000_000,
+            help="Ticks stored before the processor starts; its catch-up through them is timed"
+            " (what the processor does when it never waits for the driver).",
+        ),
+    ] = 0,
     quick: Annotated[bool, _quick("500 and 2,000 ticks/s, 2 s each")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -97,6 +107,7 @@ def ticks(
         baseline_messages=baseline_messages,
         symbols=symbols,
         probe=probe and not quick,
+        backlog=backlog,
     )
     _run("ticks", lambda progress: run_ticks_bench(opts, progress), render, json_out)
 
@@ -132,19 +143,31 @@ def render(result: BenchResult) -> None:
         )
     console.print(table)
 
-    cpu = cpu_table(("offered/s", "ticks/batch", "processor", "nats-server", "valkey", "bench", "other"))
+    cpu = cpu_table(("offered/s", "ticks/batch", "processor", "proc. runq", "nats-server", "valkey", "bench", "other"))
     for s in result.steps:
         cpu.add_row(
             fmt_num(s.offered_per_s) + ("[dim]*[/]" if s.probe else ""),
             fmt_num(s.avg_batch, ",.1f"),
-            *(fmt_num(s.cpu.get(k), ".2f") for k in ("processor", "nats", "valkey", "bench", "other")),
+            fmt_num(s.cpu.get("processor"), ".2f"),
+            fmt_num(s.run_queue_wait.get("processor"), ".2f"),
+            *(fmt_num(s.cpu.get(k), ".2f") for k in ("nats", "valkey", "bench", "other")),
         )
     console.print(cpu)
+    console.print("[dim]proc. runq: seconds per second the processor was runnable but waiting for a CPU[/]")
     if any(s.probe for s in result.steps):
         console.print("[dim]* probe: a rate just below what the first saturated rate delivered[/]")
     if result.skipped_rates:
         console.print(not_run_note(result.skipped_rates, "ticks"))
 
+    c = result.catch_up
+    if c is not None:
+        us = f", {c.cpu_us_per_tick:,.1f} us CPU per tick" if c.cpu_us_per_tick is not None else ""
+        console.print(
+            f"catch-up             [bold]{c.ticks_per_s:,.0f}[/] ticks/s through {c.ticks:,} stored ticks"
+            f" in {c.seconds:.2f}s (processor {fmt_num(c.cpu.get('processor'), '.2f')} cores"
+            f" + {fmt_num(c.run_queue_wait.get('processor'), '.2f')} waiting for one{us};"
+            f" {fmt_num(c.avg_batch, ',.0f')} ticks/batch; other processes {fmt_num(c.cpu.get('other'), '.2f')})"
+        )
     b = result.baseline
     console.print(
         f"sustained pipeline   [bold]{result.sustained:,.0f}[/] ticks/s (max delivered {result.max_delivered:,.0f};"

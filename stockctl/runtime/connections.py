@@ -96,8 +96,12 @@ async def open_nats(
     return nc
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
-    """A pooled async Redis client that retries commands across brief outages."""
+def redis_client(settings: Settings, retries: int = 3) -> aioredis.Redis:
+    """A pooled async Redis client that retries commands across brief outages.
+
+    ``retries=0`` gives a client that never sends a command twice by itself: a transaction
+    whose reply was lost is then the caller's to check (redis-py would otherwise re-send it).
+    """
     # A blocking pool: a burst of requests (thousands of WebSocket clients connecting at
     # once) waits for a connection instead of failing with "too many connections".
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -108,7 +112,7 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries),
     )
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
