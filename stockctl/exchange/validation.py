@@ -255,6 +255,7 @@ class MarketRules:
         if problem is not None:
             code, why = problem
             return None, ("stop_tick_size" if code == "tick_size" else "bad_stop_price", "stop " + why)
+        assert ticks is not None
         return ticks, None
 
     def display(
