@@ -7,6 +7,7 @@ and each compiled module adds to the install's compile time.
 
 - A wheel gets the extensions (and a platform tag); an editable install (``pip install -e .``)
   gets them next to the sources, where the editable path finds them.
+- mypy (mypyc), setuptools and msgspec are build dependencies only where compiling is tried.
 - If compiling fails (no C compiler, no Python headers, mypyc refusing the code), the install
   still succeeds, pure Python, and the reason is printed (``pip install -v`` shows it) and kept in
   ``stockctl/exchange/_engine_build.json``, where ``stockctl doctor`` reads it.
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -46,8 +48,27 @@ setup(
 """
 
 
+def _skip_reason() -> str | None:
+    """Why not even to try compiling, before the build installs mypy for it (or None: try)."""
+    if os.environ.get("STOCKCTL_ENGINE_BUILD", "").strip().lower() == "pure":
+        return "STOCKCTL_ENGINE_BUILD=pure at install"
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        return f"no C compiler ({cc} not found)"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        return "no Python headers (Python.h; e.g. the python3-dev package)"
+    return None
+
+
 class EngineBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     PLUGIN_NAME = "custom"
+
+    def dependencies(self) -> list[str]:
+        """mypyc, setuptools, and msgspec (whose types the engine's are checked against), only when
+        compiling will be tried: an install that cannot compile does not fetch them."""
+        if _skip_reason() is not None:
+            return []
+        return ["mypy>=1.11", "setuptools>=68", "msgspec>=0.18"]
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel":
@@ -57,10 +78,8 @@ class EngineBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         for old in self._artifacts(pkg):  # a previous build's, possibly of other sources
             old.unlink()
         sources = {f"{m}.py": hashlib.sha256((pkg / f"{m}.py").read_bytes()).hexdigest() for m in MODULES}
-        if os.environ.get("STOCKCTL_ENGINE_BUILD", "").strip().lower() == "pure":
-            built, reason = [], "STOCKCTL_ENGINE_BUILD=pure at install"
-        else:
-            built, reason = self._compile(pkg)
+        skip = _skip_reason()
+        built, reason = ([], skip) if skip is not None else self._compile(pkg)
         if not built:
             self.app.display_warning(
                 f"stockctl: the matching engine is NOT compiled ({reason}); it installs as pure Python"
