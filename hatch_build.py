@@ -74,10 +74,11 @@ class EngineBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel":
             return
-        root = Path(self.root)
-        pkg = root / PACKAGE
-        for old in self._artifacts(pkg):  # a previous build's, possibly of other sources
-            old.unlink()
+        pkg = Path(self.root) / PACKAGE
+        editable = version == "editable"
+        if editable:  # the tree is what an editable install imports: a previous build's files go
+            for old in self._artifacts(pkg):
+                old.unlink()
         sources = {f"{m}.py": hashlib.sha256((pkg / f"{m}.py").read_bytes()).hexdigest() for m in MODULES}
         skip = _skip_reason()
         built, reason = ([], skip) if skip is not None else self._compile(pkg)
@@ -87,9 +88,12 @@ class EngineBuildHook(BuildHookInterface):  # type: ignore[type-arg]
                 " (correct, slower). Install a C compiler and the Python headers, then reinstall, to compile it."
             )
         stamp = {"compiled": bool(built), "reason": reason, "sources": sources if built else {}}
-        stamp_path = pkg / STAMP
+        # A wheel's stamp is made outside the tree, which a wheel build leaves as it is (an
+        # editable install of the same tree keeps its own build).
+        self._work = getattr(self, "_work", None) or Path(tempfile.mkdtemp(prefix="stockctl-mypyc-"))
+        stamp_path = pkg / STAMP if editable else self._work / STAMP
         stamp_path.write_text(json.dumps(stamp, indent=1) + "\n")
-        if version == "editable":
+        if editable:
             for so in built:  # beside the sources: the editable install imports from the tree
                 shutil.copy2(so, pkg / so.name)
         else:

@@ -92,9 +92,12 @@ def engine_build_note() -> str:
     if _FORCED is not None:
         return _FORCED
     try:
-        reason = json.loads((_HERE / BUILD_STAMP).read_text()).get("reason")
+        stamp = json.loads((_HERE / BUILD_STAMP).read_text())
+        compiled, reason = stamp.get("compiled"), stamp.get("reason")
     except (OSError, ValueError, AttributeError):
-        reason = None
+        compiled = reason = None
+    if compiled:
+        return "the compiled build's files are missing (reinstall: pip install -e .)"
     return f"not compiled at install: {reason}" if reason else "no compiled build installed"
 
 
