@@ -375,6 +375,14 @@ def matching(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the order stream.")] = 4,
     users: Annotated[int, typer.Option("--users", min=1, max=10_000, help="Funded users placing orders.")] = 8,
     quick: Annotated[bool, _quick("20,000 orders, one throughput run")] = False,
+    peers: Annotated[
+        bool,
+        typer.Option(
+            "--peers",
+            help="Also time liquibook and lightmatchingengine (when importable: pip install 'stockctl[peers]')"
+            " and our other build on one stream of limit orders and cancels, after checking their fills are ours.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """The matching engine alone, in process: orders/s and per-order latency on a seeded order stream."""
@@ -383,7 +391,10 @@ def matching(
     count = orders if orders is not None else QUICK_ORDERS if quick else DEFAULT_ORDERS
     rounds = 1 if quick else 3
     _run(
-        "matching", lambda progress: run_matching_bench(count, seed, users, rounds, progress), render_matching, json_out
+        "matching",
+        lambda progress: run_matching_bench(count, seed, users, rounds, progress, peers),
+        render_matching,
+        json_out,
     )
 
 
@@ -395,6 +406,7 @@ def render_matching(r: MatchingBenchResult) -> None:
     table = measure_table(
         f"bench matching: {r.orders:,} commands, seed {r.seed}, {r.users} users, {', '.join(r.markets)}"
     )
+    table.add_row("engine build", r.engine, r.engine_note)
     table.add_row("orders/s", f"[bold]{r.orders_per_s:,.0f}[/]", f"wall clock, best run ({r.seconds:.2f} s)")
     table.add_row("orders/s (CPU time)", f"{r.cpu_orders_per_s:,.0f}", "this process's CPU time, best run")
     table.add_row("latency p50", f"{r.p50_us:.2f} µs", "one apply(), events included")
@@ -421,11 +433,36 @@ def render_matching(r: MatchingBenchResult) -> None:
             f" {xm.get('gtd', 0):,} gtd, {xm.get('iceberg', 0):,} icebergs, {xm.get('time', 0):,} time commands;"
             f" {x['trades']:,} trades"
         )
+    if r.peers:
+        render_peers(r.peers)
     gc_note = "" if r.gc_enabled else ", gc off"
     console.print(
         f"verdict: >= {TARGET_ORDERS_PER_S:,} orders/s {pass_fail(r.target_met)} ({r.orders_per_s:,.0f}{gc_note})"
         f" [dim]in {r.elapsed_s:.0f}s[/]"
     )
+
+
+def render_peers(doc: dict[str, Any]) -> None:
+    """Each engine's orders/s on the peer stream, whether its fills are ours, and the liquibook verdict."""
+    from stockctl.bench.kit import measure_table, pass_fail
+
+    table = measure_table(f"peers: {doc['orders']:,} limit orders and cancels, seed {doc['seed']}, {doc['market']}")
+    for run in doc["runs"]:
+        name = f"{run['name']} ({run['build']})"
+        if not run["importable"] or not run["orders_per_s"]:
+            table.add_row(name, "-", run["note"])
+            continue
+        per_cpu = f"{run['cpu_orders_per_s']:,.0f} per CPU second"
+        table.add_row(name, f"{run['orders_per_s']:,.0f}", f"{per_cpu}; {run['note']}")
+    console.print(table)
+    ratio = doc["vs_liquibook"]
+    if ratio is None:
+        console.print("verdict vs liquibook: not measured (liquibook or the compiled build did not run)")
+    else:
+        console.print(
+            f"verdict: >= {doc['target_vs_liquibook']}x liquibook's orders/s {pass_fail(doc['target_met'])}"
+            f" (compiled stockctl is {ratio:.2f}x liquibook, per CPU second)"
+        )
 
 
 @app.command(

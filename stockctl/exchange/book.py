@@ -13,7 +13,7 @@ public views :class:`OrderView` and :class:`BookView`.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
@@ -25,7 +25,7 @@ from stockctl.wire.exchange import MarketSpec, OrderType, Side, TimeInForce
 if TYPE_CHECKING:
     from stockctl.exchange.accounts import Account
 
-ACCOUNTS = "ACCOUNTS"
+ACCOUNTS: Final = "ACCOUNTS"
 """The pseudo-market of account events and of commands naming no known market."""
 
 
