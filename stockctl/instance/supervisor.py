@@ -65,6 +65,7 @@ class Component:
     proc: asyncio.subprocess.Process | None = None
     state: str = "stopped"
     started: float = 0.0
+    ready_at: float = 0.0  # when this run of it became ready (``bench up`` times the start with it)
     restarts: int = 0
     failures: int = 0  # consecutive, for the backoff
     next_start: float = 0.0
@@ -83,6 +84,7 @@ class Component:
             "pid": self.proc.pid if self.proc and self.proc.returncode is None else None,
             "state": self.state,
             "started": self.started or None,
+            "ready": self.ready_at or None,
             "restarts": self.restarts,
             "last_exit": self.last_exit,
             "address": self.address,
@@ -208,7 +210,7 @@ class Supervisor:
             comp.state, comp.message = "failed", f"cannot start: {exc}"
             log.error("%s: %s", comp.name, comp.message)
             return
-        comp.state, comp.started, comp.message = "starting", time.time(), ""
+        comp.state, comp.started, comp.message, comp.ready_at = "starting", time.time(), "", 0.0
         log.info("%s started (pid %d)", comp.name, comp.proc.pid)
 
     async def _stop(self, comp: Component) -> None:
@@ -319,7 +321,7 @@ class Supervisor:
                 if comp.proc is None or comp.proc.returncode is not None:
                     waiting.remove(comp)  # exited: the watch loop reaps it and backs off
                 elif comp.ready(comp):
-                    comp.state = "running"
+                    comp.state, comp.ready_at = "running", time.time()
                     log.info("%s ready", comp.name)
                     waiting.remove(comp)
             if waiting:
@@ -342,7 +344,7 @@ class Supervisor:
                     comp.restarts += 1
                     await self._spawn(comp)
                 elif comp.state == "starting" and comp.ready(comp):
-                    comp.state, comp.message = "running", ""
+                    comp.state, comp.message, comp.ready_at = "running", "", time.time()
                     log.info("%s ready", comp.name)
             if now - last_sample >= 1.0:
                 for comp in self.components:
