@@ -36,6 +36,7 @@ TARGET_S = 3.0
 DEFAULT_RUNS = 5
 QUICK_RUNS = 1
 UP_TIMEOUT = 120.0
+LEFTOVER_GRACE_S = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -232,7 +233,10 @@ def one_run(tmp: Path) -> UpRun:
         )
     finally:
         down = _stockctl(["down"], env, tmp)
-        left = _leftovers(home)
+        # `down` returns once the supervisor let go of its lock; its interpreter exits just after.
+        deadline = time.monotonic() + LEFTOVER_GRACE_S
+        while (left := _leftovers(home)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if down.returncode != 0 or left:
             raise BenchError(f"stockctl down left processes {left} (exit {down.returncode}: {down.stderr.strip()})")
 
