@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 
 from stockctl.runtime.connections import open_nats
 from stockctl.runtime.daemon import Daemon, main
-from stockctl.runtime.retry import retry
+from stockctl.runtime.retry import PEER_BACKOFF, retry
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import CancelAll, Fund, Place, Trade, event_decoder, split_record
@@ -91,7 +91,7 @@ class Liquidity(Daemon):
             if attempt == 0:  # matching not up yet
                 log.info("waiting for the matching engine (%s)", exc.__class__.__name__)
 
-        specs = await retry(markets, stop=self.stop, on_error=waiting)
+        specs = await retry(markets, stop=self.stop, on_error=waiting, backoff=PEER_BACKOFF)
         if not specs:
             self.stop.set()  # no market to quote: nothing to do
             return

@@ -672,3 +672,71 @@ def render_history(r: Any) -> None:
         )
         console.print(table)
     console.print(f"[dim]in {r.elapsed_s:.0f}s[/]")
+
+
+@app.command(
+    "up",
+    help="Seconds from `stockctl up` to every component ready, and where they went, over N fresh starts.\n\n"
+    "Each run starts a fresh instance (`stockctl up`) in a temporary home on free ports, with no config"
+    " file (a running instance is not touched), reads when each server and daemon was started, finished"
+    " its imports and became ready, and the CPU each used, then stops it with `stockctl down`.",
+)
+def up(
+    runs: Annotated[
+        int | None, typer.Option("--runs", min=1, max=100, help="Fresh starts measured.", show_default="5")
+    ] = None,
+    quick: Annotated[bool, _quick("1 start")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Seconds from `stockctl up` to every component ready, and where they went, over N fresh starts."""
+    from stockctl.bench.start import DEFAULT_RUNS, QUICK_RUNS, run_up_bench
+
+    count = runs if runs is not None else QUICK_RUNS if quick else DEFAULT_RUNS
+    _run("up", lambda progress: run_up_bench(count, progress), render_up, json_out)
+
+
+def render_up(r: Any) -> None:
+    """One row per run (the phases), a median row per component, and the verdict."""
+    from stockctl.bench.kit import figures_table, pass_fail
+    from stockctl.bench.start import TARGET_S
+
+    runs = figures_table(
+        f"bench up: {len(r.runs)} fresh starts (seconds from the command)",
+        ("run", "load", "supervisor", "servers", "last import", "slowest startup", "ready", "command", "CPU s"),
+    )
+    for i, run in enumerate(r.runs, 1):
+        imp, startup = run.slowest("main_s"), run.slowest("startup_s")
+        runs.add_row(
+            str(i),
+            f"{run.load_before:.2f}",
+            f"{run.supervisor_s:.2f}",
+            "-" if run.servers_ready_s is None else f"{run.servers_ready_s:.2f}",
+            f"{imp[1]:.2f} {imp[0]}",
+            f"{startup[1]:.2f} {startup[0]}",
+            f"{run.ready_s:.2f}",
+            f"{run.command_s:.2f}",
+            f"{run.cpu_s:.2f}",
+        )
+    console.print(runs)
+    parts = figures_table(
+        "per component, median of the runs", ("component", "started", "import", "startup", "ready", "CPU s")
+    )
+    names = [p.name for p in r.runs[0].parts]
+
+    def med(name: str, what: str) -> str:
+        values = [getattr(p, what) for run in r.runs for p in run.parts if p.name == name]
+        values = [v for v in values if v is not None]
+        return f"{sorted(values)[len(values) // 2]:.2f}" if values else "-"
+
+    for name in names:
+        parts.add_row(name, *(med(name, w) for w in ("started_s", "import_s", "startup_s", "ready_s", "cpu_s")))
+    console.print(parts)
+    ready, command = r.ready, r.command
+    console.print(
+        f"ready    median [bold]{ready['median']:.2f}[/] s, p90 {ready['p90']:.2f}, best {ready['best']:.2f}"
+        f"  (command returned: median {command['median']:.2f}, best {command['best']:.2f})"
+    )
+    console.print(
+        f"verdict: ready < {TARGET_S:g} s {pass_fail(r.targets()['ready_met'])} ({ready['median']:.2f} s median)"
+        f" [dim]in {r.elapsed_s:.0f}s[/]"
+    )
