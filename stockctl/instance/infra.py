@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import random
 import shutil
 import socket
 import sys
@@ -136,10 +138,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     The kernel may give the same ephemeral port to two successive ``bind(0)`` calls once the
     first socket is closed, so two listeners configured in one go could be given one port.
+    ``STOCKCTL_FREE_PORTS=LO-HI`` picks from that range instead of the kernel's: processes that
+    hand out ports side by side (the test suite's parallel workers) each get a range of their
+    own, or one could be handed a port the other has handed out but not bound yet.
     """
+    span = os.environ.get("STOCKCTL_FREE_PORTS", "")
+    lo, _, hi = span.partition("-")
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
+            try:
+                sock.bind((host, random.randint(int(lo), int(hi)) if span else 0))
+            except OSError:
+                continue  # taken: try another one of the range
             port = sock.getsockname()[1]
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
