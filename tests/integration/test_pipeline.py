@@ -152,11 +152,7 @@ def test_processor_crash_mid_batch_before_or_after_commit_leaves_no_gap_and_no_d
     proc.kill()
     for point in ("processor.before_commit@3", "processor.after_commit@2"):
         time.sleep(0.5)  # ticks keep arriving in the stream meanwhile
-        proc.env_overrides["STOCKCTL_FAILPOINTS"] = point
-        proc.start(wait_ready=False)
-        wait_for(lambda: proc.proc.poll() is not None, 30, what=point)  # type: ignore[union-attr]
-        assert proc.proc.returncode == 86, proc.log()  # type: ignore[union-attr]
-    proc.env_overrides.clear()
+        proc.crash_at(point)
     proc.start()
     for sym in settings.symbols:
         wait_for(lambda sym=sym: quote_seq(r, sym) == n, 60, what=f"{sym} caught up")
