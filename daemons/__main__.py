@@ -2,8 +2,12 @@
 
 import sys
 
-from daemons import NAMES, load
-from stockctl.runtime.daemon import main
+from stockctl.runtime.process import defer_optional_imports
+
+defer_optional_imports()  # before any daemon imports nats: its aiohttp is for ws:// URLs only
+
+from daemons import NAMES, load  # noqa: E402
+from stockctl.runtime.daemon import main  # noqa: E402
 
 if len(sys.argv) != 2 or sys.argv[1] not in NAMES:
     print(f"usage: python -m daemons {{{','.join(NAMES)}}}", file=sys.stderr)

@@ -167,13 +167,24 @@ class AuthService:
         self.verifier = TokenVerifier(signer.jwks(), audience=signer.audience, issuer=signer.issuer)
         # Argon2id takes ~64 MiB and tens of ms per hash: bound how many run at once.
         self.hash_slots = asyncio.Semaphore(max(2, os.cpu_count() or 2))
-        self.dummy_hash = ""
+        self._dummy_hash: asyncio.Future[str] | None = None
         self.redis_up = True
         self.redis_state = StateLog(log, "Redis")
 
     async def prepare(self) -> None:
-        # Unknown emails are checked against this, so they take as long as known ones.
-        self.dummy_hash = await asyncio.to_thread(hash_password, os.urandom(16).hex())
+        """Start hashing the dummy password, in a thread: readiness does not wait for it.
+
+        One Argon2id hash is 0.1-0.5 s of CPU, which ``up`` waited for (and the gateway,
+        for this daemon's keys); only a login for an unknown email needs it.
+        """
+        self._dummy_hash = asyncio.ensure_future(asyncio.to_thread(hash_password, os.urandom(16).hex()))
+
+    async def dummy_hash(self) -> str:
+        """The hash an unknown email's password is checked against, so it takes as long as a known one's."""
+        if self._dummy_hash is None:
+            await self.prepare()
+        assert self._dummy_hash is not None
+        return await asyncio.shield(self._dummy_hash)  # a cancelled login leaves it for the next
 
     async def hash(self, password: str) -> str:
         async with self.hash_slots:
@@ -286,7 +297,7 @@ class AuthService:
         password = body.password
         if len(password) > 4 * MAX_PASSWORD_CHARS:
             password = ""  # could never have been registered; do not feed it to Argon2
-        good = await self.verify(user.password_hash if user else self.dummy_hash, password)
+        good = await self.verify(user.password_hash if user else await self.dummy_hash(), password)
         if user is None or not good or not password:
             self.status.incr("login_failures")
             log.info("failed login for %s from %s", email, ip)

@@ -24,10 +24,10 @@ from nats.js import JetStreamContext
 
 from stockctl.runtime.connections import open_nats
 from stockctl.runtime.daemon import Daemon, main
-from stockctl.runtime.retry import retry
+from stockctl.runtime.retry import PEER_BACKOFF, retry
 from stockctl.settings import Settings
 from stockctl.wire import names
-from stockctl.wire.exchange import CancelAll, Fund, Place, Trade, event_decoder
+from stockctl.wire.exchange import CancelAll, Fund, Place, Trade, event_decoder, split_record
 from stockctl.wire.exchange import encode as ex_encode
 
 log = logging.getLogger("stockctl.liquidity")
@@ -91,7 +91,7 @@ class Liquidity(Daemon):
             if attempt == 0:  # matching not up yet
                 log.info("waiting for the matching engine (%s)", exc.__class__.__name__)
 
-        specs = await retry(markets, stop=self.stop, on_error=waiting)
+        specs = await retry(markets, stop=self.stop, on_error=waiting, backoff=PEER_BACKOFF)
         if not specs:
             self.stop.set()  # no market to quote: nothing to do
             return
@@ -154,14 +154,18 @@ class Liquidity(Daemon):
         await self.js.publish(names.order_subject(market), ex_encode(cmd), headers={"Nats-Msg-Id": f"{user}:{key}"})
 
     async def on_event(self, msg: Msg) -> None:
-        if not msg.data.startswith(b'{"event":"trade"'):
+        """Trades of a record (one market's events of a batch) move the quoter's last price."""
+        if b'{"event":"trade"' not in msg.data:
             return
-        ev = event_decoder.decode(msg.data)
-        if isinstance(ev, Trade) and ev.market in self.quoters:
-            self.quoters[ev.market].last_trade = Decimal(ev.price)
-            if MAKER in (ev.maker_user, ev.taker_user):
-                self.filled.set()
-            self.status.incr("trades")
+        for data in split_record(msg.data):
+            if not data.startswith(b'{"event":"trade"'):
+                continue
+            ev = event_decoder.decode(data)
+            if isinstance(ev, Trade) and ev.market in self.quoters:
+                self.quoters[ev.market].last_trade = Decimal(ev.price)
+                if MAKER in (ev.maker_user, ev.taker_user):
+                    self.filled.set()
+                self.status.incr("trades")
 
 
 DAEMON = Liquidity

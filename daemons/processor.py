@@ -1,11 +1,16 @@
 """processor: ticks in, latest price / history / candles / SMA signals out.
 
-A durable JetStream consumer of ``md.tick.>``. Each batch of ticks becomes one Redis
-MULTI/EXEC transaction (quote hash, history list, candle sets, signal list, and the
-per-symbol stream sequence used for dedup); only after EXEC succeeds are the ticks
-acknowledged and the quotes and signals published on core NATS. A crash between
-EXEC and ack leads to redelivery, which the stored stream sequence turns into a no-op,
-so nothing is lost or counted twice.
+A durable JetStream consumer of ``md.tick.>``. Each batch of ticks (whatever has arrived,
+up to ``processor_batch``) becomes one Redis MULTI/EXEC transaction (quote hash, history
+list, candle sets, signal list, and the per-symbol tick and stream sequences used for
+dedup), sent in one round trip on a connection that never re-sends it by itself; only
+after EXEC succeeds are the batch's ticks acknowledged and its quotes and signals
+published on core NATS, all of them handed to nats-py as one write
+(:mod:`stockctl.runtime.natsout`). A crash between EXEC and ack leads to redelivery, which
+the stored sequences turn into a no-op; a crash before EXEC leaves a gap that the next run
+reads back from the stream. So nothing is lost or counted twice: the failpoints
+``processor.before_commit`` and ``processor.after_commit`` crash at those two moments in
+the tests.
 
 Each tick is also published on ``stock_prices`` as seed 000's ``StockPrice`` JSON
 (:mod:`stockctl.seeds`), spliced from the quote's own text: no second encode.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from contextlib import AsyncExitStack
@@ -25,13 +31,16 @@ import nats.js.errors
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
 from redis.exceptions import RedisError
 
 from stockctl.marketdata.candles import CandleState
 from stockctl.marketdata.processing import Applied, SymbolState, Verdict, candle_of
-from stockctl.runtime.connections import open_nats, open_redis
+from stockctl.runtime.connections import open_nats, open_redis, redis_client
 from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.natsout import Frames, send_frames
+from stockctl.runtime.process import failpoint
 from stockctl.runtime.retry import Stopped, retry
 from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
@@ -41,6 +50,24 @@ from stockctl.wire.seeds import STOCK_PRICES_SUBJECT, stock_price
 from stockctl.wire.streams import ensure_tick_stream
 
 log = logging.getLogger("stockctl.processor")
+
+# A symbol's subjects are validated and escaped once per process, not once per tick.
+_quote_subject = functools.lru_cache(maxsize=65_536)(names.quote_subject)
+_signal_subject = functools.lru_cache(maxsize=65_536)(names.signal_subject)
+
+_V1_ACK_TOKENS = 9
+"""``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``; longer is the v2 form."""
+
+
+def stream_seq(msg: Msg) -> int:
+    """The message's stream sequence, read straight from its reply subject.
+
+    What ``msg.metadata.sequence.stream`` gives, without building the whole metadata object
+    (a datetime among it) for every tick.
+    """
+    tokens = msg.reply.split(".")
+    return int(tokens[5] if len(tokens) == _V1_ACK_TOKENS else tokens[Msg.Ack.StreamSeq])
+
 
 GAP_GRACE_S = 15.0
 """How long a missing tick may still turn up (a publisher retrying after a NATS outage
@@ -94,13 +121,13 @@ class Plan:
         for iv, candle in applied.candles:
             # Encoded once at commit, not per tick: later ticks of the bucket mutate it.
             self.candles.setdefault((sym, iv), {})[candle.start] = candle
-        self.outbox.append((names.quote_subject(sym), encode(applied.quote)))
+        self.outbox.append((_quote_subject(sym), encode(applied.quote)))
         q = applied.quote  # seed 000's clients read every tick on `stock_prices`
         self.outbox.append((STOCK_PRICES_SUBJECT, stock_price(sym, q.price, q.ts)))
         if applied.signal is not None:
             data = encode(applied.signal)
             self.signals.setdefault(sym, []).append(data)
-            self.outbox.append((names.signal_subject(sym), data))
+            self.outbox.append((_signal_subject(sym), data))
 
     def encoded_candles(self) -> dict[tuple[str, str], dict[int, bytes]]:
         return {
@@ -120,8 +147,12 @@ class Processor:
         r: aioredis.Redis,
         status: StatusFile,
         stop: asyncio.Event,
+        commit_r: aioredis.Redis | None = None,
     ) -> None:
         self.s, self.nc, self.js, self.r = settings, nc, js, r
+        self.commit_r = commit_r if commit_r is not None else r
+        """Where batches are committed: a client that never re-sends a command by itself."""
+        self.frames = Frames()
         self.status, self.stop = status, stop
         self.states: dict[str, SymbolState] = {}
         self.redis_state = StateLog(log, "Redis")
@@ -185,6 +216,8 @@ class Processor:
             gap_since = dict(self.gap_since)
             try:
                 plan = await self._plan(batch)
+                if batch:
+                    failpoint("processor.before_commit")
                 await self._commit(plan)
             except RedisError:
                 self.early, self.gap_since = early, gap_since
@@ -195,16 +228,26 @@ class Processor:
             plan = await retry(apply_and_commit, stop=self.stop, retry_on=RedisError, on_error=self._redis_failed)
         except Stopped:
             return  # not acked: redelivered to the next run
+        if batch:
+            failpoint("processor.after_commit")
         self.redis_state.set("ok")
+        # Acks, then quotes, signals and candles: one buffer, one call into nats-py.
+        out = self.frames
         for msg in plan.released:
-            await msg.ack()
+            out.add_ack(msg.reply)
+        kept = plan.kept
         for msg in batch:
-            if id(msg) not in plan.kept:
-                await msg.ack()
+            if id(msg) not in kept:
+                out.add_ack(msg.reply)
         for subject, data in plan.outbox:
-            await self.nc.publish(subject, data)
+            out.add(subject, data)
         for (sym, iv), by_start in plan.encoded.items():
-            await self.nc.publish(names.candle_subject(sym, iv), by_start[max(by_start)])
+            out.add(names.candle_subject(sym, iv), by_start[max(by_start)])
+        count = out.count
+        try:
+            await send_frames(self.nc, out.take(), count)
+        except NatsError as exc:  # closed or draining (shutdown): unacked, so redelivered
+            log.warning("acks and quotes of a committed batch not sent: %s", exc)
         if batch:
             self.status.incr("batches")
         self.status.info["early"] = sum(len(b) for b in self.early.values())
@@ -224,7 +267,7 @@ class Processor:
                 await msg.term()
                 plan.kept.add(id(msg))  # terminated, not acked
                 continue
-            sseq = msg.metadata.sequence.stream
+            sseq = stream_seq(msg)
             state = self.states.get(tick.symbol)
             if state is None:
                 state = self.states[tick.symbol] = await self.load(tick.symbol)
@@ -326,12 +369,10 @@ class Processor:
         if not plan.touched:
             return
         s = self.s
-        async with self.r.pipeline(transaction=True) as pipe:
-            # WATCH (of a key only this daemon writes) so that redis-py never re-sends the
-            # transaction by itself after a lost reply: EXEC may have been applied, and only the
-            # reload after a RedisError (the stored seqs) tells the applied ticks apart.
-            await pipe.watch(names.SYMBOLS_KEY)
-            pipe.multi()
+        # On the no-retry client, so that redis-py never re-sends the transaction by itself after
+        # a lost reply: EXEC may have been applied, and only the reload after a RedisError (the
+        # stored seqs) tells the applied ticks apart. One round trip: MULTI ... EXEC in one write.
+        async with self.commit_r.pipeline(transaction=True) as pipe:
             if plan.new_symbols:
                 pipe.sadd(names.SYMBOLS_KEY, *plan.new_symbols)
             for sym, state in plan.touched.items():
@@ -369,7 +410,9 @@ class ProcessorDaemon(Daemon):
         nc = await open_nats(stack, self.ops, self.stop, log)
         js = nc.jetstream()
         info = await retry(lambda: ensure_tick_stream(js, s), stop=self.stop, what="JetStream", logger=log)
-        proc = self.proc = Processor(s, nc, js, r, self.status, self.stop)
+        commit_r = redis_client(s, retries=0)
+        stack.push_async_callback(commit_r.aclose)
+        proc = self.proc = Processor(s, nc, js, r, self.status, self.stop, commit_r)
         await proc.restore_all()
         await proc.check_stream_epoch(info)
         log.info("restored %d symbols from Redis", len(proc.states))

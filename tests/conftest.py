@@ -19,6 +19,14 @@ from tests.support.stack import Daemon, Servers, _delete_stream, start_servers
 # file point STOCKCTL_CONFIG at their own; `Cli` drops STOCKCTL_* and uses a private dir.
 os.environ["STOCKCTL_CONFIG"] = os.devnull
 
+# Parallel workers (pytest-xdist) hand out ports side by side: each picks from a range of its
+# own, below the kernel's ephemeral range, so a port one worker has handed out but its daemon
+# has not bound yet is never handed to the other (seen: "auth: cannot listen ... in use").
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw"):
+    _base = 20000 + 2000 * (int(_worker[2:]) % 6)
+    os.environ["STOCKCTL_FREE_PORTS"] = f"{_base}-{_base + 1999}"
+
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:

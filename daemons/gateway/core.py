@@ -58,8 +58,9 @@ class Gateway(Daemon):
         r = await open_redis(stack, ops, self.stop, log)
         nc = await open_nats(stack, ops, self.stop, log)
         keys = KeyRing(settings.effective_auth_url)
-        if not await keys.load(self.stop):
-            raise Stopped
+        # Fetched while the rest starts: auth, started beside us, is often not listening yet.
+        keys_loaded = asyncio.ensure_future(keys.load(self.stop))
+        stack.callback(keys_loaded.cancel)
         proxy_secret = load_proxy_secret(settings.secrets_dir)  # proves to auth that X-Forwarded-For is ours
         http = httpx.AsyncClient(base_url=settings.effective_auth_url, timeout=10)
         stack.push_async_callback(http.aclose)
@@ -73,6 +74,9 @@ class Gateway(Daemon):
         ws_server = WsServer(settings, self.hub, keys, r, status)
         await nc.subscribe(names.ACCOUNT_DISABLED_SUBJECT, cb=ws_server.on_disabled)
         self.spawn(ws_server.watch_disabled(self.stop), "disabled-account check")
+        app = HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, alerts, auth, ws_server)), ops)
+        if not await keys_loaded:  # before any listener: every token is checked with these keys
+            raise Stopped
         ws = await websockets.serve(
             ws_server.handler,
             settings.host,
@@ -87,7 +91,7 @@ class Gateway(Daemon):
         stack.push_async_callback(ws.wait_closed)
         stack.callback(ws.close)
         self.http_server = UvicornServer(
-            HttpMetrics(BodyLimit(build_app(settings, store, exchange, keys, r, alerts, auth, ws_server)), ops),
+            app,
             settings.host,
             settings.gateway_port,
             ws="websockets-sansio",  # the seed clients' /ws and the full protocol's /api/v1/ws

@@ -9,8 +9,10 @@ whose backlog overflows is closed (1013). Slow clients never delay the others.
 
 Each NATS message is routed once per client and channel: ``orders`` (``ex.event.>``) and
 ``trades:MKT`` (``ex.event.MKT``) see the same events through two subscriptions, so each
-subscription serves its own channel only. A user's ``orders`` and ``alerts`` carry only their own
-events (:func:`daemons.gateway.views.own_view`); ``trades:MKT`` carries no users at all.
+subscription serves its own channel only. A message there is a record of several events
+(:func:`stockctl.wire.exchange.split_record`); each event still becomes one frame of its own.
+A user's ``orders`` and ``alerts`` carry only their own events
+(:func:`daemons.gateway.views.own_view`); ``trades:MKT`` carries no users at all.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from stockctl.marketdata.store import MarketStore, check_symbol
 from stockctl.runtime.status import StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
-from stockctl.wire.exchange import Trade, event_decoder
+from stockctl.wire.exchange import Trade, event_decoder, split_record
 from stockctl.wire.gateway import CLOSE_SLOW, encode, frame, public_trade_decoder
 
 log = logging.getLogger("stockctl.gateway")
@@ -281,30 +283,34 @@ class Hub:
     async def _route_public_trades(self, msg: Msg) -> None:
         """Trades of ``ex.event.MKT`` to ``trades:MKT``, with no users, order ids or fees."""
         data = msg.data
-        if not data.startswith(b'{"event":"trade"'):
+        if b'{"event":"trade"' not in data:
             return
         market = names.symbol_of(msg.subject)
         members = self.members.get(f"trades:{market}")
-        if members:
-            public = encode(public_trade_decoder.decode(data))
-            self._send(members, None, frame("trade", f"trades:{market}", public))
+        if not members:
+            return
+        channel = f"trades:{market}"
+        for event in split_record(data):
+            if event.startswith(b'{"event":"trade"'):
+                public = encode(public_trade_decoder.decode(event))
+                self._send(members, None, frame("trade", channel, public))
 
     async def _route_own_events(self, msg: Msg) -> None:
         """Each user's own events of ``ex.event.>`` to their ``orders`` channel."""
         if not self.by_user:
             return
-        data = msg.data
-        ev = event_decoder.decode(data)
-        if isinstance(ev, Trade):
-            doc = msgspec.json.decode(data)
-            for user in {ev.maker_user, ev.taker_user}:
-                mine = self.by_user.get(user)
-                if mine:  # each side sees its own fill, not who was on the other side
-                    self._send(mine, None, frame("order_event", "orders", encode(own_view(doc, user))))
-            return
-        mine = self.by_user.get(ev.user)
-        if mine:
-            self._send(mine, None, frame("order_event", "orders", data))
+        for data in split_record(msg.data):
+            ev = event_decoder.decode(data)
+            if isinstance(ev, Trade):
+                doc = msgspec.json.decode(data)
+                for user in {ev.maker_user, ev.taker_user}:
+                    mine = self.by_user.get(user)
+                    if mine:  # each side sees its own fill, not who was on the other side
+                        self._send(mine, None, frame("order_event", "orders", encode(own_view(doc, user))))
+                continue
+            mine = self.by_user.get(ev.user)
+            if mine:
+                self._send(mine, None, frame("order_event", "orders", data))
 
     async def _route_alerts(self, msg: Msg) -> None:
         """A fired alert goes to its own user's ``alerts`` channel only."""

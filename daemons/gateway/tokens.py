@@ -22,7 +22,7 @@ from fastapi import Request
 
 from stockctl.auth.tokens import Claims, TokenError, TokenVerifier
 from stockctl.errors import StockctlError
-from stockctl.runtime.retry import backoff_sleep
+from stockctl.runtime.retry import PEER_BACKOFF, pause
 from stockctl.settings import Settings
 from stockctl.wire import names
 
@@ -47,7 +47,7 @@ class KeyRing:
             except Exception as exc:  # auth not up yet: retry
                 if attempt == 0:
                     log.warning("cannot fetch JWKS from %s (%s); retrying", self.auth_url, exc)
-                await backoff_sleep(attempt, stop)
+                await pause(PEER_BACKOFF.delay(attempt), stop)  # auth starts beside us
                 attempt += 1
         return False
 

@@ -8,13 +8,26 @@ Durability rests on three facts:
 3. Engine state is a snapshot (in Redis, with the command sequence it includes) plus the
    commands after it.
 
+The daemon works in batches: it takes every command the consumer has delivered (up to
+``BATCH_MAX``), applies them one after the other without awaiting anything, and then writes
+the batch's outcome in this order: the *records*, one ``EX_EVENTS`` message per market holding
+that market's events of the batch as a JSON array (consecutive per-market seqs; cut in two
+only past ``RECORD_MAX_BYTES``), published together and each confirmed; the trade ticks; the
+Redis views, in one script with their watermark; then the replies; then depth. A record is
+stored whole or not at all, and its ``Nats-Msg-Id`` (``<market>:<first seq>-<last seq>``)
+makes a record resent after a lost ack a duplicate, as a unit.
+
 So after a crash at any moment the daemon restores the snapshot, replays the commands
-after it, and publishes only the events that ``EX_EVENTS`` does not hold yet (their
-per-market sequence says which). No acknowledged order is lost, no fill is duplicated.
-A snapshot is only taken once every event it covers is stored.
+after it, and publishes only the events that ``EX_EVENTS`` does not hold yet: the last
+event of each market's last record says where it stops (a crash between two markets'
+records leaves one stored and the other not; the replay stores the other). Ticks and views
+missing behind stored records are written by the replay, once; replies lost with the crash
+are sent by the replay too (the reply inbox travels in the command). No acknowledged order
+is lost, no fill is duplicated. A snapshot is only taken once every event it covers is
+stored and derived.
 
 The gateway learns a command's outcome from a core NATS reply sent after the events are
-stored (``Stockctl-Reply`` header); the same events reach everyone on ``ex.event.<MKT>``.
+stored (``Stockctl-Reply`` header); the same records reach everyone on ``ex.event.<MKT>``.
 Trades also feed ``md.tick.<MKT>`` so exchange markets are tickers too, and depth goes to
 ``ex.book.<MKT>`` as snapshots and sequence-numbered deltas.
 
@@ -68,7 +81,8 @@ from stockctl.wire.exchange import (
     Time,
     Trade,
     command_decoder,
-    event_decoder,
+    decode_record,
+    encode_record,
     load_markets,
 )
 from stockctl.wire.exchange import encode as ex_encode
@@ -80,6 +94,8 @@ log = logging.getLogger("stockctl.matching")
 EXIT_CONFIG = 78  # the supervisor does not restart a daemon that exits with this
 
 RESULT_CACHE = 100_000  # recent command outcomes kept for retried submissions
+BATCH_MAX = 1_000  # commands applied before their events are written out
+RECORD_MAX_BYTES = 256 * 1024  # one EX_EVENTS record stays well under NATS's 1 MB max_payload
 TIME_EVERY_S = 0.25  # how often a due good-till-date expiry is checked for, in a quiet market
 
 
@@ -131,14 +147,18 @@ class Matching:
             self.engine, self.cmd_seq = restored
             log.info("restored engine snapshot at command %d", self.cmd_seq)
         viewed = await self.views.stored_watermarks()
+        fresh: list[str] = []
         for market in [*self.market_names, names.ACCOUNTS_MARKET]:
             published = await self._last_event_seq(market)
             self.published[market] = published
             tick = await self._last_tick(market)
             self.tick_seq[market] = tick.seq if tick else 0
             self.ticked[market] = (tick and names.event_seq_of_origin(tick.origin)) or 0
-            # No watermark yet (a fresh or older exchange): its views are taken as complete.
+            # No watermark: an exchange older than the watermark, its views taken as complete (a market
+            # with no events yet gets watermark 0 below, so a crash in its first batch is repaired).
             self.views.viewed[market] = min(viewed.get(market, published), published)
+            if market not in viewed and published == 0:
+                fresh.append(market)
             if self.views.viewed[market] < published:
                 log.warning(
                     "%s: events up to %d are stored but their ticks/views stop at %d; the replay writes the rest",
@@ -146,6 +166,7 @@ class Matching:
                     published,
                     self.views.viewed[market],
                 )
+        await retry(lambda: self.views.start_empty(fresh), stop=self.stop, what="Redis views watermark", logger=log)
         self.snapshots.mark(self.cmd_seq)
 
     async def _last_event_seq(self, market: str) -> int:
@@ -153,7 +174,7 @@ class Matching:
             raw = await self.js.get_last_msg(names.EVENT_STREAM, names.event_subject(market))
         except nats.js.errors.NotFoundError:
             return 0
-        return event_decoder.decode(raw.data).seq
+        return decode_record(raw.data)[-1].seq
 
     async def _last_tick(self, market: str) -> Tick | None:
         try:
@@ -165,11 +186,17 @@ class Matching:
     # --- one batch of commands --------------------------------------------------------
 
     async def handle(self, batch: list[Msg]) -> None:
-        """Apply a batch of commands; store and derive its events; then answer and publish depth."""
-        to_store: list[Event] = []
-        to_derive: list[Event] = []  # stored before a crash, derived outputs maybe not
-        replies: list[tuple[str, list[bytes]]] = []
+        """Apply a batch of commands; store and derive its events; then answer and publish depth.
+
+        Nothing in the loop over commands awaits: the engine applies them one after the other,
+        and every event is encoded once, its bytes reused for the record, the views and the reply.
+        """
+        to_store: list[tuple[Event, bytes]] = []
+        to_derive: list[tuple[Event, bytes]] = []  # stored before a crash, derived outputs maybe not
+        replies: list[tuple[str, bytes]] = []
         touched: set[str] = set()
+        published, missing, results = self.published, self.views.missing, self.results
+        applied = 0
         for msg in batch:
             sseq = msg.metadata.sequence.stream
             if sseq <= self.cmd_seq:
@@ -182,36 +209,42 @@ class Matching:
                 self.status.incr("malformed")
                 continue
             events = self.engine.apply(cmd)
-            self.status.incr("commands")
-            if log.isEnabledFor(logging.DEBUG) or (
-                msg.headers and REQUEST_ID_HEADER in msg.headers and _rejected(events)
-            ):
+            applied += 1
+            headers = msg.headers
+            if log.isEnabledFor(logging.DEBUG) or (headers and REQUEST_ID_HEADER in headers and _rejected(events)):
                 # Rejections of requests that came through the gateway are worth a line; the
                 # market makers' routine "nothing to cancel" would only be noise.
                 self._log_outcome(msg, sseq, events)
             encoded = [ex_encode(ev) for ev in events]
-            for ev in events:
-                market = event_market(ev)
+            for ev, data in zip(events, encoded, strict=True):
+                market = ev.market or names.ACCOUNTS_MARKET
                 touched.add(market)
-                if ev.seq > self.published.get(market, 0):
-                    to_store.append(ev)
-                elif self.views.missing(ev):
-                    to_derive.append(ev)
-            user = getattr(cmd, "user", "")
-            key = getattr(cmd, "client_order_id", None) or getattr(cmd, "request_id", "")
+                if ev.seq > published.get(market, 0):
+                    to_store.append((ev, data))
+                elif missing(ev):
+                    to_derive.append((ev, data))
+            answer = encode_record(encoded)
             if not isinstance(cmd, Time):  # nobody asks for the outcome of a time command
-                self.results[(user, key)] = b"[" + b",".join(encoded) + b"]"
-                if len(self.results) > RESULT_CACHE:
-                    self.results.popitem(last=False)
-            reply = msg.headers.get(names.REPLY_HEADER) if msg.headers else None
+                user = getattr(cmd, "user", "")
+                key = getattr(cmd, "client_order_id", None) or getattr(cmd, "request_id", "")
+                results[(user, key)] = answer
+                if len(results) > RESULT_CACHE:
+                    results.popitem(last=False)
+            reply = headers.get(names.REPLY_HEADER) if headers else None
             if reply:
-                replies.append((reply, encoded))
+                replies.append((reply, answer))
+        if applied:
+            self.status.incr("commands", applied)
         if to_derive:
             await self._derive(to_derive)
         if to_store:
             await self._store(to_store)
-        for inbox, encoded in replies:
-            await self.nc.publish(inbox, b"[" + b",".join(encoded) + b"]")
+        failpoint("matching.before_replies")
+        # Core NATS: each publish only appends to the client's outbound buffer (it waits only
+        # when that buffer is full), and the buffer goes out in one write.
+        publish = self.nc.publish
+        for inbox, answer in replies:
+            await publish(inbox, answer)
         for market in touched:
             if market != names.ACCOUNTS_MARKET:
                 await self.book_feed.publish(self.engine, market)
@@ -232,39 +265,53 @@ class Matching:
                     log.info("rejected %s for %s: %s", ev.client_order_id, ev.user, ev.reason)
             log.debug("command %d -> %s", sseq, ", ".join(ev.__struct_config__.tag for ev in events) or "nothing")
 
-    async def _store(self, events: list[Event]) -> None:
-        """Events into EX_EVENTS (in order, confirmed), then ticks and the Redis views."""
+    async def _store(self, events: list[tuple[Event, bytes]]) -> None:
+        """Events into EX_EVENTS as one record per market (confirmed), then ticks and the Redis views.
+
+        A record is one message: JetStream stores all of it or none of it, and its
+        ``Nats-Msg-Id`` (market, first and last event seq) makes a resent record a duplicate.
+        A market's events of one batch are split over several records only past
+        ``RECORD_MAX_BYTES``.
+        """
+        by_market: dict[str, list[tuple[Event, bytes]]] = {}
+        for item in events:
+            by_market.setdefault(event_market(item[0]), []).append(item)
         pending = []
-        for ev in events:
-            market = event_market(ev)
-            headers = {"Nats-Msg-Id": f"{market}:{ev.seq}"}
-            pending.append((names.event_subject(market), ex_encode(ev), headers))
+        for market, items in by_market.items():
+            subject = names.event_subject(market)
+            for chunk in _chunks(items, RECORD_MAX_BYTES):
+                msg_id = f"{market}:{chunk[0][0].seq}-{chunk[-1][0].seq}"
+                pending.append((subject, encode_record([data for _, data in chunk]), {"Nats-Msg-Id": msg_id}))
         await self._publish_confirmed(pending)
-        for ev in events:
-            self.published[event_market(ev)] = ev.seq
+        for market, items in by_market.items():
+            self.published[market] = items[-1][0].seq
         self.status.incr("events", len(events))
+        self.status.incr("records", len(pending))
         failpoint("matching.after_events")
         await self._derive(events)
 
-    async def _derive(self, events: list[Event]) -> None:
+    async def _derive(self, events: list[tuple[Event, bytes]]) -> None:
         """Trade ticks, then the Redis views, for stored events that do not have them yet.
 
         Ticks go first and carry their event seq, views are written with their watermark in
-        one MULTI: whichever step a crash interrupts, the restart knows where it stopped.
+        one atomic script: whichever step a crash interrupts, the restart knows where it stopped.
         """
         ticks: list[tuple[str, bytes, dict[str, str]]] = []
-        for ev in events:
-            market = event_market(ev)
-            if isinstance(ev, Trade) and ev.seq > self.ticked.get(market, 0):
-                seq = self.tick_seq.get(market, 0) + 1
-                self.tick_seq[market] = seq
-                origin = names.exchange_tick_origin(ev.seq)
-                tick = Tick(market, ev.price, ev.ts, seq, volume=_whole(ev.qty), origin=origin)
-                ticks.append((names.tick_subject(market), encode(tick), {"Nats-Msg-Id": f"{market}:{seq}"}))
-                self.ticked[market] = ev.seq
-        await self._publish_confirmed(ticks)
+        for ev, _ in events:
+            if isinstance(ev, Trade):
+                market = ev.market
+                if ev.seq > self.ticked.get(market, 0):
+                    seq = self.tick_seq.get(market, 0) + 1
+                    self.tick_seq[market] = seq
+                    origin = names.exchange_tick_origin(ev.seq)
+                    tick = Tick(market, ev.price, ev.ts, seq, volume=_whole(ev.qty), origin=origin)
+                    ticks.append((names.tick_subject(market), encode(tick), {"Nats-Msg-Id": f"{market}:{seq}"}))
+                    self.ticked[market] = ev.seq
+        if ticks:
+            await self._publish_confirmed(ticks)
         failpoint("matching.after_ticks")
-        await self.views.record([ev for ev in events if self.views.missing(ev)])
+        missing = self.views.missing
+        await self.views.record([item for item in events if missing(item[0])])
 
     async def _publish_confirmed(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
         """Publish in order and wait until JetStream has every one; retry through outages."""
@@ -316,6 +363,19 @@ class Matching:
         if any(self.views.viewed.get(m, 0) < seq for m, seq in self.published.items()):
             return  # a snapshot past events whose ticks/views are missing would make them unrecoverable
         await self.snapshots.take(self.engine, self.cmd_seq)
+
+
+def _chunks(items: list[tuple[Event, bytes]], max_bytes: int) -> list[list[tuple[Event, bytes]]]:
+    """``items`` in order, cut so that each chunk's encoded events stay under ``max_bytes`` (one at least)."""
+    out: list[list[tuple[Event, bytes]]] = [[]]
+    size = 0
+    for item in items:
+        if out[-1] and size + len(item[1]) + 1 > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += len(item[1]) + 1
+    return out
 
 
 def _rejected(events: list[Event]) -> bool:
@@ -388,13 +448,16 @@ class MatchingDaemon(Daemon):
                     await self.sub.unsubscribe()
                 self.sub = await retry(self._subscribe, stop=self.stop, what="JetStream consumer", logger=log)
             await m.maybe_send_time()
-            try:
-                first = await asyncio.wait_for(inbox.get(), TIME_EVERY_S)
-            except TimeoutError:
-                await m.maybe_snapshot()
-                continue
+            if inbox.empty():  # a timer only when there is nothing to do: none per batch under load
+                try:
+                    first = await asyncio.wait_for(inbox.get(), TIME_EVERY_S)
+                except TimeoutError:
+                    await m.maybe_snapshot()
+                    continue
+            else:
+                first = inbox.get_nowait()
             batch = [first]
-            while len(batch) < 1000 and not inbox.empty():
+            while len(batch) < BATCH_MAX and not inbox.empty():
                 batch.append(inbox.get_nowait())
             started = time.perf_counter()
             await m.handle(batch)

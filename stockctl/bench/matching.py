@@ -14,6 +14,10 @@ The same run then times a second stream, the *extended mix*, reported separately
 8% stop and stop-limit orders around the mid, 8% amends (new qty, and half the time a new price)
 of live orders, 1% time commands, and among the limit orders 8% good-till-date (expiring a few
 hundred to a few thousand commands later) and 8% icebergs; the rest as in the classic mix.
+
+Which build of the engine runs (compiled by mypyc, or pure Python) is part of the result
+(``engine``). With ``peers``, :mod:`stockctl.bench.peers` then times other matching engines beside
+ours (and our other build) on a stream all of them support, after checking their fills are ours.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from stockctl.bench.kit import LiveOrders, ProgressFn, no_progress, percentile, price_text
 from stockctl.errors import UsageError
+from stockctl.exchange import engine_build, engine_build_note
 from stockctl.exchange.engine import Exchange
 from stockctl.wire.exchange import (
     DEFAULT_MARKETS,
@@ -81,6 +86,11 @@ class MatchingBenchResult:
     """The extended mix (stops, amends, gtd, icebergs, time commands), timed in the same run."""
     gc_enabled: bool = True
     elapsed_s: float = 0.0
+    engine: str = ""
+    """Which build ran: "compiled (mypyc)" or "pure Python"."""
+    engine_note: str = ""
+    peers: dict[str, Any] = field(default_factory=dict)
+    """With ``--peers``: :class:`stockctl.bench.peers.PeersResult`'s document."""
 
     @property
     def target_met(self) -> bool:
@@ -313,8 +323,10 @@ def run_matching_bench(
     users: int = DEFAULT_USERS,
     rounds: int = 3,
     progress: ProgressFn | None = None,
+    peers: bool = False,
 ) -> MatchingBenchResult:
-    """Generate the stream, then time it: best of ``rounds`` back-to-back runs, one latency run."""
+    """Generate the stream, then time it: best of ``rounds`` back-to-back runs, one latency run;
+    with ``peers``, then the peer comparison on a stream of ``orders`` commands."""
     progress = progress or no_progress
     if users < 1:
         raise UsageError("--users must be at least 1")
@@ -338,6 +350,11 @@ def run_matching_bench(
         "trades": ext.trades,
         "mix": ext.mix,
     }
+    peer_doc: dict[str, Any] = {}
+    if peers:
+        from stockctl.bench.peers import run_peers
+
+        peer_doc = run_peers(orders, seed, rounds, progress).to_doc()
     return MatchingBenchResult(
         orders=len(stream.commands),
         seed=seed,
@@ -357,6 +374,9 @@ def run_matching_bench(
         extended=extended,
         gc_enabled=gc.isenabled(),
         elapsed_s=round(time.monotonic() - t_start, 1),
+        engine=engine_build(),
+        engine_note=engine_build_note(),
+        peers=peer_doc,
     )
 
 

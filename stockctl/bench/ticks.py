@@ -11,6 +11,10 @@ touches (or is disturbed by) a running instance:
   subjects, payloads and ``Nats-Msg-Id`` headers, JetStream ``publish_async``) and a
   core-NATS quote subscriber measuring tick timestamp -> quote received.
 
+With ``--backlog N``, N ticks are stored first, before the processor starts, and its
+catch-up (first quote to last) measures what the processor does when it never waits for
+the driver: the driver's own pace and the shared machine's limits stay out of that figure.
+
 Offered rates are stepped up; between steps the backlog is drained, so every step
 starts from an empty pipeline. Once a step falls behind, the rest of the ladder is
 skipped and one or two probe steps just below the saturated throughput find the rate
@@ -32,7 +36,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from stockctl.bench.cpu import CpuMeter
+from stockctl.bench.cpu import CpuMeter, SchedWaitMeter
 from stockctl.bench.kit import (
     BenchError,
     LadderResult,
@@ -112,6 +116,9 @@ class StepResult:
     """Ticks per processor batch (one Redis transaction) during the step."""
     cpu: dict[str, float] = field(default_factory=dict)
     """Cores used during the step, per process (Linux only)."""
+    run_queue_wait: dict[str, float] = field(default_factory=dict)
+    """Seconds per second each process was runnable but waiting for a CPU (Linux only): a
+    processor whose CPU plus this is near 1 is saturated, however low its CPU alone looks."""
 
     @property
     def driver_limited(self) -> bool:
@@ -137,6 +144,25 @@ class BaselineResult:
 
 
 @dataclass
+class CatchUpResult:
+    """``--backlog``: ticks stored before the processor started, then processed as fast as it can."""
+
+    ticks: int
+    seconds: float
+    """First quote to last."""
+    ticks_per_s: float
+    cpu: dict[str, float] = field(default_factory=dict)
+    """Cores used from the first quote to the last, per process."""
+    run_queue_wait: dict[str, float] = field(default_factory=dict)
+    avg_batch: float | None = None
+
+    @property
+    def cpu_us_per_tick(self) -> float | None:
+        cores = self.cpu.get("processor")
+        return round(cores * 1e6 / self.ticks_per_s, 1) if cores and self.ticks_per_s > 0 else None
+
+
+@dataclass
 class BenchResult(LadderResult):
     """What ``bench ticks`` measured: the steps, the raw NATS baseline, and the figures drawn from them."""
 
@@ -147,6 +173,7 @@ class BenchResult(LadderResult):
     skipped_rates: list[int] = field(default_factory=list)
     """Rates not run because a lower one already fell behind."""
     elapsed_s: float = 0.0
+    catch_up: CatchUpResult | None = None
 
     @staticmethod
     def delivered(step: StepResult) -> float:
@@ -190,6 +217,9 @@ class BenchResult(LadderResult):
             "symbols": self.symbols,
             "seconds_per_step": self.seconds,
             "elapsed_s": round(self.elapsed_s, 1),
+            "catch_up": (asdict(self.catch_up) | {"cpu_us_per_tick": self.catch_up.cpu_us_per_tick})
+            if self.catch_up
+            else None,
             "machine": machine_doc(),
         }
 
@@ -221,6 +251,9 @@ class Driver:
         self.next_symbol = 0
         self.published = 0
         self.received = 0
+        self.first_quote_at: float | None = None
+        self.last_quote_at = 0.0
+        """``time.perf_counter()`` of the first and the latest quote received."""
         self.latencies: list[int] = []
         self.publish_errors = 0
         self._acks: list[asyncio.Future] = []
@@ -230,6 +263,9 @@ class Driver:
 
         async def on_quote(msg: Msg) -> None:
             now = time.time_ns()
+            self.last_quote_at = time.perf_counter()
+            if self.first_quote_at is None:
+                self.first_quote_at = self.last_quote_at
             self.received += 1
             self.latencies.append(now - quote_decoder.decode(msg.data).ts)
 
@@ -368,6 +404,8 @@ class BenchOptions:
     baseline_rounds: int = 3
     probe: bool = True
     """After the first step that falls behind, try rates just below what it delivered."""
+    backlog: int = 0
+    """Ticks stored before the processor starts, whose catch-up is timed (0: none)."""
     drain_timeout: float | None = None
     """Seconds to wait for a step's backlog (default: 2 x the step, at least 10 s)."""
 
@@ -388,13 +426,16 @@ class _Bench(PrivateStack[BenchResult]):
 
     # steps ----------------------------------------------------------------------------
 
-    async def step(self, driver: Driver, cpu: CpuMeter, rate: float, label: str, probe: bool = False) -> StepResult:
+    async def step(
+        self, driver: Driver, cpu: CpuMeter, waits: SchedWaitMeter, rate: float, label: str, probe: bool = False
+    ) -> StepResult:
         opts = self.opts
         status_path = self.home / "run" / "processor.json"
         before = (read_status(status_path) or {}).get("counters", {})
         driver.latencies = []
         received0 = driver.received
         cpu.start()
+        waits.start()
         try:
             published, elapsed = await asyncio.wait_for(
                 driver.offer(rate, opts.seconds, self.progress, label), opts.seconds + 30
@@ -405,6 +446,7 @@ class _Bench(PrivateStack[BenchResult]):
         drain_timeout = opts.drain_timeout if opts.drain_timeout is not None else max(10.0, 2 * opts.seconds)
         drained, drain_s = await driver.drain(drain_timeout, self.progress, label)
         usage = cpu.stop()
+        waited = waits.stop()
         self.check_alive("processor")
         lat = sorted(driver.latencies)
         driver.latencies = []
@@ -430,6 +472,51 @@ class _Bench(PrivateStack[BenchResult]):
             probe=probe,
             avg_batch=round(ticks / batches, 1) if batches > 0 and ticks > 0 else None,
             cpu=usage,
+            run_queue_wait=waited,
+        )
+
+    async def store_backlog(self, driver: Driver, count: int) -> None:
+        """``count`` ticks into the stream as fast as JetStream takes them (no processor yet)."""
+        for i in range(count):
+            await driver._publish_one()
+            if i % 5000 == 4999:
+                self.progress(f"catch-up: {i + 1:,}/{count:,} ticks stored")
+                await driver.js.publish_async_completed()
+        await driver.js.publish_async_completed()
+        driver._reap_acks()
+
+    async def catch_up(self, driver: Driver, cpu: CpuMeter, waits: SchedWaitMeter, count: int) -> CatchUpResult:
+        """Time the processor through the stored backlog, from its first quote to its last."""
+        status_path = self.home / "run" / "processor.json"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(60.0, count / 1000)
+        while driver.first_quote_at is None and loop.time() < deadline:
+            await asyncio.sleep(0.001)
+        cpu.start()
+        waits.start()
+        before = (read_status(status_path) or {}).get("counters", {})
+        drained, _ = await wait_until(
+            lambda: driver.received >= count,
+            max(0.0, deadline - loop.time()),
+            lambda: self.progress(f"catch-up: {driver.received:,}/{count:,} quotes"),
+            0.002,
+        )
+        usage, waited = cpu.stop(), waits.stop()
+        if not drained:
+            raise BenchError(f"catch-up: {driver.received:,} of {count:,} stored ticks came back as quotes")
+        await asyncio.sleep(1.1)  # let the processor rewrite its status file
+        after = (read_status(status_path) or {}).get("counters", {})
+        batches = after.get("batches", 0) - before.get("batches", 0)
+        ticks = after.get("ticks", 0) - before.get("ticks", 0)
+        assert driver.first_quote_at is not None
+        seconds = driver.last_quote_at - driver.first_quote_at
+        return CatchUpResult(
+            ticks=count,
+            seconds=round(seconds, 3),
+            ticks_per_s=round((count - 1) / seconds, 1) if seconds > 0 else 0.0,
+            cpu=usage,
+            run_queue_wait=waited,
+            avg_batch=round(ticks / batches, 1) if batches > 0 and ticks > 0 else None,
         )
 
     async def warm_up(self, driver: Driver) -> None:
@@ -460,23 +547,27 @@ class _Bench(PrivateStack[BenchResult]):
                 await driver.setup()
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
                 raise BenchError(f"cannot create the tick stream: {exc}") from None
+            if opts.backlog:
+                await self.store_backlog(driver, opts.backlog)
             await self.start_daemons(settings, ["processor"], PROCESSOR_START_TIMEOUT)
             # The processor first: its column leads the CPU table and the --json ``cpu`` of each step.
-            cpu = CpuMeter({"processor": self.pids["processor"], **self.meter_pids()})
+            pids = {"processor": self.pids["processor"], **self.meter_pids()}
+            cpu, waits = CpuMeter(pids), SchedWaitMeter({"processor": self.pids["processor"]})
+            caught_up = await self.catch_up(driver, cpu, waits, opts.backlog) if opts.backlog else None
             await self.warm_up(driver)
 
             async def step(rate: int, label: str) -> StepResult:
-                return await self.step(driver, cpu, rate, label)
+                return await self.step(driver, cpu, waits, rate, label)
 
             steps, skipped = await step_ladder(opts.rates, "ticks", step)
             if steps and not steps[-1].kept_up and steps[-1].drained:
-                await self.probe(driver, cpu, steps)
-            return BenchResult(steps, baseline, self.symbols, opts.seconds, skipped)
+                await self.probe(driver, cpu, waits, steps)
+            return BenchResult(steps, baseline, self.symbols, opts.seconds, skipped, catch_up=caught_up)
         finally:
             await close_nats(pub)
             await close_nats(sub)
 
-    async def probe(self, driver: Driver, cpu: CpuMeter, steps: list[StepResult]) -> None:
+    async def probe(self, driver: Driver, cpu: CpuMeter, waits: SchedWaitMeter, steps: list[StepResult]) -> None:
         """Try rates just below the saturated throughput, so 'sustained' is not just a ladder rung."""
         if not self.opts.probe:
             return
@@ -486,7 +577,7 @@ class _Bench(PrivateStack[BenchResult]):
             rate = round(saturated * factor, -2)
             if rate <= floor * 1.05 or rate < 100:
                 return
-            result = await self.step(driver, cpu, rate, f"probe: {rate:,.0f} ticks/s", probe=True)
+            result = await self.step(driver, cpu, waits, rate, f"probe: {rate:,.0f} ticks/s", probe=True)
             steps.append(result)
             if result.kept_up or not result.drained:
                 return
@@ -497,6 +588,8 @@ def run_ticks_bench(opts: BenchOptions | None = None, progress: ProgressFn | Non
     opts = opts or BenchOptions()
     if opts.seconds <= 0:
         raise UsageError("--seconds must be above 0")
+    if opts.backlog < 0:
+        raise UsageError("--backlog must be 0 or more")
     if opts.baseline_messages < 1:
         raise UsageError("--baseline-messages must be at least 1")
     report = progress or no_progress
@@ -516,6 +609,7 @@ __all__ = [
     "BenchError",
     "BenchOptions",
     "BenchResult",
+    "CatchUpResult",
     "StepResult",
     "measure_baseline",
     "parse_rates",

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
+from stockctl.cli.bench_tables import render_history, render_matching, render_up
 from stockctl.cli.common import JsonOpt, console, err_console, print_json
 
 if TYPE_CHECKING:
     from stockctl.bench.kit import ProgressFn
-    from stockctl.bench.matching import MatchingBenchResult
     from stockctl.bench.orders import OrdersBenchResult
     from stockctl.bench.ticks import BenchResult
     from stockctl.bench.ws import WsBenchResult
@@ -83,6 +83,16 @@ def ticks(
         bool,
         typer.Option("--probe/--no-probe", help="Once a rate falls behind, try rates just below what it delivered."),
     ] = True,
+    backlog: Annotated[
+        int,
+        typer.Option(
+            "--backlog",
+            min=0,
+            max=10_000_000,
+            help="Ticks stored before the processor starts; its catch-up through them is timed"
+            " (what the processor does when it never waits for the driver).",
+        ),
+    ] = 0,
     quick: Annotated[bool, _quick("500 and 2,000 ticks/s, 2 s each")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -97,6 +107,7 @@ def ticks(
         baseline_messages=baseline_messages,
         symbols=symbols,
         probe=probe and not quick,
+        backlog=backlog,
     )
     _run("ticks", lambda progress: run_ticks_bench(opts, progress), render, json_out)
 
@@ -132,19 +143,31 @@ def render(result: BenchResult) -> None:
         )
     console.print(table)
 
-    cpu = cpu_table(("offered/s", "ticks/batch", "processor", "nats-server", "valkey", "bench", "other"))
+    cpu = cpu_table(("offered/s", "ticks/batch", "processor", "proc. runq", "nats-server", "valkey", "bench", "other"))
     for s in result.steps:
         cpu.add_row(
             fmt_num(s.offered_per_s) + ("[dim]*[/]" if s.probe else ""),
             fmt_num(s.avg_batch, ",.1f"),
-            *(fmt_num(s.cpu.get(k), ".2f") for k in ("processor", "nats", "valkey", "bench", "other")),
+            fmt_num(s.cpu.get("processor"), ".2f"),
+            fmt_num(s.run_queue_wait.get("processor"), ".2f"),
+            *(fmt_num(s.cpu.get(k), ".2f") for k in ("nats", "valkey", "bench", "other")),
         )
     console.print(cpu)
+    console.print("[dim]proc. runq: seconds per second the processor was runnable but waiting for a CPU[/]")
     if any(s.probe for s in result.steps):
         console.print("[dim]* probe: a rate just below what the first saturated rate delivered[/]")
     if result.skipped_rates:
         console.print(not_run_note(result.skipped_rates, "ticks"))
 
+    c = result.catch_up
+    if c is not None:
+        us = f", {c.cpu_us_per_tick:,.1f} us CPU per tick" if c.cpu_us_per_tick is not None else ""
+        console.print(
+            f"catch-up             [bold]{c.ticks_per_s:,.0f}[/] ticks/s through {c.ticks:,} stored ticks"
+            f" in {c.seconds:.2f}s (processor {fmt_num(c.cpu.get('processor'), '.2f')} cores"
+            f" + {fmt_num(c.run_queue_wait.get('processor'), '.2f')} waiting for one{us};"
+            f" {fmt_num(c.avg_batch, ',.0f')} ticks/batch; other processes {fmt_num(c.cpu.get('other'), '.2f')})"
+        )
     b = result.baseline
     console.print(
         f"sustained pipeline   [bold]{result.sustained:,.0f}[/] ticks/s (max delivered {result.max_delivered:,.0f};"
@@ -352,6 +375,14 @@ def matching(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the order stream.")] = 4,
     users: Annotated[int, typer.Option("--users", min=1, max=10_000, help="Funded users placing orders.")] = 8,
     quick: Annotated[bool, _quick("20,000 orders, one throughput run")] = False,
+    peers: Annotated[
+        bool,
+        typer.Option(
+            "--peers",
+            help="Also time liquibook and lightmatchingengine (when importable: pip install 'stockctl[peers]')"
+            " and our other build on one stream of limit orders and cancels, after checking their fills are ours.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """The matching engine alone, in process: orders/s and per-order latency on a seeded order stream."""
@@ -360,48 +391,10 @@ def matching(
     count = orders if orders is not None else QUICK_ORDERS if quick else DEFAULT_ORDERS
     rounds = 1 if quick else 3
     _run(
-        "matching", lambda progress: run_matching_bench(count, seed, users, rounds, progress), render_matching, json_out
-    )
-
-
-def render_matching(r: MatchingBenchResult) -> None:
-    """Throughput, latency, what the stream did, and a verdict against the target."""
-    from stockctl.bench.kit import measure_table, pass_fail
-    from stockctl.bench.matching import TARGET_ORDERS_PER_S
-
-    table = measure_table(
-        f"bench matching: {r.orders:,} commands, seed {r.seed}, {r.users} users, {', '.join(r.markets)}"
-    )
-    table.add_row("orders/s", f"[bold]{r.orders_per_s:,.0f}[/]", f"wall clock, best run ({r.seconds:.2f} s)")
-    table.add_row("orders/s (CPU time)", f"{r.cpu_orders_per_s:,.0f}", "this process's CPU time, best run")
-    table.add_row("latency p50", f"{r.p50_us:.2f} µs", "one apply(), events included")
-    table.add_row("latency p99", f"{r.p99_us:.2f} µs", "")
-    table.add_row("latency max / mean", f"{r.max_us:,.0f} / {r.mean_us:.2f} µs", "")
-    table.add_row(
-        "events / trades", f"{r.events:,} / {r.trades:,}", f"{r.final_book_orders:,} orders left on the books"
-    )
-    console.print(table)
-    mix = r.mix
-    console.print(
-        f"stream: {mix.get('limit', 0):,} limit ({mix.get('ioc', 0):,} ioc, {mix.get('fok', 0):,} fok,"
-        f" {mix.get('post_only', 0):,} post-only), {mix.get('market', 0):,} market, {mix.get('cancel', 0):,} cancels;"
-        f" outcome: {mix.get('accepted', 0):,} accepted, {mix.get('rejected', 0):,} rejected,"
-        f" {mix.get('cancelled', 0):,} cancelled"
-    )
-    x = r.extended
-    if x:
-        xm = x["mix"]
-        console.print(
-            f"extended mix (reported apart): [bold]{x['orders_per_s']:,.0f}[/] orders/s"
-            f" ({x['cpu_orders_per_s']:,.0f} CPU), p50 {x['p50_us']:.2f} µs, p99 {x['p99_us']:.2f} µs;"
-            f" {xm.get('stop', 0):,} stop, {xm.get('stop_limit', 0):,} stop-limit, {xm.get('amend', 0):,} amends,"
-            f" {xm.get('gtd', 0):,} gtd, {xm.get('iceberg', 0):,} icebergs, {xm.get('time', 0):,} time commands;"
-            f" {x['trades']:,} trades"
-        )
-    gc_note = "" if r.gc_enabled else ", gc off"
-    console.print(
-        f"verdict: >= {TARGET_ORDERS_PER_S:,} orders/s {pass_fail(r.target_met)} ({r.orders_per_s:,.0f}{gc_note})"
-        f" [dim]in {r.elapsed_s:.0f}s[/]"
+        "matching",
+        lambda progress: run_matching_bench(count, seed, users, rounds, progress, peers),
+        render_matching,
+        json_out,
     )
 
 
@@ -593,22 +586,22 @@ def history(
     _run("history", lambda progress: run_history_bench(count, batch, url, progress), render_history, json_out)
 
 
-def render_history(r: Any) -> None:
-    """One table per backend: write, duplicate rewrite and read rates beside the raw baseline."""
-    from stockctl.bench.kit import measure_table
+@app.command(
+    "up",
+    help="Seconds from `stockctl up` to every component ready, and where they went, over N fresh starts.\n\n"
+    "Each run starts a fresh instance (`stockctl up`) in a temporary home on free ports, with no config"
+    " file (a running instance is not touched), reads when each server and daemon was started, finished"
+    " its imports and became ready, and the CPU each used, then stops it with `stockctl down`.",
+)
+def up(
+    runs: Annotated[
+        int | None, typer.Option("--runs", min=1, max=100, help="Fresh starts measured.", show_default="5")
+    ] = None,
+    quick: Annotated[bool, _quick("1 start")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Seconds from `stockctl up` to every component ready, and where they went, over N fresh starts."""
+    from stockctl.bench.start import DEFAULT_RUNS, QUICK_RUNS, run_up_bench
 
-    for b in r.backends:
-        table = measure_table(f"bench history: {b.backend} ({b.where}), {b.ticks:,} ticks, {b.batch:,} per transaction")
-        table.add_row("raw executemany", f"{b.raw_write_per_s:,.0f} ticks/s", "bare INSERT, same key, no candles")
-        table.add_row(
-            "store write",
-            f"[bold]{b.write_per_s:,.0f} ticks/s[/]",
-            f"{b.write_ratio:.2f} of raw; ticks + 1s/1m/1h candles",
-        )
-        table.add_row("store rewrite", f"{b.rewrite_per_s:,.0f} ticks/s", "the same batches again: all duplicates")
-        table.add_row("read back", f"[bold]{b.read_per_s:,.0f} ticks/s[/]", f"{b.read_back:,} ticks in pages of 10,000")
-        table.add_row(
-            "1m candles", f"{b.candles_1m:,}", f"read in {b.candles_1m_read_s * 1000:.1f} ms (stored, not computed)"
-        )
-        console.print(table)
-    console.print(f"[dim]in {r.elapsed_s:.0f}s[/]")
+    count = runs if runs is not None else QUICK_RUNS if quick else DEFAULT_RUNS
+    _run("up", lambda progress: run_up_bench(count, progress), render_up, json_out)

@@ -48,6 +48,12 @@ def run_checks(settings: Settings) -> list[Check]:
     checks: list[Check] = []
     py = sys.version_info
     checks.append(Check("python", "ok" if py >= (3, 11) else "fail", f"{py.major}.{py.minor}.{py.micro}"))
+    from stockctl.exchange import COMPILED, engine_build, engine_build_note
+
+    # The matching engine's build: pure Python is correct but slower (warn), unless asked for.
+    build, why = engine_build(), engine_build_note()
+    asked = os.environ.get("STOCKCTL_ENGINE", "").strip().lower() == "pure"
+    checks.append(Check("engine", "ok" if build == COMPILED or asked else "warn", f"{build}: {why}"))
 
     for name, finder in (("nats-server", infra.nats_server_binary), ("valkey-server", infra.redis_server_binary)):
         try:

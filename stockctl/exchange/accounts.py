@@ -12,7 +12,7 @@ engine moves the amounts, these say how much.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from stockctl.exchange.units import ASSET_DP, ASSET_SCALE, asset_units, fmt_amount, parse_decimal, show
 from stockctl.exchange.validation import MAX_NAME, Problem
@@ -20,10 +20,10 @@ from stockctl.exchange.validation import MAX_NAME, Problem
 if TYPE_CHECKING:
     from stockctl.exchange.book import Market, Order
 
-FEE_ACCOUNT = "__fees__"
+FEE_ACCOUNT: Final = "__fees__"
 """The account fees are paid to; no command may act as this user."""
-BPS = 10_000
-MAX_FUND_UNITS = 10**12 * ASSET_SCALE
+BPS: Final = 10_000
+MAX_FUND_UNITS: Final = 10**12 * ASSET_SCALE
 """Largest single Fund amount of one asset (a trillion): anything above is bad input."""
 
 

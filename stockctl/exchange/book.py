@@ -13,51 +13,19 @@ public views :class:`OrderView` and :class:`BookView`.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
-
-import msgspec
+from typing import TYPE_CHECKING, Final
 
 from stockctl.exchange.accounts import BPS, FEE_ACCOUNT
 from stockctl.exchange.units import fmt_amount, show
 from stockctl.exchange.validation import CACHE_MAX, MarketRules, Problem
-from stockctl.wire.exchange import MarketSpec, OrderType, Side, TimeInForce
+from stockctl.exchange.views import BookView, OrderView
+from stockctl.wire.exchange import MarketSpec
 
 if TYPE_CHECKING:
     from stockctl.exchange.accounts import Account
 
-ACCOUNTS = "ACCOUNTS"
+ACCOUNTS: Final = "ACCOUNTS"
 """The pseudo-market of account events and of commands naming no known market."""
-
-
-class OrderView(msgspec.Struct, frozen=True):
-    """One open (resting) order, as its owner sees it."""
-
-    order_id: int
-    client_order_id: str
-    market: str
-    side: Side
-    type: OrderType
-    price: str | None
-    qty: str
-    remaining: str
-    tif: TimeInForce
-    post_only: bool
-    ts: int
-    status: str = "open"  # "pending": a stop not triggered yet (not in the book)
-    stop_price: str | None = None
-    expire_at: int | None = None
-    display_qty: str | None = None  # an iceberg: the book shows at most this much of it
-    visible: str | None = None  # what the book shows of it now (icebergs only)
-
-
-class BookView(msgspec.Struct, frozen=True):
-    """Aggregated depth, best level first: ``(price, total remaining qty, order count)``."""
-
-    market: str
-    bids: list[tuple[str, str, int]]
-    asks: list[tuple[str, str, int]]
-    last_trade: str | None
-    seq: int
 
 
 class Order:

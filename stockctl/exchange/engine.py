@@ -89,6 +89,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Sequence
 from heapq import heappop, heappush
+from typing import Protocol
 
 from stockctl.exchange import snapshot as snapshots
 from stockctl.exchange.accounts import (
@@ -103,6 +104,7 @@ from stockctl.exchange.accounts import (
 )
 from stockctl.exchange.book import ACCOUNTS, BookView, Level, Market, Order, OrderView
 from stockctl.exchange.units import fmt_amount, show
+from stockctl.exchange.unknown import UnknownMarket
 from stockctl.exchange.validation import CACHE_MAX, amend_problem, order_problems
 from stockctl.wire.exchange import (
     DEFAULT_MARKETS,
@@ -117,16 +119,74 @@ from stockctl.wire.exchange import (
     Fund,
     Funded,
     MarketSpec,
+    OrderType,
     Place,
     Rejected,
+    Side,
     Time,
+    TimeInForce,
     Trade,
     Triggered,
 )
 
 
-class UnknownMarket(KeyError):
-    """A query named a market the exchange does not have."""
+class _In(Protocol):
+    """How the engine reads a command: every field as ``object``. A command built in Python is not
+    type-checked (decoding is), so a field of the wrong type is a rejection like any bad input; and
+    a compiled build checks a field's declared type as it reads it (a TypeError), which reading
+    through these protocols avoids. A field is used as its type only once it has been checked."""
+
+    @property
+    def user(self) -> object: ...
+    @property
+    def market(self) -> object: ...
+    @property
+    def ts(self) -> object: ...
+
+
+class _PlaceIn(_In, Protocol):
+    @property
+    def client_order_id(self) -> object: ...
+    @property
+    def side(self) -> object: ...
+    @property
+    def type(self) -> object: ...
+    @property
+    def qty(self) -> object: ...
+    @property
+    def price(self) -> object: ...
+    @property
+    def tif(self) -> object: ...
+    @property
+    def post_only(self) -> object: ...
+    @property
+    def stop_price(self) -> object: ...
+    @property
+    def expire_at(self) -> object: ...
+    @property
+    def display_qty(self) -> object: ...
+
+
+class _RequestIn(_In, Protocol):
+    @property
+    def request_id(self) -> object: ...
+
+
+class _OrderIdIn(_RequestIn, Protocol):
+    @property
+    def order_id(self) -> object: ...
+
+
+class _AmendIn(_OrderIdIn, Protocol):
+    @property
+    def price(self) -> object: ...
+    @property
+    def qty(self) -> object: ...
+
+
+class _FundIn(_RequestIn, Protocol):
+    @property
+    def amounts(self) -> object: ...
 
 
 def _check_bps(name: str, value: object) -> int:
@@ -370,7 +430,8 @@ class Exchange:
         if t is Amend:
             return self._amend(cmd)  # type: ignore[arg-type]
         if t is Time:
-            if type(cmd.ts) is not int:  # type: ignore[union-attr]
+            fields: _In = cmd  # read as object: see _In
+            if type(fields.ts) is not int:
                 return [self._sys_reject(cmd, "", "bad_command", "malformed command: ts must be an int")]
             return []  # its work, the expiry, is done: a time with nothing due says nothing
         return [self._sys_reject(cmd, "", "bad_command", f"not a command: {type(cmd).__name__}")]
@@ -403,7 +464,7 @@ class Exchange:
                 return f"malformed command: {name} must be a {typ.__name__}, not {type(value).__name__}"
         return None
 
-    def _early_reject(self, cmd: Place | Cancel | CancelAll | Amend, ident_field: str) -> list[Event]:
+    def _early_reject(self, cmd: _In, ident_field: str) -> list[Event]:
         """The rejection of a command with an unknown market or a field of the wrong type."""
         ident = getattr(cmd, ident_field, "")
         market = cmd.market
@@ -419,7 +480,7 @@ class Exchange:
 
     # place ------------------------------------------------------------------------------
 
-    def _place(self, c: Place) -> list[Event]:
+    def _place(self, c: _PlaceIn) -> list[Event]:
         market, user, coid, ts = c.market, c.user, c.client_order_id, c.ts
         if type(market) is not str or type(user) is not str or type(coid) is not str or type(ts) is not int:
             return self._early_reject(c, "client_order_id")
@@ -431,39 +492,55 @@ class Exchange:
             bad = bad_user(user)
             if bad:
                 return self._reject(m, ts, user, coid, "bad_user", bad)
-        side, typ, tif, post_only, ptext = c.side, c.type, c.tif, c.post_only, c.price
-        stext, expire, dtext = c.stop_price, c.expire_at, c.display_qty
-        bad_fields = order_problems(coid, side, typ, tif, post_only, ptext is not None, stext is not None, expire, ts)
+        ptext, stext, dtext, qtext = c.price, c.stop_price, c.display_qty, c.qty
+        bad_fields = order_problems(
+            coid, c.side, c.type, c.tif, c.post_only, ptext is not None, stext is not None, c.expire_at, ts
+        )
         if bad_fields:
             return self._reject(m, ts, user, coid, *bad_fields[0])
+        # order_problems passed: these fields have their types.
+        side: Side = c.side  # type: ignore[assignment]
+        typ: OrderType = c.type  # type: ignore[assignment]
+        tif: TimeInForce = c.tif  # type: ignore[assignment]
+        post_only: bool = c.post_only  # type: ignore[assignment]
         is_buy = side == "buy"
         is_stop = typ == "stop" or typ == "stop_limit"
         is_limit = typ == "limit" or typ == "stop_limit"  # has a limit price (a stop buy's price is its cap)
-        if expire is None:
-            expire = 0
-        qtext = c.qty
-        lots = m.qty_cache.get(qtext) if type(qtext) is str else None
-        if lots is None:
-            lots, err = m.qty(qtext)
+        expire: int = c.expire_at or 0  # type: ignore[assignment]
+        cached = m.qty_cache.get(qtext) if type(qtext) is str else None
+        if cached is None:
+            got, err = m.qty(qtext)
             if err is not None:
                 return self._reject(m, ts, user, coid, *err)
+            assert got is not None
+            lots = got
+        else:
+            lots = cached
         display = 0
         if dtext is not None:
-            display, err = m.display(dtext, typ, tif, lots, qtext)  # type: ignore[assignment]
+            got, err = m.display(dtext, typ, tif, lots, qtext)
             if err is not None:
                 return self._reject(m, ts, user, coid, *err)
+            assert got is not None
+            display = got
         ticks = 0
         if ptext is not None:
-            ticks = m.price_cache.get(ptext) if type(ptext) is str else None  # type: ignore[assignment]
-            if ticks is None:
-                ticks, err = m.price(ptext)  # type: ignore[assignment]
+            cached = m.price_cache.get(ptext) if type(ptext) is str else None
+            if cached is None:
+                got, err = m.price(ptext)
                 if err is not None:
                     return self._reject(m, ts, user, coid, *err)
+                assert got is not None
+                ticks = got
+            else:
+                ticks = cached
         stop = 0
         if is_stop:
-            stop, err = m.stop_price(stext)  # type: ignore[assignment]
+            got, err = m.stop_price(stext)
             if err is not None:
                 return self._reject(m, ts, user, coid, *err)
+            assert got is not None
+            stop = got
             err = m.trigger_problem(typ, is_buy, stop, m.last)
             if err is not None:
                 return self._reject(m, ts, user, coid, *err)
@@ -928,10 +1005,10 @@ class Exchange:
 
     # amend ------------------------------------------------------------------------------
 
-    def _own_order(self, c: Cancel | Amend) -> Order | list[Event]:
+    def _own_order(self, c: _OrderIdIn) -> Order | list[Event]:
         """The open order a cancel or an amend names (in its market, of its user), or the rejection."""
-        user, rid, ts, oid = c.user, c.request_id, c.ts, c.order_id
-        m = self._markets.get(c.market) if type(c.market) is str else None
+        user, rid, ts, oid, market = c.user, c.request_id, c.ts, c.order_id, c.market
+        m = self._markets.get(market) if type(market) is str else None
         if m is None or type(user) is not str or type(rid) is not str or type(ts) is not int:
             return self._early_reject(c, "request_id")
         acct = self._accounts.get(user)
@@ -948,7 +1025,7 @@ class Exchange:
             )
         return o
 
-    def _amend(self, c: Amend) -> list[Event]:
+    def _amend(self, c: _AmendIn) -> list[Event]:
         """Change an open order's price and/or quantity (the rules: the module docstring's "Order
         types beyond these"). The checks come first, so a refused amend changes nothing: the id is
         the user's open order, the new values are valid (qty above what is filled), the funds cover
@@ -957,23 +1034,32 @@ class Exchange:
         leaves the book and enters again as a new arrival (trading if it crosses), and the stops
         its trades trigger follow."""
         o = self._own_order(c)
-        if type(o) is list:
+        if isinstance(o, list):
             return o
-        m, acct = o.market, o.acct  # type: ignore[union-attr]
-        user, rid, ts, oid = c.user, c.request_id, c.ts, c.order_id
-        bad = amend_problem(c.price, c.qty, bool(o.price))
+        m, acct = o.market, o.acct
+        # _own_order checked these.
+        user: str = c.user  # type: ignore[assignment]
+        rid: str = c.request_id  # type: ignore[assignment]
+        ts: int = c.ts  # type: ignore[assignment]
+        oid: int = c.order_id  # type: ignore[assignment]
+        ptext, qtext = c.price, c.qty
+        bad = amend_problem(ptext, qtext, bool(o.price))
         if bad is not None:
             return self._reject(m, ts, user, rid, *bad)
         ticks = o.price
-        if c.price is not None:
-            ticks, err = m.price(c.price)  # type: ignore[assignment]
+        if ptext is not None:
+            got, err = m.price(ptext)
             if err is not None:
                 return self._reject(m, ts, user, rid, *err)
+            assert got is not None
+            ticks = got
         qty = o.qty
-        if c.qty is not None:
-            qty, err = m.qty(c.qty)  # type: ignore[assignment]
+        if qtext is not None:
+            got, err = m.qty(qtext)
             if err is not None:
                 return self._reject(m, ts, user, rid, *err)
+            assert got is not None
+            qty = got
         filled = o.qty - o.remaining
         bad = m.filled_problem(qty, filled)
         if bad is not None:
@@ -1130,7 +1216,8 @@ class Exchange:
 
     def _expire(self, ts: int) -> list[Event]:
         """Cancel (``expired``) every good-till-date order due by ``ts``, earliest first, then by id."""
-        heap, events = self._gtd, []
+        heap = self._gtd
+        events: list[Event] = []
         while heap and heap[0][0] <= ts:
             expire, oid, acct = heappop(heap)
             o = acct.orders.get(oid)
@@ -1140,17 +1227,17 @@ class Exchange:
 
     # cancel -----------------------------------------------------------------------------
 
-    def _cancel(self, c: Cancel) -> list[Event]:
+    def _cancel(self, c: _OrderIdIn) -> list[Event]:
         o = self._own_order(c)
-        if type(o) is list:
+        if isinstance(o, list):
             return o
         events: list[Event] = []
         self._unbook(o, "user", c.ts, events)  # type: ignore[arg-type]
         return events
 
-    def _cancel_all(self, c: CancelAll) -> list[Event]:
-        user, rid, ts = c.user, c.request_id, c.ts
-        m = self._markets.get(c.market) if type(c.market) is str else None
+    def _cancel_all(self, c: _RequestIn) -> list[Event]:
+        user, rid, ts, market = c.user, c.request_id, c.ts, c.market
+        m = self._markets.get(market) if type(market) is str else None
         if m is None or type(user) is not str or type(rid) is not str or type(ts) is not int:
             return self._early_reject(c, "request_id")
         acct = self._accounts.get(user)
@@ -1166,11 +1253,11 @@ class Exchange:
 
     # fund -------------------------------------------------------------------------------
 
-    def _fund(self, c: Fund) -> list[Event]:
+    def _fund(self, c: _FundIn) -> list[Event]:
         user, rid, ts, amounts = c.user, c.request_id, c.ts, c.amounts
-        problem = self._malformed(c, (("user", str), ("request_id", str), ("ts", int), ("amounts", dict)))
-        if problem:
-            return [self._sys_reject(c, rid, "bad_command", problem)]
+        if type(user) is not str or type(rid) is not str or type(ts) is not int or type(amounts) is not dict:
+            problem = self._malformed(c, (("user", str), ("request_id", str), ("ts", int), ("amounts", dict)))
+            return [self._sys_reject(c, rid, "bad_command", problem or "malformed command")]
         bad = bad_user(user)
         if bad:
             return [self._sys_reject(c, rid, "bad_user", bad)]

@@ -8,12 +8,13 @@ Only plain unsigned decimals are numbers here: ASCII digits with an optional fra
 from __future__ import annotations
 
 import re
+from typing import Final
 
-ASSET_DP = 8
-ASSET_SCALE = 10**ASSET_DP
+ASSET_DP: Final = 8
+ASSET_SCALE: Final = 10**ASSET_DP
 """Asset balances are integers in 1e-8 units of the asset."""
 
-MAX_DIGITS = 30
+MAX_DIGITS: Final = 30
 """Digits allowed on each side of the point: far beyond any sane value, and a bound on parsing work."""
 
 _DECIMAL_RE = re.compile(rf"([0-9]{{1,{MAX_DIGITS}}})(?:\.([0-9]{{1,{MAX_DIGITS}}}))?", re.ASCII)

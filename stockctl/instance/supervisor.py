@@ -3,8 +3,9 @@
 ``stockctl up`` runs it as a detached process (``python -m stockctl.instance.supervisor``, started
 through :mod:`stockctl.instance.launch`);
 ``stockctl up --attach`` runs it in the foreground. It holds ``run/supervisor.lock``
-for its lifetime, so a second ``up`` sees it, and writes ``run/state.json`` (one
-document per half second) that ``status`` and ``up`` read.
+for its lifetime, so a second ``up`` sees it, and writes ``run/state.json`` (every quarter
+second, and every 20 ms while a component starts) that ``status`` and ``up`` read. The servers
+start together, the daemons once both answer.
 
 Children run in their own process groups (a Ctrl-C reaches only the supervisor, which
 then stops them in order) and get SIGTERM from the kernel if the supervisor dies.
@@ -45,6 +46,10 @@ STABLE_AFTER = 30.0  # a component that ran this long before dying starts its ba
 RESTART_BACKOFF = Backoff(base=0.5, cap=30.0, jitter=0.0)
 """Restart delays of a component that keeps dying: 0.5 s, 1 s, 2 s, ... up to 30 s (no jitter:
 one supervisor, and `stockctl status` shows the exact delay)."""
+WATCH_POLL = 0.25
+"""Seconds between two rounds of the watch loop (exits, restarts, state.json)."""
+STARTING_POLL = 0.02
+"""The same while a component is starting: readiness is noticed within this (a status file read)."""
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Component:
     proc: asyncio.subprocess.Process | None = None
     state: str = "stopped"
     started: float = 0.0
+    ready_at: float = 0.0  # when this run of it became ready (``bench up`` times the start with it)
     restarts: int = 0
     failures: int = 0  # consecutive, for the backoff
     next_start: float = 0.0
@@ -78,6 +84,7 @@ class Component:
             "pid": self.proc.pid if self.proc and self.proc.returncode is None else None,
             "state": self.state,
             "started": self.started or None,
+            "ready": self.ready_at or None,
             "restarts": self.restarts,
             "last_exit": self.last_exit,
             "address": self.address,
@@ -203,7 +210,7 @@ class Supervisor:
             comp.state, comp.message = "failed", f"cannot start: {exc}"
             log.error("%s: %s", comp.name, comp.message)
             return
-        comp.state, comp.started, comp.message = "starting", time.time(), ""
+        comp.state, comp.started, comp.message, comp.ready_at = "starting", time.time(), "", 0.0
         log.info("%s started (pid %d)", comp.name, comp.proc.pid)
 
     async def _stop(self, comp: Component) -> None:
@@ -302,23 +309,30 @@ class Supervisor:
                     comp._log.close()
 
     async def _start_all(self) -> None:
-        """Start in order; servers must be ready before the daemons that need them start."""
+        """Start the servers together, then, once all are ready, the daemons that need them."""
+        servers = [c for c in self.components if c.kind == "server"]
+        for comp in servers:
+            await self._spawn(comp)
+        self.write_state()
+        deadline = time.monotonic() + self.s.start_timeout
+        waiting = list(servers)
+        while waiting and not self.stopping.is_set() and time.monotonic() < deadline:
+            for comp in list(waiting):
+                if comp.proc is None or comp.proc.returncode is not None:
+                    waiting.remove(comp)  # exited: the watch loop reaps it and backs off
+                elif comp.ready(comp):
+                    comp.state, comp.ready_at = "running", time.time()
+                    log.info("%s ready", comp.name)
+                    waiting.remove(comp)
+            if waiting:
+                await asyncio.sleep(STARTING_POLL)
+        self.write_state()
         for comp in self.components:
             if self.stopping.is_set():
                 return
-            await self._spawn(comp)
-            self.write_state()
             if comp.kind != "server":
-                continue
-            deadline = time.monotonic() + self.s.start_timeout
-            while not self.stopping.is_set() and time.monotonic() < deadline:
-                if comp.proc and comp.proc.returncode is not None:
-                    break
-                if comp.ready(comp):
-                    comp.state = "running"
-                    break
-                await asyncio.sleep(0.05)
-            self.write_state()
+                await self._spawn(comp)
+        self.write_state()
 
     async def _watch(self) -> None:
         last_sample = 0.0
@@ -330,7 +344,7 @@ class Supervisor:
                     comp.restarts += 1
                     await self._spawn(comp)
                 elif comp.state == "starting" and comp.ready(comp):
-                    comp.state, comp.message = "running", ""
+                    comp.state, comp.message, comp.ready_at = "running", "", time.time()
                     log.info("%s ready", comp.name)
             if now - last_sample >= 1.0:
                 for comp in self.components:
@@ -338,8 +352,10 @@ class Supervisor:
                         self._sample_rate(comp, now)
                 last_sample = now
             self.write_state()
+            # Quick while a component starts, so `up` returns the moment the last one is ready.
+            starting = any(c.state == "starting" for c in self.components)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 0.25)
+                await asyncio.wait_for(self.stopping.wait(), STARTING_POLL if starting else WATCH_POLL)
 
 
 def run_foreground(settings: Settings) -> None:

@@ -6,6 +6,7 @@ transaction, and only then acknowledges the ticks.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
@@ -16,6 +17,9 @@ from stockctl.marketdata.sma import SmaCrossover
 from stockctl.wire.marketdata import Candle, PricePoint, Quote, Signal, Tick
 
 DAY_NS = 86_400_000_000_000
+
+_price_text = functools.lru_cache(maxsize=16_384)(from_units)
+"""``from_units`` remembered: a quote's open, high and low repeat from tick to tick."""
 
 
 class Verdict(Enum):
@@ -115,9 +119,9 @@ class SymbolState:
             price=tick.price,
             ts=tick.ts,
             seq=tick.seq,
-            open=from_units(self.open),
-            high=from_units(self.high),
-            low=from_units(self.low),
+            open=_price_text(self.open),
+            high=_price_text(self.high),
+            low=_price_text(self.low),
             change=from_units(units - self.open),
             change_pct=pct_change_str(self.open, units),
             volume=self.volume + self.qty // SCALE,

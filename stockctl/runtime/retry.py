@@ -61,6 +61,10 @@ class Backoff:
 
 BACKOFF = Backoff()
 """The daemons' default: 50-100 % of 0.1 s, 0.2 s, 0.4 s, ... up to 5 s."""
+PEER_BACKOFF = Backoff(base=0.05, cap=0.25)
+"""For a sibling daemon that ``up`` starts at the same moment (the gateway waiting for auth's keys,
+the market makers for the matching engine): a local request that fails at once, so asked
+often, and the wait ends at most a quarter of a second after the peer is ready."""
 
 
 async def pause(delay: float, stop: asyncio.Event | None = None) -> bool:

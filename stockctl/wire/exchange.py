@@ -3,8 +3,11 @@
 Commands travel on JetStream ``ex.order.<MKT>`` (one stream, ``EX_ORDERS``, applied by
 the matching daemon in stream order, so the outcome is deterministic); every outcome is
 an event on JetStream ``ex.event.<MKT>`` (stream ``EX_EVENTS``); its ``event`` field names
-the kind. Account commands (``Fund``) use the pseudo-market ``ACCOUNTS``. Prices and quantities
-are decimal strings on the wire and integers (ticks, lots, asset units) in the engine.
+the kind. One ``EX_EVENTS`` message is a *record*: a JSON array of one market's consecutive
+events (those of one batch of commands), or, as stored before records existed, one event
+object; :func:`decode_record` and :func:`split_record` read both. Account commands (``Fund``)
+use the pseudo-market ``ACCOUNTS``. Prices and quantities are decimal strings on the wire and
+integers (ticks, lots, asset units) in the engine.
 Timestamps are integer nanoseconds assigned by the gateway when it accepts the command,
 never read from a clock inside the engine (replay must give the same bytes). ``expire_at`` of a
 good-till-date order is in the same nanoseconds; the engine's only notion of time is the ``ts``
@@ -247,6 +250,27 @@ Event = Accepted | Rejected | Trade | Cancelled | Funded | Amended | Triggered
 command_decoder = msgspec.json.Decoder(Command)
 event_decoder = msgspec.json.Decoder(Event)
 encode = msgspec.json.Encoder().encode
+
+_record_decoder = msgspec.json.Decoder(list[Event] | Event)
+_raw_record_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def encode_record(encoded: list[bytes]) -> bytes:
+    """An ``EX_EVENTS`` record from already encoded events (one market's, consecutive)."""
+    return b"[" + b",".join(encoded) + b"]"
+
+
+def decode_record(data: bytes) -> list[Event]:
+    """The events of one ``EX_EVENTS`` message, oldest first: a record, or one event as stored before records."""
+    out = _record_decoder.decode(data)
+    return out if isinstance(out, list) else [out]
+
+
+def split_record(data: bytes) -> list[bytes]:
+    """The encoded events of one ``EX_EVENTS`` message, each as :func:`encode` wrote it (not decoded)."""
+    if data[:1] == b"[":
+        return [bytes(raw) for raw in _raw_record_decoder.decode(data)]
+    return [data]
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

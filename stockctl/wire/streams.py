@@ -4,7 +4,8 @@ A stream's configuration is a contract between the processes that write it and t
 read it, as a subject is: the tick stream ``MD_TICKS`` (written by the publisher, feeds and
 matching; read by the processor and history), the exchange's command stream ``EX_ORDERS``
 (written by the gateway, liquidity and matching's time commands; read by matching) and its
-event stream ``EX_EVENTS`` (written by matching, which reads it back after a restart).
+event stream ``EX_EVENTS`` (written by matching, which reads it back after a restart; one
+message is a record of one market's events of a batch, see :mod:`stockctl.wire.exchange`).
 Names and subjects come from :mod:`stockctl.wire.names`.
 
 Each ``*_config`` function is pure. Each ``ensure_*`` function creates its streams, or

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import pytest
 
 from stockctl.bench.matching import make_stream, run_matching_bench
+from stockctl.bench.peers import PEERS, make_peer_stream, run_peers
 from stockctl.errors import UsageError
+from stockctl.exchange import COMPILED, PURE, engine_build
 from stockctl.exchange.engine import Exchange
 from stockctl.wire.exchange import Cancel, Place, encode
 
@@ -75,3 +78,42 @@ def test_the_extended_mix_has_every_new_order_type_and_is_reported_apart() -> No
     doc = run_matching_bench(orders=1500, seed=3, rounds=1).to_doc()
     assert doc["extended"]["orders"] == 1500 and doc["extended"]["orders_per_s"] > 0
     assert doc["extended"]["mix"]["amend"] > 0 and "amend" not in doc["mix"]
+
+
+def test_the_result_says_which_build_of_the_engine_ran() -> None:
+    doc = run_matching_bench(orders=500, seed=3, rounds=1).to_doc()
+
+    assert doc["engine"] == engine_build() and doc["engine"] in (COMPILED, PURE)
+    assert doc["engine_note"] and doc["peers"] == {}
+
+
+def test_the_peers_fill_the_peer_stream_as_ours_does_and_are_timed_beside_it() -> None:
+    pytest.importorskip("liquibook")
+    pytest.importorskip("lightmatchingengine")
+    stream = make_peer_stream(3000, seed=5)
+    assert len(stream.fills) > 300  # the stream trades, so the comparison compares something
+
+    doc = run_peers(3000, seed=5, rounds=1).to_doc()
+
+    runs = {(r["name"], r["build"]): r for r in doc["runs"]}
+    assert runs[("stockctl", engine_build())]["orders_per_s"] > 0
+    for name in PEERS:
+        (run,) = [r for r in doc["runs"] if r["name"] == name]
+        assert run["importable"] and run["same_fills"] is True, run
+        assert run["orders_per_s"] > 0 and f"{len(stream.fills):,} fills" in run["note"]
+    if engine_build() == COMPILED:  # the other build, in a child process
+        assert runs[("stockctl", PURE)]["orders_per_s"] > 0
+        assert doc["vs_liquibook"] is not None and doc["vs_liquibook"] > 0
+
+
+def test_a_peer_that_is_not_importable_is_reported_and_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PEERS:
+        monkeypatch.setitem(sys.modules, name, None)  # what `import name` does when it is not installed
+
+    doc = run_peers(500, seed=5, rounds=1).to_doc()
+
+    for name in PEERS:
+        (run,) = [r for r in doc["runs"] if r["name"] == name]
+        assert run["importable"] is False and run["orders_per_s"] == 0 and run["same_fills"] is None
+        assert "pip install 'stockctl[peers]'" in run["note"]
+    assert doc["vs_liquibook"] is None and doc["target_met"] is None

@@ -13,7 +13,7 @@ import websockets
 
 from stockctl.exchange.engine import Exchange
 from stockctl.wire import names
-from stockctl.wire.exchange import command_decoder, event_decoder
+from stockctl.wire.exchange import command_decoder, decode_record
 from stockctl.wire.exchange import encode as ex_encode
 from tests.support.exchange import Ex, running_exchange
 from tests.support.stack import stack_settings, wait_for, wipe_exchange
@@ -212,7 +212,7 @@ def test_kill9_of_matching_under_load_loses_no_acknowledged_order(ex: Ex) -> Non
     acked = {coid for coid, status in results if status in (201, 422)}
     assert len(acked) > 100
     events = [
-        event_decoder.decode(b) for b in read_stream(ex.settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")
+        e for b in read_stream(ex.settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR") for e in decode_record(b)
     ]
     outcome_ids = [e.client_order_id for e in events if e.__struct_config__.tag in ("accepted", "rejected")]
     assert acked <= set(outcome_ids)
@@ -263,7 +263,9 @@ def test_exchange_carries_on_after_nats_and_redis_restarts(own_servers, tmp_path
     ids = [first.json()["order_id"], second.json()["order_id"], third.json()["order_id"]]
     opens = ex.call("kim@example.com", "GET", "/api/v1/orders").json()
     assert sorted(o["order_id"] for o in opens) == sorted(ids)
-    events = [event_decoder.decode(b) for b in read_stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR")]
+    events = [
+        e for b in read_stream(settings.nats_url, names.EVENT_STREAM, "ex.event.TATA_INR") for e in decode_record(b)
+    ]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert len([e for e in events if e.__struct_config__.tag == "accepted"]) == 3
 

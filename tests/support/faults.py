@@ -34,7 +34,17 @@ from stockctl.exchange.engine import Exchange
 from stockctl.sdk.stream import stream
 from stockctl.settings import Settings
 from stockctl.wire import names
-from stockctl.wire.exchange import Accepted, Cancelled, Event, Funded, Rejected, Trade, command_decoder, event_decoder
+from stockctl.wire.exchange import (
+    Accepted,
+    Cancelled,
+    Event,
+    Funded,
+    Rejected,
+    Trade,
+    command_decoder,
+    event_decoder,
+    split_record,
+)
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.marketdata import Quote, Tick, tick_decoder
 
@@ -331,8 +341,10 @@ class Ledger:
                     self.expected[event_market(ev)].append(ex_encode(ev))
                 self.cmd_next = seq + 1
             self.commands += len(cmds)
-            for seq, data in await read_stream(js, names.EVENT_STREAM, names.EVENT_SUBJECTS, self.ev_next):
-                self._learn(event_decoder.decode(data), data)
+            for seq, record in await read_stream(js, names.EVENT_STREAM, names.EVENT_SUBJECTS, self.ev_next):
+                # A record holds one market's events of a batch; each is compared on its own.
+                for data in split_record(record):
+                    self._learn(event_decoder.decode(data), data)
                 self.ev_next = seq + 1
             for seq, data in await read_stream(js, names.TICK_STREAM, names.TICK_SUBJECTS, self.tick_next):
                 tick = tick_decoder.decode(data)

@@ -23,6 +23,7 @@ import redis
 
 from stockctl import servercreds
 from stockctl.instance import infra, launch
+from stockctl.runtime.process import FAILPOINT_EXIT
 from stockctl.settings import Settings
 from stockctl.wire import names
 
@@ -214,3 +215,12 @@ class Daemon:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+
+    def crash_at(self, point: str) -> None:
+        """Start with ``STOCKCTL_FAILPOINTS=point`` and see the daemon die there (exit 86)."""
+        self.env_overrides["STOCKCTL_FAILPOINTS"] = point
+        self.start(wait_ready=False)
+        assert self.proc is not None
+        wait_for(lambda: self.proc.poll() is not None, 30, what=point)  # type: ignore[union-attr]
+        assert self.proc.returncode == FAILPOINT_EXIT, self.log()
+        del self.env_overrides["STOCKCTL_FAILPOINTS"]

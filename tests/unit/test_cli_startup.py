@@ -60,3 +60,44 @@ def test_a_subcommand_help_loads_only_what_typer_itself_needs() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "--limit" in proc.stdout
     assert [m for m in heavy if m != "pydantic"] == []
+
+
+DAEMON_PROBE = """
+import json, sys
+from stockctl.runtime.process import defer_optional_imports
+defer_optional_imports()  # as python -m daemons does, before any daemon module
+from daemons import load
+import stockctl.runtime.daemon
+load({name!r})
+ran = [m for m in ("nats", "redis", "valkey", "fastapi") if m in sys.modules]
+ran += ["aiohttp"] if "aiohttp.client" in sys.modules else []  # imported, deferred; run only when used
+print(json.dumps(sorted(ran)))
+"""
+
+SUPERVISOR_PROBE = """
+import json, sys
+import stockctl.instance.supervisor
+from stockctl.instance import infra
+infra.redis_server_binary()
+print(json.dumps(sorted(m for m in ("nats", "redis", "valkey", "aiohttp", "httpx") if m in sys.modules)))
+"""
+
+
+def _libraries(script: str) -> list[str]:
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_each_daemon_imports_only_the_client_libraries_it_uses() -> None:
+    # Eight daemons import at once at `up`, on as few as two cores: a library a daemon does
+    # not use (redis-py in a NATS-only daemon, aiohttp for nats:// URLs) delays all of them.
+    assert _libraries(DAEMON_PROBE.format(name="history")) == ["nats"]
+    assert _libraries(DAEMON_PROBE.format(name="publisher")) == ["nats"]
+    assert _libraries(DAEMON_PROBE.format(name="auth")) == ["fastapi", "redis"]
+    assert _libraries(DAEMON_PROBE.format(name="matching")) == ["nats", "redis"]
+
+
+def test_the_supervisor_starts_the_servers_without_any_client_library() -> None:
+    # It probes NATS over HTTP and Valkey over RESP itself, before any daemon can start.
+    assert _libraries(SUPERVISOR_PROBE) == []

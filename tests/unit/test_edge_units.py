@@ -90,3 +90,18 @@ def test_free_port_never_hands_out_the_same_port_twice() -> None:
 
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
+
+
+def test_free_port_picks_from_the_range_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two test workers once handed out one port (auth: "cannot listen ... in use"): each now
+    # gets a range of its own, and a port of it already bound elsewhere is skipped.
+    import socket
+
+    from stockctl.instance.infra import free_port
+
+    monkeypatch.setenv("STOCKCTL_FREE_PORTS", "23100-23139")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 23100))
+        taken.listen()
+        ports = [free_port() for _ in range(20)]
+    assert all(23101 <= p <= 23139 for p in ports) and len(set(ports)) == 20
