@@ -76,3 +76,27 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     for title, text in config.__dict__.get("stockctl_summaries", []):
         terminalreporter.write_sep("-", title)
         terminalreporter.write_line(text)
+
+
+@pytest.fixture
+def snapshot(snap_compare: Callable[..., bool], request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``snapshot(app, size, run_before)``: pytest-textual-snapshot's comparison, taken once the
+    screen has stopped changing, and failing with the differing lines as text (the plugin's
+    HTML report stays on the machine that ran it; a CI log needs to say what changed)."""
+    from tests.support.pilot import until_still
+    from tests.support.snapshots import explain
+
+    def compare(app: object, size: tuple[int, int], run_before: Callable[..., object]) -> None:
+        seen: dict[str, str] = {}
+
+        async def before(pilot: object) -> None:
+            await run_before(pilot)  # type: ignore[misc]
+            seen["svg"] = await until_still(pilot)  # type: ignore[arg-type]
+
+        if snap_compare(app, terminal_size=size, run_before=before):
+            return
+        path = Path(request.node.path).parent / "__snapshots__" / request.node.path.stem / f"{request.node.name}.svg"
+        expected = path.read_text() if path.exists() else ""
+        raise AssertionError(f"{path.name} differs from the screen:\n{explain(expected, seen.get('svg', ''))}")
+
+    return compare

@@ -375,12 +375,12 @@ async def test_frozen_ladder_shows_only_an_icebergs_displayed_part_its_owner_the
         assert (iceberg["qty"], iceberg["remaining"], iceberg["visible"]) == ("100", "100", "10")
 
 
-def test_snapshot_80x24(snap_compare, tmp_path: Path) -> None:
-    assert snap_compare(frozen_app(tmp_path), terminal_size=(80, 24), run_before=_settle)
+def test_snapshot_80x24(snapshot, tmp_path: Path) -> None:
+    snapshot(frozen_app(tmp_path), (80, 24), _settle)
 
 
-def test_snapshot_160x48(snap_compare, tmp_path: Path) -> None:
-    assert snap_compare(frozen_app(tmp_path), terminal_size=(160, 48), run_before=_settle)
+def test_snapshot_160x48(snapshot, tmp_path: Path) -> None:
+    snapshot(frozen_app(tmp_path), (160, 48), _settle)
 
 
 async def _settle(pilot: Pilot) -> None:
@@ -389,7 +389,6 @@ async def _settle(pilot: Pilot) -> None:
     chart = app.panel(PriceChart)
     await until(pilot, lambda: app.connection == "frozen" and chart.prices, what="frozen data")
     await until(pilot, lambda: chart.settled and chart.drawn is not None, what="the chart drawn")
-    await pilot.pause(0.3)
 
 
 # --- pieces ---------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ async def test_a_burst_of_quotes_is_coalesced_into_few_drawings(tmp_path: Path) 
         assert 1 <= c.drawings - before <= elapsed / REDRAW_S + 2
 
 
-def test_snapshot_chart_1s_candles(snap_compare, tmp_path: Path) -> None:
+def test_snapshot_chart_1s_candles(snapshot, tmp_path: Path) -> None:
     async def candles(pilot: Pilot) -> None:
         app = pilot.app
         assert isinstance(app, StockApp)
@@ -173,7 +173,7 @@ def test_snapshot_chart_1s_candles(snap_compare, tmp_path: Path) -> None:
         await pilot.press("i")
         await until(pilot, lambda: chart(app).mode == "1s" and chart(app).candles and drawn(app), 5, "candles")
 
-    assert snap_compare(_app(tmp_path, demo_data()), terminal_size=(160, 48), run_before=candles)
+    snapshot(_app(tmp_path, demo_data()), (160, 48), candles)
 
 
 async def test_book_size_headers_are_whole(tmp_path: Path) -> None:

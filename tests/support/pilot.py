@@ -15,3 +15,21 @@ async def until(pilot: Pilot, predicate: Callable[[], object], timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await pilot.pause(0.05)
+
+
+async def until_still(pilot: Pilot, quiet: float = 0.3, timeout: float = 10.0) -> str:
+    """Let the app run until its screen stops changing for ``quiet`` seconds; the screen as SVG.
+
+    Snapshots wait for this: panels flush on their own timers (and flashes fade), so "the data
+    is in" is not yet "the screen is final", least of all on a loaded CI machine.
+    """
+    deadline = time.monotonic() + timeout
+    shot = pilot.app.export_screenshot(simplify=True)
+    while True:
+        await pilot.pause(quiet)
+        again = pilot.app.export_screenshot(simplify=True)
+        if again == shot:
+            return again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the screen was still changing after {timeout}s")
+        shot = again
