@@ -17,11 +17,12 @@ async def until(pilot: Pilot, predicate: Callable[[], object], timeout: float = 
         await pilot.pause(0.05)
 
 
-async def until_still(pilot: Pilot, quiet: float = 0.3, timeout: float = 10.0) -> str:
+async def until_still(pilot: Pilot, quiet: float = 0.7, timeout: float = 15.0) -> str:
     """Let the app run until its screen stops changing for ``quiet`` seconds; the screen as SVG.
 
     Snapshots wait for this: panels flush on their own timers (and flashes fade), so "the data
-    is in" is not yet "the screen is final", least of all on a loaded CI machine.
+    is in" is not yet "the screen is final", least of all on a loaded CI machine. ``quiet`` is
+    longer than a ticker flash (0.6 s), which would otherwise look still between two looks.
     """
     deadline = time.monotonic() + timeout
     shot = pilot.app.export_screenshot(simplify=True)
