@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -171,6 +171,41 @@ class Step(Protocol):
 
 
 S = TypeVar("S", bound=Step)
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """p99 below ``p99_ms_max`` at ``rate`` offered per second (a step at that rate must keep up)."""
+
+    rate: int
+    p99_ms_max: float
+
+    def check(self, steps: Sequence[Any]) -> dict[str, Any]:
+        """This target against the steps: measured (a non-probe step ran at the rate), its p99, met."""
+        step = next((s for s in steps if s.offered_per_s == self.rate and not getattr(s, "probe", False)), None)
+        p99 = step.p99_ms if step is not None else None
+        return {
+            "at_per_s": self.rate,
+            "p99_ms_max": self.p99_ms_max,
+            "measured": step is not None,
+            "kept_up": step is not None and step.kept_up,
+            "p99_ms": p99,
+            "met": step is not None and step.kept_up and p99 is not None and p99 < self.p99_ms_max,
+        }
+
+
+def latency_verdicts(checks: Sequence[dict[str, Any]], unit: str) -> str:
+    """``p99 < 5 ms at 2,000 orders/s PASS (3.1 ms); ...`` for the verdict line; an unmeasured one says how."""
+    parts = []
+    for c in checks:
+        head = f"p99 < {c['p99_ms_max']:g} ms at {c['at_per_s']:,} {unit}"
+        if not c["measured"]:
+            parts.append(f"{head} [yellow]not measured[/] (add {c['at_per_s']:,} to --rates)")
+        elif not c["kept_up"]:
+            parts.append(f"{head} {pass_fail(False)} (did not keep up)")
+        else:
+            parts.append(f"{head} {pass_fail(c['met'])} ({fmt_ms(c['p99_ms'])} ms)")
+    return "; ".join(parts)
 
 
 class LadderResult:

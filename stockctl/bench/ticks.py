@@ -40,6 +40,7 @@ from stockctl.bench.cpu import CpuMeter, SchedWaitMeter
 from stockctl.bench.kit import (
     BenchError,
     LadderResult,
+    LatencyTarget,
     PrivateStack,
     ProgressFn,
     close_nats,
@@ -65,7 +66,7 @@ from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, encode, quote_decoder
 from stockctl.wire.streams import ensure_tick_stream
 
-DEFAULT_RATES: tuple[int, ...] = (1_000, 5_000, 20_000, 50_000)
+DEFAULT_RATES: tuple[int, ...] = (1_000, 5_000, 10_000, 20_000, 50_000)
 DEFAULT_SECONDS = 5.0
 QUICK_RATES: tuple[int, ...] = (500, 2_000)
 QUICK_SECONDS = 2.0
@@ -78,6 +79,7 @@ TARGET_RATIO = 0.5
 """Sustained pipeline rate over the raw nats-py baseline, at least."""
 TARGET_P99_MS = 5.0
 """p99 tick -> quote latency at 1,000 ticks/s, below."""
+LATENCY_TARGETS: tuple[LatencyTarget, ...] = (LatencyTarget(LATENCY_RATE, TARGET_P99_MS), LatencyTarget(10_000, 50.0))
 
 KEEP_UP_FRACTION = 0.95
 """A step keeps up when it delivers at least this share of its offered rate (and drains)."""
@@ -197,6 +199,7 @@ class BenchResult(LadderResult):
             "p99_ms_max": TARGET_P99_MS,
             "p99_at_ticks_per_s": lat.offered_per_s if lat else None,
             "p99_met": p99 is not None and p99 < TARGET_P99_MS,
+            "latency": [target.check(self.steps) for target in LATENCY_TARGETS],
         }
 
     def to_doc(self) -> dict[str, Any]:
