@@ -143,6 +143,24 @@ def mask_url(url: str | None) -> str | None:
     return ",".join(_mask_one(part) for part in url.split(","))
 
 
+def nats_servers(url: str) -> list[str]:
+    """A NATS URL, or a comma list of them, as the server list nats-py takes.
+
+    ``nats://u:p@h1:4222,h2:4222``: an entry without a scheme takes the first entry's scheme and
+    credentials, so a cluster's password is written once. nats-py refuses the comma string
+    itself (``invalid connect url option``); given a list it tries each and follows the
+    cluster's gossip. Empty entries (a trailing comma) are dropped.
+    """
+    parts = [p.strip() for p in url.split(",") if p.strip()]
+    if not parts:
+        return [url]
+    first = parts[0]
+    scheme, sep, rest = first.partition("://")
+    prefix = f"{scheme}://" if sep else "nats://"
+    userinfo = rest.rpartition("@")[0] + "@" if sep and "@" in rest else ""
+    return [p if "://" in p else f"{prefix}{userinfo}{p}" for p in parts]
+
+
 def _mask_one(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     at = rest.rfind("@")

@@ -208,8 +208,8 @@ def up(
     nats_url: Annotated[
         str | None,
         typer.Option(
-            help="Use this NATS server instead of starting one (nats://user:pass@host:port; the variable keeps"
-            " the password out of `ps`).",
+            help="Use this NATS server instead of starting one (nats://user:pass@host:port, or a comma list of"
+            " a cluster's servers: nats://user:pass@h1:4222,h2:4222; the variable keeps the password out of `ps`).",
             envvar="STOCKCTL_NATS_URL",
         ),
     ] = None,

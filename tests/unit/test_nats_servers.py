@@ -1,0 +1,22 @@
+"""A NATS URL list: each entry a URL nats-py accepts, the first entry's credentials shared."""
+
+from __future__ import annotations
+
+from stockctl.settings import mask_url, nats_servers
+
+
+def test_one_url_is_a_list_of_one() -> None:
+    assert nats_servers("nats://u:p@127.0.0.1:4222") == ["nats://u:p@127.0.0.1:4222"]
+
+
+def test_bare_entries_take_the_first_entrys_scheme_and_credentials() -> None:
+    assert nats_servers("nats://u:p%40x@h1:4222, h2:4223,tls://v:q@h3:4224,") == [
+        "nats://u:p%40x@h1:4222",
+        "nats://u:p%40x@h2:4223",
+        "tls://v:q@h3:4224",  # an entry of its own keeps what it says
+    ]
+    assert nats_servers("h1:1,h2:2") == ["nats://h1:1", "nats://h2:2"]
+
+
+def test_a_list_is_masked_entry_by_entry() -> None:
+    assert mask_url("nats://u:secret@h1:1,nats://u:secret@h2:2") == "nats://u:***@h1:1,nats://u:***@h2:2"
