@@ -210,18 +210,18 @@ class OrdersBenchResult(LadderResult):
         return min(with_lat, key=lambda s: s.offered_per_s, default=None)
 
     def targets(self) -> dict[str, Any]:
-        t = self.target_step
-        p99 = t.p99_ms if t else None
+        latency = [target.check(self.steps) for target in LATENCY_TARGETS]
+        first = latency[0]  # the TARGET_RATE one, also kept flat: the --json keys before the list
         return {
             "at_orders_per_s": TARGET_RATE,
-            "measured": t is not None,
-            "rate_met": t is not None and t.kept_up,
+            "measured": first["measured"],
+            "rate_met": first["kept_up"],
             "p99_ms_max": TARGET_P99_MS,
-            "p99_ms": p99,
-            "p99_met": t is not None and t.kept_up and p99 is not None and p99 < TARGET_P99_MS,
+            "p99_ms": first["p99_ms"],
+            "p99_met": first["met"],
             "ratio_min": TARGET_RATIO,
             "ratio_met": self.ratio >= TARGET_RATIO,
-            "latency": [target.check(self.steps) for target in LATENCY_TARGETS],
+            "latency": latency,
         }
 
     def to_doc(self) -> dict[str, Any]:
