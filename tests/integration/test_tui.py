@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import TabbedContent
 from textual.worker import WorkerFailed
@@ -26,6 +27,7 @@ from tui.router import FrameRouter
 from tui.screens.login import LoginScreen
 from tui.widgets.order_entry import OrderEntry, validate_order
 from tui.widgets.price_chart import PriceChart
+from tui.widgets.table import Table
 from tui.widgets.ticker_board import TickerBoard
 
 
@@ -392,6 +394,24 @@ async def _settle(pilot: Pilot) -> None:
 
 
 # --- pieces ---------------------------------------------------------------------------------
+
+
+async def test_a_table_column_fits_a_wider_cell_before_the_next_paint() -> None:
+    # Textual widens auto-width columns on the next idle and repaints then; a lost repaint left
+    # the signals and trade tables drawn at their header widths ("251.4" for "251.40").
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Table()
+
+    app = One()
+    async with app.run_test(size=(80, 10)):
+        table = app.query_one(Table)
+        table.add_column("sym", key="sym")
+        table.add_column("px", key="px")
+        table.add_row("TATA_INR", "1", key="a")
+        assert [c.content_width for c in table.ordered_columns] == [8, 2]  # before any idle
+        table.update_cell("a", "px", "1234.50")
+        assert table.columns[table.ordered_columns[1].key].content_width == 7
 
 
 def test_book_deltas_update_the_ladder() -> None:

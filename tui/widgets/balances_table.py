@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from textual.widgets import DataTable
+from tui.widgets.table import Table
 
 
-class BalancesTable(DataTable):
+class BalancesTable(Table):
     """Available and reserved amounts per asset."""
 
     def __init__(self, id: str | None = None) -> None:

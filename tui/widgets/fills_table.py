@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from tui.widgets.signals_log import clock
+from tui.widgets.table import Table
 
 KEEP = 200
 
@@ -35,7 +35,7 @@ def fill_from_trade(trade: dict[str, Any], user: str) -> dict[str, Any] | None:
     }
 
 
-class FillsTable(DataTable):
+class FillsTable(Table):
     """Fills: time, market, side, qty, price, fee, role (deduplicated by trade and side)."""
 
     def __init__(self, id: str | None = None) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import DataTable
+
+from tui.widgets.table import Table
 
 COLUMNS = ("id", "market", "side", "price", "qty", "open")
 
@@ -22,7 +23,7 @@ def _zero(text: str) -> bool:
         return False
 
 
-class OpenOrders(DataTable):
+class OpenOrders(Table):
     """Open orders; rows appear on ``accepted``, shrink on trades, leave when done."""
 
     BINDINGS = [Binding("x", "cancel_selected", "Cancel order"), Binding("e", "edit_selected", "Amend order")]

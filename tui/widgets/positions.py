@@ -7,9 +7,9 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from tui.positions import Position, fill_key, positions_from_fills
+from tui.widgets.table import Table
 
 REDRAW_S = 0.1
 COLUMNS = ("market", "qty", "avg cost", "last", "unrealised", "realised")
@@ -45,7 +45,7 @@ def _dec(text: Any) -> Decimal | None:
         return None
 
 
-class PositionsTable(DataTable):
+class PositionsTable(Table):
     """Market, quantity, average cost, last, unrealised and realised P&L (fees included).
 
     Fills (REST and live trade events, deduplicated) and last prices are merged as they

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from stockctl.wire.marketdata import Signal
+from tui.widgets.table import Table
 
 REDRAW_S = 0.05
 KEEP = 200
@@ -18,7 +18,7 @@ def clock(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9).strftime("%H:%M:%S")
 
 
-class SignalsLog(DataTable):
+class SignalsLog(Table):
     """BUY/SELL crossover signals as they arrive (deduplicated across reconnects)."""
 
     DEFAULT_CSS = """

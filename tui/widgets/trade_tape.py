@@ -6,9 +6,9 @@ from collections import deque
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from tui.widgets.signals_log import clock
+from tui.widgets.table import Table
 
 REDRAW_S = 0.05
 KEEP = 100
@@ -26,7 +26,7 @@ def stamp(ts: int, trade_id: object) -> Stamp:
     return cell
 
 
-class TradeTape(DataTable):
+class TradeTape(Table):
     """Public trades of one market (price, qty, taker side), kept per market."""
 
     DEFAULT_CSS = """
