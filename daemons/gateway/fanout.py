@@ -37,7 +37,7 @@ from daemons.gateway.ws_asgi import AsgiSocket
 from stockctl.alerts.rules import alert_decoder
 from stockctl.alerts.store import AlertStore
 from stockctl.auth.tokens import Claims
-from stockctl.errors import StockctlError, UsageError
+from stockctl.errors import NotFound, StockctlError, UsageError
 from stockctl.marketdata.store import MarketStore, check_symbol
 from stockctl.runtime.status import StatusFile
 from stockctl.settings import Settings
@@ -188,10 +188,11 @@ class Hub:
         ch = self.parse(channel)
         if ch.name in client.channels:
             return
+        has_data = True
         if ch.kind in ("book", "trades"):
             await self.exchange.known_market(ch.symbol)
         elif ch.kind not in ("orders", "alerts"):
-            await self.store.known(ch.symbol)
+            has_data = await self._known_symbol(ch.symbol)
         client.channels.add(ch.name)
         self.members.setdefault(ch.name, set()).add(client)
         if ch.kind == "orders":
@@ -200,7 +201,24 @@ class Hub:
             self.alert_users.setdefault(client.email, set()).add(client)
         if ch.subject not in self.nats_subs:
             self.nats_subs[ch.subject] = await self.nc.subscribe(ch.subject, cb=self._fan_out(ch))
-        await self._snapshot(client, ch)
+        if has_data:
+            await self._snapshot(client, ch)
+
+    async def _known_symbol(self, symbol: str) -> bool:
+        """Whether ``symbol`` has market data yet; NotFound when it is neither priced nor listed.
+
+        A listed exchange market has no quote until its first trade, and a bot that subscribes
+        to its quotes at start must not race that trade: it is subscribed with no snapshot, and
+        its first quote arrives as an update.
+        """
+        try:
+            await self.store.known(symbol)
+        except NotFound:
+            with contextlib.suppress(StockctlError):  # matching down: the symbol's own error
+                if check_symbol(symbol) in await self.exchange.all_markets():
+                    return False
+            raise
+        return True
 
     async def _snapshot(self, client: Client, ch: Channel) -> None:
         if ch.kind == "quotes":

@@ -148,6 +148,50 @@ def test_each_event_arrives_once_per_client_and_channel(servers, tmp_path: Path,
             assert events["accepted"] == rounds and events["trade"] == rounds, (email, events)
 
 
+def test_quotes_of_a_listed_market_can_be_subscribed_before_its_first_trade(servers, tmp_path: Path, daemons) -> None:
+    # Arrange: a fresh exchange, so TATA_INR is listed but has never traded (no quote yet).
+    edge = start(servers, tmp_path, daemons, ("matching", "processor", "auth", "gateway"))
+    maker, taker = "maker@example.com", "taker@example.com"
+    tokens = {e: edge.register(e)["access_token"] for e in (maker, taker)}
+    assert not edge.redis().sismember(names.SYMBOLS_KEY, "TATA_INR")
+
+    def order(email: str, side: str) -> None:
+        resp = httpx.post(
+            f"{edge.gateway}/api/v1/orders",
+            json={"market": "TATA_INR", "side": side, "qty": "2", "price": "101.05"},
+            headers={"Authorization": f"Bearer {tokens[email]}"},
+            timeout=15,
+        )
+        assert resp.status_code == 201, resp.text
+
+    async def scenario() -> tuple[dict, dict, dict]:
+        async with websockets.connect(edge.settings.ws_url) as ws:
+            await ws.send(json.dumps({"op": "auth", "token": tokens[maker]}))
+            await ws.send(json.dumps({"op": "subscribe", "channels": ["quotes:TATA_INR"], "id": 1}))
+            while (subscribed := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] not in (
+                "subscribed",
+                "error",
+            ):
+                pass
+            await ws.send(json.dumps({"op": "subscribe", "channels": ["quotes:NOPE_INR"], "id": 2}))
+            while (refused := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "error":
+                pass
+            await asyncio.to_thread(order, maker, "buy")
+            await asyncio.to_thread(order, taker, "sell")
+            while (first := json.loads(await asyncio.wait_for(ws.recv(), 15)))["type"] == "snapshot":
+                pass
+            return subscribed, refused, first
+
+    # Act
+    subscribed, refused, first = asyncio.run(asyncio.wait_for(scenario(), 60))
+
+    # Assert: subscribed with no snapshot to wait for; the first trade is the first quote;
+    # a symbol that is neither priced nor listed is still refused with the known ones named.
+    assert subscribed["type"] == "subscribed", subscribed
+    assert "known symbols" in json.dumps(refused), refused
+    assert first["channel"] == "quotes:TATA_INR" and first["data"]["price"] == "101.05", first
+
+
 # --- item 4: the throttles count the real address ------------------------------------------------
 
 
