@@ -29,7 +29,7 @@ class Table(DataTable[CellType]):
     """A DataTable that widens an auto-width column as soon as a wider cell arrives."""
 
     def _fit(self, column_key: ColumnKey | str, cell: object) -> None:
-        column = self.columns.get(ColumnKey(column_key) if isinstance(column_key, str) else column_key)
+        column = self.columns.get(column_key)  # type: ignore[call-overload]  # a StringKey equals its str
         if column is not None and column.auto_width:
             column.content_width = max(column.content_width, cell_width(cell))
 
