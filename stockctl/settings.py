@@ -261,6 +261,9 @@ class Settings(BaseSettings):
     tick_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
     """Size bound of the JetStream tick stream."""
 
+    stream_replicas: int = Field(1, ge=1, le=5)
+    """Replicas of every JetStream stream (3 on a 3-node cluster); a daemon never lowers them."""
+
     processor_batch: int = Field(512, ge=1, le=100_000)
     """Most ticks the processor writes to Redis in one pipelined transaction."""
 

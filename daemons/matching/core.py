@@ -404,7 +404,7 @@ class MatchingDaemon(Daemon):
         js = self.js = nc.jetstream(publish_async_max_pending=20_000)
 
         async def setup() -> None:
-            await ensure_exchange_streams(js)
+            await ensure_exchange_streams(js, settings.stream_replicas)
             await ensure_tick_stream(js, settings)
 
         await retry(setup, stop=self.stop, what="JetStream", logger=log)

@@ -15,6 +15,7 @@ through the ``JetStreamContext`` the caller passes: this module opens no connect
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from nats.js import api
@@ -32,6 +33,7 @@ class Settings(Protocol):
 
     tick_max_age_s: int
     tick_max_bytes: int
+    stream_replicas: int
 
 
 TICK_DUPLICATE_WINDOW_S = 120.0
@@ -50,10 +52,11 @@ def tick_stream_config(settings: Settings) -> api.StreamConfig:
         max_age=float(settings.tick_max_age_s),
         max_bytes=settings.tick_max_bytes,
         duplicate_window=TICK_DUPLICATE_WINDOW_S,
+        num_replicas=settings.stream_replicas,
     )
 
 
-def exchange_stream_configs() -> list[api.StreamConfig]:
+def exchange_stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
     """``EX_ORDERS`` and ``EX_EVENTS``: file storage, kept 30 days, de-duplicated for 10 minutes."""
     return [
         api.StreamConfig(
@@ -64,6 +67,7 @@ def exchange_stream_configs() -> list[api.StreamConfig]:
             discard=api.DiscardPolicy.OLD,
             duplicate_window=EXCHANGE_DUPLICATE_WINDOW_S,
             max_age=EXCHANGE_MAX_AGE_S,
+            num_replicas=replicas,
         )
         for name, subjects in (
             (names.ORDER_STREAM, names.ORDER_SUBJECTS),
@@ -73,11 +77,18 @@ def exchange_stream_configs() -> list[api.StreamConfig]:
 
 
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> api.StreamInfo:
-    """Create the stream, or update it if it exists with another configuration."""
+    """Create the stream, or update it if it exists with another configuration.
+
+    Replicas are never lowered: an operator who raised a stream to R3 by hand, or a cluster
+    started with more, keeps them when a daemon started with the default 1 comes up.
+    """
     try:
         return await js.add_stream(config)
     except BadRequestError:
-        # Exists with other limits (settings changed): bring it in line.
+        # Exists with other limits (settings changed): bring it in line, keeping its replicas.
+        assert config.name is not None, "every stockctl stream has a name"
+        found = await js.stream_info(config.name)
+        config = replace(config, num_replicas=max(config.num_replicas or 1, found.config.num_replicas or 1))
         return await js.update_stream(config)
 
 
@@ -86,7 +97,7 @@ async def ensure_tick_stream(js: JetStreamContext, settings: Settings) -> api.St
     return await ensure_stream(js, tick_stream_config(settings))
 
 
-async def ensure_exchange_streams(js: JetStreamContext) -> None:
+async def ensure_exchange_streams(js: JetStreamContext, replicas: int = 1) -> None:
     """Create or update ``EX_ORDERS`` and ``EX_EVENTS``."""
-    for config in exchange_stream_configs():
+    for config in exchange_stream_configs(replicas):
         await ensure_stream(js, config)
