@@ -17,6 +17,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -159,6 +160,25 @@ def nats_servers(url: str) -> list[str]:
     prefix = f"{scheme}://" if sep else "nats://"
     userinfo = rest.rpartition("@")[0] + "@" if sep and "@" in rest else ""
     return [p if "://" in p else f"{prefix}{userinfo}{p}" for p in parts]
+
+
+def nats_options(url: str) -> dict[str, Any]:
+    """``nats.connect`` keyword arguments for a NATS URL or comma list: ``servers`` and the credentials.
+
+    nats-py sends a URL's userinfo only to that URL's server. The servers a cluster announces
+    (its gossip) come without it, so a client that fails over to one is refused with
+    ``Authorization Violation`` until it happens to try a listed entry again. Passing the first
+    entry's credentials as options makes every server, announced or listed, get them. They are
+    taken the way nats-py reads a URL (``urlparse``, not unquoted), so one server behaves as before.
+    """
+    servers = nats_servers(url)
+    for server in servers:
+        parsed = urlparse(server)
+        if parsed.username is not None and parsed.password is not None:
+            return {"servers": servers, "user": parsed.username, "password": parsed.password}
+        if parsed.username:
+            return {"servers": servers, "token": parsed.username}
+    return {"servers": servers}
 
 
 def _mask_one(url: str) -> str:

@@ -36,7 +36,7 @@ from email_validator import EmailNotValidError, validate_email
 from redis.exceptions import WatchError
 
 from stockctl.errors import NotFound, ServiceUnavailable, StockctlError, UsageError
-from stockctl.settings import mask_url, nats_servers
+from stockctl.settings import mask_url, nats_options
 from stockctl.wire import names
 
 if TYPE_CHECKING:
@@ -574,7 +574,7 @@ def announce_disabled(settings: Settings, email: str, timeout_s: float = 2.0) ->
 
     async def send() -> None:
         nc = await nats.connect(
-            nats_servers(url), name="stockctl-users", allow_reconnect=False, connect_timeout=timeout_s, error_cb=quiet
+            **nats_options(url), name="stockctl-users", allow_reconnect=False, connect_timeout=timeout_s, error_cb=quiet
         )
         try:
             await nc.publish(names.ACCOUNT_DISABLED_SUBJECT, json.dumps({"email": email}).encode())

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from stockctl import servercreds
 from stockctl.errors import StartupError, StockctlError, UsageError
 from stockctl.instance import infra, launch
-from stockctl.settings import ENV_PREFIX, Settings, mask_url, nats_servers
+from stockctl.settings import ENV_PREFIX, Settings, mask_url, nats_options
 from stockctl.wire.exchange import Accepted, Cancelled, Event, Trade
 
 # nats-py (~150 ms to import), httpx and rich are imported where used: the CLI imports this module
@@ -327,7 +327,7 @@ async def connect_nats(url: str, name: str, pending_size: int | None = 64 * 1024
     extra = {} if pending_size is None else {"pending_size": pending_size}
     try:
         return await nats.connect(
-            nats_servers(url), name=name, allow_reconnect=False, connect_timeout=5, error_cb=quiet, **extra
+            **nats_options(url), name=name, allow_reconnect=False, connect_timeout=5, error_cb=quiet, **extra
         )
     except Exception as exc:
         raise BenchError(f"cannot connect to the benchmark's nats-server at {mask_url(url)}: {exc}") from None

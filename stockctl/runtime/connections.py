@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from stockctl.runtime.ops import Ops
 from stockctl.runtime.retry import retry
 from stockctl.runtime.status import StateLog
-from stockctl.settings import Settings, mask_url, nats_servers
+from stockctl.settings import Settings, mask_url, nats_options
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -67,7 +67,7 @@ async def connect_nats(
 
     async def connect() -> NATS:
         return await nats.connect(
-            nats_servers(settings.effective_nats_url),
+            **nats_options(settings.effective_nats_url),
             name=f"stockctl-{name}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,

@@ -4,12 +4,14 @@ stream that keeps taking writes when the node leading it is killed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
 import nats
 import pytest
 
+from stockctl.runtime.connections import connect_nats
 from stockctl.settings import Settings, nats_servers
 from stockctl.wire import names
 from stockctl.wire.streams import ensure_exchange_streams, ensure_tick_stream
@@ -66,4 +68,43 @@ async def _scenario(cluster, tmp_path: Path) -> None:
         new_leader = (await js.stream_info(names.ORDER_STREAM)).cluster.leader
         assert new_leader != leader
     finally:
+        await nc.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_daemon_given_one_node_fails_over_to_the_nodes_the_cluster_announces(tmp_path: Path) -> None:
+    cluster = start_nats_cluster(tmp_path)
+    try:
+        asyncio.run(asyncio.wait_for(_failover(cluster, tmp_path), 90))
+    finally:
+        cluster.stop()
+
+
+async def _failover(cluster, tmp_path: Path) -> None:
+    # Arrange: a daemon's connection, told of node 0 alone; the others are known only by gossip.
+    settings = Settings(home=tmp_path / "home", nats_url=cluster.url(0))
+    stop = asyncio.Event()
+    nc = await connect_nats(settings, "failover-test", stop, logging.getLogger("failover-test"))
+    try:
+        assert nc.connected_url is not None and nc.connected_url.port == cluster.nodes[0].port
+        others = {n.port for n in cluster.nodes[1:]}
+        assert others <= {u.port for u in nc.discovered_servers}, nc.discovered_servers
+
+        # Act: node 0 dies.
+        cluster.nodes[0].kill()
+
+        # Assert: the connection moves to an announced node, which accepts the instance's
+        # credentials (nats-py sent a URL's userinfo to that URL's server only: refused forever).
+        sub = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if nc.is_connected and nc.connected_url is not None and nc.connected_url.port != cluster.nodes[0].port:
+                sub = await nc.subscribe("failover.test")
+                break
+            await asyncio.sleep(0.1)
+        assert sub is not None, f"not reconnected to another node within 20 s (last error {nc.last_error!r})"
+        await nc.publish("failover.test", b"ok")
+        assert (await sub.next_msg(timeout=5)).data == b"ok"
+    finally:
+        stop.set()
         await nc.close()
