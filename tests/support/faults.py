@@ -32,7 +32,7 @@ from stockctl.client.api import GatewayClient, OrderRejected
 from stockctl.errors import ServiceUnavailable, StockctlError
 from stockctl.exchange.engine import Exchange
 from stockctl.sdk.stream import stream
-from stockctl.settings import Settings
+from stockctl.settings import Settings, nats_options
 from stockctl.wire import names
 from stockctl.wire.exchange import (
     Accepted,
@@ -332,7 +332,7 @@ class Ledger:
         return asyncio.run(self._sync())
 
     async def _sync(self) -> int:
-        nc = await nats.connect(self.nats_url, connect_timeout=5, max_reconnect_attempts=5)
+        nc = await nats.connect(**nats_options(self.nats_url), connect_timeout=5, max_reconnect_attempts=5)
         try:
             js = nc.jetstream()
             cmds = await read_stream(js, names.ORDER_STREAM, names.ORDER_SUBJECTS, self.cmd_next)
@@ -406,7 +406,7 @@ class Ledger:
 
 async def matching_query(nats_url: str, requests: list[tuple[str, dict[str, Any]]]) -> list[Any]:
     """Ask the matching daemon directly (core NATS request/reply), as the gateway does."""
-    nc = await nats.connect(nats_url, connect_timeout=5)
+    nc = await nats.connect(**nats_options(nats_url), connect_timeout=5)
     try:
         out = []
         for what, payload in requests:
