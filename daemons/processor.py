@@ -41,13 +41,13 @@ from stockctl.runtime.connections import open_nats, open_redis, redis_client
 from stockctl.runtime.daemon import Daemon, main
 from stockctl.runtime.natsout import Frames, send_frames
 from stockctl.runtime.process import failpoint
-from stockctl.runtime.retry import Stopped, retry
+from stockctl.runtime.retry import STREAM_BACKOFF, Stopped, retry
 from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, candle_decoder, encode, point_decoder, tick_decoder
 from stockctl.wire.seeds import STOCK_PRICES_SUBJECT, stock_price
-from stockctl.wire.streams import ensure_tick_stream
+from stockctl.wire.streams import STREAM_UNAVAILABLE, ensure_tick_stream
 
 log = logging.getLogger("stockctl.processor")
 
@@ -313,7 +313,16 @@ class Processor:
         held = self.early.setdefault(state.symbol, {})
         while cursor < sseq:
             try:
-                raw = await self.js.get_msg(names.TICK_STREAM, seq=cursor, subject=subject, next=True)
+                # A stream between leaders answers 503 (or not at all) for a few seconds: wait
+                # it out. Giving up would end the daemon; skipping would miss the held ticks.
+                raw = await retry(
+                    functools.partial(self.js.get_msg, names.TICK_STREAM, seq=cursor, subject=subject, next=True),
+                    stop=self.stop,
+                    backoff=STREAM_BACKOFF,
+                    retry_on=STREAM_UNAVAILABLE,
+                    what="the tick stream",
+                    logger=log,
+                )
             except nats.js.errors.NotFoundError:
                 break
             if raw.seq is None or raw.seq >= sseq:

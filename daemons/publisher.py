@@ -23,7 +23,7 @@ from stockctl.marketdata.money import from_units, to_units
 from stockctl.marketdata.replay import ReplayError, read_rows, validate
 from stockctl.runtime.connections import open_nats
 from stockctl.runtime.daemon import Daemon, main
-from stockctl.runtime.retry import Stopped, pause, retry
+from stockctl.runtime.retry import STREAM_BACKOFF, Stopped, pause, retry
 from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
@@ -131,7 +131,13 @@ class TickPublisher:
             if self._stop.is_set() and deadline is None:
                 deadline = time.monotonic() + SHUTDOWN_GRACE_S
             try:
-                await retry(send, stop=None if deadline else self._stop, deadline=deadline, on_error=self._failing)
+                await retry(
+                    send,
+                    stop=None if deadline else self._stop,
+                    deadline=deadline,
+                    on_error=self._failing,
+                    backoff=STREAM_BACKOFF,
+                )
             except Stopped:
                 continue  # told to stop mid-outage: go on under the shutdown deadline
             except Exception:  # the deadline passed with NATS still away

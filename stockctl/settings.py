@@ -284,6 +284,11 @@ class Settings(BaseSettings):
     stream_replicas: int = Field(1, ge=1, le=5)
     """Replicas of every JetStream stream (3 on a 3-node cluster); a daemon never lowers them."""
 
+    nats_ping_interval_s: float = Field(2.0, gt=0, le=600)
+    """How often a daemon pings its NATS server. Two pings unanswered drop the connection and it
+    moves to another server of the list, so a frozen node (not dead: its socket stays open) is
+    left within three intervals. nats-py's default of 120 s held every client of a paused node."""
+
     processor_batch: int = Field(512, ge=1, le=100_000)
     """Most ticks the processor writes to Redis in one pipelined transaction."""
 

@@ -37,6 +37,8 @@ from stockctl.wire.exchange import Amend, Cancel, CancelAll, Fund, Place, expire
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.gateway import COID_RE, AmendIn, OrderIn, encode, public_trade_decoder
 
+DUPLICATE_IN_PROCESS = 10158  # JetStream: "duplicate message id is in process"
+
 
 class ExchangeApi:
     """Commands to the matching daemon through JetStream; outcomes from its stored events."""
@@ -121,6 +123,13 @@ class ExchangeApi:
             nats.js.errors.NoStreamResponseError,  # NATS going away or not back yet
         ) as exc:
             raise ExchangeUnavailable(f"could not store the order ({exc.__class__.__name__})", "retry") from None
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != DUPLICATE_IN_PROCESS:
+                raise
+            # A cluster still agreeing on an earlier attempt with this id (its leader changed
+            # or stalled): this retry is neither stored nor refused yet. The next retry is
+            # answered as a duplicate, with the order's outcome.
+            raise ExchangeUnavailable("the order's earlier attempt is still being stored", "retry") from None
         finally:
             self._waiters.pop(inbox, None)
         return [own_view(e, user) for e in msgspec.json.decode(data) if concerns(e, user)]

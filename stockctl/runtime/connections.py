@@ -72,6 +72,8 @@ async def connect_nats(
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=2,
+            ping_interval=settings.nats_ping_interval_s,
+            max_outstanding_pings=2,
             allow_reconnect=True,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,

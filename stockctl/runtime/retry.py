@@ -65,6 +65,10 @@ PEER_BACKOFF = Backoff(base=0.05, cap=0.25)
 """For a sibling daemon that ``up`` starts at the same moment (the gateway waiting for auth's keys,
 the market makers for the matching engine): a local request that fails at once, so asked
 often, and the wait ends at most a quarter of a second after the peer is ready."""
+STREAM_BACKOFF = Backoff(cap=1.0)
+"""For a JetStream publish waiting out a stream with no leader: a NATS cluster elects a new one
+4-9 s after the old one died, and at the default 5 s cap the retry came up to 5 s after that.
+One request a second per publisher is nothing to the cluster."""
 
 
 async def pause(delay: float, stop: asyncio.Event | None = None) -> bool:
@@ -120,9 +124,9 @@ async def retry(
 # to Daemon subclasses (both are thin adapters over the policy above, not a second one).
 
 
-async def backoff_sleep(attempt: int, stop: asyncio.Event) -> None:
-    """Sleep the default backoff delay of ``attempt``, or less if asked to stop."""
-    await pause(BACKOFF.delay(attempt), stop)
+async def backoff_sleep(attempt: int, stop: asyncio.Event, backoff: Backoff = BACKOFF) -> None:
+    """Sleep ``backoff``'s delay of ``attempt`` (the default backoff), or less if asked to stop."""
+    await pause(backoff.delay(attempt), stop)
 
 
 async def until_ready(

@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
+import nats.errors
 from nats.js import api
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from stockctl.wire import names
 
@@ -37,6 +38,8 @@ class Settings(Protocol):
 
 
 TICK_DUPLICATE_WINDOW_S = 120.0
+STREAM_UNAVAILABLE = (ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+"""What a JetStream API request gets while its stream has no leader (one is being elected)."""
 EXCHANGE_DUPLICATE_WINDOW_S = 600.0  # a client may retry a command with its id for 10 minutes
 EXCHANGE_MAX_AGE_S = 30 * 86_400.0
 

@@ -6,15 +6,20 @@ own (a node that does not know them cannot join). ``urls`` is the comma list cli
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
+
 from stockctl import servercreds
 from stockctl.instance import infra
+from stockctl.settings import nats_options
 from tests.support.stack import Server, wait_for
 
 HOST = "127.0.0.1"
@@ -37,6 +42,45 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def node(self, server_name: str) -> Server:
+        """The node a stream's ``cluster.leader`` names (``n1`` is ``nats1``)."""
+        return next(n for n in self.nodes if n.name == f"nats{server_name[1:]}")
+
+    def stream_placement(self, stream: str) -> tuple[str, list[tuple[str, bool]]]:
+        """``stream``'s leader and its other replicas with whether each is current, as the cluster says."""
+        return asyncio.run(asyncio.wait_for(self._placement(stream), 15))
+
+    async def _placement(self, stream: str) -> tuple[str, list[tuple[str, bool]]]:
+        nc = await nats.connect(**nats_options(self.urls), connect_timeout=5, allow_reconnect=False)
+        try:
+            info = await nc.jetstream().stream_info(stream)
+        finally:
+            await nc.close()
+        assert info.cluster is not None, f"{stream} has no cluster info"
+        return str(info.cluster.leader), [(str(r.name), bool(r.current)) for r in info.cluster.replicas or []]
+
+    def wait_healthy(self, streams: Iterable[str], timeout: float = 60) -> None:
+        """Every node up and every one of ``streams`` led, with all its replicas current."""
+
+        seen: list[object] = ["nothing yet"]
+
+        def healthy() -> bool:
+            try:
+                placements = [self.stream_placement(s) for s in streams]
+            except Exception as exc:  # no leader yet, or a node still starting
+                seen[0] = exc
+                return False
+            seen[0] = placements
+            return all(leader and len(rs) == len(self.nodes) - 1 and all(c for _, c in rs) for leader, rs in placements)
+
+        deadline = time.monotonic() + timeout
+        while not healthy():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no stream of {list(streams)} led with all replicas current in {timeout}s: {seen[0]!r}"
+                )
+            time.sleep(0.5)
 
 
 def start_nats_cluster(base: Path, size: int = 3) -> NatsCluster:
