@@ -20,6 +20,7 @@ import nats
 from stockctl import servercreds
 from stockctl.instance import infra
 from stockctl.settings import nats_options
+from stockctl.wire.streams import STREAM_UNAVAILABLE
 from tests.support.stack import Server, wait_for
 
 HOST = "127.0.0.1"
@@ -50,6 +51,26 @@ class NatsCluster:
     def stream_placement(self, stream: str) -> tuple[str, list[tuple[str, bool]]]:
         """``stream``'s leader and its other replicas with whether each is current, as the cluster says."""
         return asyncio.run(asyncio.wait_for(self._placement(stream), 15))
+
+    def leader_other_than(self, stream: str, old: str, timeout: float = 30) -> str:
+        """``stream``'s leader once it is not ``old`` (asked again while the stream has none)."""
+        seen: list[object] = [None]
+
+        def moved() -> str | None:
+            try:
+                leader = self.stream_placement(stream)[0]
+            except (*STREAM_UNAVAILABLE, TimeoutError, AssertionError) as exc:  # between leaders
+                seen[0] = exc
+                return None
+            seen[0] = leader
+            return leader if leader and leader != old else None
+
+        deadline = time.monotonic() + timeout
+        while not (leader := moved()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{stream} still led by {old} (or by none) after {timeout}s: {seen[0]!r}")
+            time.sleep(0.2)
+        return leader
 
     async def _placement(self, stream: str) -> tuple[str, list[tuple[str, bool]]]:
         nc = await nats.connect(**nats_options(self.urls), connect_timeout=5, allow_reconnect=False)
