@@ -63,6 +63,9 @@ def cstack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         up = ("--nats-url", cluster.urls)
         with running_stack(request, base, "NATS cluster fault summary", up, {"STOCKCTL_STREAM_REPLICAS": "3"}) as st:
             cluster.wait_healthy(STREAMS)
+            # The durable tick consumers inherit the stream's R3: a node's death takes none away.
+            for durable in (names.PROCESSOR_DURABLE, names.HISTORY_DURABLE):
+                assert cluster.consumer_peers(names.TICK_STREAM, durable) == 3, durable
             yield ClusterStack(st, cluster)
     finally:
         cluster.stop()

@@ -52,6 +52,19 @@ class NatsCluster:
         """``stream``'s leader and its other replicas with whether each is current, as the cluster says."""
         return asyncio.run(asyncio.wait_for(self._placement(stream), 15))
 
+    def consumer_peers(self, stream: str, consumer: str) -> int:
+        """How many nodes hold ``consumer`` of ``stream``: its leader and its replicas."""
+
+        async def ask() -> int:
+            nc = await nats.connect(**nats_options(self.urls), connect_timeout=5, allow_reconnect=False)
+            try:
+                info = await nc.jetstream().consumer_info(stream, consumer)
+            finally:
+                await nc.close()
+            return 1 + len(info.cluster.replicas or []) if info.cluster and info.cluster.leader else 0
+
+        return asyncio.run(asyncio.wait_for(ask(), 15))
+
     def leader_other_than(self, stream: str, old: str, timeout: float = 30) -> str:
         """``stream``'s leader once it is not ``old`` (asked again while the stream has none)."""
         seen: list[object] = [None]
