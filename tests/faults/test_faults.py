@@ -34,12 +34,12 @@ from tests.support.cli import pid_alive
 from tests.support.fault_suite import (
     RECOVERY_LIMIT_S,
     Stack,
+    check_and_record,
     login_probe,
     pause_load_after,
     recover,
     running_stack,
     start_load,
-    verify,
 )
 from tests.support.stack import wait_for
 
@@ -126,27 +126,7 @@ def test_fault_recovers_with_no_acknowledged_order_lost_or_duplicated(stack: Sta
 
     # Assert (the row goes into the summary first, so a failing fault is in the table too)
     after = st.status()[fault.component]
-    v = verify(st)
-    for text in st.tracebacks_since(logs_at):
-        v.problem(text)
-    failed = sum(1 for t in load.failures if t >= st.window_start)
-    st.rows.append(
-        {
-            "fault": fault.label,
-            "recovery_s": round(recovery, 2),
-            "orders_checked": v.orders_checked,
-            "new_orders": v.new_orders,
-            "lost": v.lost,
-            "duplicated": v.duplicated,
-            "ticks_checked": v.ticks_checked,
-            "failed": failed,
-            "restarts": after["restarts"],
-            "ticks_out_of_order_in": sorted(v.reordered),
-            "recovery_detail": {k: round(t - t_fault, 2) for k, t in done.items()},
-            "problems": v.problems,
-        }
-    )
-    st.window_start = time.time()
+    v, failed = check_and_record(st, fault.label, recovery, t_fault, done, logs_at, restarts=after["restarts"])
 
     assert v.problems == [], "\n".join(v.problems)
     assert v.lost == 0 and v.duplicated == 0

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pytest
 
 from stockctl.wire import names
-from tests.support.fault_suite import Stack, pause_load_after, recover, running_stack, start_load, verify
+from tests.support.fault_suite import Stack, check_and_record, pause_load_after, recover, running_stack, start_load
 from tests.support.natscluster import NatsCluster, start_nats_cluster
 
 pytestmark = pytest.mark.faults
@@ -98,27 +98,8 @@ def test_a_killed_leading_nats_node_loses_nothing(cstack: ClusterStack, fault: N
     order_events_after = [t for t in watcher.order_events if t >= t_fault]
 
     # Assert (the row goes into the summary first, so a failing fault is in the table too)
-    v = verify(st)
-    for text in st.tracebacks_since(logs_at):
-        v.problem(text)
-    failed = sum(1 for t in st.load.failures if t >= st.window_start)
-    st.rows.append(
-        {
-            "fault": fault.label,
-            "recovery_s": round(recovery, 2),
-            "orders_checked": v.orders_checked,
-            "new_orders": v.new_orders,
-            "lost": v.lost,
-            "duplicated": v.duplicated,
-            "ticks_checked": v.ticks_checked,
-            "failed": failed,
-            "restarts": "-",
-            "leader": f"{leader} -> {new_leader}",
-            "recovery_detail": {k: round(t - t_fault, 2) for k, t in done.items()},
-            "problems": v.problems,
-        }
-    )
-    st.window_start = time.time()
+    row = {"restarts": "-", "leader": f"{leader} -> {new_leader}"}
+    v, _ = check_and_record(st, fault.label, recovery, t_fault, done, logs_at, **row)
 
     assert v.problems == [], "\n".join(v.problems)
     assert v.lost == 0 and v.duplicated == 0

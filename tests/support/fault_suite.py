@@ -434,3 +434,39 @@ def login_probe(st: Stack) -> Callable[[], float | None]:
         return time.time() if resp.status_code == 200 else None
 
     return probe
+
+
+def check_and_record(
+    st: Stack,
+    label: str,
+    recovery: float,
+    t_fault: float,
+    done: dict[str, float],
+    logs_at: dict[Path, int],
+    **extra: Any,
+) -> tuple[Verdict, int]:
+    """:func:`verify` plus no new traceback in any log; the row goes into the summary table before
+    the caller asserts, so a failing fault is in the table too. Returns the verdict and the
+    number of failed attempts in this fault's window, and starts the next window."""
+    v = verify(st)
+    for text in st.tracebacks_since(logs_at):
+        v.problem(text)
+    failed = sum(1 for t in st.load.failures if t >= st.window_start)
+    st.rows.append(
+        {
+            "fault": label,
+            "recovery_s": round(recovery, 2),
+            "orders_checked": v.orders_checked,
+            "new_orders": v.new_orders,
+            "lost": v.lost,
+            "duplicated": v.duplicated,
+            "ticks_checked": v.ticks_checked,
+            "failed": failed,
+            **extra,
+            "ticks_out_of_order_in": sorted(v.reordered),
+            "recovery_detail": {k: round(t - t_fault, 2) for k, t in done.items()},
+            "problems": v.problems,
+        }
+    )
+    st.window_start = time.time()
+    return v, failed
