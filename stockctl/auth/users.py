@@ -36,8 +36,9 @@ from email_validator import EmailNotValidError, validate_email
 from redis.exceptions import WatchError
 
 from stockctl.errors import NotFound, ServiceUnavailable, StockctlError, UsageError
-from stockctl.settings import mask_url, nats_options
+from stockctl.settings import mask_url
 from stockctl.wire import names
+from stockctl.wire.nats_urls import nats_options
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

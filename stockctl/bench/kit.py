@@ -34,8 +34,9 @@ from pydantic import ValidationError
 from stockctl import servercreds
 from stockctl.errors import StartupError, StockctlError, UsageError
 from stockctl.instance import infra, launch
-from stockctl.settings import ENV_PREFIX, Settings, mask_url, nats_options
+from stockctl.settings import ENV_PREFIX, Settings, mask_url
 from stockctl.wire.exchange import Accepted, Cancelled, Event, Trade
+from stockctl.wire.nats_urls import nats_options
 
 # nats-py (~150 ms to import), httpx and rich are imported where used: the CLI imports this module
 # at start-up for every command, not only for ``stockctl bench``.

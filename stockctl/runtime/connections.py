@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from stockctl.runtime.ops import Ops
 from stockctl.runtime.retry import retry
 from stockctl.runtime.status import StateLog
-from stockctl.settings import Settings, mask_url, nats_options
+from stockctl.settings import Settings, mask_url
+from stockctl.wire.nats_urls import nats_options
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

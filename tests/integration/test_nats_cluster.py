@@ -12,8 +12,9 @@ import nats
 import pytest
 
 from stockctl.runtime.connections import connect_nats
-from stockctl.settings import Settings, nats_servers
+from stockctl.settings import Settings
 from stockctl.wire import names
+from stockctl.wire.nats_urls import nats_servers
 from stockctl.wire.streams import ensure_exchange_streams, ensure_tick_stream
 from tests.support.natscluster import start_nats_cluster
 

@@ -32,7 +32,7 @@ from stockctl.client.api import GatewayClient, OrderRejected
 from stockctl.errors import ServiceUnavailable, StockctlError
 from stockctl.exchange.engine import Exchange
 from stockctl.sdk.stream import stream
-from stockctl.settings import Settings, nats_options
+from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import (
     Accepted,
@@ -47,6 +47,7 @@ from stockctl.wire.exchange import (
 )
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.marketdata import Quote, Tick, tick_decoder
+from stockctl.wire.nats_urls import nats_options
 
 MARKETS = ("TATA_INR", "JIO_INR")
 RETRY_FOR_S = 45.0  # how long a trader keeps retrying one submission through an outage

@@ -19,7 +19,7 @@ import nats
 
 from stockctl import servercreds
 from stockctl.instance import infra
-from stockctl.settings import nats_options
+from stockctl.wire.nats_urls import nats_options
 from stockctl.wire.streams import STREAM_UNAVAILABLE
 from tests.support.stack import Server, wait_for
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stockctl.settings import mask_url, nats_options, nats_servers
+from stockctl.settings import mask_url
+from stockctl.wire.nats_urls import nats_options, nats_servers
 
 
 def test_one_url_is_a_list_of_one() -> None:
