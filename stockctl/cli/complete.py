@@ -49,7 +49,7 @@ def instance_list(settings: Settings, path: str, timeout: float = TIMEOUT_S) -> 
     from stockctl.instance.registry import resolve_gateway_url
 
     try:
-        url = resolve_gateway_url(settings)
+        url = resolve_gateway_url(settings).split(",")[0]  # completion asks the first gateway only
         session = load(settings)
     except (StockctlError, OSError, ValueError):
         return None

@@ -24,6 +24,7 @@ import httpx
 import msgspec
 
 from stockctl.alerts.rules import Alert, AlertAdded, AlertList
+from stockctl.client.failover import FailoverHttp
 from stockctl.errors import NotFound, ServiceUnavailable, UsageError
 from stockctl.instance.registry import resolve_gateway_url
 from stockctl.settings import Settings
@@ -70,9 +71,15 @@ class GatewayClient:
     def __init__(self, settings: Settings, token: str | None = None) -> None:
         from stockctl.client.credentials import access_token
 
-        self.base_url = resolve_gateway_url(settings)
         self.token = token or access_token(settings)
-        self._http = httpx.Client(base_url=self.base_url, timeout=10, headers={"Authorization": f"Bearer {self.token}"})
+        self._http = FailoverHttp(
+            resolve_gateway_url(settings), timeout=10, headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The gateway that answered last, of ``STOCKCTL_GATEWAY_URL``'s list (or the instance's)."""
+        return self._http.base_url
 
     def close(self) -> None:
         self._http.close()
@@ -104,10 +111,10 @@ class GatewayClient:
     def _page(self, path: str, type_: Any, **params: Any) -> tuple[Any, str | None]:
         """One page of a ranged read and the cursor of the next (``X-Next-After``), if any."""
         try:
-            resp = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
+            resp = self._http.request("GET", path, params={k: v for k, v in params.items() if v is not None})
         except httpx.HTTPError as exc:
             raise ServiceUnavailable(
-                f"cannot reach the gateway at {self.base_url} ({exc.__class__.__name__})",
+                f"cannot reach the gateway at {self._http.label} ({exc.__class__.__name__})",
                 "is the instance up? `stockctl status`",
             ) from None
         _raise_for(resp)
@@ -146,10 +153,15 @@ class GatewayClient:
             resp = self._http.request(
                 method, path, json=json_body, params={k: v for k, v in params.items() if v is not None}
             )
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # sent nowhere
             raise ServiceUnavailable(
-                f"cannot reach the gateway at {self.base_url} ({exc.__class__.__name__})",
+                f"cannot reach the gateway at {self._http.label} ({exc.__class__.__name__})",
                 "is the instance up? `stockctl status`",
+            ) from None
+        except httpx.HTTPError as exc:  # sent, and the answer lost: not resent to another gateway
+            raise ServiceUnavailable(
+                f"no answer from the gateway at {self.base_url} ({exc.__class__.__name__})",
+                "it may have been applied: check `stockctl orders` before sending it again",
             ) from None
         if order and resp.status_code == 422:  # the exchange's refusal (elsewhere: bad input)
             body = resp.json()

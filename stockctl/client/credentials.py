@@ -73,10 +73,10 @@ class AuthClient:
     """Synchronous client of ``/auth/*``; HTTP errors become one-line StockctlErrors."""
 
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        import httpx  # here: shell completion reads the stored session and must start fast
+        from stockctl.client.failover import FailoverHttp  # here: shell completion must start fast
 
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._http = FailoverHttp(base_url, timeout=timeout)
+        self.base_url = self._http.label  # for messages: every gateway it may try
 
     def close(self) -> None:
         self._http.close()

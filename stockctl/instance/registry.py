@@ -15,6 +15,7 @@ from pathlib import Path
 from stockctl.errors import NotRunningError
 from stockctl.servercreds import write_private
 from stockctl.settings import Settings, mask_url
+from stockctl.wire.base_urls import split_urls
 
 
 def instance_path(settings: Settings) -> Path:
@@ -61,10 +62,11 @@ def resolve_urls(settings: Settings) -> tuple[str, str]:
 
 
 def resolve_gateway_url(settings: Settings) -> str:
-    """Base URL of the gateway of the running instance (``STOCKCTL_GATEWAY_URL`` wins)."""
+    """Base URL of the gateway of the running instance. ``STOCKCTL_GATEWAY_URL`` wins, and may be
+    a comma list of gateways (returned as one normalised list, for :class:`FailoverHttp`)."""
     explicit = os.environ.get("STOCKCTL_GATEWAY_URL")
-    if explicit:
-        return explicit.rstrip("/")
+    if explicit and explicit.strip(", "):
+        return ",".join(split_urls(explicit))
     try:
         doc = json.loads(instance_path(settings).read_text())
     except (OSError, ValueError):

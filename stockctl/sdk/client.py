@@ -51,6 +51,7 @@ from stockctl.sdk.types import (
     OrderState,
 )
 from stockctl.settings import Settings
+from stockctl.wire.base_urls import split_urls
 from stockctl.wire.exchange import MarketSpec
 from stockctl.wire.gateway import PublicTrade, ServerFrame
 from stockctl.wire.marketdata import Candle, Quote, Signal
@@ -116,7 +117,7 @@ class Client:
         if token is not None:
             source = LiveSession(self.settings, token)
         elif email is not None and password is not None:
-            auth_urls = urls or [base_url(self.settings)]
+            auth_urls = urls or split_urls(base_url(self.settings))
             source = PasswordLogin(auth_urls, email, password, register)
         else:
             source = LiveSession(self.settings)

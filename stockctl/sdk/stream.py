@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import httpx
@@ -31,6 +32,7 @@ from stockctl.runtime.retry import Backoff
 from stockctl.sdk.sessions import TokenSource
 from stockctl.sdk.types import Info
 from stockctl.settings import Settings
+from stockctl.wire.base_urls import split_urls
 from stockctl.wire.gateway import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, ServerFrame, server_frame_decoder
 
 StateHandler = Callable[[str, str], None]
@@ -56,6 +58,12 @@ class Endpoints:
 
     @classmethod
     def instance(cls, settings: Settings) -> Endpoints:
+        """The running instance; or, when ``STOCKCTL_GATEWAY_URL`` lists several gateways, those
+        (their sockets from a ``STOCKCTL_WS_URL`` list in the same order, else asked)."""
+        rest = split_urls(resolve_gateway_url(settings)) if os.environ.get("STOCKCTL_GATEWAY_URL") else []
+        if len(rest) > 1:
+            ws = os.environ.get("STOCKCTL_WS_URL", "")
+            return cls(rest, [u.strip() for u in ws.split(",") if u.strip()] if "," in ws else [])
         out = cls(["(the running instance)"])
         out.settings = settings
         return out

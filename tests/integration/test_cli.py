@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from stockctl.instance.infra import free_port
 from stockctl.settings import DAEMONS
 from tests.support.cli import Cli, cli_instance, pid_alive
 from tests.support.stack import wait_for
@@ -375,3 +376,35 @@ def test_amend_stops_gtd_and_icebergs_through_the_cli(cli: Cli) -> None:
     assert any(e.get("reason") == "expired" and e["order_id"] == gtd["order_id"] for e in history)
     bad = cli.run("order", "buy", mkt, "1@250", "--gtd", "soon")
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "bad expiry" in bad.stderr
+
+
+def test_a_comma_list_of_gateways_fails_over_past_one_that_is_down(cli: Cli) -> None:
+    # Arrange: the instance's gateway, listed after one that refuses connections; a new user.
+    cli.up()
+    live = f"http://127.0.0.1:{cli.env['STOCKCTL_GATEWAY_PORT']}"
+    dead = f"http://127.0.0.1:{free_port()}"
+    cy = Cli(cli.home)
+    cy.env = {
+        **cli.env,
+        "XDG_CONFIG_HOME": str(cli.home.parent / "config-cy"),
+        "STOCKCTL_GATEWAY_URL": f"{dead},{live}/",
+    }
+
+    # Act: log in, trade, read, and watch, each starting at the dead gateway.
+    cy.register("cy@example.com")
+    placed = cy.json("order", "buy", "TATA_INR", "1@99")
+    opens = cy.json("orders")
+    watched = cy.run("watch", "AAPL", "--json", "--count", "2", timeout=60)
+
+    # Assert: every call reached the live gateway, and the order was placed once.
+    assert placed["status"] == "open", placed
+    assert [o["order_id"] for o in opens] == [placed["order_id"]], opens
+    assert watched.returncode == 0, watched.stderr
+    assert [json.loads(line)["symbol"] for line in watched.stdout.splitlines()] == ["AAPL", "AAPL"]
+
+    # ... and with every gateway down, one line that names them all, no traceback.
+    cli.run("down", check=True, timeout=120)
+    down = cy.run("orders")
+    assert down.returncode != 0
+    assert "Traceback" not in down.stderr and len(down.stderr.strip().splitlines()) == 1, down.stderr
+    assert dead in down.stderr and live in down.stderr, down.stderr
