@@ -1,14 +1,15 @@
-"""Fault injection on a 3-node NATS cluster (issue #12, faults a and b): kill -9 of the node
-that leads ``EX_ORDERS`` and of the node that leads ``MD_TICKS``, under the fault suite's
-steady load.
+"""Fault injection on a 3-node NATS cluster (issue #12, faults a and b): the node that leads
+``EX_ORDERS`` and the node that leads ``MD_TICKS``, each killed (-9) and frozen (SIGSTOP for
+15 s), under the fault suite's steady load.
 
 A real 3-node nats-server cluster (route credentials, JetStream) runs for the module, and
 ``stockctl up --nats-url <the three nodes>`` with ``STOCKCTL_STREAM_REPLICAS=3`` runs every
 daemon against it, with its own embedded valkey-server. Each test finds the stream's leader,
-kills that node, and measures the recovery from the kill: an order acknowledged and a fresh
-quote delivered over the WebSocket, each attempted after it. The node is then started again
-and the test waits until every stream has all three replicas current, so the next fault
-starts from a whole cluster.
+fails that node, and measures the recovery from the fault: an order acknowledged and a fresh
+quote delivered over the WebSocket, each attempted after it. A frozen node is not waited
+out: the other two must carry on while it is stopped (SIGCONT comes on a timer). A killed
+node is started again. Then the test waits until every stream has all three replicas
+current, so the next fault starts from a whole cluster.
 
 After each fault the checks of ``tests/support/fault_suite.py`` run: no acknowledged order
 lost, no fill or trade duplicated in events or views, balances equal the replay and are
@@ -17,6 +18,9 @@ conserved, price history with no gap and no duplicate. The summary table is prin
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +37,8 @@ pytestmark = pytest.mark.faults
 # The assertion is a wider bound, a recovery that is stuck, not slow: nats-server elects a
 # stream's new leader 4-9 s (randomised) after the old one died, which no client can shorten.
 RECOVERY_BOUND_S = 20.0
+PAUSE_S = 15.0
+ORDERS, TICKS = names.ORDER_STREAM, names.TICK_STREAM
 STREAMS = (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM)
 
 
@@ -40,12 +46,15 @@ STREAMS = (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM)
 class NodeFault:
     id: str
     label: str
-    stream: str  # the node that leads this stream is killed
+    stream: str  # the node that leads this stream fails
+    action: str  # "kill" (SIGKILL, then started again) or "pause" (SIGSTOP for PAUSE_S, then SIGCONT)
 
 
 FAULTS = [
-    NodeFault("kill-orders-leader", "kill -9 the NATS node leading EX_ORDERS", names.ORDER_STREAM),
-    NodeFault("kill-ticks-leader", "kill -9 the NATS node leading MD_TICKS", names.TICK_STREAM),
+    NodeFault("kill-orders-leader", "kill -9 the NATS node leading EX_ORDERS", ORDERS, "kill"),
+    NodeFault("kill-ticks-leader", "kill -9 the NATS node leading MD_TICKS", TICKS, "kill"),
+    NodeFault("pause-orders-leader", f"SIGSTOP {PAUSE_S:.0f}s NATS node leading EX_ORDERS", ORDERS, "pause"),
+    NodeFault("pause-ticks-leader", f"SIGSTOP {PAUSE_S:.0f}s NATS node leading MD_TICKS", TICKS, "pause"),
 ]
 
 
@@ -72,7 +81,7 @@ def cstack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
-def test_a_killed_leading_nats_node_loses_nothing(cstack: ClusterStack, fault: NodeFault) -> None:
+def test_a_failed_leading_nats_node_loses_nothing(cstack: ClusterStack, fault: NodeFault) -> None:
     st, cluster, watcher = cstack.st, cstack.cluster, cstack.st.watcher
 
     # Arrange: a whole cluster (every replica current, checked before the load, since under
@@ -85,14 +94,24 @@ def test_a_killed_leading_nats_node_loses_nothing(cstack: ClusterStack, fault: N
     assert node.proc is not None
     logs_at = st.log_sizes()
 
-    # Act: kill the leader; start it again once the recovery is measured (or has failed).
+    # Act: fail the leader. A frozen node is resumed on a timer while recovery is measured; a
+    # killed one is started again once it is measured (or has failed).
     t_fault = time.time()
-    node.kill()
+    resume = None
+    if fault.action == "pause":
+        os.kill(node.proc.pid, signal.SIGSTOP)
+        resume = threading.Timer(PAUSE_S, os.kill, (node.proc.pid, signal.SIGCONT))
+        resume.start()
+    else:
+        node.kill()
     try:
         recovery, done = recover(st, fault.label, t_fault, t_fault)
         new_leader = cluster.leader_other_than(fault.stream, leader)
     finally:
-        node.start()
+        if resume is not None:
+            resume.join()
+        else:
+            node.start()
     cluster.wait_healthy(STREAMS)
     pause_load_after(st, max(done.values()))
     order_events_after = [t for t in watcher.order_events if t >= t_fault]

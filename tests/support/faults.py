@@ -48,6 +48,7 @@ from stockctl.wire.exchange import (
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.marketdata import Quote, Tick, tick_decoder
 from stockctl.wire.nats_urls import nats_options
+from stockctl.wire.streams import STREAM_UNAVAILABLE
 
 MARKETS = ("TATA_INR", "JIO_INR")
 RETRY_FOR_S = 45.0  # how long a trader keeps retrying one submission through an outage
@@ -329,8 +330,19 @@ class Ledger:
         self.ticks: dict[str, list[Tick]] = defaultdict(list)
 
     def sync(self) -> int:
-        """Read what is new in the three streams; returns how many new commands there were."""
-        return asyncio.run(self._sync())
+        """Read what is new in the three streams; returns how many new commands there were.
+
+        On a cluster the JetStream API answers 503 for a moment after a node comes back (its
+        meta leader may change): asked again for up to 30 s. A stream read is applied whole or
+        not at all, so a retry goes on from where the last one stopped."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return asyncio.run(self._sync())
+            except STREAM_UNAVAILABLE:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     async def _sync(self) -> int:
         nc = await nats.connect(**nats_options(self.nats_url), connect_timeout=5, max_reconnect_attempts=5)

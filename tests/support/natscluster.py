@@ -48,9 +48,17 @@ class NatsCluster:
         """The node a stream's ``cluster.leader`` names (``n1`` is ``nats1``)."""
         return next(n for n in self.nodes if n.name == f"nats{server_name[1:]}")
 
-    def stream_placement(self, stream: str) -> tuple[str, list[tuple[str, bool]]]:
-        """``stream``'s leader and its other replicas with whether each is current, as the cluster says."""
-        return asyncio.run(asyncio.wait_for(self._placement(stream), 15))
+    def stream_placement(self, stream: str, timeout: float = 15) -> tuple[str, list[tuple[str, bool]]]:
+        """``stream``'s leader and its other replicas with whether each is current, as the cluster
+        says; asked again for up to ``timeout`` while the stream is between leaders (a 503)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return asyncio.run(asyncio.wait_for(self._placement(stream), 15))
+            except STREAM_UNAVAILABLE:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def consumer_peers(self, stream: str, consumer: str) -> int:
         """How many nodes hold ``consumer`` of ``stream``: its leader and its replicas."""
