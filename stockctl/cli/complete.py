@@ -47,9 +47,10 @@ def instance_list(settings: Settings, path: str, timeout: float = TIMEOUT_S) -> 
     from stockctl.client.credentials import load
     from stockctl.errors import StockctlError
     from stockctl.instance.registry import resolve_gateway_url
+    from stockctl.wire.base_urls import split_urls
 
     try:
-        url = resolve_gateway_url(settings).split(",")[0]  # completion asks the first gateway only
+        url = split_urls(resolve_gateway_url(settings))[0]  # completion asks the first gateway only
         session = load(settings)
     except (StockctlError, OSError, ValueError):
         return None
