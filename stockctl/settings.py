@@ -30,6 +30,8 @@ from pydantic_settings import (
 
 from stockctl.components import DAEMONS, SERVERS
 from stockctl.errors import StockctlError, UsageError
+from stockctl.wire.masking import mask_url
+from stockctl.wire.redis_urls import parse_redis_url
 from stockctl.wire.symbols import parse_symbol
 
 if TYPE_CHECKING:
@@ -129,29 +131,6 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-def mask_url(url: str | None) -> str | None:
-    """``url`` with the secret of its userinfo replaced by ``***``: the one redaction helper.
-
-    ``nats://user:pass@host`` becomes ``nats://user:***@host``, ``redis://:pass@host/0``
-    ``redis://:***@host/0`` and a token URL ``nats://tok@host`` ``nats://***@host``. Several
-    comma-separated URLs (a NATS server list) are each masked. The userinfo runs to the
-    last ``@``, so a password holding ``@`` or ``/`` is masked whole (over-masking a query
-    that holds ``@`` is the safe side to err on).
-    """
-    if not url:
-        return url
-    return ",".join(_mask_one(part) for part in url.split(","))
-
-
-def _mask_one(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    at = rest.rfind("@")
-    if not sep or at < 0:
-        return url
-    user, colon, _ = rest[:at].partition(":")
-    return f"{scheme}://{user + ':***' if colon else '***'}@{rest[at + 1 :]}"
-
-
 class Settings(BaseSettings):
     """Typed configuration for every stockctl component (env prefix ``STOCKCTL_``)."""
 
@@ -174,7 +153,8 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
     """Use an existing Redis/Valkey server instead of starting one; credentials go in the URL
-    (``redis://:pass@host:6379/0``, ``redis://user:pass@...``, ``rediss://`` for TLS)."""
+    (``redis://:pass@host:6379/0``, ``redis://user:pass@...``, ``rediss://`` for TLS), or a
+    Redis/Valkey Cluster by some of its nodes (``redis+cluster://:pass@h1:6379,h2:6379``)."""
 
     nats_port: int = Field(14222, ge=1, le=65535)
     """Port of the embedded nats-server."""
@@ -459,6 +439,13 @@ class Settings(BaseSettings):
                 seen[sym] = spec.exchange
             out.append(str(spec))
         return out
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value:
+            parse_redis_url(value)  # a ValueError says what is wrong with it
+        return value
 
     @field_validator("feed_url_binance", "feed_url_coinbase")
     @classmethod
