@@ -42,6 +42,7 @@ from stockctl.runtime.daemon import Daemon, main
 from stockctl.runtime.natsout import Frames, send_frames
 from stockctl.runtime.process import failpoint
 from stockctl.runtime.retry import STREAM_BACKOFF, Stopped, retry
+from stockctl.runtime.scripts import Call, Lua, run_scripts
 from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
@@ -105,6 +106,12 @@ class Plan:
     """``id()`` of the messages held back in the reorder buffer: not acked by this batch."""
     released: list[Msg] = field(default_factory=list)
     """Messages of earlier batches applied by this one, from the reorder buffer: acked with it."""
+    before: dict[str, int] = field(default_factory=dict)
+    """Per touched symbol, its stream seq as Redis holds it before this batch: the commit's fence."""
+
+    def apply(self, state: SymbolState, tick: Tick, sseq: int) -> None:
+        self.before.setdefault(state.symbol, state.last_sseq)
+        self.add(state, state.apply(tick, sseq))
 
     def release(self, msgs: list[Msg]) -> None:
         """Held messages are applied now: ack them with this batch, wherever they arrived."""
@@ -134,6 +141,48 @@ class Plan:
             (sym, iv): {start: encode(candle_of(sym, iv, c)) for start, c in by_start.items()}
             for (sym, iv), by_start in self.candles.items()
         }
+
+
+# KEYS: quote hash, history list, signal list, then one candle set per interval.
+# ARGV: the stream seq the quote hash must hold (else nothing is written: 0), the history,
+# signal and candle limits; then counted sections: quote fields (n, then field/value pairs),
+# history points, signals, and for each candle set its candles (n, then score/JSON pairs).
+COMMIT_SYMBOL = Lua("""
+if (redis.call('HGET', KEYS[1], 'sseq') or '0') ~= ARGV[1] then return 0 end
+local function push(key, first, n, limit)
+  local last = first + n - 1
+  while first <= last do
+    local upto = math.min(first + 999, last)
+    redis.call('RPUSH', key, unpack(ARGV, first, upto))
+    first = upto + 1
+  end
+  if n > 0 then redis.call('LTRIM', key, -limit, -1) end
+end
+local at = 5
+local n = tonumber(ARGV[at])
+redis.call('HSET', KEYS[1], unpack(ARGV, at + 1, at + 2 * n))
+at = at + 2 * n + 1
+n = tonumber(ARGV[at])
+push(KEYS[2], at + 1, n, tonumber(ARGV[2]))
+at = at + n + 1
+n = tonumber(ARGV[at])
+push(KEYS[3], at + 1, n, tonumber(ARGV[3]))
+at = at + n + 1
+for k = 4, #KEYS do
+  n = tonumber(ARGV[at])
+  for i = at + 1, at + 2 * n, 2 do
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], ARGV[i], ARGV[i])
+    redis.call('ZADD', KEYS[k], ARGV[i], ARGV[i + 1])
+  end
+  if n > 0 then redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(tonumber(ARGV[4]) + 1)) end
+  at = at + 2 * n + 1
+end
+return 1
+""")
+
+
+class StaleState(RedisError):
+    """A symbol's stored state is not the one this processor planned from; reload it."""
 
 
 class Processor:
@@ -187,7 +236,9 @@ class Processor:
         stored = await self.r.get(names.STREAM_EPOCH_KEY)
         if stored is not None and stored.decode() != epoch:
             log.warning("tick stream was recreated; resetting dedup sequence numbers")
-            async with self.r.pipeline(transaction=True) as pipe:
+            # Per key (the symbols are in different cluster slots): the epoch is written last,
+            # so a crash part way resets them all again at the next start.
+            async with self.r.pipeline(transaction=False) as pipe:
                 for sym in self.states:
                     pipe.hset(names.quote_key(sym), mapping={"seq": 0, "sseq": 0})
                 await pipe.execute()
@@ -334,7 +385,7 @@ class Processor:
 
     def _apply(self, state: SymbolState, tick: Tick, sseq: int, plan: Plan) -> None:
         """Apply one tick, then every held tick that now follows on."""
-        plan.add(state, state.apply(tick, sseq))
+        plan.apply(state, tick, sseq)
         self.status.incr("ticks")
         self._drain(state, plan, progressed=True)
 
@@ -344,7 +395,7 @@ class Processor:
         while held and state.last_seq + 1 in held:
             progressed = True
             nxt = held.pop(state.last_seq + 1)
-            plan.add(state, state.apply(nxt.tick, nxt.sseq))
+            plan.apply(state, nxt.tick, nxt.sseq)
             self.status.incr("ticks")
             self.status.incr("gap_filled")
             plan.release(nxt.msgs)
@@ -378,31 +429,38 @@ class Processor:
         if not plan.touched:
             return
         s = self.s
-        # On the no-retry client, so that redis-py never re-sends the transaction by itself after
-        # a lost reply: EXEC may have been applied, and only the reload after a RedisError (the
-        # stored seqs) tells the applied ticks apart. One round trip: MULTI ... EXEC in one write.
-        async with self.commit_r.pipeline(transaction=True) as pipe:
-            if plan.new_symbols:
-                pipe.sadd(names.SYMBOLS_KEY, *plan.new_symbols)
-            for sym, state in plan.touched.items():
-                pipe.hset(names.quote_key(sym), mapping=state.quote_fields())
-            for sym, points in plan.points.items():
-                key = names.history_key(sym)
-                pipe.rpush(key, *points)
-                pipe.ltrim(key, -s.history_limit, -1)
-            plan.encoded = plan.encoded_candles()
-            for (sym, iv), by_start in plan.encoded.items():
-                key = names.candles_key(sym, iv)
+        if plan.new_symbols:
+            # On its own, before the symbols' keys: a crash in between lists a symbol with no
+            # price yet (readers say so), never a price that no listing leads to.
+            await self.commit_r.sadd(names.SYMBOLS_KEY, *plan.new_symbols)
+        plan.encoded = plan.encoded_candles()
+        intervals = s.candle_intervals
+        calls: list[Call] = []
+        for sym, state in plan.touched.items():
+            points = plan.points.get(sym, [])
+            signals = plan.signals.get(sym, [])
+            fields = state.quote_fields()
+            args: list[str | int | bytes] = [plan.before[sym], s.history_limit, s.signal_limit, s.candle_limit]
+            args.append(len(fields))
+            for k, v in fields.items():
+                args += [k, v]
+            args += [len(points), *points, len(signals), *signals]
+            for iv in intervals:
+                by_start = plan.encoded.get((sym, iv), {})
+                args.append(len(by_start))
                 for start, data in by_start.items():
-                    score = start // 1_000_000_000  # seconds: exact as a Redis double
-                    pipe.zremrangebyscore(key, score, score)
-                    pipe.zadd(key, {data: score})
-                pipe.zremrangebyrank(key, 0, -(s.candle_limit + 1))
-            for sym, signals in plan.signals.items():
-                key = names.signals_key(sym)
-                pipe.rpush(key, *signals)
-                pipe.ltrim(key, -s.signal_limit, -1)
-            await pipe.execute()
+                    args += [start // 1_000_000_000, data]  # seconds: exact as a Redis double
+            keys = [names.quote_key(sym), names.history_key(sym), names.signals_key(sym)]
+            keys += [names.candles_key(sym, iv) for iv in intervals]
+            calls.append(Call(COMMIT_SYMBOL, keys, args))
+        # On the no-retry client: every script is fenced by the symbol's stored stream seq, so one
+        # sent twice (a cluster client retrying across a failover) or a batch retried after a
+        # partial commit writes each symbol's ticks once. A fenced-out symbol means Redis is not
+        # what this process last wrote (a lost write on a failover): reload and plan again.
+        results = await run_scripts(self.commit_r, calls)
+        stale = [call.keys[0] for call, ok in zip(calls, results, strict=True) if not ok]
+        if stale:
+            raise StaleState(f"{len(stale)} symbols changed in Redis since they were read ({stale[0]}, ...)")
 
 
 class ProcessorDaemon(Daemon):

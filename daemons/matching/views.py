@@ -2,11 +2,13 @@
 
 The gateway's history endpoints read these lists; matching is their only writer. Each
 user's fills, each market's trades and each user's finished orders are a list, oldest
-first, trimmed to the last ``HISTORY_LIMIT``. One Lua script (``RECORD_SCRIPT``: atomic, one
-round trip per batch) writes a batch's additions together with ``VIEWS_SEQ_KEY``, the
-per-market event seq they reach, and writes nothing if that watermark already covers them.
-So after a crash the watermark says exactly which stored events still lack their views (the
-restart writes those, once), and a script resent after a lost reply is a no-op.
+first, trimmed to the last ``HISTORY_LIMIT``, with a watermark hash beside it in the same
+cluster slot (``<list>:seq``: market -> the last event seq the list holds). One Lua script per
+list (``RECORD_LIST``, all of a batch's in one round trip) appends the values past that
+watermark and moves it, atomically. Then ``VIEWS_SEQ_KEY`` takes the batch's last seq per
+market: a lower bound of the lists' watermarks, from which a restart writes views again.
+So after a crash every stored event reaches every list once: what a list already holds its
+watermark skips, and a script resent after a lost reply is a no-op.
 
 :meth:`RedisViews.record` retries through Redis outages until it succeeds, or until the
 daemon stops (then the watermark, unchanged, leaves the work to the next start).
@@ -22,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from stockctl.runtime.retry import backoff_sleep
+from stockctl.runtime.scripts import Call, Lua, run_scripts
 from stockctl.runtime.status import StateLog
 from stockctl.wire import names
 from stockctl.wire.exchange import Accepted, Amended, Cancelled, Event, Rejected, Trade, Triggered
@@ -31,35 +34,30 @@ log = logging.getLogger("stockctl.matching")
 HISTORY_LIMIT = 1_000  # fills / trades / finished orders kept per user or market in Redis
 
 
-# KEYS: the watermark hash, then each list. ARGV: the history limit, the number of markets,
-# (market, last seq) for each, then for each list the number of its values and the values.
-# Nothing is written when every market's watermark already reaches its seq (applied before).
-RECORD_SCRIPT = """
-local limit = tonumber(ARGV[1])
-local markets = tonumber(ARGV[2])
-local applied = true
-for i = 3, 2 + 2 * markets, 2 do
-  local stored = redis.call('HGET', KEYS[1], ARGV[i])
-  if not stored or tonumber(stored) < tonumber(ARGV[i + 1]) then applied = false end
-end
-if applied then return 0 end
-local at = 3 + 2 * markets
-for k = 2, #KEYS do
-  local n = tonumber(ARGV[at])
-  local first = at + 1
-  while first <= at + n do
-    local upto = math.min(first + 999, at + n)
-    redis.call('RPUSH', KEYS[k], unpack(ARGV, first, upto))
-    first = upto + 1
+# KEYS: one view list, then its watermark hash (market -> last event seq the list holds; the
+# two share a hash tag, so a cluster keeps them in one slot). ARGV: the history limit, then
+# (market, event seq, value) for each value, in event order. Values at or below their market's
+# watermark are already in the list (an earlier run, or this call sent twice) and are skipped.
+RECORD_LIST = Lua("""
+local marks, out = {}, {}
+for i = 2, #ARGV, 3 do
+  local market, seq = ARGV[i], tonumber(ARGV[i + 1])
+  if marks[market] == nil then marks[market] = tonumber(redis.call('HGET', KEYS[2], market) or '0') end
+  if seq > marks[market] then
+    out[#out + 1] = ARGV[i + 2]
+    marks[market] = seq
+    redis.call('HSET', KEYS[2], market, seq)
   end
-  redis.call('LTRIM', KEYS[k], -limit, -1)
-  at = at + n + 1
 end
-for i = 3, 2 + 2 * markets, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+local first = 1
+while first <= #out do
+  local upto = math.min(first + 999, #out)
+  redis.call('RPUSH', KEYS[1], unpack(out, first, upto))
+  first = upto + 1
 end
-return 1
-"""
+if #out > 0 then redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1) end
+return #out
+""")
 
 
 def event_market(ev: Event) -> str:
@@ -73,7 +71,6 @@ class RedisViews:
     def __init__(self, r: aioredis.Redis, stop: asyncio.Event) -> None:
         self.r, self.stop = r, stop
         self.viewed: dict[str, int] = {}
-        self._script = r.register_script(RECORD_SCRIPT)
         self.state = StateLog(log, "Redis views")
 
     async def stored_watermarks(self) -> dict[str, int]:
@@ -104,31 +101,29 @@ class RedisViews:
         last: dict[str, int] = {}
         for ev, _ in events:
             last[event_market(ev)] = ev.seq
-        # One RPUSH and one LTRIM per list for the whole batch, values in event order: far
-        # fewer commands to pack and run than two per event and per side.
-        pushes: dict[str, list[bytes]] = {}
+        # One script per list, all in one round trip: each pushes the values past its own list's
+        # watermark, so a batch written part way (a crash between two lists, on different
+        # cluster nodes) or sent twice writes every value exactly once when it is written again.
+        pushes: dict[str, list[Any]] = {}
         for ev, data in events:
+            market = event_market(ev)
+            lists: list[str] = []
             if isinstance(ev, Trade):
-                for user in {ev.maker_user, ev.taker_user}:
-                    pushes.setdefault(names.fills_key(user), []).append(data)
-                pushes.setdefault(names.trades_key(ev.market), []).append(data)
+                lists += [names.fills_key(user) for user in {ev.maker_user, ev.taker_user}]
+                lists.append(names.trades_key(ev.market))
             elif isinstance(ev, Accepted | Rejected | Cancelled | Amended | Triggered):
                 # An order's life for `orders --all`: accepted, then cancelled or filled.
-                pushes.setdefault(names.orders_key(ev.user), []).append(data)
-        keys: list[str] = [names.VIEWS_SEQ_KEY, *pushes]
-        args: list[Any] = [HISTORY_LIMIT, len(last)]
-        for market, seq in last.items():
-            args += [market, seq]
-        for values in pushes.values():
-            args.append(len(values))
-            args += values
+                lists.append(names.orders_key(ev.user))
+            for key in lists:
+                pushes.setdefault(key, [HISTORY_LIMIT]).extend((market, ev.seq, data))
+        calls = [Call(RECORD_LIST, [key, names.list_seq_key(key)], args) for key, args in pushes.items()]
         attempt = 0
         while True:
             try:
-                # One script, one round trip: atomic, and a no-op when the watermark already
-                # covers these events, so a resend after a lost reply (by redis-py's own retry
-                # or by this loop) never pushes anything twice.
-                await self._script(keys=keys, args=args)
+                await run_scripts(self.r, calls)
+                # Then the instance-wide watermark, a lower bound of the lists' own ones: where
+                # a restart starts writing views again (the lists skip what they hold).
+                await self.r.hset(names.VIEWS_SEQ_KEY, mapping=last)
                 self.viewed.update(last)
                 self.state.set("ok")
                 return

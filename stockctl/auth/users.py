@@ -36,6 +36,7 @@ from email_validator import EmailNotValidError, validate_email
 from redis.exceptions import WatchError
 
 from stockctl.errors import NotFound, ServiceUnavailable, StockctlError, UsageError
+from stockctl.runtime.connections import sync_redis_client
 from stockctl.settings import mask_url
 from stockctl.wire import names
 from stockctl.wire.nats_urls import nats_options
@@ -468,7 +469,7 @@ def _sync_redis(settings: Settings) -> tuple[redis.Redis, str]:
     from stockctl.instance.registry import resolve_urls
 
     _, url = resolve_urls(settings)
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5), url
+    return sync_redis_client(url), url
 
 
 def _unavailable(url: str, exc: Exception) -> Exception:

@@ -56,7 +56,12 @@ class MarketStore:
 
     async def quote(self, symbol: str) -> Quote:
         sym = await self.known(symbol)
-        return quote_from_fields(_fields(await self.r.hgetall(names.quote_key(sym))))
+        raw = await self.r.hgetall(names.quote_key(sym))
+        if b"price" not in raw:
+            # Listed before its first batch is stored: the processor adds a symbol to the set
+            # on its own (the set and the symbol's keys are in different cluster slots).
+            raise NotFound(f"no price for {sym} yet", "try again in a moment")
+        return quote_from_fields(_fields(raw))
 
     async def history(self, symbol: str, limit: int) -> list[PricePoint]:
         sym = await self.known(symbol)

@@ -24,13 +24,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from stockctl.runtime.keylayout import ensure_key_layout
 from stockctl.runtime.ops import Ops
 from stockctl.runtime.retry import retry
 from stockctl.runtime.status import StateLog
 from stockctl.settings import Settings, mask_url
 from stockctl.wire.nats_urls import nats_options
+from stockctl.wire.redis_urls import parse_redis_url
 
 if TYPE_CHECKING:
+    import redis
     import redis.asyncio as aioredis
     from nats.aio.client import Client as NATS
 
@@ -109,15 +112,41 @@ def redis_client(settings: Settings, retries: int = 3) -> aioredis.Redis:
 
     ``retries=0`` gives a client that never sends a command twice by itself: a transaction
     whose reply was lost is then the caller's to check (redis-py would otherwise re-send it).
+    A ``redis+cluster://`` URL gives redis-py's cluster client, which follows the cluster's
+    slot map and a failover by itself; it answers the same calls (typed as the plain client).
     """
     import redis.asyncio as aioredis
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
+    url = settings.effective_redis_url
+    cluster = parse_redis_url(url)
+    if cluster is not None:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
+            username=cluster.username,
+            password=cluster.password,
+            ssl=cluster.tls,
+            # Per node: a failover moves a slot's traffic onto the promoted replica's pool.
+            max_connections=512,
+            decode_responses=False,
+            socket_connect_timeout=2,
+            # Short: a paused primary must fail a command soon, so the slot map is read again
+            # and the promoted replica takes the retry (the cluster's own retries, below).
+            socket_timeout=2,
+            # Retries ride out a failover (a slot is unserved for the node timeout and a
+            # vote, about 3 s): each one re-reads the slot map. Even with ``retries=0``, the
+            # callers' writes are scripts that are no-ops when sent twice (their fences).
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=12),
+            require_full_coverage=False,
+        )
+        return client  # type: ignore[return-value]
     # A blocking pool: a burst of requests (thousands of WebSocket clients connecting at
     # once) waits for a connection instead of failing with "too many connections".
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.effective_redis_url,
+        url,
         max_connections=64,
         timeout=10,
         decode_responses=False,
@@ -127,6 +156,28 @@ def redis_client(settings: Settings, retries: int = 3) -> aioredis.Redis:
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries),
     )
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+
+
+def sync_redis_client(url: str) -> redis.Redis:
+    """A synchronous client for the operator commands (``stockctl users``): one server, or the
+    cluster client for a ``redis+cluster://`` URL, with short timeouts (a person is waiting)."""
+    import redis
+
+    cluster = parse_redis_url(url)
+    if cluster is None:
+        return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    from redis.cluster import ClusterNode, RedisCluster
+
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
+        username=cluster.username,
+        password=cluster.password,
+        ssl=cluster.tls,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        require_full_coverage=False,
+    )
+    return client  # type: ignore[return-value]
 
 
 async def open_redis(
@@ -143,4 +194,6 @@ async def open_redis(
 
     await retry(r.ping, stop=stop, on_error=unreachable, what="Redis")
     state.set("connected")
+    cluster = parse_redis_url(ops.settings.effective_redis_url) is not None
+    await retry(lambda: ensure_key_layout(r, cluster), stop=stop, on_error=unreachable, what="Redis")
     return r

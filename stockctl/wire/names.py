@@ -73,6 +73,23 @@ def symbol_of(subject: str) -> str:
 
 
 # --- Redis -----------------------------------------------------------------------------
+#
+# Keys that one transaction or Lua script touches together share a hash tag (the part in
+# braces), so a Redis Cluster keeps them in one slot: per symbol ``{AAPL}``, per user
+# ``{email}``, per market ``{TATA_INR}``. Accounts and alerts each take one tag, ``{auth}`` and
+# ``{alerts}``: their scripts join a user's keys with instance-wide ones (every email, every
+# active alert), which no per-user tag could. On a single server the braces are just characters.
+
+
+def _tag(symbol: str) -> str:
+    """A symbol's key part as its own hash tag: every key of one symbol lands in one slot."""
+    return f"{{{symbol_token(symbol)}}}"
+
+
+def list_seq_key(list_key: str) -> str:
+    """Hash beside a view list (same slot): market -> the last event seq the list includes."""
+    return f"{list_key}:seq"
+
 
 SYMBOLS_KEY = "md:symbols"
 """Set of every symbol the processor has seen."""
@@ -83,61 +100,64 @@ STREAM_EPOCH_KEY = "md:stream-epoch"
 
 def quote_key(symbol: str) -> str:
     """Hash: latest price, day open/high/low, SMA values, dedup sequence numbers."""
-    return f"md:quote:{symbol_token(symbol)}"
+    return f"md:quote:{_tag(symbol)}"
 
 
 def history_key(symbol: str) -> str:
     """List of the last N price points, oldest first."""
-    return f"md:hist:{symbol_token(symbol)}"
+    return f"md:hist:{_tag(symbol)}"
 
 
 def candles_key(symbol: str, interval: str) -> str:
     """Sorted set of candles scored by bucket start (ns)."""
-    return f"md:candles:{symbol_token(symbol)}:{interval}"
+    return f"md:candles:{_tag(symbol)}:{interval}"
 
 
 def signals_key(symbol: str) -> str:
     """List of SMA crossover signals, oldest first."""
-    return f"md:signals:{symbol_token(symbol)}"
+    return f"md:signals:{_tag(symbol)}"
 
 
 # --- accounts (auth daemon) -------------------------------------------------------------
 
-USERS_KEY = "auth:users"
+AUTH = "{auth}"
+"""The hash tag (and prefix) of every account key: one slot, see the Redis section above."""
+
+USERS_KEY = f"{AUTH}:users"
 """Set of every registered (normalised) email."""
 
-DISABLED_KEY = "auth:disabled"
+DISABLED_KEY = f"{AUTH}:disabled"
 """Set of disabled emails: they cannot log in or refresh, and the gateway refuses them."""
 
 
 def user_key(email: str) -> str:
     """Hash: email, argon2 hash, created, disabled."""
-    return f"auth:user:{email}"
+    return f"{AUTH}:user:{email}"
 
 
 def refresh_key(token_hash: str) -> str:
     """String: the email a refresh token (by its SHA-256) belongs to; expires with the token."""
-    return f"auth:refresh:{token_hash}"
+    return f"{AUTH}:refresh:{token_hash}"
 
 
 def sessions_key(email: str) -> str:
     """Set of a user's live refresh-token hashes, to revoke them all at once."""
-    return f"auth:sessions:{email}"
+    return f"{AUTH}:sessions:{email}"
 
 
 def login_failures_key(kind: str, value: str) -> str:
     """Counter of failed logins per ``email`` or ``ip`` within the throttle window."""
-    return f"auth:fail:{kind}:{value}"
+    return f"{AUTH}:fail:{kind}:{value}"
 
 
 def registrations_key(ip: str) -> str:
     """Counter of registrations from one client address within the throttle window."""
-    return f"auth:register:ip:{ip}"
+    return f"{AUTH}:register:ip:{ip}"
 
 
 def skeleton_key(skeleton: str) -> str:
     """The account whose email looks like ``skeleton`` (confusable characters mapped to Latin)."""
-    return f"auth:skeleton:{skeleton}"
+    return f"{AUTH}:skeleton:{skeleton}"
 
 
 ACCOUNT_DISABLED_SUBJECT = "auth.disabled"
@@ -147,7 +167,7 @@ ACCOUNT_DISABLED_SUBJECT = "auth.disabled"
 def used_refresh_key(token_hash: str) -> str:
     """String: the email of a refresh token already rotated away, kept until it would have
     expired; presenting it again is token theft, so all of that user's sessions are revoked."""
-    return f"auth:refresh-used:{token_hash}"
+    return f"{AUTH}:refresh-used:{token_hash}"
 
 
 # --- exchange (matching daemon) ----------------------------------------------------------
@@ -191,16 +211,18 @@ SNAPSHOT_KEY = "ex:snapshot"
 
 def fills_key(user: str) -> str:
     """List of a user's fills, oldest first (bounded)."""
-    return f"ex:fills:{user}"
+    return f"ex:fills:{{{user}}}"
 
 
 def trades_key(market: str) -> str:
     """List of a market's recent trades, oldest first (bounded)."""
-    return f"ex:trades:{symbol_token(market)}"
+    return f"ex:trades:{_tag(market)}"
 
 
 VIEWS_SEQ_KEY = "ex:views-seq"
-"""Hash: market -> last event seq whose fills/trades/orders views are written (same MULTI)."""
+"""Hash: market -> an event seq whose fills/trades/orders views are all written. Written after
+the lists (each list's own watermark, :func:`list_seq_key`, is the exact one), so it is a
+lower bound: a restart rewrites from here, and the lists' watermarks skip what they hold."""
 
 
 def exchange_tick_origin(event_seq: int) -> str:
@@ -216,10 +238,13 @@ def event_seq_of_origin(origin: str) -> int | None:
 
 def orders_key(user: str) -> str:
     """List of a user's finished orders (filled or cancelled), oldest first (bounded)."""
-    return f"ex:orders:{user}"
+    return f"ex:orders:{{{user}}}"
 
 
 # --- price alerts (gateway writes, alerts daemon fires) -----------------------------------
+
+ALERTS = "{alerts}"
+"""The hash tag (and prefix) of every alert key: one slot, see the Redis section above."""
 
 ALERT_CHANGED_SUBJECT = "alert.changed"
 """Core NATS: the gateway added or removed an alert; alerts daemons update their index."""
@@ -227,18 +252,52 @@ ALERT_CHANGED_SUBJECT = "alert.changed"
 ALERT_FIRED_SUBJECT = "alert.fired"
 """Core NATS: an alert fired (the alert, status ``fired``); gateways deliver it to its user."""
 
-ALERTS_ACTIVE_KEY = "alerts:active"
+ALERTS_ACTIVE_KEY = f"{ALERTS}:active"
 """Hash: alert id -> alert JSON, every user's active alerts (what the alerts daemon watches)."""
 
-ALERT_IDS_KEY = "alerts:next-id"
+ALERT_IDS_KEY = f"{ALERTS}:next-id"
 """Counter: the last alert id handed out."""
 
 
 def user_alerts_key(user: str) -> str:
     """Set of a user's active alert ids (the per-user limit counts these)."""
-    return f"alerts:user:{user}"
+    return f"{ALERTS}:user:{user}"
 
 
 def fired_alerts_key(user: str) -> str:
     """List of a user's fired alerts as JSON, oldest first (bounded)."""
-    return f"alerts:fired:{user}"
+    return f"{ALERTS}:fired:{user}"
+
+
+# --- key layout ---------------------------------------------------------------------------
+
+KEY_LAYOUT_KEY = "stockctl:key-layout"
+"""String: the key layout version the data is in (absent: the layout before hash tags)."""
+
+KEY_LAYOUT = "2"
+
+_LEGACY_PER_NAME = re.compile(r"^(md:quote|md:hist|md:signals|ex:fills|ex:orders|ex:trades):(.+)$")
+_LEGACY_CANDLES = re.compile(r"^md:candles:([^{}:]+):([^{}:]+)$")
+
+
+def legacy_key_renamed(key: str) -> str | None:
+    """The name a key of the layout before hash tags has now; None for a key that keeps its name.
+
+    ``md:quote:AAPL`` is ``md:quote:{AAPL}``, ``ex:fills:a@b.c`` is ``ex:fills:{a@b.c}``,
+    ``auth:...`` is ``{auth}:...`` and ``alerts:...`` is ``{alerts}:...``.
+    """
+    if key.startswith("auth:"):
+        return f"{AUTH}:{key[5:]}"
+    if key.startswith("alerts:"):
+        return f"{ALERTS}:{key[7:]}"
+    if m := _LEGACY_CANDLES.match(key):
+        return f"md:candles:{{{m.group(1)}}}:{m.group(2)}"
+    m = _LEGACY_PER_NAME.match(key)
+    if m is None:
+        return None
+    name = m.group(2)
+    # Already tagged: ``{name}`` or a list's ``{name}:seq``. No legacy name looks so: symbols
+    # hold no braces, and an email cannot end in ``}``.
+    if name.startswith("{") and (name.endswith("}") or name.endswith("}:seq")):
+        return None
+    return f"{m.group(1)}:{{{name}}}"

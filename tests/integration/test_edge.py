@@ -211,7 +211,7 @@ def test_rotating_forwarded_for_does_not_escape_the_login_throttle(servers, tmp_
     r = edge.redis()
 
     for base in (edge.auth, edge.gateway):  # directly at auth, then through the gateway
-        for key in r.scan_iter("auth:fail:*"):
+        for key in r.scan_iter(f"{names.AUTH}:fail:*"):
             r.delete(key)
         # Act: 40 wrong logins, each for another email (the per-email limit never bites), each
         # claiming to come from another address

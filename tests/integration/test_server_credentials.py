@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 
 from stockctl import servercreds
 from stockctl.settings import mask_url
+from stockctl.wire import names
 from tests.support.cli import PASSWORD, Cli, cli_instance
 from tests.support.stack import Servers, wait_for
 
@@ -182,7 +183,7 @@ def test_external_servers_take_credentials_in_their_urls_and_never_show_them(ser
     # Arrange: the fixture servers play the external ones; their URLs carry the passwords
     secrets = [servers.credentials.nats_password, servers.credentials.redis_password]
     assert all(s in servers.nats_url + servers.redis_url for s in secrets)
-    redis.Redis.from_url(servers.redis_url).delete("md:quote:ZZEXT")
+    redis.Redis.from_url(servers.redis_url).delete(names.quote_key("ZZEXT"))
 
     # Act: up against them (flags, as a user might), then status and an operator command
     up = cli.run(
@@ -207,7 +208,9 @@ def test_external_servers_take_credentials_in_their_urls_and_never_show_them(ser
 
     # Assert: the daemons work through the credentialed URLs
     assert [r["name"] for r in rows] == ["publisher", "processor", "auth"]
-    wait_for(lambda: redis.Redis.from_url(servers.redis_url).hget("md:quote:ZZEXT", "price"), 20, what="a quote")
+    wait_for(
+        lambda: redis.Redis.from_url(servers.redis_url).hget(names.quote_key("ZZEXT"), "price"), 20, what="a quote"
+    )
     assert users.returncode == 0, users.stderr
 
     # Assert: the passwords appear nowhere outside secrets/

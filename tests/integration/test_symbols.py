@@ -42,7 +42,7 @@ def test_real_symbols_flow_publisher_processor_gateway_websocket_cli(clean, daem
     r = redis.Redis.from_url(clean.redis_url)
     wait_for(lambda: all(r.llen(names.history_key(s)) >= 3 for s in SYMBOLS), 20, what="history of every symbol")
     assert {s.decode() for s in r.smembers(names.SYMBOLS_KEY)} == set(SYMBOLS)
-    assert r.exists("md:hist:BTC%2FUSDT") and r.exists("md:quote:BRK%2EB")
+    assert r.exists("md:hist:{BTC%2FUSDT}") and r.exists("md:quote:{BRK%2EB}")
 
     async def stored_tick() -> tuple[str, str]:
         nc = await nats.connect(clean.nats_url)
