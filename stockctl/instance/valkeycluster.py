@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from stockctl.errors import StockctlError
 from stockctl.instance import infra
@@ -183,8 +185,15 @@ class _Node:
 
     def __init__(self, host: str, port: int, password: str) -> None:
         self.host, self.port = host, port
+        # No retries of redis-py's own (3, with a backoff of up to 10 s): the waits here poll.
         self.client = redis.Redis(
-            host, port, password=password, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
+            host,
+            port,
+            password=password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
         )
         self.last_state = ""
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 
 from stockctl import servercreds
 from stockctl.instance import infra
@@ -52,13 +54,14 @@ class ValkeyCluster:
         return self.credentials.redis_url(HOST, self.nodes[i].port)
 
     def client(self, node: Server, timeout: float = 1) -> redis.Redis:
-        """A plain connection to one node (a short timeout: the node may be paused)."""
+        """A plain connection to one node: a short timeout and no retries (the node may be paused)."""
         return redis.Redis(
             HOST,
             node.port,
             password=self.credentials.redis_password,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
             decode_responses=True,
         )
 
@@ -88,8 +91,8 @@ class ValkeyCluster:
     def node(self, port: int) -> Server:
         return next(n for n in self.nodes if n.port == port)
 
-    def keyslot(self, key: str) -> int:
-        for node in self.alive():
+    def keyslot(self, key: str, asking: Iterable[Server] | None = None) -> int:
+        for node in asking if asking is not None else self.alive():
             with self.client(node) as conn, contextlib.suppress(redis.RedisError):
                 return int(conn.execute_command("CLUSTER", "KEYSLOT", key))
         raise AssertionError("no valkey node answers CLUSTER KEYSLOT")
@@ -97,8 +100,9 @@ class ValkeyCluster:
     def primary_of(self, key: str, asking: Iterable[Server] | None = None) -> Server:
         """The node serving ``key``'s slot, as the first of ``asking`` (default: any live node) that
         answers sees it."""
-        slot = self.keyslot(key)
-        for node in asking if asking is not None else self.alive():
+        asking = list(asking) if asking is not None else self.alive()
+        slot = self.keyslot(key, asking)
+        for node in asking:
             found = _serving(self.view(node), slot)
             if found:
                 return self.node(found.port)
@@ -114,7 +118,7 @@ class ValkeyCluster:
     def wait_promoted(self, old_primary: Server, key: str, timeout: float = 30) -> Server:
         """The node serving ``key``'s slot once every other live node agrees it is not
         ``old_primary`` and says ``cluster_state:ok``."""
-        slot = self.keyslot(key)
+        slot = self.keyslot(key, self.alive(exclude=[old_primary]))
         seen: list[object] = ["nothing yet"]
 
         def promoted() -> Server | None:
