@@ -50,6 +50,10 @@ class ServerCredentials:
     def redis_url(self, host: str, port: int, db: int = 0) -> str:
         return f"redis://:{self.redis_password}@{host}:{port}/{db}"
 
+    def redis_cluster_url(self, host: str, ports: Sequence[int]) -> str:
+        """``redis+cluster://:PASSWORD@host:p1,host:p2,...``: the nodes of a Valkey Cluster (db 0 only)."""
+        return f"redis+cluster://:{self.redis_password}@" + ",".join(f"{host}:{port}" for port in ports)
+
     def write_nats_config(self, path: Path, public_subjects: Sequence[str] = ()) -> Path:
         """A nats-server config (mode 0600) that admits only this user; its path.
 
@@ -75,9 +79,15 @@ class ServerCredentials:
         ]
         return write_private(path, "\n".join(lines) + "\n")
 
-    def write_redis_config(self, path: Path) -> Path:
-        """A valkey-server config (mode 0600) that requires this password; its path."""
-        return write_private(path, f'requirepass "{self.redis_password}"\nprotected-mode yes\n')
+    def write_redis_config(self, path: Path, cluster: bool = False) -> Path:
+        """A valkey-server config (mode 0600) that requires this password; its path.
+
+        With ``cluster`` the node also gives the password to its primary when it is a replica
+        (``masterauth``): in a cluster any node may become one."""
+        text = f'requirepass "{self.redis_password}"\nprotected-mode yes\n'
+        if cluster:
+            text += f'masterauth "{self.redis_password}"\n'
+        return write_private(path, text)
 
 
 def write_private(path: Path, text: str) -> Path:

@@ -13,6 +13,7 @@ import redis
 
 from stockctl.settings import Settings
 from tests.support.stack import Daemon, Servers, _delete_stream, start_servers
+from tests.support.valkeycluster import ValkeyCluster, start_valkey_cluster
 
 # No test reads the config file of whoever runs the suite: Settings made here, and the
 # daemons started from here (they inherit the environment), see an empty one. Tests of the
@@ -42,6 +43,15 @@ def own_servers(tmp_path: Path) -> Iterator[Servers]:
     srv = start_servers(tmp_path / "servers")
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def valkey_cluster(tmp_path: Path) -> Iterator[ValkeyCluster]:
+    """A Valkey Cluster of this test alone (3 primaries, 3 replicas, 2 s node timeout): about
+    3 s to start and form, so tests may kill, pause and fail over its nodes."""
+    cluster = start_valkey_cluster(tmp_path / "valkey-cluster")
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
