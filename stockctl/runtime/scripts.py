@@ -48,7 +48,9 @@ async def run_scripts(r: aioredis.Redis, calls: Sequence[Call]) -> list[Any]:
         async with r.pipeline(transaction=False) as pipe:
             for i in pending:
                 call = calls[i]
-                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                # execute_command: redis-py's cluster pipeline blocks its evalsha() method (it
+                # cannot tell keys from args), but routes a raw EVALSHA by its declared keys.
+                pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
             replies = await pipe.execute(raise_on_error=False)
         missing: list[int] = []
         failure: Exception | None = None
