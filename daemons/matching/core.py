@@ -473,6 +473,7 @@ class MatchingDaemon(Daemon):
             await m.handle(batch)
             batch_seconds.observe(time.perf_counter() - started)
             self.status.info["backlog"] = batch[-1].metadata.num_pending + inbox.qsize()
+            self.status.info["views_set_back"] = m.views.setbacks
 
     async def shutdown(self) -> None:
         if self.m is not None:
