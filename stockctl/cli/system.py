@@ -216,8 +216,8 @@ def up(
     redis_url: Annotated[
         str | None,
         typer.Option(
-            help="Use this Redis server instead of starting one (redis://:pass@host:port/0 or rediss://; the"
-            " variable keeps the password out of `ps`).",
+            help="Use this Redis server instead of starting one (redis://:pass@host:port/0 or rediss://), or a"
+            " Redis Cluster (redis+cluster://:pass@h1:port,h2:port); the variable keeps the password out of `ps`.",
             envvar="STOCKCTL_REDIS_URL",
         ),
     ] = None,
