@@ -72,7 +72,7 @@ class Feeds(Daemon):
 
         async def setup() -> dict[str, Tick]:
             await ensure_tick_stream(js, self.settings)
-            return await resume_points(js, symbols)
+            return await resume_points(js, symbols, self.settings.partitions)
 
         last = await retry(setup, stop=self.stop, what="JetStream", logger=log)
         self.seqs = {sym: tick.seq for sym, tick in last.items()}
@@ -80,7 +80,7 @@ class Feeds(Daemon):
             for sym in adapter.spec.symbols:
                 if sym in last:
                     adapter.resume(sym, last[sym].origin)
-        self.pub = TickPublisher(nc, js, self.stop, self.status)
+        self.pub = TickPublisher(nc, js, self.stop, self.status, self.settings.partitions)
         ops = self.ops
         self.gauges = {
             "connected": ops.labelled_gauge("feed_connected", "1 while the feed's connection is up", ["feed"]),

@@ -22,11 +22,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import socket
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import msgspec
+import nats.errors
 import nats.js.errors
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
@@ -39,6 +42,7 @@ from stockctl.marketdata.candles import CandleState
 from stockctl.marketdata.processing import Applied, SymbolState, Verdict, candle_of
 from stockctl.runtime.connections import open_nats, open_redis, redis_client
 from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.leases import Leases, member_id, open_bucket
 from stockctl.runtime.natsout import Frames, send_frames
 from stockctl.runtime.process import failpoint
 from stockctl.runtime.retry import STREAM_BACKOFF, Stopped, retry
@@ -224,6 +228,13 @@ class Processor:
                 last_candles[iv] = candle_decoder.decode(newest[0])
         return SymbolState.restore(symbol, s.sma_fast, s.sma_slow, s.candle_intervals, fields, history, last_candles)
 
+    def forget(self, which: Callable[[str], bool]) -> None:
+        """Drop the state of the symbols ``which`` picks: read again from Redis at their next tick."""
+        for sym in [sym for sym in self.states if which(sym)]:
+            del self.states[sym]
+            self.early.pop(sym, None)
+            self.gap_since.pop(sym, None)
+
     async def restore_all(self) -> None:
         self.states.clear()
         for raw in await self.r.smembers(names.SYMBOLS_KEY):
@@ -359,7 +370,7 @@ class Processor:
         server redelivers them only after ``ack_wait``, so they are read directly.
         Their own redelivery later is a duplicate.
         """
-        subject = names.tick_subject(state.symbol)
+        subject = names.tick_subject(state.symbol, self.s.partitions)
         cursor = state.last_sseq + 1
         held = self.early.setdefault(state.symbol, {})
         while cursor < sseq:
@@ -464,18 +475,29 @@ class Processor:
 
 
 class ProcessorDaemon(Daemon):
-    """Restores every symbol from Redis, then applies batches from its durable consumer."""
+    """Takes a fair share of the tick partitions by lease and applies each one's batches.
+
+    The main loop runs :meth:`Leases.step` every third of the lease time; each partition it
+    owns has a task pulling batches from that partition's durable consumer. All of them apply
+    through one :class:`Processor` (one lock: a batch at a time), whose per-symbol fence in
+    Redis makes the commits of a processor that lost a partition without knowing it (it
+    stalled past its lease) fail rather than write over the new owner's.
+    """
 
     def __init__(self, settings: Settings, name: str) -> None:
         super().__init__(settings, name)
-        self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
         self.proc: Processor | None = None
+        self.leases: Leases | None = None
+        self.js: JetStreamContext | None = None
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.lock = asyncio.Lock()
+        self.backlog: dict[int, int] = {}
 
     async def startup(self, stack: AsyncExitStack) -> None:
         s = self.settings
         r = await open_redis(stack, self.ops, self.stop, log)
         nc = await open_nats(stack, self.ops, self.stop, log)
-        js = nc.jetstream()
+        js = self.js = nc.jetstream()
         info = await retry(lambda: ensure_tick_stream(js, s), stop=self.stop, what="JetStream", logger=log)
         commit_r = redis_client(s, retries=0)
         stack.push_async_callback(commit_r.aclose)
@@ -483,47 +505,120 @@ class ProcessorDaemon(Daemon):
         await proc.restore_all()
         await proc.check_stream_epoch(info)
         log.info("restored %d symbols from Redis", len(proc.states))
-
-        async def on_msg(msg: Msg) -> None:
-            self.inbox.put_nowait(msg)
-
-        await js.subscribe(
-            names.TICK_SUBJECTS,
-            durable=names.PROCESSOR_DURABLE,
-            stream=names.TICK_STREAM,
-            cb=on_msg,
-            manual_ack=True,
-            config=api.ConsumerConfig(
-                ack_policy=api.AckPolicy.EXPLICIT,
-                deliver_policy=api.DeliverPolicy.ALL,
-                max_ack_pending=20_000,
-                ack_wait=30.0,
-            ),
+        kv = await retry(
+            lambda: open_bucket(js, s.processor_lease_s, s.stream_replicas), stop=self.stop, what="leases", logger=log
         )
+        me = member_id(socket.gethostname(), self.name, str(s.home.resolve()))
+        self.leases = Leases(kv, me, s.partitions, s.processor_lease_s)
+        with contextlib.suppress(nats.js.errors.NotFoundError):  # the one consumer before partitions
+            await js.delete_consumer(names.TICK_STREAM, names.PROCESSOR_DURABLE)
+        stack.push_async_callback(self._hand_over)
         self.batch_seconds = self.ops.histogram("batch_seconds", "Time to apply and commit one batch of ticks")
-        self.status.info |= {"symbols": len(proc.states)}
+        self.status.info |= {"symbols": len(proc.states), "partitions": [], "partitions_total": s.partitions}
 
     async def main_loop(self) -> None:
-        """Batches of what has arrived, up to ``processor_batch``; whatever is still queued at
-        the end is unacked and will be redelivered to the next run."""
-        proc, inbox, status = self.proc, self.inbox, self.status
-        assert proc is not None
-        limit = self.settings.processor_batch
+        leases = self.leases
+        assert leases is not None
+        period = self.settings.processor_lease_s / 3
         while not self.stop.is_set():
             try:
-                first = await asyncio.wait_for(inbox.get(), 0.5)
-            except TimeoutError:
-                if proc.gap_since:
-                    await proc.handle([])  # a quiet stream still gives up on a gap in time
-                continue
-            batch = [first]
-            while len(batch) < limit and not inbox.empty():
-                batch.append(inbox.get_nowait())
-            started = time.perf_counter()
-            await proc.handle(batch)
-            self.batch_seconds.observe(time.perf_counter() - started)
-            status.info["symbols"] = len(proc.states)
-            status.info["backlog"] = batch[-1].metadata.num_pending + inbox.qsize()
+                gained, lost = await leases.step()
+            except (NatsError, *STREAM_UNAVAILABLE) as exc:
+                # A lease not renewed lapses by itself (holds() turns false): the tasks stop.
+                log.warning("leases not renewed: %s: %s", exc.__class__.__name__, exc)
+                gained, lost = set(), set()
+            for p in sorted(lost | {p for p in self.tasks if not leases.holds(p)}):
+                await self._stop_partition(p)
+            for p in sorted(gained):
+                self._start_partition(p)
+            for p, task in list(self.tasks.items()):
+                if task.done():  # a partition task never ends by itself while its lease holds
+                    self.tasks.pop(p)
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+            self.status.info |= {"partitions": sorted(self.tasks), "processors": leases.members}
+            self.status.info["backlog"] = sum(self.backlog.values())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), period)
+
+    def _start_partition(self, p: int) -> None:
+        assert self.proc is not None
+        # Another processor may have written this partition's symbols since they were read here.
+        self.proc.forget(lambda sym: names.partition_of(sym, self.settings.partitions) == p)
+        self.tasks[p] = asyncio.create_task(self._consume(p), name=f"partition {p}")
+
+    async def _stop_partition(self, p: int) -> None:
+        task = self.tasks.pop(p, None)
+        self.backlog.pop(p, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _consume(self, p: int) -> None:
+        """Batches of partition ``p`` while its lease holds; what is fetched and not applied
+        when it ends is unacked, and goes to whoever owns the partition next."""
+        proc, leases, js = self.proc, self.leases, self.js
+        assert proc is not None and leases is not None and js is not None
+        limit = self.settings.processor_batch
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            max_ack_pending=20_000,
+            ack_wait=30.0,
+        )
+        sub = None
+        try:
+            while not self.stop.is_set() and leases.holds(p):
+                if sub is None:
+                    sub = await retry(
+                        lambda: js.pull_subscribe(
+                            names.partition_subjects(p),
+                            durable=names.processor_durable(p),
+                            stream=names.TICK_STREAM,
+                            config=config,
+                        ),
+                        stop=self.stop,
+                        backoff=STREAM_BACKOFF,
+                        retry_on=(NatsError, *STREAM_UNAVAILABLE),
+                        what=f"the consumer of partition {p}",
+                        logger=log,
+                    )
+                try:
+                    batch = await sub.fetch(limit, timeout=0.5)
+                except nats.errors.TimeoutError:
+                    batch = []
+                except (NatsError, *STREAM_UNAVAILABLE) as exc:  # a stream or consumer between leaders
+                    log.warning(
+                        "partition %d: fetch failed (%s: %s); subscribing again", p, exc.__class__.__name__, exc
+                    )
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                    sub = None
+                    await asyncio.sleep(0.5)
+                    continue
+                if not batch and not proc.gap_since:
+                    continue
+                async with self.lock:
+                    if not leases.holds(p):
+                        return  # lapsed while waiting: leave the batch unacked for the next owner
+                    started = time.perf_counter()
+                    await proc.handle(batch)
+                    if batch:
+                        self.batch_seconds.observe(time.perf_counter() - started)
+                        self.backlog[p] = batch[-1].metadata.num_pending
+                self.status.info["symbols"] = len(proc.states)
+        finally:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _hand_over(self) -> None:
+        """On the way out (NATS still open): stop the partitions and give their leases back."""
+        for p in list(self.tasks):
+            await self._stop_partition(p)
+        if self.leases is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.leases.release_all(), 5)
 
 
 DAEMON = ProcessorDaemon

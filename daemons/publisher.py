@@ -14,7 +14,6 @@ import time
 from collections import deque
 from contextlib import AsyncExitStack
 
-import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -28,7 +27,7 @@ from stockctl.runtime.status import StateLog, StatusFile
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import Tick, encode, tick_decoder
-from stockctl.wire.streams import ensure_tick_stream
+from stockctl.wire.streams import ensure_tick_stream, last_tick_msg
 
 log = logging.getLogger("stockctl.publisher")
 
@@ -48,9 +47,16 @@ class TickPublisher:
     """Pipelined JetStream publishes with in-order retry of anything unconfirmed."""
 
     def __init__(
-        self, nc: NATS, js: JetStreamContext, stop: asyncio.Event, status: StatusFile, window: int = 2000
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        stop: asyncio.Event,
+        status: StatusFile,
+        partitions: int,
+        window: int = 2000,
     ) -> None:
         self._nc, self._js, self._stop, self._status = nc, js, stop, status
+        self._partitions = partitions
         self._window = window
         # (ack future or None to resend, subject, payload, headers, monotonic time first sent)
         self._pending: deque[tuple[asyncio.Future | None, str, bytes, dict[str, str], float]] = deque()
@@ -80,7 +86,7 @@ class TickPublisher:
         if self._resend and self._nc.is_connected:
             self._resend = False
             await self._republish_all()
-        subject = names.tick_subject(tick.symbol)
+        subject = names.tick_subject(tick.symbol, self._partitions)
         payload = encode(tick)
         headers = {MSG_ID: f"{tick.symbol}:{tick.seq}"}
         fut: asyncio.Future | None = None
@@ -175,15 +181,14 @@ def _retrieve(fut: asyncio.Future) -> None:
         fut.exception()
 
 
-async def resume_points(js: JetStreamContext, symbols: list[str]) -> dict[str, Tick]:
-    """The last stored tick of each symbol, so sequences and prices carry on after a restart."""
+async def resume_points(js: JetStreamContext, symbols: list[str], partitions: int) -> dict[str, Tick]:
+    """The last stored tick of each symbol, so sequences and prices carry on after a restart
+    (after an upgrade too: a stream from before partitions has it on the old subject)."""
     last: dict[str, Tick] = {}
     for sym in symbols:
-        try:
-            raw = await js.get_last_msg(names.TICK_STREAM, names.tick_subject(sym))
-        except nats.js.errors.NotFoundError:
-            continue
-        last[sym] = tick_decoder.decode(raw.data)
+        raw = await last_tick_msg(js, sym, partitions)
+        if raw is not None:
+            last[sym] = tick_decoder.decode(raw.data)
     return last
 
 
@@ -288,10 +293,10 @@ class Publisher(Daemon):
 
         async def setup() -> dict[str, Tick]:
             await ensure_tick_stream(js, s)
-            return await resume_points(js, s.symbols)
+            return await resume_points(js, s.symbols, s.partitions)
 
         self.last = await retry(setup, stop=self.stop, what="JetStream", logger=log)
-        self.pub = TickPublisher(nc, js, self.stop, self.status)
+        self.pub = TickPublisher(nc, js, self.stop, self.status, s.partitions)
         self.status.info |= {
             "mode": "replay" if s.replay_csv else "simulate",
             "symbols": len(s.symbols),

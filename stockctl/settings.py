@@ -234,6 +234,14 @@ class Settings(BaseSettings):
     processor_batch: int = Field(512, ge=1, le=100_000)
     """Most ticks the processor writes to Redis in one pipelined transaction."""
 
+    partitions: int = Field(8, ge=1, le=256)
+    """Partitions the symbols hash into (part of the tick subject): the unit processors share.
+    Every publisher, processor and matching daemon of an instance must use the same number."""
+
+    processor_lease_s: float = Field(5.0, ge=0.5, le=300)
+    """How long a processor's hold on a partition lasts unless renewed: a processor that dies or
+    stalls loses its partitions to the others after this long."""
+
     gateway_port: int = Field(8700, ge=1, le=65535)
     """HTTP + WebSocket port of the gateway (the port clients use)."""
 

@@ -87,7 +87,7 @@ from stockctl.wire.exchange import (
 )
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.marketdata import Tick, encode, tick_decoder
-from stockctl.wire.streams import ensure_exchange_streams, ensure_tick_stream
+from stockctl.wire.streams import ensure_exchange_streams, ensure_tick_stream, last_tick_msg
 
 log = logging.getLogger("stockctl.matching")
 
@@ -178,11 +178,8 @@ class Matching:
         return decode_record(raw.data)[-1].seq
 
     async def _last_tick(self, market: str) -> Tick | None:
-        try:
-            raw = await self.js.get_last_msg(names.TICK_STREAM, names.tick_subject(market))
-        except nats.js.errors.NotFoundError:
-            return None
-        return tick_decoder.decode(raw.data)
+        raw = await last_tick_msg(self.js, market, self.s.partitions)
+        return None if raw is None else tick_decoder.decode(raw.data)
 
     # --- one batch of commands --------------------------------------------------------
 
@@ -306,7 +303,13 @@ class Matching:
                     self.tick_seq[market] = seq
                     origin = names.exchange_tick_origin(ev.seq)
                     tick = Tick(market, ev.price, ev.ts, seq, volume=_whole(ev.qty), origin=origin)
-                    ticks.append((names.tick_subject(market), encode(tick), {"Nats-Msg-Id": f"{market}:{seq}"}))
+                    ticks.append(
+                        (
+                            names.tick_subject(market, self.s.partitions),
+                            encode(tick),
+                            {"Nats-Msg-Id": f"{market}:{seq}"},
+                        )
+                    )
                     self.ticked[market] = ev.seq
         if ticks:
             await self._publish_confirmed(ticks)

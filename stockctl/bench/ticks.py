@@ -246,7 +246,7 @@ class Driver:
         self.js = pub.jetstream(publish_async_max_pending=50_000)
         self.settings = stream_settings
         self.symbols = symbols
-        self.subjects = [names.tick_subject(s) for s in symbols]
+        self.subjects = [names.tick_subject(s, stream_settings.partitions) for s in symbols]
         walks = make_walks(symbols, 1000.0, 60.0, seed=1)
         self.prices = {s: [from_units(walks[s].step()) for _ in range(PRICE_CYCLE)] for s in symbols}
         self.volumes = {s: [walks[s].volume() for _ in range(PRICE_CYCLE)] for s in symbols}

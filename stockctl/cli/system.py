@@ -83,6 +83,12 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads((settings.run_dir / f"{comp['name']}.json").read_text())
                 row["ops"] = (doc.get("info") or {}).get("ops")
+        if comp["name"] == "processor" and running:
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads((settings.run_dir / "processor.json").read_text()).get("info") or {}
+                if "partitions" in info:
+                    keys = ("partitions", "partitions_total", "processors")
+                    row["partitions"] = {k: info.get(k) for k in keys}
         if comp["name"] == "feeds" and running:
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads((settings.run_dir / "feeds.json").read_text())
@@ -185,14 +191,37 @@ def status_table(rows: list[dict[str, Any]]) -> list[list[str]]:
         )
         for name, h in (r.get("feeds") or {}).items():
             table_rows.append(_feed_line(name, h))
+        if r.get("partitions"):
+            table_rows.append(["  partitions", "", "", "", "", "", "", "", partitions_line(r["partitions"])])
     return table_rows
+
+
+def partitions_line(p: dict[str, Any]) -> str:
+    """What a processor's status says of its share of the tick partitions."""
+    held = p.get("partitions") or []
+    total, others = p.get("partitions_total"), p.get("processors") or 1
+    share = f"holds {','.join(map(str, held))} of {total}" if held else f"holds none of {total}"
+    return f"{share}; {others} processors share them" if others > 1 else f"{share}; the only processor"
 
 
 def render_status(settings: Settings, rows: list[dict[str, Any]]) -> None:
     console.print(fitted_table(STATUS_COLS, status_table(rows), console.width, title=f"stockctl @ {settings.home}"))
 
 
-STATUS_FIELDS = ("name", "kind", "pid", "state", "uptime_s", "restarts", "address", "ops", "rate", "health", "message")
+STATUS_FIELDS = (
+    "name",
+    "kind",
+    "pid",
+    "state",
+    "uptime_s",
+    "restarts",
+    "address",
+    "ops",
+    "rate",
+    "health",
+    "message",
+    "partitions",
+)
 
 
 @app.command()

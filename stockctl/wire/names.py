@@ -15,6 +15,7 @@ see :mod:`stockctl.wire.symbols`) becomes ``%`` and its two hex digits, as in a 
 from __future__ import annotations
 
 import re
+import zlib
 
 # --- JetStream -------------------------------------------------------------------------
 
@@ -26,7 +27,26 @@ QUOTE_SUBJECTS = "md.quote.>"
 SIGNAL_SUBJECTS = "md.signal.>"
 
 PROCESSOR_DURABLE = "processor"
-"""Durable consumer of the tick stream shared by processor instances."""
+"""The processor's durable consumer of the whole tick stream before partitions (removed at start)."""
+
+LEASES_BUCKET = "processor-leases"
+"""NATS KV bucket: ``p<N>`` -> the processor that owns partition N (a lease: it expires unless
+renewed), and ``m.<id>`` -> a live processor (so each knows how many share the partitions)."""
+
+
+def processor_durable(partition: int) -> str:
+    """Durable pull consumer of one partition's ticks (``md.tick.<N>.>``), whoever owns it."""
+    return f"processor-p{partition}"
+
+
+def partition_subjects(partition: int) -> str:
+    return f"md.tick.{partition}.>"
+
+
+def partition_of(symbol: str, partitions: int) -> int:
+    """The partition a symbol's ticks are in: CRC-32 of its token, so every process agrees."""
+    return zlib.crc32(symbol_token(symbol).encode()) % partitions
+
 
 HISTORY_DURABLE = "history"
 """Durable consumer of the tick stream of the history writer (its own position, its own acks)."""
@@ -50,7 +70,13 @@ def symbol_from_token(token: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), token)
 
 
-def tick_subject(symbol: str) -> str:
+def tick_subject(symbol: str, partitions: int) -> str:
+    """``md.tick.<partition>.<SYM>``: a processor reads the partitions it owns."""
+    return f"md.tick.{partition_of(symbol, partitions)}.{symbol_token(symbol)}"
+
+
+def legacy_tick_subject(symbol: str) -> str:
+    """``md.tick.<SYM>``, the subject before partitions: where an older stream's last tick is."""
     return f"md.tick.{symbol_token(symbol)}"
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import nats.errors
 from nats.js import api
-from nats.js.errors import BadRequestError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from stockctl.wire import names
 
@@ -104,3 +104,14 @@ async def ensure_exchange_streams(js: JetStreamContext, replicas: int = 1) -> No
     """Create or update ``EX_ORDERS`` and ``EX_EVENTS``."""
     for config in exchange_stream_configs(replicas):
         await ensure_stream(js, config)
+
+
+async def last_tick_msg(js: JetStreamContext, symbol: str, partitions: int) -> api.RawStreamMsg | None:
+    """The newest stored tick of ``symbol``, on its partitioned subject or, in a stream written
+    before partitions, on the old ``md.tick.<SYM>``; None if the stream has none."""
+    for subject in (names.tick_subject(symbol, partitions), names.legacy_tick_subject(symbol)):
+        try:
+            return await js.get_last_msg(names.TICK_STREAM, subject)
+        except NotFoundError:
+            continue
+    return None

@@ -25,11 +25,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import nats.js.errors
 import pytest
 
+from stockctl.settings import Settings
 from stockctl.wire import names
 from tests.support.fault_suite import Stack, check_and_record, pause_load_after, recover, running_stack, start_load
 from tests.support.natscluster import NatsCluster, start_nats_cluster
+from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -73,11 +76,19 @@ def cstack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         with running_stack(request, base, "NATS cluster fault summary", up, {"STOCKCTL_STREAM_REPLICAS": "3"}) as st:
             cluster.wait_healthy(STREAMS)
             # The durable tick consumers inherit the stream's R3: a node's death takes none away.
-            for durable in (names.PROCESSOR_DURABLE, names.HISTORY_DURABLE):
-                assert cluster.consumer_peers(names.TICK_STREAM, durable) == 3, durable
+            partitions = [names.processor_durable(p) for p in range(Settings().partitions)]
+            for durable in (*partitions, names.HISTORY_DURABLE):
+                wait_for(lambda d=durable: _peers(cluster, d) == 3, 30, what=f"{durable} on 3 nodes")
             yield ClusterStack(st, cluster)
     finally:
         cluster.stop()
+
+
+def _peers(cluster: NatsCluster, durable: str) -> int:
+    try:
+        return cluster.consumer_peers(names.TICK_STREAM, durable)
+    except nats.js.errors.NotFoundError:  # the processor is still taking its partitions
+        return 0
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])

@@ -39,6 +39,8 @@ from tui.widgets.ticker_board import TickerBoard
 
 pytestmark = pytest.mark.integration
 
+PARTITIONS = Settings.model_fields["partitions"].default
+
 PASSWORD = "correct horse battery staple"
 LIMIT = 5  # alerts per user on this stack, so the limit is quick to reach
 
@@ -109,7 +111,9 @@ async def ticks(s: Stack, symbol: str, *prices: str) -> None:
             s.seqs[symbol] += 1
             seq = s.seqs[symbol]
             tick = Tick(symbol=symbol, price=price, ts=time.time_ns(), seq=seq)
-            await js.publish(names.tick_subject(symbol), encode(tick), headers={"Nats-Msg-Id": f"{symbol}:{seq}"})
+            await js.publish(
+                names.tick_subject(symbol, PARTITIONS), encode(tick), headers={"Nats-Msg-Id": f"{symbol}:{seq}"}
+            )
     finally:
         await nc.close()
     r = s.redis()

@@ -12,12 +12,15 @@ import nats
 import pytest
 import redis
 
+from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.marketdata import PricePoint, Tick, candle_decoder, point_decoder, signal_decoder, tick_decoder
 from tests.support.stack import make_settings, wait_for
 from tests.support.streams import read_stream
 
 pytestmark = pytest.mark.integration
+
+PARTITIONS = Settings.model_fields["partitions"].default
 
 
 def r_of(srv) -> redis.Redis:
@@ -42,7 +45,7 @@ def history(r: redis.Redis, sym: str) -> list[PricePoint]:
 
 def stream_ticks_of(url: str, sym: str) -> list[Tick]:
     """Every tick of ``sym`` in the JetStream stream, read independently of the processor."""
-    return [tick_decoder.decode(b) for b in read_stream(url, names.TICK_STREAM, names.tick_subject(sym))]
+    return [tick_decoder.decode(b) for b in read_stream(url, names.TICK_STREAM, names.tick_subject(sym, PARTITIONS))]
 
 
 def naive_mean(prices: list[str]) -> str:
@@ -282,7 +285,7 @@ def publish_raw(url: str, ticks: list[Tick]) -> None:
         try:
             for t in ticks:
                 await js.publish(
-                    names.tick_subject(t.symbol), encode(t), headers={"Nats-Msg-Id": f"{t.symbol}:{t.seq}"}
+                    names.tick_subject(t.symbol, PARTITIONS), encode(t), headers={"Nats-Msg-Id": f"{t.symbol}:{t.seq}"}
                 )
         finally:
             await nc.close()

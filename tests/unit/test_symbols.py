@@ -78,9 +78,10 @@ def test_the_encoding_round_trips_and_is_a_safe_token(sym: str) -> None:
     assert names.symbol_from_token(token) == sym
     for bad in (".", "*", ">", " ", "\t", ":", "/"):
         assert bad not in token
-    assert names.symbol_of(names.tick_subject(sym)) == sym
+    assert names.symbol_of(names.tick_subject(sym, 8)) == sym
     assert names.symbol_of(names.quote_subject(sym)) == sym
-    assert names.tick_subject(sym).split(".")[:2] == ["md", "tick"] and len(names.tick_subject(sym).split(".")) == 3
+    subject = names.tick_subject(sym, 8).split(".")
+    assert subject[:2] == ["md", "tick"] and len(subject) == 4 and 0 <= int(subject[2]) < 8
     assert names.quote_key(sym).split(":") == ["md", "quote", f"{{{token}}}"]
 
 
@@ -90,10 +91,11 @@ def test_the_encoding_is_one_to_one(a: str, b: str) -> None:
 
 
 def test_old_symbols_keep_their_subjects_and_their_keys_only_gain_a_hash_tag() -> None:
-    assert names.tick_subject("AAPL") == "md.tick.AAPL"
+    assert names.legacy_tick_subject("AAPL") == "md.tick.AAPL"
+    assert names.tick_subject("AAPL", 8) == f"md.tick.{names.partition_of('AAPL', 8)}.AAPL"
     assert names.quote_key("TATA_INR") == "md:quote:{TATA_INR}"
-    assert names.tick_subject("BTC-USD") == "md.tick.BTC-USD"
-    assert names.tick_subject("BRK.B") == "md.tick.BRK%2EB"
+    assert names.legacy_tick_subject("BTC-USD") == "md.tick.BTC-USD"
+    assert names.tick_subject("BRK.B", 1) == "md.tick.0.BRK%2EB"
     assert names.history_key("BTC/USDT") == "md:hist:{BTC%2FUSDT}"
     assert names.candle_subject("BRK.B", "1m") == "md.candle.BRK%2EB.1m"
     assert names.event_subject("BTC/USDT") == "ex.event.BTC%2FUSDT"
