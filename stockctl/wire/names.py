@@ -302,8 +302,8 @@ KEY_LAYOUT_KEY = "stockctl:key-layout"
 
 KEY_LAYOUT = "2"
 
-_LEGACY_PER_NAME = re.compile(r"^(md:quote|md:hist|md:signals|ex:fills|ex:orders|ex:trades):(.+)$")
-_LEGACY_CANDLES = re.compile(r"^md:candles:([^{}:]+):([^{}:]+)$")
+_LEGACY_PER_NAME = re.compile(r"(md:quote|md:hist|md:signals|ex:fills|ex:orders|ex:trades):(.+)", re.DOTALL)
+_LEGACY_CANDLES = re.compile(r"md:candles:([^{}:]+):([^{}:]+)")
 
 
 def legacy_key_renamed(key: str) -> str | None:
@@ -316,9 +316,9 @@ def legacy_key_renamed(key: str) -> str | None:
         return f"{AUTH}:{key[5:]}"
     if key.startswith("alerts:"):
         return f"{ALERTS}:{key[7:]}"
-    if m := _LEGACY_CANDLES.match(key):
+    if m := _LEGACY_CANDLES.fullmatch(key):
         return f"md:candles:{{{m.group(1)}}}:{m.group(2)}"
-    m = _LEGACY_PER_NAME.match(key)
+    m = _LEGACY_PER_NAME.fullmatch(key)
     if m is None:
         return None
     name = m.group(2)
