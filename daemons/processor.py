@@ -527,6 +527,10 @@ class ProcessorDaemon(Daemon):
                 # A lease not renewed lapses by itself (holds() turns false): the tasks stop.
                 log.warning("leases not renewed: %s: %s", exc.__class__.__name__, exc)
                 gained, lost = set(), set()
+                # Deleted (a publish to it then has no responder)? Make it again; else no harm done.
+                with contextlib.suppress(NatsError, *STREAM_UNAVAILABLE):
+                    s = self.settings
+                    leases.kv = await open_bucket(self.js, s.processor_lease_s, s.stream_replicas)
             for p in sorted(lost | {p for p in self.tasks if not leases.holds(p)}):
                 await self._stop_partition(p)
             for p in sorted(gained):
@@ -534,8 +538,11 @@ class ProcessorDaemon(Daemon):
             for p, task in list(self.tasks.items()):
                 if task.done():  # a partition task never ends by itself while its lease holds
                     self.tasks.pop(p)
-                    if not task.cancelled() and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
+                    exc = None if task.cancelled() else task.exception()
+                    if exc is not None and not isinstance(exc, Stopped):
+                        log.error("partition %d died: %s; stopping (exit 1)", p, exc, exc_info=exc)
+                        self.exit_code = 1
+                        return
             self.status.info |= {"partitions": sorted(self.tasks), "processors": leases.members}
             self.status.info["backlog"] = sum(self.backlog.values())
             with contextlib.suppress(TimeoutError):
@@ -585,7 +592,7 @@ class ProcessorDaemon(Daemon):
                     )
                 try:
                     batch = await sub.fetch(limit, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nothing in 0.5 s (asyncio's and nats-py's own both land here)
                     batch = []
                 except (NatsError, *STREAM_UNAVAILABLE) as exc:  # a stream or consumer between leaders
                     log.warning(

@@ -96,7 +96,10 @@ def test_a_crash_before_the_views_are_written_is_repaired_on_restart(
     trades = [e for e in events if e.__struct_config__.tag == "trade"]
     assert len(trades) == 1
     # One tick for the one trade, naming its event: none lost, none repeated.
-    ticks = [tick_decoder.decode(b) for b in read_stream(settings.nats_url, names.TICK_STREAM, "md.tick.TATA_INR")]
+    ticks = [
+        tick_decoder.decode(b)
+        for b in read_stream(settings.nats_url, names.TICK_STREAM, names.tick_subject("TATA_INR", settings.partitions))
+    ]
     assert [(t.seq, t.price, t.origin) for t in ticks] == [(1, trades[0].price, f"exchange:{trades[0].seq}")]
     # Each side's fill and the market's trade are in the views exactly once.
     for user in (alice, bob):
@@ -216,7 +219,10 @@ def test_a_crash_after_a_batch_is_stored_loses_nothing_and_doubles_nothing(
             trades += len(market_trades)
             # ... one tick per trade, naming its event; the views hold each trade once ...
             ticks = [
-                tick_decoder.decode(b) for b in read_stream(settings.nats_url, names.TICK_STREAM, f"md.tick.{market}")
+                tick_decoder.decode(b)
+                for b in read_stream(
+                    settings.nats_url, names.TICK_STREAM, names.tick_subject(market, settings.partitions)
+                )
             ]
             assert [t.origin for t in ticks] == [f"exchange:{e.seq}" for e in market_trades], market
             listed = [trade_decoder.decode(b).trade_id for b in r.lrange(names.trades_key(market), 0, -1)]

@@ -1,5 +1,5 @@
 """Real ticker symbols end to end: BRK.B and BTC/USDT from the publisher through JetStream
-(``md.tick.BRK%2EB``), the processor and Redis, to the gateway's REST paths and WebSocket
+(``md.tick.<P>.BRK%2EB``), the processor and Redis, to the gateway's REST paths and WebSocket
 channels, and to the CLI. Real servers and daemon processes."""
 
 from __future__ import annotations
@@ -47,12 +47,14 @@ def test_real_symbols_flow_publisher_processor_gateway_websocket_cli(clean, daem
     async def stored_tick() -> tuple[str, str]:
         nc = await nats.connect(clean.nats_url)
         try:
-            msg = await nc.jetstream().get_last_msg(names.TICK_STREAM, "md.tick.BRK%2EB")
+            msg = await nc.jetstream().get_last_msg(
+                names.TICK_STREAM, f"md.tick.{names.partition_of('BRK.B', 8)}.BRK%2EB"
+            )
             return msg.subject, tick_decoder.decode(msg.data).symbol
         finally:
             await nc.close()
 
-    assert asyncio.run(stored_tick()) == ("md.tick.BRK%2EB", "BRK.B")
+    assert asyncio.run(stored_tick()) == (f"md.tick.{names.partition_of('BRK.B', 8)}.BRK%2EB", "BRK.B")
 
     # REST: a / in a path is sent as %2F; a . needs nothing
     quote = httpx.get(f"{base}/api/v1/prices/BTC%2FUSDT", headers=auth, timeout=10)

@@ -127,8 +127,16 @@ async def _delete_stream(url: str) -> None:
         js = nc.jetstream()
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(names.TICK_STREAM)
+        await _delete_leases(js)
     finally:
         await nc.close()
+
+
+async def _delete_leases(js: nats.js.JetStreamContext) -> None:
+    """Forget the processors of earlier tests: their leases (killed, never given back) would
+    keep the next test's processor waiting a lease time for its partitions."""
+    with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+        await js.delete_key_value(names.LEASES_BUCKET)
 
 
 def make_settings(srv: Servers, home: Path, **overrides: object) -> Settings:
@@ -162,6 +170,7 @@ def wipe_exchange(srv: Servers) -> None:
         for stream in (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(stream)
+        await _delete_leases(js)
         await nc.close()
 
     asyncio.run(drop())
