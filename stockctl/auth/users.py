@@ -469,7 +469,14 @@ def _sync_redis(settings: Settings) -> tuple[redis.Redis, str]:
     from stockctl.instance.registry import resolve_urls
 
     _, url = resolve_urls(settings)
-    return sync_redis_client(url), url
+    try:
+        return sync_redis_client(url), url
+    except UNREACHABLE as exc:  # a cluster client asks a node for the slot map at once
+        raise _unavailable(url, exc) from None
+
+
+UNREACHABLE = (redis.ConnectionError, redis.exceptions.RedisClusterException)
+"""What redis-py raises when it reaches no server (one server's, and the cluster client's own)."""
 
 
 def _unavailable(url: str, exc: Exception) -> Exception:
@@ -497,7 +504,7 @@ def list_users(settings: Settings) -> list[UserInfo]:
     try:
         emails = sorted(e.decode() for e in r.smembers(names.USERS_KEY))
         return [info for e in emails if (info := _info(r, e)) is not None]
-    except redis.ConnectionError as exc:
+    except UNREACHABLE as exc:
         raise _unavailable(url, exc) from None
     finally:
         r.close()
@@ -529,7 +536,7 @@ def set_disabled(settings: Settings, email: str, disabled: bool) -> UserInfo:
         if disabled:
             info = replace(info, announced=announce_disabled(settings, email))
         return info
-    except redis.ConnectionError as exc:
+    except UNREACHABLE as exc:
         raise _unavailable(url, exc) from None
     finally:
         r.close()

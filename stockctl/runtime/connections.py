@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stockctl.runtime.keylayout import ensure_key_layout
 from stockctl.runtime.ops import Ops
@@ -30,7 +30,7 @@ from stockctl.runtime.retry import retry
 from stockctl.runtime.status import StateLog
 from stockctl.settings import Settings, mask_url
 from stockctl.wire.nats_urls import nats_options
-from stockctl.wire.redis_urls import parse_redis_url
+from stockctl.wire.redis_urls import ClusterUrl, parse_redis_url
 
 if TYPE_CHECKING:
     import redis
@@ -125,10 +125,7 @@ def redis_client(settings: Settings, retries: int = 3) -> aioredis.Redis:
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
         client = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
-            username=cluster.username,
-            password=cluster.password,
-            ssl=cluster.tls,
+            **_cluster_args(cluster, ClusterNode),
             # Per node: a failover moves a slot's traffic onto the promoted replica's pool.
             max_connections=512,
             decode_responses=False,
@@ -140,7 +137,6 @@ def redis_client(settings: Settings, retries: int = 3) -> aioredis.Redis:
             # vote, about 3 s): each one re-reads the slot map. Even with ``retries=0``, the
             # callers' writes are scripts that are no-ops when sent twice (their fences).
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=12),
-            require_full_coverage=False,
         )
         return client  # type: ignore[return-value]
     # A blocking pool: a burst of requests (thousands of WebSocket clients connecting at
@@ -168,16 +164,21 @@ def sync_redis_client(url: str) -> redis.Redis:
         return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
     from redis.cluster import ClusterNode, RedisCluster
 
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
-        username=cluster.username,
-        password=cluster.password,
-        ssl=cluster.tls,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        require_full_coverage=False,
-    )
+    client = RedisCluster(**_cluster_args(cluster, ClusterNode), socket_connect_timeout=2, socket_timeout=5)
     return client  # type: ignore[return-value]
+
+
+def _cluster_args(cluster: ClusterUrl, node: Callable[[str, int], Any]) -> dict[str, Any]:
+    """What both cluster clients (async and sync) take from the URL: the seed nodes (as
+    ``node``, the client's own ClusterNode class), the credentials, TLS; and that a slot
+    without a primary (mid-failover) leaves the others usable."""
+    return {
+        "startup_nodes": [node(host, port) for host, port in cluster.nodes],
+        "username": cluster.username,
+        "password": cluster.password,
+        "ssl": cluster.tls,
+        "require_full_coverage": False,
+    }
 
 
 async def open_redis(

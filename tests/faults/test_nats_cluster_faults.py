@@ -30,7 +30,15 @@ import pytest
 
 from stockctl.settings import Settings
 from stockctl.wire import names
-from tests.support.fault_suite import Stack, check_and_record, pause_load_after, recover, running_stack, start_load
+from tests.support.fault_suite import (
+    Stack,
+    assert_survived,
+    check_and_record,
+    pause_load_after,
+    recover,
+    running_stack,
+    start_load,
+)
 from tests.support.natscluster import NatsCluster, start_nats_cluster
 from tests.support.stack import wait_for
 
@@ -93,7 +101,7 @@ def _peers(cluster: NatsCluster, durable: str) -> int:
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
 def test_a_failed_leading_nats_node_loses_nothing(cstack: ClusterStack, fault: NodeFault) -> None:
-    st, cluster, watcher = cstack.st, cstack.cluster, cstack.st.watcher
+    st, cluster = cstack.st, cstack.cluster
 
     # Arrange: a whole cluster (every replica current, checked before the load, since under
     # load a follower is briefly behind), then the load; find the node that leads the stream.
@@ -125,19 +133,10 @@ def test_a_failed_leading_nats_node_loses_nothing(cstack: ClusterStack, fault: N
             node.start()
     cluster.wait_healthy(STREAMS)
     pause_load_after(st, max(done.values()))
-    order_events_after = [t for t in watcher.order_events if t >= t_fault]
 
     # Assert (the row goes into the summary first, so a failing fault is in the table too)
     row = {"restarts": "-", "leader": f"{leader} -> {new_leader}"}
     v, _ = check_and_record(st, fault.label, recovery, t_fault, done, logs_at, **row)
 
-    assert v.problems == [], "\n".join(v.problems)
-    assert v.lost == 0 and v.duplicated == 0
-    assert v.new_orders >= 40, f"only {v.new_orders} orders acknowledged around the fault"
-    assert st.load.errors == [], st.load.errors
-    assert watcher.failure is None, f"the WebSocket client gave up: {watcher.failure!r}"
-    assert order_events_after, "no `orders` event reached the WebSocket client after the fault"
-    assert st.load.unacked == [], f"submissions never answered: {st.load.unacked[:5]}"
     assert new_leader != leader, f"{fault.stream} is still led by the failed node {leader}"
-    assert recovery <= RECOVERY_BOUND_S, f"recovery took {recovery:.1f}s ({done})"
-    assert all(c["state"] == "running" for c in st.state().values()), st.state()
+    assert_survived(st, v, t_fault, recovery, RECOVERY_BOUND_S)

@@ -32,6 +32,7 @@ from tests.support.fault_suite import (
     SYMBOLS,
     USERS,
     Stack,
+    assert_survived,
     check_and_record,
     pause_load_after,
     recover,
@@ -114,7 +115,7 @@ def _fail(node: Server, action: str) -> threading.Timer | None:
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
 def test_a_failed_valkey_primary_loses_nothing(cstack: ClusterStack, fault: PrimaryFault) -> None:
-    st, cluster, watcher = cstack.st, cstack.cluster, cstack.st.watcher
+    st, cluster = cstack.st, cstack.cluster
 
     # Arrange: a whole cluster, the load flowing, and the primary that holds the key
     wait_whole(cluster)
@@ -136,19 +137,10 @@ def test_a_failed_valkey_primary_loses_nothing(cstack: ClusterStack, fault: Prim
             node.start()
     wait_whole(cluster)
     pause_load_after(st, max(done.values()))
-    order_events_after = [t for t in watcher.order_events if t >= t_fault]
 
     # Assert (the row goes into the summary first, so a failing fault is in the table too)
     row = {"restarts": "-", "leader": f"{node.port} -> {promoted.port}"}
     v, _ = check_and_record(st, fault.label, recovery, t_fault, done, logs_at, **row)
 
-    assert v.problems == [], "\n".join(v.problems)
-    assert v.lost == 0 and v.duplicated == 0
-    assert v.new_orders >= 40, f"only {v.new_orders} orders acknowledged around the fault"
-    assert st.load.errors == [], st.load.errors
-    assert watcher.failure is None, f"the WebSocket client gave up: {watcher.failure!r}"
-    assert order_events_after, "no `orders` event reached the WebSocket client after the fault"
-    assert st.load.unacked == [], f"submissions never answered: {st.load.unacked[:5]}"
     assert promoted.port != node.port
-    assert recovery <= RECOVERY_BOUND_S, f"recovery took {recovery:.1f}s ({done})"
-    assert all(c["state"] == "running" for c in st.state().values()), st.state()
+    assert_survived(st, v, t_fault, recovery, RECOVERY_BOUND_S)

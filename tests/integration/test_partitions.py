@@ -63,6 +63,16 @@ def _marks(r: redis.Redis) -> dict[str, int]:
     return {sym: (_whole(r, sym) or [0])[-1] for sym in SYMBOLS}
 
 
+def _two_processors(srv: Servers, tmp_path: Path, daemons: Callable[..., Daemon]) -> tuple[redis.Redis, Daemon, Daemon]:
+    """A publisher and two processors of different homes (two hosts, as far as they know),
+    once they have split the partitions 4/4."""
+    daemons("publisher", _settings(srv, tmp_path / "pub"))
+    a = daemons("processor", _settings(srv, tmp_path / "a"))
+    b = daemons("processor", _settings(srv, tmp_path / "b"))
+    wait_for(lambda: _split(a, b), 30, what="a 4/4 split")
+    return redis.Redis.from_url(srv.redis_url), a, b
+
+
 def test_symbols_cover_every_partition() -> None:
     assert {names.partition_of(s, 8) for s in SYMBOLS} == set(range(8))
 
@@ -70,14 +80,8 @@ def test_symbols_cover_every_partition() -> None:
 def test_two_processors_split_the_partitions_and_the_survivor_takes_all(
     clean: Servers, tmp_path: Path, daemons: Callable[..., Daemon]
 ) -> None:
-    # Arrange: a publisher and two processors of different homes (two hosts, as far as they know)
-    r = redis.Redis.from_url(clean.redis_url)
-    daemons("publisher", _settings(clean, tmp_path / "pub"))
-    a = daemons("processor", _settings(clean, tmp_path / "a"))
-    b = daemons("processor", _settings(clean, tmp_path / "b"))
-
-    # Act / Assert: an even split, disjoint, covering every partition
-    wait_for(lambda: _split(a, b), 30, what="a 4/4 split")
+    # Arrange / Assert: an even split, disjoint, covering every partition
+    r, a, b = _two_processors(clean, tmp_path, daemons)
     marks = _marks(r)
     wait_for(lambda: _all_whole_past(r, marks, 10), 30, what="prices of every symbol, split")
 
@@ -98,11 +102,7 @@ def test_a_stalled_processor_loses_its_partitions_and_writes_nothing_stale(
     clean: Servers, tmp_path: Path, daemons: Callable[..., Daemon]
 ) -> None:
     # Arrange
-    r = redis.Redis.from_url(clean.redis_url)
-    daemons("publisher", _settings(clean, tmp_path / "pub"))
-    a = daemons("processor", _settings(clean, tmp_path / "a"))
-    b = daemons("processor", _settings(clean, tmp_path / "b"))
-    wait_for(lambda: _split(a, b), 30, what="a 4/4 split")
+    r, a, b = _two_processors(clean, tmp_path, daemons)
     assert a.proc is not None
 
     # Act: freeze one for 3 lease times, then let it run again

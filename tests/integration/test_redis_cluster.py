@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from stockctl.auth.users import list_users
+from stockctl.instance import infra
 from stockctl.wire import names
+from tests.support.cli import Cli
 from tests.support.exchange import Ex
 from tests.support.stack import Daemon, Servers, stack_settings, wait_for, wipe_exchange
 from tests.support.valkeycluster import ValkeyCluster
@@ -119,3 +121,21 @@ def test_a_primary_killed_under_load_loses_no_price_point_and_no_fill(
         ids = [f["trade_id"] for f in fills]  # type: ignore[union-attr]
         assert len(ids) == len(set(ids)) == trades, ids
     print(f"redis primary kill: orders refused for {refused:.2f} s; prices 40 past the kill in {recovered:.2f} s")
+
+
+def test_an_operator_command_says_in_one_line_that_no_cluster_node_answers(tmp_path: Path) -> None:
+    # Arrange: a cluster URL whose one node is not there
+    port = infra.free_port()
+    cli = Cli(tmp_path / "home")
+    cli.env |= {
+        "STOCKCTL_REDIS_URL": f"redis+cluster://:pw@127.0.0.1:{port}",
+        "STOCKCTL_NATS_URL": "nats://127.0.0.1:1",
+    }
+
+    # Act
+    res = cli.run("users", "list")
+
+    # Assert: one line, the password masked, the fix named, no traceback
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
+    assert "cannot reach Redis at redis+cluster://:***@127.0.0.1" in res.stderr and "stockctl status" in res.stderr

@@ -481,3 +481,18 @@ def check_and_record(
     )
     st.window_start = time.time()
     return v, failed
+
+
+def assert_survived(st: Stack, v: Verdict, t_fault: float, recovery: float, bound_s: float) -> None:
+    """What every server-node fault must leave: nothing lost or doubled, the load answered and
+    going on, the WebSocket client back with order events, every daemon running."""
+    watcher = st.watcher
+    assert v.problems == [], "\n".join(v.problems)
+    assert v.lost == 0 and v.duplicated == 0
+    assert v.new_orders >= 40, f"only {v.new_orders} orders acknowledged around the fault"
+    assert st.load.errors == [], st.load.errors
+    assert watcher.failure is None, f"the WebSocket client gave up: {watcher.failure!r}"
+    assert any(t >= t_fault for t in watcher.order_events), "no `orders` event reached the WebSocket client after it"
+    assert st.load.unacked == [], f"submissions never answered: {st.load.unacked[:5]}"
+    assert recovery <= bound_s, f"recovery took {recovery:.1f}s"
+    assert all(c["state"] == "running" for c in st.state().values()), st.state()
