@@ -117,7 +117,7 @@ def redis_client(settings: Settings, retries: int = 3) -> aioredis.Redis:
     """
     import redis.asyncio as aioredis
     from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
+    from redis.asyncio.retry import Retry  # the async one: redis-py 8.2 warns (in our JSON logs) at the sync one
 
     url = settings.effective_redis_url
     cluster = parse_redis_url(url)
