@@ -192,7 +192,9 @@ def status_table(rows: list[dict[str, Any]]) -> list[list[str]]:
         for name, h in (r.get("feeds") or {}).items():
             table_rows.append(_feed_line(name, h))
         if r.get("partitions"):
-            table_rows.append(["  partitions", "", "", "", "", "", "", "", partitions_line(r["partitions"])])
+            p = r["partitions"]
+            held = f"{len(p.get('partitions') or [])} of {p.get('partitions_total')}"  # shown at any width
+            table_rows.append(["  partitions", "", held, "", "", "", "", "", partitions_line(p)])
     return table_rows
 
 

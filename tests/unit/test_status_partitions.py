@@ -26,4 +26,5 @@ def test_the_processor_row_is_followed_by_its_partitions_line() -> None:
     }
     rows = status_table([row])
     assert [r[0] for r in rows] == ["processor", "  partitions"]
+    assert rows[1][2] == "8 of 8"  # the state column, which a narrow terminal still shows
     assert rows[1][-1] == "holds 0,1,2,3,4,5,6,7 of 8; the only processor"
