@@ -479,7 +479,7 @@ class ProcessorDaemon(Daemon):
 
     The main loop runs :meth:`Leases.step` every third of the lease time; each partition it
     owns has a task pulling batches from that partition's durable consumer. All of them apply
-    through one :class:`Processor` (one lock: a batch at a time), whose per-symbol fence in
+    through one :class:`Processor` (one applier task: a batch at a time), whose per-symbol fence in
     Redis makes the commits of a processor that lost a partition without knowing it (it
     stalled past its lease) fail rather than write over the new owner's.
     """
@@ -490,7 +490,8 @@ class ProcessorDaemon(Daemon):
         self.leases: Leases | None = None
         self.js: JetStreamContext | None = None
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.lock = asyncio.Lock()
+        self.inbox: asyncio.Queue[tuple[int, Msg]] = asyncio.Queue()
+        """(partition, tick) as the partitions' fetch loops pull them; one applier takes them all."""
         self.backlog: dict[int, int] = {}
 
     async def startup(self, stack: AsyncExitStack) -> None:
@@ -516,9 +517,37 @@ class ProcessorDaemon(Daemon):
         self.batch_seconds = self.ops.histogram("batch_seconds", "Time to apply and commit one batch of ticks")
         self.status.info |= {"symbols": len(proc.states), "partitions": [], "partitions_total": s.partitions}
 
+    async def _apply(self) -> None:
+        """Batches of whatever has arrived from every partition, up to ``processor_batch``: far
+        bigger batches than one partition's fetch gives, and the fetches' round trips overlap
+        with the applying. Ticks of a partition whose lease lapsed meanwhile are left unacked
+        (the next owner gets them)."""
+        proc, leases, inbox = self.proc, self.leases, self.inbox
+        assert proc is not None and leases is not None
+        limit = self.settings.processor_batch
+        while not self.stop.is_set():
+            try:
+                first = await asyncio.wait_for(inbox.get(), 0.5)
+            except TimeoutError:
+                if proc.gap_since:
+                    await proc.handle([])  # a quiet stream still gives up on a gap in time
+                continue
+            items = [first]
+            while len(items) < limit and not inbox.empty():
+                items.append(inbox.get_nowait())
+            batch = [msg for p, msg in items if leases.holds(p)]
+            started = time.perf_counter()
+            await proc.handle(batch)
+            self.batch_seconds.observe(time.perf_counter() - started)
+            last = {p: msg for p, msg in items}
+            for p, msg in last.items():
+                self.backlog[p] = msg.metadata.num_pending
+            self.status.info["symbols"] = len(proc.states)
+
     async def main_loop(self) -> None:
         leases = self.leases
         assert leases is not None
+        self.spawn(self._apply(), "applier")
         period = self.settings.processor_lease_s / 3
         while not self.stop.is_set():
             try:
@@ -603,17 +632,10 @@ class ProcessorDaemon(Daemon):
                     sub = None
                     await asyncio.sleep(0.5)
                     continue
-                if not batch and not proc.gap_since:
-                    continue
-                async with self.lock:
-                    if not leases.holds(p):
-                        return  # lapsed while waiting: leave the batch unacked for the next owner
-                    started = time.perf_counter()
-                    await proc.handle(batch)
-                    if batch:
-                        self.batch_seconds.observe(time.perf_counter() - started)
-                        self.backlog[p] = batch[-1].metadata.num_pending
-                self.status.info["symbols"] = len(proc.states)
+                for msg in batch:
+                    self.inbox.put_nowait((p, msg))
+                while self.inbox.qsize() > 4 * limit and not self.stop.is_set():
+                    await asyncio.sleep(0.005)  # the applier is behind: fetch no further ahead
         finally:
             if sub is not None:
                 with contextlib.suppress(Exception):
