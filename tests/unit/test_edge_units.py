@@ -97,11 +97,14 @@ def test_free_port_picks_from_the_range_it_is_given(monkeypatch: pytest.MonkeyPa
     # gets a range of its own, and a port of it already bound elsewhere is skipped.
     import socket
 
-    from stockctl.instance.infra import free_port
+    from stockctl.instance.infra import free_port, port_is_free
 
-    monkeypatch.setenv("STOCKCTL_FREE_PORTS", "23100-23139")
+    # A window below the test workers' ranges (20000 up) that is free right now: a fixed one
+    # inside them was once in use by another worker's server (EADDRINUSE at the bind below).
+    base = next(b for b in range(15000, 19960, 40) if all(port_is_free("127.0.0.1", b + i) for i in range(40)))
+    monkeypatch.setenv("STOCKCTL_FREE_PORTS", f"{base}-{base + 39}")
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 23100))
+        taken.bind(("127.0.0.1", base))
         taken.listen()
         ports = [free_port() for _ in range(20)]
-    assert all(23101 <= p <= 23139 for p in ports) and len(set(ports)) == 20
+    assert all(base + 1 <= p <= base + 39 for p in ports) and len(set(ports)) == 20
