@@ -116,8 +116,8 @@ def redis_client(settings: Settings, retries: int = 3) -> aioredis.Redis:
     slot map and a failover by itself; it answers the same calls (typed as the plain client).
     """
     import redis.asyncio as aioredis
-    from redis.backoff import ExponentialBackoff
     from redis.asyncio.retry import Retry  # the async one: redis-py 8.2 warns (in our JSON logs) at the sync one
+    from redis.backoff import ExponentialBackoff
 
     url = settings.effective_redis_url
     cluster = parse_redis_url(url)
