@@ -18,9 +18,6 @@ conserved, price history with no gap and no duplicate. The summary table is prin
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,9 +28,11 @@ import pytest
 from stockctl.settings import Settings
 from stockctl.wire import names
 from tests.support.fault_suite import (
+    SERVER_PAUSE_S,
     Stack,
     assert_survived,
     check_and_record,
+    fail_node,
     pause_load_after,
     recover,
     running_stack,
@@ -48,7 +47,7 @@ pytestmark = pytest.mark.faults
 # The assertion is a wider bound, a recovery that is stuck, not slow: nats-server elects a
 # stream's new leader 4-9 s (randomised) after the old one died, which no client can shorten.
 RECOVERY_BOUND_S = 20.0
-PAUSE_S = 15.0
+PAUSE_S = SERVER_PAUSE_S
 ORDERS, TICKS = names.ORDER_STREAM, names.TICK_STREAM
 STREAMS = (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM)
 
@@ -116,13 +115,7 @@ def test_a_failed_leading_nats_node_loses_nothing(cstack: ClusterStack, fault: N
     # Act: fail the leader. A frozen node is resumed on a timer while recovery is measured; a
     # killed one is started again once it is measured (or has failed).
     t_fault = time.time()
-    resume = None
-    if fault.action == "pause":
-        os.kill(node.proc.pid, signal.SIGSTOP)
-        resume = threading.Timer(PAUSE_S, os.kill, (node.proc.pid, signal.SIGCONT))
-        resume.start()
-    else:
-        node.kill()
+    resume = fail_node(node, fault.action, PAUSE_S)
     try:
         recovery, done = recover(st, fault.label, t_fault, t_fault)
         new_leader = cluster.leader_other_than(fault.stream, leader)

@@ -16,6 +16,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +38,7 @@ from stockctl.instance.supervisor import read_state
 from stockctl.settings import Settings
 from tests.support.cli import PASSWORD, Cli
 from tests.support.faults import MARKETS, Ack, Ledger, Load, Watcher, matching_query, poll, table
-from tests.support.stack import wait_for
+from tests.support.stack import Server, wait_for
 
 SYMBOLS = ("AAPL", "MSFT")
 USERS = [f"trader{i}@example.com" for i in range(4)]
@@ -496,3 +499,20 @@ def assert_survived(st: Stack, v: Verdict, t_fault: float, recovery: float, boun
     assert st.load.unacked == [], f"submissions never answered: {st.load.unacked[:5]}"
     assert recovery <= bound_s, f"recovery took {recovery:.1f}s"
     assert all(c["state"] == "running" for c in st.state().values()), st.state()
+
+
+SERVER_PAUSE_S = 15.0
+"""How long a server node stays frozen (SIGSTOP) in the cluster faults."""
+
+
+def fail_node(node: Server, action: str, pause_s: float = SERVER_PAUSE_S) -> threading.Timer | None:
+    """``kill`` (SIGKILL: the caller starts it again) or ``pause`` (SIGSTOP, and SIGCONT on the
+    returned timer after ``pause_s``: the caller joins it)."""
+    assert node.proc is not None
+    if action == "pause":
+        os.kill(node.proc.pid, signal.SIGSTOP)
+        resume = threading.Timer(pause_s, os.kill, (node.proc.pid, signal.SIGCONT))
+        resume.start()
+        return resume
+    node.kill()
+    return None
