@@ -242,6 +242,14 @@ class Settings(BaseSettings):
     """How long a processor's hold on a partition lasts unless renewed: a processor that dies or
     stalls loses its partitions to the others after this long."""
 
+    matching_lease_s: float = Field(3.0, ge=0.5, le=300)
+    """How long the active matching daemon's lease lasts unless renewed: a standby takes over
+    after the active one has died or stalled this long."""
+
+    matching_term_renew_s: float = Field(86_400.0, ge=1, le=864_000)
+    """How often the active matching daemon writes its term again, so that its fence never
+    ages out of ``EX_EVENTS`` (kept 30 days)."""
+
     gateway_port: int = Field(8700, ge=1, le=65535)
     """HTTP + WebSocket port of the gateway (the port clients use)."""
 

@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 import time
 from collections import OrderedDict
 from contextlib import AsyncExitStack
@@ -61,14 +62,19 @@ import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+from redis.exceptions import RedisError
 
 from daemons.matching.book_feed import BookFeed
+from daemons.matching.leader import TERM_RETRY_ON, Fenced, Leadership, is_fenced
 from daemons.matching.queries import serve_queries
 from daemons.matching.snapshots import Snapshots, SnapshotUnusable
 from daemons.matching.views import RedisViews, event_market
 from stockctl.exchange.engine import Exchange
 from stockctl.runtime.connections import open_nats, open_redis
 from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.leases import member_id, open_bucket
 from stockctl.runtime.logs import REQUEST_ID_HEADER, bind
 from stockctl.runtime.process import failpoint
 from stockctl.runtime.retry import STREAM_BACKOFF, backoff_sleep, retry
@@ -130,6 +136,7 @@ class Matching:
         self.time_sent = 0  # the expiry a Time command was last published for
         self.time_checked = 0.0
         self.nats_state = StateLog(log, "JetStream publish")
+        self.leader: Leadership | None = None  # its fence goes on every record once this daemon leads
 
     @property
     def market_names(self) -> list[str]:
@@ -139,14 +146,22 @@ class Matching:
 
     async def restore(self) -> None:
         """The snapshot, then where each market's events, ticks and views stop (replay starts after)."""
+        await self.warm()
+        await self.positions()
+
+    async def warm(self) -> None:
+        """Load the stored snapshot if it is newer than the engine (a standby does this while it waits)."""
         try:
-            restored = await self.snapshots.load(self.specs)
+            restored = await self.snapshots.load(self.specs, newer_than=self.cmd_seq)
         except SnapshotUnusable as exc:
             log.error("%s", exc)
             raise SystemExit(EXIT_CONFIG) from None
         if restored is not None:
             self.engine, self.cmd_seq = restored
             log.info("restored engine snapshot at command %d", self.cmd_seq)
+
+    async def positions(self) -> None:
+        """Where each market's stored events, ticks and views stop: read once this daemon leads."""
         viewed = await self.views.stored_watermarks()
         fresh: list[str] = []
         for market in [*self.market_names, names.ACCOUNTS_MARKET]:
@@ -233,6 +248,7 @@ class Matching:
                 replies.append((reply, answer))
         if applied:
             self.status.incr("commands", applied)
+        failpoint("matching.before_store")
         if to_derive:
             await self._derive(to_derive)
         if to_store:
@@ -275,11 +291,13 @@ class Matching:
         for item in events:
             by_market.setdefault(event_market(item[0]), []).append(item)
         pending = []
+        fence = self.leader.fence() if self.leader else {}
         for market, items in by_market.items():
             subject = names.event_subject(market)
             for chunk in _chunks(items, RECORD_MAX_BYTES):
                 msg_id = f"{market}:{chunk[0][0].seq}-{chunk[-1][0].seq}"
-                pending.append((subject, encode_record([data for _, data in chunk]), {"Nats-Msg-Id": msg_id}))
+                headers = {"Nats-Msg-Id": msg_id, **fence}
+                pending.append((subject, encode_record([data for _, data in chunk]), headers))
         await self._publish_confirmed(pending)
         for market, items in by_market.items():
             self.published[market] = items[-1][0].seq
@@ -332,6 +350,10 @@ class Matching:
                 start = len(items)
                 self.nats_state.set("ok")
             except Exception as exc:  # an outage: resend the rest (ids de-duplicate)
+                # nats-py 2.16 does not fail the future of a refused async publish (its reply
+                # handler raises instead), so a refusal shows as a timeout: ask for the last term.
+                if is_fenced(exc) or (self.leader and await self.leader.superseded()):
+                    raise Fenced(f"a record was refused: another matching daemon leads now ({exc!r})") from None
                 self.nats_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying")
                 await backoff_sleep(attempt, asyncio.Event(), STREAM_BACKOFF)
                 attempt += 1
@@ -391,18 +413,31 @@ def _whole(qty: str) -> int:
 
 
 class MatchingDaemon(Daemon):
-    """Connect, restore, serve queries, then apply commands in stream order until stopped."""
+    """Connect; lead the market group or stand by for it; then apply commands in stream order.
+
+    Leading (see :mod:`.leader`): the lease is taken, a term written, the engine restored,
+    queries served and commands consumed. Standing by: the lease is tried every third of
+    ``matching_lease_s`` and the engine kept warm from the snapshot, so that a takeover
+    replays only the commands after it. A leader whose lease lapses stops applying until it
+    has it again; if another daemon led meanwhile it exits 1 (the supervisor starts it again,
+    as a standby).
+    """
 
     def __init__(self, settings: Settings, name: str) -> None:
         super().__init__(settings, name)
         self.m: Matching | None = None
         self.js: JetStreamContext | None = None
+        self.leader: Leadership | None = None
+        self.stack: AsyncExitStack | None = None
+        self.active = False
         self.sub: Any = None
         self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
         self.reconnected = asyncio.Event()  # set after a NATS reconnect: the command consumer may be gone
+        self.lease_held = asyncio.Event()  # set by the lease task when a step holds the lease
 
     async def startup(self, stack: AsyncExitStack) -> None:
         settings = self.settings
+        self.stack = stack
         r = await open_redis(stack, self.ops, self.stop, log)
         nc = await open_nats(stack, self.ops, self.stop, log, on_reconnect=self.reconnected.set)
         js = self.js = nc.jetstream(publish_async_max_pending=20_000)
@@ -412,17 +447,98 @@ class MatchingDaemon(Daemon):
             await ensure_tick_stream(js, settings)
 
         await retry(setup, stop=self.stop, what="JetStream", logger=log)
+        kv = await retry(self._bucket, stop=self.stop, what="matching lease", logger=log)
+        me = member_id(socket.gethostname(), self.name, str(settings.home.resolve()))
+        self.leader = Leadership(js, kv, me, settings.matching_lease_s)
         try:
-            m = self.m = Matching(settings, nc, js, r, self.status, self.stop)
+            self.m = Matching(settings, nc, js, r, self.status, self.stop)
         except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("bad markets file %s: %s", settings.markets_file, exc)
             raise SystemExit(EXIT_CONFIG) from None
-        await m.restore()
+        self.status.info |= {"markets": self.m.market_names, "role": "standby", "member": me}
+        await self.m.warm()
+        # Lead at once when nobody else does, so that "ready" means "matching" on one machine.
+        if await retry(self.leader.lease.step, stop=self.stop, what="matching lease", logger=log):
+            await self._lead()
+        else:
+            log.info("standing by: another matching daemon leads group %s", self.leader.group)
+        self.spawn(self._keep_lease(), "lease")
+
+    async def _bucket(self) -> KeyValue:
+        s = self.settings
+        assert self.js is not None
+        return await open_bucket(self.js, s.matching_lease_s, s.stream_replicas, names.MATCHING_LEASES_BUCKET)
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease (or, standing by, try to take it) every third of the lease time."""
+        leader = self.leader
+        assert leader is not None
+        while not self.stop.is_set():
+            try:
+                if await leader.lease.step():
+                    self.lease_held.set()
+            except (BucketNotFoundError, nats.js.errors.NotFoundError):
+                log.warning("the matching leases bucket is gone; making it again")
+                with contextlib.suppress(*TERM_RETRY_ON):
+                    leader.lease.kv = await self._bucket()
+            except Exception as exc:  # NATS away: a lease not renewed lapses by itself (holds() turns false)
+                log.warning("matching lease not renewed: %s: %s", exc.__class__.__name__, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), leader.period)
+
+    async def _lead(self) -> None:
+        """Holding the lease: write a term, restore, serve queries and consume commands."""
+        m, leader, stack = self.m, self.leader, self.stack
+        assert m is not None and leader is not None and stack is not None
+        started = time.monotonic()
+        await retry(leader.claim, stop=self.stop, what="matching term", logger=log, retry_on=TERM_RETRY_ON)
+        m.leader = leader
+        await m.warm()  # a snapshot taken by the daemon that led before
+        await m.positions()  # read after the term: nothing older can be stored past them now
         gc.collect()
         gc.freeze()  # the restored engine is long-lived: keep it out of every future collection
-        await serve_queries(stack, nc, m)  # answered from here until the stack unwinds
+        await serve_queries(stack, m.nc, m)  # answered from here until the stack unwinds
         self.sub = await self._subscribe()
-        self.status.info |= {"markets": m.market_names}
+        self.active = True
+        self.status.info |= {"role": "active", "term": leader.term}
+        took = time.monotonic() - started
+        log.info("leading group %s from command %d (%.3f s to lead)", leader.group, m.cmd_seq, took)
+
+    async def _stand_by(self) -> None:
+        """Until the lease is this daemon's: keep the engine warm from the snapshot."""
+        m, leader = self.m, self.leader
+        assert m is not None and leader is not None
+        while not self.stop.is_set() and not leader.lease.holds():
+            try:
+                await m.warm()
+            except RedisError as exc:
+                log.warning("snapshot not loaded while standing by: %s", exc)
+            self.lease_held.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.lease_held.wait(), leader.period)
+        if not self.stop.is_set():
+            await self._lead()
+
+    async def _regain(self) -> None:
+        """The lease lapsed while leading: apply nothing until it is renewed, then go on only
+        if no other daemon led meanwhile (:class:`Fenced` otherwise)."""
+        m, leader = self.m, self.leader
+        assert m is not None and leader is not None
+        log.warning("the matching lease lapsed; no command is applied until it is renewed")
+        self.status.info["role"] = "lapsed"
+        while not self.stop.is_set():
+            if leader.lease.holds():
+                await retry(leader.renew, stop=self.stop, what="matching term", logger=log, retry_on=TERM_RETRY_ON)
+                self.status.info |= {"role": "active", "term": leader.term}
+                return
+            try:
+                taken = await leader.taken_by_other()
+            except TERM_RETRY_ON:  # NATS away: ask again
+                taken = False
+            if taken:
+                raise Fenced("another matching daemon took the lease")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), leader.period / 3)
 
     async def _subscribe(self) -> Any:
         assert self.m is not None and self.js is not None
@@ -448,10 +564,27 @@ class MatchingDaemon(Daemon):
         return sub
 
     async def main_loop(self) -> None:
-        m, inbox = self.m, self.inbox
-        assert m is not None
+        try:
+            if not self.active:
+                await self._stand_by()
+            await self._apply_commands()
+        except Fenced as exc:
+            log.error("%s; stopping without answering (exit 1): this daemon starts again as a standby", exc)
+            self.active = False
+            self.exit_code = 1
+
+    async def _apply_commands(self) -> None:
+        m, inbox, leader = self.m, self.inbox, self.leader
+        assert m is not None and leader is not None
         batch_seconds = self.ops.histogram("batch_seconds", "Time to apply, store and answer one batch of commands")
+        renew_every = self.settings.matching_term_renew_s
         while not self.stop.is_set():
+            if not leader.lease.holds():
+                await self._regain()
+                continue
+            if leader.renew_due(renew_every):  # between batches: no record in flight with the old term
+                await retry(leader.renew, stop=self.stop, what="matching term", logger=log, retry_on=TERM_RETRY_ON)
+                self.status.info["term"] = leader.term
             if self.reconnected.is_set():
                 # The ordered consumer lives in the server's memory: a restarted nats-server has lost
                 # it, and nats-py would notice only after two missed heartbeats (10-20 s without
@@ -479,8 +612,12 @@ class MatchingDaemon(Daemon):
             self.status.info["views_set_back"] = m.views.setbacks
 
     async def shutdown(self) -> None:
-        if self.m is not None:
+        if self.m is not None and self.active:
             await self.m.maybe_snapshot(force=True)
+        if self.leader is not None and self.exit_code == 0:
+            # Hand over now rather than after the lease time: a standby leads at once.
+            with contextlib.suppress(Exception):
+                await self.leader.lease.release()
 
 
 DAEMON = MatchingDaemon

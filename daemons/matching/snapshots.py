@@ -40,12 +40,15 @@ class Snapshots:
         self.r, self.status = r, status
         self.taken_at = (time.monotonic(), 0)  # (when, cmd_seq) of the last snapshot written or restored
 
-    async def load(self, specs: tuple[MarketSpec, ...]) -> tuple[Exchange, int] | None:
-        """The restored engine and its command sequence, or None without a snapshot.
+    async def load(self, specs: tuple[MarketSpec, ...], newer_than: int = 0) -> tuple[Exchange, int] | None:
+        """The restored engine and its command sequence, or None without a snapshot (or
+        without one past ``newer_than``: its command sequence is read first, alone).
 
         Raises :class:`SnapshotUnusable` if another stockctl version wrote it, or for other
         markets than ``specs``: markets cannot change under a running exchange.
         """
+        if newer_than and int(await self.r.hget(names.SNAPSHOT_KEY, "cmd_seq") or 0) <= newer_than:
+            return None
         raw = await self.r.hgetall(names.SNAPSHOT_KEY)
         if not raw:
             return None

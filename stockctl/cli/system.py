@@ -89,6 +89,11 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
                 if "partitions" in info:
                     keys = ("partitions", "partitions_total", "processors")
                     row["partitions"] = {k: info.get(k) for k in keys}
+        if comp["name"] == "matching" and running:
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads((settings.run_dir / "matching.json").read_text()).get("info") or {}
+                if "role" in info:
+                    row["role"] = {k: info.get(k) for k in ("role", "term")}
         if comp["name"] == "feeds" and running:
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads((settings.run_dir / "feeds.json").read_text())
@@ -195,7 +200,20 @@ def status_table(rows: list[dict[str, Any]]) -> list[list[str]]:
             p = r["partitions"]
             held = f"{len(p.get('partitions') or [])} of {p.get('partitions_total')}"  # shown at any width
             table_rows.append(["  partitions", "", held, "", "", "", "", "", partitions_line(p)])
+        if r.get("role"):
+            role = r["role"]
+            table_rows.append(["  role", "", str(role.get("role")), "", "", "", "", "", role_line(role)])
     return table_rows
+
+
+def role_line(role: dict[str, Any]) -> str:
+    """What a matching daemon's status says of its part in the market group."""
+    what = role.get("role")
+    if what == "active":
+        return f"leads the markets (term {role.get('term')})"
+    if what == "lapsed":
+        return "its lease lapsed: applies nothing until it is renewed"
+    return "stands by: takes over when the active matching daemon's lease lapses"
 
 
 def partitions_line(p: dict[str, Any]) -> str:
@@ -223,6 +241,7 @@ STATUS_FIELDS = (
     "health",
     "message",
     "partitions",
+    "role",
 )
 
 

@@ -1,4 +1,5 @@
-"""Partition leases in NATS KV: each partition has at most one owner among the processors.
+"""Leases in NATS KV: each partition has at most one owner among the processors, and each
+market group one active matching daemon (:class:`Lease`, one key, the same rules).
 
 The bucket (:data:`~stockctl.wire.names.LEASES_BUCKET`) keeps each entry for the lease time
 (its ``ttl``), so an entry not written again in that time is gone. A lease is the entry
@@ -49,12 +50,14 @@ def member_id(host: str, daemon: str, home: str) -> str:
     return re.sub(r"[^-_=a-zA-Z0-9]", "_", f"{host}-{daemon}-{tag}")
 
 
-async def open_bucket(js: JetStreamContext, lease_s: float, replicas: int) -> KeyValue:
-    """The leases bucket, created if missing (its ttl is the lease time)."""
+async def open_bucket(
+    js: JetStreamContext, lease_s: float, replicas: int, bucket: str = names.LEASES_BUCKET
+) -> KeyValue:
+    """A leases bucket, created if missing (its ttl is the lease time)."""
     try:
-        return await js.key_value(names.LEASES_BUCKET)
+        return await js.key_value(bucket)
     except BucketNotFoundError:
-        config = api.KeyValueConfig(bucket=names.LEASES_BUCKET, ttl=lease_s, history=1, replicas=replicas)
+        config = api.KeyValueConfig(bucket=bucket, ttl=lease_s, history=1, replicas=replicas)
         return await js.create_key_value(config)
 
 
@@ -130,9 +133,8 @@ class Leases:
 
     async def _renew(self, partition: int) -> None:
         sent = time.monotonic()
-        try:
-            revision = await self.kv.update(f"p{partition}", self.me.encode(), last=self.held[partition].revision)
-        except KeyWrongLastSequenceError:
+        revision = await _update(self.kv, f"p{partition}", self.me, self.held[partition].revision)
+        if revision is None:
             # Expired (this processor stalled) and maybe taken: it is not ours any more.
             log.warning("lost partition %d: its lease expired before it was renewed", partition)
             self.held.pop(partition, None)
@@ -141,21 +143,70 @@ class Leases:
 
     async def _take(self, partition: int) -> None:
         sent = time.monotonic()
-        key = f"p{partition}"
-        try:
-            revision = await self.kv.create(key, self.me.encode())
-        except KeyWrongLastSequenceError:
-            # Held. By this very processor before a restart in place (same id)? Then it is ours
-            # to take back now rather than after the lease time: nobody else can hold it.
-            try:
-                entry = await self.kv.get(key)
-            except KeyNotFoundError:
-                return  # expired meanwhile: the next step takes it
-            if entry.value != self.me.encode() or entry.revision is None:
-                return  # another processor holds it
-            try:
-                revision = await self.kv.update(key, self.me.encode(), last=entry.revision)
-            except KeyWrongLastSequenceError:
-                return
-        self.held[partition] = Held(revision, sent + self.lease_s * (1 - MARGIN))
-        log.info("took partition %d", partition)
+        revision = await _create(self.kv, f"p{partition}", self.me)
+        if revision is not None:
+            self.held[partition] = Held(revision, sent + self.lease_s * (1 - MARGIN))
+            log.info("took partition %d", partition)
+
+
+@dataclass
+class Lease:
+    """One lease, ``key``: the active matching daemon's hold on its market group, say."""
+
+    kv: KeyValue
+    key: str
+    me: str
+    lease_s: float
+    held: Held | None = None
+
+    def holds(self) -> bool:
+        return self.held is not None and time.monotonic() < self.held.valid_until
+
+    @property
+    def revision(self) -> int:
+        """The revision of the write that last took or renewed it (0 if not held)."""
+        return self.held.revision if self.held else 0
+
+    async def step(self) -> bool:
+        """Renew the lease if held, else try to take it; whether it is held now."""
+        sent = time.monotonic()
+        if self.held is None:
+            revision = await _create(self.kv, self.key, self.me)
+        else:
+            revision = await _update(self.kv, self.key, self.me, self.held.revision)
+            if revision is None:
+                log.warning("lost lease %s: it expired before it was renewed", self.key)
+        self.held = None if revision is None else Held(revision, sent + self.lease_s * (1 - MARGIN))
+        return self.holds()
+
+    async def release(self) -> None:
+        """Hand it over now, not after the lease time (on the way out)."""
+        held, self.held = self.held, None
+        if held is not None:
+            with contextlib.suppress(KeyWrongLastSequenceError):  # taken over already
+                await self.kv.delete(self.key, last=held.revision)
+
+
+async def _update(kv: KeyValue, key: str, me: str, last: int) -> int | None:
+    """Renew ``key`` at revision ``last``: its new revision, or None if it expired meanwhile."""
+    try:
+        return await kv.update(key, me.encode(), last=last)
+    except KeyWrongLastSequenceError:
+        return None
+
+
+async def _create(kv: KeyValue, key: str, me: str) -> int | None:
+    """Take ``key`` if nobody holds it: its revision, or None if another member holds it."""
+    try:
+        return await kv.create(key, me.encode())
+    except KeyWrongLastSequenceError:
+        pass
+    # Held. By this very member before a restart in place (same id)? Then it is ours to take
+    # back now rather than after the lease time: nobody else can hold it.
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None  # expired meanwhile: the next step takes it
+    if entry.value != me.encode() or entry.revision is None:
+        return None  # another member holds it
+    return await _update(kv, key, me, entry.revision)

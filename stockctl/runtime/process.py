@@ -17,6 +17,7 @@ import gc
 import importlib.util
 import logging
 import os
+import signal
 import sys
 import types
 from typing import Any
@@ -29,20 +30,28 @@ def failpoint(name: str) -> None:
     """Die here, abruptly, if ``STOCKCTL_FAILPOINTS`` names this point.
 
     The variable is a comma-separated list of ``name`` (the first pass) or ``name@N`` (the
-    Nth pass). Fault-injection tests use it to crash a daemon at an exact moment, as kill -9
-    there would, instead of hoping a timed kill lands in a window of microseconds. Unset in
-    production, where this is one dictionary lookup.
+    Nth pass), each optionally followed by ``:stop`` to freeze the process there (SIGSTOP to
+    itself; the test sends SIGCONT) instead of exiting. Fault-injection tests use it to crash
+    or stall a daemon at an exact moment, as kill -9 or SIGSTOP there would, instead of
+    hoping a timed signal lands in a window of microseconds. Unset in production, where this
+    is one dictionary lookup.
     """
     points = os.environ.get("STOCKCTL_FAILPOINTS")
     if not points:
         return
     hits = _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
     for point in points.split(","):
-        target, _, nth = point.strip().partition("@")
+        where, _, action = point.strip().partition(":")
+        target, _, nth = where.partition("@")
         if target == name and hits == (int(nth) if nth.isdigit() else 1):
-            logging.getLogger("stockctl").error("failpoint %s (pass %d): exiting abruptly", name, hits)
+            stop = action == "stop"
+            what = "stopping (SIGSTOP)" if stop else "exiting abruptly"
+            logging.getLogger("stockctl").error("failpoint %s (pass %d): %s", name, hits, what)
             for handler in logging.getLogger().handlers:
                 handler.flush()
+            if stop:
+                os.kill(os.getpid(), signal.SIGSTOP)
+                return
             os._exit(FAILPOINT_EXIT)
 
 

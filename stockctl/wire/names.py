@@ -29,6 +29,12 @@ SIGNAL_SUBJECTS = "md.signal.>"
 PROCESSOR_DURABLE = "processor"
 """The processor's durable consumer of the whole tick stream before partitions (removed at start)."""
 
+MATCHING_LEASES_BUCKET = "matching-leases"
+"""NATS KV bucket: ``g.<group>`` -> the matching daemon active for that market group (a lease)."""
+
+MATCHING_GROUP = "main"
+"""The one market group there is: every market is matched by the group's active daemon."""
+
 LEASES_BUCKET = "processor-leases"
 """NATS KV bucket: ``p<N>`` -> the processor that owns partition N (a lease: it expires unless
 renewed), and ``m.<id>`` -> a live processor (so each knows how many share the partitions)."""
@@ -206,6 +212,16 @@ EVENT_STREAM = "EX_EVENTS"
 
 ORDER_SUBJECTS = "ex.order.>"
 EVENT_SUBJECTS = "ex.event.>"
+TERM_SUBJECTS = "ex.term.>"
+"""Also in ``EX_EVENTS``: one message per term of a market group's active matching daemon."""
+
+
+def term_subject(group: str) -> str:
+    """Where a group's active matching daemon writes its term: every record it publishes
+    expects this subject's last sequence to be its own term's, so an older leader is refused."""
+    return f"ex.term.{group}"
+
+
 ACCOUNTS_MARKET = "ACCOUNTS"
 """Pseudo-market of account commands and events (funding)."""
 

@@ -60,11 +60,14 @@ def tick_stream_config(settings: Settings) -> api.StreamConfig:
 
 
 def exchange_stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
-    """``EX_ORDERS`` and ``EX_EVENTS``: file storage, kept 30 days, de-duplicated for 10 minutes."""
+    """``EX_ORDERS`` and ``EX_EVENTS``: file storage, kept 30 days, de-duplicated for 10 minutes.
+
+    ``EX_EVENTS`` also holds the matching terms (:data:`~stockctl.wire.names.TERM_SUBJECTS`):
+    JetStream checks a record's expected term only against a subject of the same stream."""
     return [
         api.StreamConfig(
             name=name,
-            subjects=[subjects],
+            subjects=subjects,
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
             discard=api.DiscardPolicy.OLD,
@@ -73,8 +76,8 @@ def exchange_stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
             num_replicas=replicas,
         )
         for name, subjects in (
-            (names.ORDER_STREAM, names.ORDER_SUBJECTS),
-            (names.EVENT_STREAM, names.EVENT_SUBJECTS),
+            (names.ORDER_STREAM, [names.ORDER_SUBJECTS]),
+            (names.EVENT_STREAM, [names.EVENT_SUBJECTS, names.TERM_SUBJECTS]),
         )
     ]
 

@@ -133,10 +133,11 @@ async def _delete_stream(url: str) -> None:
 
 
 async def _delete_leases(js: nats.js.JetStreamContext) -> None:
-    """Forget the processors of earlier tests: their leases (killed, never given back) would
-    keep the next test's processor waiting a lease time for its partitions."""
-    with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
-        await js.delete_key_value(names.LEASES_BUCKET)
+    """Forget the processors and matching daemons of earlier tests: their leases (killed, never
+    given back) would keep the next test's daemons waiting a lease time for their work."""
+    for bucket in (names.LEASES_BUCKET, names.MATCHING_LEASES_BUCKET):
+        with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+            await js.delete_key_value(bucket)
 
 
 def make_settings(srv: Servers, home: Path, **overrides: object) -> Settings:
