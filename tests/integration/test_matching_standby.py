@@ -50,10 +50,10 @@ def _logged_at(d: Daemon, text: str) -> float:
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def _pair(servers, tmp_path: Path, daemons, **env: str) -> tuple[Ex, Daemon, Daemon]:
+def _pair(servers, tmp_path: Path, daemons, renew_s: float = 86_400, **env: str) -> tuple[Ex, Daemon, Daemon]:
     """An exchange whose matching daemon ``a`` leads, ``b`` (another home) standing by."""
     wipe_exchange(servers)
-    settings = stack_settings(servers, tmp_path / "a", matching_lease_s=LEASE_S)
+    settings = stack_settings(servers, tmp_path / "a", matching_lease_s=LEASE_S, matching_term_renew_s=renew_s)
     a = daemons("matching", settings)
     if env:
         a.terminate()
@@ -150,6 +150,23 @@ def test_a_frozen_leader_that_resumes_mid_batch_is_refused_and_answers_nothing(
     assert "a record was refused: another matching daemon leads now" in a.log()
     assert _events(ex) == before, "a stored nothing after b took over"
     _assert_recorded_once(ex, [sell.json()["order_id"], buy.json()["order_id"]])
+
+
+def test_the_leader_writes_its_term_again_on_time_and_goes_on_storing(servers, tmp_path: Path, daemons) -> None:
+    ex, a, b = _pair(servers, tmp_path, daemons, renew_s=1.0)
+    a_member = json.loads(a.status_path.read_text())["info"]["member"]
+    ex.balances(ALICE), ex.balances(BOB)
+    orders: list[int] = []
+    started = time.monotonic()
+    while time.monotonic() - started < 4.5:  # past four renewals, orders in between
+        orders += _cross(ex, "100")
+        time.sleep(0.3)
+    terms = read_stream(ex.settings.nats_url, names.EVENT_STREAM, names.term_subject(names.MATCHING_GROUP))
+    members = [json.loads(t)["member"] for t in terms]
+    assert len(members) >= 5, members  # the first term and at least four renewals
+    assert set(members) == {a_member}, "every term is a's: b stood by throughout"
+    assert _role(b) == "standby"
+    _assert_recorded_once(ex, orders)
 
 
 def test_records_with_a_superseded_term_are_refused_by_jetstream(servers) -> None:
