@@ -28,3 +28,9 @@ COMPONENTS: tuple[str, ...] = (*SERVERS, *DAEMONS)
 
 LOG_SOURCES: tuple[str, ...] = ("supervisor", *COMPONENTS)
 """Everything with a log in ``<home>/logs`` (``stockctl logs NAME``)."""
+
+
+def base_name(name: str) -> str:
+    """``processor`` of ``processor-2`` (``up --cluster`` runs two); other names as they are."""
+    base, _, n = name.rpartition("-")
+    return base if base and n.isdigit() else name

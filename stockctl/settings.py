@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from stockctl.servercreds import ServerCredentials
 
 ENV_PREFIX = "STOCKCTL_"
+CLUSTER_NATS_NODES = 3
+CLUSTER_VALKEY_NODES = 6  # 3 primaries, each with a replica
 
 _DURATION_RE = re.compile(r"(\d{1,9})([smhdw])", re.ASCII)
 _UNIT_NS = {
@@ -164,6 +166,11 @@ class Settings(BaseSettings):
 
     redis_port: int = Field(16379, ge=1, le=65535)
     """Port of the embedded valkey/redis server."""
+
+    cluster: bool = False
+    """Run a cluster on this machine (``up --cluster``): 3 nats-server nodes at R3 from
+    ``nats_port`` up, a Valkey Cluster of 3 primaries and 3 replicas from ``redis_port`` up,
+    and two of each daemon that scales (see :mod:`stockctl.instance.cluster`)."""
 
     symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["AAPL", "GOOGL", "AMZN", "MSFT", "TSLA"])
     """Simulated ticker symbols (comma separated in the environment)."""
@@ -592,14 +599,31 @@ class Settings(BaseSettings):
         return parse_duration(self.history_retention)
 
     @property
+    def nats_ports(self) -> list[int]:
+        """Client ports of the embedded nats-server nodes (three under ``cluster``)."""
+        return [self.nats_port + i for i in range(CLUSTER_NATS_NODES if self.cluster else 1)]
+
+    @property
+    def redis_ports(self) -> list[int]:
+        """Ports of the embedded valkey-server nodes (six under ``cluster``)."""
+        return [self.redis_port + i for i in range(CLUSTER_VALKEY_NODES if self.cluster else 1)]
+
+    @property
     def effective_nats_url(self) -> str:
         """The NATS URL to connect to, credentials included: never log it, log :func:`mask_url` of it."""
-        return self.nats_url or self.server_credentials().nats_url(self.host, self.nats_port)
+        if self.nats_url:
+            return self.nats_url
+        creds = self.server_credentials()
+        return ",".join(creds.nats_url(self.host, port) for port in self.nats_ports)
 
     @property
     def effective_redis_url(self) -> str:
         """The Redis URL to connect to, credentials included: never log it, log :func:`mask_url` of it."""
-        return self.redis_url or self.server_credentials().redis_url(self.host, self.redis_port)
+        if self.redis_url:
+            return self.redis_url
+        if self.cluster:
+            return self.server_credentials().redis_cluster_url(self.host, self.redis_ports)
+        return self.server_credentials().redis_url(self.host, self.redis_port)
 
     @property
     def effective_auth_url(self) -> str:

@@ -67,7 +67,7 @@ from nats.js.kv import KeyValue
 from redis.exceptions import RedisError
 
 from daemons.matching.book_feed import BookFeed
-from daemons.matching.leader import TERM_RETRY_ON, Fenced, Leadership, is_fenced
+from daemons.matching.leader import TERM_RETRY_ON, Fenced, Leadership, LeaseLost, is_fenced
 from daemons.matching.queries import serve_queries
 from daemons.matching.snapshots import Snapshots, SnapshotUnusable
 from daemons.matching.views import RedisViews, event_market
@@ -458,11 +458,10 @@ class MatchingDaemon(Daemon):
         self.status.info |= {"markets": self.m.market_names, "role": "standby", "member": me}
         await self.m.warm()
         # Lead at once when nobody else does, so that "ready" means "matching" on one machine.
-        if await retry(self.leader.lease.step, stop=self.stop, what="matching lease", logger=log):
-            await self._lead()
-        else:
+        held = await retry(self.leader.lease.step, stop=self.stop, what="matching lease", logger=log)
+        self.spawn(self._keep_lease(), "lease")  # renewing from now: leading may take a while to start
+        if not (held and await self._lead()):
             log.info("standing by: another matching daemon leads group %s", self.leader.group)
-        self.spawn(self._keep_lease(), "lease")
 
     async def _bucket(self) -> KeyValue:
         s = self.settings
@@ -486,12 +485,17 @@ class MatchingDaemon(Daemon):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), leader.period)
 
-    async def _lead(self) -> None:
-        """Holding the lease: write a term, restore, serve queries and consume commands."""
+    async def _lead(self) -> bool:
+        """Holding the lease: write a term, restore, serve queries and consume commands. False
+        if the lease lapsed before the term was written (this daemon stands by again)."""
         m, leader, stack = self.m, self.leader, self.stack
         assert m is not None and leader is not None and stack is not None
         started = time.monotonic()
-        await retry(leader.claim, stop=self.stop, what="matching term", logger=log, retry_on=TERM_RETRY_ON)
+        try:
+            await retry(leader.claim, stop=self.stop, what="matching term", logger=log, retry_on=TERM_RETRY_ON)
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+            return False
         m.leader = leader
         await m.warm()  # a snapshot taken by the daemon that led before
         await m.positions()  # read after the term: nothing older can be stored past them now
@@ -503,12 +507,15 @@ class MatchingDaemon(Daemon):
         self.status.info |= {"role": "active", "term": leader.term}
         took = time.monotonic() - started
         log.info("leading group %s from command %d (%.3f s to lead)", leader.group, m.cmd_seq, took)
+        return True
 
     async def _stand_by(self) -> None:
         """Until the lease is this daemon's: keep the engine warm from the snapshot."""
         m, leader = self.m, self.leader
         assert m is not None and leader is not None
-        while not self.stop.is_set() and not leader.lease.holds():
+        while not self.stop.is_set():
+            if leader.lease.holds() and await self._lead():
+                return
             try:
                 await m.warm()
             except RedisError as exc:
@@ -516,8 +523,6 @@ class MatchingDaemon(Daemon):
             self.lease_held.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.lease_held.wait(), leader.period)
-        if not self.stop.is_set():
-            await self._lead()
 
     async def _regain(self) -> None:
         """The lease lapsed while leading: apply nothing until it is renewed, then go on only

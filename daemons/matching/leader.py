@@ -51,6 +51,10 @@ class Fenced(Exception):
     """Another matching daemon leads this group now: this one must not publish anything more."""
 
 
+class LeaseLost(Exception):
+    """The lease lapsed before this daemon's term was written: it stands by again."""
+
+
 def is_fenced(exc: BaseException) -> bool:
     """Whether a publish failed because its expected term is no longer the group's last one."""
     return isinstance(exc, nats.js.errors.APIError) and exc.err_code == WRONG_LAST_SEQUENCE
@@ -83,6 +87,9 @@ class Leadership:
     async def claim(self) -> int:
         """Write a new term after whatever term is last (call it holding the lease); its seq."""
         for _ in range(CLAIM_ATTEMPTS):
+            if not self.lease.holds():
+                # Written without the lease, a term would fence the daemon that holds it now.
+                raise LeaseLost(f"the lease of group {self.group} lapsed before this daemon's term was written")
             try:
                 last = (await self.js.get_last_msg(names.EVENT_STREAM, self.subject)).seq or 0
             except nats.js.errors.NotFoundError:
@@ -125,7 +132,7 @@ class Leadership:
                 self.subject,
                 body.encode(),
                 headers={"Nats-Expected-Last-Subject-Sequence": str(after)},
-                timeout=5,
+                timeout=max(0.5, self.period),  # not past the lease: a late write could fence a successor
             )
         except nats.js.errors.APIError as exc:
             if is_fenced(exc):

@@ -22,7 +22,7 @@ import typer
 from stockctl.cli.common import JsonOpt, console, err_console, fmt_duration, get_settings, print_json
 from stockctl.cli.complete import complete_components, complete_log_sources, complete_running
 from stockctl.cli.tables import Col, FormatOpt, Report, emit, fitted_table
-from stockctl.components import COMPONENTS, LOG_SOURCES
+from stockctl.components import COMPONENTS, LOG_SOURCES, base_name
 from stockctl.errors import NotRunningError, StartupError, UsageError
 
 if TYPE_CHECKING:
@@ -83,15 +83,16 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads((settings.run_dir / f"{comp['name']}.json").read_text())
                 row["ops"] = (doc.get("info") or {}).get("ops")
-        if comp["name"] == "processor" and running:
+        base = base_name(comp["name"])  # processor of processor-2 (`up --cluster` runs two)
+        if base == "processor" and running:
             with contextlib.suppress(OSError, ValueError):
-                info = json.loads((settings.run_dir / "processor.json").read_text()).get("info") or {}
+                info = json.loads((settings.run_dir / f"{comp['name']}.json").read_text()).get("info") or {}
                 if "partitions" in info:
                     keys = ("partitions", "partitions_total", "processors")
                     row["partitions"] = {k: info.get(k) for k in keys}
-        if comp["name"] == "matching" and running:
+        if base == "matching" and running:
             with contextlib.suppress(OSError, ValueError):
-                info = json.loads((settings.run_dir / "matching.json").read_text()).get("info") or {}
+                info = json.loads((settings.run_dir / f"{comp['name']}.json").read_text()).get("info") or {}
                 if "role" in info:
                     row["role"] = {k: info.get(k) for k in ("role", "term")}
         if comp["name"] == "feeds" and running:
@@ -206,9 +207,19 @@ def status_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     return table_rows
 
 
+SERVER_ROLES = {
+    "primary": "Valkey primary: serves its slots",
+    "replica": "Valkey replica: takes over if its primary fails",
+    "meta leader": "JetStream meta leader: places streams and consumers",
+    "follower": "JetStream meta follower",
+}
+
+
 def role_line(role: dict[str, Any]) -> str:
     """What a matching daemon's status says of its part in the market group."""
     what = role.get("role")
+    if what in SERVER_ROLES:
+        return SERVER_ROLES[what]
     if what == "active":
         return f"leads the markets (term {role.get('term')})"
     if what == "lapsed":
@@ -299,10 +310,19 @@ def up(
         LogFormat | None,
         typer.Option(help="Daemon logs: text, or json (one object per line with request/order ids)."),
     ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Run a cluster on this machine: 3 NATS nodes (streams at R3), a Valkey Cluster of 3 primaries"
+            " and 3 replicas, and two of each processor, matching (active and standby), auth, gateway and alerts.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Start NATS, Redis and the daemons; return once all are ready."""
     settings = get_settings(
+        cluster=cluster or None,
         only=only,
         nats_url=nats_url,
         redis_url=redis_url,
@@ -341,7 +361,16 @@ def start_instance(settings: Settings, attach: bool = False, json_out: bool = Fa
         return
     comps = settings.components()
     ports = {}
-    if "nats" in comps:
+    if settings.cluster:
+        from stockctl.instance.cluster import cluster_ports
+
+        if settings.nats_url or settings.redis_url or settings.only:
+            raise UsageError("--cluster runs its own servers and every daemon: drop --nats-url, --redis-url and --only")
+        infra.nats_server_binary()
+        infra.redis_server_binary()
+        for setting, port in cluster_ports(settings):
+            infra.check_ports(settings.host, {setting: port})
+    elif "nats" in comps:
         ports |= {"nats_port": settings.nats_port, "nats_monitor_port": settings.nats_monitor_port}
         infra.nats_server_binary()
     if "redis" in comps:

@@ -195,6 +195,14 @@ def _redis_call(host: str, port: int, password: str, *command: str) -> bytes | N
         return None
 
 
+def redis_role(host: str, port: int, password: str) -> str | None:
+    """``primary`` or ``replica`` (``INFO replication``), or None if the node does not answer."""
+    info = _redis_call(host, port, password, "INFO", "replication")
+    if info is None:
+        return None
+    return "primary" if b"role:master" in info else "replica" if b"role:slave" in info else None
+
+
 def redis_ready(host: str, port: int, password: str) -> bool:
     """The server takes ``password`` and answers PING (not LOADING)."""
     return _redis_call(host, port, password, "PING") == b"PONG"

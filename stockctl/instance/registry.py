@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from stockctl.errors import NotRunningError
+from stockctl.instance.cluster import gateway_urls
 from stockctl.servercreds import write_private
 from stockctl.settings import Settings, mask_url
 from stockctl.wire.base_urls import split_urls
@@ -36,7 +37,8 @@ def write_instance(settings: Settings) -> None:
         "nats_url": mask_url(nats_url),
         "redis_url": mask_url(redis_url),
         "auth_url": settings.effective_auth_url,
-        "gateway_url": settings.gateway_url,
+        # Under ``--cluster`` both gateways: clients fail over between them.
+        "gateway_url": ",".join(gateway_urls(settings)) if settings.cluster else settings.gateway_url,
         "ws_url": settings.ws_url,
     }
     write_private(instance_path(settings), json.dumps(doc))

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from stockctl.instance import infra, launch
+from stockctl.instance import cluster, infra, launch
 from stockctl.instance.registry import remove_instance, write_instance
+from stockctl.instance.valkeycluster import ClusterFormError, form_cluster
 from stockctl.runtime.retry import Backoff
 from stockctl.settings import Settings, mask_url
 from stockctl.wire.seeds import STOCK_PRICES_SUBJECT
@@ -74,6 +75,10 @@ class Component:
     rate: float | None = None
     rates: dict[str, float] = field(default_factory=dict)
     ops: str | None = None
+    counter: Callable[[], int | None] | None = None  # a server's messages or commands so far
+    role_probe: Callable[[], str | None] | None = None  # a cluster node's part: primary, meta leader...
+    role: str | None = None
+
     _counter: tuple[float, int] | None = None
     _log: IO[bytes] | None = None
 
@@ -92,6 +97,7 @@ class Component:
             "rate": self.rate,
             "rates": self.rates,
             "ops": self.ops,
+            **({"role": {"role": self.role}} if self.role else {}),
         }
 
 
@@ -144,6 +150,20 @@ class Supervisor:
         s = self.s
         # The one carrier of the credentials to the daemons: the URLs themselves.
         child_env = launch.child_env(s, os.environ, STOCKCTL_NATS_URL=self.nats_url, STOCKCTL_REDIS_URL=self.redis_url)
+        if s.cluster:
+            return [
+                Component(
+                    p.name,
+                    p.kind,
+                    p.argv or launch.daemon_argv(p.name),
+                    p.address,
+                    (lambda c, ready=p.ready: ready()) if p.ready else self._daemon_ready,
+                    env=p.env,
+                    counter=p.counter,
+                    role_probe=p.role,
+                )
+                for p in cluster.plan(s, child_env)
+            ]
         comps: list[Component] = []
         for name in s.components():
             if name == "nats":
@@ -159,6 +179,7 @@ class Supervisor:
                         infra.nats_argv(s.host, s.nats_port, s.nats_monitor_port, store, conf),
                         f"{s.host}:{s.nats_port}",
                         lambda c: infra.nats_ready(s.host, s.nats_monitor_port),
+                        counter=lambda: infra.nats_msg_counter(s.host, s.nats_monitor_port),
                     )
                 )
             elif name == "redis":
@@ -174,6 +195,7 @@ class Supervisor:
                         infra.redis_argv(s.host, s.redis_port, data, conf),
                         f"{s.host}:{s.redis_port}",
                         lambda c: infra.redis_ready(s.host, s.redis_port, self.redis_password),
+                        counter=lambda: infra.redis_cmd_counter(s.host, s.redis_port, self.redis_password),
                     )
                 )
             else:
@@ -262,11 +284,9 @@ class Supervisor:
                     (rates[k] for k in ("ticks", "commands", "frames", "requests", "quotes") if k in rates), None
                 )
             return
-        value = (
-            infra.nats_msg_counter(s.host, s.nats_monitor_port)
-            if comp.name == "nats"
-            else infra.redis_cmd_counter(s.host, s.redis_port, self.redis_password)
-        )
+        if comp.role_probe is not None:
+            comp.role = comp.role_probe()
+        value = comp.counter() if comp.counter else None
         if value is None:
             return
         if comp._counter is not None and now > comp._counter[0]:
@@ -299,8 +319,10 @@ class Supervisor:
             await self._start_all()
             await self._watch()
         finally:
-            for comp in reversed(self.components):
-                await self._stop(comp)
+            # Daemons first, all at once (each finishes its in-flight work while the servers are
+            # up), then the servers: a cluster's twenty processes stop in the time of the slowest.
+            for kind in ("daemon", "server"):
+                await asyncio.gather(*(self._stop(c) for c in self.components if c.kind == kind))
                 self.write_state()
             state_path(self.s).unlink(missing_ok=True)
             remove_instance(self.s)
@@ -327,12 +349,27 @@ class Supervisor:
             if waiting:
                 await asyncio.sleep(STARTING_POLL)
         self.write_state()
+        if self.s.cluster and not self.stopping.is_set():
+            await self._form_valkey_cluster()
         for comp in self.components:
             if self.stopping.is_set():
                 return
             if comp.kind != "server":
                 await self._spawn(comp)
         self.write_state()
+
+    async def _form_valkey_cluster(self) -> None:
+        """Make the valkey nodes one cluster (once: a formed one is left alone) before any daemon starts."""
+        host, ports, password = cluster.redis_nodes(self.s)
+        try:
+            await asyncio.to_thread(form_cluster, host, ports, password, 1, self.s.start_timeout)
+        except ClusterFormError as exc:
+            log.error("%s", exc)
+            for comp in self.components:
+                if comp.name.startswith("redis-"):
+                    comp.message = "the Valkey cluster did not form; see `stockctl logs supervisor`"
+            raise
+        log.info("valkey cluster of %d nodes formed", len(ports))
 
     async def _watch(self) -> None:
         last_sample = 0.0

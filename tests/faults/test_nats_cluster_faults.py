@@ -43,10 +43,6 @@ from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.faults
 
-# Issue #12's target is under 10 s for a server node: the table reports each figure against it.
-# The assertion is a wider bound, a recovery that is stuck, not slow: nats-server elects a
-# stream's new leader 4-9 s (randomised) after the old one died, which no client can shorten.
-RECOVERY_BOUND_S = 20.0
 PAUSE_S = SERVER_PAUSE_S
 ORDERS, TICKS = names.ORDER_STREAM, names.TICK_STREAM
 STREAMS = (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM)
@@ -132,4 +128,4 @@ def test_a_failed_leading_nats_node_loses_nothing(cstack: ClusterStack, fault: N
     v, _ = check_and_record(st, fault.label, recovery, t_fault, done, logs_at, **row)
 
     assert new_leader != leader, f"{fault.stream} is still led by the failed node {leader}"
-    assert_survived(st, v, t_fault, recovery, RECOVERY_BOUND_S)
+    assert_survived(st, v, t_fault, recovery)

@@ -22,7 +22,7 @@ import nats
 import pytest
 import redis
 
-from daemons.matching.leader import Fenced, Leadership, is_fenced
+from daemons.matching.leader import Fenced, Leadership, LeaseLost, is_fenced
 from stockctl.runtime.leases import open_bucket
 from stockctl.wire import names
 from stockctl.wire.exchange import Trade, decode_record
@@ -177,9 +177,15 @@ def test_records_with_a_superseded_term_are_refused_by_jetstream(servers) -> Non
             await ensure_exchange_streams(js)
             kv = await open_bucket(js, LEASE_S, 1, names.MATCHING_LEASES_BUCKET)
             old, new = Leadership(js, kv, "old", LEASE_S), Leadership(js, kv, "new", LEASE_S)
+            assert await old.lease.step()
             await old.claim()
             subject = names.event_subject("FENCE_TEST")
             await js.publish(subject, b"[]", headers={"Nats-Msg-Id": "f1", **old.fence()})
+            assert not await new.lease.step(), "old holds the lease"
+            with pytest.raises(LeaseLost):
+                await new.claim()  # a term written without the lease would fence the holder
+            await old.lease.release()
+            assert await new.lease.step()
             await new.claim()
             assert new.term > old.term
             for msg_id in ("f2", "f1"):  # a new record, and the same record resent

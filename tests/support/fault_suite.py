@@ -486,7 +486,12 @@ def check_and_record(
     return v, failed
 
 
-def assert_survived(st: Stack, v: Verdict, t_fault: float, recovery: float, bound_s: float) -> None:
+STUCK_S = 20.0
+"""A recovery slower than this is stuck, not slow. Issue #12's targets (under 10 s for a server
+node, under 5 s for a role) are reported in the tables, not asserted: timing is for benchmarks."""
+
+
+def assert_survived(st: Stack, v: Verdict, t_fault: float, recovery: float, bound_s: float = STUCK_S) -> None:
     """What every server-node fault must leave: nothing lost or doubled, the load answered and
     going on, the WebSocket client back with order events, every daemon running."""
     watcher = st.watcher

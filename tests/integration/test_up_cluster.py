@@ -1,0 +1,114 @@
+"""``stockctl up --cluster``: a real cluster on one machine, and ``down`` stops all of it.
+
+3 nats-server nodes (every stream at R3), a Valkey Cluster of 3 primaries and 3 replicas
+formed by stockctl itself, and two of each processor, matching, auth, gateway and alerts.
+The test checks what ``status`` lists, that the servers really are clusters (and which node is what), that the two
+processors split the partitions and one matching daemon leads while the other stands by,
+that an order and prices go through, and that ``down`` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import nats
+import pytest
+import redis
+
+from stockctl.instance import infra
+from stockctl.instance.cluster import cluster_ports
+from stockctl.instance.registry import resolve_urls
+from stockctl.settings import Settings
+from stockctl.wire import names
+from tests.support.cli import Cli, pid_alive
+from tests.support.stack import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+SERVERS = [f"nats-{i}" for i in (1, 2, 3)] + [f"redis-{i}" for i in range(1, 7)]
+TWICE = [f"{d}-{n}" for d in ("processor", "matching", "auth", "gateway", "alerts") for n in (1, 2)]
+
+
+def _cluster_cli(home: Path) -> Cli:
+    """A Cli whose base ports leave every port the cluster derives from them free."""
+    for _ in range(50):
+        cli = Cli(home)
+        settings = Settings(**{k.removeprefix("STOCKCTL_").lower(): v for k, v in cli.env.items() if "_PORT" in k})
+        if all(
+            infra.port_is_free("127.0.0.1", port)
+            for _, port in cluster_ports(settings.model_copy(update={"cluster": True}))
+        ):
+            cli.env |= {"STOCKCTL_SYMBOLS": "AAPL,MSFT", "STOCKCTL_RATE": "5"}
+            return cli
+    raise AssertionError("no base ports with every derived cluster port free")
+
+
+def _rows(cli: Cli) -> dict[str, dict]:
+    return {r["name"]: r for r in cli.json("status")}  # type: ignore[union-attr]
+
+
+SERVER_ROLES = {"meta leader": 1, "follower": 2, "primary": 3, "replica": 3}
+
+
+def _server_roles(cli: Cli) -> dict[str, int]:
+    """How many servers ``status`` shows in each cluster role."""
+    roles = [str((r.get("role") or {}).get("role")) for n, r in _rows(cli).items() if n in SERVERS]
+    return {role: roles.count(role) for role in set(roles)}
+
+
+def _roles_settled(cli: Cli) -> bool:
+    rows = _rows(cli)
+    held = [len((rows[f"processor-{n}"].get("partitions") or {}).get("partitions") or []) for n in (1, 2)]
+    roles = sorted(str((rows[f"matching-{n}"].get("role") or {}).get("role")) for n in (1, 2))
+    return held == [4, 4] and roles == ["active", "standby"]
+
+
+def test_up_cluster_runs_a_cluster_and_two_of_each_role_and_down_stops_all(tmp_path: Path) -> None:
+    cli = _cluster_cli(tmp_path / "home")
+    pids: list[int] = []
+    try:
+        cli.run("up", "--cluster", check=True, timeout=180)
+        rows = _rows(cli)
+        pids = [int(r["pid"]) for r in rows.values() if r.get("pid")]
+
+        # Every node and instance, each running with a pid of its own
+        assert set(SERVERS + TWICE + ["publisher"]) <= set(rows), sorted(rows)
+        assert all(r["state"] == "running" for r in rows.values()), {n: r["state"] for n, r in rows.items()}
+        assert len(set(pids)) == len(rows)
+        wait_for(lambda: _roles_settled(cli), 60, interval=0.5, what="partitions 4/4 and one matching active")
+        wait_for(lambda: _server_roles(cli) == SERVER_ROLES, 30, interval=0.5, what=f"server roles {SERVER_ROLES}")
+
+        # The servers are clusters: streams at R3 led by one of 3 nodes; 3 primaries, 3 replicas
+        settings = Settings(home=cli.home)
+        nats_url, redis_url = resolve_urls(settings)
+        assert nats_url.count(",") == 2 and redis_url.startswith("redis+cluster://")
+
+        async def replicas() -> dict[str, int]:
+            nc = await nats.connect(nats_url.split(","))
+            try:
+                js = nc.jetstream()
+                out = {}
+                for stream in (names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM):
+                    info = await js.stream_info(stream)
+                    out[stream] = info.config.num_replicas
+                return out
+            finally:
+                await nc.close()
+
+        assert asyncio.run(replicas()) == dict.fromkeys((names.ORDER_STREAM, names.EVENT_STREAM, names.TICK_STREAM), 3)
+        host_port = redis_url.split("@", 1)[1].split(",")[0]
+        password = redis_url.split("://:", 1)[1].split("@", 1)[0]
+        node = redis.Redis(host=host_port.split(":")[0], port=int(host_port.split(":")[1]), password=password)
+        flags = [line.split()[2] for line in node.execute_command("CLUSTER", "NODES").decode().splitlines()]
+        assert sum("master" in f for f in flags) == 3 and sum("slave" in f for f in flags) == 3, flags
+
+        # It trades and prices, through the gateways the instance recorded (both of them)
+        cli.register("ada@example.com")
+        placed = cli.run("order", "buy", "TATA_INR", "2@100.5", check=True)
+        assert "open" in placed.stdout, placed.stdout
+        assert "TATA_INR" in cli.run("orders", check=True).stdout
+        wait_for(lambda: "AAPL" in cli.run("prices").stdout, 30, what="prices for AAPL")
+    finally:
+        cli.run("down", timeout=120)
+    assert pids and not [p for p in pids if pid_alive(p)], "down left processes running"
