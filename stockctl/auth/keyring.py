@@ -306,17 +306,18 @@ class LiveRing(FreshKeys):
         if before is not None and before.kid != signer.kid:
             log.info("signing with key %s now (was %s)", signer.kid, before.kid)
         if self.legacy_kid and self.legacy_kid not in ring.keys and self.legacy:
-            # Retired (or never used): it must not seed a ring again.
+            # Retired (or never used here): it must not seed a ring again.
             self.legacy.unlink(missing_ok=True)
-            log.info("deleted %s: its key %s is retired", self.legacy.name, self.legacy_kid)
+            log.info("deleted %s: its key %s is not in the ring (retired)", self.legacy.name, self.legacy_kid)
             self.legacy_kid = None
 
     async def _fetch(self) -> bool:
         try:
             ring = await self.keys.read()
-            for kid in await self.keys.prune(ring):
+            gone = await self.keys.prune(ring)
+            for kid in gone:
                 log.info("retired signing key %s: it is out of JWKS", kid)
-            await self.apply(Ring(ring.current, {k: v for k, v in ring.keys.items() if k not in ring.retired()}))
+            await self.apply(Ring(ring.current, {k: v for k, v in ring.keys.items() if k not in gone}))
         except (RedisError, KeyRingError) as exc:
             kid = self.signer.kid if self.signer else "-"
             self._state.set("stale", f"cannot reload them ({exc}); signing with {kid} still")
@@ -387,7 +388,8 @@ def list_keys(settings: Settings) -> list[dict[str, Any]]:
 
 
 def rotate_key(settings: Settings) -> dict[str, Any]:
-    """Make a new current key; the old one retires after :func:`retire_after`."""
+    """Make a new current key; the old one retires after :func:`retire_after` of ``settings``
+    (the command's own: the instance's config file and environment, as the daemons read them)."""
 
     async def work(keys: SigningKeys) -> tuple[str, str | None, float]:
         return await keys.rotate(retire_after(settings))
