@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from stockctl.auth.keyring import KEK_FILE, LEGACY_KEY_FILE, current_signer, load_or_create_kek, retire_after
 from stockctl.auth.tokens import AUDIENCE, ISSUER, TokenSigner
@@ -179,3 +180,32 @@ def test_operator_commands_fail_in_one_line_and_list_the_keys(clean: Servers, tm
     assert bad_flag.returncode == 2
     assert table.returncode == 0 and "current" in table.stdout
     assert current_signer(settings).kid in table.stdout
+
+
+def test_two_auth_daemons_started_at_once_in_one_home_make_one_kek_and_one_key(
+    clean: Servers, tmp_path: Path, daemons
+) -> None:
+    def up(url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    for round_ in range(3):
+        redis.Redis.from_url(clean.redis_url).flushall()
+        a = stack_settings(clean, tmp_path / f"home{round_}", **SHORT)
+        b = a.model_copy(update={"auth_port": infra.free_port()})
+        pair = [daemons("auth", s, start=False) for s in (a, b)]
+        for d in pair:  # no secrets yet: both race to make the key-encryption key and the first key
+            d.start(wait_ready=False)
+        urls = [s.effective_auth_url for s in (a, b)]
+        wait_for(lambda urls=urls: all(up(u) for u in urls), 30, what="both auth daemons answer")
+        httpx.post(f"{urls[0]}/auth/register", json={"email": EMAIL, "password": PASSWORD}, timeout=10)
+
+        (kid,) = jwks_kids(urls[0])
+        assert jwks_kids(urls[1]) == {kid}
+        assert kid_of(login(urls[1])) == kid
+        assert status(urls[1], "/auth/me", login(urls[0])) == 200
+        assert sorted(p.name for p in a.secrets_dir.iterdir() if "jwt" in p.name) == [KEK_FILE]  # no legacy file made
+        for d in pair:
+            assert d.terminate() == 0
