@@ -7,7 +7,7 @@ Endpoints (all JSON; OpenAPI at ``/auth/openapi.json``, docs at ``/auth/docs``):
 * ``POST /auth/refresh`` {refresh_token} -> 200 tokens with a new refresh token
 * ``POST /auth/logout`` {refresh_token} -> 204
 * ``GET /auth/me`` (Bearer) -> {email, created, disabled}
-* ``GET /.well-known/jwks.json`` and ``GET /auth/jwks.json``: the public signing key
+* ``GET /.well-known/jwks.json`` and ``GET /auth/jwks.json``: the public signing keys
 * ``GET /healthz``
 
 Failed logins are throttled per email and per client address, registrations per client
@@ -16,8 +16,11 @@ counts only from a proxy in ``trusted_proxies`` or from this instance's gateway,
 the secret of ``secrets/gateway-proxy.key`` (:mod:`stockctl.proxies`).
 
 Every error is ``{"error": code, "detail": reason}`` with a 4xx status, except 503 while
-Redis is unreachable. Users, sessions and throttles live in Redis (:mod:`stockctl.auth.users`);
-the Ed25519 signing key lives in ``secrets/jwt-ed25519.pem`` (:mod:`stockctl.auth.tokens`).
+Redis is unreachable. Users, sessions and throttles live in Redis (:mod:`stockctl.auth.users`),
+and so does the ring of Ed25519 signing keys that every auth instance shares (private halves
+wrapped by ``secrets/jwt-keyring.key``: :mod:`stockctl.auth.keyring`). Each instance re-reads
+the ring every ``signing_key_reload_s``, so a key rotated by ``stockctl auth rotate-key`` is
+signed with everywhere without a restart; JWKS lists every key not yet retired.
 
 The daemon drives ``uvicorn.Server`` itself, as a child task, on a socket it binds first:
 uvicorn's own signal handling is switched off, and SIGINT/SIGTERM stop the daemon, which asks
@@ -49,8 +52,9 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stockctl.auth.keyring import KeyRingError, LiveRing
 from stockctl.auth.proxies import PROXY_SECRET_HEADER, TrustedProxies, load_proxy_secret, secret_matches
-from stockctl.auth.tokens import TokenError, TokenSigner, TokenVerifier
+from stockctl.auth.tokens import TokenError, TokenSigner
 from stockctl.auth.users import (
     LOOKALIKE,
     MAX_PASSWORD_CHARS,
@@ -78,7 +82,8 @@ log = logging.getLogger("stockctl.auth")
 MAX_BODY_BYTES = 16 * 1024
 """Larger request bodies get 413 before they are parsed."""
 
-JWKS_CACHE = "public, max-age=300"
+JWKS_CACHE = "public, max-age=30"
+"""Short: a cache must not hide a rotated key for long (verifiers also refetch on an unknown kid)."""
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -159,12 +164,11 @@ class AuthService:
     """Everything the endpoints share: settings, store, keys, counters, Redis health."""
 
     def __init__(
-        self, settings: Settings, store: UserStore, signer: TokenSigner, status: StatusFile, proxy_secret: str = ""
+        self, settings: Settings, store: UserStore, ring: LiveRing, status: StatusFile, proxy_secret: str = ""
     ) -> None:
-        self.s, self.store, self.signer, self.status = settings, store, signer, status
+        self.s, self.store, self.ring, self.status = settings, store, ring, status
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self.proxy_secret = proxy_secret  # the gateway of this state dir proves itself with it
-        self.verifier = TokenVerifier(signer.jwks(), audience=signer.audience, issuer=signer.issuer)
         # Argon2id takes ~64 MiB and tens of ms per hash: bound how many run at once.
         self.hash_slots = asyncio.Semaphore(max(2, os.cpu_count() or 2))
         self._dummy_hash: asyncio.Future[str] | None = None
@@ -221,6 +225,12 @@ class AuthService:
             await pause(1.0, stop)
 
     # --- helpers ----------------------------------------------------------------------------
+
+    @property
+    def signer(self) -> TokenSigner:
+        """The current key's signer (the ring's reload swaps it)."""
+        assert self.ring.signer is not None
+        return self.ring.signer
 
     @staticmethod
     def email(text: str) -> str:
@@ -344,7 +354,7 @@ class AuthService:
         if creds is None or not creds.credentials:
             raise ApiError(401, "unauthorized", "missing bearer token", UNAUTHORIZED_HEADERS)
         try:
-            claims = self.verifier.verify(creds.credentials)
+            claims = await self.ring.verify(creds.credentials)
         except TokenError as exc:
             raise ApiError(401, "invalid_token", f"invalid token: {exc.reason}", UNAUTHORIZED_HEADERS) from None
         self.need_redis()
@@ -540,8 +550,8 @@ def create_app(svc: AuthService) -> FastAPI:
         """The account an access token belongs to."""
         return await svc.me(creds)
 
-    def jwks() -> JSONResponse:
-        return JSONResponse(svc.signer.jwks(), headers={"Cache-Control": JWKS_CACHE})
+    async def jwks() -> JSONResponse:
+        return JSONResponse(await svc.ring.jwks(), headers={"Cache-Control": JWKS_CACHE})
 
     app.get("/.well-known/jwks.json", summary="Public signing keys (JWKS)")(jwks)
     app.get("/auth/jwks.json", summary="Public signing keys (JWKS), under /auth")(jwks)
@@ -581,7 +591,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class Auth(Daemon):
-    """Loads the signing key, connects Redis, binds its port, then serves until told to stop."""
+    """Connects Redis, binds its port, loads the signing keys, then serves until told to stop."""
 
     def __init__(self, settings: Settings, name: str) -> None:
         super().__init__(settings, name)
@@ -590,19 +600,21 @@ class Auth(Daemon):
 
     async def startup(self, stack: AsyncExitStack) -> None:
         s = self.settings
-        try:
-            signer = TokenSigner.for_settings(s)
-        except (TokenError, OSError, ValueError) as exc:
-            log.error("cannot load the signing key in %s: %s", s.secrets_dir, exc)
-            raise SystemExit(1) from None
         r = await open_redis(stack, self.ops, self.stop, log)
         sock = bind(s.host, s.auth_port)
+        stack.callback(sock.close)
+        try:
+            ring = await LiveRing.start(r, s, self.stop)
+        except (KeyRingError, TokenError, OSError, ValueError) as exc:
+            log.error("cannot load the signing keys (secrets in %s): %s", s.secrets_dir, exc)
+            raise SystemExit(1) from None
+        assert ring.signer is not None
         try:
             proxy_secret = load_proxy_secret(s.secrets_dir)
         except OSError as exc:
             log.error("cannot read or create the gateway secret in %s: %s", s.secrets_dir, exc)
             raise SystemExit(1) from None
-        svc = AuthService(s, UserStore(r), signer, self.status, proxy_secret)
+        svc = AuthService(s, UserStore(r), ring, self.status, proxy_secret)
         await svc.prepare()
         config = uvicorn.Config(
             HttpMetrics(BodyLimit(create_app(svc)), self.ops),
@@ -620,8 +632,17 @@ class Auth(Daemon):
         if self.stop.is_set():
             return
         self.spawn(svc.watch_redis(self.stop), "Redis watch")
-        self.status.info |= {"url": f"http://{s.host}:{s.auth_port}", "kid": signer.kid, "redis": "ok"}
-        log.info("listening on %s (signing key %s)", self.status.info["url"], signer.kid)
+        self.spawn(self._watch_keys(ring), "signing-key reload")
+        self.status.info |= {"url": f"http://{s.host}:{s.auth_port}", "kid": ring.signer.kid, "redis": "ok"}
+        log.info("listening on %s (signing key %s)", self.status.info["url"], ring.signer.kid)
+
+    async def _watch_keys(self, ring: LiveRing) -> None:
+        """Re-read the ring every ``signing_key_reload_s``; the status shows the kid signed with."""
+        while not await pause(self.settings.signing_key_reload_s, self.stop):
+            async with ring.lock:
+                await ring.refresh()
+            if ring.signer is not None:
+                self.status.info["kid"] = ring.signer.kid
 
     async def shutdown(self) -> None:
         """Let in-flight requests finish (up to ``stop_timeout``), then force the server off."""

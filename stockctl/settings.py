@@ -282,6 +282,17 @@ class Settings(BaseSettings):
     refresh_token_ttl_s: int = Field(7 * 86_400, ge=60, le=365 * 86_400)
     """Lifetime of a refresh token; each use rotates it."""
 
+    signing_key_reload_s: float = Field(10.0, gt=0, le=3600)
+    """How often each auth daemon re-reads the signing keys from Redis: it signs with a key that
+    ``stockctl auth rotate-key`` made within this long."""
+
+    signing_key_grace_s: float = Field(60.0, ge=0, le=86_400)
+    """Margin a replaced signing key stays in JWKS past the last expiry of a token it signed."""
+
+    jwks_refresh_s: float = Field(60.0, gt=0, le=86_400)
+    """How often the gateway re-fetches the auth daemon's JWKS (and at once, at most every
+    second, on a token of an unknown key): a retired key is refused within this long."""
+
     login_max_failures: int = Field(5, ge=1, le=1000)
     """Failed logins allowed per email within ``login_window_s`` before 429."""
 

@@ -5,7 +5,7 @@ matching client, the WebSocket server on ``ws_port`` (:mod:`daemons.gateway.ws`)
 app on ``gateway_port`` (:mod:`daemons.gateway.rest` on uvicorn); ready once both listen.
 
 Serving, until SIGTERM or SIGINT: beside the two servers run the WebSocket watchdog, the
-disabled-account check and the status file.
+disabled-account check, the JWKS refresh and the status file.
 
 Shutdown: WebSocket clients are closed with 1001, uvicorn finishes its requests, exit 0. If
 the HTTP server stops by itself first (uvicorn crashed or returned), the daemon shuts down
@@ -57,7 +57,7 @@ class Gateway(Daemon):
         settings, ops, status = self.settings, self.ops, self.status
         r = await open_redis(stack, ops, self.stop, log)
         nc = await open_nats(stack, ops, self.stop, log)
-        keys = KeyRing(settings.effective_auth_url)
+        keys = KeyRing.for_settings(settings)
         # Fetched while the rest starts: auth, started beside us, is often not listening yet.
         keys_loaded = asyncio.ensure_future(keys.load(self.stop))
         stack.callback(keys_loaded.cancel)
@@ -101,6 +101,7 @@ class Gateway(Daemon):
         ws_server.heap.startup()
         status.info |= {"http": settings.gateway_url, "ws": settings.ws_url, "clients": 0}
         self.spawn(ws_server.watchdog(self.stop), "WebSocket watchdog")
+        self.spawn(keys.keep_fresh(self.stop), "JWKS refresh")  # rotated keys in, retired ones out
         log.info("serving HTTP on %s and WebSocket on %s", settings.gateway_url, settings.ws_url)
 
     async def _serve_http(self) -> None:

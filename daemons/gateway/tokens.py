@@ -1,7 +1,8 @@
 """Who is calling: the auth daemon's signing keys and the check every request and socket passes.
 
-:class:`KeyRing` holds the auth daemon's public keys (its JWKS), fetched at start-up and again,
-at most every 10 s, when a token names a key the ring does not know (a key rotation).
+:class:`KeyRing` holds the auth daemon's public keys (its JWKS): fetched at start-up, every
+``jwks_refresh_s``, and when a token names a key it does not know (a rotated key), at most one
+fetch a second (:class:`stockctl.auth.jwks.RemoteKeys`).
 :func:`check_user` turns an ``Authorization`` header into the caller's claims, or raises
 :class:`Unauthorized` (no valid token: HTTP 401, WebSocket close 4401) or :class:`Forbidden`
 (a disabled account: 403, close 4403). Tokens are verified locally; only the disabled set is
@@ -11,58 +12,27 @@ read from Redis, so a disabled account is refused on its next request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from fastapi import Request
 
-from stockctl.auth.tokens import Claims, TokenError, TokenVerifier
+from stockctl.auth.jwks import RemoteKeys
+from stockctl.auth.tokens import Claims, TokenError
 from stockctl.errors import StockctlError
-from stockctl.runtime.retry import PEER_BACKOFF, pause
 from stockctl.settings import Settings
 from stockctl.wire import names
 
 log = logging.getLogger("stockctl.gateway")
 
 
-class KeyRing:
-    """The auth daemon's public keys, fetched at start and again when an unknown key appears."""
+class KeyRing(RemoteKeys):
+    """The auth daemon's public keys as the gateway checks tokens with them (see RemoteKeys)."""
 
-    def __init__(self, auth_url: str) -> None:
-        self.auth_url = auth_url
-        self.verifier: TokenVerifier | None = None
-        self._last_fetch = 0.0
-
-    async def load(self, stop: asyncio.Event) -> bool:
-        attempt = 0
-        while not stop.is_set():
-            try:
-                self.verifier = await TokenVerifier.fetch(self.auth_url)
-                self._last_fetch = time.monotonic()
-                return True
-            except Exception as exc:  # auth not up yet: retry
-                if attempt == 0:
-                    log.warning("cannot fetch JWKS from %s (%s); retrying", self.auth_url, exc)
-                await pause(PEER_BACKOFF.delay(attempt), stop)  # auth starts beside us
-                attempt += 1
-        return False
-
-    async def verify(self, token: str) -> Claims:
-        assert self.verifier is not None
-        try:
-            return self.verifier.verify(token)
-        except TokenError as exc:
-            # A rotated key: refetch at most every 10 s, so bad tokens cannot hammer auth.
-            if "unknown key" not in exc.reason or time.monotonic() - self._last_fetch < 10:
-                raise
-        self._last_fetch = time.monotonic()
-        with contextlib.suppress(Exception):
-            self.verifier = await TokenVerifier.fetch(self.auth_url)
-        return self.verifier.verify(token)
+    @classmethod
+    def for_settings(cls, settings: Settings) -> KeyRing:
+        return cls(settings.effective_auth_url, refresh_s=settings.jwks_refresh_s)
 
 
 async def check_user(r: aioredis.Redis, keys: KeyRing, authorization: str | None) -> Claims:

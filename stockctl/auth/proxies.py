@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
-import os
 import secrets
 from pathlib import Path
+
+from stockctl.auth.secretfile import create_once
 
 PROXY_SECRET_FILE = "gateway-proxy.key"
 PROXY_SECRET_HEADER = "x-stockctl-proxy-secret"
@@ -77,17 +78,7 @@ def load_proxy_secret(secrets_dir: Path) -> str:
         text = path.read_text().strip()
         if text:
             return text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{PROXY_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(32) + "\n")
-    try:
-        os.link(tmp, path)  # atomic and never overwrites: a daemon that started at the same time wins
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+    create_once(path, secrets.token_urlsafe(32) + "\n")  # a daemon that started at the same time may win
     return path.read_text().strip()
 
 

@@ -1,8 +1,9 @@
 """Access tokens: short-lived JWTs signed by the auth daemon with Ed25519 (EdDSA).
 
-Only the auth daemon holds the private key (``secrets/jwt-ed25519.pem``, mode 0600); it
-publishes the public key as a JWKS document, and every other daemon verifies tokens with
-:class:`TokenVerifier` built from that document. Verification accepts EdDSA and nothing
+Only the auth daemons hold the private keys (a ring in Redis, wrapped by a key in
+``secrets/``: :mod:`stockctl.auth.keyring`); they publish the public keys as a JWKS document,
+and every other daemon verifies tokens with :class:`TokenVerifier` built from that document
+(kept fresh by :mod:`stockctl.auth.jwks`). Verification accepts EdDSA and nothing
 else, so ``alg: none`` and "HS256 keyed with the public key" tokens are refused before any
 signature check.
 """
@@ -11,9 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from stockctl.auth.secretfile import create_once
+
 AUDIENCE = "stockctl"
 """``aud`` of every access token: the stockctl gateway and daemons."""
 
@@ -32,7 +33,7 @@ ISSUER = "stockctl-auth"
 
 ALGORITHM = "EdDSA"
 KEY_FILE = "jwt-ed25519.pem"
-"""Private key file name inside ``settings.secrets_dir``."""
+"""The one key file of installs before the key ring, inside ``settings.secrets_dir``."""
 
 LEEWAY_S = 5
 """Clock skew tolerated on ``exp``/``nbf``/``iat`` between hosts."""
@@ -100,23 +101,16 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     never sees a half-written file and two processes racing to create it end up sharing
     the one that won.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
+        pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-                fh.flush()
-                os.fsync(fh.fileno())
-            with contextlib.suppress(FileExistsError):  # someone else won the race: use theirs
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        create_once(path, pem.decode())
+    return load_key(path)
+
+
+def load_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in the PEM file ``path`` (made private if others could read it)."""
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)  # never leave a signing key readable by others
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -135,7 +129,7 @@ class TokenSigner:
         audience: str = AUDIENCE,
         issuer: str = ISSUER,
     ) -> None:
-        self._key = private_key
+        self._key = self.private_key = private_key
         self.public_key = private_key.public_key()
         self.kid = key_id(self.public_key)
         self.ttl_s, self.audience, self.issuer = ttl_s, audience, issuer
@@ -143,11 +137,6 @@ class TokenSigner:
     @classmethod
     def load_or_create(cls, path: Path, ttl_s: int = 300) -> TokenSigner:
         return cls(load_or_create_key(path), ttl_s)
-
-    @classmethod
-    def for_settings(cls, settings: Any) -> TokenSigner:
-        """The signer of an instance: key in ``settings.secrets_dir``, TTL from settings."""
-        return cls.load_or_create(Path(settings.secrets_dir) / KEY_FILE, settings.access_token_ttl_s)
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": [public_jwk(self.public_key)]}

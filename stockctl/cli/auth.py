@@ -1,4 +1,5 @@
-"""``register``, ``login``, ``logout``, ``whoami`` and the operator's ``users list/disable/enable``.
+"""``register``, ``login``, ``logout``, ``whoami``; the operator's ``users list/disable/enable``
+and ``auth keys`` / ``auth rotate-key`` (the signing keys).
 
 The auth client and the users store (Redis) are imported inside the commands (start-up time).
 """
@@ -195,3 +196,50 @@ def enable(email: EmailArg) -> None:
 
     info = set_disabled(get_settings(), email, False)
     console.print(f"enabled [bold]{info.email}[/]")
+
+
+# --- signing keys (operator) ---------------------------------------------------------------------
+
+keys_app = typer.Typer(
+    no_args_is_help=True,
+    help="Operator commands: the signing keys every auth daemon of the instance shares (in its Redis).",
+)
+
+
+@keys_app.command("keys")
+def keys_list(json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
+    """The signing keys, newest first: current (signs), retiring (still verifies), retired."""
+    from stockctl.auth.keyring import list_keys
+
+    keys = list_keys(get_settings())
+    fields = ("kid", "state", "created", "retire_at")
+    states = {"current": "[green]current[/]", "retiring": "[yellow]retiring[/]", "retired": "[dim]retired[/]"}
+    report = Report(
+        keys,
+        fields,
+        records(keys, fields),
+        [Col("kid", "left"), Col("state", "left"), Col("created", "left"), Col("retires", "left", 1)],
+        [[k["kid"], states[k["state"]], _when(k["created"]), _when(k["retire_at"] or "-")] for k in keys],
+        empty="no signing keys yet: an auth daemon makes the first one (`stockctl up`)",
+    )
+    emit(report, fmt, json_out)
+
+
+@keys_app.command("rotate-key")
+def rotate_key(json_out: JsonOpt = False) -> None:
+    """Make a new current signing key; the old one verifies until its tokens have expired.
+
+    Every auth daemon signs with the new key within signing_key_reload_s. The old key stays in
+    JWKS for access_token_ttl_s, two reload periods and signing_key_grace_s, then it is retired.
+    """
+    from stockctl.auth.keyring import rotate_key as rotate
+
+    doc = rotate(get_settings())
+    if json_out:
+        print_json(doc)
+        return
+    console.print(
+        f"new signing key [bold]{doc['kid']}[/]: auth daemons sign with it within {doc['picked_up_within_s']:g} s"
+    )
+    if doc["replaced"]:
+        console.print(f"key {doc['replaced']} still verifies until {_when(doc['retire_at'])}, then leaves JWKS")

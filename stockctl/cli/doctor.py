@@ -78,7 +78,7 @@ def run_checks(settings: Settings) -> list[Check]:
         checks.append(Check("state dir", "ok", f"{home} (created by `stockctl up`)"))
 
     secret_files = {
-        "signing key": [settings.secrets_dir / "jwt-ed25519.pem"],
+        "signing keys": [settings.secrets_dir / name for name in ("jwt-keyring.key", "jwt-ed25519.pem")],
         "server creds": [
             settings.secrets_dir / name for name in (servercreds.CREDENTIALS_FILE, "nats.conf", "valkey.conf")
         ],

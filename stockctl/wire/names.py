@@ -192,6 +192,11 @@ def skeleton_key(skeleton: str) -> str:
     return f"{AUTH}:skeleton:{skeleton}"
 
 
+SIGNING_KEYS_KEY = f"{AUTH}:signing-keys"
+"""Hash: the auth daemons' JWT signing keys (:mod:`stockctl.auth.keyring`): ``current`` (a kid),
+``key:<kid>`` (public key, private key wrapped by ``secrets/jwt-keyring.key``), ``retire:<kid>``."""
+
+
 ACCOUNT_DISABLED_SUBJECT = "auth.disabled"
 """Core NATS: ``{"email"}`` of an account the operator just disabled; gateways close its sockets."""
 

@@ -33,6 +33,7 @@ import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from stockctl.auth.keyring import current_signer
 from stockctl.auth.tokens import AUDIENCE, ISSUER, TokenSigner, public_jwk
 from stockctl.auth.users import list_users
 from stockctl.instance import infra
@@ -574,7 +575,7 @@ async def token_ws(s: Stack, target: str, value: str, reason: str) -> None:
 
 @pytest.mark.parametrize(("case", "target"), TOKEN_PARAMS, ids=[f"{c['id']}-{t}" for c, t in TOKEN_PARAMS])
 def test_token_is_refused(stack: Stack, case: dict[str, Any], target: str) -> None:
-    value = forge(case["make"], TokenSigner.for_settings(stack.settings), stack.tokens[ATTACKER])
+    value = forge(case["make"], current_signer(stack.settings), stack.tokens[ATTACKER])
     reason = case["reason"]
     if target.startswith("ws-"):
         assert value is not None

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from stockctl.auth.tokens import AUDIENCE, ISSUER, KEY_FILE, TokenError, TokenSigner, TokenVerifier
+from stockctl.auth.keyring import KEK_FILE, current_signer
+from stockctl.auth.tokens import AUDIENCE, ISSUER, TokenError, TokenSigner, TokenVerifier
 from stockctl.cli import auth as cli_auth
 from stockctl.errors import StockctlError
 from stockctl.instance import infra
@@ -239,7 +240,7 @@ def test_logout_revokes_the_refresh_token(auth: Auth) -> None:
 
 def test_forged_tokens_are_refused_by_me_and_by_the_verifier(auth: Auth) -> None:
     auth.register("ada@example.com")
-    ours = TokenSigner.for_settings(auth.settings)  # the daemon's own key file
+    ours = current_signer(auth.settings)  # the key the daemon signs with
     now = int(time.time())
     claims = {
         "sub": "ada@example.com",
@@ -362,7 +363,7 @@ def test_sigterm_exits_0_the_key_is_private_and_the_log_holds_no_secrets(auth: A
     auth.refresh(doc["refresh_token"])  # reuse: logged as a warning
     auth.me(rotated["access_token"])
     auth.post("/auth/logout", {"refresh_token": rotated["refresh_token"]})
-    key = auth.settings.secrets_dir / KEY_FILE
+    key = auth.settings.secrets_dir / KEK_FILE
 
     code = auth.daemon.terminate()
 
