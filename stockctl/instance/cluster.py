@@ -29,7 +29,6 @@ from pathlib import Path
 
 from stockctl.components import DAEMONS
 from stockctl.instance import infra
-from stockctl.instance.valkeycluster import cluster_argv
 from stockctl.servercreds import ServerCredentials, write_private
 from stockctl.settings import Settings
 
@@ -123,6 +122,8 @@ def gateway_urls(s: Settings) -> list[str]:
 
 def plan(s: Settings, daemon_env: dict[str, str]) -> list[Part]:
     """The servers, then the daemons, in start order."""
+    from stockctl.instance.valkeycluster import cluster_argv  # here: it imports redis-py, `up` need not
+
     creds = s.server_credentials()
     parts: list[Part] = []
     routes = [port + ROUTE_OFFSET for port in s.nats_ports]

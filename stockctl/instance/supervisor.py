@@ -35,7 +35,6 @@ from typing import IO, Any
 
 from stockctl.instance import cluster, infra, launch
 from stockctl.instance.registry import remove_instance, write_instance
-from stockctl.instance.valkeycluster import ClusterFormError, form_cluster
 from stockctl.runtime.retry import Backoff
 from stockctl.settings import Settings, mask_url
 from stockctl.wire.seeds import STOCK_PRICES_SUBJECT
@@ -360,6 +359,8 @@ class Supervisor:
 
     async def _form_valkey_cluster(self) -> None:
         """Make the valkey nodes one cluster (once: a formed one is left alone) before any daemon starts."""
+        from stockctl.instance.valkeycluster import ClusterFormError, form_cluster  # imports redis-py
+
         host, ports, password = cluster.redis_nodes(self.s)
         try:
             await asyncio.to_thread(form_cluster, host, ports, password, 1, self.s.start_timeout)
