@@ -120,6 +120,11 @@ def gateway_urls(s: Settings) -> list[str]:
     return [f"http://{s.host}:{s.gateway_port + n * SECOND_OFFSET}" for n in range(INSTANCES)]
 
 
+def ws_urls(s: Settings) -> list[str]:
+    """The gateways' WebSocket URLs, in the order of :func:`gateway_urls`."""
+    return [f"ws://{s.host}:{s.ws_port + n * SECOND_OFFSET}/ws" for n in range(INSTANCES)]
+
+
 def plan(s: Settings, daemon_env: dict[str, str]) -> list[Part]:
     """The servers, then the daemons, in start order."""
     from stockctl.instance.valkeycluster import cluster_argv  # here: it imports redis-py, `up` need not

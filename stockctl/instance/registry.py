@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from stockctl.errors import NotRunningError
-from stockctl.instance.cluster import gateway_urls
+from stockctl.instance.cluster import gateway_urls, ws_urls
 from stockctl.servercreds import write_private
 from stockctl.settings import Settings, mask_url
 from stockctl.wire.base_urls import split_urls
@@ -33,7 +34,7 @@ def write_instance(settings: Settings) -> None:
     the NATS and Redis URLs as they are in ``secrets/instance-urls.json`` (0600)."""
     nats_url, redis_url = settings.effective_nats_url, settings.effective_redis_url
     write_private(server_urls_path(settings), json.dumps({"nats_url": nats_url, "redis_url": redis_url}))
-    doc = {
+    doc: dict[str, Any] = {
         "nats_url": mask_url(nats_url),
         "redis_url": mask_url(redis_url),
         "auth_url": settings.effective_auth_url,
@@ -41,6 +42,10 @@ def write_instance(settings: Settings) -> None:
         "gateway_url": ",".join(gateway_urls(settings)) if settings.cluster else settings.gateway_url,
         "ws_url": settings.ws_url,
     }
+    if settings.cluster:  # every gateway with its socket, for clients that fail over (sdk Endpoints)
+        doc["gateways"] = [
+            {"url": u, "ws_url": w} for u, w in zip(gateway_urls(settings), ws_urls(settings), strict=True)
+        ]
     write_private(instance_path(settings), json.dumps(doc))
 
 
@@ -83,6 +88,16 @@ def resolve_auth_url(settings: Settings) -> str:
     except (OSError, ValueError):
         raise NotRunningError(str(settings.home)) from None
     return str(doc.get("auth_url") or settings.effective_auth_url).rstrip("/")
+
+
+def recorded_gateways(settings: Settings) -> list[tuple[str, str]]:
+    """The running instance's gateways as (REST URL, WebSocket URL), when it recorded several
+    (``up --cluster``); empty otherwise, or when it is not running."""
+    try:
+        doc = json.loads(instance_path(settings).read_text())
+    except (OSError, ValueError):
+        return []
+    return [(str(g["url"]), str(g["ws_url"])) for g in doc.get("gateways") or []]
 
 
 def resolve_ws_url(settings: Settings) -> str:

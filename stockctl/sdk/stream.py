@@ -27,7 +27,7 @@ import websockets
 
 from stockctl.client.credentials import LiveSession, NotLoggedIn, Session
 from stockctl.errors import ServiceUnavailable, StockctlError, UsageError
-from stockctl.instance.registry import resolve_gateway_url, resolve_ws_url
+from stockctl.instance.registry import recorded_gateways, resolve_gateway_url, resolve_ws_url
 from stockctl.runtime.retry import Backoff
 from stockctl.sdk.sessions import TokenSource
 from stockctl.sdk.types import Info
@@ -64,6 +64,9 @@ class Endpoints:
         if len(rest) > 1:
             ws = os.environ.get("STOCKCTL_WS_URL", "")
             return cls(rest, [u.strip() for u in ws.split(",") if u.strip()] if "," in ws else [])
+        recorded = [] if rest else recorded_gateways(settings)  # `up --cluster` records both gateways
+        if len(recorded) > 1:
+            return cls([url for url, _ in recorded], [ws for _, ws in recorded])
         out = cls(["(the running instance)"])
         out.settings = settings
         return out

@@ -179,11 +179,12 @@ def test_up_generates_private_credentials_every_part_uses_and_nothing_shows(cli:
     assert_refuses_strangers(nats_port, redis_port)
 
 
-def test_external_servers_take_credentials_in_their_urls_and_never_show_them(servers: Servers, cli: Cli) -> None:
-    # Arrange: the fixture servers play the external ones; their URLs carry the passwords
+def test_external_servers_take_credentials_in_their_urls_and_never_show_them(clean: Servers, cli: Cli) -> None:
+    # Arrange: the fixture servers play the external ones; their URLs carry the passwords. They
+    # start empty: an earlier test's auth daemon left signing keys wrapped by its own home's key.
+    servers = clean
     secrets = [servers.credentials.nats_password, servers.credentials.redis_password]
     assert all(s in servers.nats_url + servers.redis_url for s in secrets)
-    redis.Redis.from_url(servers.redis_url).delete(names.quote_key("ZZEXT"))
 
     # Act: up against them (flags, as a user might), then status and an operator command
     up = cli.run(

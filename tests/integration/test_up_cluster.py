@@ -16,32 +16,16 @@ import nats
 import pytest
 import redis
 
-from stockctl.instance import infra
-from stockctl.instance.cluster import cluster_ports
 from stockctl.instance.registry import resolve_urls
 from stockctl.settings import Settings
 from stockctl.wire import names
-from tests.support.cli import Cli, pid_alive
+from tests.support.cli import Cli, cluster_cli, pid_alive
 from tests.support.stack import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 SERVERS = [f"nats-{i}" for i in (1, 2, 3)] + [f"redis-{i}" for i in range(1, 7)]
 TWICE = [f"{d}-{n}" for d in ("processor", "matching", "auth", "gateway", "alerts") for n in (1, 2)]
-
-
-def _cluster_cli(home: Path) -> Cli:
-    """A Cli whose base ports leave every port the cluster derives from them free."""
-    for _ in range(50):
-        cli = Cli(home)
-        settings = Settings(**{k.removeprefix("STOCKCTL_").lower(): v for k, v in cli.env.items() if "_PORT" in k})
-        if all(
-            infra.port_is_free("127.0.0.1", port)
-            for _, port in cluster_ports(settings.model_copy(update={"cluster": True}))
-        ):
-            cli.env |= {"STOCKCTL_SYMBOLS": "AAPL,MSFT", "STOCKCTL_RATE": "5"}
-            return cli
-    raise AssertionError("no base ports with every derived cluster port free")
 
 
 def _rows(cli: Cli) -> dict[str, dict]:
@@ -65,7 +49,8 @@ def _roles_settled(cli: Cli) -> bool:
 
 
 def test_up_cluster_runs_a_cluster_and_two_of_each_role_and_down_stops_all(tmp_path: Path) -> None:
-    cli = _cluster_cli(tmp_path / "home")
+    cli = cluster_cli(tmp_path / "home")
+    cli.env |= {"STOCKCTL_SYMBOLS": "AAPL,MSFT", "STOCKCTL_RATE": "5"}
     pids: list[int] = []
     try:
         cli.run("up", "--cluster", check=True, timeout=180)

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from stockctl.instance import infra
+from stockctl.instance.cluster import cluster_ports
 from stockctl.instance.registry import write_instance
 from stockctl.settings import Settings
 from tests.support.stack import REPO, Daemon, Servers, stack_settings
@@ -72,6 +73,18 @@ class Cli:
 
     def json(self, *args: str) -> object:
         return json.loads(self.run(*args, "--json", check=True).stdout)
+
+
+def cluster_cli(home: Path) -> Cli:
+    """A Cli for ``up --cluster`` whose base ports leave every port the cluster derives from
+    them free (the second gateway 20 above the first, NATS routes 100 above, ...)."""
+    for _ in range(50):
+        cli = Cli(home)
+        ports = {k.removeprefix("STOCKCTL_").lower(): v for k, v in cli.env.items() if k.endswith("_PORT")}
+        settings = Settings(**ports, cluster=True)
+        if all(infra.port_is_free("127.0.0.1", port) for _, port in cluster_ports(settings)):
+            return cli
+    raise AssertionError("no base ports with every derived cluster port free")
 
 
 def pid_alive(pid: int) -> bool:

@@ -36,7 +36,7 @@ from stockctl.exchange.accounts import FEE_ACCOUNT
 from stockctl.instance.registry import resolve_gateway_url, resolve_urls
 from stockctl.instance.supervisor import read_state
 from stockctl.settings import Settings
-from tests.support.cli import PASSWORD, Cli
+from tests.support.cli import PASSWORD, Cli, cluster_cli
 from tests.support.faults import MARKETS, Ack, Ledger, Load, Watcher, matching_query, poll, table
 from tests.support.stack import Server, wait_for
 
@@ -112,10 +112,13 @@ def running_stack(
     title: str,
     up_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    cluster: bool = False,
 ) -> Iterator[Stack]:
-    """``stockctl up --no-liquidity *up_args`` under load; on the way out ``down``, the load's
-    trace in ``base/load.json`` and the summary table (titled ``title``) in pytest's summary."""
-    cli = Cli(base / "home")
+    """``stockctl up --no-liquidity *up_args`` (with ``--cluster`` if ``cluster``) under load; on
+    the way out ``down``, the load's trace in ``base/load.json`` and the summary table (titled
+    ``title``) in pytest's summary."""
+    cli = cluster_cli(base / "home") if cluster else Cli(base / "home")
+    up_args = ("--cluster", *up_args) if cluster else tuple(up_args)
     cli.env |= {
         "STOCKCTL_SYMBOLS": ",".join(SYMBOLS),
         "STOCKCTL_RATE": "10",

@@ -1,0 +1,143 @@
+"""Fault injection on the roles of ``stockctl up --cluster`` (issue #12, faults d, e and f).
+
+``up --cluster`` runs 3 NATS nodes, a Valkey Cluster of 3+3 and two of each scalable daemon;
+the fault suite's steady load runs against it, its clients knowing both gateways. Each test
+fails one instance, with kill -9 (its supervisor starts it again) or SIGSTOP for 15 s
+(resumed on a timer), default leases:
+
+* (d) the active matching daemon: a frozen one's lease lapses (3 s) and the standby leads;
+  resumed, the old one is refused, exits 1 and comes back as the standby;
+* (e) the processor that owns ``AAPL``'s partition: a frozen one's leases lapse (5 s) and the
+  other processor takes its partitions, resuming each symbol from Redis;
+* (f) the first gateway, the one the clients use: they move to the second.
+
+A killed daemon is back within about a second and, being the same member, takes its own
+lease straight back. After each fault the checks of ``tests/support/fault_suite.py`` run (no
+acknowledged order lost, no fill or trade duplicated in events or views, balances equal the
+replay and are conserved, price history with no gap and no duplicate), and the instance is
+whole again: one matching daemon active and one standing by, the partitions split 4/4.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from stockctl.wire import names
+from tests.support.fault_suite import (
+    SERVER_PAUSE_S,
+    SYMBOLS,
+    Stack,
+    assert_survived,
+    check_and_record,
+    pause_load_after,
+    recover,
+    running_stack,
+    start_load,
+)
+from tests.support.stack import wait_for
+
+pytestmark = pytest.mark.faults
+
+
+@dataclass(frozen=True)
+class RoleFault:
+    id: str
+    role: str  # "matching", "processor" or "gateway"
+    action: str  # "kill" or "pause"
+
+    @property
+    def label(self) -> str:
+        what = {
+            "matching": "the active matching daemon",
+            "processor": f"the processor owning {SYMBOLS[0]}",
+            "gateway": "the gateway in use",
+        }[self.role]
+        return f"kill -9 {what}" if self.action == "kill" else f"SIGSTOP {SERVER_PAUSE_S:.0f}s {what}"
+
+
+FAULTS = [RoleFault(f"{a}-{r}", r, a) for r in ("matching", "processor", "gateway") for a in ("kill", "pause")]
+
+
+def _rows(st: Stack) -> dict[str, dict[str, Any]]:
+    return st.status()
+
+
+def _whole(st: Stack) -> dict[str, dict[str, Any]] | None:
+    """The status rows once every component runs, one matching daemon leads and one stands
+    by, and the two processors hold 4 partitions each."""
+    rows = _rows(st)
+    if any(r["state"] != "running" for r in rows.values()):
+        return None
+    roles = sorted(str((rows[f"matching-{n}"].get("role") or {}).get("role")) for n in (1, 2))
+    held = [len((rows[f"processor-{n}"].get("partitions") or {}).get("partitions") or []) for n in (1, 2)]
+    return rows if roles == ["active", "standby"] and held == [4, 4] else None
+
+
+def _target(rows: dict[str, dict[str, Any]], role: str) -> str:
+    if role == "matching":
+        return next(n for n in ("matching-1", "matching-2") if (rows[n].get("role") or {}).get("role") == "active")
+    if role == "processor":
+        partition = names.partition_of(SYMBOLS[0], 8)
+        return next(
+            n
+            for n in ("processor-1", "processor-2")
+            if partition in ((rows[n].get("partitions") or {}).get("partitions") or [])
+        )
+    return "gateway-1"  # the clients' first gateway, which they stay on while it answers
+
+
+@pytest.fixture(scope="module")
+def st(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("up-cluster-faults")
+    with running_stack(request, base, "up --cluster role fault summary", cluster=True) as stack:
+        wait_for(lambda: _whole(stack), 60, interval=0.5, what="a whole cluster instance")
+        yield stack
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
+def test_a_failed_role_instance_loses_nothing(st: Stack, fault: RoleFault) -> None:
+    # Arrange: the whole instance, the load flowing
+    rows = wait_for(lambda: _whole(st), 60, interval=0.5, what="a whole cluster instance")
+    assert isinstance(rows, dict)
+    target = _target(rows, fault.role)
+    pid = int(rows[target]["pid"])
+    start_load(st)
+    logs_at = st.log_sizes()
+
+    # Act
+    t_fault = time.time()
+    resume: threading.Timer | None = None
+    if fault.action == "pause":
+        os.kill(pid, signal.SIGSTOP)
+        resume = threading.Timer(SERVER_PAUSE_S, os.kill, (pid, signal.SIGCONT))
+        resume.start()
+    else:
+        os.kill(pid, signal.SIGKILL)
+    try:
+        recovery, done = recover(st, fault.label, t_fault, t_fault)
+    finally:
+        if resume is not None:
+            resume.join()
+    after = wait_for(lambda: _whole(st), 60, interval=0.5, what="the instance whole again")
+    assert isinstance(after, dict)
+    pause_load_after(st, max(done.values()))
+
+    # Assert (the row goes into the summary first, so a failing fault is in the table too)
+    row = {"restarts": after[target]["restarts"] - rows[target]["restarts"], "target": target}
+    if fault.role == "matching":
+        row["leader"] = f"{target} -> {_target(after, 'matching')}"
+    v, _ = check_and_record(st, fault.label, recovery, t_fault, done, logs_at, **row)
+
+    if fault.action == "kill":
+        assert after[target]["restarts"] > rows[target]["restarts"], "the supervisor started it again"
+    if fault.role == "matching" and fault.action == "pause":
+        assert _target(after, "matching") != target, "the standby took over from the frozen leader"
+    assert_survived(st, v, t_fault, recovery)
