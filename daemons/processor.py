@@ -76,6 +76,13 @@ def stream_seq(msg: Msg) -> int:
     return int(tokens[5] if len(tokens) == _V1_ACK_TOKENS else tokens[Msg.Ack.StreamSeq])
 
 
+def num_pending(msg: Msg) -> int:
+    """What the consumer had left to deliver after this message: the reply subject's last token
+    in both forms (what ``msg.metadata.num_pending`` gives, without the whole metadata)."""
+    tokens = msg.reply.split(".")
+    return int(tokens[8] if len(tokens) == _V1_ACK_TOKENS else tokens[Msg.Ack.NumPending])
+
+
 GAP_GRACE_S = 15.0
 """How long a missing tick may still turn up (a publisher retrying after a NATS outage
 publishes it behind newer ones) before the processor gives up on it and moves on."""
@@ -531,7 +538,8 @@ class ProcessorDaemon(Daemon):
         limit = self.settings.processor_batch
         while not self.stop.is_set():
             try:
-                first = await asyncio.wait_for(inbox.get(), 0.5)
+                # Under load the inbox is rarely empty: no wait_for (a task and a timer) then.
+                first = inbox.get_nowait() if not inbox.empty() else await asyncio.wait_for(inbox.get(), 0.5)
             except TimeoutError:
                 if proc.gap_since:
                     await proc.handle([])  # a quiet stream still gives up on a gap in time
@@ -545,7 +553,7 @@ class ProcessorDaemon(Daemon):
             self.batch_seconds.observe(time.perf_counter() - started)
             last = {p: msg for p, msg in items}
             for p, msg in last.items():
-                self.backlog[p] = msg.metadata.num_pending
+                self.backlog[p] = num_pending(msg)
             self.status.info["symbols"] = len(proc.states)
 
     async def main_loop(self) -> None:

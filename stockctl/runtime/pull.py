@@ -16,8 +16,9 @@ The contract:
 * Messages are delivered in the order the server sends them, each once per delivery; acking
   is the caller's (``msg.reply`` is the ack subject, as with ``fetch``).
 * A request is taken as done at its ``expires`` (by this client's clock, from before it was
-  sent) or at a status that ends it (408, 409), whichever comes first; one the server lost
-  (a restart, a consumer that moved) is so replaced within ``expires``.
+  sent), at a status that ends it (408, 409), or when the connection has reconnected since it
+  was sent (a restarted server has none), whichever comes first; one the server lost otherwise
+  (a consumer that moved to another leader) is so replaced within ``expires``.
 * ``room()`` false holds back new requests (the caller's queue is full): at most ``batch``
   messages then arrive beyond it.
 * A 503 (no responders: the consumer or its stream is gone or between leaders) or a 409
@@ -77,7 +78,7 @@ class Feed:
         deliver: Callable[[Msg], None],
         *,
         batch: int,
-        expires_s: float = 5.0,
+        expires_s: float = 2.0,
         room: Callable[[], bool] = lambda: True,
         stop: asyncio.Event | None = None,
     ) -> None:
@@ -95,6 +96,7 @@ class Feed:
         self.sub: Subscription | None = None
         self.requested = 0
         """Requests sent, for tests and status."""
+        self.reconnects = nc.stats["reconnects"]
 
     @property
     def outstanding(self) -> int:
@@ -166,6 +168,9 @@ class Feed:
                         self.sub = await self.nc.subscribe(self.nc.new_inbox(), cb=self._on_msg)
                 now = time.monotonic()
                 self._expire(now)
+                if self.nc.stats["reconnects"] != self.reconnects:
+                    self.reconnects = self.nc.stats["reconnects"]
+                    self.requests.clear()
                 if self.outstanding * 2 < self.batch and self.room():
                     await self._request()
                     continue  # maybe a second one: a request may have expired with messages left
