@@ -24,6 +24,9 @@ The contract:
 * A 503 (no responders: the consumer or its stream is gone or between leaders) or a 409
   "Consumer Deleted" makes :meth:`run` make the consumer again (``consumer_info``, else
   ``add_consumer``), as ``pull_subscribe`` does at start.
+* A request nats-py cannot send (its reconnect buffer full) is tried again half a second later,
+  and making the consumer is retried while NATS answers that it cannot (``Stopped`` once
+  ``stop`` is set): :meth:`run` ends when ``keep_going()`` turns false, or on another error.
 * After :meth:`run` ends, the inbox is unsubscribed. Messages the server had already sent to a
   request of it are unacked, redelivered after the consumer's ``ack_wait``; a caller that
   hands a partition over reads what it needs from the stream, as it did with ``fetch``.
@@ -172,7 +175,11 @@ class Feed:
                     self.reconnects = self.nc.stats["reconnects"]
                     self.requests.clear()
                 if self.outstanding * 2 < self.batch and self.room():
-                    await self._request()
+                    try:
+                        await self._request()
+                    except NatsError as exc:  # a reconnect's buffer full, or the connection closing
+                        log.warning("%s: pull request not sent (%s: %s)", what, exc.__class__.__name__, exc)
+                        await asyncio.sleep(0.5)
                     continue  # maybe a second one: a request may have expired with messages left
                 self.wake.clear()
                 # Nothing due: wait for a message, a status or the next expiry; when the reader
