@@ -6,10 +6,10 @@ server has, a status that ends it, and nothing arrives until the next request is
 messages a second that round trip, not the work, sets the pace (batches of a few messages).
 
 :class:`Feed` does what the newer clients' ``consume`` does. It subscribes its own inbox with a
-callback that hands every message to ``deliver`` as it arrives, and keeps up to ``batch``
-messages asked for: once fewer than half of them are outstanding (received or expired), it
-sends one more request for ``batch``. So the server always has a request to deliver into, and
-a request is sent per half batch, not per message or per fetch.
+callback that hands every message to ``deliver`` as it arrives, and keeps between half a
+batch and a batch and a half asked for: once fewer than half of ``batch`` are outstanding (the
+rest received or expired), it sends one more request for ``batch``. So the server always has a
+request to deliver into, and a request is sent per half batch, not per message or per fetch.
 
 The contract:
 
@@ -19,8 +19,10 @@ The contract:
   sent), at a status that ends it (408, 409), or when the connection has reconnected since it
   was sent (a restarted server has none), whichever comes first; one the server lost otherwise
   (a consumer that moved to another leader) is so replaced within ``expires``.
-* ``room()`` false holds back new requests (the caller's queue is full): at most ``batch``
-  messages then arrive beyond it.
+* ``room()`` false holds back new requests (the caller's queue is full): at most what is
+  outstanding (a batch and a half) then arrives beyond it. After a 409 no request is sent for
+  :data:`CONFLICT_HOLD_S`, so a server that turns every request down (max waiting pulls
+  reached) is not asked again in a tight loop.
 * A 503 (no responders: the consumer or its stream is gone or between leaders) or a 409
   "Consumer Deleted" makes :meth:`run` make the consumer again (``consumer_info``, else
   ``add_consumer``), as ``pull_subscribe`` does at start.
@@ -58,6 +60,7 @@ log = logging.getLogger("stockctl.pull")
 _STATUS = api.Header.STATUS
 _ENDS_REQUEST = ("408", "409")
 """Request Timeout (expired), and Conflict (max waiting, leadership change, consumer deleted)."""
+CONFLICT_HOLD_S = 0.05
 _GONE = ("503",)
 """No responders: nobody serves the consumer's subject (deleted, or its stream has no leader)."""
 
@@ -94,12 +97,15 @@ class Feed:
         self.next_subject = f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
         self.requests: deque[_Request] = deque()
         self.wake = asyncio.Event()
-        """Set when a request may be due: fewer outstanding, a request ended, room again."""
+        """Set when a request may be due: fewer outstanding, or a request ended (room coming
+        back sets nothing: without room, :meth:`run` looks again every 5 ms)."""
         self.gone = False
         self.sub: Subscription | None = None
         self.requested = 0
         """Requests sent, for tests and status."""
         self.reconnects = nc.stats["reconnects"]
+        self.hold_until = 0.0
+        """No request before this ``time.monotonic()`` (after a 409)."""
 
     @property
     def outstanding(self) -> int:
@@ -114,6 +120,8 @@ class Feed:
         if status in _ENDS_REQUEST:
             if self.requests:
                 self.requests.popleft()
+            if status == "409":
+                self.hold_until = time.monotonic() + CONFLICT_HOLD_S
             if "Consumer Deleted" in (msg.headers or {}).get(api.Header.DESCRIPTION, ""):
                 self.gone = True
         elif status in _GONE:
@@ -174,7 +182,7 @@ class Feed:
                 if self.nc.stats["reconnects"] != self.reconnects:
                     self.reconnects = self.nc.stats["reconnects"]
                     self.requests.clear()
-                if self.outstanding * 2 < self.batch and self.room():
+                if self.outstanding * 2 < self.batch and self.room() and now >= self.hold_until:
                     try:
                         await self._request()
                     except NatsError as exc:  # a reconnect's buffer full, or the connection closing
@@ -187,6 +195,8 @@ class Feed:
                 wait = self.requests[0].deadline - now if self.requests else self.expires_s / 4
                 if not self.room():
                     wait = min(wait, 0.005)
+                if now < self.hold_until:
+                    wait = min(wait, self.hold_until - now)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), max(0.0, min(wait, self.expires_s / 4)))
         finally:

@@ -100,3 +100,31 @@ def test_a_deleted_consumer_is_made_again(clean) -> None:
         await _until(lambda: [m.data for m in got][-2:] == [b"before", b"after"], 15)
 
     asyncio.run(_with_feed(clean.nats_url, body, batch=10, expires_s=1.0))
+
+
+def test_a_server_turning_requests_down_is_not_asked_in_a_tight_loop(clean) -> None:
+    async def run() -> int:
+        nc = await nats.connect(clean.nats_url)
+        js = nc.jetstream()
+        with contextlib.suppress(Exception):
+            await js.delete_stream(STREAM)
+        await js.add_stream(name=STREAM, subjects=["feedtest.>"])
+        config = _config()
+        config.max_waiting = 1
+        await js.add_consumer(STREAM, config=config)
+        # Another reader's request takes the one waiting slot: each of the feed's gets a 409.
+        other = await nc.subscribe(nc.new_inbox())
+        await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.feed", b'{"batch":1,"expires":5000000000}', other.subject)
+        await nc.flush()
+        feed = Feed(nc, js, STREAM, config, lambda _: None, batch=10)
+        stop = asyncio.Event()
+        task = asyncio.create_task(feed.run(lambda: not stop.is_set()))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await js.delete_stream(STREAM)
+        await nc.close()
+        return feed.requested
+
+    # One request per CONFLICT_HOLD_S at the most: 10 in 0.5 s (thousands without the hold).
+    assert 1 <= asyncio.run(run()) <= 12
