@@ -1,6 +1,7 @@
 """processor: ticks in, latest price / history / candles / SMA signals out.
 
-A durable JetStream consumer of ``md.tick.>``. Each batch of ticks (whatever has arrived,
+A durable JetStream pull consumer per partition of ``md.tick.<P>.>`` it holds the lease of,
+with pull requests kept outstanding (:mod:`stockctl.runtime.pull`). Each batch of ticks (whatever has arrived,
 up to ``processor_batch``) becomes one Redis MULTI/EXEC transaction (quote hash, history
 list, candle sets, signal list, and the per-symbol tick and stream sequences used for
 dedup), sent in one round trip on a connection that never re-sends it by itself; only
@@ -45,6 +46,7 @@ from stockctl.runtime.daemon import Daemon, main
 from stockctl.runtime.leases import Leases, member_id, open_bucket
 from stockctl.runtime.natsout import Frames, send_frames
 from stockctl.runtime.process import failpoint
+from stockctl.runtime.pull import Feed
 from stockctl.runtime.retry import STREAM_BACKOFF, Stopped, retry
 from stockctl.runtime.scripts import Call, Lua, run_scripts
 from stockctl.runtime.status import StateLog, StatusFile
@@ -72,6 +74,13 @@ def stream_seq(msg: Msg) -> int:
     """
     tokens = msg.reply.split(".")
     return int(tokens[5] if len(tokens) == _V1_ACK_TOKENS else tokens[Msg.Ack.StreamSeq])
+
+
+def num_pending(msg: Msg) -> int:
+    """What the consumer had left to deliver after this message: the reply subject's last token
+    in both forms (what ``msg.metadata.num_pending`` gives, without the whole metadata)."""
+    tokens = msg.reply.split(".")
+    return int(tokens[8] if len(tokens) == _V1_ACK_TOKENS else tokens[Msg.Ack.NumPending])
 
 
 GAP_GRACE_S = 15.0
@@ -478,7 +487,8 @@ class ProcessorDaemon(Daemon):
     """Takes a fair share of the tick partitions by lease and applies each one's batches.
 
     The main loop runs :meth:`Leases.step` every third of the lease time; each partition it
-    owns has a task pulling batches from that partition's durable consumer. All of them apply
+    owns has a task keeping pull requests outstanding on that partition's durable consumer
+    (:class:`~stockctl.runtime.pull.Feed`), whose ticks go straight into one inbox. All of them apply
     through one :class:`Processor` (one applier task: a batch at a time), whose per-symbol fence in
     Redis makes the commits of a processor that lost a partition without knowing it (it
     stalled past its lease) fail rather than write over the new owner's.
@@ -489,6 +499,7 @@ class ProcessorDaemon(Daemon):
         self.proc: Processor | None = None
         self.leases: Leases | None = None
         self.js: JetStreamContext | None = None
+        self.nc: NATS | None = None
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.inbox: asyncio.Queue[tuple[int, Msg]] = asyncio.Queue()
         """(partition, tick) as the partitions' fetch loops pull them; one applier takes them all."""
@@ -497,7 +508,7 @@ class ProcessorDaemon(Daemon):
     async def startup(self, stack: AsyncExitStack) -> None:
         s = self.settings
         r = await open_redis(stack, self.ops, self.stop, log)
-        nc = await open_nats(stack, self.ops, self.stop, log)
+        nc = self.nc = await open_nats(stack, self.ops, self.stop, log)
         js = self.js = nc.jetstream()
         info = await retry(lambda: ensure_tick_stream(js, s), stop=self.stop, what="JetStream", logger=log)
         commit_r = redis_client(s, retries=0)
@@ -519,15 +530,16 @@ class ProcessorDaemon(Daemon):
 
     async def _apply(self) -> None:
         """Batches of whatever has arrived from every partition, up to ``processor_batch``: far
-        bigger batches than one partition's fetch gives, and the fetches' round trips overlap
-        with the applying. Ticks of a partition whose lease lapsed meanwhile are left unacked
+        bigger batches than one partition gives, and the ticks keep arriving while a batch is
+        applied. Ticks of a partition whose lease lapsed meanwhile are left unacked
         (the next owner gets them)."""
         proc, leases, inbox = self.proc, self.leases, self.inbox
         assert proc is not None and leases is not None
         limit = self.settings.processor_batch
         while not self.stop.is_set():
             try:
-                first = await asyncio.wait_for(inbox.get(), 0.5)
+                # Under load the inbox is rarely empty: no wait_for (a task and a timer) then.
+                first = inbox.get_nowait() if not inbox.empty() else await asyncio.wait_for(inbox.get(), 0.5)
             except TimeoutError:
                 if proc.gap_since:
                     await proc.handle([])  # a quiet stream still gives up on a gap in time
@@ -541,7 +553,7 @@ class ProcessorDaemon(Daemon):
             self.batch_seconds.observe(time.perf_counter() - started)
             last = {p: msg for p, msg in items}
             for p, msg in last.items():
-                self.backlog[p] = msg.metadata.num_pending
+                self.backlog[p] = num_pending(msg)
             self.status.info["symbols"] = len(proc.states)
 
     async def main_loop(self) -> None:
@@ -591,55 +603,34 @@ class ProcessorDaemon(Daemon):
             await asyncio.gather(task, return_exceptions=True)
 
     async def _consume(self, p: int) -> None:
-        """Batches of partition ``p`` while its lease holds; what is fetched and not applied
+        """Ticks of partition ``p`` into the inbox while its lease holds, pull requests kept
+        outstanding ahead of the applier (:class:`Feed`); what is delivered and not applied
         when it ends is unacked, and goes to whoever owns the partition next."""
-        proc, leases, js = self.proc, self.leases, self.js
-        assert proc is not None and leases is not None and js is not None
+        leases, js, nc = self.leases, self.js, self.nc
+        assert leases is not None and js is not None and nc is not None
         limit = self.settings.processor_batch
         config = api.ConsumerConfig(
+            durable_name=names.processor_durable(p),
+            name=names.processor_durable(p),
+            filter_subject=names.partition_subjects(p),
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             max_ack_pending=20_000,
             ack_wait=30.0,
         )
-        sub = None
-        try:
-            while not self.stop.is_set() and leases.holds(p):
-                if sub is None:
-                    sub = await retry(
-                        lambda: js.pull_subscribe(
-                            names.partition_subjects(p),
-                            durable=names.processor_durable(p),
-                            stream=names.TICK_STREAM,
-                            config=config,
-                        ),
-                        stop=self.stop,
-                        backoff=STREAM_BACKOFF,
-                        retry_on=(NatsError, *STREAM_UNAVAILABLE),
-                        what=f"the consumer of partition {p}",
-                        logger=log,
-                    )
-                try:
-                    batch = await sub.fetch(limit, timeout=0.5)
-                except TimeoutError:  # nothing in 0.5 s (asyncio's and nats-py's own both land here)
-                    batch = []
-                except (NatsError, *STREAM_UNAVAILABLE) as exc:  # a stream or consumer between leaders
-                    log.warning(
-                        "partition %d: fetch failed (%s: %s); subscribing again", p, exc.__class__.__name__, exc
-                    )
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-                    sub = None
-                    await asyncio.sleep(0.5)
-                    continue
-                for msg in batch:
-                    self.inbox.put_nowait((p, msg))
-                while self.inbox.qsize() > 4 * limit and not self.stop.is_set():
-                    await asyncio.sleep(0.005)  # the applier is behind: fetch no further ahead
-        finally:
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+        put = self.inbox.put_nowait
+        feed = Feed(
+            nc,
+            js,
+            names.TICK_STREAM,
+            config,
+            lambda msg: put((p, msg)),
+            batch=limit,
+            # The applier is behind: ask for no more ahead of it.
+            room=lambda: self.inbox.qsize() <= 4 * limit,
+            stop=self.stop,
+        )
+        await feed.run(lambda: not self.stop.is_set() and leases.holds(p))
 
     async def _hand_over(self) -> None:
         """On the way out (NATS still open): stop the partitions and give their leases back."""
