@@ -298,7 +298,7 @@ class Matching:
                 msg_id = f"{market}:{chunk[0][0].seq}-{chunk[-1][0].seq}"
                 headers = {"Nats-Msg-Id": msg_id, **fence}
                 pending.append((subject, encode_record([data for _, data in chunk]), headers))
-        await self._publish_confirmed(pending)
+        await self._publish_confirmed(pending, fenced=bool(fence))
         for market, items in by_market.items():
             self.published[market] = items[-1][0].seq
         self.status.incr("events", len(events))
@@ -335,23 +335,33 @@ class Matching:
         missing = self.views.missing
         await self.views.record([item for item in events if missing(item[0])])
 
-    async def _publish_confirmed(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
-        """Publish in order and wait until JetStream has every one; retry through outages."""
+    async def _publish_confirmed(self, items: list[tuple[str, bytes, dict[str, str]]], fenced: bool = False) -> None:
+        """Publish in order and wait until JetStream has every one; retry through outages.
+
+        ``fenced`` items (records carrying the term) go one at a time: a clustered stream turns
+        down an expected-sequence check while another message is still being agreed on (error
+        10164 for all but the first of a pipelined lot), and nats-py 2.16 does not fail the
+        future of a refused async publish (its reply handler raises instead), so a refusal
+        would only show as a timeout. One at a time, a refusal is an error, at once.
+        """
         attempt = 0
         start = 0
         while start < len(items):
             try:
-                futures = [
-                    await self.js.publish_async(subject, data, headers=headers, wait_stall=5.0)
-                    for subject, data, headers in items[start:]
-                ]
-                # One timer for the lot: acks arrive in order on one connection.
-                await asyncio.wait_for(asyncio.gather(*futures), 5.0)
-                start = len(items)
+                if fenced:
+                    for subject, data, headers in items[start:]:
+                        await self.js.publish(subject, data, headers=headers, timeout=5.0)
+                        start += 1
+                else:
+                    futures = [
+                        await self.js.publish_async(subject, data, headers=headers, wait_stall=5.0)
+                        for subject, data, headers in items[start:]
+                    ]
+                    # One timer for the lot: acks arrive in order on one connection.
+                    await asyncio.wait_for(asyncio.gather(*futures), 5.0)
+                    start = len(items)
                 self.nats_state.set("ok")
             except Exception as exc:  # an outage: resend the rest (ids de-duplicate)
-                # nats-py 2.16 does not fail the future of a refused async publish (its reply
-                # handler raises instead), so a refusal shows as a timeout: ask for the last term.
                 if is_fenced(exc) or (self.leader and await self.leader.superseded()):
                     raise Fenced(f"a record was refused: another matching daemon leads now ({exc!r})") from None
                 self.nats_state.set("failing", f"{exc.__class__.__name__}: {exc}; retrying")

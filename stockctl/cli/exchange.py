@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -141,7 +142,9 @@ def order(
         "type": kind,
         "tif": "ioc" if ioc else "fok" if fok else "gtd" if expire_at is not None else "gtc",
         "post_only": post_only,
-        "client_order_id": client_id,
+        # Always an id of our own: with one, the order may go on to another gateway when the first
+        # does not answer, and the exchange still stores it once.
+        "client_order_id": client_id or uuid.uuid4().hex,
     }
     if stop or stop_limit:
         body["stop_price"] = stop or stop_limit

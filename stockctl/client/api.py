@@ -65,6 +65,11 @@ def _raise_for(resp: httpx.Response) -> None:
 raise_for = _raise_for  # the SDK maps errors the same way
 
 
+IDEMPOTENT_TIMEOUT_S = 5.0
+"""How long an order with a client order id waits for one gateway before it tries the next: a
+little over the matching daemon's takeover, well under the gateway's own 10 s wait."""
+
+
 class GatewayClient:
     """Synchronous REST client of the gateway, authenticated with the stored login."""
 
@@ -148,10 +153,13 @@ class GatewayClient:
 
     # --- exchange -------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, json_body: Any = None, order: bool = True, **params: Any) -> Any:
+    def _send(
+        self, method: str, path: str, json_body: Any = None, order: bool = True, idempotent: bool = False, **params: Any
+    ) -> Any:
+        extra: dict[str, Any] = {"idempotent": True, "timeout": IDEMPOTENT_TIMEOUT_S} if idempotent else {}
         try:
             resp = self._http.request(
-                method, path, json=json_body, params={k: v for k, v in params.items() if v is not None}
+                method, path, json=json_body, params={k: v for k, v in params.items() if v is not None}, **extra
             )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # sent nowhere
             raise ServiceUnavailable(
@@ -170,7 +178,9 @@ class GatewayClient:
         return resp.json()
 
     def place(self, order: dict[str, Any]) -> dict[str, Any]:
-        return self._send("POST", "/api/v1/orders", order)
+        """Place an order; one with a ``client_order_id`` goes on to the next gateway when one does
+        not answer (the exchange stores it once, whichever gateways it came through)."""
+        return self._send("POST", "/api/v1/orders", order, idempotent=bool(order.get("client_order_id")))
 
     def cancel(self, order_id: int, market: str | None = None) -> dict[str, Any]:
         return self._send("DELETE", f"/api/v1/orders/{order_id}", market=market)

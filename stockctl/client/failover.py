@@ -3,8 +3,11 @@
 ``STOCKCTL_GATEWAY_URL`` (or ``STOCKCTL_AUTH_BASE_URL``) may be a comma list of base URLs. A
 request goes to the gateway that answered last. It moves on to the next one only when it could
 not have been acted on: the connection was refused or timed out, so nothing was sent. A read
-(GET) also moves on when the answer never came, since reading twice does no harm. A command
-whose answer was lost is not sent again elsewhere; its error says to check, not to retry blindly.
+(GET) also moves on when the answer never came, since reading twice does no harm, and so does
+an ``idempotent`` command: an order with a ``client_order_id``, which the exchange stores once
+however many gateways it comes through (a frozen gateway accepts connections and never
+answers: only this gets a client past it). Any other command whose answer was lost is not sent
+again elsewhere; its error says to check, not to retry blindly.
 """
 
 from __future__ import annotations
@@ -41,12 +44,12 @@ class FailoverHttp:
         for client in self._clients:
             client.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, idempotent: bool = False, **kwargs: Any) -> httpx.Response:
         """The answer of the first gateway that gives one; the last transport error if none does."""
         import httpx
 
         unsent = (httpx.ConnectError, httpx.ConnectTimeout)
-        movable = httpx.TransportError if method.upper() == "GET" else unsent
+        movable = httpx.TransportError if idempotent or method.upper() == "GET" else unsent
         n = len(self._clients)
         for step in range(n):
             i = (self._current + step) % n

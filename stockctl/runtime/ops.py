@@ -10,7 +10,7 @@ Each daemon serves, on its own loopback port (``metrics_port`` + its place in ``
   ``stockctl_<counter>_total``, plus gauges (event-loop lag, consumer backlog, clients) and
   the histograms a daemon registers (order ack latency, tick-to-commit latency, HTTP).
 
-:class:`HttpMetrics` is the ASGI middleware that times HTTP requests and carries their request
+:class:`HttpMetrics` is the ASGI middleware that times and counts HTTP requests and carries their request
 id (:mod:`stockctl.runtime.logs`) in and out. Logs themselves are :mod:`stockctl.runtime.logs`.
 """
 
@@ -189,6 +189,7 @@ class HttpMetrics:
 
     def __init__(self, app: Any, ops: Ops) -> None:
         self.app = app
+        self.status = ops.status  # counts requests: `stockctl status` shows each gateway's rate
         self.seconds = ops.histogram(
             "http_request_seconds", "HTTP request latency", labelnames=("method", "route", "status")
         )
@@ -220,6 +221,7 @@ class HttpMetrics:
                 self.seconds.labels(scope.get("method", "?"), template, str(status)).observe(
                     time.perf_counter() - started
                 )
+                self.status.incr("requests")
 
 
 async def start_ops(stack: contextlib.AsyncExitStack, settings: Settings, daemon: str, status: StatusFile) -> Ops:

@@ -40,6 +40,11 @@ RENEW_ID = "renew"
 """The ``id`` of the ``auth`` messages that renew the token on an open socket."""
 
 
+PING_S = 2.0
+PING_TIMEOUT_S = 3.0
+CLOSE_TIMEOUT_S = 1.0
+
+
 class Endpoints:
     """The gateways a client may use, in order of preference.
 
@@ -152,7 +157,17 @@ async def live_frames(
             state("connecting", url if not attempt else f"attempt {attempt + 1}")
             grant = pending or await asyncio.to_thread(session.current)
             pending = None
-            async with websockets.connect(url, open_timeout=5, max_size=2**22) as ws:
+            # Pings every PING_S: a gateway that is frozen (or cut off) stops answering them, and
+            # the client moves to the next one within PING_S + PING_TIMEOUT_S + CLOSE_TIMEOUT_S
+            # instead of the library's 50 s (its close handshake alone waits 10 s for the peer).
+            async with websockets.connect(
+                url,
+                open_timeout=5,
+                max_size=2**22,
+                ping_interval=PING_S,
+                ping_timeout=PING_TIMEOUT_S,
+                close_timeout=CLOSE_TIMEOUT_S,
+            ) as ws:
                 await ws.send(json.dumps({"op": "auth", "token": grant.access_token}))
                 for i, channels in enumerate(groups, 1):
                     await ws.send(json.dumps({"op": "subscribe", "channels": channels, "id": i}))

@@ -9,7 +9,7 @@ fails one instance, with kill -9 (its supervisor starts it again) or SIGSTOP for
   resumed, the old one is refused, exits 1 and comes back as the standby;
 * (e) the processor that owns ``AAPL``'s partition: a frozen one's leases lapse (5 s) and the
   other processor takes its partitions, resuming each symbol from Redis;
-* (f) the first gateway, the one the clients use: they move to the second.
+* (f) the gateway the load's clients use (the busier one in ``status``): they move to the other.
 
 A killed daemon is back within about a second and, being the same member, takes its own
 lease straight back. After each fault the checks of ``tests/support/fault_suite.py`` run (no
@@ -91,7 +91,8 @@ def _target(rows: dict[str, dict[str, Any]], role: str) -> str:
             for n in ("processor-1", "processor-2")
             if partition in ((rows[n].get("partitions") or {}).get("partitions") or [])
         )
-    return "gateway-1"  # the clients' first gateway, which they stay on while it answers
+    # The gateway the load's clients use: they stay on the one that answered last.
+    return max(("gateway-1", "gateway-2"), key=lambda n: (rows[n].get("rates") or {}).get("requests", 0))
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +106,13 @@ def st(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
 def test_a_failed_role_instance_loses_nothing(st: Stack, fault: RoleFault) -> None:
     # Arrange: the whole instance, the load flowing
+    wait_for(lambda: _whole(st), 60, interval=0.5, what="a whole cluster instance")
+    start_load(st)
+    time.sleep(2.5)  # two status rates: which gateway the load uses
     rows = wait_for(lambda: _whole(st), 60, interval=0.5, what="a whole cluster instance")
     assert isinstance(rows, dict)
     target = _target(rows, fault.role)
     pid = int(rows[target]["pid"])
-    start_load(st)
     logs_at = st.log_sizes()
 
     # Act
@@ -134,10 +137,18 @@ def test_a_failed_role_instance_loses_nothing(st: Stack, fault: RoleFault) -> No
     row = {"restarts": after[target]["restarts"] - rows[target]["restarts"], "target": target}
     if fault.role == "matching":
         row["leader"] = f"{target} -> {_target(after, 'matching')}"
+    if fault.role == "gateway":
+        row["requests_per_s"] = {
+            when: {n: (r[n].get("rates") or {}).get("requests") for n in ("gateway-1", "gateway-2")}
+            for when, r in (("before", rows), ("after", after))
+        }
     v, _ = check_and_record(st, fault.label, recovery, t_fault, done, logs_at, **row)
 
     if fault.action == "kill":
         assert after[target]["restarts"] > rows[target]["restarts"], "the supervisor started it again"
+    if fault.role == "gateway":
+        other = "gateway-2" if target == "gateway-1" else "gateway-1"
+        assert (after[other].get("rates") or {}).get("requests", 0) > 0, "the load moved to the other gateway"
     if fault.role == "matching" and fault.action == "pause":
         assert _target(after, "matching") != target, "the standby took over from the frozen leader"
     assert_survived(st, v, t_fault, recovery)

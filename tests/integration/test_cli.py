@@ -10,11 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from stockctl.client.api import IDEMPOTENT_TIMEOUT_S
 from stockctl.instance.infra import free_port
 from stockctl.settings import DAEMONS
 from tests.support.cli import Cli, cli_instance, pid_alive
@@ -408,3 +410,32 @@ def test_a_comma_list_of_gateways_fails_over_past_one_that_is_down(cli: Cli) -> 
     assert down.returncode != 0
     assert "Traceback" not in down.stderr and len(down.stderr.strip().splitlines()) == 1, down.stderr
     assert dead in down.stderr and live in down.stderr, down.stderr
+
+
+def test_an_order_moves_past_a_gateway_that_accepts_connections_and_never_answers(cli: Cli) -> None:
+    # Arrange: a "gateway" that is frozen (a listening socket nobody serves: connections are
+    # accepted by the kernel, requests never answered), listed before the live one.
+    cli.up()
+    live = f"http://127.0.0.1:{cli.env['STOCKCTL_GATEWAY_PORT']}"
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(64)
+        cy = Cli(cli.home)
+        cy.env = {
+            **cli.env,
+            "XDG_CONFIG_HOME": str(cli.home.parent / "config-cy"),
+            "STOCKCTL_GATEWAY_URL": f"http://127.0.0.1:{frozen.getsockname()[1]},{live}",
+            "STOCKCTL_AUTH_BASE_URL": live,  # logging in is not what this test is about
+        }
+        cy.register("cy@example.com")
+
+        # Act: an order (the CLI gives it a client order id) starting at the frozen gateway
+        started = time.monotonic()
+        placed = cy.json("order", "buy", "TATA_INR", "1@99")
+        took = time.monotonic() - started
+
+    # Assert: it waited for the frozen one, then went to the live one, and is there once
+    assert placed["status"] == "open", placed
+    assert took >= IDEMPOTENT_TIMEOUT_S, f"answered in {took:.1f}s: not through the frozen gateway first"
+    cy.env["STOCKCTL_GATEWAY_URL"] = live  # a read would wait out the frozen gateway too
+    assert [o["order_id"] for o in cy.json("orders")] == [placed["order_id"]]

@@ -131,7 +131,7 @@ def running_stack(
         cli.run("up", "--no-liquidity", *up_args, check=True, timeout=150)
         settings = Settings(home=cli.home)
         nats_url, _ = resolve_urls(settings)
-        gateway = resolve_gateway_url(settings)
+        gateway = resolve_gateway_url(settings).split(",")[0]  # up --cluster records two
         tokens = {u: register(gateway, u) for u in USERS}
         for u in USERS:  # funded on first use
             with GatewayClient(settings, token=tokens[u]) as gw:
@@ -441,7 +441,7 @@ def check_history(st: Stack, v: Verdict) -> None:
 
 
 def login_probe(st: Stack) -> Callable[[], float | None]:
-    base = resolve_gateway_url(st.settings)
+    base = resolve_gateway_url(st.settings).split(",")[0]
 
     def probe() -> float | None:
         try:
