@@ -18,9 +18,6 @@ standing by.
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +33,7 @@ from tests.support.fault_suite import (
     Stack,
     assert_survived,
     check_and_record,
+    fail_pid,
     pause_load_after,
     recover,
     running_stack,
@@ -113,13 +111,7 @@ def test_a_failed_active_matching_daemon_loses_nothing(pair: Pair, action: str, 
 
     # Act
     t_fault = time.time()
-    resume: threading.Timer | None = None
-    if action == "pause":
-        os.kill(pid, signal.SIGSTOP)
-        resume = threading.Timer(SERVER_PAUSE_S, os.kill, (pid, signal.SIGCONT))
-        resume.start()
-    else:
-        os.kill(pid, signal.SIGKILL)
+    resume = fail_pid(pid, action)
     try:
         recovery, done = recover(st, label, t_fault, t_fault)
     finally:

@@ -20,9 +20,6 @@ whole again: one matching daemon active and one standing by, the partitions spli
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +34,7 @@ from tests.support.fault_suite import (
     Stack,
     assert_survived,
     check_and_record,
+    fail_pid,
     pause_load_after,
     recover,
     running_stack,
@@ -117,13 +115,7 @@ def test_a_failed_role_instance_loses_nothing(st: Stack, fault: RoleFault) -> No
 
     # Act
     t_fault = time.time()
-    resume: threading.Timer | None = None
-    if fault.action == "pause":
-        os.kill(pid, signal.SIGSTOP)
-        resume = threading.Timer(SERVER_PAUSE_S, os.kill, (pid, signal.SIGCONT))
-        resume.start()
-    else:
-        os.kill(pid, signal.SIGKILL)
+    resume = fail_pid(pid, fault.action)
     try:
         recovery, done = recover(st, fault.label, t_fault, t_fault)
     finally:

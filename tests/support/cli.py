@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -76,15 +77,24 @@ class Cli:
 
 
 def cluster_cli(home: Path) -> Cli:
-    """A Cli for ``up --cluster`` whose base ports leave every port the cluster derives from
-    them free (the second gateway 20 above the first, NATS routes 100 above, ...)."""
-    for _ in range(50):
-        cli = Cli(home)
-        ports = {k.removeprefix("STOCKCTL_").lower(): v for k, v in cli.env.items() if k.endswith("_PORT")}
+    """A Cli for ``up --cluster``, its base ports in one block whose every derived port (the
+    second gateway 20 above the first, routes and buses 100 above) is free now. The block is in
+    this test worker's range, or below the kernel's ephemeral ports (32768 up) without one: the
+    daemons' ops listeners and every outgoing connection take ephemeral ports, and one of them
+    on a derived port would stop the cluster from starting."""
+    span = os.environ.get("STOCKCTL_FREE_PORTS", "")
+    lo, hi = (int(p) for p in span.split("-")) if span else (10_000, 19_999)
+    rng = random.Random()
+    for _ in range(100):
+        b = rng.randint(lo, hi - 120)
+        ports = {"nats_port": b, "nats_monitor_port": b + 3, "redis_port": b + 6}
+        ports |= {"auth_port": b + 12, "gateway_port": b + 13, "ws_port": b + 14}
         settings = Settings(**ports, cluster=True)
         if all(infra.port_is_free("127.0.0.1", port) for _, port in cluster_ports(settings)):
+            cli = Cli(home)
+            cli.env |= {f"STOCKCTL_{k.upper()}": str(v) for k, v in ports.items()}
             return cli
-    raise AssertionError("no base ports with every derived cluster port free")
+    raise AssertionError(f"no block of ports in {lo}-{hi} with every derived cluster port free")
 
 
 def pid_alive(pid: int) -> bool:

@@ -518,9 +518,18 @@ def fail_node(node: Server, action: str, pause_s: float = SERVER_PAUSE_S) -> thr
     returned timer after ``pause_s``: the caller joins it)."""
     assert node.proc is not None
     if action == "pause":
-        os.kill(node.proc.pid, signal.SIGSTOP)
-        resume = threading.Timer(pause_s, os.kill, (node.proc.pid, signal.SIGCONT))
+        return fail_pid(node.proc.pid, action, pause_s)
+    node.kill()
+    return None
+
+
+def fail_pid(pid: int, action: str, pause_s: float = SERVER_PAUSE_S) -> threading.Timer | None:
+    """The same for a process the test did not start (a supervisor's child): after ``kill`` its
+    supervisor starts it again."""
+    if action == "pause":
+        os.kill(pid, signal.SIGSTOP)
+        resume = threading.Timer(pause_s, os.kill, (pid, signal.SIGCONT))
         resume.start()
         return resume
-    node.kill()
+    os.kill(pid, signal.SIGKILL)
     return None
