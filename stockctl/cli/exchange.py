@@ -144,7 +144,7 @@ def order(
         "post_only": post_only,
         # Always an id of our own: with one, the order may go on to another gateway when the first
         # does not answer, and the exchange still stores it once.
-        "client_order_id": client_id or uuid.uuid4().hex,
+        "client_order_id": uuid.uuid4().hex if client_id is None else client_id,
     }
     if stop or stop_limit:
         body["stop_price"] = stop or stop_limit
