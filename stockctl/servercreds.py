@@ -61,9 +61,12 @@ class ServerCredentials:
         let in too, as :data:`NATS_PUBLIC_USER`: it may subscribe to those subjects and to
         nothing else, and publish nothing (no orders, no ticks, no JetStream API). A wrong
         password is still refused, not taken for the public user."""
+        return write_private(path, self.nats_authorization(public_subjects))
+
+    def nats_authorization(self, public_subjects: Sequence[str] = ()) -> str:
+        """The config text of :meth:`write_nats_config` (a cluster node adds its own blocks)."""
         if not public_subjects:
-            text = f'authorization {{\n  user: "{self.nats_user}"\n  password: "{self.nats_password}"\n}}\n'
-            return write_private(path, text)
+            return f'authorization {{\n  user: "{self.nats_user}"\n  password: "{self.nats_password}"\n}}\n'
         allow = ", ".join(f'"{subject}"' for subject in public_subjects)
         lines = [
             "authorization {",
@@ -77,7 +80,7 @@ class ServerCredentials:
             "}",
             f'no_auth_user: "{NATS_PUBLIC_USER}"',
         ]
-        return write_private(path, "\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
 
     def write_redis_config(self, path: Path, cluster: bool = False) -> Path:
         """A valkey-server config (mode 0600) that requires this password; its path.

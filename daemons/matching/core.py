@@ -144,11 +144,6 @@ class Matching:
 
     # --- startup ----------------------------------------------------------------------
 
-    async def restore(self) -> None:
-        """The snapshot, then where each market's events, ticks and views stop (replay starts after)."""
-        await self.warm()
-        await self.positions()
-
     async def warm(self) -> None:
         """Load the stored snapshot if it is newer than the engine (a standby does this while it waits)."""
         try:
@@ -543,8 +538,7 @@ class MatchingDaemon(Daemon):
         self.status.info["role"] = "lapsed"
         while not self.stop.is_set():
             if leader.lease.holds():
-                await retry(leader.renew, stop=self.stop, what="matching term", logger=log, retry_on=TERM_RETRY_ON)
-                self.status.info |= {"role": "active", "term": leader.term}
+                await self._write_term_again()
                 return
             try:
                 taken = await leader.taken_by_other()
@@ -554,6 +548,12 @@ class MatchingDaemon(Daemon):
                 raise Fenced("another matching daemon took the lease")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), leader.period / 3)
+
+    async def _write_term_again(self) -> None:
+        """A new term after this daemon's own (:class:`Fenced` if another daemon wrote one between)."""
+        assert self.leader is not None
+        await retry(self.leader.renew, stop=self.stop, what="matching term", logger=log, retry_on=TERM_RETRY_ON)
+        self.status.info |= {"role": "active", "term": self.leader.term}
 
     async def _subscribe(self) -> Any:
         assert self.m is not None and self.js is not None
@@ -598,8 +598,7 @@ class MatchingDaemon(Daemon):
                 await self._regain()
                 continue
             if leader.renew_due(renew_every):  # between batches: no record in flight with the old term
-                await retry(leader.renew, stop=self.stop, what="matching term", logger=log, retry_on=TERM_RETRY_ON)
-                self.status.info["term"] = leader.term
+                await self._write_term_again()
             if self.reconnected.is_set():
                 # The ordered consumer lives in the server's memory: a restarted nats-server has lost
                 # it, and nats-py would notice only after two missed heartbeats (10-20 s without

@@ -91,11 +91,7 @@ class Leadership:
                 # Written without the lease, a term would fence the daemon that holds it now.
                 raise LeaseLost(f"the lease of group {self.group} lapsed before this daemon's term was written")
             try:
-                last = (await self.js.get_last_msg(names.EVENT_STREAM, self.subject)).seq or 0
-            except nats.js.errors.NotFoundError:
-                last = 0
-            try:
-                return await self._write(last)
+                return await self._write(await self._last_term())
             except Fenced:
                 continue  # a term was written between the read and the write: read again
         raise Fenced(f"could not write a term for group {self.group} in {CLAIM_ATTEMPTS} attempts")
@@ -110,12 +106,17 @@ class Leadership:
     async def superseded(self) -> bool:
         """Whether a later term than this daemon's is stored (False if that cannot be read now)."""
         try:
-            last = (await self.js.get_last_msg(names.EVENT_STREAM, self.subject)).seq or 0
-        except nats.js.errors.NotFoundError:
-            last = 0
+            last = await self._last_term()
         except TERM_RETRY_ON:
             return False
         return self.term > 0 and last != self.term
+
+    async def _last_term(self) -> int:
+        """The stream sequence of the group's last term (0 before the first)."""
+        try:
+            return (await self.js.get_last_msg(names.EVENT_STREAM, self.subject)).seq or 0
+        except nats.js.errors.NotFoundError:
+            return 0
 
     async def taken_by_other(self) -> bool:
         """Whether another daemon holds the lease now (it may have led since this one's term)."""

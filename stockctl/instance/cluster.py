@@ -67,10 +67,8 @@ def nats_node_config(
 ) -> Path:
     """A node's config (0600): the client authorization, its name, JetStream and its routes."""
     host_routes = ", ".join(f'"nats-route://{ROUTE_USER}:{route_password(creds)}@{host}:{p}"' for p in routes)
-    auth = creds.write_nats_config(path.with_suffix(".auth")).read_text()
-    path.with_suffix(".auth").unlink()
     text = (
-        auth
+        creds.nats_authorization()
         + f'server_name: "{name}"\n'
         + f'jetstream {{ store_dir: "{store}" }}\n'
         + f'cluster {{\n  name: "stockctl"\n  listen: "{host}:{route}"\n'

@@ -7,10 +7,8 @@ own (a node that does not know them cannot join). ``urls`` is the comma list cli
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import nats
 
 from stockctl import servercreds
 from stockctl.instance import infra
+from stockctl.instance.cluster import meta_leader, nats_node_config
 from stockctl.wire.nats_urls import nats_options
 from stockctl.wire.streams import STREAM_UNAVAILABLE
 from tests.support.stack import Server, wait_for
@@ -132,25 +131,15 @@ def start_nats_cluster(base: Path, size: int = 3) -> NatsCluster:
     ports = [infra.free_port() for _ in range(size)]
     routes = [infra.free_port() for _ in range(size)]
     monitors = [infra.free_port() for _ in range(size)]
-    route_user, route_password = "route", creds.nats_password[::-1]  # distinct from the client's
     nodes = []
     for i in range(size):
-        auth = creds.write_nats_config(base / "secrets" / f"auth{i}.conf").read_text()
-        peers = ", ".join(f'"nats-route://{route_user}:{route_password}@{HOST}:{p}"' for p in routes)
-        conf = servercreds.write_private(
-            base / "secrets" / f"n{i}.conf",
-            auth
-            + f'server_name: "n{i}"\n'
-            + f'jetstream {{ store_dir: "{base / f"n{i}"}" }}\n'
-            + f'cluster {{\n  name: "stockctl"\n  listen: "{HOST}:{routes[i]}"\n'
-            + f'  authorization {{ user: "{route_user}", password: "{route_password}" }}\n'
-            + f"  routes: [{peers}]\n}}\n",
-        )
+        store = base / f"n{i}"
+        conf = nats_node_config(creds, base / "secrets" / f"n{i}.conf", f"n{i}", store, HOST, routes[i], routes)
         argv = [str(infra.nats_server_binary()), "--config", str(conf), "--addr", HOST, "--port", str(ports[i])]
         argv += ["--http_port", str(monitors[i])]
         nodes.append(Server(f"nats{i}", argv, ports[i], _ready(monitors[i]), base / f"n{i}.log"))
     _start_all(nodes)
-    wait_for(lambda: all(_meta_leader(p) for p in monitors), 30, what="a JetStream meta leader")
+    wait_for(lambda: all(meta_leader(HOST, p) for p in monitors), 30, what="a JetStream meta leader")
     return NatsCluster(nodes, monitors, creds)
 
 
@@ -165,13 +154,3 @@ def _start_all(nodes: list[Server]) -> None:
             node.proc = subprocess.Popen(node.argv, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL)
     for node in nodes:
         wait_for(node.ready, 30, what=f"{node.name} ready")
-
-
-def _meta_leader(monitor_port: int) -> str:
-    """The JetStream meta leader this node sees ('' before the election); streams wait on it."""
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{monitor_port}/jsz", timeout=1) as resp:
-            meta = json.loads(resp.read()).get("meta_cluster") or {}
-    except OSError:
-        return ""
-    return str(meta.get("leader") or "") if meta.get("cluster_size") == len(meta.get("replicas") or []) + 1 else ""
