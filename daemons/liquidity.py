@@ -22,8 +22,10 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from stockctl.exchange.groups import split_funding
 from stockctl.runtime.connections import open_nats
 from stockctl.runtime.daemon import Daemon, main
+from stockctl.runtime.exchange_queries import ask_matching
 from stockctl.runtime.retry import PEER_BACKOFF, retry
 from stockctl.settings import Settings
 from stockctl.wire import names
@@ -83,9 +85,10 @@ class Liquidity(Daemon):
         nc = await open_nats(stack, self.ops, self.stop, log)
         self.js = nc.jetstream()
 
+        groups = self.settings.groups()
+
         async def markets() -> list[dict]:
-            resp = await nc.request(names.query_subject("markets"), b"{}", timeout=2)
-            return msgspec.json.decode(resp.data)
+            return msgspec.json.decode(await ask_matching(nc, groups, "markets", {}, timeout=2))
 
         def waiting(exc: Exception, attempt: int) -> None:
             if attempt == 0:  # matching not up yet
@@ -96,10 +99,12 @@ class Liquidity(Daemon):
             self.stop.set()  # no market to quote: nothing to do
             return
         self.quoters = {s["symbol"]: Quoter(s, self.rng) for s in specs}
-        big = {"INR": "1000000000", **{s["base"]: "10000000" for s in specs}}
+        # Every quote asset deep, every base asset less so: each market group funds its own.
+        big = {s["quote"]: "1000000000" for s in specs} | {s["base"]: "10000000" for s in specs}
         for user in (MAKER, TAKER):
-            fund = Fund(user=user, request_id="fund", amounts=big, ts=time.time_ns())
-            await self.send(names.ACCOUNTS_MARKET, fund, "fund", user)
+            for group, amounts in split_funding(groups, big):
+                fund = Fund(user=user, request_id=f"fund-{group.name}", amounts=amounts, ts=time.time_ns())
+                await self.send(group.accounts_market, fund, f"fund-{group.name}", user)
         await nc.subscribe(names.EVENT_SUBJECTS, cb=self.on_event)
         self.status.info |= {"markets": sorted(self.quoters)}
 

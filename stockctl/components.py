@@ -30,6 +30,12 @@ LOG_SOURCES: tuple[str, ...] = ("supervisor", *COMPONENTS)
 """Everything with a log in ``<home>/logs`` (``stockctl logs NAME``)."""
 
 
+def instance_number(name: str) -> int:
+    """``2`` of ``matching-2``; 1 for a name without a number (the one instance of ``up``)."""
+    _, _, n = name.rpartition("-")
+    return int(n) if n.isdigit() else 1
+
+
 def base_name(name: str) -> str:
     """``processor`` of ``processor-2`` (``up --cluster`` runs two); other names as they are."""
     base, _, n = name.rpartition("-")

@@ -40,6 +40,7 @@ from stockctl.wire.redis_urls import parse_redis_url
 from stockctl.wire.symbols import parse_symbol
 
 if TYPE_CHECKING:
+    from stockctl.exchange.groups import MarketGroups
     from stockctl.servercreds import ServerCredentials
 
 ENV_PREFIX = "STOCKCTL_"
@@ -202,6 +203,11 @@ class Settings(BaseSettings):
     matching_lease_s: float = Field(3.0, ge=0.5, le=300)
     """How long the active matching daemon's lease lasts unless renewed: a standby takes over
     after the active one has died or stalled this long."""
+
+    market_groups: str = ""
+    """Split the markets into groups, each led by its own active matching daemon:
+    ``NAME=MARKET,MARKET;NAME=...`` (``inr=TATA_INR,JIO_INR;us=AAPL_USD``). Markets that share
+    an asset must share a group. Empty: one group, ``main``. Fixed once the exchange has history."""
 
     matching_term_renew_s: float = Field(86_400.0, ge=1, le=864_000)
     """How often the active matching daemon writes its term again, so that its fence never
@@ -554,6 +560,15 @@ class Settings(BaseSettings):
         from stockctl.servercreds import load_credentials  # local: infra is not needed to read settings
 
         return load_credentials(self.secrets_dir)
+
+    def groups(self) -> MarketGroups:
+        """The market groups over the configured markets. Raises ValueError (GroupsError, or a bad
+        markets file's OSError/ValueError) with a one-line reason."""
+        from stockctl.exchange.groups import market_groups  # local: the engine is not needed to read settings
+        from stockctl.wire.exchange import load_markets
+
+        specs = load_markets(str(self.markets_file) if self.markets_file else None)
+        return market_groups(self.market_groups, specs)
 
     @property
     def history_retention_ns(self) -> int:

@@ -29,13 +29,15 @@ from prometheus_client import Histogram
 
 from daemons.gateway.views import concerns, fill_view, own_view
 from stockctl.errors import NotFound, StockctlError, UsageError
+from stockctl.exchange.groups import split_funding
 from stockctl.marketdata.store import check_symbol
+from stockctl.runtime.exchange_queries import ask_matching
 from stockctl.runtime.logs import REQUEST_ID_HEADER, bound
 from stockctl.settings import Settings
 from stockctl.wire import names
 from stockctl.wire.exchange import Amend, Cancel, CancelAll, Fund, Place, expire_at_ns
 from stockctl.wire.exchange import encode as ex_encode
-from stockctl.wire.gateway import COID_RE, AmendIn, OrderIn, encode, public_trade_decoder
+from stockctl.wire.gateway import COID_RE, AmendIn, OrderIn, public_trade_decoder
 
 DUPLICATE_IN_PROCESS = 10158  # JetStream: "duplicate message id is in process"
 
@@ -45,6 +47,7 @@ class ExchangeApi:
 
     def __init__(self, settings: Settings, nc: NATS, js: Any, r: aioredis.Redis) -> None:
         self.s, self.nc, self.js, self.r = settings, nc, js, r
+        self.groups = settings.groups()  # which matching daemon holds which markets and assets
         self.funded: set[str] = set()
         self.markets: dict[str, dict[str, Any]] = {}
         self._waiters: dict[str, asyncio.Future[bytes]] = {}
@@ -62,13 +65,13 @@ class ExchangeApi:
             fut.set_result(msg.data)
 
     async def query(self, what: str, payload: dict[str, Any]) -> bytes:
+        """Ask the matching daemon of each market group that holds part of the answer."""
         try:
-            resp = await self.nc.request(names.query_subject(what), encode(payload), timeout=3)
-        except Exception as exc:  # no responders or timeout: matching is down
+            return await ask_matching(self.nc, self.groups, what, payload, timeout=3)
+        except Exception as exc:  # no responders or timeout: matching (or one group's) is down
             raise ExchangeUnavailable(
                 f"the matching engine is not answering ({exc.__class__.__name__})", "try again in a moment"
             ) from None
-        return resp.data
 
     async def all_markets(self) -> list[str]:
         if not self.markets:
@@ -98,7 +101,7 @@ class ExchangeApi:
                 # A retry of a command already stored: answer with its recorded outcome.
                 self._waiters.pop(inbox, None)
                 for _ in range(50):
-                    data = await self.query("outcome", {"user": user, "client_order_id": key})
+                    data = await self.query("outcome", {"user": user, "client_order_id": key, "market": market})
                     if data != b"null":
                         return [own_view(e, user) for e in msgspec.json.decode(data) if concerns(e, user)]
                     # Matching keeps recent outcomes in memory only; one from before its last
@@ -141,9 +144,11 @@ class ExchangeApi:
         # A fresh id per attempt, not a fixed "fund": after a matching restart the outcome of a
         # funding older than its snapshot is unknown, so a de-duplicated resend (a restarted
         # gateway) could never be answered. A repeat is only rejected as already_funded.
-        key = f"fund-{uuid.uuid4().hex}"
-        cmd = Fund(user=user, request_id=key, amounts=dict(self.s.demo_balances), ts=time.time_ns())
-        await self.submit(names.ACCOUNTS_MARKET, cmd, key, user)
+        # Each market group funds its own assets (every asset lives in one group).
+        for group, amounts in split_funding(self.groups, self.s.demo_balances):
+            key = f"fund-{uuid.uuid4().hex}"
+            cmd = Fund(user=user, request_id=key, amounts=amounts, ts=time.time_ns())
+            await self.submit(group.accounts_market, cmd, key, user)
         self.funded.add(user)
 
     async def place(self, user: str, order: OrderIn) -> list[dict[str, Any]]:

@@ -71,7 +71,9 @@ from daemons.matching.leader import TERM_RETRY_ON, Fenced, Leadership, LeaseLost
 from daemons.matching.queries import serve_queries
 from daemons.matching.snapshots import Snapshots, SnapshotUnusable
 from daemons.matching.views import RedisViews, event_market
+from stockctl.components import instance_number
 from stockctl.exchange.engine import Exchange
+from stockctl.exchange.groups import Group, GroupsError, MarketGroups
 from stockctl.runtime.connections import open_nats, open_redis
 from stockctl.runtime.daemon import Daemon, main
 from stockctl.runtime.leases import member_id, open_bucket
@@ -89,7 +91,6 @@ from stockctl.wire.exchange import (
     command_decoder,
     decode_record,
     encode_record,
-    load_markets,
 )
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.marketdata import Tick, encode, tick_decoder
@@ -117,10 +118,16 @@ class Matching:
         r: aioredis.Redis,
         status: StatusFile,
         stop: asyncio.Event,
+        groups: MarketGroups,
+        group: Group,
     ) -> None:
         self.s, self.nc, self.js, self.r, self.status, self.stop = settings, nc, js, r, status, stop
-        self.specs = load_markets(str(settings.markets_file) if settings.markets_file else None)
-        self.engine = Exchange(self.specs)
+        self.group = group
+        self.accounts = group.accounts_market  # this group's pseudo-market of account commands and events
+        self.specs = group.markets
+        self.engine = Exchange(
+            self.specs, first_id=group.first_id, id_step=groups.id_step, accounts_market=self.accounts
+        )
         self.cmd_seq = 0  # last command stream sequence applied
         self.published: dict[str, int] = {}  # market -> last event seq stored in EX_EVENTS
         self.tick_seq: dict[str, int] = {}  # market -> last md.tick seq
@@ -132,7 +139,7 @@ class Matching:
         self.views = RedisViews(r, stop)
         self.book_feed = BookFeed(nc)
         self.results: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self.snapshots = Snapshots(r, status)
+        self.snapshots = Snapshots(r, status, groups, group)
         self.time_sent = 0  # the expiry a Time command was last published for
         self.time_checked = 0.0
         self.nats_state = StateLog(log, "JetStream publish")
@@ -159,7 +166,7 @@ class Matching:
         """Where each market's stored events, ticks and views stop: read once this daemon leads."""
         viewed = await self.views.stored_watermarks()
         fresh: list[str] = []
-        for market in [*self.market_names, names.ACCOUNTS_MARKET]:
+        for market in [*self.market_names, self.accounts]:
             published = await self._last_event_seq(market)
             self.published[market] = published
             tick = await self._last_tick(market)
@@ -225,7 +232,7 @@ class Matching:
                 self._log_outcome(msg, sseq, events)
             encoded = [ex_encode(ev) for ev in events]
             for ev, data in zip(events, encoded, strict=True):
-                market = ev.market or names.ACCOUNTS_MARKET
+                market = ev.market or self.accounts
                 touched.add(market)
                 if ev.seq > published.get(market, 0):
                     to_store.append((ev, data))
@@ -255,7 +262,7 @@ class Matching:
         for inbox, answer in replies:
             await publish(inbox, answer)
         for market in touched:
-            if market != names.ACCOUNTS_MARKET:
+            if market != self.accounts:
                 await self.book_feed.publish(self.engine, market)
         await self.maybe_snapshot()
 
@@ -377,9 +384,9 @@ class Matching:
         cmd = Time(ts=max(time.time_ns(), due))
         try:
             await self.js.publish(
-                names.order_subject(names.ACCOUNTS_MARKET),
+                names.order_subject(self.accounts),
                 ex_encode(cmd),
-                headers={"Nats-Msg-Id": f"time:{due}"},
+                headers={"Nats-Msg-Id": f"time:{self.group.name}:{due}"},
                 timeout=5,
             )
         except Exception as exc:  # NATS away: the next check sends it
@@ -453,20 +460,45 @@ class MatchingDaemon(Daemon):
 
         await retry(setup, stop=self.stop, what="JetStream", logger=log)
         kv = await retry(self._bucket, stop=self.stop, what="matching lease", logger=log)
-        me = member_id(socket.gethostname(), self.name, str(settings.home.resolve()))
-        self.leader = Leadership(js, kv, me, settings.matching_lease_s)
         try:
-            self.m = Matching(settings, nc, js, r, self.status, self.stop)
+            groups = settings.groups()
+        except GroupsError as exc:
+            log.error("STOCKCTL_MARKET_GROUPS: %s", exc)
+            raise SystemExit(EXIT_CONFIG) from None
         except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("bad markets file %s: %s", settings.markets_file, exc)
             raise SystemExit(EXIT_CONFIG) from None
-        self.status.info |= {"markets": self.m.market_names, "role": "standby", "member": me}
+        group = groups.of_instance(instance_number(self.name))
+        await retry(lambda: self._check_layout(r, groups), stop=self.stop, what="market groups", logger=log)
+        me = member_id(socket.gethostname(), self.name, str(settings.home.resolve()))
+        self.leader = Leadership(js, kv, me, settings.matching_lease_s, group.name)
+        self.m = Matching(settings, nc, js, r, self.status, self.stop, groups, group)
+        self.status.info |= {"markets": self.m.market_names, "group": group.name, "role": "standby", "member": me}
         await self.m.warm()
         # Lead at once when nobody else does, so that "ready" means "matching" on one machine.
         held = await retry(self.leader.lease.step, stop=self.stop, what="matching lease", logger=log)
         self.spawn(self._keep_lease(), "lease")  # renewing from now: leading may take a while to start
         if not (held and await self._lead()):
             log.info("standing by: another matching daemon leads group %s", self.leader.group)
+
+    async def _check_layout(self, r: aioredis.Redis, groups: MarketGroups) -> None:
+        """The exchange keeps the group layout its history was made with: another one would give
+        a group an engine without the commands that made its accounts (exit 78 with the fix)."""
+        layout = groups.layout()
+        if len(groups.groups) > 1 and not await r.exists(names.GROUPS_KEY) and await r.exists(names.SNAPSHOT_KEY):
+            recorded = "main (one group of every market)"  # an exchange made before market groups
+        else:
+            await r.set(names.GROUPS_KEY, layout, nx=True)
+            recorded = (await r.get(names.GROUPS_KEY) or b"").decode()
+        if recorded != layout:
+            log.error(
+                "this exchange's history was made with the market groups %s, and STOCKCTL_MARKET_GROUPS now gives %s:"
+                " groups cannot change under an exchange with history; set the old groups again, or start a"
+                " fresh exchange (a new STOCKCTL_HOME and Redis)",
+                recorded,
+                layout,
+            )
+            raise SystemExit(EXIT_CONFIG)
 
     async def _bucket(self) -> KeyValue:
         s = self.settings
@@ -506,7 +538,7 @@ class MatchingDaemon(Daemon):
         await m.positions()  # read after the term: nothing older can be stored past them now
         gc.collect()
         gc.freeze()  # the restored engine is long-lived: keep it out of every future collection
-        await serve_queries(stack, m.nc, m)  # answered from here until the stack unwinds
+        await serve_queries(stack, m.nc, m, m.group.name)  # answered from here until the stack unwinds
         self.sub = await self._subscribe()
         self.active = True
         self.status.info |= {"role": "active", "term": leader.term}
@@ -559,6 +591,8 @@ class MatchingDaemon(Daemon):
         assert self.m is not None and self.js is not None
         start = self.m.cmd_seq + 1
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+        if self.m.group.name != names.MATCHING_GROUP:  # only this group's commands (``main`` has every market)
+            config.filter_subjects = [names.order_subject(s) for s in (*self.m.market_names, self.m.accounts)]
 
         async def on_msg(msg: Msg) -> None:
             self.inbox.put_nowait(msg)

@@ -116,7 +116,7 @@ class Queries:
         return encode(list(self.state.engine.markets))
 
 
-async def serve_queries(stack: AsyncExitStack, nc: NATS, state: QueryState) -> Service:
+async def serve_queries(stack: AsyncExitStack, nc: NATS, state: QueryState, group: str) -> Service:
     """Start the endpoints as one micro service; ``stack`` stops it on the way out.
 
     The stop is registered first, so endpoints added before a failure are stopped too.
@@ -130,7 +130,9 @@ async def serve_queries(stack: AsyncExitStack, nc: NATS, state: QueryState) -> S
     )
     stack.push_async_callback(_stop, nc, service)
     for what, handler in Queries(state).handlers().items():
-        await service.add_endpoint(name=what, subject=names.query_subject(what), handler=_endpoint(what, handler))
+        await service.add_endpoint(
+            name=what, subject=names.query_subject(what, group), handler=_endpoint(what, handler)
+        )
     return service
 
 

@@ -1,8 +1,8 @@
 """matching's engine snapshots in Redis: the state, and the command sequence it includes.
 
-``SNAPSHOT_KEY`` holds the engine's serialised state (``data``) and ``cmd_seq``, the last
-``EX_ORDERS`` sequence applied to it. A start restores it and replays the commands after
-``cmd_seq``; without a snapshot it replays the whole stream. A snapshot is a shortcut,
+The group's :func:`~stockctl.wire.names.snapshot_key` holds the engine's serialised state
+(``data``) and ``cmd_seq``, the last ``EX_ORDERS`` sequence applied to it. A start restores
+it and replays the commands after ``cmd_seq``; without a snapshot it replays the whole stream. A snapshot is a shortcut,
 never the record: one that is not written (Redis away) costs a longer replay, nothing else.
 
 One is due every ``SNAPSHOT_EVERY_S`` or ``SNAPSHOT_EVERY_CMDS`` commands, whichever comes
@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from stockctl.exchange.engine import Exchange
+from stockctl.exchange.groups import Group, MarketGroups
 from stockctl.runtime.status import StatusFile
 from stockctl.wire import names
 from stockctl.wire.exchange import MarketSpec
@@ -36,8 +37,10 @@ class SnapshotUnusable(Exception):
 class Snapshots:
     """Reads the snapshot at start; writes one when due."""
 
-    def __init__(self, r: aioredis.Redis, status: StatusFile) -> None:
+    def __init__(self, r: aioredis.Redis, status: StatusFile, groups: MarketGroups, group: Group) -> None:
         self.r, self.status = r, status
+        self.key = names.snapshot_key(group.name)
+        self.id_step, self.accounts_market = groups.id_step, group.accounts_market
         self.taken_at = (time.monotonic(), 0)  # (when, cmd_seq) of the last snapshot written or restored
 
     async def load(self, specs: tuple[MarketSpec, ...], newer_than: int = 0) -> tuple[Exchange, int] | None:
@@ -47,13 +50,13 @@ class Snapshots:
         Raises :class:`SnapshotUnusable` if another stockctl version wrote it, or for other
         markets than ``specs``: markets cannot change under a running exchange.
         """
-        if newer_than and int(await self.r.hget(names.SNAPSHOT_KEY, "cmd_seq") or 0) <= newer_than:
+        if newer_than and int(await self.r.hget(self.key, "cmd_seq") or 0) <= newer_than:
             return None
-        raw = await self.r.hgetall(names.SNAPSHOT_KEY)
+        raw = await self.r.hgetall(self.key)
         if not raw:
             return None
         try:
-            engine = Exchange.restore(raw[b"data"])
+            engine = Exchange.restore(raw[b"data"], self.id_step, self.accounts_market)
         except ValueError as exc:
             raise SnapshotUnusable(
                 f"the exchange snapshot in Redis cannot be restored ({exc}); run the stockctl that wrote it,"
@@ -80,7 +83,7 @@ class Snapshots:
     async def take(self, engine: Exchange, cmd_seq: int) -> None:
         """Write the engine's state at ``cmd_seq``; a Redis failure is logged, not raised."""
         try:
-            await self.r.hset(names.SNAPSHOT_KEY, mapping={"data": engine.snapshot(), "cmd_seq": cmd_seq})
+            await self.r.hset(self.key, mapping={"data": engine.snapshot(), "cmd_seq": cmd_seq})
         except RedisError as exc:
             log.warning("snapshot not written (%s); the command log still has everything", exc)
             return

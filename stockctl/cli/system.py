@@ -94,7 +94,7 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
             with contextlib.suppress(OSError, ValueError):
                 info = json.loads((settings.run_dir / f"{comp['name']}.json").read_text()).get("info") or {}
                 if "role" in info:
-                    row["role"] = {k: info.get(k) for k in ("role", "term")}
+                    row["role"] = {k: info.get(k) for k in ("role", "term", "group", "markets")}
         if comp["name"] == "feeds" and running:
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads((settings.run_dir / "feeds.json").read_text())
@@ -220,11 +220,15 @@ def role_line(role: dict[str, Any]) -> str:
     what = role.get("role")
     if what in SERVER_ROLES:
         return SERVER_ROLES[what]
+    group = role.get("group") or "main"
+    markets = ",".join(role.get("markets") or [])
     if what == "active":
-        return f"leads the markets (term {role.get('term')})"
+        led = f"leads group {group} ({markets})" if group != "main" else "leads the markets"
+        return f"{led} (term {role.get('term')})"
     if what == "lapsed":
         return "its lease lapsed: applies nothing until it is renewed"
-    return "stands by: takes over when the active matching daemon's lease lapses"
+    of = f" of group {group}" if group != "main" else ""
+    return f"stands by: takes over when the active matching daemon{of}'s lease lapses"
 
 
 def partitions_line(p: dict[str, Any]) -> str:
@@ -391,6 +395,13 @@ def start_instance(settings: Settings, attach: bool = False, json_out: bool = Fa
             Exchange(load_markets(str(settings.markets_file)))
         except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise UsageError(f"bad markets file {settings.markets_file}: {exc}") from None
+    if settings.market_groups:
+        from stockctl.exchange.groups import GroupsError
+
+        try:
+            settings.groups()
+        except GroupsError as exc:
+            raise UsageError(f"STOCKCTL_MARKET_GROUPS: {exc}") from None
     if settings.replay_csv is not None:
         try:
             validate(settings.replay_csv)

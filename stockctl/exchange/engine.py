@@ -62,7 +62,8 @@ from the hidden part and goes to the back of its level.
 Events. Each market numbers its events ``seq`` 1, 2, 3... The pseudo-market ``ACCOUNTS`` has
 its own sequence and carries ``Funded``, rejected ``Fund`` commands, and the rejection of any
 command that names no known market or is malformed (so no sequence, and no event subject, is
-ever made from an arbitrary market name). Order ids and trade ids are global and consecutive. A
+ever made from an arbitrary market name); a market group's engine names it after the group. Order
+ids and trade ids are global and consecutive (a market group's step by the number of groups). A
 command's events are: first the ``Cancelled(expired)`` of every GTD order it made due (in any
 market); then its own: ``Accepted`` (or ``Amended``), then ``Cancelled(self_trade)`` / ``Trade``
 events in matching order, then at most one ``Cancelled`` for the remainder (a pending stop's
@@ -200,11 +201,13 @@ class Exchange:
 
     __slots__ = (
         "_accounts",
+        "_accounts_market",
         "_accounts_seq",
         "_assets",
         "_fee_str",
         "_fees",
         "_gtd",
+        "_id_step",
         "_known",
         "_markets",
         "_mb",
@@ -216,8 +219,19 @@ class Exchange:
     )
 
     def __init__(
-        self, markets: Sequence[MarketSpec] = DEFAULT_MARKETS, taker_fee_bps: int = 10, maker_fee_bps: int = 0
+        self,
+        markets: Sequence[MarketSpec] = DEFAULT_MARKETS,
+        taker_fee_bps: int = 10,
+        maker_fee_bps: int = 0,
+        first_id: int = 1,
+        id_step: int = 1,
+        accounts_market: str = ACCOUNTS,
     ) -> None:
+        # first_id, id_step: a market group's share of the order and trade ids (group i of n
+        # numbers them i+1, i+1+n, ...), so ids stay unique across groups; accounts_market: the
+        # pseudo-market its account events carry (see stockctl.exchange.groups).
+        if not 1 <= first_id <= id_step:
+            raise ValueError(f"first_id {first_id} must be 1..id_step ({id_step})")
         self._tb = _check_bps("taker_fee_bps", taker_fee_bps)
         self._mb = _check_bps("maker_fee_bps", maker_fee_bps)
         self._rb = max(self._tb, self._mb)  # what a limit buy reserves for its fee
@@ -237,8 +251,10 @@ class Exchange:
         self._accounts: dict[str, Account] = {}
         self._fees = Account(FEE_ACCOUNT, self._assets)
         self._accounts_seq = 0
-        self._next_oid = 1
-        self._next_tid = 1
+        self._next_oid = first_id
+        self._next_tid = first_id
+        self._id_step = id_step
+        self._accounts_market = accounts_market
         self._next_prio = 1  # time priority counter (internal: never in events or snapshots)
         self._gtd: list[tuple[int, int, Account]] = []  # heap of (expire_at, order id, owner); stale entries skipped
         self._known = ", ".join(self._markets)
@@ -306,7 +322,7 @@ class Exchange:
 
     def seq(self, market: str) -> int:
         """The last event seq of a market (or of ``ACCOUNTS``); 0 before any event."""
-        if market == ACCOUNTS:
+        if market == self._accounts_market:
             return self._accounts_seq
         return self._market(market).seq
 
@@ -450,7 +466,7 @@ class Exchange:
         return Rejected(
             self._accounts_seq,
             ts if type(ts) is int else 0,
-            ACCOUNTS,
+            self._accounts_market,
             user if type(user) is str else "",
             ident if type(ident) is str else "",
             reason,
@@ -569,7 +585,7 @@ class Exchange:
             # Pending: held at placement for what it may spend once triggered, not in the book.
             assert acct is not None
             oid = self._next_oid
-            self._next_oid = oid + 1
+            self._next_oid = oid + self._id_step
             m.seq += 1
             events: list[Event] = [
                 Accepted(
@@ -613,7 +629,7 @@ class Exchange:
         assert acct is not None  # every accepted order needs funds, hence an account
 
         oid = self._next_oid
-        self._next_oid = oid + 1
+        self._next_oid = oid + self._id_step
         seq = m.seq = m.seq + 1
         if expire or display:
             accepted = Accepted(
@@ -815,7 +831,7 @@ class Exchange:
                 if px is not None:
                     px.append(p)
                 tid = self._next_tid
-                self._next_tid = tid + 1
+                self._next_tid = tid + self._id_step
                 m.seq += 1
                 events.append(
                     Trade(
@@ -914,7 +930,7 @@ class Exchange:
                 if px is not None:
                     px.append(p)
                 tid = self._next_tid
-                self._next_tid = tid + 1
+                self._next_tid = tid + self._id_step
                 m.seq += 1
                 events.append(
                     Trade(
@@ -1278,7 +1294,8 @@ class Exchange:
         for asset in sorted(credits):
             acct.avail[asset] += credits[asset]
         self._accounts_seq += 1
-        return [Funded(self._accounts_seq, ts, ACCOUNTS, user, {a: fmt_amount(credits[a]) for a in sorted(credits)})]
+        amounts = {a: fmt_amount(credits[a]) for a in sorted(credits)}
+        return [Funded(self._accounts_seq, ts, self._accounts_market, user, amounts)]
 
     # --- snapshot ------------------------------------------------------------------------
 
@@ -1287,9 +1304,10 @@ class Exchange:
         return snapshots.save(self)
 
     @classmethod
-    def restore(cls, data: bytes) -> Exchange:
-        """The exchange a snapshot describes. Raises ValueError if the data is not a consistent snapshot."""
-        return snapshots.load(cls, data)
+    def restore(cls, data: bytes, id_step: int = 1, accounts_market: str = ACCOUNTS) -> Exchange:
+        """The exchange a snapshot describes (for a market group: its id step and accounts market).
+        Raises ValueError if the data is not a consistent snapshot."""
+        return snapshots.load(cls, data, id_step, accounts_market)
 
 
 __all__ = ["Exchange", "UnknownMarket"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from stockctl.exchange.accounts import Account, bad_user
-from stockctl.exchange.book import Level, Order
+from stockctl.exchange.book import ACCOUNTS, Level, Order
 from stockctl.exchange.validation import LIMIT_TYPES, STOP_TYPES, TIFS
 from stockctl.wire.exchange import MarketSpec
 
@@ -126,8 +126,10 @@ def save(ex: Exchange) -> bytes:
     return _encode(snap)
 
 
-def load(cls: type[Exchange], data: bytes) -> Exchange:
-    """The exchange a snapshot describes. Raises ValueError if the data is not a consistent snapshot."""
+def load(cls: type[Exchange], data: bytes, id_step: int = 1, accounts_market: str = ACCOUNTS) -> Exchange:
+    """The exchange a snapshot describes, numbering ids by ``id_step`` and naming its account events'
+    market ``accounts_market`` (a market group's). Raises ValueError if the data is not a consistent
+    snapshot."""
     try:
         snap = _decoder.decode(data)
     except msgspec.DecodeError as exc:
@@ -136,7 +138,7 @@ def load(cls: type[Exchange], data: bytes) -> Exchange:
         raise ValueError(
             f"snapshot version {snap.version} is not 1 or {SNAPSHOT_VERSION}: restore it with its stockctl"
         )
-    ex = cls(snap.markets, snap.taker_fee_bps, snap.maker_fee_bps)
+    ex = cls(snap.markets, snap.taker_fee_bps, snap.maker_fee_bps, 1, id_step, accounts_market)
     ex._next_oid = snap.next_order_id
     ex._next_tid = snap.next_trade_id
     ex._accounts_seq = snap.accounts_seq

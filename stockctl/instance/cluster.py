@@ -168,7 +168,7 @@ def plan(s: Settings, daemon_env: dict[str, str]) -> list[Part]:
     for daemon in s.components():
         if daemon not in DAEMONS:
             continue
-        for n in range(INSTANCES if daemon in SCALED else 1):
+        for n in range(instances(s, daemon)):
             name = f"{daemon}-{n + 1}" if daemon in SCALED else daemon
             extra, ports = n * SECOND_OFFSET, {}
             if daemon in ("auth", "gateway"):
@@ -184,6 +184,14 @@ def plan(s: Settings, daemon_env: dict[str, str]) -> list[Part]:
             }.get(daemon, "")
             parts.append(Part(name, "daemon", [], address, env={**env, **ports}))
     return parts
+
+
+def instances(s: Settings, daemon: str) -> int:
+    """How many of ``daemon`` the cluster runs: two of each scaled one, and two per market group
+    of matching (``matching-N`` serves group ``(N-1) % groups``: one active and one standby each)."""
+    if daemon == "matching":
+        return INSTANCES * s.groups().id_step
+    return INSTANCES if daemon in SCALED else 1
 
 
 def redis_nodes(s: Settings) -> tuple[str, list[int], str]:

@@ -197,6 +197,10 @@ class Supervisor:
                         counter=lambda: infra.redis_cmd_counter(s.host, s.redis_port, self.redis_password),
                     )
                 )
+            elif name == "matching" and (groups := s.groups().id_step) > 1:
+                for n in range(1, groups + 1):  # one per market group: matching-N serves group N
+                    argv = launch.daemon_argv(f"matching-{n}")
+                    comps.append(Component(f"matching-{n}", "daemon", argv, "", self._daemon_ready, env=child_env))
             else:
                 address = {
                     "auth": f"{s.host}:{s.auth_port}",

@@ -33,7 +33,8 @@ MATCHING_LEASES_BUCKET = "matching-leases"
 """NATS KV bucket: ``g.<group>`` -> the matching daemon active for that market group (a lease)."""
 
 MATCHING_GROUP = "main"
-"""The one market group there is: every market is matched by the group's active daemon."""
+"""The market group of an exchange without ``STOCKCTL_MARKET_GROUPS``: every market, under the
+names it always had (see :mod:`stockctl.exchange.groups`)."""
 
 LEASES_BUCKET = "processor-leases"
 """NATS KV bucket: ``p<N>`` -> the processor that owns partition N (a lease: it expires unless
@@ -247,13 +248,23 @@ def book_subject(market: str) -> str:
     return f"ex.book.{symbol_token(market)}"
 
 
-def query_subject(what: str) -> str:
-    """Core NATS request/reply to the matching daemon: ``balances``, ``orders``, ``book``."""
-    return f"ex.query.{what}"
+def query_subject(what: str, group: str = MATCHING_GROUP) -> str:
+    """Core NATS request/reply to a group's matching daemon: ``balances``, ``orders``, ``book``..."""
+    return f"ex.query.{what}" if group == MATCHING_GROUP else f"ex.query.{group}.{what}"
 
 
 SNAPSHOT_KEY = "ex:snapshot"
-"""Hash: the engine snapshot and the command stream sequence it includes."""
+"""Hash: the engine snapshot and the command stream sequence it includes (group ``main``)."""
+
+
+def snapshot_key(group: str) -> str:
+    """A market group's snapshot hash (``SNAPSHOT_KEY`` for ``main``)."""
+    return SNAPSHOT_KEY if group == MATCHING_GROUP else f"{SNAPSHOT_KEY}:{group}"
+
+
+GROUPS_KEY = "ex:groups"
+"""String: the market-group layout the exchange's history was made with (one canonical line);
+a matching daemon configured with another refuses to start."""
 
 
 def fills_key(user: str) -> str:
