@@ -93,7 +93,7 @@ from stockctl.wire.exchange import (
 )
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.marketdata import Tick, encode, tick_decoder
-from stockctl.wire.streams import ensure_exchange_streams, ensure_tick_stream, last_tick_msg
+from stockctl.wire.streams import STREAM_UNAVAILABLE, ensure_exchange_streams, ensure_tick_stream, last_tick_msg
 
 log = logging.getLogger("stockctl.matching")
 
@@ -503,11 +503,17 @@ class MatchingDaemon(Daemon):
             return False
         m.leader = leader
         await m.warm()  # a snapshot taken by the daemon that led before
-        await m.positions()  # read after the term: nothing older can be stored past them now
+        # Positions are read after the term: nothing older can be stored past them now. They and
+        # the command consumer need their streams led, and a stream has no leader for a few
+        # seconds after its NATS node fails (a standby takes over in just such a fault): wait.
+        unled = STREAM_UNAVAILABLE
+        await retry(m.positions, stop=self.stop, retry_on=unled, backoff=STREAM_BACKOFF, what="positions", logger=log)
         gc.collect()
         gc.freeze()  # the restored engine is long-lived: keep it out of every future collection
         await serve_queries(stack, m.nc, m)  # answered from here until the stack unwinds
-        self.sub = await self._subscribe()
+        self.sub = await retry(
+            self._subscribe, stop=self.stop, retry_on=unled, backoff=STREAM_BACKOFF, what="command consumer", logger=log
+        )
         self.active = True
         self.status.info |= {"role": "active", "term": leader.term}
         took = time.monotonic() - started
