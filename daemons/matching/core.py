@@ -28,8 +28,9 @@ stored and derived.
 
 The gateway learns a command's outcome from a core NATS reply sent after the events are
 stored (``Stockctl-Reply`` header); the same records reach everyone on ``ex.event.<MKT>``.
-Trades also feed ``md.tick.<MKT>`` so exchange markets are tickers too, and depth goes to
-``ex.book.<MKT>`` as snapshots and sequence-numbered deltas.
+Trades also feed ``md.tick.<MKT>`` so exchange markets are tickers too (a tick's ts is its
+trade's, or the market's previous tick's if that is later: ts never goes back as seq goes on),
+and depth goes to ``ex.book.<MKT>`` as snapshots and sequence-numbered deltas.
 
 The engine has no clock, so good-till-date orders expire when a command at or past their
 ``expire_at`` is applied. So that they also expire in a quiet market, the daemon checks every
@@ -124,6 +125,7 @@ class Matching:
         self.cmd_seq = 0  # last command stream sequence applied
         self.published: dict[str, int] = {}  # market -> last event seq stored in EX_EVENTS
         self.tick_seq: dict[str, int] = {}  # market -> last md.tick seq
+        self.tick_ts: dict[str, int] = {}  # market -> ts of its last md.tick: the next is not older
         # Derived outputs of stored events: trade ticks in MD_TICKS (``ticked``: the event seq
         # of the last one) and the fills/trades/orders views in Redis (``views.viewed``: a
         # watermark written with them, after the ticks). Events are stored first, so after a
@@ -164,6 +166,7 @@ class Matching:
             self.published[market] = published
             tick = await self._last_tick(market)
             self.tick_seq[market] = tick.seq if tick else 0
+            self.tick_ts[market] = tick.ts if tick else 0
             self.ticked[market] = (tick and names.event_seq_of_origin(tick.origin)) or 0
             # No watermark: an exchange older than the watermark, its views taken as complete (a market
             # with no events yet gets watermark 0 below, so a crash in its first batch is repaired).
@@ -314,8 +317,13 @@ class Matching:
                 if ev.seq > self.ticked.get(market, 0):
                     seq = self.tick_seq.get(market, 0) + 1
                     self.tick_seq[market] = seq
+                    # A trade's ts is its command's, stamped by whichever gateway took it: two
+                    # gateways (or a publish retried through a NATS failover) store a command
+                    # stamped a moment earlier after a later one. A market's ticks go forward in
+                    # time as in seq, or history (ordered by ts, then seq) disagrees with the stream.
+                    ts = self.tick_ts[market] = max(ev.ts, self.tick_ts.get(market, 0))
                     origin = names.exchange_tick_origin(ev.seq)
-                    tick = Tick(market, ev.price, ev.ts, seq, volume=_whole(ev.qty), origin=origin)
+                    tick = Tick(market, ev.price, ts, seq, volume=_whole(ev.qty), origin=origin)
                     ticks.append(
                         (
                             names.tick_subject(market, self.s.partitions),
