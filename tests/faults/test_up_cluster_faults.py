@@ -14,10 +14,10 @@ or SIGSTOP for 15 s (resumed on a timer), default leases:
 * (a) the NATS node leading ``EX_ORDERS`` and (b) the one leading ``MD_TICKS`` (one stream:
   its subjects are partitioned, ``md.tick.<N>.<SYM>``, so it holds ``AAPL``'s ticks), found
   with ``$JS.API.STREAM.LIST`` (``cluster.leader`` is the node's component name), its pid
-  from ``status``: while one is frozen the other two must elect a new leader;
-* (c) the Valkey primary serving ``AAPL``'s quote slot: while it is frozen its replica must
-  take over (the cluster's node timeout, 2 s, then a vote); a killed one is back from its AOF
-  before that timeout, so it usually keeps its slots.
+  from ``status``: for a frozen one, the other two must name another leader (asked of them alone);
+* (c) the Valkey primary serving ``AAPL``'s quote slot: a frozen one's replica must take over
+  (the cluster's node timeout, 2 s, then a vote; the other five must agree); a killed one is
+  back from its AOF before that timeout, so it usually keeps its slots.
 
 A killed daemon is back within about a second and, being the same member, takes its own
 lease straight back. After each fault the checks of ``tests/support/fault_suite.py`` run (no
