@@ -28,8 +28,9 @@ stored and derived.
 
 The gateway learns a command's outcome from a core NATS reply sent after the events are
 stored (``Stockctl-Reply`` header); the same records reach everyone on ``ex.event.<MKT>``.
-Trades also feed ``md.tick.<MKT>`` so exchange markets are tickers too, and depth goes to
-``ex.book.<MKT>`` as snapshots and sequence-numbered deltas.
+Trades also feed ``md.tick.<MKT>`` so exchange markets are tickers too (a tick's ts is its
+trade's, or the market's previous tick's if that is later: ts never goes back as seq goes on),
+and depth goes to ``ex.book.<MKT>`` as snapshots and sequence-numbered deltas.
 
 The engine has no clock, so good-till-date orders expire when a command at or past their
 ``expire_at`` is applied. So that they also expire in a quiet market, the daemon checks every
@@ -94,7 +95,7 @@ from stockctl.wire.exchange import (
 )
 from stockctl.wire.exchange import encode as ex_encode
 from stockctl.wire.marketdata import Tick, encode, tick_decoder
-from stockctl.wire.streams import ensure_exchange_streams, ensure_tick_stream, last_tick_msg
+from stockctl.wire.streams import STREAM_UNAVAILABLE, ensure_exchange_streams, ensure_tick_stream, last_tick_msg
 
 log = logging.getLogger("stockctl.matching")
 
@@ -131,6 +132,7 @@ class Matching:
         self.cmd_seq = 0  # last command stream sequence applied
         self.published: dict[str, int] = {}  # market -> last event seq stored in EX_EVENTS
         self.tick_seq: dict[str, int] = {}  # market -> last md.tick seq
+        self.tick_ts: dict[str, int] = {}  # market -> ts of its last md.tick: the next is not older
         # Derived outputs of stored events: trade ticks in MD_TICKS (``ticked``: the event seq
         # of the last one) and the fills/trades/orders views in Redis (``views.viewed``: a
         # watermark written with them, after the ticks). Events are stored first, so after a
@@ -171,6 +173,7 @@ class Matching:
             self.published[market] = published
             tick = await self._last_tick(market)
             self.tick_seq[market] = tick.seq if tick else 0
+            self.tick_ts[market] = tick.ts if tick else 0
             self.ticked[market] = (tick and names.event_seq_of_origin(tick.origin)) or 0
             # No watermark: an exchange older than the watermark, its views taken as complete (a market
             # with no events yet gets watermark 0 below, so a crash in its first batch is repaired).
@@ -321,8 +324,13 @@ class Matching:
                 if ev.seq > self.ticked.get(market, 0):
                     seq = self.tick_seq.get(market, 0) + 1
                     self.tick_seq[market] = seq
+                    # A trade's ts is its command's, stamped by whichever gateway took it: two
+                    # gateways (or a publish retried through a NATS failover) store a command
+                    # stamped a moment earlier after a later one. A market's ticks go forward in
+                    # time as in seq, or history (ordered by ts, then seq) disagrees with the stream.
+                    ts = self.tick_ts[market] = max(ev.ts, self.tick_ts.get(market, 0))
                     origin = names.exchange_tick_origin(ev.seq)
-                    tick = Tick(market, ev.price, ev.ts, seq, volume=_whole(ev.qty), origin=origin)
+                    tick = Tick(market, ev.price, ts, seq, volume=_whole(ev.qty), origin=origin)
                     ticks.append(
                         (
                             names.tick_subject(market, self.s.partitions),
@@ -535,11 +543,17 @@ class MatchingDaemon(Daemon):
             return False
         m.leader = leader
         await m.warm()  # a snapshot taken by the daemon that led before
-        await m.positions()  # read after the term: nothing older can be stored past them now
+        # Positions are read after the term: nothing older can be stored past them now. They and
+        # the command consumer need their streams led, and a stream has no leader for a few
+        # seconds after its NATS node fails (a standby takes over in just such a fault): wait.
+        unled = STREAM_UNAVAILABLE
+        await retry(m.positions, stop=self.stop, retry_on=unled, backoff=STREAM_BACKOFF, what="positions", logger=log)
         gc.collect()
         gc.freeze()  # the restored engine is long-lived: keep it out of every future collection
         await serve_queries(stack, m.nc, m, m.group.name)  # answered from here until the stack unwinds
-        self.sub = await self._subscribe()
+        self.sub = await retry(
+            self._subscribe, stop=self.stop, retry_on=unled, backoff=STREAM_BACKOFF, what="command consumer", logger=log
+        )
         self.active = True
         self.status.info |= {"role": "active", "term": leader.term}
         took = time.monotonic() - started
