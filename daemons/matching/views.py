@@ -42,7 +42,8 @@ HISTORY_LIMIT = 1_000  # fills / trades / finished orders kept per user or marke
 # the list was set back (a failover promoted a replica that had not received the last writes):
 # nothing is written, and the reply {0, market, stored, ...} says from where to write again.
 # Otherwise values at or below their market's watermark are already in the list (an earlier
-# run, or this call sent twice) and are skipped; the reply is {1, values written}.
+# run, or this call sent twice) and are skipped; the reply is {1, values written}. The watermark
+# moves once per market per call (one HSET of every market moved), not once per value.
 RECORD_LIST = Lua("""
 local expected = tonumber(ARGV[2])
 local marks, behind = {}, {}
@@ -55,16 +56,22 @@ for i = 3, 2 + 2 * expected, 2 do
   end
 end
 if #behind > 0 then return {0, unpack(behind)} end
-local out = {}
+local out, moved = {}, {}
 for i = 3 + 2 * expected, #ARGV, 3 do
   local market, seq = ARGV[i], tonumber(ARGV[i + 1])
   if marks[market] == nil then marks[market] = tonumber(redis.call('HGET', KEYS[2], market) or '0') end
   if seq > marks[market] then
     out[#out + 1] = ARGV[i + 2]
+    moved[market] = true
     marks[market] = seq
-    redis.call('HSET', KEYS[2], market, seq)
   end
 end
+local fields = {}
+for market in pairs(moved) do
+  fields[#fields + 1] = market
+  fields[#fields + 1] = marks[market]
+end
+if #fields > 0 then redis.call('HSET', KEYS[2], unpack(fields)) end
 local first = 1
 while first <= #out do
   local upto = math.min(first + 999, #out)

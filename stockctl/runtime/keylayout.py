@@ -18,6 +18,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from stockctl.runtime.process import failpoint
 from stockctl.wire import names
 
 if TYPE_CHECKING:
@@ -32,8 +33,12 @@ LOCK_S = 60
 _PATTERNS = ("md:*", "ex:*", "auth:*", "alerts:*")
 
 
-async def ensure_key_layout(r: aioredis.Redis, cluster: bool = False) -> int:
-    """Rename what is left of the old layout; how many keys this call renamed."""
+async def ensure_key_layout(r: aioredis.Redis, cluster: bool = False, lock_s: float = LOCK_S) -> int:
+    """Rename what is left of the old layout; how many keys this call renamed.
+
+    The lock lapses ``lock_s`` after it was taken: a daemon that died holding it (kill -9 part
+    way through) delays the others by at most that long, and the next one finishes the renames.
+    """
     from redis.exceptions import ResponseError  # here: connections imports this module eagerly
 
     if await r.get(names.KEY_LAYOUT_KEY) == names.KEY_LAYOUT.encode():
@@ -41,7 +46,7 @@ async def ensure_key_layout(r: aioredis.Redis, cluster: bool = False) -> int:
     if cluster:
         await r.set(names.KEY_LAYOUT_KEY, names.KEY_LAYOUT)
         return 0
-    while not await r.set(LOCK_KEY, "1", nx=True, ex=LOCK_S):
+    while not await r.set(LOCK_KEY, "1", nx=True, px=int(lock_s * 1000)):
         await asyncio.sleep(0.1)  # another daemon is renaming: done once the marker is there
         if await r.get(names.KEY_LAYOUT_KEY) == names.KEY_LAYOUT.encode():
             return 0
@@ -59,6 +64,7 @@ async def ensure_key_layout(r: aioredis.Redis, cluster: bool = False) -> int:
                     continue
                 if moved:
                     renamed += 1
+                    failpoint("keylayout.renamed")
                 else:
                     log.error("not renaming %s: %s exists already; the old key is kept for you to merge", key, new)
         await r.set(names.KEY_LAYOUT_KEY, names.KEY_LAYOUT)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,9 +15,10 @@ import redis
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 
-from stockctl.runtime.keylayout import ensure_key_layout
+from stockctl.runtime.keylayout import LOCK_KEY, ensure_key_layout
+from stockctl.runtime.process import FAILPOINT_EXIT
 from stockctl.wire import names
-from tests.support.stack import Daemon, Servers, make_settings
+from tests.support.stack import REPO, Daemon, Servers, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +74,47 @@ def test_old_keys_are_renamed_with_their_values_and_ttls_once(clean: Servers) ->
     assert not any(r.exists(key) for key in LEGACY)
     assert r.smembers(names.SYMBOLS_KEY) == {b"AAPL"}  # untagged keys keep their names
     assert r.get(names.KEY_LAYOUT_KEY) == names.KEY_LAYOUT.encode()
+
+
+CRASHING_RENAMER = """
+import asyncio, sys
+import redis.asyncio as aioredis
+from stockctl.runtime.keylayout import ensure_key_layout
+
+async def main() -> None:
+    await ensure_key_layout(aioredis.Redis.from_url(sys.argv[1]), lock_s=float(sys.argv[2]))
+
+asyncio.run(main())
+"""
+
+
+def test_a_renamer_killed_holding_the_lock_delays_the_next_only_until_the_lock_lapses(clean: Servers) -> None:
+    """Two daemons in a row die (exit 86, as kill -9) right after their first rename, each
+    leaving the lock behind; the third start waits out the second's lock and finishes."""
+    r = redis.Redis.from_url(clean.redis_url)
+    _write_legacy(r)
+    lock_s = 1.0
+    env = {**os.environ, "STOCKCTL_FAILPOINTS": "keylayout.renamed"}
+    for _ in (1, 2):  # the second starts while the first's lock holds: it waits that out, then dies too
+        proc = subprocess.run(
+            [sys.executable, "-c", CRASHING_RENAMER, clean.redis_url, str(lock_s)], env=env, cwd=REPO, timeout=30
+        )
+        assert proc.returncode == FAILPOINT_EXIT
+        assert 0 < r.pttl(LOCK_KEY) <= lock_s * 1000  # left behind, lapsing
+    old = [*LEGACY, "auth:refresh:abc"]
+    assert sum(r.exists(key) for key in old) == len(old) - 2
+
+    async def finish() -> int:
+        client = aioredis.Redis.from_url(clean.redis_url)
+        try:
+            return await ensure_key_layout(client, lock_s=lock_s)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(finish()) == len(old) - 2  # the two dead renamers moved one key each
+    assert not any(r.exists(key) for key in old)
+    assert r.get(names.KEY_LAYOUT_KEY) == names.KEY_LAYOUT.encode()
+    assert not r.exists(LOCK_KEY)
 
 
 def test_an_account_made_before_hash_tags_still_logs_in(
