@@ -262,9 +262,10 @@ def parse_order_rates(text: str) -> list[int]:
 
 
 async def measure_js_baseline(
-    url: str, messages: int, payload: bytes, rounds: int = 1, progress: ProgressFn = no_progress
+    url: str, messages: int, payload: bytes, rounds: int = 1, progress: ProgressFn = no_progress, replicas: int = 1
 ) -> JsBaseline:
-    """Raw JetStream on a scratch file stream: pipelined publish_async (every ack awaited), then round trips."""
+    """Raw JetStream on a scratch file stream of ``replicas``: pipelined publish_async (every ack awaited),
+    then round trips."""
     nc = await connect_nats(url, "bench-orders-baseline")
     js = nc.jetstream(publish_async_max_pending=MAX_PENDING)
     config = api.StreamConfig(
@@ -273,6 +274,7 @@ async def measure_js_baseline(
         storage=api.StorageType.FILE,
         retention=api.RetentionPolicy.LIMITS,
         duplicate_window=120.0,
+        num_replicas=replicas,
     )
     rates: list[float] = []
     best: tuple[float, float] | None = None
@@ -370,12 +372,14 @@ class _OrdersBench(PrivateStack[OrdersBenchResult]):
         super().__init__(home, progress)
         self.opts = opts
 
-    def bench_settings(self, nats_url: str, redis_url: str) -> Settings:
+    def bench_settings(self, nats_url: str | None, redis_url: str | None, **fields: Any) -> Settings:
+        """The daemons' settings; ``fields`` (ports included) add to them or replace them."""
         assets = sorted({m.base for m in DEFAULT_MARKETS} | {m.quote for m in DEFAULT_MARKETS})
+        fields = {**self.service_ports(), **fields}
         return self.settings(
             nats_url,
             redis_url,
-            **self.service_ports(),
+            **fields,
             auth_url=None,
             access_token_ttl_s=3600,
             # What the gateway credits each new (bench) account with, in --via-gateway.
