@@ -17,7 +17,8 @@ Contract:
   :meth:`Cluster.stop_daemons` stops some of them again (a configuration run in turn).
 * Every process goes through the stack (its ``procs``, so :func:`~stockctl.bench.kit.run_private`
   stops it, and its ``pids``, so a :class:`~stockctl.bench.cpu.CpuMeter` meters it by name).
-* :func:`cluster_doc` and :func:`load_doc` are the ``cluster`` and load parts of a ``--json`` document.
+* :func:`sustained_step` is the step of a ladder whose CPU a configuration's headline shows;
+  :func:`cluster_doc` and :func:`load_doc` are the ``cluster`` and load parts of a ``--json`` document.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import random
 import time
 from typing import Any
 
-from stockctl.bench.kit import BenchError, PrivateStack, clean_env
+from stockctl.bench.kit import BenchError, LadderResult, PrivateStack, clean_env
 from stockctl.errors import StartupError
 from stockctl.instance import cluster, infra, launch
 from stockctl.settings import Settings
@@ -147,6 +148,14 @@ class Cluster:
     def node_pids(self) -> dict[str, int]:
         """Every node, by name: what the CPU tables list after the daemons."""
         return {name: self.stack.pids[name] for name in self.servers}
+
+
+def sustained_step(ladder: LadderResult) -> Any:
+    """The step that delivered the sustained rate (the fastest that kept up); the last step if none did."""
+    kept = [s for s in ladder.steps if s.kept_up]
+    if kept:
+        return max(kept, key=ladder.delivered)
+    return ladder.steps[-1] if ladder.steps else None
 
 
 def cluster_doc(settings: Settings) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -47,6 +47,7 @@ from stockctl.bench.kit import (
     LatencyTarget,
     PrivateStack,
     ProgressFn,
+    Timed,
     close_nats,
     connect_nats,
     machine_doc,
@@ -114,6 +115,8 @@ DAEMON_START_TIMEOUT = 30.0
 FUND_TIMEOUT = 15.0
 SCRATCH_STREAM = "BENCH_ORDERS_SCRATCH"
 SCRATCH_SUBJECT = "bench.scratch"
+
+T = TypeVar("T", bound=Timed)
 
 
 # --- results -----------------------------------------------------------------------------
@@ -365,8 +368,8 @@ class OrdersBenchOptions:
             raise UsageError("--connections must be at least 1")
 
 
-class _OrdersBench(PrivateStack[OrdersBenchResult]):
-    """The servers, the daemons and the order driver of one run."""
+class OrdersStack(PrivateStack[T]):
+    """The users, the warm-up and the steps of a run; a subclass's ``run`` starts the servers and daemons."""
 
     def __init__(self, opts: OrdersBenchOptions, home: Path, progress: ProgressFn) -> None:
         super().__init__(home, progress)
@@ -499,6 +502,10 @@ class _OrdersBench(PrivateStack[OrdersBenchResult]):
                 self.procs.log_tail("gateway" if self.opts.via_gateway else "matching") or None,
             )
 
+
+class _OrdersBench(OrdersStack[OrdersBenchResult]):
+    """The servers, the daemons and the order driver of one run."""
+
     async def run(self) -> OrdersBenchResult:
         opts = self.opts
         nats_url, redis_url = self.start_servers()
@@ -578,6 +585,7 @@ __all__ = [
     "OrderFlow",
     "OrdersBenchOptions",
     "OrdersBenchResult",
+    "OrdersStack",
     "OrdersStep",
     "measure_js_baseline",
     "parse_order_rates",

@@ -31,7 +31,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
-from stockctl.bench.cluster import Cluster, cluster_doc, cluster_ports, load_avg, load_doc
+from stockctl.bench.cluster import Cluster, cluster_doc, cluster_ports, load_avg, load_doc, sustained_step
 from stockctl.bench.cpu import CpuMeter, SchedWaitMeter
 from stockctl.bench.kit import (
     BenchError,
@@ -89,16 +89,8 @@ class TicksPhase:
     ladder: BenchResult
     """The steps as ``bench ticks`` has them (its baseline: the run's core NATS one)."""
 
-    @property
-    def sustained_step(self) -> StepResult | None:
-        """The step whose delivered rate is the sustained one; the last step if none kept up."""
-        kept = [s for s in self.ladder.steps if s.kept_up]
-        if kept:
-            return max(kept, key=lambda s: s.delivered_per_s)
-        return self.ladder.steps[-1] if self.ladder.steps else None
-
     def to_doc(self, js_baseline: JsBaseline) -> dict[str, Any]:
-        r, lat, at = self.ladder, self.ladder.latency_step, self.sustained_step
+        r, lat, at = self.ladder, self.ladder.latency_step, sustained_step(self.ladder)
         return {
             "name": self.name,
             "processors": self.processors,
