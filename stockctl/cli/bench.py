@@ -80,7 +80,8 @@ ClusterOpt = Annotated[
     " from its timestamp to its quote. Every process it starts is stopped.\n\n"
     "--cluster: the same on a private `up --cluster` cluster, with 1 processor and then 2 (sharing the"
     " partitions by their leases), beside raw core NATS and raw R3 JetStream publish rates on that"
-    " cluster, all in one run (--backlog is not measured there).",
+    " cluster (the JetStream one with a quarter of --baseline-messages), all in one run (--backlog is"
+    " not measured there).",
 )
 def ticks(
     rates: Annotated[

@@ -41,7 +41,8 @@ def _cpu_by_process(columns: Sequence[tuple[str, dict[str, float]]]) -> None:
     names: list[str] = []
     for _, cpu in columns:
         names += [n for n in cpu if n not in names and n != "other"]
-    names.sort(key=lambda n: (n.startswith("nats-"), n.startswith("redis-"), n == "bench"))  # daemons first
+    rank = {"nats": 1, "redis": 2, "bench": 3}
+    names.sort(key=lambda n: rank.get(n.split("-")[0], 0))  # the daemons, the nodes, this process
     names.append("other")
     table = _first_column_table("CPU cores used per process, at each configuration's sustained step", "process")
     for title, _ in columns:
