@@ -17,6 +17,8 @@ Contract:
   :meth:`Cluster.stop_daemons` stops some of them again (a configuration run in turn).
 * Every process goes through the stack (its ``procs``, so :func:`~stockctl.bench.kit.run_private`
   stops it, and its ``pids``, so a :class:`~stockctl.bench.cpu.CpuMeter` meters it by name).
+* :func:`idle_cpu` meters the processes for :data:`IDLE_S` with nothing offered: what the
+  cluster costs before any work (heartbeats, leases, Raft), beside each step's figures.
 * :func:`sustained_step` is the step of a ladder whose CPU a configuration's headline shows;
   :func:`cluster_doc` and :func:`load_doc` are the ``cluster`` and load parts of a ``--json`` document.
 """
@@ -29,6 +31,7 @@ import random
 import time
 from typing import Any
 
+from stockctl.bench.cpu import CpuMeter
 from stockctl.bench.kit import BenchError, LadderResult, PrivateStack, clean_env
 from stockctl.errors import StartupError
 from stockctl.instance import cluster, infra, launch
@@ -39,6 +42,8 @@ CLUSTER_START_TIMEOUT = 60.0
 PORT_RANGE = (10_000, 19_999)
 """Where base ports are looked for without ``STOCKCTL_FREE_PORTS``: below the ephemeral ports
 (32768 up), which the daemons' outgoing connections take and could take a derived port from."""
+IDLE_S = 2.0
+"""Seconds the processes are metered with nothing offered, before a configuration's steps."""
 BLOCK_SPAN = 120
 """Ports above a base that derived ports reach (routes and buses 100 up, second listeners 20 up)."""
 
@@ -148,6 +153,13 @@ class Cluster:
     def node_pids(self) -> dict[str, int]:
         """Every node, by name: what the CPU tables list after the daemons."""
         return {name: self.stack.pids[name] for name in self.servers}
+
+
+async def idle_cpu(cpu: CpuMeter) -> dict[str, float]:
+    """Cores each process of ``cpu`` used over :data:`IDLE_S` while nothing is offered."""
+    cpu.start()
+    await asyncio.sleep(IDLE_S)
+    return cpu.stop()
 
 
 def sustained_step(ladder: LadderResult) -> Any:

@@ -27,10 +27,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stockctl.bench.cluster import Cluster, cluster_doc, cluster_ports, load_avg, load_doc, sustained_step
+from stockctl.bench.cluster import (
+    Cluster,
+    cluster_doc,
+    cluster_ports,
+    idle_cpu,
+    load_avg,
+    load_doc,
+    sustained_step,
+)
 from stockctl.bench.cpu import CpuMeter, SchedWaitMeter
 from stockctl.bench.kit import (
     BenchError,
@@ -87,6 +95,8 @@ class MatchingPhase:
     groups: int
     roles: dict[str, str]
     ladder: OrdersBenchResult
+    idle: dict[str, float] = field(default_factory=dict)
+    """Cores each process used with nothing offered, before the steps (:func:`~stockctl.bench.cluster.idle_cpu`)."""
 
     def to_doc(self) -> dict[str, Any]:
         r, lat, at = self.ladder, self.ladder.latency_step, sustained_step(self.ladder)
@@ -103,6 +113,7 @@ class MatchingPhase:
             "ratio": round(r.ratio, 4),
             "cpu_at_orders_per_s": at.offered_per_s if at else None,
             "cpu": at.cpu if at else {},
+            "idle_cpu": self.idle,
             "steps": steps_doc(r.steps),
             "skipped_rates": r.skipped_rates,
         }
@@ -174,6 +185,7 @@ class _ClusterOrders(OrdersStack[ClusterOrdersResult]):
             daemons = sorted(config.daemons, key=lambda n: roles[n] != "active")
             pids = {**{n: self.pids[n] for n in daemons}, **cl.node_pids(), "bench": self.meter_pids()["bench"]}
             cpu, waits = CpuMeter(pids), SchedWaitMeter({n: self.pids[n] for n in daemons})
+            idle = await idle_cpu(cpu)
 
             async def step(rate: int, label: str) -> OrdersStep:
                 await asyncio.sleep(0.3)
@@ -186,7 +198,7 @@ class _ClusterOrders(OrdersStack[ClusterOrdersResult]):
             cl.stop_daemons(list(config.daemons))
         ladder = OrdersBenchResult("nats", steps, baseline, [m.symbol for m in markets], opts.users, opts.seconds)
         ladder.skipped_rates = skipped
-        return MatchingPhase(config.name, config.groups, roles, ladder)
+        return MatchingPhase(config.name, config.groups, roles, ladder, idle)
 
     async def run(self) -> ClusterOrdersResult:
         opts = self.opts

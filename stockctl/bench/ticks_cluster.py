@@ -25,13 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 
-from stockctl.bench.cluster import Cluster, cluster_doc, cluster_ports, load_avg, load_doc, sustained_step
+from stockctl.bench.cluster import (
+    Cluster,
+    cluster_doc,
+    cluster_ports,
+    idle_cpu,
+    load_avg,
+    load_doc,
+    sustained_step,
+)
 from stockctl.bench.cpu import CpuMeter, SchedWaitMeter
 from stockctl.bench.kit import (
     BenchError,
@@ -88,6 +96,8 @@ class TicksPhase:
     partitions: dict[str, list[int]]
     ladder: BenchResult
     """The steps as ``bench ticks`` has them (its baseline: the run's core NATS one)."""
+    idle: dict[str, float] = field(default_factory=dict)
+    """Cores each process used with nothing offered, before the steps (:func:`~stockctl.bench.cluster.idle_cpu`)."""
 
     def to_doc(self, js_baseline: JsBaseline) -> dict[str, Any]:
         r, lat, at = self.ladder, self.ladder.latency_step, sustained_step(self.ladder)
@@ -104,6 +114,7 @@ class TicksPhase:
             "js_ratio": round(r.sustained / js_baseline.msgs_per_s, 4) if js_baseline.msgs_per_s else 0.0,
             "cpu_at_ticks_per_s": at.offered_per_s if at else None,
             "cpu": at.cpu if at else {},
+            "idle_cpu": self.idle,
             "processor_ticks": at.processor_ticks if at else {},
             "steps": steps_doc(r.steps),
             "skipped_rates": r.skipped_rates,
@@ -178,6 +189,7 @@ class _ClusterTicks(TickBench[ClusterTicksResult]):
         cpu = CpuMeter({**procs, **cl.node_pids(), "bench": self.meter_pids()["bench"]})
         waits = SchedWaitMeter(procs)
         await self.warm_up(driver)
+        idle = await idle_cpu(cpu)
 
         async def step(rate: int, label: str) -> StepResult:
             return await self.step(driver, cpu, waits, rate, f"{config.name}, {label}")
@@ -186,7 +198,7 @@ class _ClusterTicks(TickBench[ClusterTicksResult]):
         if steps and not steps[-1].kept_up and steps[-1].drained:
             await self.probe(driver, cpu, waits, steps)
         ladder = BenchResult(steps, baseline, self.symbols, opts.seconds, skipped)
-        return TicksPhase(config.name, list(config.processors), partitions, ladder)
+        return TicksPhase(config.name, list(config.processors), partitions, ladder, idle)
 
     async def run(self) -> ClusterTicksResult:
         opts = self.opts

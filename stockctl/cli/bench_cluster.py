@@ -34,9 +34,16 @@ def _first_column_table(title: str, first: str, columns: Sequence[str] = ()) -> 
     return t
 
 
-def _cpu_by_process(columns: Sequence[tuple[str, dict[str, float]]]) -> None:
-    """One row per process (in the order the meters list them), one column per configuration."""
+def _cpu_by_process(phases: Sequence[tuple[str, dict[str, float], Any]]) -> None:
+    """One row per process; for each configuration (name, idle CPU, sustained step) a column idle
+    and one at its sustained step."""
     from stockctl.bench.kit import fmt_num
+
+    columns: list[tuple[str, dict[str, float]]] = []
+    for name, idle, at in phases:
+        columns.append((f"{name}, idle", idle))
+        if at is not None:
+            columns.append((f"{name} @ {at.offered_per_s:,.0f}/s", at.cpu))
 
     names: list[str] = []
     for _, cpu in columns:
@@ -44,7 +51,9 @@ def _cpu_by_process(columns: Sequence[tuple[str, dict[str, float]]]) -> None:
     rank = {"nats": 1, "redis": 2, "bench": 3}
     names.sort(key=lambda n: rank.get(n.split("-")[0], 0))  # the daemons, the nodes, this process
     names.append("other")
-    table = _first_column_table("CPU cores used per process, at each configuration's sustained step", "process")
+    table = _first_column_table(
+        "CPU cores used per process: idle (nothing offered) and at each configuration's sustained step", "process"
+    )
     for title, _ in columns:
         table.add_column(title, justify="right")
     for name in names:
@@ -108,12 +117,7 @@ def render_ticks_cluster(r: ClusterTicksResult) -> None:
         console.print(table)
         if p.ladder.skipped_rates:
             console.print(not_run_note(p.ladder.skipped_rates, "ticks"))
-    columns = []
-    for p in r.phases:
-        at = sustained_step(p.ladder)
-        if at is not None:
-            columns.append((f"{p.name} @ {at.offered_per_s:,.0f}/s", at.cpu))
-    _cpu_by_process(columns)
+    _cpu_by_process([(p.name, p.idle, sustained_step(p.ladder)) for p in r.phases])
     if any(s.probe for p in r.phases for s in p.ladder.steps):
         console.print("[dim]* probe: a rate just below what the first saturated rate delivered[/]")
     scaling = f"{r.scaling:.2f}x" if r.scaling is not None else "-"
@@ -178,12 +182,7 @@ def render_orders_cluster(r: ClusterOrdersResult) -> None:
         console.print(table)
         if p.ladder.skipped_rates:
             console.print(not_run_note(p.ladder.skipped_rates, "orders"))
-    columns = []
-    for p in r.phases:
-        at = sustained_step(p.ladder)
-        if at is not None:
-            columns.append((f"{p.name} @ {at.offered_per_s:,.0f}/s", at.cpu))
-    _cpu_by_process(columns)
+    _cpu_by_process([(p.name, p.idle, sustained_step(p.ladder)) for p in r.phases])
     console.print(
         f"raw JetStream        {b.messages:,} x {b.payload_bytes} B publish_async to an R{r.cluster['stream_replicas']}"
         " stream, acks awaited, and one publish round trip (p50/p99 above); same cluster, same run"

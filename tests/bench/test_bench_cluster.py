@@ -63,6 +63,7 @@ def test_bench_ticks_cluster_quick_json(tmp_path: Path) -> None:
             assert_cpu_rows(step["cpu"], set(c["processors"]))
             assert all(step["processor_ticks"][p] > 0 for p in c["processors"]), step["processor_ticks"]
         assert c["cpu"] and c["cpu_at_ticks_per_s"] in (500, 2000)
+        assert set(c["idle_cpu"]) == set(c["cpu"])  # the same processes, metered with nothing offered
 
 
 @pytest.mark.integration
@@ -85,3 +86,4 @@ def test_bench_orders_cluster_quick_json(tmp_path: Path) -> None:
         active = next(n for n, role in config["roles"].items() if role == "active")
         assert step["cpu"][active] > 0
     assert sum(s["outcome"].get("trades", 0) for s in config["steps"]) > 0
+    assert set(config["idle_cpu"]) == set(config["cpu"])  # the same processes, metered with nothing offered
