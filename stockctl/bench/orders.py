@@ -23,6 +23,9 @@ a step falls behind, higher rates are skipped. The baseline, measured on the sam
 the same run before the daemon starts, is raw JetStream: ``publish_async`` of order-sized
 messages with ``Nats-Msg-Id`` headers to a scratch file stream, pipelined, every ack awaited;
 plus the round trip of one synchronous ``publish`` (the least an acknowledged command costs).
+
+:class:`OrdersStack` holds the users, the warm-up and the steps; ``bench orders --cluster``
+(:mod:`stockctl.bench.orders_cluster`) runs them on a cluster, its baseline on an R3 stream.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ starts from an empty pipeline. Once a step falls behind, the rest of the ladder 
 skipped and one or two probe steps just below the saturated throughput find the rate
 the pipeline does sustain. The raw nats-py publish -> subscribe rate on the same
 server, measured in the same run, is the baseline the pipeline is compared with.
+
+:class:`TickBench` holds the steps on the processors named in its ``processors`` (their
+status files give each step's batches, and the ticks each applied); ``bench ticks --cluster``
+(:mod:`stockctl.bench.ticks_cluster`) runs them on a cluster with one processor, then two.
 """
 
 from __future__ import annotations
