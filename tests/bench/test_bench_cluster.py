@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from stockctl.bench import orders, ticks
+from stockctl.cli import app
 from tests.support.bench import linux_only, run_private_bench
 
 NODES = {"nats-1", "nats-2", "nats-3", "redis-1", "redis-2", "redis-3", "redis-4", "redis-5", "redis-6"}
@@ -87,3 +90,15 @@ def test_bench_orders_cluster_quick_json(tmp_path: Path) -> None:
         assert step["cpu"][active] > 0
     assert sum(s["outcome"].get("trades", 0) for s in config["steps"]) > 0
     assert set(config["idle_cpu"]) == set(config["cpu"])  # the same processes, metered with nothing offered
+
+
+@pytest.mark.parametrize("bench", ["ticks", "orders"])
+def test_cluster_help_matches_the_bench(bench: str) -> None:
+    # The --help of a bench shows its real default rates and says what --cluster leaves out.
+    result = CliRunner().invoke(app, ["bench", bench, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    text = "".join(result.output.replace("│", "").split())  # wrapping may split any word
+    rates = (ticks if bench == "ticks" else orders).DEFAULT_RATES
+    assert f"[default:({','.join(str(r) for r in rates)})]" in text
+    assert "--cluster" in text
+    assert ("--backlogisnotmeasuredthere" if bench == "ticks" else "--via-gatewayisnotmeasuredthere") in text
