@@ -67,6 +67,8 @@ from stockctl.wire.exchange import DEFAULT_MARKETS, Place, encode
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
 
+CLUSTER_RATES: tuple[int, ...] = (500, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 7_000, 10_000)
+"""The default ladder with ``--cluster``: finer than ``bench orders``'s where a cluster on one machine saturates."""
 ROLE_TIMEOUT = 30.0
 """Seconds for the matching daemons to settle who leads (an election is a lease wait at most)."""
 
@@ -251,4 +253,11 @@ def run_orders_cluster_bench(opts: OrdersBenchOptions, progress: ProgressFn | No
     )
 
 
-__all__ = ["CONFIGS", "ClusterOrdersResult", "MatchingConfig", "MatchingPhase", "run_orders_cluster_bench"]
+__all__ = [
+    "CLUSTER_RATES",
+    "CONFIGS",
+    "ClusterOrdersResult",
+    "MatchingConfig",
+    "MatchingPhase",
+    "run_orders_cluster_bench",
+]

@@ -66,6 +66,9 @@ from stockctl.bench.ticks import (
 from stockctl.errors import UsageError
 from stockctl.wire.marketdata import Tick, encode
 
+CLUSTER_RATES: tuple[int, ...] = (1_000, 2_000, 3_000, 4_000, 6_000, 8_000, 10_000, 15_000, 20_000)
+"""The default ladder with ``--cluster``: finer than ``bench ticks``'s (1,000, 5,000, 10,000...), so that
+two configurations a few thousand ticks/s apart are told apart by the steps, not by where a probe lands."""
 DEFAULT_SYMBOLS = 16
 """Enough symbols that every one of the 8 partitions has some, so either processor's share has work."""
 SPLIT_TIMEOUT = 60.0
@@ -256,6 +259,7 @@ def run_ticks_cluster_bench(opts: BenchOptions, progress: ProgressFn | None = No
 
 
 __all__ = [
+    "CLUSTER_RATES",
     "CONFIGS",
     "DEFAULT_SYMBOLS",
     "ClusterTicksResult",

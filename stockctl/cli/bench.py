@@ -89,7 +89,7 @@ def ticks(
         typer.Option(
             "--rates",
             help="Offered total rates to step through, ticks/s, comma separated (1000,5k,20k).",
-            show_default="1000,5000,10000,20000,50000",
+            show_default="1000,5000,10000,20000,50000; with --cluster 1000,2000,3000,4000,6000,8000,10000,15000,20000",
         ),
     ] = None,
     seconds: StepSecondsOpt = None,
@@ -122,10 +122,11 @@ def ticks(
     from stockctl.bench.ticks import BenchOptions, parse_rates, run_ticks_bench
 
     opts = BenchOptions.quick() if quick else BenchOptions()
-    if cluster and symbols is None:
-        from stockctl.bench.ticks_cluster import DEFAULT_SYMBOLS
+    if cluster:
+        from stockctl.bench.ticks_cluster import CLUSTER_RATES, DEFAULT_SYMBOLS
 
-        symbols = DEFAULT_SYMBOLS
+        symbols = DEFAULT_SYMBOLS if symbols is None else symbols
+        opts.rates = opts.rates if quick else list(CLUSTER_RATES)
     _given(
         opts,
         rates=parse_rates(rates) if rates is not None else None,
@@ -445,7 +446,7 @@ def orders(
         typer.Option(
             "--rates",
             help="Offered rates to step through, orders/s, comma separated (500,1k,2k).",
-            show_default="500,1000,2000,5000,10000,17000",
+            show_default="500,1000,2000,5000,10000,17000; with --cluster 500,1000,1500,2000,3000,4000,5000,7000,10000",
         ),
     ] = None,
     seconds: StepSecondsOpt = None,
@@ -470,6 +471,10 @@ def orders(
     from stockctl.bench.orders import GATEWAY_USERS, OrdersBenchOptions, parse_order_rates, run_orders_bench
 
     opts = OrdersBenchOptions.quick() if quick else OrdersBenchOptions()
+    if cluster and not quick:
+        from stockctl.bench.orders_cluster import CLUSTER_RATES
+
+        opts.rates = list(CLUSTER_RATES)
     _given(
         opts,
         rates=parse_order_rates(rates) if rates is not None else None,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from stockctl.bench import orders, ticks
+from stockctl.bench import orders, orders_cluster, ticks, ticks_cluster
 from stockctl.cli import app
 from tests.support.bench import linux_only, run_private_bench
 
@@ -99,6 +99,8 @@ def test_cluster_help_matches_the_bench(bench: str) -> None:
     assert result.exit_code == 0, result.output
     text = "".join(result.output.replace("│", "").split())  # wrapping may split any word
     rates = (ticks if bench == "ticks" else orders).DEFAULT_RATES
-    assert f"[default:({','.join(str(r) for r in rates)})]" in text
+    cluster_rates = (ticks_cluster if bench == "ticks" else orders_cluster).CLUSTER_RATES
+    listed = ",".join(str(r) for r in rates) + ";with--cluster" + ",".join(str(r) for r in cluster_rates)
+    assert f"[default:({listed})]" in text
     assert "--cluster" in text
     assert ("--backlogisnotmeasuredthere" if bench == "ticks" else "--via-gatewayisnotmeasuredthere") in text
