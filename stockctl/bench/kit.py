@@ -57,6 +57,8 @@ class BenchError(StockctlError):
 
 
 ProgressFn = Callable[[str], None]
+Envs = dict[str, dict[str, str]] | None
+"""Environments of daemons, by name (:meth:`PrivateStack.start_daemons`)."""
 
 
 def no_progress(_: str) -> None:
@@ -445,8 +447,8 @@ class PrivateStack(Generic[R]):
                 time.sleep(0.05)
         return creds.nats_url(host, nats_port), creds.redis_url(host, redis_port)
 
-    def settings(self, nats_url: str, redis_url: str, **fields: Any) -> Settings:
-        """The daemons' settings on this stack (quiet logs, no replay, every daemon); ``fields`` add to them."""
+    def settings(self, nats_url: str | None, redis_url: str | None, **fields: Any) -> Settings:
+        """The daemons' settings here (quiet logs, no replay); ``fields`` add to them; a None URL: the embedded one."""
         try:
             return Settings(
                 home=self.home,
@@ -465,11 +467,11 @@ class PrivateStack(Generic[R]):
             raise UsageError(f"bad {name}: {err['msg']}", f"check STOCKCTL_{name.upper()}") from None
 
     async def start_daemons(
-        self, settings: Settings, daemons: Sequence[str], timeout: float, announce: str | None = None
+        self, settings: Settings, daemons: Sequence[str], timeout: float, announce: str | None = None, envs: Envs = None
     ) -> None:
-        """Start ``daemons`` and wait until each says it is ready in its status file."""
+        """Start ``daemons`` (a name's environment from ``envs`` if there) and wait until each says it is ready."""
         env = launch.child_env(settings, clean_env())
-        started = {name: self.spawn(name, launch.daemon_argv(name), env) for name in daemons}
+        started = {name: self.spawn(name, launch.daemon_argv(name), (envs or {}).get(name, env)) for name in daemons}
         self.daemons.update(started)
         self.progress(announce or f"starting the {', '.join(daemons)} daemon{'s' if len(daemons) > 1 else ''}")
         waiting = set(started)

@@ -23,6 +23,9 @@ a step falls behind, higher rates are skipped. The baseline, measured on the sam
 the same run before the daemon starts, is raw JetStream: ``publish_async`` of order-sized
 messages with ``Nats-Msg-Id`` headers to a scratch file stream, pipelined, every ack awaited;
 plus the round trip of one synchronous ``publish`` (the least an acknowledged command costs).
+
+:class:`OrdersStack` holds the users, the warm-up and the steps; ``bench orders --cluster``
+(:mod:`stockctl.bench.orders_cluster`) runs them on a cluster, its baseline on an R3 stream.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -47,6 +50,7 @@ from stockctl.bench.kit import (
     LatencyTarget,
     PrivateStack,
     ProgressFn,
+    Timed,
     close_nats,
     connect_nats,
     machine_doc,
@@ -114,6 +118,8 @@ DAEMON_START_TIMEOUT = 30.0
 FUND_TIMEOUT = 15.0
 SCRATCH_STREAM = "BENCH_ORDERS_SCRATCH"
 SCRATCH_SUBJECT = "bench.scratch"
+
+T = TypeVar("T", bound=Timed)
 
 
 # --- results -----------------------------------------------------------------------------
@@ -262,9 +268,10 @@ def parse_order_rates(text: str) -> list[int]:
 
 
 async def measure_js_baseline(
-    url: str, messages: int, payload: bytes, rounds: int = 1, progress: ProgressFn = no_progress
+    url: str, messages: int, payload: bytes, rounds: int = 1, progress: ProgressFn = no_progress, replicas: int = 1
 ) -> JsBaseline:
-    """Raw JetStream on a scratch file stream: pipelined publish_async (every ack awaited), then round trips."""
+    """Raw JetStream on a scratch file stream of ``replicas``: pipelined publish_async (every ack awaited),
+    then round trips."""
     nc = await connect_nats(url, "bench-orders-baseline")
     js = nc.jetstream(publish_async_max_pending=MAX_PENDING)
     config = api.StreamConfig(
@@ -273,6 +280,7 @@ async def measure_js_baseline(
         storage=api.StorageType.FILE,
         retention=api.RetentionPolicy.LIMITS,
         duplicate_window=120.0,
+        num_replicas=replicas,
     )
     rates: list[float] = []
     best: tuple[float, float] | None = None
@@ -363,19 +371,21 @@ class OrdersBenchOptions:
             raise UsageError("--connections must be at least 1")
 
 
-class _OrdersBench(PrivateStack[OrdersBenchResult]):
-    """The servers, the daemons and the order driver of one run."""
+class OrdersStack(PrivateStack[T]):
+    """The users, the warm-up and the steps of a run; a subclass's ``run`` starts the servers and daemons."""
 
     def __init__(self, opts: OrdersBenchOptions, home: Path, progress: ProgressFn) -> None:
         super().__init__(home, progress)
         self.opts = opts
 
-    def bench_settings(self, nats_url: str, redis_url: str) -> Settings:
+    def bench_settings(self, nats_url: str | None, redis_url: str | None, **fields: Any) -> Settings:
+        """The daemons' settings; ``fields`` (ports included) add to them or replace them."""
         assets = sorted({m.base for m in DEFAULT_MARKETS} | {m.quote for m in DEFAULT_MARKETS})
+        fields = {**self.service_ports(), **fields}
         return self.settings(
             nats_url,
             redis_url,
-            **self.service_ports(),
+            **fields,
             auth_url=None,
             access_token_ttl_s=3600,
             # What the gateway credits each new (bench) account with, in --via-gateway.
@@ -495,6 +505,10 @@ class _OrdersBench(PrivateStack[OrdersBenchResult]):
                 self.procs.log_tail("gateway" if self.opts.via_gateway else "matching") or None,
             )
 
+
+class _OrdersBench(OrdersStack[OrdersBenchResult]):
+    """The servers, the daemons and the order driver of one run."""
+
     async def run(self) -> OrdersBenchResult:
         opts = self.opts
         nats_url, redis_url = self.start_servers()
@@ -574,6 +588,7 @@ __all__ = [
     "OrderFlow",
     "OrdersBenchOptions",
     "OrdersBenchResult",
+    "OrdersStack",
     "OrdersStep",
     "measure_js_baseline",
     "parse_order_rates",

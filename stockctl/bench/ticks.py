@@ -20,6 +20,10 @@ starts from an empty pipeline. Once a step falls behind, the rest of the ladder 
 skipped and one or two probe steps just below the saturated throughput find the rate
 the pipeline does sustain. The raw nats-py publish -> subscribe rate on the same
 server, measured in the same run, is the baseline the pipeline is compared with.
+
+:class:`TickBench` holds the steps on the processors named in its ``processors`` (their
+status files give each step's batches, and the ticks each applied); ``bench ticks --cluster``
+(:mod:`stockctl.bench.ticks_cluster`) runs them on a cluster with one processor, then two.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -43,6 +47,7 @@ from stockctl.bench.kit import (
     LatencyTarget,
     PrivateStack,
     ProgressFn,
+    Timed,
     close_nats,
     connect_nats,
     machine_doc,
@@ -90,6 +95,8 @@ PRICE_CYCLE = 4096
 
 PROCESSOR_START_TIMEOUT = 30.0
 
+T = TypeVar("T", bound=Timed)
+
 
 # --- results -----------------------------------------------------------------------------
 
@@ -116,6 +123,8 @@ class StepResult:
     probe: bool = False
     avg_batch: float | None = None
     """Ticks per processor batch (one Redis transaction) during the step."""
+    processor_ticks: dict[str, int] = field(default_factory=dict)
+    """Ticks each processor applied during the step (their own counters): how the work split."""
     cpu: dict[str, float] = field(default_factory=dict)
     """Cores used during the step, per process (Linux only)."""
     run_queue_wait: dict[str, float] = field(default_factory=dict)
@@ -419,13 +428,15 @@ class BenchOptions:
         )
 
 
-class _Bench(PrivateStack[BenchResult]):
-    """The servers, the processor daemon and the driver of one run."""
+class TickBench(PrivateStack[T]):
+    """The steps of a run, on the processor daemons in :attr:`processors`; a subclass's ``run`` starts them."""
 
     def __init__(self, opts: BenchOptions, home: Path, progress: ProgressFn) -> None:
         super().__init__(home, progress)
         self.opts = opts
         self.symbols = bench_symbols(opts.symbols)
+        self.processors = ["processor"]
+        """The processor daemons running (their status files give each step's batches and ticks)."""
 
     # steps ----------------------------------------------------------------------------
 
@@ -433,8 +444,7 @@ class _Bench(PrivateStack[BenchResult]):
         self, driver: Driver, cpu: CpuMeter, waits: SchedWaitMeter, rate: float, label: str, probe: bool = False
     ) -> StepResult:
         opts = self.opts
-        status_path = self.home / "run" / "processor.json"
-        before = (read_status(status_path) or {}).get("counters", {})
+        before = self.processor_counters()
         driver.latencies = []
         received0 = driver.received
         cpu.start()
@@ -450,13 +460,14 @@ class _Bench(PrivateStack[BenchResult]):
         drained, drain_s = await driver.drain(drain_timeout, self.progress, label)
         usage = cpu.stop()
         waited = waits.stop()
-        self.check_alive("processor")
+        self.check_alive(*self.processors)
         lat = sorted(driver.latencies)
         driver.latencies = []
         await asyncio.sleep(1.1)  # let the processor rewrite its status file
-        after = (read_status(status_path) or {}).get("counters", {})
-        batches = after.get("batches", 0) - before.get("batches", 0)
-        ticks = after.get("ticks", 0) - before.get("ticks", 0)
+        after = self.processor_counters()
+        done = {name: after[name].get("ticks", 0) - before[name].get("ticks", 0) for name in self.processors}
+        batches = sum(after[name].get("batches", 0) - before[name].get("batches", 0) for name in self.processors)
+        ticks = sum(done.values())
         delivered_per_s = delivered / elapsed if elapsed > 0 else 0.0
         return StepResult(
             offered_per_s=float(rate),
@@ -474,9 +485,15 @@ class _Bench(PrivateStack[BenchResult]):
             kept_up=drained and delivered_per_s >= KEEP_UP_FRACTION * rate,
             probe=probe,
             avg_batch=round(ticks / batches, 1) if batches > 0 and ticks > 0 else None,
+            processor_ticks=done,
             cpu=usage,
             run_queue_wait=waited,
         )
+
+    def processor_counters(self) -> dict[str, dict[str, int]]:
+        """Each running processor's counters, from its status file."""
+        run = self.home / "run"
+        return {name: (read_status(run / f"{name}.json") or {}).get("counters", {}) for name in self.processors}
 
     async def store_backlog(self, driver: Driver, count: int) -> None:
         """``count`` ticks into the stream as fast as JetStream takes them (no processor yet)."""
@@ -533,6 +550,25 @@ class _Bench(PrivateStack[BenchResult]):
                 self.procs.log_tail("processor") or None,
             )
 
+    async def probe(self, driver: Driver, cpu: CpuMeter, waits: SchedWaitMeter, steps: list[StepResult]) -> None:
+        """Try rates just below the saturated throughput, so 'sustained' is not just a ladder rung."""
+        if not self.opts.probe:
+            return
+        floor = max((s.offered_per_s for s in steps if s.kept_up), default=0.0)
+        saturated = steps[-1].delivered_per_s
+        for factor in (0.9, 0.75):
+            rate = round(saturated * factor, -2)
+            if rate <= floor * 1.05 or rate < 100:
+                return
+            result = await self.step(driver, cpu, waits, rate, f"probe: {rate:,.0f} ticks/s", probe=True)
+            steps.append(result)
+            if result.kept_up or not result.drained:
+                return
+
+
+class _Bench(TickBench[BenchResult]):
+    """The servers, the processor daemon and the driver of one run."""
+
     async def run(self) -> BenchResult:
         opts = self.opts
         nats_url, redis_url = self.start_servers()
@@ -570,21 +606,6 @@ class _Bench(PrivateStack[BenchResult]):
             await close_nats(pub)
             await close_nats(sub)
 
-    async def probe(self, driver: Driver, cpu: CpuMeter, waits: SchedWaitMeter, steps: list[StepResult]) -> None:
-        """Try rates just below the saturated throughput, so 'sustained' is not just a ladder rung."""
-        if not self.opts.probe:
-            return
-        floor = max((s.offered_per_s for s in steps if s.kept_up), default=0.0)
-        saturated = steps[-1].delivered_per_s
-        for factor in (0.9, 0.75):
-            rate = round(saturated * factor, -2)
-            if rate <= floor * 1.05 or rate < 100:
-                return
-            result = await self.step(driver, cpu, waits, rate, f"probe: {rate:,.0f} ticks/s", probe=True)
-            steps.append(result)
-            if result.kept_up or not result.drained:
-                return
-
 
 def run_ticks_bench(opts: BenchOptions | None = None, progress: ProgressFn | None = None) -> BenchResult:
     """Run the whole benchmark on private servers; every process it starts is stopped."""
@@ -614,6 +635,7 @@ __all__ = [
     "BenchResult",
     "CatchUpResult",
     "StepResult",
+    "TickBench",
     "measure_baseline",
     "parse_rates",
     "percentile",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
+from stockctl.cli.bench_cluster import render_orders_cluster, render_ticks_cluster
 from stockctl.cli.bench_tables import render_history, render_matching, render_up
 from stockctl.cli.common import JsonOpt, console, err_console, print_json
 
@@ -60,12 +61,27 @@ StepSecondsOpt = Annotated[
 ]
 
 
+ClusterOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cluster",
+        help="Run on the cluster `stockctl up --cluster` runs (3 nats-server nodes, streams at R3; a Valkey"
+        " Cluster of 3 primaries and 3 replicas), private, with the baselines on that cluster and the CPU"
+        " of every node and daemon.",
+    ),
+]
+
+
 @app.command(
     "ticks",
     help="Publisher -> processor throughput and latency, beside the raw NATS baseline.\n\n"
     "Starts a private nats-server, valkey-server and processor daemon in a temporary directory"
     " (a running instance is not touched), offers ticks at increasing rates and times each tick"
-    " from its timestamp to its quote. Every process it starts is stopped.",
+    " from its timestamp to its quote. Every process it starts is stopped.\n\n"
+    "--cluster: the same on a private `up --cluster` cluster, with 1 processor and then 2 (sharing the"
+    " partitions by their leases), beside raw core NATS and raw R3 JetStream publish rates on that"
+    " cluster (the JetStream one with a quarter of --baseline-messages), all in one run (--backlog is"
+    " not measured there).",
 )
 def ticks(
     rates: Annotated[
@@ -73,11 +89,16 @@ def ticks(
         typer.Option(
             "--rates",
             help="Offered total rates to step through, ticks/s, comma separated (1000,5k,20k).",
-            show_default="1000,5000,20000,50000",
+            show_default="1000,5000,10000,20000,50000; with --cluster 1000,2000,3000,4000,6000,8000,10000,15000,20000",
         ),
     ] = None,
     seconds: StepSecondsOpt = None,
-    symbols: Annotated[int, typer.Option("--symbols", min=1, max=1000, help="Symbols the ticks rotate over.")] = 5,
+    symbols: Annotated[
+        int | None,
+        typer.Option(
+            "--symbols", min=1, max=1000, help="Symbols the ticks rotate over.", show_default="5; 16 with --cluster"
+        ),
+    ] = None,
     baseline_messages: Annotated[int | None, _baseline_messages("NATS", 200_000)] = None,
     probe: Annotated[
         bool,
@@ -94,12 +115,18 @@ def ticks(
         ),
     ] = 0,
     quick: Annotated[bool, _quick("500 and 2,000 ticks/s, 2 s each")] = False,
+    cluster: ClusterOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Publisher -> processor throughput and latency, beside the raw NATS baseline."""
     from stockctl.bench.ticks import BenchOptions, parse_rates, run_ticks_bench
 
     opts = BenchOptions.quick() if quick else BenchOptions()
+    if cluster:
+        from stockctl.bench.ticks_cluster import CLUSTER_RATES, DEFAULT_SYMBOLS
+
+        symbols = DEFAULT_SYMBOLS if symbols is None else symbols
+        opts.rates = opts.rates if quick else list(CLUSTER_RATES)
     _given(
         opts,
         rates=parse_rates(rates) if rates is not None else None,
@@ -109,6 +136,11 @@ def ticks(
         probe=probe and not quick,
         backlog=backlog,
     )
+    if cluster:
+        from stockctl.bench.ticks_cluster import run_ticks_cluster_bench
+
+        _run("ticks", lambda progress: run_ticks_cluster_bench(opts, progress), render_ticks_cluster, json_out)
+        return
     _run("ticks", lambda progress: run_ticks_bench(opts, progress), render, json_out)
 
 
@@ -403,7 +435,10 @@ def matching(
     " crossing limit orders and cancels the way the gateway does (JetStream ex.order.<MKT> with a reply"
     " inbox) at increasing offered rates, timing each from submission to its reply. --via-gateway"
     " goes through POST /api/v1/orders instead (auth and gateway daemons too). The baseline is the raw"
-    " JetStream publish rate on the same server. Every process it starts is stopped.",
+    " JetStream publish rate on the same server. Every process it starts is stopped.\n\n"
+    "--cluster: the same on a private `up --cluster` cluster, the matching daemon leading and its"
+    " standby beside it, beside the raw JetStream publish rate on an R3 stream of that cluster, in one"
+    " run (--via-gateway is not measured there).",
 )
 def orders(
     rates: Annotated[
@@ -411,7 +446,7 @@ def orders(
         typer.Option(
             "--rates",
             help="Offered rates to step through, orders/s, comma separated (500,1k,2k).",
-            show_default="500,1000,2000,4000",
+            show_default="500,1000,2000,5000,10000,17000; with --cluster 500,1000,1500,2000,3000,4000,5000,7000,10000",
         ),
     ] = None,
     seconds: StepSecondsOpt = None,
@@ -429,12 +464,17 @@ def orders(
     ] = 32,
     baseline_messages: Annotated[int | None, _baseline_messages("JetStream", 50_000)] = None,
     quick: Annotated[bool, _quick("200 and 500 orders/s, 2 s each")] = False,
+    cluster: ClusterOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Orders end to end: submission -> acknowledging reply, beside raw JetStream."""
     from stockctl.bench.orders import GATEWAY_USERS, OrdersBenchOptions, parse_order_rates, run_orders_bench
 
     opts = OrdersBenchOptions.quick() if quick else OrdersBenchOptions()
+    if cluster and not quick:
+        from stockctl.bench.orders_cluster import CLUSTER_RATES
+
+        opts.rates = list(CLUSTER_RATES)
     _given(
         opts,
         rates=parse_order_rates(rates) if rates is not None else None,
@@ -445,6 +485,11 @@ def orders(
         via_gateway=via_gateway,
         connections=connections,
     )
+    if cluster:
+        from stockctl.bench.orders_cluster import run_orders_cluster_bench
+
+        _run("orders", lambda progress: run_orders_cluster_bench(opts, progress), render_orders_cluster, json_out)
+        return
     _run("orders", lambda progress: run_orders_bench(opts, progress), render_orders, json_out)
 
 
