@@ -14,7 +14,8 @@ Contract:
 * :meth:`Cluster.start_daemons` starts daemons of the plan by their plan names
   (``processor-1``, ``matching-2``...) with the plan's environment (the three NATS URLs, the
   ``redis+cluster://`` URL, ``STOCKCTL_STREAM_REPLICAS=3``), and waits for each to be ready.
-  :meth:`Cluster.stop_daemons` stops some of them again (a configuration run in turn).
+  :meth:`Cluster.stop_daemons` stops some of them again (a configuration run in turn), and
+  :meth:`Cluster.reset_exchange` empties the exchange before the next configuration.
 * Every process goes through the stack (its ``procs``, so :func:`~stockctl.bench.kit.run_private`
   stops it, and its ``pids``, so a :class:`~stockctl.bench.cpu.CpuMeter` meters it by name).
 * :func:`idle_cpu` meters the processes for :data:`IDLE_S` with nothing offered: what the
@@ -26,13 +27,14 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
 from typing import Any
 
 from stockctl.bench.cpu import CpuMeter
-from stockctl.bench.kit import BenchError, LadderResult, PrivateStack, clean_env
+from stockctl.bench.kit import BenchError, LadderResult, PrivateStack, clean_env, close_nats, connect_nats
 from stockctl.errors import StartupError
 from stockctl.instance import cluster, infra, launch
 from stockctl.settings import Settings
@@ -144,6 +146,31 @@ class Cluster:
             self.stack.pids.pop(name, None)
             if proc is not None:
                 procs._stop_one(proc)
+
+    async def reset_exchange(self) -> None:
+        """An empty exchange for the next configuration, its daemons stopped: the exchange streams
+        and the matching leases deleted, every Valkey primary flushed. A configuration with other
+        market groups could not start on the last one's history (matching refuses a changed layout)."""
+        import nats.js.errors
+
+        from stockctl.runtime.connections import sync_redis_client
+        from stockctl.wire import names
+
+        nc = await connect_nats(self.nats_url, "bench-reset")
+        try:
+            js = nc.jetstream()
+            for stream in (names.ORDER_STREAM, names.EVENT_STREAM):
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await js.delete_stream(stream)
+            with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+                await js.delete_key_value(names.MATCHING_LEASES_BUCKET)
+        finally:
+            await close_nats(nc)
+        r = sync_redis_client(self.settings.effective_redis_url)
+        try:
+            await asyncio.to_thread(r.flushall)  # the cluster client sends it to every primary
+        finally:
+            r.close()
 
     def status_info(self, name: str) -> dict[str, Any]:
         """The ``info`` of a daemon's status file (its partitions, its role), {} while there is none."""

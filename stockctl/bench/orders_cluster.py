@@ -13,14 +13,15 @@ none of it shared with a running instance. In that run, in this order:
   groups, funds the bench users, warms up, then steps up the offered rates as ``bench orders``
   does (:class:`~stockctl.bench.orders.OrdersStack`: commands on JetStream ``ex.order.<MKT>``
   the way the gateway sends them, each timed to its reply). A configuration's daemons are
-  stopped before the next one starts its own.
+  stopped, and the exchange emptied, before the next one starts its own.
 
 Each step records the cores every process used: each matching daemon (the standby too), each
 node, this process as ``bench``, and ``other`` (the rest of the machine).
 
-Only one configuration is measured now: 1 market group. :data:`CONFIGS` is the seam for more
-(2 groups: ``STOCKCTL_MARKET_GROUPS`` and an active matching daemon per group), each a row of
-the report beside the others.
+Two configurations are measured, each a row of the report beside the other, on the same two
+markets (:data:`BENCH_MARKETS`, which share no asset): one market group (both markets led by
+one matching daemon), then two (``STOCKCTL_MARKET_GROUPS``: an active matching daemon and a
+standby per group). The bench users are funded in every group, as the gateway funds them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import asyncio
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from stockctl.bench.cluster import (
     Cluster,
@@ -53,6 +56,7 @@ from stockctl.bench.kit import (
 )
 from stockctl.bench.orders import (
     DAEMON_START_TIMEOUT,
+    FUND_TIMEOUT,
     JsBaseline,
     OrdersBenchOptions,
     OrdersBenchResult,
@@ -60,11 +64,14 @@ from stockctl.bench.orders import (
     OrdersStep,
     measure_js_baseline,
 )
-from stockctl.bench.submitters import NatsSubmitter, OrderFlow
+from stockctl.bench.submitters import NatsSubmitter, OrderFlow, fund_command
 from stockctl.errors import UsageError
-from stockctl.wire.exchange import DEFAULT_MARKETS, Place, encode
+from stockctl.exchange.groups import MarketGroups, market_groups, split_funding
+from stockctl.wire.exchange import DEFAULT_MARKETS, Fund, MarketSpec, Place, encode
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nats.aio.client import Client as NATS
 
 CLUSTER_RATES: tuple[int, ...] = (500, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 7_000, 10_000)
@@ -85,8 +92,23 @@ class MatchingConfig:
     """Variables its daemons get on top of the plan's (where ``STOCKCTL_MARKET_GROUPS`` would go)."""
 
 
-CONFIGS: tuple[MatchingConfig, ...] = (MatchingConfig("1 group", 1, ("matching-1", "matching-2")),)
-"""Run in turn, each a row of the report. Market groups add ``MatchingConfig("2 groups", 2, ...)``."""
+AAPL_USD = MarketSpec("AAPL_USD", "AAPL", "USD", "0.05", "1", "1", "100000", "1000000")
+BENCH_MARKETS: tuple[MarketSpec, ...] = (DEFAULT_MARKETS[0], AAPL_USD)
+"""The markets of every configuration: two that share no asset, so they can be one group or two."""
+TWO_GROUPS = "inr=TATA_INR;us=AAPL_USD"
+
+CONFIGS: tuple[MatchingConfig, ...] = (
+    MatchingConfig("1 group", 1, ("matching-1", "matching-2")),
+    MatchingConfig(
+        "2 groups",
+        2,
+        ("matching-1", "matching-2", "matching-3", "matching-4"),
+        (("STOCKCTL_MARKET_GROUPS", TWO_GROUPS),),
+    ),
+)
+"""Run in turn, each a row of the report: both markets led by one matching daemon (its standby
+beside it), then split into two groups, each with its own leader and standby (``matching-1``
+and ``-3`` serve ``inr``, ``-2`` and ``-4`` ``us``), as ``up --cluster`` runs them."""
 
 
 @dataclass
@@ -155,6 +177,9 @@ class ClusterOrdersResult:
 class _ClusterOrders(OrdersStack[ClusterOrdersResult]):
     """The cluster, the matching daemons of each configuration in turn, and the order driver."""
 
+    markets_file: Path
+    """:data:`BENCH_MARKETS` as a markets file, which every configuration's daemons read."""
+
     async def wait_roles(self, cl: Cluster, config: MatchingConfig) -> dict[str, str]:
         """Until ``config.groups`` of its daemons lead and the others stand by: each one's role."""
         loop = asyncio.get_running_loop()
@@ -172,16 +197,20 @@ class _ClusterOrders(OrdersStack[ClusterOrdersResult]):
         self, cl: Cluster, nc: NATS, config: MatchingConfig, baseline: JsBaseline, last: bool
     ) -> MatchingPhase:
         opts = self.opts
-        envs = {n: {**cl.daemon_envs[n], **dict(config.env)} for n in config.daemons}
+        # The plan has matching-1/2 (one group); more groups run more of the same daemon.
+        base = {**cl.daemon_envs["matching-1"], "STOCKCTL_MARKETS_FILE": str(self.markets_file)}
+        envs = {n: {**cl.daemon_envs.get(n, base), **base, **dict(config.env)} for n in config.daemons}
         cl.daemon_envs.update(envs)
         await cl.start_daemons(list(config.daemons), DAEMON_START_TIMEOUT)
         roles = await self.wait_roles(cl, config)
         users = [f"bench-{i:02d}" for i in range(opts.users)]
-        markets = list(DEFAULT_MARKETS)
+        markets = list(BENCH_MARKETS)
         sub = NatsSubmitter(nc, OrderFlow(users, markets, opts.seed))
         await sub.start()
         try:
-            await self.fund_users(sub, users)
+            await self.fund_groups(
+                sub, users, market_groups(dict(config.env).get("STOCKCTL_MARKET_GROUPS", ""), markets)
+            )
             await self.warm_up(sub)
             # The matching daemons first (the active one leads), then the nodes, then this process.
             daemons = sorted(config.daemons, key=lambda n: roles[n] != "active")
@@ -198,12 +227,29 @@ class _ClusterOrders(OrdersStack[ClusterOrdersResult]):
             await sub.close()
         if not last:
             cl.stop_daemons(list(config.daemons))
+            await cl.reset_exchange()  # the next configuration starts on an empty exchange
         ladder = OrdersBenchResult("nats", steps, baseline, [m.symbol for m in markets], opts.users, opts.seconds)
         ladder.skipped_rates = skipped
         return MatchingPhase(config.name, config.groups, roles, ladder, idle)
 
+    async def fund_groups(self, sub: NatsSubmitter, users: list[str], groups: MarketGroups) -> None:
+        """Fund every bench user in every group, as the gateway does: each group its own assets."""
+        self.progress(f"funding {len(users)} bench users in {len(groups.groups)} market group(s)")
+        amounts = fund_command("", BENCH_MARKETS).amounts
+        for user in users:
+            for group, part in split_funding(groups, amounts):
+                fund = Fund(user, f"fund-{group.name}", part, time.time_ns(), market=group.accounts_market)
+                await sub.submit(fund, fund.request_id)
+        drained, _ = await sub.drain(FUND_TIMEOUT, no_progress, "funding")
+        funded, want = sub.flow.outcome["funded"], len(users) * len(groups.groups)
+        if not drained or funded != want:
+            raise BenchError(f"{funded} of {want} fundings done within {FUND_TIMEOUT:g}s")
+        sub.flow.outcome["funded"] = 0
+
     async def run(self) -> ClusterOrdersResult:
         opts = self.opts
+        self.markets_file = self.home / "bench-markets.json"
+        self.markets_file.write_bytes(msgspec.json.encode(list(BENCH_MARKETS)))
         load_start = load_avg()
         settings = self.bench_settings(None, None, cluster=True, stream_replicas=3, **cluster_ports(self.host))
         cl = Cluster(self, settings)
@@ -230,7 +276,7 @@ class _ClusterOrders(OrdersStack[ClusterOrdersResult]):
         return ClusterOrdersResult(
             baseline,
             phases,
-            [m.symbol for m in DEFAULT_MARKETS],
+            [m.symbol for m in BENCH_MARKETS],
             opts.users,
             opts.seconds,
             cluster_doc(settings),

@@ -50,7 +50,7 @@ MID_TICKS = 2_000
 """Starting mid of every market, in ticks (100.00 at a 0.05 tick)."""
 MAX_PENDING = 50_000
 MSG_ID = "Nats-Msg-Id"
-BENCH_ASSET_UNITS = {"INR": "1000000000"}
+BENCH_ASSET_UNITS = {"INR": "1000000000", "USD": "1000000000"}
 """Funding per bench user; any other asset gets BENCH_BASE_UNITS."""
 BENCH_BASE_UNITS = "10000000"
 

@@ -76,20 +76,25 @@ def test_bench_orders_cluster_quick_json(tmp_path: Path) -> None:
     doc = cluster_run("orders", tmp_path)
     assert_positive(doc, "baseline_rtt_p50_ms")
     assert doc["via"] == "nats"
-    (config,) = doc["configs"]
-    assert config["name"] == "1 group" and config["groups"] == 1
-    assert sorted(config["roles"].values()) == ["active", "standby"]  # the leader and its standby
-    assert_positive(config, "orders_per_s", "p50_ms", "p99_ms", "max_delivered_orders_per_s", "ratio")
-    assert config["p50_ms"] <= config["p99_ms"]
-    assert [s["offered_per_s"] for s in config["steps"]] == [200, 500]
-    for step in config["steps"]:
-        assert step["drained"] and step["errors"] == 0, step
-        assert step["acked"] == step["sent"] > 0, step
-        assert_cpu_rows(step["cpu"], {"matching-1", "matching-2"})
-        active = next(n for n, role in config["roles"].items() if role == "active")
-        assert step["cpu"][active] > 0
-    assert sum(s["outcome"].get("trades", 0) for s in config["steps"]) > 0
-    assert set(config["idle_cpu"]) == set(config["cpu"])  # the same processes, metered with nothing offered
+    assert doc["markets"] == ["TATA_INR", "AAPL_USD"]
+    one, two = doc["configs"]
+    assert (one["name"], one["groups"], two["name"], two["groups"]) == ("1 group", 1, "2 groups", 2)
+    # One leader and its standby, then a leader and a standby per group (matching-1/-3, -2/-4)
+    assert sorted(one["roles"].values()) == ["active", "standby"]
+    assert {two["roles"][n] for n in ("matching-1", "matching-3")} == {"active", "standby"}
+    assert {two["roles"][n] for n in ("matching-2", "matching-4")} == {"active", "standby"}
+    for config in (one, two):
+        assert_positive(config, "orders_per_s", "p50_ms", "p99_ms", "max_delivered_orders_per_s", "ratio")
+        assert config["p50_ms"] <= config["p99_ms"]
+        assert [s["offered_per_s"] for s in config["steps"]] == [200, 500]
+        actives = [n for n, role in config["roles"].items() if role == "active"]
+        for step in config["steps"]:
+            assert step["drained"] and step["errors"] == 0, step
+            assert step["acked"] == step["sent"] > 0, step
+            assert_cpu_rows(step["cpu"], set(config["roles"]))
+            assert all(step["cpu"][n] > 0 for n in actives), (actives, step["cpu"])  # each group's leader works
+        assert sum(s["outcome"].get("trades", 0) for s in config["steps"]) > 0
+        assert set(config["idle_cpu"]) == set(config["cpu"])  # the same processes, metered with nothing offered
 
 
 @pytest.mark.parametrize("bench", ["ticks", "orders"])
