@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -53,6 +53,9 @@ from stockctl.bench.kit import (
     Timed,
     close_nats,
     connect_nats,
+    fmt_ms,
+    fmt_num,
+    kept_up_cell,
     machine_doc,
     no_progress,
     ns_to_ms,
@@ -64,6 +67,7 @@ from stockctl.bench.kit import (
     run_private,
     step_ladder,
     steps_doc,
+    steps_table,
 )
 from stockctl.bench.submitters import (
     BENCH_ASSET_UNITS,
@@ -85,6 +89,9 @@ from stockctl.wire.exchange import (
     Place,
     encode,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 DEFAULT_RATES: tuple[int, ...] = (500, 1_000, 2_000, 5_000, 10_000, 17_000)
 """Up to half the raw JetStream rate on this class of machine (~34k msgs/s), so the ratio target can be met."""
@@ -579,6 +586,23 @@ def run_orders_bench(opts: OrdersBenchOptions | None = None, progress: ProgressF
     return result
 
 
+def orders_steps_table(title: str, steps: list[OrdersStep]) -> Table:
+    """``bench orders``'s steps (:class:`OrdersStep`), one row per offered rate (the CLI's tables)."""
+    t = steps_table(title, ("offered/s", "sent/s", "acked/s", "p50 ms", "p99 ms", "max ms", "trades"))
+    for s in steps:
+        t.add_row(
+            fmt_num(s.offered_per_s),
+            fmt_num(s.sent_per_s),
+            fmt_num(s.orders_per_s),
+            fmt_ms(s.p50_ms),
+            fmt_ms(s.p99_ms),
+            fmt_ms(s.max_ms),
+            fmt_num(s.outcome.get("trades", 0)),
+            kept_up_cell(s.kept_up, s.drained, s.driver_limited, s.errors),
+        )
+    return t
+
+
 __all__ = [
     "DEFAULT_RATES",
     "QUICK_RATES",
@@ -591,6 +615,7 @@ __all__ = [
     "OrdersStack",
     "OrdersStep",
     "measure_js_baseline",
+    "orders_steps_table",
     "parse_order_rates",
     "price_text",
     "run_orders_bench",

@@ -500,31 +500,15 @@ def render_orders(r: OrdersBenchResult) -> None:
         cpu_table,
         fmt_ms,
         fmt_num,
-        kept_up_cell,
         latency_verdicts,
         not_run_note,
         pass_fail,
-        steps_table,
     )
-    from stockctl.bench.orders import KEEP_UP_FRACTION, TARGET_RATIO
+    from stockctl.bench.orders import KEEP_UP_FRACTION, TARGET_RATIO, orders_steps_table
 
     path = "gateway HTTP" if r.via == "gateway" else "NATS (the gateway's path)"
-    table = steps_table(
-        f"bench orders via {path}: {r.users} users, {', '.join(r.markets)}, {r.seconds:g}s per rate",
-        ("offered/s", "sent/s", "acked/s", "p50 ms", "p99 ms", "max ms", "trades"),
-    )
-    for s in r.steps:
-        table.add_row(
-            fmt_num(s.offered_per_s),
-            fmt_num(s.sent_per_s),
-            fmt_num(s.orders_per_s),
-            fmt_ms(s.p50_ms),
-            fmt_ms(s.p99_ms),
-            fmt_ms(s.max_ms),
-            fmt_num(s.outcome.get("trades", 0)),
-            kept_up_cell(s.kept_up, s.drained, s.driver_limited, s.errors),
-        )
-    console.print(table)
+    title = f"bench orders via {path}: {r.users} users, {', '.join(r.markets)}, {r.seconds:g}s per rate"
+    console.print(orders_steps_table(title, r.steps))
 
     keys = ["matching", "gateway", "auth", "nats", "valkey", "bench", "other"]
     keys = [k for k in keys if any(k in s.cpu for s in r.steps)]

@@ -135,7 +135,8 @@ def render_ticks_cluster(r: ClusterTicksResult) -> None:
 def render_orders_cluster(r: ClusterOrdersResult) -> None:
     """Each matching configuration beside raw JetStream, its steps, and the CPU of every process."""
     from stockctl.bench.cluster import sustained_step
-    from stockctl.bench.kit import fmt_ms, fmt_num, kept_up_cell, not_run_note, steps_table
+    from stockctl.bench.kit import fmt_ms, fmt_num, not_run_note
+    from stockctl.bench.orders import orders_steps_table
 
     b = r.baseline
     head = _first_column_table(
@@ -164,22 +165,8 @@ def render_orders_cluster(r: ClusterOrdersResult) -> None:
     )
     console.print(head)
     for p in r.phases:
-        table = steps_table(
-            f"{p.name}: {', '.join(f'{n} {role}' for n, role in p.roles.items())}",
-            ("offered/s", "sent/s", "acked/s", "p50 ms", "p99 ms", "max ms", "trades"),
-        )
-        for s in p.ladder.steps:
-            table.add_row(
-                fmt_num(s.offered_per_s),
-                fmt_num(s.sent_per_s),
-                fmt_num(s.orders_per_s),
-                fmt_ms(s.p50_ms),
-                fmt_ms(s.p99_ms),
-                fmt_ms(s.max_ms),
-                fmt_num(s.outcome.get("trades", 0)),
-                kept_up_cell(s.kept_up, s.drained, s.driver_limited, s.errors),
-            )
-        console.print(table)
+        roles = ", ".join(f"{n} {role}" for n, role in p.roles.items())
+        console.print(orders_steps_table(f"{p.name}: {roles}", p.ladder.steps))
         if p.ladder.skipped_rates:
             console.print(not_run_note(p.ladder.skipped_rates, "orders"))
     _cpu_by_process([(p.name, p.idle, sustained_step(p.ladder)) for p in r.phases])
