@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 import websockets
 
 from stockctl.exchange.engine import Exchange
 from stockctl.wire import names
-from stockctl.wire.exchange import command_decoder, decode_record
+from stockctl.wire.exchange import Fund, Place, command_decoder, decode_record
 from stockctl.wire.exchange import encode as ex_encode
+from stockctl.wire.marketdata import tick_decoder
 from tests.support.exchange import Ex, running_exchange
 from tests.support.stack import stack_settings, wait_for, wipe_exchange
 from tests.support.streams import read_stream
@@ -122,6 +125,35 @@ def test_trades_become_ticks_and_quotes(ex: Ex) -> None:
     )
 
     assert Decimal(quote["price"]) == Decimal("250.10")
+
+
+def test_trade_ticks_go_forward_in_time_when_commands_are_stored_out_of_ts_order(ex: Ex) -> None:
+    # Two gateways stamp commands; one stamped a moment earlier can be stored after a later one.
+    # The second trade's own ts is older than the first's: its tick takes the first's, so the
+    # market's ticks go forward in time as in seq (history is read ordered by ts, then seq).
+    t0 = time.time_ns()
+    stamps = {"s1": t0, "b1": t0 + 10_000_000, "s2": t0 + 1_000_000, "b2": t0 + 2_000_000}
+    cmds = [Fund(user, "fund", {"INR": "100000", "TATA": "100"}, t0) for user in ("ann", "ben")]
+    for coid, ts in stamps.items():
+        user, side = ("ann", "sell") if coid[0] == "s" else ("ben", "buy")
+        cmds.append(Place(user, coid, "TATA_INR", side, "limit", "1", ts, price="100"))
+
+    async def send() -> None:
+        nc = await nats.connect(ex.settings.nats_url)
+        js = nc.jetstream()
+        for i, cmd in enumerate(cmds):
+            subject = names.order_subject(getattr(cmd, "market", "") or names.ACCOUNTS_MARKET)
+            await js.publish(subject, ex_encode(cmd), headers={"Nats-Msg-Id": f"ts-order:{i}"})
+        await nc.close()
+
+    asyncio.run(send())
+    subject = names.tick_subject("TATA_INR", ex.settings.partitions)
+
+    def ticks() -> list:
+        return [tick_decoder.decode(b) for b in read_stream(ex.settings.nats_url, names.TICK_STREAM, subject)]
+
+    wait_for(lambda: len(ticks()) == 2, 20, what="two TATA_INR trade ticks")
+    assert [(t.seq, t.ts) for t in ticks()] == [(1, stamps["b1"]), (2, stamps["b1"])]  # not b2's older stamp
 
 
 def test_orders_channel_tells_the_maker_about_its_fill(ex: Ex) -> None:
